@@ -1,0 +1,10 @@
+//! The manager: cluster state in a Raft log, and the roles that act on it.
+//!
+//! **Architecture Invariant:** every change to cluster state is a [`store::Store::propose`]
+//! through Raft; no component writes the in-memory state directly. Only the leader runs the
+//! writers (orchestrator, scheduler, dispatcher, reaper); each reconciles desired against
+//! observed state, so a restart or leader change needs no special path.
+
+pub mod ids;
+pub mod raft;
+pub mod store;

@@ -1,0 +1,134 @@
+//! The manager's store: cluster objects held in memory, changed only by applying Raft log
+//! entries ([`Proposal`]s), and watched by the other manager components.
+//!
+//! Writers call [`Store::propose`]; the Raft loop (`crate::raft`) commits the proposal, applies
+//! it to [`StoreState`] in log order and answers the writer. Readers take [`Store::view`], a
+//! consistent read of the applied state. Watchers get every applied proposal through
+//! [`Store::subscribe`] and reconcile from it.
+
+pub mod state;
+
+use std::sync::{Arc, RwLock};
+
+use shoal_proto::{Proposal, StoreAction};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+pub use state::{ApplyError, StoreState};
+
+/// What one log entry changed, as watchers see it.
+#[derive(Debug)]
+pub struct Applied {
+    pub index: u64,
+    pub actions: Vec<StoreAction>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Rejected(#[from] ApplyError),
+    #[error("this node is not the swarm leader (leader: {leader})")]
+    NotLeader { leader: String },
+    #[error("the Raft log is not running on this manager")]
+    Stopped,
+    #[error("no quorum: the proposal was not committed within {0:?}; are a majority of managers reachable?")]
+    Timeout(std::time::Duration),
+    #[error("raft storage failed: {0}")]
+    Storage(String),
+}
+
+/// A proposal waiting for the Raft loop to commit and apply it.
+pub struct ProposeRequest {
+    pub proposal: Proposal,
+    /// Answered with the log index once applied, or why it was not.
+    pub reply: oneshot::Sender<Result<u64, StoreError>>,
+}
+
+/// Cheap to clone; every manager component holds one.
+#[derive(Clone)]
+pub struct Store {
+    state: Arc<RwLock<StoreState>>,
+    events: broadcast::Sender<Arc<Applied>>,
+    proposals: mpsc::Sender<ProposeRequest>,
+}
+
+/// The Raft loop's side of a [`Store`]: it applies committed entries through this.
+pub struct StoreApplier {
+    state: Arc<RwLock<StoreState>>,
+    events: broadcast::Sender<Arc<Applied>>,
+}
+
+/// Creates a store around `initial` (restored from a snapshot, or empty) plus the receiver the
+/// Raft loop reads proposals from and the applier it writes through.
+pub fn new_store(initial: StoreState) -> (Store, StoreApplier, mpsc::Receiver<ProposeRequest>) {
+    let state = Arc::new(RwLock::new(initial));
+    // Large enough that a slow watcher lags only under a burst; a lagged watcher resyncs from
+    // a full view (reconcile, don't replay).
+    let (events, _) = broadcast::channel(4096);
+    let (tx, rx) = mpsc::channel(1024);
+    (
+        Store {
+            state: state.clone(),
+            events: events.clone(),
+            proposals: tx,
+        },
+        StoreApplier { state, events },
+        rx,
+    )
+}
+
+impl Store {
+    /// Reads the applied state. Keep `f` short: the Raft loop waits for the lock to apply.
+    pub fn view<R>(&self, f: impl FnOnce(&StoreState) -> R) -> R {
+        let guard = self.state.read().unwrap_or_else(|e| e.into_inner());
+        f(&guard)
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Applied>> {
+        self.events.subscribe()
+    }
+
+    /// Commits `actions` through Raft as one entry and returns its index once it is applied
+    /// here. An action the state rejects (a duplicate name, a stale version) rejects the whole
+    /// entry and nothing changes.
+    pub async fn propose(&self, actions: Vec<StoreAction>) -> Result<u64, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.proposals
+            .send(ProposeRequest {
+                proposal: Proposal { actions },
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Stopped)?;
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+}
+
+impl StoreApplier {
+    /// Applies one committed entry; returns whether it was accepted. Rejected entries change
+    /// nothing and are not broadcast.
+    pub fn apply(&self, index: u64, proposal: &Proposal) -> Result<(), ApplyError> {
+        {
+            let mut guard = self.state.write().unwrap_or_else(|e| e.into_inner());
+            guard.apply(index, proposal)?;
+        }
+        // No receivers is fine: nothing is watching yet.
+        let _ = self.events.send(Arc::new(Applied {
+            index,
+            actions: proposal.actions.clone(),
+        }));
+        Ok(())
+    }
+
+    /// The whole state, for a Raft snapshot.
+    pub fn snapshot(&self) -> shoal_proto::StoreSnapshot {
+        self.state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .to_snapshot()
+    }
+
+    /// Replaces the state with a snapshot received from the leader (multi-manager catch-up).
+    pub fn restore(&self, snapshot: shoal_proto::StoreSnapshot) {
+        *self.state.write().unwrap_or_else(|e| e.into_inner()) = StoreState::from_snapshot(snapshot);
+    }
+}

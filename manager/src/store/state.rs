@@ -1,0 +1,444 @@
+//! The replicated state machine: cluster objects and the rules for applying log entries to them.
+//!
+//! Applying is deterministic (no clocks, no randomness: proposers stamp times and IDs), so
+//! every manager that applies the same log holds the same state. An entry is all-or-nothing:
+//! when one action is refused the earlier actions of the entry are rolled back.
+//!
+//! The task lifecycle is enforced here rather than trusted to callers: an observed state only
+//! grows and freezes once past RUNNING; a desired state only grows; a task is assigned at most
+//! once. Late or duplicated updates (a worker retrying a batch) are therefore harmless no-ops.
+
+use std::collections::BTreeMap;
+
+use shoal_proto::{
+    store_action::Action, Cluster, Meta, Node, Proposal, Service, StoreSnapshot, Task, TaskState,
+    TaskStatus,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    #[error("a service named {0:?} already exists; choose another name or remove it with `shoal service rm {0}`")]
+    ServiceNameTaken(String),
+    #[error("service {0} does not exist")]
+    NoSuchService(String),
+    #[error("a service with ID {0} already exists")]
+    ServiceIdTaken(String),
+    #[error("a task with ID {0} already exists")]
+    TaskIdTaken(String),
+    #[error(
+        "update out of sequence: {kind} {id} changed since it was read (version {expected} read, \
+         {found} stored); read it again and retry"
+    )]
+    VersionConflict {
+        kind: &'static str,
+        id: String,
+        expected: u64,
+        found: u64,
+    },
+    #[error("empty store action in log entry")]
+    EmptyAction,
+}
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct StoreState {
+    pub cluster: Option<Cluster>,
+    pub nodes: BTreeMap<String, Node>,
+    pub services: BTreeMap<String, Service>,
+    pub tasks: BTreeMap<String, Task>,
+    /// Index of the last entry applied (accepted or refused).
+    pub applied_index: u64,
+}
+
+/// The previous value of one key, so a refused entry can be rolled back.
+enum Undo {
+    Cluster(Option<Cluster>),
+    Node(String, Option<Node>),
+    Service(String, Option<Service>),
+    Task(String, Option<Task>),
+}
+
+fn stamp(meta: &mut Option<Meta>, index: u64) {
+    let m = meta.get_or_insert_with(Meta::default);
+    m.version = index;
+}
+
+fn version(meta: &Option<Meta>) -> u64 {
+    meta.as_ref().map_or(0, |m| m.version)
+}
+
+impl StoreState {
+    pub fn to_snapshot(&self) -> StoreSnapshot {
+        StoreSnapshot {
+            cluster: self.cluster.clone(),
+            nodes: self.nodes.values().cloned().collect(),
+            services: self.services.values().cloned().collect(),
+            tasks: self.tasks.values().cloned().collect(),
+        }
+    }
+
+    pub fn from_snapshot(snapshot: StoreSnapshot) -> Self {
+        StoreState {
+            cluster: snapshot.cluster,
+            nodes: snapshot.nodes.into_iter().map(|n| (n.id.clone(), n)).collect(),
+            services: snapshot
+                .services
+                .into_iter()
+                .map(|s| (s.id.clone(), s))
+                .collect(),
+            tasks: snapshot.tasks.into_iter().map(|t| (t.id.clone(), t)).collect(),
+            applied_index: 0,
+        }
+    }
+
+    pub fn service_by_name(&self, name: &str) -> Option<&Service> {
+        self.services
+            .values()
+            .find(|s| s.spec.as_ref().is_some_and(|spec| spec.name == name))
+    }
+
+    pub fn tasks_of_service<'a>(&'a self, service_id: &'a str) -> impl Iterator<Item = &'a Task> {
+        self.tasks.values().filter(move |t| t.service_id == service_id)
+    }
+
+    /// Applies one committed entry. On error nothing has changed.
+    pub fn apply(&mut self, index: u64, proposal: &Proposal) -> Result<(), ApplyError> {
+        self.applied_index = index;
+        let mut undo = Vec::new();
+        for action in &proposal.actions {
+            if let Err(e) = self.apply_action(index, action.action.as_ref(), &mut undo) {
+                self.roll_back(undo);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn roll_back(&mut self, undo: Vec<Undo>) {
+        for u in undo.into_iter().rev() {
+            match u {
+                Undo::Cluster(old) => self.cluster = old,
+                Undo::Node(id, old) => restore(&mut self.nodes, id, old),
+                Undo::Service(id, old) => restore(&mut self.services, id, old),
+                Undo::Task(id, old) => restore(&mut self.tasks, id, old),
+            }
+        }
+    }
+
+    fn apply_action(
+        &mut self,
+        index: u64,
+        action: Option<&Action>,
+        undo: &mut Vec<Undo>,
+    ) -> Result<(), ApplyError> {
+        match action.ok_or(ApplyError::EmptyAction)? {
+            Action::PutCluster(c) => {
+                let mut c = c.clone();
+                stamp(&mut c.meta, index);
+                undo.push(Undo::Cluster(self.cluster.replace(c)));
+            }
+            Action::PutNode(n) => {
+                let mut n = n.clone();
+                stamp(&mut n.meta, index);
+                undo.push(Undo::Node(n.id.clone(), self.nodes.insert(n.id.clone(), n)));
+            }
+            Action::DeleteNode(id) => {
+                if let Some(old) = self.nodes.remove(id) {
+                    undo.push(Undo::Node(id.clone(), Some(old)));
+                }
+            }
+            Action::CreateService(s) => {
+                let name = service_name(s);
+                if self.service_by_name(&name).is_some() {
+                    return Err(ApplyError::ServiceNameTaken(name));
+                }
+                if self.services.contains_key(&s.id) {
+                    return Err(ApplyError::ServiceIdTaken(s.id.clone()));
+                }
+                let mut s = s.clone();
+                stamp(&mut s.meta, index);
+                undo.push(Undo::Service(
+                    s.id.clone(),
+                    self.services.insert(s.id.clone(), s),
+                ));
+            }
+            Action::UpdateService(s) => {
+                let stored = self
+                    .services
+                    .get(&s.id)
+                    .ok_or_else(|| ApplyError::NoSuchService(s.id.clone()))?;
+                let (expected, found) = (version(&s.meta), version(&stored.meta));
+                if expected != found {
+                    return Err(ApplyError::VersionConflict {
+                        kind: "service",
+                        id: s.id.clone(),
+                        expected,
+                        found,
+                    });
+                }
+                let name = service_name(s);
+                if self.service_by_name(&name).is_some_and(|other| other.id != s.id) {
+                    return Err(ApplyError::ServiceNameTaken(name));
+                }
+                let mut s = s.clone();
+                stamp(&mut s.meta, index);
+                undo.push(Undo::Service(
+                    s.id.clone(),
+                    self.services.insert(s.id.clone(), s),
+                ));
+            }
+            Action::DeleteService(id) => {
+                let old = self
+                    .services
+                    .remove(id)
+                    .ok_or_else(|| ApplyError::NoSuchService(id.clone()))?;
+                undo.push(Undo::Service(id.clone(), Some(old)));
+            }
+            Action::CreateTask(t) => {
+                if self.tasks.contains_key(&t.id) {
+                    return Err(ApplyError::TaskIdTaken(t.id.clone()));
+                }
+                let mut t = t.clone();
+                stamp(&mut t.meta, index);
+                undo.push(Undo::Task(t.id.clone(), self.tasks.insert(t.id.clone(), t)));
+            }
+            Action::DeleteTask(id) => {
+                if let Some(old) = self.tasks.remove(id) {
+                    undo.push(Undo::Task(id.clone(), Some(old)));
+                }
+            }
+            Action::AssignTask(a) => {
+                self.change_task(index, &a.task_id, undo, |t| {
+                    if t.state() > TaskState::Pending || t.desired() > TaskState::Running {
+                        return false;
+                    }
+                    t.node_id = a.node_id.clone();
+                    set_status(t, TaskState::Assigned, &a.message, None);
+                    true
+                });
+            }
+            Action::MarkTaskPending(u) => {
+                self.change_task(index, &u.task_id, undo, |t| {
+                    let Some(status) = &u.status else {
+                        return false;
+                    };
+                    // Only a task not yet placed can be (re)marked pending; a changed reason
+                    // is worth recording, an unchanged one is not.
+                    if t.state() > TaskState::Pending
+                        || (t.state() == TaskState::Pending
+                            && t.status.as_ref().map(|s| &s.message) == Some(&status.message))
+                    {
+                        return false;
+                    }
+                    let mut st = status.clone();
+                    st.state = TaskState::Pending as i32;
+                    t.status = Some(st);
+                    true
+                });
+            }
+            Action::UpdateTaskStatus(u) => {
+                self.change_task(index, &u.task_id, undo, |t| {
+                    let Some(status) = &u.status else {
+                        return false;
+                    };
+                    let new = TaskState::try_from(status.state).unwrap_or(TaskState::New);
+                    let old = t.state();
+                    if new <= old || old.is_terminal() {
+                        return false;
+                    }
+                    t.status = Some(status.clone());
+                    true
+                });
+            }
+            Action::SetTaskDesiredState(d) => {
+                self.change_task(index, &d.task_id, undo, |t| {
+                    if d.desired_state <= t.desired_state {
+                        return false;
+                    }
+                    t.desired_state = d.desired_state;
+                    true
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies `f` to a task if it exists; `f` says whether it changed anything. A missing task
+    /// is not an error: it may have been deleted by an earlier entry that the proposer had not
+    /// seen yet.
+    fn change_task(
+        &mut self,
+        index: u64,
+        id: &str,
+        undo: &mut Vec<Undo>,
+        f: impl FnOnce(&mut Task) -> bool,
+    ) {
+        let Some(task) = self.tasks.get_mut(id) else {
+            return;
+        };
+        let before = task.clone();
+        if f(task) {
+            stamp(&mut task.meta, index);
+            undo.push(Undo::Task(id.to_string(), Some(before)));
+        }
+    }
+}
+
+fn restore<T>(map: &mut BTreeMap<String, T>, id: String, old: Option<T>) {
+    match old {
+        Some(v) => {
+            map.insert(id, v);
+        }
+        None => {
+            map.remove(&id);
+        }
+    }
+}
+
+fn service_name(s: &Service) -> String {
+    s.spec.as_ref().map(|spec| spec.name.clone()).unwrap_or_default()
+}
+
+fn set_status(t: &mut Task, state: TaskState, message: &str, timestamp_ms: Option<i64>) {
+    let ts = timestamp_ms.unwrap_or_else(|| t.status.as_ref().map_or(0, |s| s.timestamp_ms));
+    t.status = Some(TaskStatus {
+        state: state as i32,
+        timestamp_ms: ts,
+        message: message.to_string(),
+        ..Default::default()
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_proto::{
+        ServiceSpec, StoreAction, TaskAssignment, TaskDesiredState, TaskStatusUpdate,
+    };
+
+    fn act(a: Action) -> StoreAction {
+        StoreAction { action: Some(a) }
+    }
+
+    fn service(id: &str, name: &str) -> Service {
+        Service {
+            id: id.into(),
+            spec: Some(ServiceSpec {
+                name: name.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn task(id: &str) -> Task {
+        Task {
+            id: id.into(),
+            service_id: "s1".into(),
+            desired_state: TaskState::Running as i32,
+            ..Default::default()
+        }
+    }
+
+    fn status(id: &str, state: TaskState) -> Action {
+        Action::UpdateTaskStatus(TaskStatusUpdate {
+            task_id: id.into(),
+            status: Some(TaskStatus {
+                state: state as i32,
+                ..Default::default()
+            }),
+        })
+    }
+
+    fn one(s: &mut StoreState, index: u64, a: Action) -> Result<(), ApplyError> {
+        s.apply(index, &Proposal { actions: vec![act(a)] })
+    }
+
+    #[test]
+    fn duplicate_service_name_refuses_whole_entry() {
+        let mut s = StoreState::default();
+        one(&mut s, 1, Action::CreateService(service("s1", "web"))).unwrap();
+        let before = s.clone();
+        let err = s
+            .apply(
+                2,
+                &Proposal {
+                    actions: vec![
+                        act(Action::CreateTask(task("t1"))),
+                        act(Action::CreateService(service("s2", "web"))),
+                    ],
+                },
+            )
+            .unwrap_err();
+        assert_eq!(err, ApplyError::ServiceNameTaken("web".into()));
+        assert_eq!(s.tasks, before.tasks, "the task of a refused entry is rolled back");
+        assert_eq!(s.services, before.services);
+    }
+
+    #[test]
+    fn stale_service_update_is_refused() {
+        let mut s = StoreState::default();
+        one(&mut s, 1, Action::CreateService(service("s1", "web"))).unwrap();
+        let mut stale = s.services["s1"].clone();
+        one(&mut s, 2, Action::UpdateService(stale.clone())).unwrap();
+        assert_eq!(s.services["s1"].meta.as_ref().unwrap().version, 2);
+        stale.spec.as_mut().unwrap().replicas = 9;
+        let err = one(&mut s, 3, Action::UpdateService(stale)).unwrap_err();
+        assert!(matches!(err, ApplyError::VersionConflict { expected: 1, found: 2, .. }));
+        assert_eq!(s.services["s1"].spec.as_ref().unwrap().replicas, 0);
+    }
+
+    #[test]
+    fn task_state_only_moves_forward_and_freezes_when_terminal() {
+        let mut s = StoreState::default();
+        one(&mut s, 1, Action::CreateTask(task("t1"))).unwrap();
+        one(&mut s, 2, status("t1", TaskState::Running)).unwrap();
+        one(&mut s, 3, status("t1", TaskState::Starting)).unwrap();
+        assert_eq!(s.tasks["t1"].state(), TaskState::Running);
+        one(&mut s, 4, status("t1", TaskState::Failed)).unwrap();
+        one(&mut s, 5, status("t1", TaskState::Rejected)).unwrap();
+        assert_eq!(s.tasks["t1"].state(), TaskState::Failed);
+    }
+
+    #[test]
+    fn assignment_happens_once_and_desired_state_only_grows() {
+        let mut s = StoreState::default();
+        one(&mut s, 1, Action::CreateTask(task("t1"))).unwrap();
+        let assign = |node: &str| {
+            Action::AssignTask(TaskAssignment {
+                task_id: "t1".into(),
+                node_id: node.into(),
+                message: String::new(),
+            })
+        };
+        one(&mut s, 2, assign("n1")).unwrap();
+        one(&mut s, 3, assign("n2")).unwrap();
+        assert_eq!(s.tasks["t1"].node_id, "n1");
+        assert_eq!(s.tasks["t1"].state(), TaskState::Assigned);
+        let desire = |st: TaskState| {
+            Action::SetTaskDesiredState(TaskDesiredState {
+                task_id: "t1".into(),
+                desired_state: st as i32,
+            })
+        };
+        one(&mut s, 4, desire(TaskState::Shutdown)).unwrap();
+        one(&mut s, 5, desire(TaskState::Running)).unwrap();
+        assert_eq!(s.tasks["t1"].desired(), TaskState::Shutdown);
+    }
+
+    #[test]
+    fn updates_of_missing_tasks_are_no_ops() {
+        let mut s = StoreState::default();
+        one(&mut s, 1, status("gone", TaskState::Running)).unwrap();
+        assert!(s.tasks.is_empty());
+    }
+
+    #[test]
+    fn snapshot_round_trip() {
+        let mut s = StoreState::default();
+        one(&mut s, 1, Action::CreateService(service("s1", "web"))).unwrap();
+        one(&mut s, 2, Action::CreateTask(task("t1"))).unwrap();
+        let mut back = StoreState::from_snapshot(s.to_snapshot());
+        back.applied_index = s.applied_index;
+        assert_eq!(back, s);
+    }
+}

@@ -1,0 +1,50 @@
+//! Shoal's wire types (store objects, Raft proposals) and gRPC services, generated from
+//! `shoal.proto`. Every other crate speaks these types; nothing here does I/O.
+
+#![allow(clippy::derive_partial_eq_without_eq)]
+#![allow(clippy::large_enum_variant)]
+
+pub mod v1 {
+    tonic::include_proto!("shoal.v1");
+}
+
+pub use v1::*;
+
+impl TaskState {
+    /// Past RUNNING a task is finished: its observed state never changes again.
+    pub fn is_terminal(self) -> bool {
+        self > TaskState::Running
+    }
+
+    /// Upper-case name as `service ps` prints it (docker prints e.g. "Running").
+    pub fn display_name(self) -> &'static str {
+        match self {
+            TaskState::New => "New",
+            TaskState::Pending => "Pending",
+            TaskState::Assigned => "Assigned",
+            TaskState::Accepted => "Accepted",
+            TaskState::Preparing => "Preparing",
+            TaskState::Starting => "Starting",
+            TaskState::Running => "Running",
+            TaskState::Complete => "Complete",
+            TaskState::Shutdown => "Shutdown",
+            TaskState::Failed => "Failed",
+            TaskState::Rejected => "Rejected",
+        }
+    }
+}
+
+impl Task {
+    pub fn state(&self) -> TaskState {
+        self.status
+            .as_ref()
+            .and_then(|s| TaskState::try_from(s.state).ok())
+            .unwrap_or(TaskState::New)
+    }
+
+    pub fn desired(&self) -> TaskState {
+        TaskState::try_from(self.desired_state).unwrap_or(TaskState::New)
+    }
+}
+
+pub mod reference;

@@ -1,0 +1,5 @@
+//! Test harness: real containerd instances, test images, daemons and network-namespace hosts,
+//! each started with private paths and cleaned up on drop.
+
+pub mod containerd;
+pub mod image;

@@ -1,0 +1,7 @@
+//! The worker: runs the tasks a manager assigns to this node on containerd.
+//!
+//! **Architecture Invariant:** the worker knows nothing about Raft or the store; it sees
+//! managers only through the Dispatcher protocol, and containerd only through its gRPC API.
+
+pub mod containerd;
+pub mod image;
