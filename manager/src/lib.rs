@@ -2,9 +2,18 @@
 //!
 //! **Architecture Invariant:** every change to cluster state is a [`store::Store::propose`]
 //! through Raft; no component writes the in-memory state directly. Only the leader runs the
-//! writers (orchestrator, scheduler, dispatcher, reaper); each reconciles desired against
-//! observed state, so a restart or leader change needs no special path.
+//! writers (orchestrator, scheduler, dispatcher); each reconciles desired against observed
+//! state, so a restart or leader change needs no special path.
 
+pub mod controlapi;
+pub mod dispatcher;
 pub mod ids;
+pub mod orchestrator;
 pub mod raft;
+mod reconcile;
+pub mod roles;
+pub mod scheduler;
 pub mod store;
+pub mod tokens;
+
+pub use roles::{Manager, ManagerConfig, ManagerError};

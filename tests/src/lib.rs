@@ -2,4 +2,5 @@
 //! each started with private paths and cleaned up on drop.
 
 pub mod containerd;
+pub mod daemon;
 pub mod image;

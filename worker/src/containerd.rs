@@ -118,3 +118,9 @@ impl Containerd {
         LeasesClient::new(self.channel.clone())
     }
 }
+
+/// A tonic channel over a unix socket. containerd-client's connector is a plain UDS connector,
+/// so Shoal's own local gRPC (CLI → daemon, agent → local dispatcher) uses it too.
+pub async fn connect_unix(path: &Path) -> Result<Channel, tonic::transport::Error> {
+    containerd_client::connect(path).await
+}

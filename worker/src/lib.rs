@@ -5,3 +5,7 @@
 
 pub mod containerd;
 pub mod image;
+pub mod executor;
+pub mod logdriver;
+pub mod logs;
+pub mod spec;

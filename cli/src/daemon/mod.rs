@@ -2,12 +2,29 @@
 //! worker agent against containerd, and — once the node is in a swarm as a manager — the Raft
 //! log and the manager roles.
 
-use std::path::PathBuf;
+mod api;
+mod describe;
+mod identity;
+mod logs;
+mod swarm;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use shoal_manager::controlapi::{ControlApi, ManagerSlot};
+use shoal_proto::{agent_server::AgentServer, control_server::ControlServer, daemon_server::DaemonServer};
+use shoal_worker::containerd::Containerd;
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+use tracing::info;
+
+use crate::client::socket_path;
 
 /// Flags of `shoal daemon`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DaemonArgs {
-    /// Where the daemon keeps its state (Raft log, certificates, task logs).
+    /// Where the daemon keeps its state (Raft log, node identity, task logs).
     #[arg(long, default_value = "/var/lib/shoal")]
     pub data_dir: PathBuf,
     /// containerd's gRPC socket.
@@ -18,7 +35,109 @@ pub struct DaemonArgs {
     pub containerd_namespace: String,
 }
 
+/// Everything the API handlers and the swarm lifecycle share.
+pub struct Daemon {
+    pub args: DaemonArgs,
+    pub containerd: Containerd,
+    pub executor: Arc<shoal_worker::executor::Executor>,
+    pub manager_slot: ManagerSlot,
+    /// The swarm this node belongs to, when it does. A mutex (not a lock per field) because
+    /// init, leave and startup must each see and change the whole of it.
+    pub swarm: tokio::sync::Mutex<swarm::SwarmState>,
+}
+
+impl Daemon {
+    pub fn raft_dir(&self) -> PathBuf {
+        self.args.data_dir.join("raft")
+    }
+
+    pub fn dispatcher_socket(&self) -> PathBuf {
+        self.args.data_dir.join("dispatcher.sock")
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Binds the API socket, refusing to steal it from a daemon that is still running.
+async fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            anyhow::bail!(
+                "another shoal daemon is already listening on {}; stop it first or pass another \
+                 `-H unix:///PATH`",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+    }
+    UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))
+}
+
 pub async fn run(host: &str, args: DaemonArgs) -> anyhow::Result<()> {
-    let _ = (host, args);
-    anyhow::bail!("daemon not wired yet")
+    init_tracing();
+    let sock = socket_path(host)?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create data dir {}", args.data_dir.display()))?;
+    let identity = identity::Identity::load(&args.data_dir)?;
+
+    let containerd = Containerd::connect(&args.containerd, &args.containerd_namespace).await?;
+    let log_driver = std::env::current_exe().context("cannot find the shoal binary's own path")?;
+    let executor = Arc::new(
+        shoal_worker::executor::Executor::new(
+            containerd.clone(),
+            args.data_dir.join("worker"),
+            log_driver,
+        )
+        .context("cannot set up the worker")?,
+    );
+
+    let daemon = Arc::new(Daemon {
+        args: args.clone(),
+        containerd,
+        executor,
+        manager_slot: ManagerSlot::default(),
+        swarm: tokio::sync::Mutex::new(swarm::SwarmState::new(identity)),
+    });
+    swarm::resume(&daemon).await?;
+
+    let listener = bind(&sock).await?;
+    info!(socket = %sock.display(), data_dir = %args.data_dir.display(), "shoal daemon listening");
+
+    let logs = Arc::new(logs::NodeLogs::new(daemon.clone()));
+    let control = ControlApi::new(daemon.manager_slot.clone(), logs);
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler cannot fail in a running process");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        info!("shutting down");
+    };
+    tonic::transport::Server::builder()
+        .add_service(DaemonServer::new(api::DaemonApi::new(daemon.clone())))
+        .add_service(ControlServer::new(control))
+        .add_service(AgentServer::new(shoal_worker::agent_service::AgentService::new(
+            daemon.executor.clone(),
+        )))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await
+        .context("the API server failed")?;
+
+    // Containers keep running: a restarted daemon adopts them.
+    swarm::stop(&daemon).await;
+    let _ = std::fs::remove_file(&sock);
+    Ok(())
 }

@@ -1,1 +1,124 @@
-//! The Raft log (being written).
+//! The Raft log that every store change goes through.
+//!
+//! [`start`] opens the durable log in the data directory (a redb file, [`storage`]), restores
+//! the store from the latest snapshot, and runs one Raft loop ([`node`]) that commits the
+//! proposals made through [`crate::store::Store::propose`], applies committed entries to the
+//! store in log order and answers the proposers. A new data directory becomes a one-manager
+//! cluster that elects itself at once; talking to other managers goes through a
+//! [`RaftTransport`] (none is needed while the swarm has a single manager).
+
+mod logger;
+pub mod node;
+pub mod storage;
+pub mod transport;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use node::{start, start_with_transport, RaftHandle, RaftStatus};
+pub use storage::RaftStorage;
+pub use transport::{NoPeers, RaftTransport};
+
+/// How long a proposal may wait to be committed and applied before its proposer is told
+/// [`crate::store::StoreError::Timeout`].
+pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How this manager's Raft node runs.
+#[derive(Debug, Clone)]
+pub struct RaftConfig {
+    /// Directory holding the Raft data file (`raft.redb`); created if missing.
+    pub data_dir: PathBuf,
+    /// This manager's Raft ID: non-zero and unique in the swarm.
+    pub raft_id: u64,
+    /// One Raft clock tick.
+    pub tick: Duration,
+    /// Ticks without a leader before a follower campaigns.
+    pub election_ticks: usize,
+    /// Ticks between the leader's heartbeats.
+    pub heartbeat_ticks: usize,
+    /// Applied entries between two snapshots; the log is compacted up to each snapshot.
+    pub snapshot_interval: u64,
+}
+
+impl RaftConfig {
+    /// The defaults: 100ms ticks, elections after 10 ticks, a heartbeat every tick, and a
+    /// snapshot every 1000 entries.
+    pub fn new(data_dir: impl Into<PathBuf>, raft_id: u64) -> Self {
+        RaftConfig {
+            data_dir: data_dir.into(),
+            raft_id,
+            tick: Duration::from_millis(100),
+            election_ticks: 10,
+            heartbeat_ticks: 1,
+            snapshot_interval: 1000,
+        }
+    }
+
+    fn validate(&self) -> Result<(), RaftError> {
+        let invalid = |reason: String| Err(RaftError::Config(reason));
+        if self.raft_id == 0 {
+            return invalid("raft_id must not be 0 (Raft reserves it for \"no node\")".into());
+        }
+        if self.tick.is_zero() {
+            return invalid("tick must be longer than 0".into());
+        }
+        if self.heartbeat_ticks == 0 {
+            return invalid("heartbeat_ticks must be at least 1".into());
+        }
+        if self.election_ticks <= self.heartbeat_ticks {
+            return invalid(format!(
+                "election_ticks ({}) must be greater than heartbeat_ticks ({})",
+                self.election_ticks, self.heartbeat_ticks
+            ));
+        }
+        if self.snapshot_interval == 0 {
+            return invalid("snapshot_interval must be at least 1 entry".into());
+        }
+        Ok(())
+    }
+}
+
+/// Why the Raft log could not start, or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RaftError {
+    #[error("refuse to start: raft data at {path} is corrupt: {reason}; move it away to start a new swarm")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("cannot use raft data at {path}: {source}; check that the directory exists and is readable and writable by shoal")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("raft data at {path} is in use by another process; stop the other shoal manager using this data directory first")]
+    InUse { path: PathBuf },
+    #[error("refuse to start: raft data at {path} belongs to raft node {stored}, not {configured}; use the data directory of this node or move it away to start a new swarm")]
+    WrongNode {
+        path: PathBuf,
+        stored: u64,
+        configured: u64,
+    },
+    #[error("writing raft data at {path} failed: {source}; check the disk (free space, permissions) and restart the manager")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: redb::Error,
+    },
+    #[error("refusing to change raft data at {path}: {reason} (this is a bug in shoal; please report it)")]
+    InvalidWrite { path: PathBuf, reason: String },
+    #[error("refuse to apply raft log entry {index}: {reason}; the log was written by an incompatible shoal or is damaged")]
+    CorruptEntry { index: u64, reason: String },
+    #[error("invalid raft configuration: {0}")]
+    Config(String),
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    #[error("cannot start the raft loop thread: {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error("the raft loop is not running")]
+    Stopped,
+    #[error("the raft loop stopped: {reason}")]
+    Failed { reason: String },
+    #[error("this manager did not become the swarm leader within {0:?}; are a majority of managers reachable?")]
+    NoLeader(Duration),
+    #[error("malformed raft message from a peer: {0}")]
+    BadMessage(String),
+}

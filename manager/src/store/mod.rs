@@ -129,6 +129,7 @@ impl StoreApplier {
 
     /// Replaces the state with a snapshot received from the leader (multi-manager catch-up).
     pub fn restore(&self, snapshot: shoal_proto::StoreSnapshot) {
-        *self.state.write().unwrap_or_else(|e| e.into_inner()) = StoreState::from_snapshot(snapshot);
+        *self.state.write().unwrap_or_else(|e| e.into_inner()) =
+            StoreState::from_snapshot(snapshot);
     }
 }

@@ -79,13 +79,21 @@ impl StoreState {
     pub fn from_snapshot(snapshot: StoreSnapshot) -> Self {
         StoreState {
             cluster: snapshot.cluster,
-            nodes: snapshot.nodes.into_iter().map(|n| (n.id.clone(), n)).collect(),
+            nodes: snapshot
+                .nodes
+                .into_iter()
+                .map(|n| (n.id.clone(), n))
+                .collect(),
             services: snapshot
                 .services
                 .into_iter()
                 .map(|s| (s.id.clone(), s))
                 .collect(),
-            tasks: snapshot.tasks.into_iter().map(|t| (t.id.clone(), t)).collect(),
+            tasks: snapshot
+                .tasks
+                .into_iter()
+                .map(|t| (t.id.clone(), t))
+                .collect(),
             applied_index: 0,
         }
     }
@@ -97,7 +105,9 @@ impl StoreState {
     }
 
     pub fn tasks_of_service<'a>(&'a self, service_id: &'a str) -> impl Iterator<Item = &'a Task> {
-        self.tasks.values().filter(move |t| t.service_id == service_id)
+        self.tasks
+            .values()
+            .filter(move |t| t.service_id == service_id)
     }
 
     /// Applies one committed entry. On error nothing has changed.
@@ -176,7 +186,10 @@ impl StoreState {
                     });
                 }
                 let name = service_name(s);
-                if self.service_by_name(&name).is_some_and(|other| other.id != s.id) {
+                if self
+                    .service_by_name(&name)
+                    .is_some_and(|other| other.id != s.id)
+                {
                     return Err(ApplyError::ServiceNameTaken(name));
                 }
                 let mut s = s.clone();
@@ -223,9 +236,12 @@ impl StoreState {
                     };
                     // Only a task not yet placed can be (re)marked pending; a changed reason
                     // is worth recording, an unchanged one is not.
+                    let same_reason = t
+                        .status
+                        .as_ref()
+                        .is_some_and(|s| s.message == status.message && s.err == status.err);
                     if t.state() > TaskState::Pending
-                        || (t.state() == TaskState::Pending
-                            && t.status.as_ref().map(|s| &s.message) == Some(&status.message))
+                        || (t.state() == TaskState::Pending && same_reason)
                     {
                         return false;
                     }
@@ -295,7 +311,10 @@ fn restore<T>(map: &mut BTreeMap<String, T>, id: String, old: Option<T>) {
 }
 
 fn service_name(s: &Service) -> String {
-    s.spec.as_ref().map(|spec| spec.name.clone()).unwrap_or_default()
+    s.spec
+        .as_ref()
+        .map(|spec| spec.name.clone())
+        .unwrap_or_default()
 }
 
 fn set_status(t: &mut Task, state: TaskState, message: &str, timestamp_ms: Option<i64>) {
@@ -350,7 +369,12 @@ mod tests {
     }
 
     fn one(s: &mut StoreState, index: u64, a: Action) -> Result<(), ApplyError> {
-        s.apply(index, &Proposal { actions: vec![act(a)] })
+        s.apply(
+            index,
+            &Proposal {
+                actions: vec![act(a)],
+            },
+        )
     }
 
     #[test]
@@ -370,7 +394,10 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!(err, ApplyError::ServiceNameTaken("web".into()));
-        assert_eq!(s.tasks, before.tasks, "the task of a refused entry is rolled back");
+        assert_eq!(
+            s.tasks, before.tasks,
+            "the task of a refused entry is rolled back"
+        );
         assert_eq!(s.services, before.services);
     }
 
@@ -383,7 +410,14 @@ mod tests {
         assert_eq!(s.services["s1"].meta.as_ref().unwrap().version, 2);
         stale.spec.as_mut().unwrap().replicas = 9;
         let err = one(&mut s, 3, Action::UpdateService(stale)).unwrap_err();
-        assert!(matches!(err, ApplyError::VersionConflict { expected: 1, found: 2, .. }));
+        assert!(matches!(
+            err,
+            ApplyError::VersionConflict {
+                expected: 1,
+                found: 2,
+                ..
+            }
+        ));
         assert_eq!(s.services["s1"].spec.as_ref().unwrap().replicas, 0);
     }
 

@@ -1,0 +1,146 @@
+//! `shoal swarm init | join-token | leave`.
+
+use anyhow::Result;
+use clap::{Args, Subcommand, ValueEnum};
+use shoal_proto::{JoinTokenRequest, SwarmInitRequest, SwarmLeaveRequest};
+
+use crate::client::{Client, RpcResult};
+
+#[derive(Debug, Subcommand)]
+pub enum SwarmCommand {
+    /// Initialize a swarm
+    Init(InitArgs),
+    /// Manage join tokens
+    JoinToken(JoinTokenArgs),
+    /// Leave the swarm
+    Leave(LeaveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Advertised address (format: <ip|interface>[:port])
+    #[arg(long, value_name = "ADDR")]
+    pub advertise_addr: Option<String>,
+    /// Listen address (format: <ip|interface>[:port])
+    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:2377")]
+    pub listen_addr: String,
+    /// Force create a new cluster from current state
+    #[arg(long)]
+    pub force_new_cluster: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JoinTokenArgs {
+    /// Only display token
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Rotate join token
+    #[arg(long)]
+    pub rotate: bool,
+    /// Which token: worker or manager
+    #[arg(value_enum)]
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    Worker,
+    Manager,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Worker => "worker",
+            Role::Manager => "manager",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct LeaveArgs {
+    /// Force this node to leave the swarm, ignoring warnings
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+pub async fn run(host: &str, command: SwarmCommand) -> Result<()> {
+    let client = Client::connect(host).await?;
+    match command {
+        SwarmCommand::Init(args) => init(&client, args).await,
+        SwarmCommand::JoinToken(args) => join_token(&client, args).await,
+        SwarmCommand::Leave(args) => {
+            client
+                .daemon()
+                .swarm_leave(SwarmLeaveRequest { force: args.force })
+                .await
+                .or_daemon_error()?;
+            println!("Node left the swarm.");
+            Ok(())
+        }
+    }
+}
+
+async fn init(client: &Client, args: InitArgs) -> Result<()> {
+    let response = client
+        .daemon()
+        .swarm_init(SwarmInitRequest {
+            advertise_addr: args.advertise_addr.unwrap_or_default(),
+            listen_addr: args.listen_addr,
+            force_new_cluster: args.force_new_cluster,
+        })
+        .await
+        .or_daemon_error()?;
+    print!("{}", init_message(&response.node_id, &response.worker_join_command));
+    Ok(())
+}
+
+fn init_message(node_id: &str, join_command: &str) -> String {
+    format!(
+        "Swarm initialized: current node ({node_id}) is now a manager.\n\n\
+         To add a worker to this swarm, run the following command:\n\n    \
+         {join_command}\n\n\
+         To add a manager to this swarm, run 'shoal swarm join-token manager' and follow the instructions.\n\n"
+    )
+}
+
+async fn join_token(client: &Client, args: JoinTokenArgs) -> Result<()> {
+    let role = args.role.as_str();
+    let response = client
+        .control()
+        .get_join_token(JoinTokenRequest {
+            role: role.to_string(),
+            rotate: args.rotate,
+        })
+        .await
+        .or_daemon_error()?;
+    if args.quiet {
+        println!("{}", response.token);
+        return Ok(());
+    }
+    if args.rotate {
+        println!("Successfully rotated {role} join token.\n");
+    }
+    println!(
+        "To add a {role} to this swarm, run the following command:\n\n    {}\n",
+        response.join_command
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_message_matches_docker() {
+        let msg = init_message("abc", "shoal swarm join --token T 10.0.0.1:2377");
+        assert_eq!(
+            msg,
+            "Swarm initialized: current node (abc) is now a manager.\n\n\
+             To add a worker to this swarm, run the following command:\n\n    \
+             shoal swarm join --token T 10.0.0.1:2377\n\n\
+             To add a manager to this swarm, run 'shoal swarm join-token manager' and follow the instructions.\n\n"
+        );
+    }
+}

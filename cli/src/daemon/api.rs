@@ -1,0 +1,144 @@
+//! The `Daemon` gRPC service: node-local requests (info, swarm init/leave, images), answered
+//! whether or not the node is in a swarm.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use shoal_proto::{
+    daemon_server, Empty, ImageChunk, InfoResponse, ListImagesResponse, LoadImageResponse,
+    NodeRole, SwarmInitRequest, SwarmInitResponse, SwarmLeaveRequest, TaskState,
+};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{swarm, Daemon};
+
+pub struct DaemonApi {
+    daemon: Arc<Daemon>,
+}
+
+impl DaemonApi {
+    pub fn new(daemon: Arc<Daemon>) -> Self {
+        DaemonApi { daemon }
+    }
+}
+
+#[tonic::async_trait]
+impl daemon_server::Daemon for DaemonApi {
+    async fn info(&self, _: Request<Empty>) -> Result<Response<InfoResponse>, Status> {
+        let d = &self.daemon;
+        let state = d.swarm.lock().await;
+        let mut info = InfoResponse {
+            node_id: state.identity.node_id.clone(),
+            swarm_state: if state.identity.swarm.is_some() {
+                "active"
+            } else {
+                "inactive"
+            }
+            .into(),
+            is_manager: state.identity.swarm.as_ref().is_some_and(|m| m.manager),
+            node_addr: state
+                .identity
+                .swarm
+                .as_ref()
+                .map(|m| m.advertise_addr.clone())
+                .unwrap_or_default(),
+            containerd_version: d.containerd.version().await.unwrap_or_default(),
+            containerd_address: d.args.containerd.display().to_string(),
+            data_dir: d.args.data_dir.display().to_string(),
+            hostname: nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_default(),
+            shoal_version: env!("CARGO_PKG_VERSION").into(),
+            ..Default::default()
+        };
+        if let Some(m) = state.manager() {
+            let status = m.raft().status();
+            info.raft_applied_index = status.applied;
+            info.raft_term = status.term;
+            m.store().view(|st| {
+                info.cluster_id = st.cluster.as_ref().map(|c| c.id.clone()).unwrap_or_default();
+                info.nodes = st.nodes.len() as u32;
+                let managers: Vec<_> = st
+                    .nodes
+                    .values()
+                    .filter(|n| n.role == NodeRole::Manager as i32)
+                    .collect();
+                info.managers = managers.len() as u32;
+                info.manager_addrs = managers.iter().map(|n| n.addr.clone()).collect();
+                info.services = st.services.len() as u32;
+                info.tasks_running = st
+                    .tasks
+                    .values()
+                    .filter(|t| t.state() == TaskState::Running)
+                    .count() as u32;
+            });
+        }
+        Ok(Response::new(info))
+    }
+
+    async fn swarm_init(
+        &self,
+        request: Request<SwarmInitRequest>,
+    ) -> Result<Response<SwarmInitResponse>, Status> {
+        let req = request.into_inner();
+        let out = swarm::init(&self.daemon, &req.advertise_addr, &req.listen_addr).await?;
+        Ok(Response::new(SwarmInitResponse {
+            node_id: out.node_id,
+            worker_join_command: out.join_command,
+        }))
+    }
+
+    async fn swarm_leave(
+        &self,
+        request: Request<SwarmLeaveRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        swarm::leave(&self.daemon, request.into_inner().force).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn load_image(
+        &self,
+        request: Request<Streaming<ImageChunk>>,
+    ) -> Result<Response<LoadImageResponse>, Status> {
+        let mut stream = request.into_inner();
+        // The archive is spooled to disk: image archives can be far larger than memory allows.
+        let dir = self.daemon.args.data_dir.join("tmp");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Status::internal(format!("cannot create {}: {e}", dir.display())))?;
+        let mut file = tempfile::NamedTempFile::new_in(&dir)
+            .map_err(|e| Status::internal(format!("cannot create a file in {}: {e}", dir.display())))?;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            file.write_all(&chunk.data)
+                .map_err(|e| Status::internal(format!("cannot spool the image archive: {e}")))?;
+        }
+        file.flush()
+            .map_err(|e| Status::internal(format!("cannot spool the image archive: {e}")))?;
+        let names = shoal_worker::image::load_archive(&self.daemon.containerd, file.path())
+            .await
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(Response::new(LoadImageResponse { names }))
+    }
+
+    async fn list_images(
+        &self,
+        _: Request<Empty>,
+    ) -> Result<Response<ListImagesResponse>, Status> {
+        let images = shoal_worker::image::list_images(&self.daemon.containerd)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(ListImagesResponse {
+            images: images
+                .into_iter()
+                .map(|i| shoal_proto::Image {
+                    name: i.name,
+                    digest: i.digest,
+                    size: i.size,
+                    created_at_ms: i.created_at_ms,
+                })
+                .collect(),
+        }))
+    }
+}

@@ -1,0 +1,473 @@
+//! The control API: what `shoal node …`, `service …` and `swarm join-token` ask of a manager.
+//!
+//! It validates requests, turns them into store proposals and answers from the store. It is
+//! served by every daemon; on a node that is not a manager it answers with the message that
+//! tells the user to `shoal swarm init` (or join) first.
+
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+
+use futures::{Stream, StreamExt};
+use shoal_proto::{
+    control_server, reference, store_action::Action, CreateServiceRequest, Empty, GetNodeRequest,
+    JoinTokenRequest, JoinTokenResponse, ListNodesResponse, ListServicesResponse, ListTasksRequest,
+    ListTasksResponse, LogMessage, Node, Service, ServiceLogsRequest, ServiceRef, ServiceSpec,
+    ServiceSummary, StoreAction, TaskDesiredState, TaskLogsRequest, TaskState,
+    UpdateServiceRequest,
+};
+use tonic::{Request, Response, Status};
+
+use crate::ids::{new_id, now_ms};
+use crate::store::{ApplyError, Store, StoreError, StoreState};
+use crate::tokens;
+
+pub const NOT_A_MANAGER: &str = "This node is not a swarm manager. Use `shoal swarm init` to \
+     create a single-node swarm on this node, or `shoal swarm join` to connect this node to a \
+     swarm and try again.";
+
+pub type LogStream = Pin<Box<dyn Stream<Item = Result<LogMessage, Status>> + Send>>;
+
+/// Where task logs come from: the worker that ran the task.
+#[tonic::async_trait]
+pub trait LogSource: Send + Sync {
+    async fn task_logs(&self, node_id: &str, req: TaskLogsRequest) -> Result<LogStream, Status>;
+}
+
+/// The manager this daemon runs, if any.
+#[derive(Clone)]
+pub struct ActiveManager {
+    pub store: Store,
+    pub node_id: String,
+}
+
+pub type ManagerSlot = Arc<RwLock<Option<ActiveManager>>>;
+
+pub struct ControlApi {
+    manager: ManagerSlot,
+    logs: Arc<dyn LogSource>,
+}
+
+impl ControlApi {
+    pub fn new(manager: ManagerSlot, logs: Arc<dyn LogSource>) -> Self {
+        ControlApi { manager, logs }
+    }
+
+    fn active(&self) -> Result<ActiveManager, Status> {
+        self.manager
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| Status::failed_precondition(NOT_A_MANAGER))
+    }
+}
+
+pub fn store_status(e: StoreError) -> Status {
+    match e {
+        StoreError::Rejected(ApplyError::ServiceNameTaken(_)) => {
+            Status::already_exists(e.to_string())
+        }
+        StoreError::Rejected(ApplyError::NoSuchService(_)) => Status::not_found(e.to_string()),
+        StoreError::Rejected(_) => Status::failed_precondition(e.to_string()),
+        _ => Status::unavailable(e.to_string()),
+    }
+}
+
+/// Docker's rule for service names (they become DNS names later).
+pub fn validate_service_name(name: &str) -> Result<(), Status> {
+    let ok_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    let ok_ends = !name.starts_with('-') && !name.ends_with('-');
+    if name.is_empty() {
+        return Err(Status::invalid_argument(
+            "a service needs a name: pass `--name NAME`",
+        ));
+    }
+    if !ok_chars || !ok_ends || name.len() > 63 {
+        return Err(Status::invalid_argument(format!(
+            "invalid service name {name:?}: use 1 to 63 letters, digits and '-', not starting or \
+             ending with '-'"
+        )));
+    }
+    Ok(())
+}
+
+fn validate_spec(spec: &ServiceSpec) -> Result<(), Status> {
+    validate_service_name(&spec.name)?;
+    let image = spec
+        .container
+        .as_ref()
+        .map(|c| c.image.as_str())
+        .unwrap_or_default();
+    if image.is_empty() {
+        return Err(Status::invalid_argument(
+            "a service needs an image: `shoal service create --name NAME IMAGE [CMD…]`",
+        ));
+    }
+    let parsed = reference::parse_normalized(image)
+        .map_err(|e| Status::invalid_argument(format!("invalid image {image:?}: {e}")))?;
+    if parsed.to_string() != image {
+        return Err(Status::invalid_argument(format!(
+            "image reference {image:?} is not normalised (expected {parsed})"
+        )));
+    }
+    Ok(())
+}
+
+/// Finds one object by exact ID, exact name, or unique ID prefix (docker's lookup order).
+fn lookup<'a, T>(
+    items: impl Iterator<Item = &'a T> + Clone,
+    key: &str,
+    id: impl Fn(&T) -> &str,
+    name: impl Fn(&T) -> &str,
+    kind: &str,
+) -> Result<&'a T, Status>
+where
+    T: 'a,
+{
+    if key.is_empty() {
+        return Err(Status::invalid_argument(format!("no {kind} given")));
+    }
+    if let Some(x) = items.clone().find(|x| id(x) == key || name(x) == key) {
+        return Ok(x);
+    }
+    let matches: Vec<&T> = items.filter(|x| id(x).starts_with(key)).collect();
+    match matches.len() {
+        1 => Ok(matches[0]),
+        0 => Err(Status::not_found(format!("{kind} {key} not found"))),
+        n => Err(Status::invalid_argument(format!(
+            "{kind} {key} is ambiguous ({n} matches); give more of the ID"
+        ))),
+    }
+}
+
+fn find_service(st: &StoreState, key: &str) -> Result<Service, Status> {
+    lookup(
+        st.services.values(),
+        key,
+        |s| &s.id,
+        |s| s.spec.as_ref().map_or("", |sp| &sp.name),
+        "service",
+    )
+    .cloned()
+}
+
+fn find_node(st: &StoreState, key: &str, self_id: &str) -> Result<Node, Status> {
+    let key = if key == "self" { self_id } else { key };
+    lookup(
+        st.nodes.values(),
+        key,
+        |n| &n.id,
+        |n| n.description.as_ref().map_or("", |d| &d.hostname),
+        "node",
+    )
+    .cloned()
+}
+
+fn act(a: Action) -> StoreAction {
+    StoreAction { action: Some(a) }
+}
+
+#[tonic::async_trait]
+impl control_server::Control for ControlApi {
+    async fn get_join_token(
+        &self,
+        request: Request<JoinTokenRequest>,
+    ) -> Result<Response<JoinTokenResponse>, Status> {
+        let m = self.active()?;
+        let req = request.into_inner();
+        let role = match req.role.as_str() {
+            "worker" | "manager" => req.role.clone(),
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown role {other:?}: use `worker` or `manager`"
+                )))
+            }
+        };
+        let (mut cluster, addr) = m.store.view(|st| {
+            let addr = st
+                .nodes
+                .get(&m.node_id)
+                .map(|n| n.addr.clone())
+                .unwrap_or_default();
+            (st.cluster.clone(), addr)
+        });
+        let c = cluster
+            .as_mut()
+            .ok_or_else(|| Status::failed_precondition(NOT_A_MANAGER))?;
+        if req.rotate {
+            let fresh = tokens::new_join_token();
+            if role == "worker" {
+                c.worker_join_token = fresh;
+            } else {
+                c.manager_join_token = fresh;
+            }
+            m.store
+                .propose(vec![act(Action::PutCluster(c.clone()))])
+                .await
+                .map_err(store_status)?;
+        }
+        let token = if role == "worker" {
+            c.worker_join_token.clone()
+        } else {
+            c.manager_join_token.clone()
+        };
+        Ok(Response::new(JoinTokenResponse {
+            join_command: format!("shoal swarm join --token {token} {addr}"),
+            token,
+        }))
+    }
+
+    async fn list_nodes(&self, _: Request<Empty>) -> Result<Response<ListNodesResponse>, Status> {
+        let m = self.active()?;
+        let nodes = m.store.view(|st| st.nodes.values().cloned().collect());
+        Ok(Response::new(ListNodesResponse {
+            nodes,
+            self_id: m.node_id,
+        }))
+    }
+
+    async fn get_node(&self, request: Request<GetNodeRequest>) -> Result<Response<Node>, Status> {
+        let m = self.active()?;
+        let key = request.into_inner().node;
+        let node = m.store.view(|st| find_node(st, &key, &m.node_id))?;
+        Ok(Response::new(node))
+    }
+
+    async fn create_service(
+        &self,
+        request: Request<CreateServiceRequest>,
+    ) -> Result<Response<Service>, Status> {
+        let m = self.active()?;
+        let spec = request
+            .into_inner()
+            .spec
+            .ok_or_else(|| Status::invalid_argument("no service spec given"))?;
+        validate_spec(&spec)?;
+        let now = now_ms();
+        let service = Service {
+            id: new_id(),
+            meta: Some(shoal_proto::Meta {
+                version: 0,
+                created_at_ms: now,
+                updated_at_ms: now,
+            }),
+            spec: Some(spec),
+            previous_spec: None,
+        };
+        let id = service.id.clone();
+        m.store
+            .propose(vec![act(Action::CreateService(service))])
+            .await
+            .map_err(store_status)?;
+        let stored = m
+            .store
+            .view(|st| st.services.get(&id).cloned())
+            .ok_or_else(|| Status::internal("service vanished right after creation"))?;
+        Ok(Response::new(stored))
+    }
+
+    async fn list_services(
+        &self,
+        _: Request<Empty>,
+    ) -> Result<Response<ListServicesResponse>, Status> {
+        let m = self.active()?;
+        let services = m.store.view(|st| {
+            st.services
+                .values()
+                .map(|s| {
+                    let running = st
+                        .tasks_of_service(&s.id)
+                        .filter(|t| {
+                            t.desired() == TaskState::Running && t.state() == TaskState::Running
+                        })
+                        .count() as u64;
+                    ServiceSummary {
+                        service: Some(s.clone()),
+                        running,
+                        desired: s.spec.as_ref().map_or(0, |sp| sp.replicas),
+                    }
+                })
+                .collect()
+        });
+        Ok(Response::new(ListServicesResponse { services }))
+    }
+
+    async fn get_service(&self, request: Request<ServiceRef>) -> Result<Response<Service>, Status> {
+        let m = self.active()?;
+        let key = request.into_inner().service;
+        Ok(Response::new(m.store.view(|st| find_service(st, &key))?))
+    }
+
+    async fn update_service(
+        &self,
+        request: Request<UpdateServiceRequest>,
+    ) -> Result<Response<Service>, Status> {
+        let m = self.active()?;
+        let req = request.into_inner();
+        let spec = req
+            .spec
+            .ok_or_else(|| Status::invalid_argument("no service spec given"))?;
+        validate_spec(&spec)?;
+        let current = m.store.view(|st| find_service(st, &req.service))?;
+        let current_name = current.spec.as_ref().map_or("", |s| &s.name);
+        if spec.name != current_name {
+            return Err(Status::invalid_argument(format!(
+                "renaming services is not supported (service {current_name:?})"
+            )));
+        }
+        let mut updated = current.clone();
+        let meta = updated.meta.get_or_insert_with(Default::default);
+        meta.version = req.version;
+        meta.updated_at_ms = now_ms();
+        updated.previous_spec = current.spec.clone();
+        updated.spec = Some(spec);
+        let id = updated.id.clone();
+        m.store
+            .propose(vec![act(Action::UpdateService(updated))])
+            .await
+            .map_err(store_status)?;
+        let stored = m
+            .store
+            .view(|st| st.services.get(&id).cloned())
+            .ok_or_else(|| Status::not_found(format!("service {id} was removed meanwhile")))?;
+        Ok(Response::new(stored))
+    }
+
+    async fn remove_service(
+        &self,
+        request: Request<ServiceRef>,
+    ) -> Result<Response<Empty>, Status> {
+        let m = self.active()?;
+        let key = request.into_inner().service;
+        // The service and the shutdown of its tasks land in one entry: no task outlives its
+        // service with a desired state of RUNNING.
+        let actions = m.store.view(|st| {
+            let s = find_service(st, &key)?;
+            let mut actions = vec![act(Action::DeleteService(s.id.clone()))];
+            actions.extend(
+                st.tasks_of_service(&s.id)
+                    .filter(|t| t.desired() <= TaskState::Running)
+                    .map(|t| {
+                        act(Action::SetTaskDesiredState(TaskDesiredState {
+                            task_id: t.id.clone(),
+                            desired_state: TaskState::Shutdown as i32,
+                        }))
+                    }),
+            );
+            Ok::<_, Status>(actions)
+        })?;
+        m.store.propose(actions).await.map_err(store_status)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn list_tasks(
+        &self,
+        request: Request<ListTasksRequest>,
+    ) -> Result<Response<ListTasksResponse>, Status> {
+        let m = self.active()?;
+        let req = request.into_inner();
+        let resp = m.store.view(|st| {
+            let service_id = if req.service.is_empty() {
+                None
+            } else {
+                Some(find_service(st, &req.service)?.id)
+            };
+            let node_id = if req.node.is_empty() {
+                None
+            } else {
+                Some(find_node(st, &req.node, &m.node_id)?.id)
+            };
+            let tasks = st
+                .tasks
+                .values()
+                .filter(|t| service_id.as_ref().is_none_or(|s| &t.service_id == s))
+                .filter(|t| node_id.as_ref().is_none_or(|n| &t.node_id == n))
+                .filter(|t| !req.desired_running_only || t.desired() <= TaskState::Running)
+                .cloned()
+                .collect();
+            let node_names = st
+                .nodes
+                .values()
+                .map(|n| {
+                    let host = n.description.as_ref().map_or("", |d| &d.hostname);
+                    (n.id.clone(), host.to_string())
+                })
+                .collect();
+            Ok::<_, Status>(ListTasksResponse { tasks, node_names })
+        })?;
+        Ok(Response::new(resp))
+    }
+
+    type ServiceLogsStream = LogStream;
+
+    async fn service_logs(
+        &self,
+        request: Request<ServiceLogsRequest>,
+    ) -> Result<Response<Self::ServiceLogsStream>, Status> {
+        let m = self.active()?;
+        let req = request.into_inner();
+        let by_node = m.store.view(|st| {
+            let s = find_service(st, &req.service)?;
+            let mut by_node: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+            for t in st.tasks_of_service(&s.id).filter(|t| !t.node_id.is_empty()) {
+                by_node
+                    .entry(t.node_id.clone())
+                    .or_default()
+                    .push(t.id.clone());
+            }
+            Ok::<_, Status>(by_node)
+        })?;
+        let mut streams = Vec::new();
+        for (node, task_ids) in by_node {
+            let r = TaskLogsRequest {
+                task_ids,
+                follow: req.follow,
+                tail: req.tail,
+            };
+            streams.push(self.logs.task_logs(&node, r).await?);
+        }
+        Ok(Response::new(Box::pin(
+            futures::stream::select_all(streams).boxed(),
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_names_follow_dockers_rule() {
+        assert!(validate_service_name("web-1").is_ok());
+        for bad in ["", "bad_name!", "-web", "web-", &"x".repeat(64)] {
+            assert!(validate_service_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn lookup_by_id_name_and_prefix() {
+        let mut st = StoreState::default();
+        for (id, name) in [("abc111", "web"), ("abd222", "db")] {
+            st.services.insert(
+                id.into(),
+                Service {
+                    id: id.into(),
+                    spec: Some(ServiceSpec {
+                        name: name.into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            );
+        }
+        assert_eq!(find_service(&st, "web").unwrap().id, "abc111");
+        assert_eq!(find_service(&st, "abd").unwrap().id, "abd222");
+        assert_eq!(
+            find_service(&st, "ab").unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(
+            find_service(&st, "zz").unwrap_err().code(),
+            tonic::Code::NotFound
+        );
+    }
+}

@@ -1,0 +1,266 @@
+//! The dispatcher: worker sessions, heartbeats, task assignments and status reports.
+//!
+//! A worker opens a `Session` and receives the complete set of tasks assigned to its node,
+//! again whenever that set changes; it reports progress with `UpdateTaskStatus`. The local
+//! worker of a manager uses this same protocol, so one path serves every node.
+//!
+//! A node whose heartbeats stop for three periods is marked DOWN.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+use shoal_proto::{
+    dispatcher_server, store_action::Action, Empty, HeartbeatRequest, HeartbeatResponse, Node,
+    NodeRole, NodeState, SessionMessage, SessionRequest, StoreAction, Task,
+    UpdateTaskStatusRequest,
+};
+use tokio::sync::{mpsc, watch};
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+use crate::ids::new_id;
+use crate::store::{Store, StoreError};
+
+/// Docker Swarm's default `--dispatcher-heartbeat`.
+pub const DEFAULT_HEARTBEAT_PERIOD: Duration = Duration::from_secs(5);
+
+struct Session {
+    id: String,
+    last_heartbeat: Instant,
+}
+
+#[derive(Clone)]
+pub struct Dispatcher {
+    store: Store,
+    period: Duration,
+    sessions: Arc<Mutex<HashMap<String, Session>>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+fn store_status(e: StoreError) -> Status {
+    match e {
+        StoreError::Rejected(e) => Status::failed_precondition(e.to_string()),
+        StoreError::NotLeader { .. } => Status::unavailable(e.to_string()),
+        other => Status::unavailable(other.to_string()),
+    }
+}
+
+impl Dispatcher {
+    pub fn new(store: Store, period: Duration, shutdown: watch::Receiver<bool>) -> Self {
+        Dispatcher {
+            store,
+            period,
+            sessions: Arc::default(),
+            shutdown,
+        }
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn check_session(&self, node_id: &str, session_id: &str) -> Result<(), Status> {
+        match self.sessions().get_mut(node_id) {
+            Some(s) if s.id == session_id => {
+                s.last_heartbeat = Instant::now();
+                Ok(())
+            }
+            _ => Err(Status::not_found(format!(
+                "session {session_id} of node {node_id} is not known to this manager; open a new session"
+            ))),
+        }
+    }
+
+    fn assigned(&self, node_id: &str) -> Vec<Task> {
+        self.store.view(|st| {
+            st.tasks
+                .values()
+                .filter(|t| t.node_id == node_id)
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// Marks nodes DOWN whose heartbeats stopped. Runs on the leader beside the other roles.
+    pub async fn monitor(self) {
+        let started = Instant::now();
+        let grace = self.period * 3;
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(self.period) => {}
+            }
+            let now = Instant::now();
+            let expired: Vec<Node> = {
+                let mut sessions = self.sessions();
+                sessions.retain(|_, s| now.duration_since(s.last_heartbeat) < grace);
+                let connected: Vec<String> = sessions.keys().cloned().collect();
+                self.store.view(|st| {
+                    st.nodes
+                        .values()
+                        .filter(|n| n.state == NodeState::Ready as i32)
+                        .filter(|n| !connected.contains(&n.id))
+                        // A new leader gives every node a full grace period to reconnect.
+                        .filter(|_| now.duration_since(started) >= grace)
+                        .cloned()
+                        .collect()
+                })
+            };
+            if expired.is_empty() {
+                continue;
+            }
+            let actions = expired
+                .into_iter()
+                .map(|mut n| {
+                    warn!(node = %n.id, "heartbeat expired; marking node down");
+                    n.state = NodeState::Down as i32;
+                    n.status_message = "heartbeat failure".into();
+                    StoreAction {
+                        action: Some(Action::PutNode(n)),
+                    }
+                })
+                .collect();
+            if let Err(e) = self.store.propose(actions).await {
+                warn!(error = %e, "could not mark nodes down");
+            }
+        }
+    }
+}
+
+type SessionStream = Pin<Box<dyn Stream<Item = Result<SessionMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl dispatcher_server::Dispatcher for Dispatcher {
+    type SessionStream = SessionStream;
+
+    async fn session(
+        &self,
+        request: Request<SessionRequest>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let req = request.into_inner();
+        if req.node_id.is_empty() {
+            return Err(Status::invalid_argument(
+                "session request without a node ID",
+            ));
+        }
+        let mut node = self
+            .store
+            .view(|st| st.nodes.get(&req.node_id).cloned())
+            .unwrap_or_else(|| Node {
+                id: req.node_id.clone(),
+                role: NodeRole::Worker as i32,
+                meta: Some(shoal_proto::Meta {
+                    created_at_ms: crate::ids::now_ms(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        node.description = req.description.clone();
+        node.addr = req.addr.clone();
+        node.state = NodeState::Ready as i32;
+        node.status_message.clear();
+        self.store
+            .propose(vec![StoreAction {
+                action: Some(Action::PutNode(node)),
+            }])
+            .await
+            .map_err(store_status)?;
+
+        let session_id = new_id();
+        self.sessions().insert(
+            req.node_id.clone(),
+            Session {
+                id: session_id.clone(),
+                last_heartbeat: Instant::now(),
+            },
+        );
+        info!(node = %req.node_id, session = %session_id, "worker session opened");
+
+        let (tx, rx) = mpsc::channel(16);
+        let this = self.clone();
+        let node_id = req.node_id;
+        let mut events = self.store.subscribe();
+        let mut shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let mut last: Option<Vec<(String, u64)>> = None;
+            loop {
+                // A newer session of the same node replaces this one.
+                if this.sessions().get(&node_id).map(|s| &s.id) != Some(&session_id) {
+                    return;
+                }
+                let tasks = this.assigned(&node_id);
+                let key: Vec<(String, u64)> = tasks
+                    .iter()
+                    .map(|t| (t.id.clone(), t.meta.as_ref().map_or(0, |m| m.version)))
+                    .collect();
+                if last.as_ref() != Some(&key) {
+                    let msg = SessionMessage {
+                        session_id: session_id.clone(),
+                        heartbeat_period_ms: this.period.as_millis() as u64,
+                        tasks,
+                    };
+                    if tx.send(Ok(msg)).await.is_err() {
+                        return;
+                    }
+                    last = Some(key);
+                }
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    _ = shutdown.changed() => {
+                        let _ = tx.send(Err(Status::unavailable("manager is shutting down"))).await;
+                        return;
+                    }
+                    ev = events.recv() => {
+                        if matches!(ev, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        let req = request.into_inner();
+        self.check_session(&req.node_id, &req.session_id)?;
+        Ok(Response::new(HeartbeatResponse {
+            period_ms: self.period.as_millis() as u64,
+        }))
+    }
+
+    async fn update_task_status(
+        &self,
+        request: Request<UpdateTaskStatusRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let req = request.into_inner();
+        self.check_session(&req.node_id, &req.session_id)?;
+        // A worker reports only on its own tasks.
+        let actions: Vec<StoreAction> = self.store.view(|st| {
+            req.updates
+                .into_iter()
+                .filter(|u| {
+                    st.tasks
+                        .get(&u.task_id)
+                        .is_some_and(|t| t.node_id == req.node_id)
+                })
+                .map(|u| StoreAction {
+                    action: Some(Action::UpdateTaskStatus(u)),
+                })
+                .collect()
+        });
+        if !actions.is_empty() {
+            self.store.propose(actions).await.map_err(store_status)?;
+        }
+        Ok(Response::new(Empty {}))
+    }
+}

@@ -1,0 +1,232 @@
+#!/usr/bin/env bash
+# Runs Shoal on this machine: a private containerd, a `shoal daemon`, a one-node swarm and a
+# three-replica service that prints a line every five seconds.
+#
+#   scripts/demo.sh          start everything (again) and show the service
+#   scripts/demo.sh stop     remove the service, stop the daemon and containerd, unmount
+#   scripts/demo.sh clean    stop, then delete all demo state (images, swarm, logs)
+#
+# The demo's containerd has its own root, state and socket (/var/lib/shoal-demo,
+# /run/shoal-demo), so it never touches the host's containerd or /var/lib/shoal.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STATE=/var/lib/shoal-demo
+RUN=/run/shoal-demo
+CONTAINERD_SOCK=$RUN/containerd.sock
+SHOAL_SOCK=$RUN/shoal.sock
+NAMESPACE=shoal
+SHOAL=$ROOT/target/release/shoal
+BUILD_IMAGE=$ROOT/target/release/build-test-image
+export SHOAL_HOST=unix://$SHOAL_SOCK
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+die() {
+  printf 'demo: %s\n' "$*" >&2
+  exit 1
+}
+
+if [[ $(id -u) -ne 0 ]]; then
+  die "run as root: containerd and runc need it"
+fi
+
+# A non-login shell may not have rustup's directory on PATH.
+if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+
+ctr_() { ctr --address "$CONTAINERD_SOCK" -n "$NAMESPACE" "$@"; }
+
+# Is the process in pid file $1 alive?
+alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# Sends SIGTERM to the process in pid file $1, waits up to $2 seconds, then SIGKILL.
+stop_pid() {
+  local pidfile=$1 grace=$2 pid
+  alive "$pidfile" || {
+    rm -f "$pidfile"
+    return 0
+  }
+  pid=$(cat "$pidfile")
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < grace * 10; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$pidfile"
+}
+
+start_containerd() {
+  mkdir -p "$STATE/containerd" "$RUN/containerd" "$STATE/logs"
+  if alive "$RUN/containerd.pid"; then
+    return 0
+  fi
+  # Everything containerd writes goes under the demo's own directories. The CRI plugin is off:
+  # Shoal talks to containerd's own API and CRI would only add start-up work.
+  cat >"$RUN/containerd.toml" <<EOF
+version = 2
+root = "$STATE/containerd"
+state = "$RUN/containerd"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+
+[grpc]
+  address = "$CONTAINERD_SOCK"
+
+[ttrpc]
+  address = "$CONTAINERD_SOCK.ttrpc"
+
+[debug]
+  address = ""
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$STATE/containerd-opt"
+EOF
+  log "starting containerd on $CONTAINERD_SOCK (log: $STATE/logs/containerd.log)"
+  nohup containerd --config "$RUN/containerd.toml" >>"$STATE/logs/containerd.log" 2>&1 &
+  echo $! >"$RUN/containerd.pid"
+  for ((i = 0; i < 100; i++)); do
+    if ctr --address "$CONTAINERD_SOCK" version >/dev/null 2>&1; then
+      return 0
+    fi
+    alive "$RUN/containerd.pid" || break
+    sleep 0.2
+  done
+  tail -n 30 "$STATE/logs/containerd.log" >&2 || true
+  die "containerd did not come up; see $STATE/logs/containerd.log"
+}
+
+start_daemon() {
+  if alive "$RUN/shoal.pid"; then
+    return 0
+  fi
+  log "starting shoal daemon on $SHOAL_SOCK (log: $STATE/logs/shoal.log)"
+  nohup "$SHOAL" -H "$SHOAL_HOST" daemon \
+    --data-dir "$STATE/shoal" \
+    --containerd "$CONTAINERD_SOCK" \
+    --containerd-namespace "$NAMESPACE" >>"$STATE/logs/shoal.log" 2>&1 &
+  echo $! >"$RUN/shoal.pid"
+  for ((i = 0; i < 150; i++)); do
+    if "$SHOAL" info >/dev/null 2>&1; then
+      return 0
+    fi
+    alive "$RUN/shoal.pid" || break
+    sleep 0.2
+  done
+  tail -n 30 "$STATE/logs/shoal.log" >&2 || true
+  die "shoal daemon did not come up; see $STATE/logs/shoal.log"
+}
+
+# Kills and deletes every task and container in the demo namespace. containerd leaves shims
+# and containers running when it exits, so this has to happen while it still runs.
+clean_containerd_tasks() {
+  ctr --address "$CONTAINERD_SOCK" version >/dev/null 2>&1 || return 0
+  local id
+  for id in $(ctr_ tasks ls -q 2>/dev/null); do
+    ctr_ tasks kill -s SIGKILL "$id" >/dev/null 2>&1 || true
+  done
+  for id in $(ctr_ tasks ls -q 2>/dev/null); do
+    for ((i = 0; i < 50; i++)); do
+      ctr_ tasks delete "$id" >/dev/null 2>&1 && break
+      sleep 0.1
+    done
+  done
+  for id in $(ctr_ containers ls -q 2>/dev/null); do
+    ctr_ containers delete "$id" >/dev/null 2>&1 || true
+  done
+}
+
+# Unmounts whatever is still mounted under the demo's directories, deepest first.
+unmount_leftovers() {
+  local target
+  findmnt -rn -o TARGET | grep -E "^($STATE|$RUN)(/|$)" | sort -r | while read -r target; do
+    umount "$target" 2>/dev/null || umount -l "$target" 2>/dev/null || true
+  done
+}
+
+stop_all() {
+  if alive "$RUN/shoal.pid"; then
+    log "removing service web"
+    "$SHOAL" service rm web >/dev/null 2>&1 || true
+  fi
+  log "stopping shoal daemon"
+  stop_pid "$RUN/shoal.pid" 15
+  log "removing containerd tasks and containers"
+  clean_containerd_tasks
+  log "stopping containerd"
+  stop_pid "$RUN/containerd.pid" 15
+  # Shims of this containerd (they name its socket on their command line) outlive it when a
+  # task could not be deleted; they are ours, found by our own socket path only.
+  local pid
+  for pid in $(pgrep -f -- "-address $CONTAINERD_SOCK" || true); do
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  unmount_leftovers
+  rm -rf "$RUN"
+}
+
+case "${1:-start}" in
+  stop)
+    stop_all
+    echo "Stopped. State kept in $STATE; 'scripts/demo.sh clean' removes it."
+    exit 0
+    ;;
+  clean)
+    stop_all
+    rm -rf "$STATE"
+    echo "Stopped and removed $STATE."
+    exit 0
+    ;;
+  start) ;;
+  *) die "usage: scripts/demo.sh [start|stop|clean]" ;;
+esac
+
+log "installing dependencies"
+"$ROOT/scripts/install-deps.sh"
+log "building (release)"
+(cd "$ROOT" && cargo build --release --bin shoal --bin build-test-image)
+
+mkdir -p "$RUN" "$STATE"
+start_containerd
+start_daemon
+
+log "shoal swarm init"
+if ! out=$("$SHOAL" swarm init 2>&1); then
+  # A node kept from an earlier run is already a manager: that is fine for the demo.
+  grep -q "already part of a swarm" <<<"$out" || die "$out"
+  echo "(already in a swarm from an earlier run)"
+else
+  echo "$out"
+fi
+
+log "building and loading the busybox test image"
+"$BUILD_IMAGE" "$STATE/busybox.tar"
+"$SHOAL" image load -i "$STATE/busybox.tar"
+
+if "$SHOAL" service inspect web >/dev/null 2>&1; then
+  log "service web exists already"
+else
+  log "shoal service create --name web --replicas 3 busybox sh -c '…'"
+  # shellcheck disable=SC2016 # $(hostname) is for the container's shell, not this one
+  "$SHOAL" service create --name web --replicas 3 busybox \
+    sh -c 'while true; do echo hello from $(hostname); sleep 5; done'
+fi
+
+log "shoal service ls"
+"$SHOAL" service ls
+log "shoal service ps web"
+"$SHOAL" service ps web
+
+cat <<EOF
+
+Shoal is running. To use it from this shell:
+
+  export SHOAL_HOST=$SHOAL_HOST
+  $SHOAL service ls
+  $SHOAL service logs web
+  $SHOAL service scale web=5
+  $SHOAL node ls
+
+Logs: $STATE/logs/shoal.log (daemon), $STATE/logs/containerd.log
+Stop: scripts/demo.sh stop      (remove everything: scripts/demo.sh clean)
+EOF

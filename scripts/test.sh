@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Builds everything and runs every test, unit and integration, against real containerd.
+#
+# The integration tests start their own private containerd instances (own root, state and
+# socket under a temp dir) and `shoal daemon` processes, so nothing on the host is touched
+# beyond the shared runc state directory, where every container ID is random.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+# A non-login CI shell may not have rustup's directory on PATH.
+if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+
+"$ROOT/scripts/install-deps.sh"
+
+export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
+
+# Builds the `shoal` binary the integration tests run (they look for it next to their own
+# executable, in target/debug) along with every test target.
+cargo build --workspace --all-targets
+
+# Two threads: the machine has two cores, and each integration test runs containerd, a daemon
+# and real containers; more threads only make timing-sensitive waits slower.
+cargo test --workspace -- --test-threads="${SHOAL_TEST_THREADS:-2}"

@@ -1,0 +1,758 @@
+//! `ShoalHost`: one test host, i.e. a private containerd ([`ContainerdHost`]) plus a
+//! `shoal daemon` process started from the built binary, and the helpers the integration tests
+//! use to drive the CLI and to look at what really runs in containerd.
+//!
+//! Every path the host uses (data dir, API socket, daemon log) lives in its own temp dir, so
+//! hosts can run side by side and nothing touches `/var/lib/shoal` or the host's containerd.
+//! Drop stops the daemon (SIGTERM, then SIGKILL) before the containerd fixture cleans up
+//! tasks, containers and mounts.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::containerd::ContainerdHost;
+
+/// The containerd namespace the daemon is started with (its default, passed explicitly so a
+/// change of default cannot make the helpers look in the wrong place).
+pub const NAMESPACE: &str = "shoal";
+
+/// How long one CLI call may take before the test fails instead of hanging.
+const CLI_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a freshly started daemon may take to answer `shoal info`.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the daemon gets between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(15);
+
+/// The `shoal` binary under test: `$SHOAL_BIN`, or `shoal` next to the running executable
+/// (tests run from `target/debug/deps/`, bins such as the benchmark from `target/<profile>/`).
+pub fn shoal_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("SHOAL_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("path of the running test executable");
+    let mut dir = exe
+        .parent()
+        .expect("test executable has a parent directory")
+        .to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bin = dir.join("shoal");
+    if !bin.is_file() {
+        panic!(
+            "the shoal binary is not at {}: build it first with `cargo build -p shoal-cli` \
+             (scripts/test.sh builds everything before testing), or set SHOAL_BIN",
+            bin.display()
+        );
+    }
+    bin
+}
+
+/// Polls `cond` every 100 ms until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs `cmd` with captured output, killing it and panicking if it outlives `timeout`: a hung
+/// CLI call must fail the test, not hang the suite.
+pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
+    run_with_deadline(cmd, timeout)
+        .unwrap_or_else(|| panic!("{cmd:?} did not finish within {timeout:?}"))
+}
+
+/// Runs `cmd` with captured output; None (after killing it) if it outlives `timeout`.
+pub fn run_with_deadline(cmd: &mut Command, timeout: Duration) -> Option<Output> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    // Read both pipes on threads so a chatty child cannot block on a full pipe while we wait.
+    let mut out_pipe = child.stdout.take().expect("stdout is piped");
+    let mut err_pipe = child.stderr.take().expect("stderr is piped");
+    let out_reader = thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = out_pipe.read_to_end(&mut buf);
+        buf
+    });
+    let err_reader = thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = err_pipe.read_to_end(&mut buf);
+        buf
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            Err(e) => panic!("waiting for {cmd:?}: {e}"),
+        }
+    };
+    Some(Output {
+        status,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    })
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Label the worker puts on a task's container: the service's name.
+pub const LABEL_SERVICE_NAME: &str = "shoal.service.name";
+/// Label the worker puts on a task's container: the task's ID.
+pub const LABEL_TASK_ID: &str = "shoal.task.id";
+/// Label the worker puts on a task's container: the task's slot (decimal).
+pub const LABEL_TASK_SLOT: &str = "shoal.task.slot";
+
+/// A container as containerd stores it.
+#[derive(Debug, Clone)]
+pub struct Container {
+    pub id: String,
+    pub image: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Container {
+    pub fn service_name(&self) -> Option<&str> {
+        self.labels.get(LABEL_SERVICE_NAME).map(String::as_str)
+    }
+
+    pub fn task_id(&self) -> Option<&str> {
+        self.labels.get(LABEL_TASK_ID).map(String::as_str)
+    }
+
+    pub fn slot(&self) -> Option<u64> {
+        self.labels.get(LABEL_TASK_SLOT)?.parse().ok()
+    }
+}
+
+/// A containerd task (the running process of a container), as `ctr tasks ls` shows it.
+#[derive(Debug, Clone)]
+pub struct CtrTask {
+    pub id: String,
+    pub pid: u32,
+    /// RUNNING, STOPPED, CREATED, PAUSED …
+    pub status: String,
+}
+
+/// A snapshot, as `ctr snapshots ls` shows it.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub key: String,
+    pub parent: String,
+    /// "Committed" for image layers, "Active" for a container's writable rootfs.
+    pub kind: String,
+}
+
+pub struct ShoalHost {
+    // Field order is drop order: the daemon is stopped in Drop::drop, then containerd cleans
+    // up its tasks and mounts, and only then is the temp dir (data dir, logs) removed.
+    containerd: ContainerdHost,
+    dir: tempfile::TempDir,
+    daemon: Option<Child>,
+    extra_args: Vec<String>,
+}
+
+impl ShoalHost {
+    /// A fresh containerd and a daemon that answers on its API socket (not in a swarm yet).
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// As [`ShoalHost::start`], with extra `shoal daemon` flags (kept for restarts).
+    pub fn start_with(extra_args: &[&str]) -> Self {
+        let mut host = Self::new_stopped(extra_args);
+        host.start_daemon();
+        host
+    }
+
+    /// The containerd fixture and the temp dir, with no daemon running: for tests that start
+    /// the daemon themselves with bad flags or a damaged data dir.
+    pub fn new_stopped(extra_args: &[&str]) -> Self {
+        Self::with_containerd(
+            ContainerdHost::start().expect("start a private containerd"),
+            extra_args,
+        )
+    }
+
+    /// A host whose containerd and daemon run inside the network namespace at `netns`
+    /// (`/run/netns/NAME`), for multi-host tests.
+    pub fn start_in_netns(netns: &Path, extra_args: &[&str]) -> Self {
+        let containerd = ContainerdHost::start_in_netns(netns)
+            .unwrap_or_else(|e| panic!("start containerd in {}: {e:#}", netns.display()));
+        let mut host = Self::with_containerd(containerd, extra_args);
+        host.start_daemon();
+        host
+    }
+
+    fn with_containerd(containerd: ContainerdHost, extra_args: &[&str]) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("shoal-host-")
+            .tempdir()
+            .expect("create the host's temp dir");
+        ShoalHost {
+            containerd,
+            dir,
+            daemon: None,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// A host whose daemon is already in a one-node swarm and has the busybox image.
+    pub fn start_swarm() -> Self {
+        let host = Self::start();
+        host.shoal_ok(&["swarm", "init"]);
+        host.load_busybox();
+        host
+    }
+
+    pub fn containerd(&self) -> &ContainerdHost {
+        &self.containerd
+    }
+
+    pub fn containerd_socket(&self) -> PathBuf {
+        self.containerd.socket().to_path_buf()
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn api_socket(&self) -> PathBuf {
+        self.dir.path().join("shoal.sock")
+    }
+
+    /// `unix:///…/shoal.sock`, as given to `-H`.
+    pub fn api_url(&self) -> String {
+        format!("unix://{}", self.api_socket().display())
+    }
+
+    pub fn daemon_log_path(&self) -> PathBuf {
+        self.dir.path().join("daemon.log")
+    }
+
+    pub fn daemon_log(&self) -> String {
+        fs::read_to_string(self.daemon_log_path()).unwrap_or_default()
+    }
+
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(|c| c.id())
+    }
+
+    /// The daemon's command line with the standard flags plus `args` (for starting it by hand,
+    /// e.g. with a wrong containerd socket). Runs inside the containerd host's netns if any.
+    pub fn daemon_command(&self, args: &[&str]) -> Command {
+        let bin = shoal_bin();
+        let mut cmd = match self.containerd.netns() {
+            // nsenter, not `ip netns exec`: the latter remounts /sys and hides the cgroup
+            // hierarchy runc needs. nsenter execs the daemon, so the child pid is the daemon's.
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", ns.display())).arg("--").arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        cmd.arg("-H").arg(self.api_url()).arg("daemon");
+        cmd.args(args);
+        cmd.env_remove("SHOAL_HOST");
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        cmd
+    }
+
+    fn standard_daemon_args(&self) -> Vec<String> {
+        vec![
+            "--data-dir".into(),
+            self.data_dir().display().to_string(),
+            "--containerd".into(),
+            self.containerd_socket().display().to_string(),
+            "--containerd-namespace".into(),
+            NAMESPACE.into(),
+        ]
+    }
+
+    fn open_log(&self) -> (Stdio, Stdio) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.daemon_log_path())
+            .expect("open the daemon log");
+        let log2 = log.try_clone().expect("clone the daemon log handle");
+        (Stdio::from(log), Stdio::from(log2))
+    }
+
+    /// Starts the daemon with the standard flags and waits until its API answers.
+    pub fn start_daemon(&mut self) {
+        assert!(self.daemon.is_none(), "the daemon is already running");
+        let mut args = self.standard_daemon_args();
+        args.extend(self.extra_args.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (out, err) = self.open_log();
+        let child = self
+            .daemon_command(&args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn shoal daemon");
+        self.daemon = Some(child);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = self.daemon_exited() {
+                self.daemon = None;
+                panic!(
+                    "shoal daemon exited during start-up ({status}); log:\n{}",
+                    tail(&self.daemon_log(), 80)
+                );
+            }
+            // A socket file can exist before the server accepts, and a stale one survives a
+            // kill -9: only an answered call means the daemon is up.
+            if self.api_socket().exists() && self.shoal(&["info"]).status.success() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "shoal daemon did not answer `shoal info` within {READY_TIMEOUT:?}; log:\n{}",
+                    tail(&self.daemon_log(), 80)
+                );
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Runs the daemon with the standard flags replaced by `args` and expects it to exit on its
+    /// own within `timeout`; returns its status and what it printed. Panics if it keeps running.
+    pub fn run_daemon_expecting_exit(&self, args: &[&str], timeout: Duration) -> (ExitStatus, String) {
+        assert!(self.daemon.is_none(), "stop the host's daemon first");
+        let out = run_with_deadline(&mut self.daemon_command(args), timeout);
+        match out {
+            Some(out) => (
+                out.status,
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            ),
+            None => panic!(
+                "shoal daemon {args:?} was expected to exit with an error but was still \
+                 running after {timeout:?}"
+            ),
+        }
+    }
+
+    /// Like [`ShoalHost::start_daemon`] but with the standard flags replaced by `args` and no
+    /// readiness check: the caller decides what "started" means.
+    pub fn spawn_daemon_raw(&mut self, args: &[&str]) {
+        assert!(self.daemon.is_none(), "the daemon is already running");
+        let (out, err) = self.open_log();
+        let child = self
+            .daemon_command(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn shoal daemon");
+        self.daemon = Some(child);
+    }
+
+    /// The daemon's exit status if it has exited (reaping it), None while it runs.
+    pub fn daemon_exited(&mut self) -> Option<ExitStatus> {
+        let child = self.daemon.as_mut()?;
+        match child.try_wait() {
+            Ok(Some(status)) => Some(status),
+            Ok(None) => None,
+            Err(e) => panic!("waiting for the daemon: {e}"),
+        }
+    }
+
+    /// SIGKILLs the daemon, as a crash would: no shutdown code runs. Containers keep running.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.daemon.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after a grace period; returns the exit status if it exited.
+    pub fn stop_daemon(&mut self) -> Option<ExitStatus> {
+        let mut child = self.daemon.take()?;
+        let pid = Pid::from_raw(child.id() as i32);
+        if kill(pid, Signal::SIGTERM).is_err() {
+            // Already gone: just reap it.
+            return child.wait().ok();
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(50)),
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Stops the daemon if it runs and starts it again with the same flags and data dir.
+    pub fn restart(&mut self) {
+        self.stop_daemon();
+        self.start_daemon();
+    }
+
+    /// Runs `shoal -H unix://… ARGS`.
+    pub fn shoal(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(shoal_bin());
+        cmd.arg("-H").arg(self.api_url()).args(args);
+        cmd.env_remove("SHOAL_HOST");
+        run_with_timeout(&mut cmd, CLI_TIMEOUT)
+    }
+
+    /// Runs the CLI, asserts success and returns stdout. On failure the panic shows the
+    /// command's output and the tail of the daemon log.
+    pub fn shoal_ok(&self, args: &[&str]) -> String {
+        let out = self.shoal(args);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            panic!(
+                "`shoal {}` failed ({}).\nstdout:\n{}\nstderr:\n{}\ndaemon log (tail):\n{}",
+                args.join(" "),
+                out.status,
+                stdout,
+                String::from_utf8_lossy(&out.stderr),
+                tail(&self.daemon_log(), 60)
+            );
+        }
+        stdout
+    }
+
+    /// Runs the CLI, asserts it fails, and returns stderr followed by stdout (the error text).
+    pub fn shoal_err(&self, args: &[&str]) -> String {
+        let out = self.shoal(args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            panic!(
+                "`shoal {}` was expected to fail but succeeded.\nstdout:\n{stdout}\nstderr:\n{stderr}",
+                args.join(" ")
+            );
+        }
+        format!("{stderr}{stdout}")
+    }
+
+    /// Polls `cond` until it holds; on timeout panics naming `what`, with the daemon log tail
+    /// and `shoal service ps` of every service, which is what one needs to see why.
+    pub fn wait_for(&self, timeout: Duration, what: &str, cond: impl FnMut() -> bool) {
+        if !wait_until(timeout, cond) {
+            let ps = self.shoal(&["service", "ls"]);
+            panic!(
+                "timed out after {timeout:?} waiting for {what}.\nservice ls:\n{}{}\n\
+                 containerd tasks: {:?}\ndaemon log (tail):\n{}",
+                String::from_utf8_lossy(&ps.stdout),
+                String::from_utf8_lossy(&ps.stderr),
+                self.ctr_tasks(),
+                tail(&self.daemon_log(), 80)
+            );
+        }
+    }
+
+    /// Builds the busybox test image (once per process) and loads it with `shoal image load`.
+    pub fn load_busybox(&self) {
+        let archive = busybox_archive();
+        let path = archive.display().to_string();
+        self.shoal_ok(&["image", "load", "-i", &path]);
+    }
+
+    /// `shoal service ls`, one map per row keyed by column header.
+    pub fn service_ls(&self) -> Vec<BTreeMap<String, String>> {
+        parse_table(&self.shoal_ok(&["service", "ls"]))
+    }
+
+    /// The REPLICAS cell ("2/3") of service `name` in `shoal service ls`, if it is listed.
+    pub fn replicas(&self, name: &str) -> Option<String> {
+        self.service_ls()
+            .into_iter()
+            .find(|row| row.get("NAME").map(String::as_str) == Some(name))
+            .and_then(|row| row.get("REPLICAS").cloned())
+    }
+
+    /// `shoal service ps NAME`, one map per row keyed by column header.
+    pub fn service_ps(&self, name: &str) -> Vec<BTreeMap<String, String>> {
+        parse_table(&self.shoal_ok(&["service", "ps", name]))
+    }
+
+    /// Containers of service `name` whose containerd task is RUNNING.
+    pub fn running_containers_of(&self, name: &str) -> Vec<Container> {
+        let running = self.running_container_ids();
+        self.containers()
+            .into_iter()
+            .filter(|c| c.service_name() == Some(name) && running.contains(&c.id))
+            .collect()
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // containerd, seen directly (not through Shoal)
+    // -----------------------------------------------------------------------------------------
+
+    /// Runs `ctr --address SOCK -n shoal ARGS` and returns stdout, panicking on failure.
+    pub fn ctr(&self, args: &[&str]) -> String {
+        let mut cmd = Command::new("ctr");
+        cmd.arg("--address")
+            .arg(self.containerd_socket())
+            .arg("-n")
+            .arg(NAMESPACE)
+            .args(args);
+        let out = run_with_timeout(&mut cmd, CLI_TIMEOUT);
+        if !out.status.success() {
+            panic!(
+                "`ctr {}` failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Every container in the `shoal` namespace, with its labels.
+    pub fn containers(&self) -> Vec<Container> {
+        let ids = self.ctr(&["containers", "ls", "-q"]);
+        let mut containers = Vec::new();
+        for id in ids.split_whitespace() {
+            // A container can be deleted between the listing and this call: skip it then.
+            let mut cmd = Command::new("ctr");
+            cmd.arg("--address")
+                .arg(self.containerd_socket())
+                .arg("-n")
+                .arg(NAMESPACE)
+                .args(["containers", "info", id]);
+            let out = run_with_timeout(&mut cmd, CLI_TIMEOUT);
+            if !out.status.success() {
+                continue;
+            }
+            let info: serde_json::Value = serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|e| panic!("`ctr containers info {id}` printed bad JSON: {e}"));
+            let labels = info["Labels"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            containers.push(Container {
+                id: id.to_string(),
+                image: info["Image"].as_str().unwrap_or_default().to_string(),
+                labels,
+            });
+        }
+        containers
+    }
+
+    /// Every containerd task in the `shoal` namespace.
+    pub fn ctr_tasks(&self) -> Vec<CtrTask> {
+        let out = self.ctr(&["tasks", "ls"]);
+        out.lines()
+            .skip(1) // header: TASK PID STATUS
+            .filter_map(|line| {
+                let mut cols = line.split_whitespace();
+                let id = cols.next()?.to_string();
+                let pid = cols.next()?.parse().ok()?;
+                let status = cols.next()?.to_string();
+                Some(CtrTask { id, pid, status })
+            })
+            .collect()
+    }
+
+    /// IDs of the containers whose task is RUNNING, sorted.
+    pub fn running_container_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .ctr_tasks()
+            .into_iter()
+            .filter(|t| t.status == "RUNNING")
+            .map(|t| t.id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Every snapshot of the default snapshotter in the `shoal` namespace.
+    pub fn snapshots(&self) -> Vec<Snapshot> {
+        let out = self.ctr(&["snapshots", "ls"]);
+        out.lines()
+            .skip(1) // header: KEY PARENT KIND
+            .filter_map(|line| {
+                let cols: Vec<&str> = line.split_whitespace().collect();
+                match cols.as_slice() {
+                    [key, parent, kind] => Some(Snapshot {
+                        key: key.to_string(),
+                        parent: parent.to_string(),
+                        kind: kind.to_string(),
+                    }),
+                    // The base layer has no parent, so its PARENT column is empty.
+                    [key, kind] => Some(Snapshot {
+                        key: key.to_string(),
+                        parent: String::new(),
+                        kind: kind.to_string(),
+                    }),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+}
+
+impl Drop for ShoalHost {
+    fn drop(&mut self) {
+        self.stop_daemon();
+        if thread::panicking() {
+            eprintln!(
+                "daemon log of the failed test's host (tail):\n{}",
+                tail(&self.daemon_log(), 40)
+            );
+            // Leave the temp dir behind when asked to, so a failed test's logs can be read.
+            if std::env::var_os("SHOAL_KEEP_TEST_DIRS").is_some() {
+                eprintln!("keeping {} (SHOAL_KEEP_TEST_DIRS)", self.dir.path().display());
+                self.dir.disable_cleanup(true);
+            }
+        }
+    }
+}
+
+/// Path of the busybox OCI archive, built on first use in this process next to the test
+/// binaries (so it never accumulates in /tmp) and replaced atomically (so concurrent test
+/// processes never see a half-written file).
+pub fn busybox_archive() -> PathBuf {
+    static ARCHIVE: OnceLock<PathBuf> = OnceLock::new();
+    ARCHIVE
+        .get_or_init(|| {
+            let dir = shoal_bin()
+                .parent()
+                .expect("shoal binary has a parent directory")
+                .join("shoal-test-images");
+            fs::create_dir_all(&dir).expect("create the test image directory");
+            let path = dir.join("busybox.tar");
+            let tmp = dir.join(format!("busybox.tar.{}", std::process::id()));
+            crate::image::build_busybox_oci_archive(&tmp, crate::image::BUSYBOX_IMAGE)
+                .expect("build the busybox test image");
+            fs::rename(&tmp, &path).expect("move the busybox test image into place");
+            path
+        })
+        .clone()
+}
+
+/// Parses a table as the CLI prints it (a header line, then rows aligned under it, columns
+/// separated by at least two spaces) into one map per row, keyed by header name.
+///
+/// Cells are cut at the header's column offsets, so cells with single spaces ("Running 5
+/// seconds ago") and empty cells parse correctly.
+pub fn parse_table(text: &str) -> Vec<BTreeMap<String, String>> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let Some(header) = lines.next() else {
+        return Vec::new();
+    };
+    let header: Vec<char> = header.chars().collect();
+    // Column starts: a non-space preceded by line start or by two or more spaces.
+    let mut columns: Vec<(usize, String)> = Vec::new();
+    let mut i = 0;
+    while i < header.len() {
+        if header[i] != ' ' && (i == 0 || (i >= 2 && header[i - 1] == ' ' && header[i - 2] == ' '))
+        {
+            let start = i;
+            // A name runs until two spaces in a row (names such as "DESIRED STATE" hold one).
+            while i < header.len() && !(header[i] == ' ' && header.get(i + 1) == Some(&' ')) {
+                i += 1;
+            }
+            let name: String = header[start..i].iter().collect();
+            columns.push((start, name.trim().to_string()));
+        } else {
+            i += 1;
+        }
+    }
+    lines
+        .map(|line| {
+            let chars: Vec<char> = line.chars().collect();
+            columns
+                .iter()
+                .enumerate()
+                .map(|(n, (start, name))| {
+                    let end = columns.get(n + 1).map_or(chars.len(), |(s, _)| *s);
+                    let cell: String = chars
+                        .get(*start.min(&chars.len())..end.min(chars.len()))
+                        .map(|c| c.iter().collect())
+                        .unwrap_or_default();
+                    (name.clone(), cell.trim().to_string())
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_table_cuts_cells_at_header_offsets() {
+        let text = "\
+ID         NAME        DESIRED STATE   CURRENT STATE           ERROR
+abc123     web.1       Running         Running 5 seconds ago
+def456      \\_ web.1  Shutdown        Failed 9 seconds ago    task: non-zero exit (137)
+";
+        let rows = parse_table(text);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0]["ID"], "abc123");
+        assert_eq!(rows[0]["CURRENT STATE"], "Running 5 seconds ago");
+        assert_eq!(rows[0]["ERROR"], "");
+        assert_eq!(rows[1]["NAME"], "\\_ web.1");
+        assert_eq!(rows[1]["DESIRED STATE"], "Shutdown");
+        assert_eq!(rows[1]["ERROR"], "task: non-zero exit (137)");
+    }
+
+    #[test]
+    fn parse_table_of_empty_output_has_no_rows() {
+        assert!(parse_table("").is_empty());
+        assert!(parse_table("ID   NAME\n").is_empty());
+    }
+
+    #[test]
+    fn tail_keeps_last_lines() {
+        assert_eq!(tail("a\nb\nc", 2), "b\nc");
+        assert_eq!(tail("a", 5), "a");
+    }
+}

@@ -1,0 +1,963 @@
+//! The OCI runtime spec of a task's container, built the way Docker builds one by default.
+//!
+//! Everything here is pure (strings in, spec out) except the small helpers that read a file out
+//! of an unmounted snapshot ([`read_rootfs_file`]) and write the per-task `/etc` files
+//! ([`write_etc_files`]), so the rules — which args win, how env merges, how a user name becomes
+//! a uid — are unit-tested without containerd.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, Mount, MountBuilder,
+    PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
+    UserBuilder,
+};
+use shoal_proto::{ContainerSpec, Task};
+
+use crate::image::ResolvedImage;
+
+/// PATH given to a process whose image and task set none (Docker's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// RLIMIT_NOFILE soft and hard limit: what a Docker container gets from a dockerd started with
+/// systemd's `LimitNOFILE=infinity` (the kernel's default `fs.nr_open`).
+pub const NOFILE_LIMIT: u64 = 1_048_576;
+
+/// Nameservers used when the host's resolv.conf has none reachable from a private network
+/// namespace (Docker's fallback).
+const FALLBACK_NAMESERVERS: [&str; 2] = ["8.8.8.8", "8.8.4.4"];
+
+/// Files bind-mounted into every container, written under the task's directory.
+pub const ETC_FILES: [&str; 3] = ["hostname", "hosts", "resolv.conf"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error(
+        "task has no command to run: the image {image} defines neither ENTRYPOINT nor CMD; give \
+         one when creating the service (`shoal service create IMAGE COMMAND…`)"
+    )]
+    NoCommand { image: String },
+    #[error(
+        "unable to find user {user}: no matching entries in the image's /etc/passwd; use a \
+         numeric uid or a user that exists in the image"
+    )]
+    UnknownUser { user: String },
+    #[error(
+        "unable to find group {group}: no matching entries in the image's /etc/group; use a \
+         numeric gid or a group that exists in the image"
+    )]
+    UnknownGroup { group: String },
+    #[error("invalid user {user:?}: expected USER, UID, USER:GROUP or UID:GID")]
+    InvalidUser { user: String },
+    #[error("invalid stop signal {signal:?}: use a name such as SIGTERM or TERM, or a number")]
+    InvalidSignal { signal: String },
+    #[error("cannot build the OCI runtime spec: {0}")]
+    Oci(#[from] oci_spec::OciSpecError),
+}
+
+/// The process identity a container runs as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedUser {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    /// Home directory from /etc/passwd (`/` when the user has no entry), for `HOME`.
+    pub home: String,
+}
+
+/// The process arguments, as Docker (through swarmkit) computes them: the service's command
+/// replaces the image's ENTRYPOINT and drops its CMD; the service's args replace only the CMD.
+pub fn process_args(spec: &ContainerSpec, image: &ResolvedImage) -> Result<Vec<String>, SpecError> {
+    let args: Vec<String> = if !spec.command.is_empty() {
+        spec.command.iter().chain(spec.args.iter()).cloned().collect()
+    } else if !spec.args.is_empty() {
+        image.entrypoint.iter().chain(spec.args.iter()).cloned().collect()
+    } else {
+        image.entrypoint.iter().chain(image.cmd.iter()).cloned().collect()
+    };
+    if args.is_empty() {
+        return Err(SpecError::NoCommand {
+            image: image.name.clone(),
+        });
+    }
+    Ok(args)
+}
+
+/// The key of a `KEY=VALUE` entry (a bare `KEY` is its own key).
+fn env_key(entry: &str) -> &str {
+    entry.split_once('=').map_or(entry, |(k, _)| k)
+}
+
+/// Replaces the entry with the same key, or appends: later lists win, order of first
+/// appearance is kept (Docker's `ReplaceOrAppendEnvValues`).
+fn replace_or_append(env: &mut Vec<String>, entries: &[String]) {
+    for entry in entries {
+        let key = env_key(entry);
+        match env.iter_mut().find(|e| env_key(e) == key) {
+            Some(existing) => existing.clone_from(entry),
+            None => env.push(entry.clone()),
+        }
+    }
+}
+
+/// The process environment: Docker's defaults (`PATH`, `HOSTNAME`), then the image's env, then
+/// the task's (the task wins), then `HOME` from the user's passwd entry when nothing set it.
+pub fn merge_env(
+    image_env: &[String],
+    task_env: &[String],
+    hostname: &str,
+    home: &str,
+) -> Vec<String> {
+    let mut env = vec![
+        format!("PATH={DEFAULT_PATH}"),
+        format!("HOSTNAME={hostname}"),
+    ];
+    replace_or_append(&mut env, image_env);
+    replace_or_append(&mut env, task_env);
+    if !env.iter().any(|e| env_key(e) == "HOME") {
+        env.push(format!("HOME={home}"));
+    }
+    env
+}
+
+/// One parsed /etc/passwd line.
+struct PasswdEntry<'a> {
+    name: &'a str,
+    uid: u32,
+    gid: u32,
+    home: &'a str,
+}
+
+fn parse_passwd(content: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
+    content.lines().filter_map(|line| {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            return None;
+        }
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() < 4 {
+            return None;
+        }
+        Some(PasswdEntry {
+            name: f[0],
+            uid: f[2].parse().ok()?,
+            gid: f[3].parse().ok()?,
+            home: f.get(5).copied().unwrap_or(""),
+        })
+    })
+}
+
+/// One parsed /etc/group line.
+struct GroupEntry<'a> {
+    name: &'a str,
+    gid: u32,
+    members: Vec<&'a str>,
+}
+
+fn parse_group(content: &str) -> impl Iterator<Item = GroupEntry<'_>> {
+    content.lines().filter_map(|line| {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            return None;
+        }
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() < 3 {
+            return None;
+        }
+        Some(GroupEntry {
+            name: f[0],
+            gid: f[2].parse().ok()?,
+            members: f
+                .get(3)
+                .map(|m| m.split(',').filter(|s| !s.is_empty()).collect())
+                .unwrap_or_default(),
+        })
+    })
+}
+
+/// Resolves `user` (`""`, `USER`, `UID`, `USER:GROUP`, `UID:GID`, any mix) against the image's
+/// /etc/passwd and /etc/group contents, as runc's `GetExecUser` does for Docker: a numeric uid
+/// needs no entry, a name must have one; the primary gid comes from the passwd entry unless a
+/// group is given; supplementary groups are those listing the user, only when no group is given.
+pub fn resolve_user(
+    user: &str,
+    passwd: Option<&str>,
+    group: Option<&str>,
+) -> Result<ResolvedUser, SpecError> {
+    let (user_part, group_part) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    if group_part == Some("") || (user_part.is_empty() && group_part.is_some()) {
+        return Err(SpecError::InvalidUser {
+            user: user.to_string(),
+        });
+    }
+    let passwd = passwd.unwrap_or("");
+    let group = group.unwrap_or("");
+
+    // Docker's default when USER is unset is root.
+    let user_part = if user_part.is_empty() { "0" } else { user_part };
+    let (uid, mut gid, name, home) = match user_part.parse::<u32>() {
+        Ok(uid) => match parse_passwd(passwd).find(|e| e.uid == uid) {
+            Some(e) => (uid, e.gid, Some(e.name.to_string()), e.home.to_string()),
+            None => (uid, 0, None, String::new()),
+        },
+        Err(_) => match parse_passwd(passwd).find(|e| e.name == user_part) {
+            Some(e) => (e.uid, e.gid, Some(e.name.to_string()), e.home.to_string()),
+            None => {
+                return Err(SpecError::UnknownUser {
+                    user: user_part.to_string(),
+                })
+            }
+        },
+    };
+
+    let mut additional_gids = Vec::new();
+    match group_part {
+        Some(g) => {
+            gid = match g.parse::<u32>() {
+                Ok(n) => n,
+                Err(_) => match parse_group(group).find(|e| e.name == g) {
+                    Some(e) => e.gid,
+                    None => {
+                        return Err(SpecError::UnknownGroup {
+                            group: g.to_string(),
+                        })
+                    }
+                },
+            };
+        }
+        None => {
+            if let Some(name) = &name {
+                let mut seen = HashSet::new();
+                for e in parse_group(group) {
+                    if e.members.contains(&name.as_str()) && seen.insert(e.gid) {
+                        additional_gids.push(e.gid);
+                    }
+                }
+            }
+        }
+    }
+    Ok(ResolvedUser {
+        uid,
+        gid,
+        additional_gids,
+        home: if home.is_empty() { "/".into() } else { home },
+    })
+}
+
+/// The container's hostname: the service's, or the first 12 characters of the task ID (Docker
+/// uses the short container ID, and the container ID is the task ID).
+pub fn hostname_for(task: &Task) -> String {
+    match task.spec.as_ref().map(|s| s.hostname.as_str()) {
+        Some(h) if !h.is_empty() => h.to_string(),
+        _ => task.id.chars().take(12).collect(),
+    }
+}
+
+/// `/etc/hosts` as Docker writes it for a container; `addresses` are the container's own
+/// addresses (none yet: the private network namespace has only loopback).
+pub fn hosts_file(hostname: &str, addresses: &[String]) -> String {
+    let mut s = String::from(
+        "127.0.0.1\tlocalhost\n\
+         ::1\tlocalhost ip6-localhost ip6-loopback\n\
+         fe00::0\tip6-localnet\n\
+         ff00::0\tip6-mcastprefix\n\
+         ff02::1\tip6-allnodes\n\
+         ff02::2\tip6-allrouters\n",
+    );
+    for addr in addresses {
+        s.push_str(&format!("{addr}\t{hostname}\n"));
+    }
+    s
+}
+
+/// The container's resolv.conf from the host's: nameservers on loopback are unreachable from
+/// the container's network namespace, so they are dropped as Docker does, and Docker's public
+/// fallback is used when none remain.
+pub fn resolv_conf(host: &str) -> String {
+    let mut out = String::new();
+    let mut nameservers = 0;
+    for line in host.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() == Some("nameserver") {
+            let addr = words.next().unwrap_or("");
+            let ip = addr.split('%').next().unwrap_or("");
+            match ip.parse::<std::net::IpAddr>() {
+                Ok(ip) if ip.is_loopback() => continue,
+                Ok(_) => nameservers += 1,
+                Err(_) => continue,
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if nameservers == 0 {
+        for ns in FALLBACK_NAMESERVERS {
+            out.push_str(&format!("nameserver {ns}\n"));
+        }
+    }
+    out
+}
+
+/// The host's resolver configuration. When /etc/resolv.conf points only at systemd-resolved's
+/// stub (127.0.0.53), the real upstream list is in /run/systemd/resolve/resolv.conf — Docker
+/// reads that one in this case.
+fn host_resolv_conf() -> String {
+    let etc = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let only_stub = etc
+        .lines()
+        .filter_map(|l| l.strip_prefix("nameserver"))
+        .map(str::trim)
+        .all(|ns| ns == "127.0.0.53");
+    if only_stub {
+        if let Ok(upstream) = fs::read_to_string("/run/systemd/resolve/resolv.conf") {
+            return upstream;
+        }
+    }
+    etc
+}
+
+/// Writes `hostname`, `hosts` and `resolv.conf` into `task_dir` (created if needed); they are
+/// bind-mounted over the container's `/etc` files.
+pub fn write_etc_files(task_dir: &Path, hostname: &str) -> io::Result<()> {
+    fs::create_dir_all(task_dir)?;
+    fs::write(task_dir.join("hostname"), format!("{hostname}\n"))?;
+    fs::write(task_dir.join("hosts"), hosts_file(hostname, &[]))?;
+    fs::write(
+        task_dir.join("resolv.conf"),
+        resolv_conf(&host_resolv_conf()),
+    )?;
+    Ok(())
+}
+
+/// Parses a stop signal as Docker accepts it: `SIGTERM`, `TERM`, `sigterm` or `15`.
+pub fn parse_signal(signal: &str) -> Result<nix::sys::signal::Signal, SpecError> {
+    use std::str::FromStr;
+    let invalid = || SpecError::InvalidSignal {
+        signal: signal.to_string(),
+    };
+    let s = signal.trim();
+    if let Ok(n) = s.parse::<i32>() {
+        return nix::sys::signal::Signal::try_from(n).map_err(|_| invalid());
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    nix::sys::signal::Signal::from_str(&name).map_err(|_| invalid())
+}
+
+/// The cgroup of a task: its own, under the `shoal` parent. runc's cgroupfs driver treats an
+/// absolute path as relative to each v1 hierarchy's root, or to the v2 unified root.
+pub fn cgroups_path(task_id: &str) -> PathBuf {
+    PathBuf::from(format!("/shoal/{task_id}"))
+}
+
+/// Docker's default capability set for unprivileged containers.
+pub fn default_capabilities() -> HashSet<Capability> {
+    [
+        Capability::Chown,
+        Capability::DacOverride,
+        Capability::Fsetid,
+        Capability::Fowner,
+        Capability::Mknod,
+        Capability::NetRaw,
+        Capability::Setgid,
+        Capability::Setuid,
+        Capability::Setfcap,
+        Capability::Setpcap,
+        Capability::NetBindService,
+        Capability::SysChroot,
+        Capability::Kill,
+        Capability::AuditWrite,
+    ]
+    .into_iter()
+    .collect()
+}
+
+fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount, SpecError> {
+    Ok(MountBuilder::default()
+        .destination(dest)
+        .typ(typ)
+        .source(source)
+        .options(options.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .build()?)
+}
+
+/// Docker's default mounts, then the per-task `/etc` files bind-mounted from `task_dir`.
+fn mounts(task_dir: &Path) -> Result<Vec<Mount>, SpecError> {
+    let mut m = vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        )?,
+        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?,
+        mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["ro", "nosuid", "noexec", "nodev"],
+        )?,
+        mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        )?,
+    ];
+    for name in ETC_FILES {
+        let source = task_dir.join(name);
+        m.push(
+            MountBuilder::default()
+                .destination(format!("/etc/{name}"))
+                .typ("bind")
+                .source(source)
+                .options(vec!["rbind".to_string(), "rprivate".to_string()])
+                .build()?,
+        );
+    }
+    Ok(m)
+}
+
+/// Docker's device cgroup rules: deny everything, then allow mknod of any device and use of the
+/// standard ones (runc adds its own default list on top).
+fn device_rules() -> Result<Vec<oci_spec::runtime::LinuxDeviceCgroup>, SpecError> {
+    let rule = |allow: bool, typ: LinuxDeviceType, major: Option<i64>, minor: Option<i64>, access| {
+        let mut b = LinuxDeviceCgroupBuilder::default()
+            .allow(allow)
+            .access(access);
+        if typ != LinuxDeviceType::A {
+            b = b.typ(typ);
+        }
+        if let Some(major) = major {
+            b = b.major(major);
+        }
+        if let Some(minor) = minor {
+            b = b.minor(minor);
+        }
+        b.build()
+    };
+    use LinuxDeviceType::{A, B, C};
+    Ok(vec![
+        rule(false, A, None, None, "rwm")?,
+        rule(true, C, None, None, "m")?,
+        rule(true, B, None, None, "m")?,
+        rule(true, C, Some(1), Some(3), "rwm")?,  // null
+        rule(true, C, Some(1), Some(8), "rwm")?,  // random
+        rule(true, C, Some(1), Some(7), "rwm")?,  // full
+        rule(true, C, Some(5), Some(0), "rwm")?,  // tty
+        rule(true, C, Some(1), Some(5), "rwm")?,  // zero
+        rule(true, C, Some(1), Some(9), "rwm")?,  // urandom
+        rule(true, C, Some(136), None, "rwm")?,   // pts
+        rule(true, C, Some(5), Some(2), "rwm")?,  // ptmx
+        rule(true, C, Some(10), Some(200), "rwm")?, // tun
+    ])
+}
+
+/// Everything a task's spec is built from.
+pub struct SpecInput<'a> {
+    pub task: &'a Task,
+    pub image: &'a ResolvedImage,
+    pub user: &'a ResolvedUser,
+    pub hostname: &'a str,
+    /// Directory holding the task's `hostname`, `hosts` and `resolv.conf`.
+    pub task_dir: &'a Path,
+}
+
+/// Builds the OCI runtime spec of a task's container.
+pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
+    let default_spec = ContainerSpec::default();
+    let cs = input.task.spec.as_ref().unwrap_or(&default_spec);
+    let args = process_args(cs, input.image)?;
+    let env = merge_env(&input.image.env, &cs.env, input.hostname, &input.user.home);
+    let cwd = [cs.dir.as_str(), input.image.working_dir.as_str()]
+        .into_iter()
+        .find(|d| !d.is_empty())
+        .unwrap_or("/")
+        .to_string();
+
+    let caps = default_capabilities();
+    let capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .effective(caps.clone())
+        .permitted(caps)
+        .build()?;
+    let mut user = UserBuilder::default()
+        .uid(input.user.uid)
+        .gid(input.user.gid);
+    if !input.user.additional_gids.is_empty() {
+        user = user.additional_gids(input.user.additional_gids.clone());
+    }
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .user(user.build()?)
+        .args(args)
+        .env(env)
+        .cwd(cwd)
+        .capabilities(capabilities)
+        .rlimits(vec![PosixRlimitBuilder::default()
+            .typ(PosixRlimitType::RlimitNofile)
+            .soft(NOFILE_LIMIT)
+            .hard(NOFILE_LIMIT)
+            .build()?])
+        .no_new_privileges(false)
+        .build()?;
+
+    let namespaces = [
+        LinuxNamespaceType::Mount,
+        LinuxNamespaceType::Network,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Ipc,
+    ]
+    .into_iter()
+    .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
+    .collect::<Result<Vec<_>, _>>()?;
+
+    let linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .cgroups_path(cgroups_path(&input.task.id))
+        .resources(
+            LinuxResourcesBuilder::default()
+                .devices(device_rules()?)
+                .build()?,
+        )
+        .masked_paths(
+            [
+                "/proc/asound",
+                "/proc/acpi",
+                "/proc/kcore",
+                "/proc/keys",
+                "/proc/latency_stats",
+                "/proc/timer_list",
+                "/proc/timer_stats",
+                "/proc/sched_debug",
+                "/proc/scsi",
+                "/sys/firmware",
+                "/sys/devices/virtual/powercap",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>(),
+        )
+        .readonly_paths(
+            [
+                "/proc/bus",
+                "/proc/fs",
+                "/proc/irq",
+                "/proc/sys",
+                "/proc/sysrq-trigger",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>(),
+        )
+        .build()?;
+
+    Ok(SpecBuilder::default()
+        // The spec version runc 1.1 implements.
+        .version("1.0.2-dev")
+        .root(RootBuilder::default().path("rootfs").readonly(false).build()?)
+        .hostname(input.hostname)
+        .mounts(mounts(input.task_dir)?)
+        .process(process)
+        .linux(linux)
+        .build()?)
+}
+
+/// The directories of an unmounted snapshot, top layer first, from the mounts containerd's
+/// Snapshots.Prepare returned: an `overlay` mount (`upperdir`, then `lowerdir` left to right)
+/// or a `bind` mount of a single directory.
+pub fn rootfs_layers(mounts: &[containerd_client::types::Mount]) -> Vec<PathBuf> {
+    let mut layers = Vec::new();
+    for m in mounts {
+        match m.r#type.as_str() {
+            "overlay" => {
+                let opt = |key: &str| {
+                    m.options
+                        .iter()
+                        .find_map(|o| o.strip_prefix(key).map(str::to_string))
+                };
+                if let Some(upper) = opt("upperdir=") {
+                    layers.push(PathBuf::from(upper));
+                }
+                if let Some(lower) = opt("lowerdir=") {
+                    layers.extend(lower.split(':').map(PathBuf::from));
+                }
+            }
+            "bind" | "rbind" => layers.push(PathBuf::from(&m.source)),
+            _ => {}
+        }
+    }
+    layers
+}
+
+/// Reads `path` (absolute, inside the container) from a stack of overlay layers without
+/// mounting them: the topmost layer holding the path wins, and an overlay whiteout (a 0:0
+/// character device) hides it. One level of symlink inside the rootfs is followed, enough for
+/// images that link /etc/passwd elsewhere.
+pub fn read_rootfs_file(layers: &[PathBuf], path: &str) -> Option<String> {
+    read_layered(layers, path, 4)
+}
+
+fn read_layered(layers: &[PathBuf], path: &str, depth: u32) -> Option<String> {
+    let rel = path.trim_start_matches('/');
+    for layer in layers {
+        let candidate = layer.join(rel);
+        let Ok(meta) = fs::symlink_metadata(&candidate) else {
+            continue;
+        };
+        let ft = meta.file_type();
+        if ft.is_char_device() && meta.rdev() == 0 {
+            return None;
+        }
+        if ft.is_symlink() {
+            if depth == 0 {
+                return None;
+            }
+            let target = fs::read_link(&candidate).ok()?;
+            let target = if target.is_absolute() {
+                target
+            } else {
+                Path::new(path).parent()?.join(target)
+            };
+            return read_layered(layers, target.to_str()?, depth - 1);
+        }
+        return fs::read_to_string(&candidate).ok();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(entrypoint: &[&str], cmd: &[&str]) -> ResolvedImage {
+        ResolvedImage {
+            name: "docker.io/library/busybox:latest".into(),
+            entrypoint: entrypoint.iter().map(|s| s.to_string()).collect(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            env: vec!["PATH=/bin:/sbin".into(), "A=image".into()],
+            ..Default::default()
+        }
+    }
+
+    fn cspec(command: &[&str], args: &[&str]) -> ContainerSpec {
+        ContainerSpec {
+            command: command.iter().map(|s| s.to_string()).collect(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn strs(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn args_follow_docker_service_create() {
+        let img = image(&["/entry"], &["default", "cmd"]);
+        assert_eq!(
+            process_args(&cspec(&[], &[]), &img).unwrap(),
+            strs(&["/entry", "default", "cmd"])
+        );
+        // `docker service create IMAGE a b` replaces CMD, keeps ENTRYPOINT.
+        assert_eq!(
+            process_args(&cspec(&[], &["a", "b"]), &img).unwrap(),
+            strs(&["/entry", "a", "b"])
+        );
+        // `--entrypoint` replaces ENTRYPOINT and drops the image's CMD.
+        assert_eq!(
+            process_args(&cspec(&["/bin/sh", "-c"], &[]), &img).unwrap(),
+            strs(&["/bin/sh", "-c"])
+        );
+        assert_eq!(
+            process_args(&cspec(&["/bin/sh", "-c"], &["echo hi"]), &img).unwrap(),
+            strs(&["/bin/sh", "-c", "echo hi"])
+        );
+        let none = image(&[], &[]);
+        assert!(matches!(
+            process_args(&cspec(&[], &[]), &none),
+            Err(SpecError::NoCommand { .. })
+        ));
+        assert_eq!(
+            process_args(&cspec(&[], &["sleep", "1"]), &none).unwrap(),
+            strs(&["sleep", "1"])
+        );
+    }
+
+    #[test]
+    fn env_task_wins_and_defaults_fill_in() {
+        let env = merge_env(
+            &strs(&["PATH=/bin", "A=image", "B=image"]),
+            &strs(&["A=task", "C=task"]),
+            "host1",
+            "/root",
+        );
+        assert_eq!(
+            env,
+            strs(&[
+                "PATH=/bin",
+                "HOSTNAME=host1",
+                "A=task",
+                "B=image",
+                "C=task",
+                "HOME=/root"
+            ])
+        );
+        let env = merge_env(&[], &strs(&["HOME=/x"]), "h", "/root");
+        assert_eq!(
+            env,
+            strs(&[&format!("PATH={DEFAULT_PATH}"), "HOSTNAME=h", "HOME=/x"])
+        );
+    }
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n\
+                          daemon:x:1:1:daemon:/usr/sbin:/bin/false\n\
+                          # comment\n\
+                          www:x:33:33:www-data:/var/www:/bin/false\n\
+                          nobody:x:65534:65534:nobody:/home:/bin/false\n";
+    const GROUP: &str = "root:x:0:\n\
+                         daemon:x:1:\n\
+                         wheel:x:10:root,www\n\
+                         www:x:33:\n\
+                         audio:x:29:www\n\
+                         nogroup:x:65534:\n";
+
+    #[test]
+    fn user_resolution() {
+        let r = resolve_user("", Some(PASSWD), Some(GROUP)).unwrap();
+        assert_eq!((r.uid, r.gid, r.home.as_str()), (0, 0, "/root"));
+        assert_eq!(r.additional_gids, vec![10]);
+
+        let r = resolve_user("www", Some(PASSWD), Some(GROUP)).unwrap();
+        assert_eq!((r.uid, r.gid, r.home.as_str()), (33, 33, "/var/www"));
+        assert_eq!(r.additional_gids, vec![10, 29]);
+
+        // An explicit group: no supplementary groups.
+        let r = resolve_user("www:audio", Some(PASSWD), Some(GROUP)).unwrap();
+        assert_eq!((r.uid, r.gid), (33, 29));
+        assert!(r.additional_gids.is_empty());
+
+        let r = resolve_user("1000:1000", Some(PASSWD), Some(GROUP)).unwrap();
+        assert_eq!((r.uid, r.gid, r.home.as_str()), (1000, 1000, "/"));
+
+        // A numeric uid with an entry takes the entry's primary group.
+        let r = resolve_user("65534", Some(PASSWD), Some(GROUP)).unwrap();
+        assert_eq!((r.uid, r.gid), (65534, 65534));
+
+        // Numeric ids need no files at all.
+        let r = resolve_user("5:6", None, None).unwrap();
+        assert_eq!((r.uid, r.gid), (5, 6));
+
+        assert!(matches!(
+            resolve_user("ghost", Some(PASSWD), Some(GROUP)),
+            Err(SpecError::UnknownUser { .. })
+        ));
+        assert!(matches!(
+            resolve_user("www:ghosts", Some(PASSWD), Some(GROUP)),
+            Err(SpecError::UnknownGroup { .. })
+        ));
+        assert!(matches!(
+            resolve_user("www:", Some(PASSWD), Some(GROUP)),
+            Err(SpecError::InvalidUser { .. })
+        ));
+    }
+
+    #[test]
+    fn resolv_conf_drops_loopback_nameservers() {
+        let host = "# generated\nsearch example.com\nnameserver 127.0.0.53\nnameserver 10.0.0.2\noptions ndots:2\n";
+        assert_eq!(
+            resolv_conf(host),
+            "# generated\nsearch example.com\nnameserver 10.0.0.2\noptions ndots:2\n"
+        );
+        let only_local = "nameserver 127.0.0.1\nnameserver ::1\n";
+        assert_eq!(
+            resolv_conf(only_local),
+            "nameserver 8.8.8.8\nnameserver 8.8.4.4\n"
+        );
+    }
+
+    #[test]
+    fn hosts_has_localhost_and_own_addresses() {
+        let h = hosts_file("web1", &["10.0.0.5".into()]);
+        assert!(h.starts_with("127.0.0.1\tlocalhost\n"));
+        assert!(h.ends_with("10.0.0.5\tweb1\n"));
+    }
+
+    #[test]
+    fn hostname_defaults_to_short_task_id() {
+        let mut task = Task {
+            id: "abcdefghijklmnopqrstuvwxyz".into(),
+            ..Default::default()
+        };
+        assert_eq!(hostname_for(&task), "abcdefghijkl");
+        task.spec = Some(ContainerSpec {
+            hostname: "web".into(),
+            ..Default::default()
+        });
+        assert_eq!(hostname_for(&task), "web");
+    }
+
+    #[test]
+    fn signals_parse_like_docker() {
+        use nix::sys::signal::Signal;
+        assert_eq!(parse_signal("SIGTERM").unwrap(), Signal::SIGTERM);
+        assert_eq!(parse_signal("quit").unwrap(), Signal::SIGQUIT);
+        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
+        assert!(parse_signal("SIGNOPE").is_err());
+    }
+
+    #[test]
+    fn spec_has_docker_defaults() {
+        let task = Task {
+            id: "t1234567890abcdef".into(),
+            spec: Some(ContainerSpec {
+                env: strs(&["A=task"]),
+                dir: "/work".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let img = image(&[], &["sh"]);
+        let user = resolve_user("", Some(PASSWD), Some(GROUP)).unwrap();
+        let spec = build(&SpecInput {
+            task: &task,
+            image: &img,
+            user: &user,
+            hostname: "t1234567890a",
+            task_dir: Path::new("/data/tasks/t1234567890abcdef"),
+        })
+        .unwrap();
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(json["process"]["args"], serde_json::json!(["sh"]));
+        assert_eq!(json["process"]["cwd"], "/work");
+        assert_eq!(json["hostname"], "t1234567890a");
+        assert_eq!(json["linux"]["cgroupsPath"], "/shoal/t1234567890abcdef");
+        let caps: HashSet<String> = json["process"]["capabilities"]["bounding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(caps.len(), 14);
+        assert!(caps.contains("CAP_NET_BIND_SERVICE"));
+        assert!(!caps.contains("CAP_SYS_ADMIN"));
+        let ns: Vec<&str> = json["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(ns, vec!["mount", "network", "uts", "pid", "ipc"]);
+        let dests: Vec<&str> = json["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["destination"].as_str().unwrap())
+            .collect();
+        for d in [
+            "/proc",
+            "/dev",
+            "/dev/pts",
+            "/dev/shm",
+            "/dev/mqueue",
+            "/sys",
+            "/sys/fs/cgroup",
+            "/etc/hostname",
+            "/etc/hosts",
+            "/etc/resolv.conf",
+        ] {
+            assert!(dests.contains(&d), "missing mount {d}");
+        }
+        let hosts = json["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/etc/hosts")
+            .unwrap();
+        assert_eq!(hosts["source"], "/data/tasks/t1234567890abcdef/hosts");
+        assert_eq!(json["process"]["rlimits"][0]["type"], "RLIMIT_NOFILE");
+        assert_eq!(json["process"]["user"]["additionalGids"], serde_json::json!([10]));
+        assert!(json["linux"]["maskedPaths"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("/proc/kcore")));
+        let env: Vec<&str> = json["process"]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e.as_str().unwrap())
+            .collect();
+        assert!(env.contains(&"A=task"));
+        assert!(env.contains(&"HOME=/root"));
+    }
+
+    #[test]
+    fn layered_read_honours_whiteouts_and_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let upper = dir.path().join("upper");
+        let l1 = dir.path().join("l1");
+        let l2 = dir.path().join("l2");
+        for d in [&upper, &l1, &l2] {
+            fs::create_dir_all(d.join("etc")).unwrap();
+        }
+        fs::write(l2.join("etc/passwd"), "old").unwrap();
+        fs::write(l1.join("etc/passwd"), "new").unwrap();
+        fs::write(l2.join("etc/group"), "g").unwrap();
+        std::os::unix::fs::symlink("../etc/group", l1.join("etc/group-link")).unwrap();
+        let layers = vec![upper.clone(), l1.clone(), l2.clone()];
+        assert_eq!(read_rootfs_file(&layers, "/etc/passwd").as_deref(), Some("new"));
+        assert_eq!(read_rootfs_file(&layers, "/etc/group-link").as_deref(), Some("g"));
+        assert_eq!(read_rootfs_file(&layers, "/etc/shadow"), None);
+        nix::sys::stat::mknod(
+            &upper.join("etc/passwd"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::empty(),
+            0,
+        )
+        .unwrap();
+        assert_eq!(read_rootfs_file(&layers, "/etc/passwd"), None);
+
+        let mounts = vec![containerd_client::types::Mount {
+            r#type: "overlay".into(),
+            source: "overlay".into(),
+            target: String::new(),
+            options: vec![
+                "workdir=/w".into(),
+                "upperdir=/u".into(),
+                "lowerdir=/a:/b".into(),
+            ],
+        }];
+        assert_eq!(
+            rootfs_layers(&mounts),
+            vec![PathBuf::from("/u"), PathBuf::from("/a"), PathBuf::from("/b")]
+        );
+    }
+}
