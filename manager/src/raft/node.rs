@@ -170,12 +170,11 @@ fn start_blocking(
     let snapshot = storage.snapshot_ref();
     let applied = snapshot.get_metadata().index;
     let initial = if applied > 0 {
-        StoreState::from_snapshot(decode_snapshot(snapshot).map_err(|reason| {
-            RaftError::Corrupt {
-                path: storage.path().to_path_buf(),
-                reason: format!("the snapshot at {applied} cannot be decoded: {reason}"),
-            }
-        })?)
+        let snapshot = decode_snapshot(snapshot).map_err(|reason| RaftError::Corrupt {
+            path: storage.path().to_path_buf(),
+            reason: format!("the snapshot at {applied} cannot be decoded: {reason}"),
+        })?;
+        StoreState::from_snapshot(snapshot, applied)
     } else {
         StoreState::default()
     };
@@ -225,6 +224,7 @@ fn start_blocking(
         applier,
         transport,
         pending: HashMap::new(),
+        answers: Vec::new(),
         nonce: rand::random(),
         next_id: 1,
         applied,
@@ -274,8 +274,10 @@ fn decode_snapshot(snapshot: &Snapshot) -> Result<StoreSnapshot, String> {
     StoreSnapshot::decode(snapshot.data.as_ref()).map_err(|e| e.to_string())
 }
 
+type Reply = oneshot::Sender<Result<u64, StoreError>>;
+
 struct Pending {
-    reply: oneshot::Sender<Result<u64, StoreError>>,
+    reply: Reply,
     deadline: Instant,
 }
 
@@ -285,6 +287,8 @@ struct RaftLoop {
     transport: Box<dyn RaftTransport>,
     /// Proposals waiting for their entry to be applied, by proposal counter.
     pending: HashMap<u64, Pending>,
+    /// Answers for applied entries, sent once the status shows them applied.
+    answers: Vec<(Reply, Result<u64, StoreError>)>,
     /// Random per run: see the module doc.
     nonce: u64,
     next_id: u64,
@@ -335,7 +339,6 @@ impl RaftLoop {
             self.node.campaign()?;
             self.handle_readies()?;
         }
-        self.publish_status();
 
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -374,6 +377,7 @@ impl RaftLoop {
                 return Ok(());
             }
             self.handle_readies()?;
+            // Ticks and messages can change the status without a Ready (e.g. the term seen).
             self.publish_status();
         }
     }
@@ -432,18 +436,51 @@ impl RaftLoop {
     }
 
     fn handle_readies(&mut self) -> Result<(), RaftError> {
+        let mut result = Ok(());
         for _ in 0..MAX_READY_ROUNDS {
             if !self.node.has_ready() {
                 break;
             }
-            self.handle_ready()?;
+            result = self.handle_ready();
+            if result.is_err() {
+                break;
+            }
         }
-        Ok(())
+        // Entries applied before a failure were applied: their proposers hear so either way.
+        self.answer_applied();
+        result
+    }
+
+    /// Publishes the status, then answers the proposers whose entries were applied: a proposer
+    /// that reads the status after its answer sees its entry applied.
+    fn answer_applied(&mut self) {
+        self.publish_status();
+        for (reply, result) in self.answers.drain(..) {
+            let _ = reply.send(result);
+        }
     }
 
     /// One round of the raft-rs protocol: persist, send, apply, advance.
     fn handle_ready(&mut self) -> Result<(), RaftError> {
         let mut ready = self.node.ready();
+
+        if let Some(ss) = ready.ss() {
+            if ss.raft_state != StateRole::Leader && !self.pending.is_empty() {
+                // Proposals of a deposed leader may never commit: tell their proposers now (they
+                // retry against the new leader; a store change that did land is then refused as
+                // a duplicate or a stale version) rather than after the full timeout.
+                let leader = leader_label(ss.leader_id);
+                warn!(
+                    pending = self.pending.len(),
+                    leader, "lost raft leadership with proposals in flight"
+                );
+                for (_, p) in self.pending.drain() {
+                    let _ = p.reply.send(Err(StoreError::NotLeader {
+                        leader: leader.clone(),
+                    }));
+                }
+            }
+        }
 
         // A leader may send before persisting (Raft thesis 10.2.1).
         if !ready.messages().is_empty() {
@@ -458,7 +495,7 @@ impl RaftLoop {
                 reason: format!("snapshot from the leader cannot be decoded: {reason}"),
             })?;
             self.node.mut_store().apply_snapshot(snapshot)?;
-            self.applier.restore(state);
+            self.applier.restore(state, index);
             self.applied = index;
         }
 
@@ -516,9 +553,8 @@ impl RaftLoop {
                         debug!(index, error = %e, "raft entry rejected by the store");
                     }
                     if let Some(p) = self.take_pending(&entry.context) {
-                        let _ = p
-                            .reply
-                            .send(result.map(|()| index).map_err(StoreError::from));
+                        self.answers
+                            .push((p.reply, result.map(|()| index).map_err(StoreError::from)));
                     }
                 }
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
@@ -560,7 +596,7 @@ impl RaftLoop {
             }
         };
         if let Some(p) = self.take_pending(&entry.context) {
-            let _ = p.reply.send(result);
+            self.answers.push((p.reply, result));
         }
         Ok(())
     }

@@ -127,9 +127,9 @@ impl StoreApplier {
             .to_snapshot()
     }
 
-    /// Replaces the state with a snapshot received from the leader (multi-manager catch-up).
-    pub fn restore(&self, snapshot: shoal_proto::StoreSnapshot) {
+    /// Replaces the state with a snapshot taken at log `index` (a leader's, for catch-up).
+    pub fn restore(&self, snapshot: shoal_proto::StoreSnapshot, index: u64) {
         *self.state.write().unwrap_or_else(|e| e.into_inner()) =
-            StoreState::from_snapshot(snapshot);
+            StoreState::from_snapshot(snapshot, index);
     }
 }

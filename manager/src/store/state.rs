@@ -76,7 +76,8 @@ impl StoreState {
         }
     }
 
-    pub fn from_snapshot(snapshot: StoreSnapshot) -> Self {
+    /// The state as of log entry `index`, where the snapshot was taken.
+    pub fn from_snapshot(snapshot: StoreSnapshot, index: u64) -> Self {
         StoreState {
             cluster: snapshot.cluster,
             nodes: snapshot
@@ -94,7 +95,7 @@ impl StoreState {
                 .into_iter()
                 .map(|t| (t.id.clone(), t))
                 .collect(),
-            applied_index: 0,
+            applied_index: index,
         }
     }
 
@@ -471,8 +472,9 @@ mod tests {
         let mut s = StoreState::default();
         one(&mut s, 1, Action::CreateService(service("s1", "web"))).unwrap();
         one(&mut s, 2, Action::CreateTask(task("t1"))).unwrap();
-        let mut back = StoreState::from_snapshot(s.to_snapshot());
-        back.applied_index = s.applied_index;
-        assert_eq!(back, s);
+        assert_eq!(
+            StoreState::from_snapshot(s.to_snapshot(), s.applied_index),
+            s
+        );
     }
 }
