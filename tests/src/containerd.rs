@@ -206,8 +206,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             }
         }
         kill_leftover_shims(&self.socket);
-        // Runc state of containers whose tasks could not be deleted would otherwise confuse a
-        // later containerd that reuses nothing but this shared directory.
+        // Runc keeps its state outside this host's directory, in a path every containerd
+        // shares; what a container left there (its task could not be deleted) is removed so
+        // it does not pile up.
         for (ns, id) in &containers {
             let state = Path::new("/run/containerd/runc").join(ns).join(id);
             if state.exists() {
@@ -443,6 +444,83 @@ fn unescape_mountinfo(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn shims_of(socket: &Path) -> Vec<i32> {
+        let socket = socket.to_string_lossy();
+        processes()
+            .into_iter()
+            .filter(|p| p.cmdline.iter().any(|a| a == socket.as_ref()))
+            .filter(|p| {
+                p.cmdline
+                    .first()
+                    .is_some_and(|a| a.contains("containerd-shim"))
+            })
+            .map(|p| p.pid)
+            .collect()
+    }
+
+    /// A running container must not survive the host: its task, shim, rootfs mount and
+    /// directory all go.
+    #[test]
+    fn shutdown_removes_running_containers() {
+        let mut host = ContainerdHost::start().unwrap();
+        let dir = host.dir().to_path_buf();
+        let archive = dir.join("busybox.tar");
+        crate::image::build_busybox_oci_archive(&archive, crate::image::BUSYBOX_IMAGE).unwrap();
+        host.ctr(
+            Some("fixture"),
+            &["images", "import", &archive.to_string_lossy()],
+        )
+        .unwrap();
+        let id = format!("fixture-{}", dir.file_name().unwrap().to_string_lossy());
+        host.ctr(
+            Some("fixture"),
+            &[
+                "run",
+                "-d",
+                crate::image::BUSYBOX_IMAGE,
+                &id,
+                "sleep",
+                "600",
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", host.log_tail(30)));
+        assert_eq!(shims_of(host.socket()).len(), 1);
+        let socket = host.socket().to_path_buf();
+
+        host.shutdown().unwrap();
+        assert!(shims_of(&socket).is_empty());
+        assert!(!dir.exists());
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!mountinfo.contains(&*dir.to_string_lossy()));
+        assert!(!Path::new("/run/containerd/runc/fixture").join(&id).exists());
+        // A second shutdown (as Drop does) is harmless.
+        host.shutdown().unwrap();
+    }
+
+    #[test]
+    fn starts_inside_a_network_namespace() {
+        let name = format!("shoal-fixture-{}", std::process::id());
+        let status = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap();
+        assert!(status.success(), "ip netns add {name}");
+        let netns = Path::new("/run/netns").join(&name);
+        let result = std::panic::catch_unwind(|| {
+            let host = ContainerdHost::start_in_netns(&netns).unwrap();
+            assert_eq!(host.netns(), Some(netns.as_path()));
+            let pid = host.child.as_ref().unwrap().id();
+            let theirs = fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+            let ours = fs::read_link("/proc/self/ns/net").unwrap();
+            assert_ne!(theirs, ours, "containerd runs in the test's own netns");
+            assert!(host.ctr(None, &["version"]).is_ok());
+        });
+        let _ = Command::new("ip").args(["netns", "delete", &name]).status();
+        if let Err(panic) = result {
+            std::panic::resume_unwind(panic);
+        }
+    }
 
     #[test]
     fn unescapes_mountinfo_paths() {
