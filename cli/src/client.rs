@@ -41,13 +41,16 @@ impl Client {
         let connector_path = path.clone();
         // The URI is required by the HTTP/2 layer but never resolved: the connector below
         // always dials the socket.
-        let channel = Endpoint::from_static("http://localhost")
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let path = connector_path.clone();
-                async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
-            }))
-            .await
-            .map_err(|e| connect_error(host, &e))?;
+        let channel =
+            Endpoint::from_static("http://localhost")
+                .connect_with_connector(tower::service_fn(move |_: Uri| {
+                    let path = connector_path.clone();
+                    async move {
+                        Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?))
+                    }
+                }))
+                .await
+                .map_err(|e| connect_error(host, &e))?;
         Ok(Client { channel })
     }
 
@@ -126,12 +129,6 @@ impl fmt::Display for DaemonError {
 
 impl std::error::Error for DaemonError {}
 
-impl DaemonError {
-    pub fn code(&self) -> tonic::Code {
-        self.0.code()
-    }
-}
-
 /// `.or_daemon_error()` turns an RPC result into the message body or a [`DaemonError`].
 pub trait RpcResult<T> {
     fn or_daemon_error(self) -> Result<T>;
@@ -173,7 +170,10 @@ mod tests {
     #[test]
     fn daemon_errors_read_like_docker() {
         let e = DaemonError(tonic::Status::not_found("no such service: web"));
-        assert_eq!(e.to_string(), "Error response from daemon: no such service: web");
+        assert_eq!(
+            e.to_string(),
+            "Error response from daemon: no such service: web"
+        );
     }
 
     #[tokio::test]

@@ -112,7 +112,10 @@ impl Listing {
             Format::Template { table, template } => {
                 let mut lines = Vec::with_capacity(self.rows.len() + 1);
                 if *table {
-                    lines.push(render_template(template, &TemplateInput::Headers(self.columns))?);
+                    lines.push(render_template(
+                        template,
+                        &TemplateInput::Headers(self.columns),
+                    )?);
                 }
                 for row in &self.rows {
                     lines.push(render_template(template, &TemplateInput::Row(&row.fields))?);
@@ -146,7 +149,10 @@ fn render_template(template: &str, input: &TemplateInput<'_>) -> Result<String> 
         let Some(end) = after.find("}}") else {
             bail!("template: unclosed action in {template:?}");
         };
-        let action = after[..end].trim().trim_start_matches('-').trim_end_matches('-');
+        let action = after[..end]
+            .trim()
+            .trim_start_matches('-')
+            .trim_end_matches('-');
         out.push_str(&eval_action(action.trim(), input)?);
         rest = &after[end + 2..];
     }
@@ -208,7 +214,8 @@ impl Pretty {
     }
 
     pub fn field(&mut self, indent: usize, key: &str, value: impl Into<String>) {
-        self.lines.push((indent, key.to_string(), Some(value.into())));
+        self.lines
+            .push((indent, key.to_string(), Some(value.into())));
     }
 
     pub fn render(&self) -> String {
@@ -531,9 +538,9 @@ fn readable(value: &mut Value) {
 }
 
 /// The enum fields of the wire objects, by field name. Node.state and TaskStatus.state share a
-/// name but not an enum, so `node_json` and `task_json` name those.
+/// name but not an enum: `node_json` names a node's; a task's status stays a number.
 fn enum_name(key: &str, value: &Value) -> Option<String> {
-    use shoal_proto::{restart_policy::Condition, NodeAvailability, NodeRole, NodeState, TaskState};
+    use shoal_proto::{restart_policy::Condition, NodeAvailability, NodeRole, TaskState};
     let n = i32::try_from(value.as_i64()?).ok()?;
     let name = match key {
         "role" => enum_word(NodeRole::try_from(n).ok()?.as_str_name(), "NODE_ROLE_"),
@@ -555,19 +562,6 @@ pub fn node_json(node: &shoal_proto::Node) -> Result<Value> {
         if let Some(n) = state.as_i64().and_then(|n| i32::try_from(n).ok()) {
             if let Ok(s) = shoal_proto::NodeState::try_from(n) {
                 *state = Value::String(enum_word(s.as_str_name(), "NODE_STATE_"));
-            }
-        }
-    }
-    Ok(value)
-}
-
-/// `inspect_json` for a task: its status `state` is a TaskState.
-pub fn task_json(task: &shoal_proto::Task) -> Result<Value> {
-    let mut value = inspect_json(task)?;
-    if let Some(state) = value.get_mut("status").and_then(|s| s.get_mut("state")) {
-        if let Some(n) = state.as_i64().and_then(|n| i32::try_from(n).ok()) {
-            if let Ok(s) = shoal_proto::TaskState::try_from(n) {
-                *state = Value::String(enum_word(s.as_str_name(), "TASK_STATE_"));
             }
         }
     }
@@ -610,7 +604,10 @@ mod tests {
     #[test]
     fn human_durations() {
         let s = Duration::from_secs;
-        assert_eq!(human_duration(Duration::from_millis(300)), "Less than a second");
+        assert_eq!(
+            human_duration(Duration::from_millis(300)),
+            "Less than a second"
+        );
         assert_eq!(human_duration(s(1)), "1 second");
         assert_eq!(human_duration(s(45)), "45 seconds");
         assert_eq!(human_duration(s(90)), "About a minute");
@@ -722,7 +719,10 @@ mod tests {
     fn ids_and_text() {
         assert_eq!(short_id("abcdefghijklmnopqrstuvwxy"), "abcdefghijkl");
         assert_eq!(short_id("abc"), "abc");
-        assert_eq!(ellipsize("No such image: busybox:latest!", 10), "No such i…");
+        assert_eq!(
+            ellipsize("No such image: busybox:latest!", 10),
+            "No such i…"
+        );
         assert_eq!(ellipsize("short", 10), "short");
         assert_eq!(enum_word("NODE_ROLE_MANAGER", "NODE_ROLE_"), "manager");
         assert_eq!(capitalise("ready"), "Ready");

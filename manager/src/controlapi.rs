@@ -194,12 +194,12 @@ impl control_server::Control for ControlApi {
             .as_mut()
             .ok_or_else(|| Status::failed_precondition(NOT_A_MANAGER))?;
         if req.rotate {
-            let fresh = tokens::new_join_token();
-            if role == "worker" {
-                c.worker_join_token = fresh;
+            let current = if role == "worker" {
+                &mut c.worker_join_token
             } else {
-                c.manager_join_token = fresh;
-            }
+                &mut c.manager_join_token
+            };
+            *current = tokens::rotate(current).map_err(|e| Status::internal(e.to_string()))?;
             m.store
                 .propose(vec![act(Action::PutCluster(c.clone()))])
                 .await

@@ -13,9 +13,8 @@ use std::time::{Duration, Instant};
 
 use futures::Stream;
 use shoal_proto::{
-    dispatcher_server, store_action::Action, Empty, HeartbeatRequest, HeartbeatResponse, Node,
-    NodeRole, NodeState, SessionMessage, SessionRequest, StoreAction, Task,
-    UpdateTaskStatusRequest,
+    dispatcher_server, store_action::Action, Empty, HeartbeatRequest, HeartbeatResponse, NodeState,
+    NodeStatusUpdate, SessionMessage, SessionRequest, StoreAction, Task, UpdateTaskStatusRequest,
 };
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
@@ -95,7 +94,7 @@ impl Dispatcher {
                 _ = tokio::time::sleep(self.period) => {}
             }
             let now = Instant::now();
-            let expired: Vec<Node> = {
+            let expired: Vec<String> = {
                 let mut sessions = self.sessions();
                 sessions.retain(|_, s| now.duration_since(s.last_heartbeat) < grace);
                 let connected: Vec<String> = sessions.keys().cloned().collect();
@@ -106,7 +105,7 @@ impl Dispatcher {
                         .filter(|n| !connected.contains(&n.id))
                         // A new leader gives every node a full grace period to reconnect.
                         .filter(|_| now.duration_since(started) >= grace)
-                        .cloned()
+                        .map(|n| n.id.clone())
                         .collect()
                 })
             };
@@ -115,12 +114,16 @@ impl Dispatcher {
             }
             let actions = expired
                 .into_iter()
-                .map(|mut n| {
-                    warn!(node = %n.id, "heartbeat expired; marking node down");
-                    n.state = NodeState::Down as i32;
-                    n.status_message = "heartbeat failure".into();
+                .map(|node_id| {
+                    warn!(node = %node_id, "heartbeat expired; marking node down");
                     StoreAction {
-                        action: Some(Action::PutNode(n)),
+                        action: Some(Action::NodeStatus(NodeStatusUpdate {
+                            node_id,
+                            state: NodeState::Down as i32,
+                            message: "heartbeat failure".into(),
+                            timestamp_ms: crate::ids::now_ms(),
+                            ..Default::default()
+                        })),
                     }
                 })
                 .collect();
@@ -147,25 +150,17 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                 "session request without a node ID",
             ));
         }
-        let mut node = self
-            .store
-            .view(|st| st.nodes.get(&req.node_id).cloned())
-            .unwrap_or_else(|| Node {
-                id: req.node_id.clone(),
-                role: NodeRole::Worker as i32,
-                meta: Some(shoal_proto::Meta {
-                    created_at_ms: crate::ids::now_ms(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            });
-        node.description = req.description.clone();
-        node.addr = req.addr.clone();
-        node.state = NodeState::Ready as i32;
-        node.status_message.clear();
+        let report = NodeStatusUpdate {
+            node_id: req.node_id.clone(),
+            description: req.description.clone(),
+            addr: req.addr.clone(),
+            state: NodeState::Ready as i32,
+            message: String::new(),
+            timestamp_ms: crate::ids::now_ms(),
+        };
         self.store
             .propose(vec![StoreAction {
-                action: Some(Action::PutNode(node)),
+                action: Some(Action::NodeStatus(report)),
             }])
             .await
             .map_err(store_status)?;

@@ -17,6 +17,7 @@ use crate::orchestrator::reaper::DEFAULT_TASK_HISTORY_LIMIT;
 use crate::raft::{self, RaftConfig, RaftHandle};
 use crate::store::{Store, StoreError};
 use crate::{ids, orchestrator, scheduler, tokens};
+use shoal_tls::RootCa;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManagerError {
@@ -26,6 +27,8 @@ pub enum ManagerError {
     NoLeader(Duration),
     #[error("could not write the initial cluster state: {0}")]
     Bootstrap(#[from] StoreError),
+    #[error("could not create the cluster CA: {0}")]
+    Ca(#[from] shoal_tls::TlsError),
 }
 
 pub struct ManagerConfig {
@@ -96,12 +99,16 @@ impl Manager {
             created_at_ms: now,
             updated_at_ms: now,
         });
+        let cluster_id = ids::new_id();
+        let ca = RootCa::generate(&cluster_id)?;
         let cluster = Cluster {
-            id: ids::new_id(),
+            id: cluster_id,
             meta: meta.clone(),
-            worker_join_token: tokens::new_join_token(),
-            manager_join_token: tokens::new_join_token(),
+            worker_join_token: tokens::new_join_token(&ca.digest()),
+            manager_join_token: tokens::new_join_token(&ca.digest()),
             task_history_limit: DEFAULT_TASK_HISTORY_LIMIT,
+            root_ca_cert_pem: ca.cert_pem().to_string(),
+            root_ca_key_pem: ca.key_pem().to_string(),
         };
         let node = Node {
             id: node_id.to_string(),

@@ -119,6 +119,12 @@ pub fn run_with_deadline(cmd: &mut Command, timeout: Duration) -> Option<Output>
     })
 }
 
+/// A command line split on whitespace, for CLI calls whose arguments hold no spaces:
+/// `host.shoal_ok(&words("service scale web=5"))`.
+pub fn words(cmdline: &str) -> Vec<&str> {
+    cmdline.split_whitespace().collect()
+}
+
 /// The last `n` lines of `text`.
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
@@ -294,7 +300,8 @@ impl ShoalHost {
         cmd
     }
 
-    fn standard_daemon_args(&self) -> Vec<String> {
+    /// `--data-dir`, `--containerd` and `--containerd-namespace` as this host uses them.
+    pub fn standard_daemon_args(&self) -> Vec<String> {
         vec![
             "--data-dir".into(),
             self.data_dir().display().to_string(),
@@ -356,7 +363,11 @@ impl ShoalHost {
 
     /// Runs the daemon with the standard flags replaced by `args` and expects it to exit on its
     /// own within `timeout`; returns its status and what it printed. Panics if it keeps running.
-    pub fn run_daemon_expecting_exit(&self, args: &[&str], timeout: Duration) -> (ExitStatus, String) {
+    pub fn run_daemon_expecting_exit(
+        &self,
+        args: &[&str],
+        timeout: Duration,
+    ) -> (ExitStatus, String) {
         assert!(self.daemon.is_none(), "stop the host's daemon first");
         let out = run_with_deadline(&mut self.daemon_command(args), timeout);
         match out {
@@ -647,7 +658,10 @@ impl Drop for ShoalHost {
             );
             // Leave the temp dir behind when asked to, so a failed test's logs can be read.
             if std::env::var_os("SHOAL_KEEP_TEST_DIRS").is_some() {
-                eprintln!("keeping {} (SHOAL_KEEP_TEST_DIRS)", self.dir.path().display());
+                eprintln!(
+                    "keeping {} (SHOAL_KEEP_TEST_DIRS)",
+                    self.dir.path().display()
+                );
                 self.dir.disable_cleanup(true);
             }
         }
@@ -732,7 +746,7 @@ mod tests {
         let text = "\
 ID         NAME        DESIRED STATE   CURRENT STATE           ERROR
 abc123     web.1       Running         Running 5 seconds ago
-def456      \\_ web.1  Shutdown        Failed 9 seconds ago    task: non-zero exit (137)
+def456      \\_ web.1   Shutdown        Failed 9 seconds ago    task: non-zero exit (137)
 ";
         let rows = parse_table(text);
         assert_eq!(rows.len(), 2);

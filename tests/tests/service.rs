@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use shoal_tests::daemon::{Container, ShoalHost};
+use shoal_tests::daemon::{words, Container, ShoalHost};
 
 /// How long a service may take to reach its replica count. Starting a busybox container takes
 /// well under a second; the margin is for a loaded two-core CI machine.
@@ -78,7 +78,9 @@ fn ps_rows_of_task(
 }
 
 fn current_state(row: &std::collections::BTreeMap<String, String>) -> &str {
-    row.get("CURRENT STATE").map(String::as_str).unwrap_or_default()
+    row.get("CURRENT STATE")
+        .map(String::as_str)
+        .unwrap_or_default()
 }
 
 /// Every file or directory under `dir` whose name contains one of `needles`.
@@ -108,9 +110,9 @@ fn service_runs_replaces_failed_tasks_logs_and_is_removed_cleanly() {
     let mut task_ids = BTreeSet::new();
 
     // (a) Three replicas: three containers in containerd, labelled with service, task, slot.
-    host.shoal_ok(&[
-        "service", "create", "--name", "web", "--replicas", "3", "busybox", "sleep", "3600",
-    ]);
+    host.shoal_ok(&words(
+        "service create --name web --replicas 3 busybox sleep 3600",
+    ));
     let web = wait_running(&host, "web", 3);
     let all = host.containers();
     assert_eq!(
@@ -165,13 +167,21 @@ fn service_runs_replaces_failed_tasks_logs_and_is_removed_cleanly() {
     );
     let web = host.running_containers_of("web");
     let slots: BTreeSet<u64> = web.iter().map(slot).collect();
-    assert_eq!(slots, BTreeSet::from([1, 2, 3]), "still one container per slot");
+    assert_eq!(
+        slots,
+        BTreeSet::from([1, 2, 3]),
+        "still one container per slot"
+    );
     task_ids.extend(web.iter().map(task_id));
-    host.wait_for(CONVERGE, "`service ps` to show the dead task as Failed", || {
-        ps_rows_of_task(&host.service_ps("web"), &victim_task)
-            .first()
-            .is_some_and(|r| current_state(r).starts_with("Failed"))
-    });
+    host.wait_for(
+        CONVERGE,
+        "`service ps` to show the dead task as Failed",
+        || {
+            ps_rows_of_task(&host.service_ps("web"), &victim_task)
+                .first()
+                .is_some_and(|r| current_state(r).starts_with("Failed"))
+        },
+    );
     let rows = host.service_ps("web");
     let dead = &ps_rows_of_task(&rows, &victim_task)[0];
     assert_eq!(dead["DESIRED STATE"], "Shutdown", "history row: {dead:?}");
@@ -207,13 +217,25 @@ fn service_runs_replaces_failed_tasks_logs_and_is_removed_cleanly() {
     let talker = wait_running(&host, "talker", 2);
     task_ids.extend(talker.iter().map(task_id));
     let count = |text: &str, marker: &str| text.lines().filter(|l| l.contains(marker)).count();
-    host.wait_for(CONVERGE, "both talker tasks' lines in `service logs`", || {
-        let logs = host.shoal_ok(&["service", "logs", "talker"]);
-        count(&logs, "out-line-") >= 2 && count(&logs, "err-line") >= 2
-    });
-    let logs = host.shoal_ok(&["service", "logs", "talker"]);
-    assert_eq!(count(&logs, "out-line-"), 2, "one stdout line per task:\n{logs}");
-    assert_eq!(count(&logs, "err-line"), 2, "one stderr line per task:\n{logs}");
+    host.wait_for(
+        CONVERGE,
+        "both talker tasks' lines in `service logs`",
+        || {
+            let logs = host.shoal_ok(&words("service logs talker"));
+            count(&logs, "out-line-") >= 2 && count(&logs, "err-line") >= 2
+        },
+    );
+    let logs = host.shoal_ok(&words("service logs talker"));
+    assert_eq!(
+        count(&logs, "out-line-"),
+        2,
+        "one stdout line per task:\n{logs}"
+    );
+    assert_eq!(
+        count(&logs, "err-line"),
+        2,
+        "one stderr line per task:\n{logs}"
+    );
     for line in logs.lines().filter(|l| l.contains("-line")) {
         assert!(
             line.contains("talker.1") || line.contains("talker.2"),
@@ -222,12 +244,12 @@ fn service_runs_replaces_failed_tasks_logs_and_is_removed_cleanly() {
     }
 
     // (d) Removal leaves nothing: no container, task, writable snapshot or task directory.
-    host.shoal_ok(&["service", "rm", "web"]);
-    host.shoal_ok(&["service", "rm", "talker"]);
+    host.shoal_ok(&words("service rm web"));
+    host.shoal_ok(&words("service rm talker"));
     host.wait_for(CONVERGE, "every container and task to be gone", || {
         host.containers().is_empty() && host.ctr_tasks().is_empty()
     });
-    let err = host.shoal_err(&["service", "ps", "web"]).to_lowercase();
+    let err = host.shoal_err(&words("service ps web")).to_lowercase();
     assert!(
         err.contains("web") && (err.contains("no such service") || err.contains("not found")),
         "`service ps` of a removed service says there is no such service: {err}"
@@ -242,17 +264,19 @@ fn service_runs_replaces_failed_tasks_logs_and_is_removed_cleanly() {
         !host.snapshots().is_empty(),
         "the image's layer snapshots stay for the next service"
     );
-    host.wait_for(CONVERGE, "the removed tasks' directories and logs to go", || {
-        paths_naming(&host.data_dir(), &task_ids).is_empty()
-    });
+    host.wait_for(
+        CONVERGE,
+        "the removed tasks' directories and logs to go",
+        || paths_naming(&host.data_dir(), &task_ids).is_empty(),
+    );
 }
 
 #[test]
 fn service_scales_and_survives_daemon_crashes() {
     let mut host = ShoalHost::start_swarm();
-    host.shoal_ok(&[
-        "service", "create", "--name", "web", "--replicas", "3", "busybox", "sleep", "3600",
-    ]);
+    host.shoal_ok(&words(
+        "service create --name web --replicas 3 busybox sleep 3600",
+    ));
     let before = sorted_ids(&wait_running(&host, "web", 3));
     wait_replicas(&host, "web", "3/3");
     let containers_before = host.containers().len();
@@ -268,7 +292,9 @@ fn service_scales_and_survives_daemon_crashes() {
     host.start_daemon();
     let listed = host.service_ls();
     assert!(
-        listed.iter().any(|r| r.get("NAME").map(String::as_str) == Some("web")),
+        listed
+            .iter()
+            .any(|r| r.get("NAME").map(String::as_str) == Some("web")),
         "the service is recovered from the data dir: {listed:?}"
     );
     wait_replicas(&host, "web", "3/3");
@@ -279,7 +305,11 @@ fn service_scales_and_survives_daemon_crashes() {
         before,
         "the running containers are adopted, not replaced or duplicated"
     );
-    assert_eq!(host.containers().len(), containers_before, "no new containers");
+    assert_eq!(
+        host.containers().len(),
+        containers_before,
+        "no new containers"
+    );
     let rows = host.service_ps("web");
     assert_eq!(rows.len(), 3, "no new tasks after the restart: {rows:?}");
     assert!(
@@ -315,13 +345,17 @@ fn service_scales_and_survives_daemon_crashes() {
     wait_replicas(&host, "web", "3/3");
 
     // (c) Scaling up and down: the containers follow the replica count.
-    host.shoal_ok(&["service", "scale", "web=5"]);
+    host.shoal_ok(&words("service scale web=5"));
     let web = wait_running(&host, "web", 5);
     let slots: BTreeSet<u64> = web.iter().map(slot).collect();
-    assert_eq!(slots, BTreeSet::from([1, 2, 3, 4, 5]), "slots 4 and 5 are added");
+    assert_eq!(
+        slots,
+        BTreeSet::from([1, 2, 3, 4, 5]),
+        "slots 4 and 5 are added"
+    );
     wait_replicas(&host, "web", "5/5");
 
-    host.shoal_ok(&["service", "scale", "web=1"]);
+    host.shoal_ok(&words("service scale web=1"));
     wait_running(&host, "web", 1);
     wait_replicas(&host, "web", "1/1");
     let running_rows = host
@@ -331,7 +365,7 @@ fn service_scales_and_survives_daemon_crashes() {
         .count();
     assert_eq!(running_rows, 1, "one task is meant to run");
 
-    host.shoal_ok(&["service", "rm", "web"]);
+    host.shoal_ok(&words("service rm web"));
     host.wait_for(CONVERGE, "every container to be gone", || {
         host.containers().is_empty()
     });

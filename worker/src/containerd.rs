@@ -41,12 +41,11 @@ impl Containerd {
     /// Connects and checks that containerd answers (the Version call), so that a wrong socket
     /// is reported here rather than on the first task.
     pub async fn connect(address: &Path, namespace: &str) -> Result<Self, ContainerdError> {
-        let unreachable = |source: Box<dyn std::error::Error + Send + Sync>| {
-            ContainerdError::Unreachable {
+        let unreachable =
+            |source: Box<dyn std::error::Error + Send + Sync>| ContainerdError::Unreachable {
                 address: address.to_path_buf(),
                 source,
-            }
-        };
+            };
         let channel = containerd_client::connect(address)
             .await
             .map_err(|e| unreachable(Box::new(e)))?;

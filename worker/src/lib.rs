@@ -3,9 +3,11 @@
 //! **Architecture Invariant:** the worker knows nothing about Raft or the store; it sees
 //! managers only through the Dispatcher protocol, and containerd only through its gRPC API.
 
+pub mod agent;
+pub mod agent_service;
 pub mod containerd;
-pub mod image;
 pub mod executor;
+pub mod image;
 pub mod logdriver;
 pub mod logs;
 pub mod spec;

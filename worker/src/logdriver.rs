@@ -47,7 +47,9 @@ pub enum LogDriverError {
          through a binary:// log URI, not by hand"
     )]
     MissingFd { fd: RawFd },
-    #[error("cannot open the container log {path}: {source}; check that the data directory is writable")]
+    #[error(
+        "cannot open the container log {path}: {source}; check that the data directory is writable"
+    )]
     Open {
         path: PathBuf,
         #[source]
@@ -246,10 +248,7 @@ impl RotatingWriter {
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
+    OpenOptions::new().create(true).append(true).open(path)
 }
 
 /// Splits a byte stream into log entries: one per line (newline kept), lines longer than

@@ -93,7 +93,7 @@ pub fn log_files(data_dir: &Path, task_id: &str) -> Vec<PathBuf> {
             rotated.push((n, e.path()));
         }
     }
-    rotated.sort_by(|a, b| b.0.cmp(&a.0));
+    rotated.sort_by_key(|r| std::cmp::Reverse(r.0));
     let mut files: Vec<PathBuf> = rotated.into_iter().map(|(_, p)| p).collect();
     if live.exists() {
         files.push(live);
@@ -297,7 +297,9 @@ fn stream_thread(
         if path == live {
             continue;
         }
-        let Ok(file) = File::open(&path) else { continue };
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
         let mut partial = Vec::new();
         read_lines(&mut BufReader::new(file), &mut partial, |l| {
             initial.push(parse_line(l, &meta, node_id))
@@ -350,10 +352,7 @@ fn stream_thread(
             }
             Ok(m) => {
                 // Truncated in place (max-file=1): start over at the beginning.
-                let pos = f
-                    .reader
-                    .stream_position()
-                    .map_err(|e| read_err(&live, e))?;
+                let pos = f.reader.stream_position().map_err(|e| read_err(&live, e))?;
                 if m.len() < pos {
                     f.reader
                         .seek(SeekFrom::Start(0))
@@ -436,7 +435,12 @@ mod tests {
     async fn follow_survives_rotation_and_ends_on_removal() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().to_path_buf();
-        write_lines(&data, "t2", None, &["before 1\n".into(), "before 2\n".into()]);
+        write_lines(
+            &data,
+            "t2",
+            None,
+            &["before 1\n".into(), "before 2\n".into()],
+        );
         let mut stream = stream_logs(
             data.clone(),
             "t2".into(),

@@ -28,6 +28,22 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 /// systemd's `LimitNOFILE=infinity` (the kernel's default `fs.nr_open`).
 pub const NOFILE_LIMIT: u64 = 1_048_576;
 
+/// The container's RLIMIT_NOFILE: Docker's [`NOFILE_LIMIT`], lowered to this process's own hard
+/// limit, since raising a hard limit needs CAP_SYS_RESOURCE that a daemon in a restricted
+/// environment may lack (runc then fails the whole start).
+pub fn nofile_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_max.min(NOFILE_LIMIT)
+    } else {
+        NOFILE_LIMIT
+    }
+}
+
 /// Nameservers used when the host's resolv.conf has none reachable from a private network
 /// namespace (Docker's fallback).
 const FALLBACK_NAMESERVERS: [&str; 2] = ["8.8.8.8", "8.8.4.4"];
@@ -74,11 +90,25 @@ pub struct ResolvedUser {
 /// replaces the image's ENTRYPOINT and drops its CMD; the service's args replace only the CMD.
 pub fn process_args(spec: &ContainerSpec, image: &ResolvedImage) -> Result<Vec<String>, SpecError> {
     let args: Vec<String> = if !spec.command.is_empty() {
-        spec.command.iter().chain(spec.args.iter()).cloned().collect()
+        spec.command
+            .iter()
+            .chain(spec.args.iter())
+            .cloned()
+            .collect()
     } else if !spec.args.is_empty() {
-        image.entrypoint.iter().chain(spec.args.iter()).cloned().collect()
+        image
+            .entrypoint
+            .iter()
+            .chain(spec.args.iter())
+            .cloned()
+            .collect()
     } else {
-        image.entrypoint.iter().chain(image.cmd.iter()).cloned().collect()
+        image
+            .entrypoint
+            .iter()
+            .chain(image.cmd.iter())
+            .cloned()
+            .collect()
     };
     if args.is_empty() {
         return Err(SpecError::NoCommand {
@@ -416,14 +446,24 @@ fn mounts(task_dir: &Path) -> Result<Vec<Mount>, SpecError> {
                 "gid=5",
             ],
         )?,
-        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?,
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        )?,
         mount(
             "/sys/fs/cgroup",
             "cgroup",
             "cgroup",
             &["ro", "nosuid", "noexec", "nodev"],
         )?,
-        mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        )?,
         mount(
             "/dev/shm",
             "tmpfs",
@@ -448,34 +488,35 @@ fn mounts(task_dir: &Path) -> Result<Vec<Mount>, SpecError> {
 /// Docker's device cgroup rules: deny everything, then allow mknod of any device and use of the
 /// standard ones (runc adds its own default list on top).
 fn device_rules() -> Result<Vec<oci_spec::runtime::LinuxDeviceCgroup>, SpecError> {
-    let rule = |allow: bool, typ: LinuxDeviceType, major: Option<i64>, minor: Option<i64>, access| {
-        let mut b = LinuxDeviceCgroupBuilder::default()
-            .allow(allow)
-            .access(access);
-        if typ != LinuxDeviceType::A {
-            b = b.typ(typ);
-        }
-        if let Some(major) = major {
-            b = b.major(major);
-        }
-        if let Some(minor) = minor {
-            b = b.minor(minor);
-        }
-        b.build()
-    };
+    let rule =
+        |allow: bool, typ: LinuxDeviceType, major: Option<i64>, minor: Option<i64>, access| {
+            let mut b = LinuxDeviceCgroupBuilder::default()
+                .allow(allow)
+                .access(access);
+            if typ != LinuxDeviceType::A {
+                b = b.typ(typ);
+            }
+            if let Some(major) = major {
+                b = b.major(major);
+            }
+            if let Some(minor) = minor {
+                b = b.minor(minor);
+            }
+            b.build()
+        };
     use LinuxDeviceType::{A, B, C};
     Ok(vec![
         rule(false, A, None, None, "rwm")?,
         rule(true, C, None, None, "m")?,
         rule(true, B, None, None, "m")?,
-        rule(true, C, Some(1), Some(3), "rwm")?,  // null
-        rule(true, C, Some(1), Some(8), "rwm")?,  // random
-        rule(true, C, Some(1), Some(7), "rwm")?,  // full
-        rule(true, C, Some(5), Some(0), "rwm")?,  // tty
-        rule(true, C, Some(1), Some(5), "rwm")?,  // zero
-        rule(true, C, Some(1), Some(9), "rwm")?,  // urandom
-        rule(true, C, Some(136), None, "rwm")?,   // pts
-        rule(true, C, Some(5), Some(2), "rwm")?,  // ptmx
+        rule(true, C, Some(1), Some(3), "rwm")?,    // null
+        rule(true, C, Some(1), Some(8), "rwm")?,    // random
+        rule(true, C, Some(1), Some(7), "rwm")?,    // full
+        rule(true, C, Some(5), Some(0), "rwm")?,    // tty
+        rule(true, C, Some(1), Some(5), "rwm")?,    // zero
+        rule(true, C, Some(1), Some(9), "rwm")?,    // urandom
+        rule(true, C, Some(136), None, "rwm")?,     // pts
+        rule(true, C, Some(5), Some(2), "rwm")?,    // ptmx
         rule(true, C, Some(10), Some(200), "rwm")?, // tun
     ])
 }
@@ -488,6 +529,8 @@ pub struct SpecInput<'a> {
     pub hostname: &'a str,
     /// Directory holding the task's `hostname`, `hosts` and `resolv.conf`.
     pub task_dir: &'a Path,
+    /// RLIMIT_NOFILE soft and hard limit, normally [`nofile_limit`].
+    pub nofile: u64,
 }
 
 /// Builds the OCI runtime spec of a task's container.
@@ -523,8 +566,8 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         .capabilities(capabilities)
         .rlimits(vec![PosixRlimitBuilder::default()
             .typ(PosixRlimitType::RlimitNofile)
-            .soft(NOFILE_LIMIT)
-            .hard(NOFILE_LIMIT)
+            .soft(input.nofile)
+            .hard(input.nofile)
             .build()?])
         .no_new_privileges(false)
         .build()?;
@@ -583,7 +626,12 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     Ok(SpecBuilder::default()
         // The spec version runc 1.1 implements.
         .version("1.0.2-dev")
-        .root(RootBuilder::default().path("rootfs").readonly(false).build()?)
+        .root(
+            RootBuilder::default()
+                .path("rootfs")
+                .readonly(false)
+                .build()?,
+        )
         .hostname(input.hostname)
         .mounts(mounts(input.task_dir)?)
         .process(process)
@@ -853,6 +901,7 @@ mod tests {
             user: &user,
             hostname: "t1234567890a",
             task_dir: Path::new("/data/tasks/t1234567890abcdef"),
+            nofile: 4096,
         })
         .unwrap();
         let json = serde_json::to_value(&spec).unwrap();
@@ -904,7 +953,12 @@ mod tests {
             .unwrap();
         assert_eq!(hosts["source"], "/data/tasks/t1234567890abcdef/hosts");
         assert_eq!(json["process"]["rlimits"][0]["type"], "RLIMIT_NOFILE");
-        assert_eq!(json["process"]["user"]["additionalGids"], serde_json::json!([10]));
+        assert_eq!(json["process"]["rlimits"][0]["hard"], 4096);
+        assert!(nofile_limit() <= NOFILE_LIMIT && nofile_limit() > 0);
+        assert_eq!(
+            json["process"]["user"]["additionalGids"],
+            serde_json::json!([10])
+        );
         assert!(json["linux"]["maskedPaths"]
             .as_array()
             .unwrap()
@@ -933,8 +987,14 @@ mod tests {
         fs::write(l2.join("etc/group"), "g").unwrap();
         std::os::unix::fs::symlink("../etc/group", l1.join("etc/group-link")).unwrap();
         let layers = vec![upper.clone(), l1.clone(), l2.clone()];
-        assert_eq!(read_rootfs_file(&layers, "/etc/passwd").as_deref(), Some("new"));
-        assert_eq!(read_rootfs_file(&layers, "/etc/group-link").as_deref(), Some("g"));
+        assert_eq!(
+            read_rootfs_file(&layers, "/etc/passwd").as_deref(),
+            Some("new")
+        );
+        assert_eq!(
+            read_rootfs_file(&layers, "/etc/group-link").as_deref(),
+            Some("g")
+        );
         assert_eq!(read_rootfs_file(&layers, "/etc/shadow"), None);
         nix::sys::stat::mknod(
             &upper.join("etc/passwd"),
@@ -957,7 +1017,11 @@ mod tests {
         }];
         assert_eq!(
             rootfs_layers(&mounts),
-            vec![PathBuf::from("/u"), PathBuf::from("/a"), PathBuf::from("/b")]
+            vec![
+                PathBuf::from("/u"),
+                PathBuf::from("/a"),
+                PathBuf::from("/b")
+            ]
         );
     }
 }

@@ -36,8 +36,8 @@ pub async fn info(host: &str, args: InfoArgs) -> Result<()> {
 pub fn render_info(info: &InfoResponse) -> String {
     let mut out = String::new();
     let mut line = |indent: usize, text: String| {
-        out.push_str(&" ".repeat(indent));
-        out.push_str(&text);
+        let line = format!("{}{text}", " ".repeat(indent));
+        out.push_str(line.trim_end());
         out.push('\n');
     };
     line(0, "Client:".into());
@@ -66,8 +66,14 @@ pub fn render_info(info: &InfoResponse) -> String {
             line(3, addr.clone());
         }
     }
-    line(1, format!("containerd Version: {}", info.containerd_version));
-    line(1, format!("containerd Address: {}", info.containerd_address));
+    line(
+        1,
+        format!("containerd Version: {}", info.containerd_version),
+    );
+    line(
+        1,
+        format!("containerd Address: {}", info.containerd_address),
+    );
     line(1, format!("Shoal Root Dir: {}", info.data_dir));
     out
 }
@@ -77,7 +83,11 @@ pub fn render_info(info: &InfoResponse) -> String {
 pub async fn version(host: &str, _args: VersionArgs) -> Result<()> {
     println!("Client:");
     println!(" Version:    {CLIENT_VERSION}");
-    println!(" OS/Arch:    {}/{}", std::env::consts::OS, std::env::consts::ARCH);
+    println!(
+        " OS/Arch:    {}/{}",
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    );
     println!();
     let client = Client::connect(host).await?;
     let info = client.daemon().info(Empty {}).await.or_daemon_error()?;

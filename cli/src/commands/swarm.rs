@@ -91,7 +91,10 @@ async fn init(client: &Client, args: InitArgs) -> Result<()> {
         })
         .await
         .or_daemon_error()?;
-    print!("{}", init_message(&response.node_id, &response.worker_join_command));
+    print!(
+        "{}",
+        init_message(&response.node_id, &response.worker_join_command)
+    );
     Ok(())
 }
 

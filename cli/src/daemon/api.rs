@@ -58,7 +58,11 @@ impl daemon_server::Daemon for DaemonApi {
             info.raft_applied_index = status.applied;
             info.raft_term = status.term;
             m.store().view(|st| {
-                info.cluster_id = st.cluster.as_ref().map(|c| c.id.clone()).unwrap_or_default();
+                info.cluster_id = st
+                    .cluster
+                    .as_ref()
+                    .map(|c| c.id.clone())
+                    .unwrap_or_default();
                 info.nodes = st.nodes.len() as u32;
                 let managers: Vec<_> = st
                     .nodes
@@ -107,8 +111,9 @@ impl daemon_server::Daemon for DaemonApi {
         let dir = self.daemon.args.data_dir.join("tmp");
         std::fs::create_dir_all(&dir)
             .map_err(|e| Status::internal(format!("cannot create {}: {e}", dir.display())))?;
-        let mut file = tempfile::NamedTempFile::new_in(&dir)
-            .map_err(|e| Status::internal(format!("cannot create a file in {}: {e}", dir.display())))?;
+        let mut file = tempfile::NamedTempFile::new_in(&dir).map_err(|e| {
+            Status::internal(format!("cannot create a file in {}: {e}", dir.display()))
+        })?;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
             file.write_all(&chunk.data)
@@ -122,10 +127,7 @@ impl daemon_server::Daemon for DaemonApi {
         Ok(Response::new(LoadImageResponse { names }))
     }
 
-    async fn list_images(
-        &self,
-        _: Request<Empty>,
-    ) -> Result<Response<ListImagesResponse>, Status> {
+    async fn list_images(&self, _: Request<Empty>) -> Result<Response<ListImagesResponse>, Status> {
         let images = shoal_worker::image::list_images(&self.daemon.containerd)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;

@@ -76,9 +76,18 @@ mod tests {
 
     #[test]
     fn advertise_address_rules() {
-        assert_eq!(advertise_addr("198.18.0.5", "0.0.0.0:2400").unwrap(), "198.18.0.5:2400");
-        assert_eq!(advertise_addr("198.18.0.5:1", "0.0.0.0:2377").unwrap(), "198.18.0.5:1");
-        assert_eq!(advertise_addr("", "198.18.0.7:2377").unwrap(), "198.18.0.7:2377");
+        assert_eq!(
+            advertise_addr("198.18.0.5", "0.0.0.0:2400").unwrap(),
+            "198.18.0.5:2400"
+        );
+        assert_eq!(
+            advertise_addr("198.18.0.5:1", "0.0.0.0:2377").unwrap(),
+            "198.18.0.5:1"
+        );
+        assert_eq!(
+            advertise_addr("", "198.18.0.7:2377").unwrap(),
+            "198.18.0.7:2377"
+        );
         assert!(advertise_addr("not an ip", "0.0.0.0:2377").is_err());
         assert!(advertise_addr("", "nonsense").is_err());
     }

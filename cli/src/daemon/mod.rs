@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use shoal_manager::controlapi::{ControlApi, ManagerSlot};
-use shoal_proto::{agent_server::AgentServer, control_server::ControlServer, daemon_server::DaemonServer};
+use shoal_proto::{
+    agent_server::AgentServer, control_server::ControlServer, daemon_server::DaemonServer,
+};
 use shoal_worker::containerd::Containerd;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -68,8 +70,7 @@ fn init_tracing() {
 /// Binds the API socket, refusing to steal it from a daemon that is still running.
 async fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     if path.exists() {
         if tokio::net::UnixStream::connect(path).await.is_ok() {
@@ -129,9 +130,9 @@ pub async fn run(host: &str, args: DaemonArgs) -> anyhow::Result<()> {
     tonic::transport::Server::builder()
         .add_service(DaemonServer::new(api::DaemonApi::new(daemon.clone())))
         .add_service(ControlServer::new(control))
-        .add_service(AgentServer::new(shoal_worker::agent_service::AgentService::new(
-            daemon.executor.clone(),
-        )))
+        .add_service(AgentServer::new(
+            shoal_worker::agent_service::AgentService::new(daemon.executor.clone()),
+        ))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await
         .context("the API server failed")?;

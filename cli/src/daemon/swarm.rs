@@ -54,6 +54,10 @@ async fn start(daemon: &Arc<Daemon>, state: &mut SwarmState) -> anyhow::Result<(
         return Ok(());
     };
     let node_id = state.identity.node_id.clone();
+    let description = describe(
+        &daemon.containerd.version().await.unwrap_or_default(),
+        &daemon.args.containerd.display().to_string(),
+    );
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let mut manager = None;
@@ -70,8 +74,8 @@ async fn start(daemon: &Arc<Daemon>, state: &mut SwarmState) -> anyhow::Result<(
         let _ = std::fs::remove_file(&sock);
         let listener = tokio::net::UnixListener::bind(&sock)
             .with_context(|| format!("cannot listen on {}", sock.display()))?;
-        let server = tonic::transport::Server::builder()
-            .add_service(DispatcherServer::new(m.dispatcher()));
+        let server =
+            tonic::transport::Server::builder().add_service(DispatcherServer::new(m.dispatcher()));
         let mut rx = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
             let shutdown = async move {
@@ -84,6 +88,10 @@ async fn start(daemon: &Arc<Daemon>, state: &mut SwarmState) -> anyhow::Result<(
                 warn!(error = %e, "dispatcher server failed");
             }
         }));
+        // Before the agent registers this node as a plain worker: the first manager writes
+        // the cluster and itself (a no-op when the log already has them).
+        m.bootstrap(&node_id, &membership.advertise_addr, description.clone())
+            .await?;
         *daemon
             .manager_slot
             .write()
@@ -97,10 +105,7 @@ async fn start(daemon: &Arc<Daemon>, state: &mut SwarmState) -> anyhow::Result<(
     let cfg = shoal_worker::agent::AgentConfig {
         node_id: node_id.clone(),
         addr: membership.advertise_addr.clone(),
-        description: describe(
-            &daemon.containerd.version().await.unwrap_or_default(),
-            &daemon.args.containerd.display().to_string(),
-        ),
+        description,
         data_dir: daemon.args.data_dir.join("worker"),
     };
     let dispatcher = daemon.dispatcher_socket();
@@ -126,7 +131,10 @@ async fn halt(daemon: &Daemon, state: &mut SwarmState) {
     };
     let _ = running.stop.send(true);
     for t in running.tasks {
-        if tokio::time::timeout(Duration::from_secs(15), t).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(15), t)
+            .await
+            .is_err()
+        {
             warn!("a swarm task did not stop within 15s");
         }
     }
@@ -165,7 +173,11 @@ pub async fn init(
     if state.identity.swarm.is_some() {
         return Err(tonic::Status::failed_precondition(ALREADY_IN_SWARM));
     }
-    let listen = if listen.is_empty() { "0.0.0.0:2377" } else { listen };
+    let listen = if listen.is_empty() {
+        "0.0.0.0:2377"
+    } else {
+        listen
+    };
     let addr = advertise_addr(advertise, listen)
         .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
     if state.identity.node_id.is_empty() {
@@ -185,18 +197,12 @@ pub async fn init(
     });
     let outcome = async {
         start(daemon, &mut state).await?;
-        let running = state.running.as_ref().context("swarm did not start")?;
-        let m = running.manager.as_ref().context("manager did not start")?;
-        let desc = describe(
-            &daemon.containerd.version().await.unwrap_or_default(),
-            &daemon.args.containerd.display().to_string(),
-        );
-        m.bootstrap(&state.identity.node_id, &addr, desc).await?;
-        state.identity.save(&daemon.args.data_dir)?;
+        let m = state.manager().context("manager did not start")?;
         let token = m
             .store()
             .view(|st| st.cluster.as_ref().map(|c| c.worker_join_token.clone()))
             .unwrap_or_default();
+        state.identity.save(&daemon.args.data_dir)?;
         anyhow::Ok(InitOutcome {
             node_id: state.identity.node_id.clone(),
             join_command: format!("shoal swarm join --token {token} {addr}"),
@@ -225,11 +231,9 @@ pub async fn leave(daemon: &Arc<Daemon>, force: bool) -> Result<(), tonic::Statu
     }
     halt(daemon, &mut state).await;
     // The node's tasks belong to the swarm it leaves: stop and remove them and their logs.
-    let observed = daemon
-        .executor
-        .list()
-        .await
-        .map_err(|e| tonic::Status::unavailable(format!("cannot list this node's containers: {e}")))?;
+    let observed = daemon.executor.list().await.map_err(|e| {
+        tonic::Status::unavailable(format!("cannot list this node's containers: {e}"))
+    })?;
     for c in observed {
         let _ = daemon
             .executor

@@ -4,10 +4,18 @@
 //! the store from the latest snapshot, and runs one Raft loop ([`node`]) that commits the
 //! proposals made through [`crate::store::Store::propose`], applies committed entries to the
 //! store in log order and answers the proposers. A new data directory becomes a one-manager
-//! cluster that elects itself at once; talking to other managers goes through a
-//! [`RaftTransport`] (none is needed while the swarm has a single manager).
+//! cluster that elects itself at once, unless it is started to join one
+//! ([`RaftConfig::join`]): then it waits, empty, for a leader to send it a snapshot.
+//!
+//! Managers talk through a [`RaftTransport`]: [`GrpcTransport`] sends to the [`RaftService`] of
+//! the others (`service Raft` in `shoal.proto`); [`NoPeers`] serves a single manager. The
+//! membership ([`RaftHandle::add_voter`], [`RaftHandle::remove_voter`]) and the members' Raft
+//! addresses ([`members`]) are replicated through the log itself.
 
+pub mod grpc;
 mod logger;
+pub mod members;
+mod membership;
 pub mod node;
 pub mod storage;
 pub mod transport;
@@ -15,9 +23,13 @@ pub mod transport;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use node::{start, start_with_transport, RaftHandle, RaftStatus};
+pub use grpc::{ChannelFactory, GrpcTransport, PlainHttp, RaftService, TransportError};
+pub use members::Members;
+pub use node::{start, start_with_transport, PeerStatus, RaftHandle, RaftStatus};
 pub use storage::RaftStorage;
-pub use transport::{NoPeers, RaftTransport};
+pub use transport::{NoPeers, Outbound, PeerReports, RaftTransport};
+
+use crate::store::StoreError;
 
 /// How long a proposal may wait to be committed and applied before its proposer is told
 /// [`crate::store::StoreError::Timeout`].
@@ -38,6 +50,16 @@ pub struct RaftConfig {
     pub heartbeat_ticks: usize,
     /// Applied entries between two snapshots; the log is compacted up to each snapshot.
     pub snapshot_interval: u64,
+    /// host:port where this manager's [`RaftService`] listens for the other managers; recorded
+    /// in the replicated member list. May stay empty while the swarm has one manager.
+    pub addr: String,
+    /// Start to join an existing cluster: a new data directory stays empty, with no voters, until
+    /// the leader (which added this node with [`RaftHandle::add_voter`]) sends it a snapshot. An
+    /// initialized data directory ignores this and resumes as it was.
+    pub join: bool,
+    /// How long [`RaftHandle::add_voter`] waits for a new member to catch up with the leader's
+    /// log before it would become a voter.
+    pub catch_up_timeout: Duration,
 }
 
 impl RaftConfig {
@@ -51,6 +73,9 @@ impl RaftConfig {
             election_ticks: 10,
             heartbeat_ticks: 1,
             snapshot_interval: 1000,
+            addr: String::new(),
+            join: false,
+            catch_up_timeout: Duration::from_secs(60),
         }
     }
 
@@ -121,4 +146,36 @@ pub enum RaftError {
     NoLeader(Duration),
     #[error("malformed raft message from a peer: {0}")]
     BadMessage(String),
+}
+
+/// Why a change of the Raft membership (or of its leader) did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    /// Not the leader (ask the leader: [`RaftStatus::leader_addr`]), no quorum, or stopped.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("raft ID 0 is reserved for \"no node\"; give the manager a non-zero raft ID")]
+    InvalidId,
+    #[error("raft node {id} needs the address of its raft service (host:port) so the other managers can reach it")]
+    MissingAddress { id: u64 },
+    #[error("another raft configuration change is still being applied; retry once it is")]
+    ChangeInProgress,
+    #[error("raft node {id} is not a member of the raft cluster; add it before promoting it")]
+    NotAMember { id: u64 },
+    #[error("raft node {id} did not catch up with the leader's log within {waited:?} (it has entries up to {matched}, it needs {needed}); check that it runs and that this manager reaches it at {addr}. It stays a non-voting learner until it is added again or removed")]
+    NotCaughtUp {
+        id: u64,
+        addr: String,
+        matched: u64,
+        needed: u64,
+        waited: Duration,
+    },
+    #[error("raft node {id} is the leader and cannot remove itself; transfer leadership to another manager first, then remove it through the new leader")]
+    RemovingLeader { id: u64 },
+    #[error("the raft cluster refused the configuration change: {0}")]
+    Refused(String),
+    #[error("no other voter can take over leadership: {0}")]
+    NoTransferTarget(String),
+    #[error("leadership did not move to raft node {to} within {waited:?}; it may be behind or unreachable, retry or pick another manager")]
+    TransferTimeout { to: u64, waited: Duration },
 }

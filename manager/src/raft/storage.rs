@@ -8,10 +8,12 @@
 //! checked once at open, is written before the mirror changes, and is the truth on restart.
 //!
 //! Layout: the `raft_entries` table maps an index to an encoded `eraftpb::Entry`; `raft_meta`
-//! holds the format version, the owning Raft ID, the hard state, the conf state, the latest
-//! snapshot (metadata and data) and the compaction point ("truncated": the index and term of
-//! the last entry dropped, which is never past the snapshot).
+//! holds the format version, the owning Raft ID, the hard state, the conf state, the members'
+//! addresses (a `RaftMembers`), the latest snapshot (metadata and data) and the compaction point
+//! ("truncated": the index and term of the last entry dropped, which is never past the
+//! snapshot).
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
 use protobuf::Message as _;
@@ -23,6 +25,7 @@ use redb::{
 };
 use tracing::{debug, info};
 
+use super::members::{self, Members};
 use super::RaftError;
 
 /// The data file's name inside the data directory.
@@ -37,6 +40,7 @@ const KEY_HARD_STATE: &str = "hard_state";
 const KEY_CONF_STATE: &str = "conf_state";
 const KEY_SNAPSHOT: &str = "snapshot";
 const KEY_TRUNCATED: &str = "truncated";
+const KEY_MEMBERS: &str = "members";
 
 /// Bumped whenever the layout above changes incompatibly.
 const FORMAT_VERSION: u32 = 1;
@@ -52,7 +56,12 @@ pub struct RaftStorage {
     raft_id: u64,
     hard_state: HardState,
     conf_state: ConfState,
+    /// Raft address of each member, as replicated with the configuration.
+    members: Members,
     snapshot: Snapshot,
+    /// Set when raft-rs asked for a snapshot to send and the stored one would not do (too old,
+    /// or taken before the receiver joined); the Raft loop then takes a fresh one.
+    snapshot_wanted: Cell<bool>,
     /// Index and term of the last entry removed by compaction (0, 0 when none was).
     truncated_index: u64,
     truncated_term: u64,
@@ -90,7 +99,9 @@ impl RaftStorage {
             raft_id,
             hard_state: HardState::default(),
             conf_state: ConfState::default(),
+            members: Members::new(),
             snapshot: Snapshot::default(),
+            snapshot_wanted: Cell::new(false),
             truncated_index: 0,
             truncated_term: 0,
             entries: Vec::new(),
@@ -125,6 +136,23 @@ impl RaftStorage {
 
     pub fn conf_state(&self) -> &ConfState {
         &self.conf_state
+    }
+
+    /// The Raft address of every member this log knows of (a bootstrapped node's own, or the
+    /// list replicated with the configuration).
+    pub fn members(&self) -> &Members {
+        &self.members
+    }
+
+    /// The first entry still in the log (1 while the log was never compacted).
+    pub fn first_log_index(&self) -> u64 {
+        self.first()
+    }
+
+    /// Whether raft-rs wanted to send a peer a snapshot newer than the stored one since the
+    /// last call; the caller should take one.
+    pub fn take_snapshot_wanted(&self) -> bool {
+        self.snapshot_wanted.replace(false)
     }
 
     /// The latest snapshot (index 0 and no data when none was taken).
@@ -172,6 +200,34 @@ impl RaftStorage {
         Ok(())
     }
 
+    /// Records a new configuration and the members' addresses that go with it, in one durable
+    /// write.
+    pub fn set_membership(&mut self, cs: ConfState, members: Members) -> Result<(), RaftError> {
+        let cs_bytes = encode(&cs, &self.path)?;
+        let member_bytes = members::encode(&members);
+        self.write(|txn| {
+            let mut meta = txn.open_table(META)?;
+            meta.insert(KEY_CONF_STATE, cs_bytes.as_slice())?;
+            meta.insert(KEY_MEMBERS, member_bytes.as_slice())?;
+            Ok(())
+        })?;
+        self.conf_state = cs;
+        self.members = members;
+        Ok(())
+    }
+
+    /// Records the members' addresses (e.g. this node's own address changed).
+    pub fn set_members(&mut self, members: Members) -> Result<(), RaftError> {
+        let bytes = members::encode(&members);
+        self.write(|txn| {
+            txn.open_table(META)?
+                .insert(KEY_MEMBERS, bytes.as_slice())?;
+            Ok(())
+        })?;
+        self.members = members;
+        Ok(())
+    }
+
     /// Appends `ents` (as [`RaftStorage::append`]) and records `hs`, in one durable write: what
     /// one Raft `Ready` asks to be persisted.
     pub fn persist(&mut self, ents: &[Entry], hs: Option<&HardState>) -> Result<(), RaftError> {
@@ -216,8 +272,13 @@ impl RaftStorage {
     }
 
     /// Replaces the log with a snapshot received from the leader: every entry goes, the
-    /// snapshot's configuration becomes ours and everything up to it counts as committed.
-    pub fn apply_snapshot(&mut self, snapshot: Snapshot) -> Result<(), RaftError> {
+    /// snapshot's configuration and members (decoded from its data by the caller) become ours
+    /// and everything up to it counts as committed.
+    pub fn apply_snapshot(
+        &mut self,
+        snapshot: Snapshot,
+        members: Members,
+    ) -> Result<(), RaftError> {
         let meta = snapshot.get_metadata();
         let (index, term) = (meta.index, meta.term);
         if index < self.first() {
@@ -233,6 +294,7 @@ impl RaftStorage {
         let snap_bytes = encode(&snapshot, &self.path)?;
         let cs_bytes = encode(&conf_state, &self.path)?;
         let hs_bytes = encode(&hs, &self.path)?;
+        let member_bytes = members::encode(&members);
         let (first, last) = (self.first(), self.last());
         self.write(|txn| {
             let mut table = txn.open_table(ENTRIES)?;
@@ -242,6 +304,7 @@ impl RaftStorage {
             let mut meta = txn.open_table(META)?;
             meta.insert(KEY_SNAPSHOT, snap_bytes.as_slice())?;
             meta.insert(KEY_CONF_STATE, cs_bytes.as_slice())?;
+            meta.insert(KEY_MEMBERS, member_bytes.as_slice())?;
             meta.insert(KEY_HARD_STATE, hs_bytes.as_slice())?;
             meta.insert(KEY_TRUNCATED, truncated_bytes(index, term).as_slice())?;
             Ok(())
@@ -250,6 +313,7 @@ impl RaftStorage {
         self.truncated_index = index;
         self.truncated_term = term;
         self.conf_state = conf_state;
+        self.members = members;
         self.hard_state = hs;
         self.snapshot = snapshot;
         info!(index, term, "raft snapshot from the leader installed");
@@ -458,6 +522,11 @@ impl RaftStorage {
         let mut hard_state: HardState = decode_opt(get(KEY_HARD_STATE)?, "hard state", self)?;
         let conf_state: ConfState = decode_opt(get(KEY_CONF_STATE)?, "conf state", self)?;
         let snapshot: Snapshot = decode_opt(get(KEY_SNAPSHOT)?, "snapshot", self)?;
+        let members = match get(KEY_MEMBERS)? {
+            None => Members::new(),
+            Some(b) => members::decode(&b)
+                .map_err(|e| self.corrupt(format!("the member list cannot be decoded: {e}")))?,
+        };
         let (truncated_index, truncated_term) = match get(KEY_TRUNCATED)? {
             None => (0, 0),
             Some(b) => {
@@ -522,6 +591,7 @@ impl RaftStorage {
         drop((meta, entries, txn));
         self.hard_state = hard_state;
         self.conf_state = conf_state;
+        self.members = members;
         self.snapshot = snapshot;
         self.truncated_index = truncated_index;
         self.truncated_term = truncated_term;
@@ -579,10 +649,20 @@ impl Storage for RaftStorage {
         Ok(self.last())
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Snapshots are taken by the Raft loop on its own schedule; a newer one than stored is
-        // not available until then, and raft-rs retries later.
-        if self.snapshot_index() == 0 || self.snapshot_index() < request_index {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        // The receiver refuses a snapshot whose configuration does not name it (it was taken
+        // before the receiver joined), so such a snapshot is as useless as a too old one.
+        let cs = self.snapshot.get_metadata().get_conf_state();
+        let names_receiver = cs
+            .voters
+            .iter()
+            .chain(&cs.learners)
+            .chain(&cs.voters_outgoing)
+            .any(|&id| id == to);
+        if self.snapshot_index() == 0 || self.snapshot_index() < request_index || !names_receiver {
+            // Snapshots are taken by the Raft loop, which holds the store: ask it for a fresh
+            // one. raft-rs retries sending at the peer's next heartbeat response.
+            self.snapshot_wanted.set(true);
             return Err(raft::Error::Store(
                 StorageError::SnapshotTemporarilyUnavailable,
             ));
@@ -769,9 +849,22 @@ mod tests {
         assert_eq!(s.first_index().ok(), Some(7));
         assert_eq!(s.last_index().ok(), Some(10));
         assert_eq!(s.snapshot_index(), 6);
-        let snap = s.snapshot(0, 2).expect("snapshot");
+        let snap = s.snapshot(0, 7).expect("snapshot");
         assert_eq!(snap.data.as_ref(), b"state@6");
         assert_eq!(snap.get_metadata().get_conf_state().voters, vec![7]);
+        assert!(!s.take_snapshot_wanted());
+        // Node 2 joined after the snapshot: it would refuse it, so the loop must take a new one.
+        assert_eq!(
+            s.snapshot(0, 2),
+            Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable
+            ))
+        );
+        assert!(s.take_snapshot_wanted());
+        assert!(!s.take_snapshot_wanted());
+        // So must a request for a newer snapshot than the stored one.
+        assert!(s.snapshot(9, 7).is_err());
+        assert!(s.take_snapshot_wanted());
     }
 
     #[test]
@@ -787,7 +880,8 @@ mod tests {
             snap.mut_metadata().index = 20;
             snap.mut_metadata().term = 3;
             snap.mut_metadata().mut_conf_state().voters = vec![1, 2, 3];
-            s.apply_snapshot(snap).expect("apply snapshot");
+            let members = Members::from([(1, "10.0.0.1:4242".to_string())]);
+            s.apply_snapshot(snap, members).expect("apply snapshot");
             assert_eq!(s.first_index().ok(), Some(21));
             assert_eq!(s.last_index().ok(), Some(20));
             assert_eq!(s.hard_state().commit, 20);
@@ -795,6 +889,10 @@ mod tests {
         }
         let s = RaftStorage::open(dir.path(), 2).expect("reopen");
         assert_eq!(s.conf_state().voters, vec![1, 2, 3]);
+        assert_eq!(
+            s.members().get(&1).map(String::as_str),
+            Some("10.0.0.1:4242")
+        );
         assert_eq!(s.term(20).ok(), Some(3));
         assert_eq!(s.last_index().ok(), Some(21));
         assert_eq!(s.snapshot_ref().data.as_ref(), b"leader state");

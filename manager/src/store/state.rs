@@ -11,8 +11,8 @@
 use std::collections::BTreeMap;
 
 use shoal_proto::{
-    store_action::Action, Cluster, Meta, Node, Proposal, Service, StoreSnapshot, Task, TaskState,
-    TaskStatus,
+    store_action::Action, Cluster, Meta, Node, NodeAvailability, NodeRole, Proposal, Service,
+    StoreSnapshot, Task, TaskState, TaskStatus,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -151,6 +151,35 @@ impl StoreState {
                 let mut n = n.clone();
                 stamp(&mut n.meta, index);
                 undo.push(Undo::Node(n.id.clone(), self.nodes.insert(n.id.clone(), n)));
+            }
+            Action::NodeStatus(u) => {
+                let old = self.nodes.get(&u.node_id).cloned();
+                let mut n = old.clone().unwrap_or_else(|| Node {
+                    id: u.node_id.clone(),
+                    role: NodeRole::Worker as i32,
+                    availability: NodeAvailability::Active as i32,
+                    meta: Some(Meta {
+                        created_at_ms: u.timestamp_ms,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+                if u.description.is_some() {
+                    n.description = u.description.clone();
+                }
+                if !u.addr.is_empty() {
+                    n.addr = u.addr.clone();
+                }
+                n.state = u.state;
+                n.status_message = u.message.clone();
+                if let Some(m) = n.meta.as_mut() {
+                    m.updated_at_ms = u.timestamp_ms;
+                }
+                stamp(&mut n.meta, index);
+                undo.push(Undo::Node(
+                    u.node_id.clone(),
+                    self.nodes.insert(u.node_id.clone(), n),
+                ));
             }
             Action::DeleteNode(id) => {
                 if let Some(old) = self.nodes.remove(id) {
@@ -458,6 +487,33 @@ mod tests {
         one(&mut s, 4, desire(TaskState::Shutdown)).unwrap();
         one(&mut s, 5, desire(TaskState::Running)).unwrap();
         assert_eq!(s.tasks["t1"].desired(), TaskState::Shutdown);
+    }
+
+    #[test]
+    fn node_status_keeps_role_and_availability() {
+        let mut s = StoreState::default();
+        let manager = Node {
+            id: "n1".into(),
+            role: NodeRole::Manager as i32,
+            availability: NodeAvailability::Drain as i32,
+            ..Default::default()
+        };
+        one(&mut s, 1, Action::PutNode(manager)).unwrap();
+        let report = |id: &str| {
+            Action::NodeStatus(shoal_proto::NodeStatusUpdate {
+                node_id: id.into(),
+                addr: "198.18.0.1:2377".into(),
+                state: shoal_proto::NodeState::Ready as i32,
+                ..Default::default()
+            })
+        };
+        one(&mut s, 2, report("n1")).unwrap();
+        one(&mut s, 3, report("n2")).unwrap();
+        assert_eq!(s.nodes["n1"].role, NodeRole::Manager as i32);
+        assert_eq!(s.nodes["n1"].availability, NodeAvailability::Drain as i32);
+        assert_eq!(s.nodes["n1"].addr, "198.18.0.1:2377");
+        assert_eq!(s.nodes["n2"].role, NodeRole::Worker as i32);
+        assert_eq!(s.nodes["n2"].state, shoal_proto::NodeState::Ready as i32);
     }
 
     #[test]

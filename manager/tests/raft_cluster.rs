@@ -1,0 +1,504 @@
+//! Raft across managers over real gRPC on 127.0.0.1: forming a cluster by adding voters,
+//! replication, leader failover, catch-up after a restart (from the log and from a snapshot),
+//! linearizable reads, removing members and moving leadership.
+//!
+//! Each node is a Raft loop with its own data directory, a `GrpcTransport` and a `RaftService`
+//! served on an ephemeral port; "killing" a node stops both, and restarting it reopens the same
+//! directory on the same port.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use shoal_manager::raft::{
+    self, GrpcTransport, MembershipError, RaftConfig, RaftHandle, RaftService,
+};
+use shoal_manager::store::{Store, StoreError};
+use shoal_proto::{store_action::Action, Service, ServiceSpec, StoreAction};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+const TICK: Duration = Duration::from_millis(20);
+const ELECTION_TICKS: usize = 10;
+/// Generous bound for anything that should take a few election timeouts.
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Node {
+    id: u64,
+    addr: String,
+    /// How the node runs; a restart reuses it (with `join` ignored, as the log is initialized).
+    cfg: RaftConfig,
+    store: Store,
+    handle: RaftHandle,
+    server: Option<Server>,
+}
+
+/// Binds `addr`, retrying briefly: a port just released by a stopped node may linger.
+async fn bind(addr: &str) -> TcpListener {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => return listener,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("binding {addr}: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("cannot bind {addr}: {e}"),
+        }
+    }
+}
+
+type Server = (oneshot::Sender<()>, JoinHandle<()>);
+
+/// What differs between the tests' clusters.
+#[derive(Clone, Copy)]
+struct Opts {
+    snapshot_interval: u64,
+    catch_up_timeout: Duration,
+}
+
+const DEFAULT: Opts = Opts {
+    snapshot_interval: 1000,
+    catch_up_timeout: WAIT,
+};
+
+impl Node {
+    /// Starts node `id` in `dir` on a fresh port; `join` starts it empty, waiting to be added.
+    /// `known` are peers its transport knows before Raft tells it any (a joiner's leader).
+    async fn start(id: u64, dir: &Path, join: bool, known: &[(u64, String)], opts: Opts) -> Node {
+        let listener = bind("127.0.0.1:0").await;
+        let addr = listener.local_addr().expect("local addr").to_string();
+        let mut cfg = RaftConfig::new(dir, id);
+        cfg.tick = TICK;
+        cfg.election_ticks = ELECTION_TICKS;
+        cfg.heartbeat_ticks = 2;
+        cfg.snapshot_interval = opts.snapshot_interval;
+        cfg.addr = addr.clone();
+        cfg.join = join;
+        cfg.catch_up_timeout = opts.catch_up_timeout;
+        let (store, handle, server) = run(cfg.clone(), listener, known).await;
+        Node {
+            id,
+            addr,
+            cfg,
+            store,
+            handle,
+            server: Some(server),
+        }
+    }
+
+    /// Stops the Raft loop and the server, as a crash or `shoal daemon` stopping would.
+    async fn kill(&mut self) {
+        self.handle.shutdown().await.expect("clean raft shutdown");
+        if let Some((stop, server)) = self.server.take() {
+            let _ = stop.send(());
+            let _ = tokio::time::timeout(WAIT, server).await;
+        }
+    }
+
+    /// Starts the node again from its data directory, on the same port.
+    async fn restart(&mut self) {
+        let listener = bind(&self.addr).await;
+        let (store, handle, server) = run(self.cfg.clone(), listener, &[]).await;
+        self.store = store;
+        self.handle = handle;
+        self.server = Some(server);
+    }
+}
+
+/// Starts a Raft loop with a gRPC transport and serves its Raft service on `listener`.
+async fn run(
+    cfg: RaftConfig,
+    listener: TcpListener,
+    known: &[(u64, String)],
+) -> (Store, RaftHandle, Server) {
+    let transport = GrpcTransport::plain(cfg.raft_id).expect("transport");
+    for (id, addr) in known {
+        transport.add_peer(*id, addr);
+    }
+    let (store, handle) = raft::start_with_transport(cfg, Box::new(transport))
+        .await
+        .expect("raft starts");
+    let service = RaftService::new(handle.clone()).into_server();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = stopped.await;
+            })
+            .await;
+        if let Err(e) = result {
+            eprintln!("raft server stopped: {e}");
+        }
+    });
+    (store, handle, (stop, server))
+}
+
+fn create_service(name: &str, padding: usize) -> StoreAction {
+    let mut spec = ServiceSpec {
+        name: name.to_string(),
+        replicas: 1,
+        ..Default::default()
+    };
+    if padding > 0 {
+        spec.labels.insert("padding".into(), "x".repeat(padding));
+    }
+    StoreAction {
+        action: Some(Action::CreateService(Service {
+            id: format!("id-{name}"),
+            spec: Some(spec),
+            ..Default::default()
+        })),
+    }
+}
+
+fn service_names(store: &Store) -> Vec<String> {
+    let mut names: Vec<String> = store.view(|s| {
+        s.services
+            .values()
+            .filter_map(|svc| svc.spec.as_ref().map(|spec| spec.name.clone()))
+            .collect()
+    });
+    names.sort();
+    names
+}
+
+/// Polls `cond` until it holds or `WAIT` passes.
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The one node among `nodes` that leads, once the others agree on it.
+async fn leader_of(nodes: &[&Node]) -> u64 {
+    let mut leader = 0;
+    wait_until("a leader is elected and known to all", || {
+        let leaders: Vec<u64> = nodes.iter().map(|n| n.handle.status().leader_id).collect();
+        leader = leaders[0];
+        leader != 0
+            && leaders.iter().all(|&l| l == leader)
+            && nodes
+                .iter()
+                .any(|n| n.id == leader && n.handle.status().is_leader)
+    })
+    .await;
+    leader
+}
+
+/// Starts node 1 alone, then adds nodes 2 and 3 as voters through it.
+async fn form_cluster(dirs: &[tempfile::TempDir; 3], opts: Opts) -> Vec<Node> {
+    let n1 = Node::start(1, dirs[0].path(), false, &[], opts).await;
+    n1.handle.wait_leader(WAIT).await.expect("node 1 leads");
+    let mut nodes = vec![n1];
+    for id in [2, 3] {
+        let leader = &nodes[0];
+        let known = [(1, leader.addr.clone())];
+        let node = Node::start(id, dirs[id as usize - 1].path(), true, &known, opts).await;
+        leader
+            .handle
+            .add_voter(id, &node.addr)
+            .await
+            .unwrap_or_else(|e| panic!("adding node {id}: {e}"));
+        nodes.push(node);
+    }
+    let all: Vec<&Node> = nodes.iter().collect();
+    wait_until("every node sees three voters", || {
+        all.iter()
+            .all(|n| n.handle.status().voters == vec![1, 2, 3])
+    })
+    .await;
+    nodes
+}
+
+async fn propose(node: &Node, name: &str, padding: usize) -> u64 {
+    node.store
+        .propose(vec![create_service(name, padding)])
+        .await
+        .unwrap_or_else(|e| panic!("proposing {name} on node {}: {e}", node.id))
+}
+
+async fn wait_applied(nodes: &[&Node], index: u64) {
+    wait_until(&format!("every node applied {index}"), || {
+        nodes
+            .iter()
+            .all(|n| n.store.view(|s| s.applied_index) >= index)
+    })
+    .await;
+}
+
+fn tempdirs() -> [tempfile::TempDir; 3] {
+    [(); 3].map(|_| tempfile::tempdir().expect("tempdir"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_cluster_replicates_fails_over_and_catches_up_a_restarted_node() {
+    let dirs = tempdirs();
+    let mut nodes = form_cluster(&dirs, DEFAULT).await;
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    {
+        let all: Vec<&Node> = nodes.iter().collect();
+        assert_eq!(leader_of(&all).await, 1);
+        // Every node learned every address through the replicated member list.
+        for n in &all {
+            let members = n.handle.status().members;
+            for (i, addr) in addrs.iter().enumerate() {
+                assert_eq!(members.get(&(i as u64 + 1)), Some(addr), "node {}", n.id);
+            }
+        }
+    }
+
+    // Writes on the leader reach every store.
+    let mut written = Vec::new();
+    let mut last = 0;
+    for i in 0..10 {
+        let name = format!("svc-{i:02}");
+        last = propose(&nodes[0], &name, 0).await;
+        written.push(name);
+    }
+    wait_applied(&nodes.iter().collect::<Vec<_>>(), last).await;
+    for n in &nodes {
+        assert_eq!(service_names(&n.store), written, "node {}", n.id);
+    }
+    // The leader tracks both followers as reachable voters holding the writes.
+    wait_until("the leader sees both followers caught up", || {
+        let peers = nodes[0].handle.status().peers;
+        peers.len() == 2
+            && peers
+                .iter()
+                .all(|p| p.voter && p.reachable && p.matched >= last)
+    })
+    .await;
+
+    // A follower refuses writes and names the leader, with its address, for forwarding.
+    let err = nodes[1]
+        .store
+        .propose(vec![create_service("on-follower", 0)])
+        .await
+        .expect_err("followers do not write");
+    match &err {
+        StoreError::NotLeader { leader } => {
+            assert!(leader.contains(&addrs[0]), "{leader}")
+        }
+        other => panic!("expected NotLeader, got {other}"),
+    }
+    assert_eq!(nodes[1].handle.leader(), Some((1, addrs[0].clone())));
+
+    // A linearizable read on a follower sees a write acknowledged just before it.
+    let index = propose(&nodes[0], "svc-read", 0).await;
+    written.push("svc-read".into());
+    written.sort();
+    let read = nodes[2].handle.read_index().await.expect("read index");
+    assert!(read >= index, "read index {read} before write {index}");
+    assert!(service_names(&nodes[2].store).contains(&"svc-read".to_string()));
+    let read = nodes[0].handle.read_index().await.expect("read on leader");
+    assert!(read >= index);
+
+    // Kill the leader: the others elect a new one within a few election timeouts.
+    let killed_at = Instant::now();
+    nodes[0].kill().await;
+    let survivors: Vec<&Node> = nodes[1..].iter().collect();
+    let new_leader = leader_of(&survivors).await;
+    let failover = killed_at.elapsed();
+    assert!(new_leader == 2 || new_leader == 3, "leader {new_leader}");
+    assert!(
+        failover < TICK * ELECTION_TICKS as u32 * 10,
+        "failover took {failover:?}"
+    );
+    let leader = survivors
+        .iter()
+        .find(|n| n.id == new_leader)
+        .expect("leader node");
+    let mut last = 0;
+    for i in 0..5 {
+        let name = format!("after-{i}");
+        last = propose(leader, &name, 0).await;
+        written.push(name);
+    }
+    written.sort();
+    wait_applied(&survivors, last).await;
+    // Every write acknowledged before the kill survived it.
+    for n in &survivors {
+        assert_eq!(service_names(&n.store), written, "node {}", n.id);
+    }
+
+    // The old leader comes back as a follower and catches up from the log.
+    nodes[0].restart().await;
+    let all: Vec<&Node> = nodes.iter().collect();
+    wait_applied(&all, last).await;
+    assert_eq!(service_names(&nodes[0].store), written);
+    assert_eq!(leader_of(&all).await, new_leader);
+    assert_eq!(nodes[0].handle.status().voters, vec![1, 2, 3]);
+
+    for n in &mut nodes {
+        n.kill().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_cluster_node_down_during_compaction_catches_up_by_snapshot() {
+    let dirs = tempdirs();
+    // Snapshots every 8 entries, so the log moves past node 3 while it is down.
+    let opts = Opts {
+        snapshot_interval: 8,
+        ..DEFAULT
+    };
+    let mut nodes = form_cluster(&dirs, opts).await;
+    let mut written = Vec::new();
+    let first = propose(&nodes[0], "before", 0).await;
+    written.push("before".to_string());
+    wait_applied(&nodes.iter().collect::<Vec<_>>(), first).await;
+
+    nodes[2].kill().await;
+    let down_last = nodes[2].handle.status().last_index;
+    // Large entries make a snapshot of several chunks (each 1 MiB).
+    let mut last = 0;
+    for i in 0..24 {
+        let name = format!("big-{i:02}");
+        last = propose(&nodes[0], &name, 100 * 1024).await;
+        written.push(name);
+    }
+    written.sort();
+    let leader = nodes[0].handle.status();
+    assert!(
+        leader.snapshot_index > down_last,
+        "the leader compacted past node 3: snapshot at {}, node 3 had {down_last}",
+        leader.snapshot_index
+    );
+
+    nodes[2].restart().await;
+    let all: Vec<&Node> = nodes.iter().collect();
+    wait_applied(&all, last).await;
+    assert_eq!(service_names(&nodes[2].store), written);
+    let status = nodes[2].handle.status();
+    assert!(
+        status.snapshot_index > down_last,
+        "node 3 caught up by snapshot: its snapshot is at {}, it had {down_last}",
+        status.snapshot_index
+    );
+    let padding = nodes[2].store.view(|s| {
+        s.service_by_name("big-23")
+            .and_then(|svc| svc.spec.as_ref())
+            .and_then(|spec| spec.labels.get("padding"))
+            .map(String::len)
+    });
+    assert_eq!(padding, Some(100 * 1024));
+
+    // It still takes part: a write after the catch-up reaches it too.
+    let index = propose(&nodes[0], "after", 0).await;
+    wait_applied(&all, index).await;
+    assert!(service_names(&nodes[2].store).contains(&"after".to_string()));
+
+    for n in &mut nodes {
+        n.kill().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_cluster_removes_voters_and_transfers_leadership() {
+    let dirs = tempdirs();
+    // A short catch-up timeout, for the member that never comes up.
+    let opts = Opts {
+        catch_up_timeout: Duration::from_secs(2),
+        ..DEFAULT
+    };
+    let mut nodes = form_cluster(&dirs, opts).await;
+
+    // Membership changes go through the leader only.
+    let err = nodes[1]
+        .handle
+        .remove_voter(3)
+        .await
+        .expect_err("followers do not change membership");
+    assert!(
+        matches!(err, MembershipError::Store(StoreError::NotLeader { .. })),
+        "{err}"
+    );
+    let err = nodes[0]
+        .handle
+        .remove_voter(1)
+        .await
+        .expect_err("the leader does not remove itself");
+    assert!(
+        matches!(err, MembershipError::RemovingLeader { id: 1 }),
+        "{err}"
+    );
+
+    // Remove node 3: the others drop it, and two voters still commit without it.
+    nodes[0]
+        .handle
+        .remove_voter(3)
+        .await
+        .expect("remove node 3");
+    wait_until("nodes 1 and 2 see voters 1 and 2", || {
+        nodes[..2]
+            .iter()
+            .all(|n| n.handle.status().voters == vec![1, 2])
+    })
+    .await;
+    assert!(!nodes[0].handle.status().members.contains_key(&3));
+    nodes[2].kill().await;
+    let index = propose(&nodes[0], "without-3", 0).await;
+    wait_applied(&nodes[..2].iter().collect::<Vec<_>>(), index).await;
+    // Removing a non-member is a no-op.
+    nodes[0].handle.remove_voter(3).await.expect("idempotent");
+
+    // A node that never comes up stays a learner: the cluster keeps committing.
+    let listener = bind("127.0.0.1:0").await;
+    let ghost = listener.local_addr().expect("addr").to_string();
+    drop(listener);
+    let pair: Vec<&Node> = nodes[..2].iter().collect();
+    let (leader, other) = (pair[0], pair[1]);
+    match leader.handle.add_voter(9, &ghost).await {
+        Err(MembershipError::NotCaughtUp { id: 9, .. }) => {}
+        Ok(_) => panic!("a node that does not run became a voter"),
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+    let status = leader.handle.status();
+    assert_eq!(status.voters, vec![1, 2]);
+    assert_eq!(status.learners, vec![9]);
+    let index = propose(leader, "with-a-learner", 0).await;
+    wait_applied(&pair, index).await;
+    leader.handle.remove_voter(9).await.expect("remove learner");
+    assert!(leader.handle.status().learners.is_empty());
+
+    // Leadership moves on request, and the old leader follows the new one.
+    let to = leader
+        .handle
+        .transfer_leadership(None)
+        .await
+        .expect("transfer");
+    assert_eq!(to, other.id);
+    assert_eq!(leader_of(&pair).await, other.id);
+    let index = propose(other, "after-transfer", 0).await;
+    wait_applied(&pair, index).await;
+
+    for n in &mut nodes[..2] {
+        n.kill().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_cluster_joining_node_waits_empty_and_reads_need_a_leader() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut joiner = Node::start(5, dir.path(), true, &[], DEFAULT).await;
+    // Nobody added it: it has no configuration, elects nobody and answers reads NotLeader.
+    tokio::time::sleep(TICK * ELECTION_TICKS as u32 * 3).await;
+    let status = joiner.handle.status();
+    assert!(!status.is_leader);
+    assert_eq!(status.leader_id, 0);
+    assert!(status.voters.is_empty());
+    let err = joiner.handle.read_index().await.expect_err("no leader");
+    assert!(matches!(err, StoreError::NotLeader { .. }), "{err}");
+    let err = joiner
+        .store
+        .propose(vec![create_service("web", 0)])
+        .await
+        .expect_err("not a leader");
+    assert!(matches!(err, StoreError::NotLeader { .. }), "{err}");
+    joiner.kill().await;
+}
