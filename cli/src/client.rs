@@ -64,21 +64,32 @@ impl Client {
     }
 }
 
-/// Why the socket could not be dialled, in docker's words.
+/// Why the socket could not be dialled, in docker's words. A missing or refusing socket is the
+/// daemon not running; anything else keeps its cause so that it can be told apart.
 fn connect_error(host: &str, err: &(dyn std::error::Error + 'static)) -> anyhow::Error {
     let mut source = Some(err);
+    let mut cause = None;
     while let Some(e) = source {
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::PermissionDenied {
-                return anyhow::anyhow!(
-                    "permission denied while trying to connect to the Shoal daemon socket at {host}: run the command as root"
-                );
+            match io.kind() {
+                std::io::ErrorKind::PermissionDenied => {
+                    return anyhow::anyhow!(
+                        "permission denied while trying to connect to the Shoal daemon socket at {host}: run the command as root"
+                    );
+                }
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                    cause = None;
+                    break;
+                }
+                _ => {}
             }
         }
+        cause = Some(e.to_string());
         source = e.source();
     }
     anyhow::Error::new(CannotConnect {
         host: host.to_string(),
+        cause,
     })
 }
 
@@ -86,14 +97,19 @@ fn connect_error(host: &str, err: &(dyn std::error::Error + 'static)) -> anyhow:
 #[derive(Debug)]
 pub struct CannotConnect {
     pub host: String,
+    /// The innermost error, when it is not simply "no such socket" or "refused".
+    pub cause: Option<String>,
 }
 
 impl fmt::Display for CannotConnect {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Cannot connect to the Shoal daemon at {}", self.host)?;
+        if let Some(cause) = &self.cause {
+            write!(f, " ({cause})")?;
+        }
         write!(
             f,
-            "Cannot connect to the Shoal daemon at {}. Is the shoal daemon running? (start it with `shoal daemon`)",
-            self.host
+            ". Is the shoal daemon running? (start it with `shoal daemon`)"
         )
     }
 }

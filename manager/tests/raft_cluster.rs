@@ -100,6 +100,13 @@ impl Node {
     /// Starts the node again from its data directory, on the same port.
     async fn restart(&mut self) {
         let listener = bind(&self.addr).await;
+        self.restart_on(listener).await;
+    }
+
+    /// Starts the node again from its data directory, listening on `listener`.
+    async fn restart_on(&mut self, listener: TcpListener) {
+        self.addr = listener.local_addr().expect("local addr").to_string();
+        self.cfg.addr = self.addr.clone();
         let (store, handle, server) = run(self.cfg.clone(), listener, &[]).await;
         self.store = store;
         self.handle = handle;
@@ -501,4 +508,103 @@ async fn raft_cluster_joining_node_waits_empty_and_reads_need_a_leader() {
         .expect_err("not a leader");
     assert!(matches!(err, StoreError::NotLeader { .. }), "{err}");
     joiner.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_cluster_member_moves_to_a_new_address() {
+    let dirs = tempdirs();
+    let mut nodes = form_cluster(&dirs, DEFAULT).await;
+    let old_addr = nodes[2].addr.clone();
+    nodes[2].kill().await;
+    nodes[2].restart_on(bind("127.0.0.1:0").await).await;
+    let new_addr = nodes[2].addr.clone();
+    assert_ne!(new_addr, old_addr);
+
+    // The leader records the new address; every member learns it through the log.
+    nodes[0]
+        .handle
+        .update_address(3, &new_addr)
+        .await
+        .expect("update address");
+    let index = propose(&nodes[0], "after-move", 0).await;
+    let all: Vec<&Node> = nodes.iter().collect();
+    wait_applied(&all, index).await;
+    assert!(service_names(&nodes[2].store).contains(&"after-move".to_string()));
+    wait_until("every member knows the new address", || {
+        all.iter()
+            .all(|n| n.handle.status().members.get(&3) == Some(&new_addr))
+    })
+    .await;
+    // Unchanged addresses change nothing.
+    let applied = nodes[0].handle.status().applied;
+    let unchanged = nodes[0]
+        .handle
+        .update_address(3, &new_addr)
+        .await
+        .expect("same address");
+    assert!(unchanged <= applied + 1);
+
+    for n in &mut nodes {
+        n.kill().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_service_refuses_misaddressed_and_truncated_messages() {
+    use shoal_proto::raft_client::RaftClient;
+    use shoal_proto::{RaftBatch, RaftSnapshotChunk};
+    use tonic::Code;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut node = Node::start(1, dir.path(), false, &[], DEFAULT).await;
+    node.handle.wait_leader(WAIT).await.expect("leads");
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", node.addr))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut client = RaftClient::new(channel);
+
+    // A batch for another raft ID: the address now belongs to someone else.
+    let err = client
+        .process_messages(RaftBatch {
+            from: 2,
+            to: 7,
+            messages: vec![],
+        })
+        .await
+        .expect_err("misaddressed");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    assert!(err.message().contains("raft node 1"), "{err}");
+
+    // Bytes that are not a raft message.
+    let err = client
+        .process_messages(RaftBatch {
+            from: 2,
+            to: 1,
+            messages: vec![vec![0xff, 0xff, 0xff]],
+        })
+        .await
+        .expect_err("garbage");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+
+    // A snapshot stream that ends before the announced size.
+    let chunk = RaftSnapshotChunk {
+        from: 2,
+        to: 1,
+        total_bytes: 10,
+        data: vec![1, 2, 3],
+    };
+    let err = client
+        .stream_snapshot(tokio_stream::iter(vec![chunk]))
+        .await
+        .expect_err("truncated");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("not the 10 announced"), "{err}");
+
+    // Still healthy: a single manager reads and writes at once.
+    let index = propose(&node, "web", 0).await;
+    let read = node.handle.read_index().await.expect("read index");
+    assert!(read >= index);
+    node.kill().await;
 }

@@ -294,6 +294,8 @@ impl ShoalHost {
         cmd.arg("-H").arg(self.api_url()).arg("daemon");
         cmd.args(args);
         cmd.env_remove("SHOAL_HOST");
+        // The log is a file: colour codes would only make it harder to read.
+        cmd.env("NO_COLOR", "1");
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
@@ -456,18 +458,17 @@ impl ShoalHost {
     }
 
     /// Runs the CLI, asserts success and returns stdout. On failure the panic shows the
-    /// command's output and the tail of the daemon log.
+    /// command's output (and, as for every panic, Drop prints the daemon log's tail).
     pub fn shoal_ok(&self, args: &[&str]) -> String {
         let out = self.shoal(args);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         if !out.status.success() {
             panic!(
-                "`shoal {}` failed ({}).\nstdout:\n{}\nstderr:\n{}\ndaemon log (tail):\n{}",
+                "`shoal {}` failed ({}).\nstdout:\n{}\nstderr:\n{}",
                 args.join(" "),
                 out.status,
                 stdout,
                 String::from_utf8_lossy(&out.stderr),
-                tail(&self.daemon_log(), 60)
             );
         }
         stdout
@@ -487,18 +488,17 @@ impl ShoalHost {
         format!("{stderr}{stdout}")
     }
 
-    /// Polls `cond` until it holds; on timeout panics naming `what`, with the daemon log tail
-    /// and `shoal service ps` of every service, which is what one needs to see why.
+    /// Polls `cond` until it holds; on timeout panics naming `what`, with `shoal service ls`
+    /// and containerd's tasks, which is what one needs to see why (Drop adds the daemon log).
     pub fn wait_for(&self, timeout: Duration, what: &str, cond: impl FnMut() -> bool) {
         if !wait_until(timeout, cond) {
-            let ps = self.shoal(&["service", "ls"]);
+            let ls = self.shoal(&["service", "ls"]);
             panic!(
                 "timed out after {timeout:?} waiting for {what}.\nservice ls:\n{}{}\n\
-                 containerd tasks: {:?}\ndaemon log (tail):\n{}",
-                String::from_utf8_lossy(&ps.stdout),
-                String::from_utf8_lossy(&ps.stderr),
+                 containerd tasks: {:?}",
+                String::from_utf8_lossy(&ls.stdout),
+                String::from_utf8_lossy(&ls.stderr),
                 self.ctr_tasks(),
-                tail(&self.daemon_log(), 80)
             );
         }
     }
@@ -654,7 +654,7 @@ impl Drop for ShoalHost {
         if thread::panicking() {
             eprintln!(
                 "daemon log of the failed test's host (tail):\n{}",
-                tail(&self.daemon_log(), 40)
+                tail(&self.daemon_log(), 60)
             );
             // Leave the temp dir behind when asked to, so a failed test's logs can be read.
             if std::env::var_os("SHOAL_KEEP_TEST_DIRS").is_some() {

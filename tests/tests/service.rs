@@ -216,27 +216,48 @@ fn service_runs_replaces_failed_tasks_logs_and_is_removed_cleanly() {
     ]);
     let talker = wait_running(&host, "talker", 2);
     task_ids.extend(talker.iter().map(task_id));
+    // As with docker, the tasks' stdout lines come out on stdout and their stderr on stderr.
+    let logs = || {
+        let out = host.shoal(&words("service logs talker"));
+        assert!(
+            out.status.success(),
+            "`service logs talker` failed: {out:?}"
+        );
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
     let count = |text: &str, marker: &str| text.lines().filter(|l| l.contains(marker)).count();
     host.wait_for(
         CONVERGE,
         "both talker tasks' lines in `service logs`",
         || {
-            let logs = host.shoal_ok(&words("service logs talker"));
-            count(&logs, "out-line-") >= 2 && count(&logs, "err-line") >= 2
+            let (out, err) = logs();
+            count(&out, "out-line-") >= 2 && count(&err, "err-line") >= 2
         },
     );
-    let logs = host.shoal_ok(&words("service logs talker"));
+    let (out, err) = logs();
     assert_eq!(
-        count(&logs, "out-line-"),
+        count(&out, "out-line-"),
         2,
-        "one stdout line per task:\n{logs}"
+        "one stdout line per task:\n{out}"
     );
     assert_eq!(
-        count(&logs, "err-line"),
+        count(&err, "err-line"),
         2,
-        "one stderr line per task:\n{logs}"
+        "one stderr line per task:\n{err}"
     );
-    for line in logs.lines().filter(|l| l.contains("-line")) {
+    assert_eq!(
+        count(&out, "err-line"),
+        0,
+        "stderr stays off stdout:\n{out}"
+    );
+    for line in out
+        .lines()
+        .chain(err.lines())
+        .filter(|l| l.contains("-line"))
+    {
         assert!(
             line.contains("talker.1") || line.contains("talker.2"),
             "each line names the task it came from: {line:?}"

@@ -19,7 +19,7 @@ impl RaftHandle {
     /// the leader. The node must run (started with [`super::RaftConfig::join`]) and be
     /// reachable: it is added as a learner, gets the leader's snapshot and log, and is promoted
     /// once it has caught up. Resolves with the log index of the promotion once it is applied
-    /// here. A node that already votes is left as it is.
+    /// here. A node that already votes keeps voting (with `addr` as its new address).
     pub async fn add_voter(&self, id: u64, addr: &str) -> Result<u64, MembershipError> {
         if id == 0 {
             return Err(MembershipError::InvalidId);
@@ -29,10 +29,11 @@ impl RaftHandle {
         }
         let status = self.leader_status()?;
         if status.voters.contains(&id) {
-            return Ok(status.applied);
+            return self.update_address(id, addr).await;
         }
         // A learner left behind by an earlier attempt carries on from where it is.
         let added_at = if status.learners.contains(&id) {
+            self.update_address(id, addr).await?;
             status.applied
         } else {
             self.change(MemberChange::AddLearner {
@@ -48,6 +49,31 @@ impl RaftHandle {
         self.wait_caught_up(id, addr, added_at).await?;
         let index = self.change(MemberChange::Promote { id }).await?;
         info!(raft_id = id, addr, index, "raft voter added");
+        Ok(index)
+    }
+
+    /// Records that member `id` (this leader included) now listens at `addr`, and replicates
+    /// that to every member. Call it on the leader, e.g. after a manager came back with a new
+    /// address. Resolves with the log index of the change (or the applied index when the
+    /// address was already known) once it is applied here.
+    pub async fn update_address(&self, id: u64, addr: &str) -> Result<u64, MembershipError> {
+        if id == 0 {
+            return Err(MembershipError::InvalidId);
+        }
+        if addr.is_empty() {
+            return Err(MembershipError::MissingAddress { id });
+        }
+        let status = self.leader_status()?;
+        if status.members.get(&id).map(String::as_str) == Some(addr) {
+            return Ok(status.applied);
+        }
+        let index = self
+            .change(MemberChange::SetAddress {
+                id,
+                addr: addr.to_string(),
+            })
+            .await?;
+        info!(raft_id = id, addr, index, "raft member address updated");
         Ok(index)
     }
 

@@ -15,8 +15,8 @@
 //! first configuration of a cluster is not in its log (it was written straight into the first
 //! manager's storage) — a node replaying the log from entry 1 would not know the first voter.
 //! So before the first member is added the leader compacts its log, and a snapshot it sends
-//! always names the receiver (see [`RaftStorage`]'s `snapshot`); a joining node also refuses
-//! log entries before it has a snapshot.
+//! always names the receiver (see [`RaftStorage`]'s `snapshot`); as a second line of defence, a
+//! node with no configuration yet refuses appends that would replay the log from entry 1.
 
 use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
@@ -61,9 +61,9 @@ pub struct RaftStatus {
     pub is_leader: bool,
     pub last_index: u64,
     pub snapshot_index: u64,
-    /// Voting members (the incoming ones while a joint change is under way).
+    /// Voting members, sorted (the incoming ones while a joint change is under way).
     pub voters: Vec<u64>,
-    /// Non-voting members catching up before they become voters.
+    /// Non-voting members catching up before they become voters, sorted.
     pub learners: Vec<u64>,
     /// The Raft address of every member known here.
     pub members: Members,
@@ -118,9 +118,22 @@ pub(crate) enum Control {
 /// One step of a membership change, proposed as a ConfChangeV2.
 #[derive(Debug, Clone)]
 pub(crate) enum MemberChange {
-    AddLearner { id: u64, addr: String },
-    Promote { id: u64 },
-    Remove { id: u64 },
+    AddLearner {
+        id: u64,
+        addr: String,
+    },
+    Promote {
+        id: u64,
+    },
+    Remove {
+        id: u64,
+    },
+    /// A member's Raft address changed: re-state its role (a no-op for raft-rs) with the new
+    /// member list in the context.
+    SetAddress {
+        id: u64,
+        addr: String,
+    },
 }
 
 /// How the loop ended: `Ok` for a requested or orderly stop, `Err(reason)` when it died.
@@ -285,17 +298,11 @@ fn start_blocking(
                 voters: vec![cfg.raft_id],
                 ..Default::default()
             })?;
+            if !cfg.addr.is_empty() {
+                storage.set_members(Members::from([(cfg.raft_id, cfg.addr.clone())]))?;
+            }
             info!(raft_id = cfg.raft_id, path = %storage.path().display(), "new single-manager raft cluster");
         }
-    }
-    // Our own address goes into the member list, which the next configuration change this node
-    // proposes as leader replicates to the others.
-    let names_self = members::conf_ids(storage.conf_state()).any(|id| id == cfg.raft_id);
-    if names_self && !cfg.addr.is_empty() && storage.members().get(&cfg.raft_id) != Some(&cfg.addr)
-    {
-        let mut list = storage.members().clone();
-        list.insert(cfg.raft_id, cfg.addr.clone());
-        storage.set_members(list)?;
     }
 
     let snapshot = storage.snapshot_ref();
@@ -373,6 +380,8 @@ fn start_blocking(
         election_timeout,
         read_retry: (cfg.tick * cfg.heartbeat_ticks as u32 * 2).max(cfg.tick),
         warned_unsnapshotted_append: false,
+        own_addr: cfg.addr.clone(),
+        announced_term: 0,
     };
     raft_loop.sync_peers();
     let tick = cfg.tick;
@@ -485,6 +494,10 @@ struct RaftLoop {
     election_timeout: Duration,
     read_retry: Duration,
     warned_unsnapshotted_append: bool,
+    /// This manager's Raft address as configured now; replicated when it leads.
+    own_addr: String,
+    /// The term in which this leader last proposed its own address.
+    announced_term: u64,
 }
 
 impl RaftLoop {
@@ -569,6 +582,7 @@ impl RaftLoop {
             }
             self.handle_readies()?;
             self.maybe_snapshot()?;
+            self.announce_own_address()?;
             // Ticks and messages can change the status without a Ready (e.g. the term seen).
             self.publish_status();
         }
@@ -610,11 +624,14 @@ impl RaftLoop {
     fn step(&mut self, m: Message) {
         let from = m.from;
         if m.get_msg_type() == MessageType::MsgAppend
+            && m.index == 0
             && !m.entries.is_empty()
             && !self.node.store().is_initialized()
         {
             // A joining node must start from a snapshot: replaying the log from its first entry
-            // would miss the cluster's first configuration (see the module doc).
+            // would miss the cluster's first configuration (see the module doc). Appends that
+            // start later are let through: raft-rs refuses them, and the refusal makes the
+            // leader send the snapshot.
             if !self.warned_unsnapshotted_append {
                 self.warned_unsnapshotted_append = true;
                 warn!(
@@ -712,6 +729,32 @@ impl RaftLoop {
         }
     }
 
+    /// As leader, makes sure the replicated member list has this manager's current address
+    /// (it may have restarted with a new one): other managers need it once another leads.
+    fn announce_own_address(&mut self) -> Result<(), RaftError> {
+        let me = self.node.raft.id;
+        let term = self.node.raft.term;
+        if self.own_addr.is_empty()
+            || self.announced_term == term
+            || self.node.raft.state != StateRole::Leader
+            || self.node.raft.has_pending_conf()
+            || !self.node.store().conf_state().voters.contains(&me)
+            || self.node.store().members().get(&me) == Some(&self.own_addr)
+        {
+            return Ok(());
+        }
+        // Once per term: should the change be refused, trying again at once would only repeat.
+        self.announced_term = term;
+        info!(addr = %self.own_addr, "replicating this manager's new raft address");
+        // Nobody waits for this change: its outcome shows in the member list.
+        let (reply, _) = oneshot::channel();
+        let change = MemberChange::SetAddress {
+            id: me,
+            addr: self.own_addr.clone(),
+        };
+        self.change_membership(change, reply)
+    }
+
     /// Proposes one step of a membership change (leader only); answered once it is applied.
     fn change_membership(
         &mut self,
@@ -764,6 +807,22 @@ impl RaftLoop {
                     return Ok(());
                 }
                 conf_change_single(*id, ConfChangeType::AddNode)
+            }
+            MemberChange::SetAddress { id, addr } => {
+                if list.get(id) == Some(addr) {
+                    let _ = reply.send(Ok(self.applied));
+                    return Ok(());
+                }
+                let change_type = if is_voter(*id) {
+                    ConfChangeType::AddNode
+                } else if is_learner(*id) {
+                    ConfChangeType::AddLearnerNode
+                } else {
+                    let _ = reply.send(Err(MembershipError::NotAMember { id: *id }));
+                    return Ok(());
+                };
+                list.insert(*id, addr.clone());
+                conf_change_single(*id, change_type)
             }
             MemberChange::Remove { id } => {
                 if *id == self.node.raft.id {
@@ -1189,8 +1248,8 @@ impl RaftLoop {
             is_leader,
             last_index: raft.raft_log.last_index(),
             snapshot_index: storage.snapshot_index(),
-            voters: cs.voters.clone(),
-            learners: cs.learners.clone(),
+            voters: sorted(&cs.voters),
+            learners: sorted(&cs.learners),
             members: storage.members().clone(),
             peers,
         };
@@ -1226,9 +1285,16 @@ impl RaftLoop {
     }
 }
 
+fn sorted(ids: &[u64]) -> Vec<u64> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids
+}
+
 fn conf_change_single(id: u64, change_type: ConfChangeType) -> ConfChangeSingle {
-    let mut single = ConfChangeSingle::default();
-    single.node_id = id;
-    single.set_change_type(change_type);
-    single
+    ConfChangeSingle {
+        node_id: id,
+        change_type,
+        ..Default::default()
+    }
 }
