@@ -15,9 +15,9 @@ use shoal_proto::{
     CreateServiceRequest, Empty, GetNodeRequest, Image, ImageChunk, InfoResponse, JoinTokenRequest,
     JoinTokenResponse, ListImagesResponse, ListNodesResponse, ListServicesResponse,
     ListTasksRequest, ListTasksResponse, LoadImageResponse, LogMessage, ManagerStatus, Meta, Node,
-    NodeDescription, NodeRole, NodeState, Service, ServiceLogsRequest, ServiceRef, ServiceSummary,
-    SwarmInitRequest, SwarmInitResponse, SwarmLeaveRequest, Task, TaskState, TaskStatus,
-    UpdateServiceRequest,
+    NodeDescription, NodeRole, NodeState, RemoveNodeRequest, Service, ServiceLogsRequest,
+    ServiceRef, ServiceSummary, SwarmInitRequest, SwarmInitResponse, SwarmJoinRequest,
+    SwarmLeaveRequest, Task, TaskState, TaskStatus, UpdateNodeRequest, UpdateServiceRequest,
 };
 use tonic::{Request, Response, Status};
 
@@ -190,6 +190,7 @@ const SELF_ID: &str = "node1node1node1node1node1";
 
 #[derive(Default)]
 struct State {
+    node_updates: Vec<UpdateNodeRequest>,
     services: Vec<Service>,
     tasks: Vec<Task>,
     loaded_bytes: usize,
@@ -393,6 +394,27 @@ impl Control for Fake {
         Ok(Response::new(Empty {}))
     }
 
+    async fn update_node(&self, r: Request<UpdateNodeRequest>) -> Result<Response<Node>, Status> {
+        let req = r.into_inner();
+        if req.node != "node1" && !SELF_ID.starts_with(&req.node) {
+            return Err(Status::not_found(format!("no such node: {}", req.node)));
+        }
+        let mut st = self.0.lock().map_err(|_| Status::internal("poisoned"))?;
+        st.node_updates.push(req);
+        Ok(Response::new(self_node()))
+    }
+
+    async fn remove_node(&self, r: Request<RemoveNodeRequest>) -> Result<Response<Empty>, Status> {
+        let req = r.into_inner();
+        if req.force {
+            return Ok(Response::new(Empty {}));
+        }
+        Err(Status::failed_precondition(format!(
+            "node {} is not down and can't be removed; use --force",
+            req.node
+        )))
+    }
+
     async fn list_tasks(
         &self,
         r: Request<ListTasksRequest>,
@@ -511,6 +533,17 @@ impl Daemon for Fake {
         Ok(Response::new(Empty {}))
     }
 
+    async fn swarm_join(&self, r: Request<SwarmJoinRequest>) -> Result<Response<Empty>, Status> {
+        let req = r.into_inner();
+        if req.token != "SWMTKN-1-worker" || req.remote_addr != "10.0.0.1:2377" {
+            return Err(Status::invalid_argument(format!(
+                "unexpected join {} at {}",
+                req.token, req.remote_addr
+            )));
+        }
+        Ok(Response::new(Empty {}))
+    }
+
     async fn load_image(
         &self,
         r: Request<tonic::Streaming<ImageChunk>>,
@@ -619,6 +652,54 @@ fn swarm_commands() {
         stdout.contains(" Swarm: active\n  NodeID: node1"),
         "{stdout}"
     );
+}
+
+#[test]
+fn node_changes() {
+    let d = FakeDaemon::start();
+    let (code, stdout, _) = d.shoal(&[
+        "node",
+        "update",
+        "--availability",
+        "drain",
+        "--label-add",
+        "zone=a",
+        "node1",
+    ]);
+    assert_eq!((code, stdout.as_str()), (0, "node1\n"));
+    let (code, _, stderr) = d.shoal(&["node", "update", "node1"]);
+    assert_eq!(code, 1);
+    assert!(stderr.starts_with("nothing to update"), "{stderr}");
+    let (code, stdout, stderr) = d.shoal(&["node", "promote", "node1", "ghost"]);
+    assert_eq!(code, 1);
+    assert_eq!(stdout, "Node node1 promoted to a manager in the swarm.\n");
+    assert_eq!(stderr, "Error response from daemon: no such node: ghost\n");
+    let (_, stdout, _) = d.shoal(&["node", "demote", "node1"]);
+    assert_eq!(stdout, "Manager node1 demoted in the swarm.\n");
+    let updates = d.fake.0.lock().expect("lock").node_updates.clone();
+    assert_eq!(updates[0].availability, "drain");
+    assert_eq!(
+        updates[0].label_add.get("zone").map(String::as_str),
+        Some("a")
+    );
+    assert_eq!(updates[1].role, "manager");
+    assert_eq!(updates[2].role, "worker");
+    let (code, _, stderr) = d.shoal(&["node", "rm", "node2"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("use --force"), "{stderr}");
+    let (code, stdout, _) = d.shoal(&["node", "rm", "-f", "node2"]);
+    assert_eq!((code, stdout.as_str()), (0, "node2\n"));
+
+    let (code, stdout, stderr) = d.shoal(&[
+        "swarm",
+        "join",
+        "--token",
+        "SWMTKN-1-worker",
+        "10.0.0.1:2377",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    // The fake's Info says it is a manager.
+    assert_eq!(stdout, "This node joined a swarm as a manager.\n");
 }
 
 #[test]

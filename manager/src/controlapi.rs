@@ -11,9 +11,9 @@ use futures::{Stream, StreamExt};
 use shoal_proto::{
     control_server, reference, store_action::Action, CreateServiceRequest, Empty, GetNodeRequest,
     JoinTokenRequest, JoinTokenResponse, ListNodesResponse, ListServicesResponse, ListTasksRequest,
-    ListTasksResponse, LogMessage, Node, Service, ServiceLogsRequest, ServiceRef, ServiceSpec,
-    ServiceSummary, StoreAction, TaskDesiredState, TaskLogsRequest, TaskState,
-    UpdateServiceRequest,
+    ListTasksResponse, LogMessage, Node, NodeAvailability, NodeRole, NodeState, RemoveNodeRequest,
+    Service, ServiceLogsRequest, ServiceRef, ServiceSpec, ServiceSummary, StoreAction,
+    TaskDesiredState, TaskLogsRequest, TaskState, UpdateNodeRequest, UpdateServiceRequest,
 };
 use tonic::{Request, Response, Status};
 
@@ -395,6 +395,100 @@ impl control_server::Control for ControlApi {
             Ok::<_, Status>(ListTasksResponse { tasks, node_names })
         })?;
         Ok(Response::new(resp))
+    }
+
+    async fn update_node(
+        &self,
+        request: Request<UpdateNodeRequest>,
+    ) -> Result<Response<Node>, Status> {
+        let m = self.active()?;
+        let req = request.into_inner();
+        let (node, managers) = m.store.view(|st| {
+            let node = find_node(st, &req.node, &m.node_id)?;
+            let managers = st
+                .nodes
+                .values()
+                .filter(|n| n.role == NodeRole::Manager as i32)
+                .count();
+            Ok::<_, Status>((node, managers))
+        })?;
+        let mut updated = node.clone();
+        match req.availability.as_str() {
+            "" => {}
+            "active" => updated.availability = NodeAvailability::Active as i32,
+            "pause" => updated.availability = NodeAvailability::Pause as i32,
+            "drain" => updated.availability = NodeAvailability::Drain as i32,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "invalid availability {other:?}: use active, pause or drain"
+                )))
+            }
+        }
+        match req.role.as_str() {
+            "" => {}
+            "manager" => updated.role = NodeRole::Manager as i32,
+            "worker" => {
+                if node.role == NodeRole::Manager as i32 && managers <= 1 {
+                    return Err(Status::failed_precondition(format!(
+                        "attempting to demote the last manager of the swarm (node {}); promote \
+                         another node first",
+                        node.id
+                    )));
+                }
+                updated.role = NodeRole::Worker as i32;
+            }
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "invalid role {other:?}: use worker or manager"
+                )))
+            }
+        }
+        for key in &req.label_rm {
+            if updated.labels.remove(key).is_none() {
+                return Err(Status::invalid_argument(format!(
+                    "key {key} doesn't exist in node's labels"
+                )));
+            }
+        }
+        updated.labels.extend(req.label_add);
+        let id = updated.id.clone();
+        m.store
+            .propose(vec![act(Action::PutNode(updated))])
+            .await
+            .map_err(store_status)?;
+        let stored = m
+            .store
+            .view(|st| st.nodes.get(&id).cloned())
+            .ok_or_else(|| Status::not_found(format!("node {id} was removed meanwhile")))?;
+        Ok(Response::new(stored))
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<RemoveNodeRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let m = self.active()?;
+        let req = request.into_inner();
+        let node = m.store.view(|st| find_node(st, &req.node, &m.node_id))?;
+        if node.role == NodeRole::Manager as i32 {
+            return Err(Status::failed_precondition(format!(
+                "rejected removal of node {}: it is a swarm manager and a member of the Raft \
+                 cluster; demote it first (`shoal node demote {}`)",
+                node.id, node.id
+            )));
+        }
+        if node.state == NodeState::Ready as i32 && !req.force {
+            return Err(Status::failed_precondition(format!(
+                "node {} is not down and can't be removed; drain it, stop its daemon, or use \
+                 --force",
+                node.id
+            )));
+        }
+        m.store
+            .propose(vec![act(Action::DeleteNode(node.id))])
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(Empty {}))
     }
 
     type ServiceLogsStream = LogStream;

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use futures::Stream;
 use shoal_proto::{
-    dispatcher_server, store_action::Action, Empty, HeartbeatRequest, HeartbeatResponse, NodeState,
-    NodeStatusUpdate, SessionMessage, SessionRequest, StoreAction, Task, UpdateTaskStatusRequest,
+    dispatcher_server, store_action::Action, Empty, HeartbeatRequest, HeartbeatResponse, NodeRole,
+    NodeState, NodeStatusUpdate, SessionMessage, SessionRequest, StoreAction, Task,
+    UpdateTaskStatusRequest,
 };
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
@@ -71,6 +72,16 @@ impl Dispatcher {
                 "session {session_id} of node {node_id} is not known to this manager; open a new session"
             ))),
         }
+    }
+
+    fn manager_addrs(&self) -> Vec<String> {
+        self.store.view(|st| {
+            st.nodes
+                .values()
+                .filter(|n| n.role == NodeRole::Manager as i32 && !n.addr.is_empty())
+                .map(|n| n.addr.clone())
+                .collect()
+        })
     }
 
     fn assigned(&self, node_id: &str) -> Vec<Task> {
@@ -197,6 +208,8 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                         session_id: session_id.clone(),
                         heartbeat_period_ms: this.period.as_millis() as u64,
                         tasks,
+                        managers: this.manager_addrs(),
+                        renew_certificate: false,
                     };
                     if tx.send(Ok(msg)).await.is_err() {
                         return;

@@ -1,11 +1,15 @@
-//! `shoal node ls | inspect`.
+//! `shoal node ls | inspect | update | promote | demote | rm`.
 
-use anyhow::Result;
-use clap::{Args, Subcommand};
+use anyhow::{bail, Result};
+use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Map, Value};
-use shoal_proto::{Empty, GetNodeRequest, Node, NodeAvailability, NodeRole, NodeState};
+use shoal_proto::{
+    Empty, GetNodeRequest, Node, NodeAvailability, NodeRole, NodeState, RemoveNodeRequest,
+    UpdateNodeRequest,
+};
 
 use super::report_each;
+use super::service::parse_label;
 use crate::client::{Client, RpcResult};
 use crate::output::{self, Format, Listing, Pretty, Row};
 
@@ -16,6 +20,72 @@ pub enum NodeCommand {
     Ls(LsArgs),
     /// Display detailed information on one or more nodes
     Inspect(InspectArgs),
+    /// Update a node
+    Update(UpdateArgs),
+    /// Promote one or more nodes to manager in the swarm
+    Promote(NodesArgs),
+    /// Demote one or more nodes from manager in the swarm
+    Demote(NodesArgs),
+    /// Remove one or more nodes from the swarm
+    #[command(visible_alias = "remove")]
+    Rm(RmArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Availability {
+    Active,
+    Pause,
+    Drain,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    Worker,
+    Manager,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Worker => "worker",
+            Role::Manager => "manager",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// Availability of the node
+    #[arg(long, value_enum)]
+    pub availability: Option<Availability>,
+    /// Role of the node
+    #[arg(long, value_enum)]
+    pub role: Option<Role>,
+    /// Add or update a node label (KEY=VALUE)
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub label_add: Vec<(String, String)>,
+    /// Remove a node label if exists
+    #[arg(long, value_name = "KEY")]
+    pub label_rm: Vec<String>,
+    /// Node: ID, ID prefix, hostname, or "self"
+    pub node: String,
+}
+
+#[derive(Debug, Args)]
+pub struct NodesArgs {
+    /// Nodes: ID, ID prefix or hostname
+    #[arg(required = true, value_name = "NODE")]
+    pub nodes: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Force remove a node from the swarm
+    #[arg(short, long)]
+    pub force: bool,
+    /// Nodes: ID, ID prefix or hostname
+    #[arg(required = true, value_name = "NODE")]
+    pub nodes: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -39,11 +109,93 @@ pub struct InspectArgs {
 }
 
 pub async fn run(host: &str, command: NodeCommand) -> Result<()> {
+    if let NodeCommand::Update(args) = &command {
+        // Said before dialling: an update that changes nothing is a mistake, not a no-op.
+        if args.availability.is_none()
+            && args.role.is_none()
+            && args.label_add.is_empty()
+            && args.label_rm.is_empty()
+        {
+            bail!("nothing to update: pass --availability, --role, --label-add or --label-rm");
+        }
+    }
     let client = Client::connect(host).await?;
     match command {
         NodeCommand::Ls(args) => ls(&client, args).await,
         NodeCommand::Inspect(args) => inspect(&client, args).await,
+        NodeCommand::Update(args) => {
+            let node = args.node.clone();
+            update(&client, update_request(args)).await?;
+            println!("{node}");
+            Ok(())
+        }
+        NodeCommand::Promote(args) => set_roles(&client, args, Role::Manager).await,
+        NodeCommand::Demote(args) => set_roles(&client, args, Role::Worker).await,
+        NodeCommand::Rm(args) => rm(&client, args).await,
     }
+}
+
+fn update_request(args: UpdateArgs) -> UpdateNodeRequest {
+    let availability = match args.availability {
+        Some(Availability::Active) => "active",
+        Some(Availability::Pause) => "pause",
+        Some(Availability::Drain) => "drain",
+        None => "",
+    };
+    UpdateNodeRequest {
+        node: args.node,
+        availability: availability.to_string(),
+        role: args.role.map_or("", Role::as_str).to_string(),
+        label_add: args.label_add.into_iter().collect(),
+        label_rm: args.label_rm,
+    }
+}
+
+async fn update(client: &Client, request: UpdateNodeRequest) -> Result<Node> {
+    client
+        .control()
+        .update_node(request)
+        .await
+        .or_daemon_error()
+}
+
+/// `promote` / `demote`, with docker's messages; each node on its own.
+async fn set_roles(client: &Client, args: NodesArgs, role: Role) -> Result<()> {
+    let mut errors = Vec::new();
+    for name in &args.nodes {
+        let request = UpdateNodeRequest {
+            node: name.clone(),
+            role: role.as_str().to_string(),
+            ..Default::default()
+        };
+        match update(client, request).await {
+            Ok(_) if role == Role::Manager => {
+                println!("Node {name} promoted to a manager in the swarm.")
+            }
+            Ok(_) => println!("Manager {name} demoted in the swarm."),
+            Err(e) => errors.push(e),
+        }
+    }
+    report_each(&errors)
+}
+
+async fn rm(client: &Client, args: RmArgs) -> Result<()> {
+    let mut errors = Vec::new();
+    for name in &args.nodes {
+        match client
+            .control()
+            .remove_node(RemoveNodeRequest {
+                node: name.clone(),
+                force: args.force,
+            })
+            .await
+            .or_daemon_error()
+        {
+            Ok(_) => println!("{name}"),
+            Err(e) => errors.push(e),
+        }
+    }
+    report_each(&errors)
 }
 
 async fn ls(client: &Client, args: LsArgs) -> Result<()> {
@@ -263,6 +415,40 @@ mod tests {
         assert_eq!(first["Hostname"], "node1");
         assert_eq!(first["ManagerStatus"], "Leader");
         assert_eq!(first["Self"], true);
+    }
+
+    #[test]
+    fn update_flags_become_a_request() {
+        #[derive(Debug, clap::Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            command: NodeCommand,
+        }
+        use clap::Parser;
+        let cli = Cli::try_parse_from([
+            "shoal-node",
+            "update",
+            "--availability",
+            "drain",
+            "--label-add",
+            "zone=a",
+            "--label-rm",
+            "old",
+            "node2",
+        ])
+        .unwrap();
+        let NodeCommand::Update(args) = cli.command else {
+            panic!("not an update");
+        };
+        let req = update_request(args);
+        assert_eq!(req.node, "node2");
+        assert_eq!(req.availability, "drain");
+        assert_eq!(req.role, "");
+        assert_eq!(req.label_add.get("zone").map(String::as_str), Some("a"));
+        assert_eq!(req.label_rm, vec!["old"]);
+        assert!(
+            Cli::try_parse_from(["shoal-node", "update", "--availability", "gone", "n"]).is_err()
+        );
     }
 
     #[test]

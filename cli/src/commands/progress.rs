@@ -64,16 +64,23 @@ fn exit_code_of(t: &Task) -> i32 {
     t.status.as_ref().map_or(0, |s| s.exit_code)
 }
 
-/// "failed: No such image …", "complete (exit code 0)".
+/// How a finished task ended, as a phrase: "completed (exit code 0)", "failed: task:
+/// non-zero exit (3)", "was rejected: No such image …".
 fn describe_end(t: &Task) -> String {
-    let state = t.state().display_name().to_lowercase();
     let err = err_of(t);
     let code = exit_code_of(t);
-    match (err.is_empty(), code) {
-        (false, 0) => format!("{state}: {err}"),
-        (false, code) if err.contains(&code.to_string()) => format!("{state}: {err}"),
-        (false, code) => format!("{state}: {err} (exit code {code})"),
-        (true, code) => format!("{state} (exit code {code})"),
+    let verb = match t.state() {
+        TaskState::Complete => "completed",
+        TaskState::Rejected => "was rejected",
+        TaskState::Shutdown => "was shut down",
+        _ => "failed",
+    };
+    if err.is_empty() {
+        format!("{verb} (exit code {code})")
+    } else if code == 0 || err.contains(&code.to_string()) {
+        format!("{verb}: {err}")
+    } else {
+        format!("{verb}: {err} (exit code {code})")
     }
 }
 
@@ -197,7 +204,7 @@ fn slot_fatal(
     if let Some(last) = failures.first() {
         if failures.len() >= MAX_FAILURES_PER_SLOT {
             return Some(format!(
-                "task {task} failed {} times; last attempt {}",
+                "task {task} failed {} times; the last one {}",
                 failures.len(),
                 describe_end(last)
             ));
@@ -220,13 +227,13 @@ fn slot_fatal(
             _ => "on-failure",
         };
         return Some(format!(
-            "task {task} ended ({}) and the restart condition \"{word}\" does not restart it",
+            "task {task} {} and the restart condition \"{word}\" does not restart it",
             describe_end(current)
         ));
     }
     if max_attempts > 0 && failures.len() as u64 > max_attempts {
         return Some(format!(
-            "task {task} used all {max_attempts} restart attempts; last attempt {}",
+            "task {task} used all {max_attempts} restart attempts; the last one {}",
             describe_end(current)
         ));
     }

@@ -395,6 +395,9 @@ pub fn build_spec(args: &CreateArgs) -> Result<ServiceSpec> {
             window_ms: args.restart_window.map_or(0, ms),
         }),
         replicas: args.replicas,
+        // Placement flags arrive with the multi-node issue.
+        mode: 0,
+        placement: None,
     })
 }
 

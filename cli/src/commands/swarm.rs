@@ -1,8 +1,8 @@
-//! `shoal swarm init | join-token | leave`.
+//! `shoal swarm init | join | join-token | leave`.
 
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
-use shoal_proto::{JoinTokenRequest, SwarmInitRequest, SwarmLeaveRequest};
+use shoal_proto::{Empty, JoinTokenRequest, SwarmInitRequest, SwarmJoinRequest, SwarmLeaveRequest};
 
 use crate::client::{Client, RpcResult};
 
@@ -10,6 +10,8 @@ use crate::client::{Client, RpcResult};
 pub enum SwarmCommand {
     /// Initialize a swarm
     Init(InitArgs),
+    /// Join a swarm as a node and/or manager
+    Join(JoinArgs),
     /// Manage join tokens
     JoinToken(JoinTokenArgs),
     /// Leave the swarm
@@ -27,6 +29,22 @@ pub struct InitArgs {
     /// Force create a new cluster from current state
     #[arg(long)]
     pub force_new_cluster: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// Token for entry into the swarm
+    #[arg(long, required = true)]
+    pub token: String,
+    /// Advertised address (format: <ip|interface>[:port])
+    #[arg(long, value_name = "ADDR")]
+    pub advertise_addr: Option<String>,
+    /// Listen address (format: <ip|interface>[:port])
+    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:2377")]
+    pub listen_addr: String,
+    /// A manager of the swarm
+    #[arg(value_name = "HOST:PORT")]
+    pub remote_addr: String,
 }
 
 #[derive(Debug, Args)]
@@ -68,6 +86,7 @@ pub async fn run(host: &str, command: SwarmCommand) -> Result<()> {
     let client = Client::connect(host).await?;
     match command {
         SwarmCommand::Init(args) => init(&client, args).await,
+        SwarmCommand::Join(args) => join(&client, args).await,
         SwarmCommand::JoinToken(args) => join_token(&client, args).await,
         SwarmCommand::Leave(args) => {
             client
@@ -105,6 +124,26 @@ fn init_message(node_id: &str, join_command: &str) -> String {
          {join_command}\n\n\
          To add a manager to this swarm, run 'shoal swarm join-token manager' and follow the instructions.\n\n"
     )
+}
+
+async fn join(client: &Client, args: JoinArgs) -> Result<()> {
+    client
+        .daemon()
+        .swarm_join(SwarmJoinRequest {
+            token: args.token,
+            remote_addr: args.remote_addr,
+            advertise_addr: args.advertise_addr.unwrap_or_default(),
+            listen_addr: args.listen_addr,
+        })
+        .await
+        .or_daemon_error()?;
+    // The token does not say which role it grants: ask the node what it became.
+    match client.daemon().info(Empty {}).await.or_daemon_error() {
+        Ok(info) if info.is_manager => println!("This node joined a swarm as a manager."),
+        Ok(_) => println!("This node joined a swarm as a worker."),
+        Err(_) => println!("This node joined a swarm."),
+    }
+    Ok(())
 }
 
 async fn join_token(client: &Client, args: JoinTokenArgs) -> Result<()> {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use shoal_proto::{
     daemon_server, Empty, ImageChunk, InfoResponse, ListImagesResponse, LoadImageResponse,
-    NodeRole, SwarmInitRequest, SwarmInitResponse, SwarmLeaveRequest, TaskState,
+    NodeRole, SwarmInitRequest, SwarmInitResponse, SwarmJoinRequest, SwarmLeaveRequest, TaskState,
 };
 use tonic::{Request, Response, Status, Streaming};
 
@@ -99,6 +99,14 @@ impl daemon_server::Daemon for DaemonApi {
         request: Request<SwarmLeaveRequest>,
     ) -> Result<Response<Empty>, Status> {
         swarm::leave(&self.daemon, request.into_inner().force).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn swarm_join(
+        &self,
+        request: Request<SwarmJoinRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        swarm::join(&self.daemon, request.into_inner()).await?;
         Ok(Response::new(Empty {}))
     }
 

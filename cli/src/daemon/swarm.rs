@@ -264,3 +264,18 @@ impl SwarmState {
         self.running.as_ref().and_then(|r| r.manager.as_ref())
     }
 }
+
+/// `swarm join`: not yet able to reach another manager (the multi-node issue).
+pub async fn join(
+    daemon: &Arc<Daemon>,
+    req: shoal_proto::SwarmJoinRequest,
+) -> Result<(), tonic::Status> {
+    let state = daemon.swarm.lock().await;
+    if state.identity.swarm.is_some() {
+        return Err(tonic::Status::failed_precondition(ALREADY_IN_SWARM));
+    }
+    let _ = req;
+    Err(tonic::Status::unimplemented(
+        "joining another manager is not available in this build yet",
+    ))
+}

@@ -148,6 +148,20 @@ impl StoreState {
                 undo.push(Undo::Cluster(self.cluster.replace(c)));
             }
             Action::PutNode(n) => {
+                // Version 0 creates or replaces unconditionally (bootstrap); otherwise it is
+                // the version read before the change, as for services.
+                let (expected, found) = (
+                    version(&n.meta),
+                    self.nodes.get(&n.id).map_or(0, |o| version(&o.meta)),
+                );
+                if expected != 0 && expected != found {
+                    return Err(ApplyError::VersionConflict {
+                        kind: "node",
+                        id: n.id.clone(),
+                        expected,
+                        found,
+                    });
+                }
                 let mut n = n.clone();
                 stamp(&mut n.meta, index);
                 undo.push(Undo::Node(n.id.clone(), self.nodes.insert(n.id.clone(), n)));
