@@ -18,6 +18,8 @@ use shoal_proto::{
 use tonic::{Request, Response, Status};
 
 use crate::ids::{new_id, now_ms};
+use crate::leader::LeaderLink;
+use shoal_proto::control_client::ControlClient;
 use crate::store::{ApplyError, Store, StoreError, StoreState};
 use crate::tokens;
 
@@ -38,6 +40,36 @@ pub trait LogSource: Send + Sync {
 pub struct ActiveManager {
     pub store: Store,
     pub node_id: String,
+    pub leader: LeaderLink,
+}
+
+impl ActiveManager {
+    /// Manager status as Raft sees it now (stored addresses, live leadership and reachability).
+    fn with_live_manager_status(&self, mut node: Node) -> Node {
+        let status = self.leader.raft().status();
+        if let Some(ms) = node.manager_status.as_mut() {
+            ms.leader = ms.raft_id == status.leader_id;
+            let reachable = ms.raft_id == status.id
+                || status
+                    .peers
+                    .iter()
+                    .any(|p| p.id == ms.raft_id && p.reachable);
+            ms.reachability = if reachable { "reachable" } else { "unreachable" }.into();
+        }
+        node
+    }
+}
+
+/// Serves the call on the leader: a follower passes it on unchanged.
+macro_rules! forward {
+    ($m:expr, $request:ident, $method:ident) => {
+        if let Some(ch) = $m.leader.forward()? {
+            return ControlClient::new(ch)
+                .max_decoding_message_size(usize::MAX)
+                .$method($request.into_inner())
+                .await;
+        }
+    };
 }
 
 pub type ManagerSlot = Arc<RwLock<Option<ActiveManager>>>;
@@ -173,6 +205,7 @@ impl control_server::Control for ControlApi {
         request: Request<JoinTokenRequest>,
     ) -> Result<Response<JoinTokenResponse>, Status> {
         let m = self.active()?;
+        forward!(m, request, get_join_token);
         let req = request.into_inner();
         let role = match req.role.as_str() {
             "worker" | "manager" => req.role.clone(),
@@ -216,9 +249,14 @@ impl control_server::Control for ControlApi {
         }))
     }
 
-    async fn list_nodes(&self, _: Request<Empty>) -> Result<Response<ListNodesResponse>, Status> {
+    async fn list_nodes(&self, request: Request<Empty>) -> Result<Response<ListNodesResponse>, Status> {
         let m = self.active()?;
-        let nodes = m.store.view(|st| st.nodes.values().cloned().collect());
+        forward!(m, request, list_nodes);
+        let nodes: Vec<Node> = m.store.view(|st| st.nodes.values().cloned().collect());
+        let nodes = nodes
+            .into_iter()
+            .map(|n| m.with_live_manager_status(n))
+            .collect();
         Ok(Response::new(ListNodesResponse {
             nodes,
             self_id: m.node_id,
@@ -227,9 +265,10 @@ impl control_server::Control for ControlApi {
 
     async fn get_node(&self, request: Request<GetNodeRequest>) -> Result<Response<Node>, Status> {
         let m = self.active()?;
+        forward!(m, request, get_node);
         let key = request.into_inner().node;
         let node = m.store.view(|st| find_node(st, &key, &m.node_id))?;
-        Ok(Response::new(node))
+        Ok(Response::new(m.with_live_manager_status(node)))
     }
 
     async fn create_service(
@@ -237,6 +276,7 @@ impl control_server::Control for ControlApi {
         request: Request<CreateServiceRequest>,
     ) -> Result<Response<Service>, Status> {
         let m = self.active()?;
+        forward!(m, request, create_service);
         let spec = request
             .into_inner()
             .spec
@@ -267,9 +307,10 @@ impl control_server::Control for ControlApi {
 
     async fn list_services(
         &self,
-        _: Request<Empty>,
+        request: Request<Empty>,
     ) -> Result<Response<ListServicesResponse>, Status> {
         let m = self.active()?;
+        forward!(m, request, list_services);
         let services = m.store.view(|st| {
             st.services
                 .values()
@@ -293,6 +334,7 @@ impl control_server::Control for ControlApi {
 
     async fn get_service(&self, request: Request<ServiceRef>) -> Result<Response<Service>, Status> {
         let m = self.active()?;
+        forward!(m, request, get_service);
         let key = request.into_inner().service;
         Ok(Response::new(m.store.view(|st| find_service(st, &key))?))
     }
@@ -302,6 +344,7 @@ impl control_server::Control for ControlApi {
         request: Request<UpdateServiceRequest>,
     ) -> Result<Response<Service>, Status> {
         let m = self.active()?;
+        forward!(m, request, update_service);
         let req = request.into_inner();
         let spec = req
             .spec
@@ -337,6 +380,7 @@ impl control_server::Control for ControlApi {
         request: Request<ServiceRef>,
     ) -> Result<Response<Empty>, Status> {
         let m = self.active()?;
+        forward!(m, request, remove_service);
         let key = request.into_inner().service;
         // The service and the shutdown of its tasks land in one entry: no task outlives its
         // service with a desired state of RUNNING.
@@ -364,6 +408,7 @@ impl control_server::Control for ControlApi {
         request: Request<ListTasksRequest>,
     ) -> Result<Response<ListTasksResponse>, Status> {
         let m = self.active()?;
+        forward!(m, request, list_tasks);
         let req = request.into_inner();
         let resp = m.store.view(|st| {
             let service_id = if req.service.is_empty() {
@@ -402,6 +447,7 @@ impl control_server::Control for ControlApi {
         request: Request<UpdateNodeRequest>,
     ) -> Result<Response<Node>, Status> {
         let m = self.active()?;
+        forward!(m, request, update_node);
         let req = request.into_inner();
         let (node, managers) = m.store.view(|st| {
             let node = find_node(st, &req.node, &m.node_id)?;
@@ -468,6 +514,7 @@ impl control_server::Control for ControlApi {
         request: Request<RemoveNodeRequest>,
     ) -> Result<Response<Empty>, Status> {
         let m = self.active()?;
+        forward!(m, request, remove_node);
         let req = request.into_inner();
         let node = m.store.view(|st| find_node(st, &req.node, &m.node_id))?;
         if node.role == NodeRole::Manager as i32 {
@@ -498,6 +545,10 @@ impl control_server::Control for ControlApi {
         request: Request<ServiceLogsRequest>,
     ) -> Result<Response<Self::ServiceLogsStream>, Status> {
         let m = self.active()?;
+        if let Some(ch) = m.leader.forward()? {
+            let stream = ControlClient::new(ch).service_logs(request.into_inner()).await?.into_inner();
+            return Ok(Response::new(Box::pin(stream)));
+        }
         let req = request.into_inner();
         let by_node = m.store.view(|st| {
             let s = find_service(st, &req.service)?;

@@ -22,6 +22,11 @@ use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use crate::ids::new_id;
+use crate::raft::RaftStatus;
+use shoal_tls::Caller;
+
+/// The start of the error a follower answers with; workers look for it to move on.
+pub const NOT_LEADER: &str = "this manager is not the swarm leader";
 use crate::store::{Store, StoreError};
 
 /// Docker Swarm's default `--dispatcher-heartbeat`.
@@ -37,7 +42,21 @@ pub struct Dispatcher {
     store: Store,
     period: Duration,
     sessions: Arc<Mutex<HashMap<String, Session>>>,
-    shutdown: watch::Receiver<bool>,
+    /// Only the leader dispatches: a follower refuses, and a session ends when leadership
+    /// moves, so the worker looks for the new leader.
+    raft: watch::Receiver<RaftStatus>,
+}
+
+/// The caller must be the node it speaks for (or the local daemon on the unix socket).
+fn authorize<T>(request: &Request<T>, node_id: &str) -> Result<(), Status> {
+    match shoal_tls::require_role(request, shoal_tls::Role::Worker)? {
+        Caller::Local => Ok(()),
+        Caller::Node(peer) if peer.node_id == node_id => Ok(()),
+        Caller::Node(peer) => Err(Status::permission_denied(format!(
+            "node {} cannot speak for node {node_id}",
+            peer.node_id
+        ))),
+    }
 }
 
 fn store_status(e: StoreError) -> Status {
@@ -49,13 +68,24 @@ fn store_status(e: StoreError) -> Status {
 }
 
 impl Dispatcher {
-    pub fn new(store: Store, period: Duration, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn new(store: Store, period: Duration, raft: watch::Receiver<RaftStatus>) -> Self {
         Dispatcher {
             store,
             period,
             sessions: Arc::default(),
-            shutdown,
+            raft,
         }
+    }
+
+    fn check_leader(&self) -> Result<(), Status> {
+        let status = self.raft.borrow();
+        if status.is_leader {
+            return Ok(());
+        }
+        Err(Status::unavailable(format!(
+            "{NOT_LEADER}; the leader is {}",
+            status.leader_addr().unwrap_or("not known yet")
+        )))
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
@@ -95,10 +125,11 @@ impl Dispatcher {
     }
 
     /// Marks nodes DOWN whose heartbeats stopped. Runs on the leader beside the other roles.
-    pub async fn monitor(self) {
+    pub async fn monitor(self, mut shutdown: watch::Receiver<bool>) {
         let started = Instant::now();
         let grace = self.period * 3;
-        let mut shutdown = self.shutdown.clone();
+        // Sessions held with an earlier term's leadership are gone: every node reconnects.
+        self.sessions().clear();
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
@@ -155,6 +186,11 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         &self,
         request: Request<SessionRequest>,
     ) -> Result<Response<Self::SessionStream>, Status> {
+        self.check_leader()?;
+        authorize(&request, &request.get_ref().node_id)?;
+        // The role the node's certificate grants; when the store says otherwise (promote,
+        // demote) the node is told to renew its certificate.
+        let cert_role = shoal_tls::peer_identity(&request).map(|p| p.role);
         let req = request.into_inner();
         if req.node_id.is_empty() {
             return Err(Status::invalid_argument(
@@ -190,7 +226,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         let this = self.clone();
         let node_id = req.node_id;
         let mut events = self.store.subscribe();
-        let mut shutdown = self.shutdown.clone();
+        let mut raft = self.raft.clone();
         tokio::spawn(async move {
             let mut last: Option<Vec<(String, u64)>> = None;
             loop {
@@ -209,7 +245,14 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                         heartbeat_period_ms: this.period.as_millis() as u64,
                         tasks,
                         managers: this.manager_addrs(),
-                        renew_certificate: false,
+                        renew_certificate: cert_role.is_some_and(|r| {
+                            let manager = this.store.view(|st| {
+                                st.nodes
+                                    .get(&node_id)
+                                    .is_some_and(|n| n.role == NodeRole::Manager as i32)
+                            });
+                            manager != (r == shoal_tls::Role::Manager)
+                        }),
                     };
                     if tx.send(Ok(msg)).await.is_err() {
                         return;
@@ -218,8 +261,11 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                 }
                 tokio::select! {
                     _ = tx.closed() => return,
-                    _ = shutdown.changed() => {
-                        let _ = tx.send(Err(Status::unavailable("manager is shutting down"))).await;
+                    changed = raft.changed() => {
+                        if changed.is_ok() && raft.borrow().is_leader {
+                            continue;
+                        }
+                        let _ = tx.send(Err(Status::unavailable(NOT_LEADER))).await;
                         return;
                     }
                     ev = events.recv() => {
@@ -239,6 +285,8 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         &self,
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
+        self.check_leader()?;
+        authorize(&request, &request.get_ref().node_id)?;
         let req = request.into_inner();
         self.check_session(&req.node_id, &req.session_id)?;
         Ok(Response::new(HeartbeatResponse {
@@ -250,6 +298,8 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         &self,
         request: Request<UpdateTaskStatusRequest>,
     ) -> Result<Response<Empty>, Status> {
+        self.check_leader()?;
+        authorize(&request, &request.get_ref().node_id)?;
         let req = request.into_inner();
         self.check_session(&req.node_id, &req.session_id)?;
         // A worker reports only on its own tasks.

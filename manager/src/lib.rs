@@ -8,6 +8,8 @@
 pub mod controlapi;
 pub mod dispatcher;
 pub mod ids;
+pub mod leader;
+pub mod membership;
 pub mod orchestrator;
 pub mod raft;
 mod reconcile;

@@ -1,28 +1,33 @@
-//! Starting and stopping a manager: the Raft log plus the writer roles that run beside it.
+//! Starting and stopping a manager: the Raft log, plus the writer roles that run beside it
+//! while — and only while — this manager leads.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_proto::{
     store_action::Action, Cluster, ManagerStatus, Meta, Node, NodeAvailability, NodeDescription,
     NodeRole, NodeState, StoreAction,
 };
+use shoal_tls::RootCa;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::info;
+use tracing::{info, warn};
 
-use crate::dispatcher::{Dispatcher, DEFAULT_HEARTBEAT_PERIOD};
+use crate::dispatcher::Dispatcher;
 use crate::ids::now_ms;
 use crate::orchestrator::reaper::DEFAULT_TASK_HISTORY_LIMIT;
-use crate::raft::{self, RaftConfig, RaftHandle};
+use crate::raft::grpc::{ChannelFactory, GrpcTransport};
+use crate::raft::{self, RaftConfig, RaftHandle, RaftStatus};
 use crate::store::{Store, StoreError};
 use crate::{ids, orchestrator, scheduler, tokens};
-use shoal_tls::RootCa;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManagerError {
     #[error(transparent)]
     Raft(#[from] raft::RaftError),
+    #[error("cannot set up the Raft transport: {0}")]
+    Transport(#[from] raft::grpc::TransportError),
     #[error("this manager did not become the Raft leader within {0:?}")]
     NoLeader(Duration),
     #[error("could not write the initial cluster state: {0}")]
@@ -34,56 +39,114 @@ pub enum ManagerError {
 pub struct ManagerConfig {
     pub raft_dir: PathBuf,
     pub raft_id: u64,
+    /// host:port where this manager's gRPC services (Raft among them) listen for peers.
+    pub addr: String,
+    /// Join an existing cluster (a new data dir waits for the leader's snapshot).
+    pub join: bool,
     pub heartbeat_period: Duration,
-}
-
-impl ManagerConfig {
-    pub fn new(raft_dir: PathBuf) -> Self {
-        ManagerConfig {
-            raft_dir,
-            raft_id: 1,
-            heartbeat_period: DEFAULT_HEARTBEAT_PERIOD,
-        }
-    }
+    /// Channels to the other managers (mutual TLS in the daemon).
+    pub channels: Arc<dyn ChannelFactory>,
 }
 
 pub struct Manager {
     store: Store,
     raft: RaftHandle,
+    transport: GrpcTransport,
     dispatcher: Dispatcher,
     shutdown: watch::Sender<bool>,
-    roles: Vec<JoinHandle<()>>,
+    supervisor: JoinHandle<()>,
+}
+
+/// The writer roles; started when this manager becomes leader, stopped when it stops being
+/// one, so that exactly one manager writes (reconciling from the whole state each time).
+async fn supervise(
+    store: Store,
+    dispatcher: Dispatcher,
+    mut status: watch::Receiver<RaftStatus>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut running: Option<(watch::Sender<bool>, Vec<JoinHandle<()>>)> = None;
+    loop {
+        let leading = status.borrow_and_update().is_leader;
+        match (leading, running.is_some()) {
+            (true, false) => {
+                info!("leading: starting orchestrator, scheduler and dispatcher");
+                let (tx, rx) = watch::channel(false);
+                let roles = vec![
+                    tokio::spawn(orchestrator::run(store.clone(), rx.clone())),
+                    tokio::spawn(scheduler::run(store.clone(), rx.clone())),
+                    tokio::spawn(dispatcher.clone().monitor(rx)),
+                ];
+                running = Some((tx, roles));
+            }
+            (false, true) => {
+                info!("no longer leading: stopping the writer roles");
+                if let Some((tx, roles)) = running.take() {
+                    stop_roles(tx, roles).await;
+                }
+            }
+            _ => {}
+        }
+        tokio::select! {
+            changed = status.changed() => if changed.is_err() { break },
+            _ = shutdown.changed() => break,
+        }
+    }
+    if let Some((tx, roles)) = running.take() {
+        stop_roles(tx, roles).await;
+    }
+}
+
+async fn stop_roles(tx: watch::Sender<bool>, roles: Vec<JoinHandle<()>>) {
+    let _ = tx.send(true);
+    for r in roles {
+        let _ = r.await;
+    }
 }
 
 impl Manager {
-    /// Opens (or creates) the Raft log, waits to lead it, and starts the writer roles.
+    /// Opens (or creates, or joins) the Raft log and supervises the writer roles.
     pub async fn start(cfg: ManagerConfig) -> Result<Manager, ManagerError> {
         let mut rc = RaftConfig::new(cfg.raft_dir.clone(), cfg.raft_id);
-        rc.raft_id = cfg.raft_id;
-        let (store, raft) = raft::start(rc).await?;
-        let wait = Duration::from_secs(10);
-        raft.wait_leader(wait)
-            .await
-            .map_err(|_| ManagerError::NoLeader(wait))?;
+        rc.addr = cfg.addr.clone();
+        rc.join = cfg.join;
+        let transport = GrpcTransport::new(cfg.raft_id, cfg.channels.clone())?;
+        let (store, raft) =
+            raft::start_with_transport(rc, Box::new(transport.clone())).await?;
+        let status = raft.status();
+        if status.voters == [cfg.raft_id] {
+            // A sole voter elects itself at once; waiting here means the first request after
+            // `swarm init` or a restart does not race the election.
+            let wait = Duration::from_secs(10);
+            raft.wait_leader(wait)
+                .await
+                .map_err(|_| ManagerError::NoLeader(wait))?;
+        }
         let (shutdown, rx) = watch::channel(false);
-        let dispatcher = Dispatcher::new(store.clone(), cfg.heartbeat_period, rx.clone());
-        let roles = vec![
-            tokio::spawn(orchestrator::run(store.clone(), rx.clone())),
-            tokio::spawn(scheduler::run(store.clone(), rx.clone())),
-            tokio::spawn(dispatcher.clone().monitor()),
-        ];
-        info!(dir = %cfg.raft_dir.display(), "manager started");
+        let dispatcher = Dispatcher::new(
+            store.clone(),
+            cfg.heartbeat_period,
+            raft.subscribe_status(),
+        );
+        let supervisor = tokio::spawn(supervise(
+            store.clone(),
+            dispatcher.clone(),
+            raft.subscribe_status(),
+            rx,
+        ));
+        info!(dir = %cfg.raft_dir.display(), raft_id = cfg.raft_id, "manager started");
         Ok(Manager {
             store,
             raft,
+            transport,
             dispatcher,
             shutdown,
-            roles,
+            supervisor,
         })
     }
 
-    /// Writes the cluster object and this node as its first manager, once: a manager that
-    /// restarts from its log already has them.
+    /// Writes the cluster object (with a new root CA) and this node as its first manager,
+    /// once: a manager that restarts from its log already has them.
     pub async fn bootstrap(
         &self,
         node_id: &str,
@@ -121,7 +184,7 @@ impl Manager {
             status_message: String::new(),
             addr: addr.to_string(),
             manager_status: Some(ManagerStatus {
-                raft_id: 1,
+                raft_id: self.raft.id(),
                 addr: addr.to_string(),
                 leader: true,
                 reachability: "reachable".into(),
@@ -152,14 +215,18 @@ impl Manager {
         &self.raft
     }
 
+    /// The transport, for telling a joining manager where the leader is before the leader's
+    /// snapshot tells it everything else.
+    pub fn transport(&self) -> &GrpcTransport {
+        &self.transport
+    }
+
     /// Stops the roles, then the Raft loop; the log stays on disk.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        for r in self.roles {
-            let _ = r.await;
-        }
+        let _ = self.supervisor.await;
         if let Err(e) = self.raft.shutdown().await {
-            tracing::warn!(error = %e, "raft loop did not stop cleanly");
+            warn!(error = %e, "raft loop did not stop cleanly");
         }
     }
 }
