@@ -19,9 +19,9 @@ use tonic::{Request, Response, Status};
 
 use crate::ids::{new_id, now_ms};
 use crate::leader::LeaderLink;
-use shoal_proto::control_client::ControlClient;
 use crate::store::{ApplyError, Store, StoreError, StoreState};
 use crate::tokens;
+use shoal_proto::control_client::ControlClient;
 
 pub const NOT_A_MANAGER: &str = "This node is not a swarm manager. Use `shoal swarm init` to \
      create a single-node swarm on this node, or `shoal swarm join` to connect this node to a \
@@ -54,7 +54,12 @@ impl ActiveManager {
                     .peers
                     .iter()
                     .any(|p| p.id == ms.raft_id && p.reachable);
-            ms.reachability = if reachable { "reachable" } else { "unreachable" }.into();
+            ms.reachability = if reachable {
+                "reachable"
+            } else {
+                "unreachable"
+            }
+            .into();
         }
         node
     }
@@ -249,9 +254,19 @@ impl control_server::Control for ControlApi {
         }))
     }
 
-    async fn list_nodes(&self, request: Request<Empty>) -> Result<Response<ListNodesResponse>, Status> {
+    async fn list_nodes(
+        &self,
+        request: Request<Empty>,
+    ) -> Result<Response<ListNodesResponse>, Status> {
         let m = self.active()?;
-        forward!(m, request, list_nodes);
+        if let Some(ch) = m.leader.forward()? {
+            // The leader answers for itself; "self" is this node.
+            let mut resp = ControlClient::new(ch)
+                .list_nodes(request.into_inner())
+                .await?;
+            resp.get_mut().self_id = m.node_id.clone();
+            return Ok(resp);
+        }
         let nodes: Vec<Node> = m.store.view(|st| st.nodes.values().cloned().collect());
         let nodes = nodes
             .into_iter()
@@ -265,6 +280,9 @@ impl control_server::Control for ControlApi {
 
     async fn get_node(&self, request: Request<GetNodeRequest>) -> Result<Response<Node>, Status> {
         let m = self.active()?;
+        if request.get_ref().node == "self" {
+            request.get_mut().node = m.node_id.clone();
+        }
         forward!(m, request, get_node);
         let key = request.into_inner().node;
         let node = m.store.view(|st| find_node(st, &key, &m.node_id))?;
@@ -546,7 +564,10 @@ impl control_server::Control for ControlApi {
     ) -> Result<Response<Self::ServiceLogsStream>, Status> {
         let m = self.active()?;
         if let Some(ch) = m.leader.forward()? {
-            let stream = ControlClient::new(ch).service_logs(request.into_inner()).await?.into_inner();
+            let stream = ControlClient::new(ch)
+                .service_logs(request.into_inner())
+                .await?
+                .into_inner();
             return Ok(Response::new(Box::pin(stream)));
         }
         let req = request.into_inner();

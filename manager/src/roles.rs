@@ -20,7 +20,7 @@ use crate::orchestrator::reaper::DEFAULT_TASK_HISTORY_LIMIT;
 use crate::raft::grpc::{ChannelFactory, GrpcTransport};
 use crate::raft::{self, RaftConfig, RaftHandle, RaftStatus};
 use crate::store::{Store, StoreError};
-use crate::{ids, orchestrator, scheduler, tokens};
+use crate::{orchestrator, scheduler, tokens};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManagerError {
@@ -111,8 +111,7 @@ impl Manager {
         rc.addr = cfg.addr.clone();
         rc.join = cfg.join;
         let transport = GrpcTransport::new(cfg.raft_id, cfg.channels.clone())?;
-        let (store, raft) =
-            raft::start_with_transport(rc, Box::new(transport.clone())).await?;
+        let (store, raft) = raft::start_with_transport(rc, Box::new(transport.clone())).await?;
         let status = raft.status();
         if status.voters == [cfg.raft_id] {
             // A sole voter elects itself at once; waiting here means the first request after
@@ -123,11 +122,8 @@ impl Manager {
                 .map_err(|_| ManagerError::NoLeader(wait))?;
         }
         let (shutdown, rx) = watch::channel(false);
-        let dispatcher = Dispatcher::new(
-            store.clone(),
-            cfg.heartbeat_period,
-            raft.subscribe_status(),
-        );
+        let dispatcher =
+            Dispatcher::new(store.clone(), cfg.heartbeat_period, raft.subscribe_status());
         let supervisor = tokio::spawn(supervise(
             store.clone(),
             dispatcher.clone(),
@@ -145,13 +141,14 @@ impl Manager {
         })
     }
 
-    /// Writes the cluster object (with a new root CA) and this node as its first manager,
+    /// Writes the cluster object (with its root CA) and this node as its first manager,
     /// once: a manager that restarts from its log already has them.
     pub async fn bootstrap(
         &self,
         node_id: &str,
         addr: &str,
         description: NodeDescription,
+        ca: &RootCa,
     ) -> Result<(), ManagerError> {
         if self.store.view(|st| st.cluster.is_some()) {
             return Ok(());
@@ -162,10 +159,8 @@ impl Manager {
             created_at_ms: now,
             updated_at_ms: now,
         });
-        let cluster_id = ids::new_id();
-        let ca = RootCa::generate(&cluster_id)?;
         let cluster = Cluster {
-            id: cluster_id,
+            id: ca.cluster_id().to_string(),
             meta: meta.clone(),
             worker_join_token: tokens::new_join_token(&ca.digest()),
             manager_join_token: tokens::new_join_token(&ca.digest()),

@@ -11,6 +11,12 @@ pub struct Membership {
     pub manager: bool,
     pub listen_addr: String,
     pub advertise_addr: String,
+    /// This manager's Raft ID (0 on a worker).
+    #[serde(default)]
+    pub raft_id: u64,
+    /// Managers' addresses last heard of: where the agent looks for the leader.
+    #[serde(default)]
+    pub managers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -70,6 +76,8 @@ mod tests {
                 manager: true,
                 listen_addr: "0.0.0.0:2377".into(),
                 advertise_addr: "198.18.0.1:2377".into(),
+                raft_id: 7,
+                managers: vec!["198.18.0.1:2377".into()],
             }),
         };
         id.save(dir.path()).unwrap();

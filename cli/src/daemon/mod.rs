@@ -6,6 +6,7 @@ mod api;
 mod describe;
 mod identity;
 mod logs;
+mod net;
 mod swarm;
 
 use std::path::{Path, PathBuf};
@@ -35,6 +36,9 @@ pub struct DaemonArgs {
     /// containerd namespace for Shoal's images and containers.
     #[arg(long, default_value = "shoal")]
     pub containerd_namespace: String,
+    /// How often workers heartbeat their manager (a node silent for three periods is down).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub dispatcher_heartbeat: std::time::Duration,
 }
 
 /// Everything the API handlers and the swarm lifecycle share.

@@ -1,24 +1,36 @@
-//! The swarm lifecycle of this node: init, resume after a restart, leave, stop.
+//! The swarm lifecycle of this node: init, join, resume after a restart, leave, stop.
 //!
-//! A manager node runs three things: the manager (Raft + roles), a dispatcher server on a
-//! private unix socket, and the worker agent, which reaches that dispatcher through gRPC just
-//! as a remote worker would.
+//! In a swarm every node serves its mutual-TLS port (`net.rs`) and runs the worker agent. A
+//! manager also runs the manager (Raft + roles) and serves the dispatcher on a private unix
+//! socket too: its own agent uses that while the local manager leads, and otherwise reaches the
+//! leader over mutual TLS like any worker.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use rand::Rng;
 use shoal_manager::controlapi::ActiveManager;
+use shoal_manager::dispatcher::NOT_LEADER;
+use shoal_manager::leader::LeaderLink;
+use shoal_manager::raft::RaftHandle;
 use shoal_manager::{Manager, ManagerConfig};
-use shoal_proto::dispatcher_server::DispatcherServer;
+use shoal_proto::{
+    dispatcher_client::DispatcherClient, dispatcher_server::DispatcherServer,
+    membership_client::MembershipClient, HeartbeatRequest, IssueCertificateRequest,
+    JoinRaftRequest,
+};
+use shoal_tls::{LiveCert, NodeKey, Role, RootCa, DEFAULT_CERT_EXPIRY};
+use shoal_worker::agent::{AgentError, ConnectFn};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::Channel;
 use tracing::{info, warn};
 
 use super::describe::{advertise_addr, describe};
 use super::identity::{Identity, Membership};
-use super::Daemon;
+use super::{net, Daemon};
 
 pub const ALREADY_IN_SWARM: &str = "This node is already part of a swarm. Use `shoal swarm \
      leave` to leave this swarm and join another one.";
@@ -26,6 +38,12 @@ pub const NOT_IN_SWARM: &str = "This node is not part of a swarm.";
 pub const LEAVE_LAST_MANAGER: &str = "You are attempting to leave the swarm on a node that is \
      participating as a manager. Removing the last manager erases all current state of the \
      swarm. Use `--force` to ignore this message.";
+pub const LEAVE_MANAGER: &str = "You are attempting to leave the swarm on a node that is \
+     participating as a manager. Demote it first (`shoal node demote` on another manager) so \
+     the remaining managers keep their quorum, or use `--force` to ignore this message.";
+
+/// How long a joining manager waits to become a voter.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What runs while the node is in a swarm.
 struct Running {
@@ -46,10 +64,167 @@ impl SwarmState {
             running: None,
         }
     }
+
+    pub fn manager(&self) -> Option<&Manager> {
+        self.running.as_ref().and_then(|r| r.manager.as_ref())
+    }
 }
 
-/// Starts the manager (when this node is one), its dispatcher server, and the agent.
-async fn start(daemon: &Arc<Daemon>, state: &mut SwarmState) -> anyhow::Result<()> {
+/// How `start` came about.
+enum Start<'a> {
+    /// `swarm init`: write the cluster and its CA.
+    Init(&'a RootCa),
+    /// `swarm join` as a manager: become a Raft voter.
+    JoinManager,
+    /// A restart, or a worker's join: just run.
+    Resume,
+}
+
+fn serve_local_dispatcher(
+    daemon: &Daemon,
+    m: &Manager,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<JoinHandle<()>> {
+    let sock = daemon.dispatcher_socket();
+    let _ = std::fs::remove_file(&sock);
+    let listener = tokio::net::UnixListener::bind(&sock)
+        .with_context(|| format!("cannot listen on {}", sock.display()))?;
+    let server =
+        tonic::transport::Server::builder().add_service(DispatcherServer::new(m.dispatcher()));
+    Ok(tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.changed().await;
+        };
+        if let Err(e) = server
+            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+            .await
+        {
+            warn!(error = %e, "local dispatcher server failed");
+        }
+    }))
+}
+
+/// Asks a manager to add this one to the Raft configuration, then waits to be a voter.
+async fn join_raft(
+    membership: &Membership,
+    node_id: &str,
+    m: &Manager,
+    channels: &Arc<dyn shoal_manager::raft::grpc::ChannelFactory>,
+) -> anyhow::Result<()> {
+    let mut last_err = anyhow::anyhow!("no manager address is known");
+    for addr in &membership.managers {
+        let ch = match channels.channel(addr) {
+            Ok(ch) => ch,
+            Err(e) => {
+                last_err = e.into();
+                continue;
+            }
+        };
+        let req = JoinRaftRequest {
+            node_id: node_id.to_string(),
+            addr: membership.advertise_addr.clone(),
+            raft_id: membership.raft_id,
+        };
+        match MembershipClient::new(ch).join_raft(req).await {
+            Ok(resp) => {
+                for member in resp.into_inner().members {
+                    m.transport().add_peer(member.raft_id, &member.addr);
+                }
+                let mut status = m.raft().subscribe_status();
+                let me = membership.raft_id;
+                tokio::time::timeout(JOIN_TIMEOUT, status.wait_for(|s| s.voters.contains(&me)))
+                    .await
+                    .context("timed out waiting to become a Raft voter")?
+                    .context("the Raft log stopped while joining")?;
+                return Ok(());
+            }
+            Err(e) => last_err = anyhow::anyhow!("{addr}: {}", e.message()),
+        }
+    }
+    Err(last_err.context("cannot join the managers' Raft cluster"))
+}
+
+/// How the agent finds the dispatcher: the local one while this manager leads, else the
+/// leader, found by asking the known managers (a follower names the leader in its refusal).
+fn dispatcher_connector(
+    daemon: &Arc<Daemon>,
+    node_id: String,
+    local: Option<RaftHandle>,
+    managers: Arc<Mutex<Vec<String>>>,
+    cert: Arc<LiveCert>,
+) -> anyhow::Result<impl shoal_worker::agent::Connect> {
+    let sock = daemon.dispatcher_socket();
+    let config = Arc::new(shoal_tls::client_config_live(cert)?);
+    Ok(ConnectFn(move || {
+        let (sock, node_id, local, managers, config) = (
+            sock.clone(),
+            node_id.clone(),
+            local.clone(),
+            managers.clone(),
+            config.clone(),
+        );
+        async move {
+            if local.as_ref().is_some_and(|r| r.status().is_leader) {
+                let ch = shoal_worker::containerd::connect_unix(&sock)
+                    .await
+                    .map_err(|e| AgentError::Connect {
+                        target: sock.display().to_string(),
+                        reason: e.to_string(),
+                    })?;
+                return Ok(DispatcherClient::new(ch));
+            }
+            let mut candidates: Vec<String> = local
+                .as_ref()
+                .and_then(|r| r.status().leader_addr().map(str::to_string))
+                .into_iter()
+                .collect();
+            candidates.extend(managers.lock().unwrap_or_else(|e| e.into_inner()).clone());
+            let mut reasons = Vec::new();
+            let mut i = 0;
+            while i < candidates.len() && i < 16 {
+                let addr = candidates[i].clone();
+                i += 1;
+                let ch: Channel =
+                    match shoal_tls::connect(&addr, config.clone(), Role::Manager.server_name())
+                        .await
+                    {
+                        Ok(ch) => ch,
+                        Err(e) => {
+                            reasons.push(format!("{addr}: {e}"));
+                            continue;
+                        }
+                    };
+                let mut client = DispatcherClient::new(ch);
+                // A heartbeat without a session: the leader says "unknown session", a
+                // follower says who leads.
+                let probe = HeartbeatRequest {
+                    node_id: node_id.clone(),
+                    session_id: String::new(),
+                };
+                match client.heartbeat(probe).await {
+                    Err(s) if s.code() == tonic::Code::NotFound => return Ok(client),
+                    Ok(_) => return Ok(client),
+                    Err(s) if s.message().starts_with(NOT_LEADER) => {
+                        if let Some(leader) = s.message().rsplit("the leader is ").next() {
+                            if leader.contains(':') && !candidates.iter().any(|c| c == leader) {
+                                candidates.insert(i, leader.to_string());
+                            }
+                        }
+                        reasons.push(format!("{addr}: not the leader"));
+                    }
+                    Err(s) => reasons.push(format!("{addr}: {}", s.message())),
+                }
+            }
+            Err(AgentError::Connect {
+                target: "the swarm's managers".into(),
+                reason: reasons.join("; "),
+            })
+        }
+    }))
+}
+
+/// Starts what a swarm member runs; see the module documentation.
+async fn start(daemon: &Arc<Daemon>, state: &mut SwarmState, how: Start<'_>) -> anyhow::Result<()> {
     let Some(membership) = state.identity.swarm.clone() else {
         return Ok(());
     };
@@ -58,48 +233,60 @@ async fn start(daemon: &Arc<Daemon>, state: &mut SwarmState) -> anyhow::Result<(
         &daemon.containerd.version().await.unwrap_or_default(),
         &daemon.args.containerd.display().to_string(),
     );
+    let cert = LiveCert::new(net::load_cert(&daemon.args.data_dir)?)?;
+    let channels = net::manager_channels(&cert)?;
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let mut manager = None;
     if membership.manager {
-        let m = Manager::start(ManagerConfig::new(daemon.raft_dir()))
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot start the manager from {}",
-                    daemon.raft_dir().display()
-                )
-            })?;
-        let sock = daemon.dispatcher_socket();
-        let _ = std::fs::remove_file(&sock);
-        let listener = tokio::net::UnixListener::bind(&sock)
-            .with_context(|| format!("cannot listen on {}", sock.display()))?;
-        let server =
-            tonic::transport::Server::builder().add_service(DispatcherServer::new(m.dispatcher()));
-        let mut rx = stop_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = rx.changed().await;
-            };
-            if let Err(e) = server
-                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-                .await
-            {
-                warn!(error = %e, "dispatcher server failed");
-            }
-        }));
-        // Before the agent registers this node as a plain worker: the first manager writes
-        // the cluster and itself (a no-op when the log already has them).
-        m.bootstrap(&node_id, &membership.advertise_addr, description.clone())
+        let m = Manager::start(ManagerConfig {
+            raft_dir: daemon.raft_dir(),
+            raft_id: membership.raft_id,
+            addr: membership.advertise_addr.clone(),
+            join: matches!(how, Start::JoinManager),
+            heartbeat_period: daemon.args.dispatcher_heartbeat,
+            channels: channels.clone(),
+        })
+        .await
+        .with_context(|| {
+            format!(
+                "cannot start the manager from {}",
+                daemon.raft_dir().display()
+            )
+        })?;
+        tasks.push(serve_local_dispatcher(daemon, &m, stop_rx.clone())?);
+        if let Start::Init(ca) = how {
+            // Before the agent registers this node as a plain worker.
+            m.bootstrap(
+                &node_id,
+                &membership.advertise_addr,
+                description.clone(),
+                ca,
+            )
             .await?;
+        }
         *daemon
             .manager_slot
             .write()
             .unwrap_or_else(|e| e.into_inner()) = Some(ActiveManager {
             store: m.store().clone(),
             node_id: node_id.clone(),
+            leader: LeaderLink::new(m.raft().clone(), channels.clone()),
         });
         manager = Some(m);
+    }
+    tasks.push(
+        net::serve(
+            daemon,
+            &membership.listen_addr,
+            cert.clone(),
+            manager.as_ref(),
+            stop_rx.clone(),
+        )
+        .await?,
+    );
+    if let (Start::JoinManager, Some(m)) = (&how, manager.as_ref()) {
+        join_raft(&membership, &node_id, m, &channels).await?;
     }
 
     let cfg = shoal_worker::agent::AgentConfig {
@@ -108,10 +295,16 @@ async fn start(daemon: &Arc<Daemon>, state: &mut SwarmState) -> anyhow::Result<(
         description,
         data_dir: daemon.args.data_dir.join("worker"),
     };
-    let dispatcher = daemon.dispatcher_socket();
+    let connector = dispatcher_connector(
+        daemon,
+        node_id.clone(),
+        manager.as_ref().map(|m| m.raft().clone()),
+        Arc::new(Mutex::new(membership.managers.clone())),
+        cert,
+    )?;
     let executor = daemon.executor.clone();
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = shoal_worker::agent::run(cfg, executor, dispatcher, stop_rx).await {
+        if let Err(e) = shoal_worker::agent::run(cfg, executor, connector, stop_rx).await {
             warn!(error = %e, "agent stopped");
         }
     }));
@@ -151,12 +344,46 @@ async fn halt(daemon: &Daemon, state: &mut SwarmState) {
 /// At daemon start: rejoin the swarm recorded in node.json.
 pub async fn resume(daemon: &Arc<Daemon>) -> anyhow::Result<()> {
     let mut state = daemon.swarm.lock().await;
-    start(daemon, &mut state).await
+    start(daemon, &mut state, Start::Resume).await
 }
 
 pub async fn stop(daemon: &Daemon) {
     let mut state = daemon.swarm.lock().await;
     halt(daemon, &mut state).await;
+}
+
+/// Removes what a swarm membership leaves on disk (Raft log, certificates).
+fn forget_swarm(daemon: &Daemon) -> std::io::Result<()> {
+    for dir in [daemon.raft_dir(), net::certs_dir(&daemon.args.data_dir)] {
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `start`; on failure undoes it, so a failed init or join leaves the node as it was.
+async fn start_or_undo(
+    daemon: &Arc<Daemon>,
+    state: &mut SwarmState,
+    how: Start<'_>,
+) -> Result<(), tonic::Status> {
+    let outcome = async {
+        start(daemon, state, how).await?;
+        state.identity.save(&daemon.args.data_dir)
+    }
+    .await;
+    if let Err(e) = outcome {
+        halt(daemon, state).await;
+        state.identity.swarm = None;
+        let _ = forget_swarm(daemon);
+        return Err(tonic::Status::internal(format!("{e:#}")));
+    }
+    Ok(())
+}
+
+fn random_raft_id() -> u64 {
+    rand::thread_rng().gen_range(1..u64::MAX)
 }
 
 pub struct InitOutcome {
@@ -183,42 +410,117 @@ pub async fn init(
     if state.identity.node_id.is_empty() {
         state.identity.node_id = shoal_manager::ids::new_id();
     }
-    // A raft dir left behind by a crash mid-leave would resurrect the old swarm.
-    let raft_dir = daemon.raft_dir();
-    if raft_dir.exists() {
-        std::fs::remove_dir_all(&raft_dir).map_err(|e| {
-            tonic::Status::internal(format!("cannot clear {}: {e}", raft_dir.display()))
-        })?;
-    }
+    // Leftovers of a crash mid-leave would resurrect the old swarm.
+    forget_swarm(daemon)
+        .map_err(|e| tonic::Status::internal(format!("cannot clear old swarm state: {e}")))?;
+    let internal = |e: shoal_tls::TlsError| tonic::Status::internal(e.to_string());
+    let ca = RootCa::generate(&shoal_manager::ids::new_id()).map_err(internal)?;
+    ca.issue(&state.identity.node_id, Role::Manager, DEFAULT_CERT_EXPIRY)
+        .and_then(|cert| cert.save(&net::certs_dir(&daemon.args.data_dir)))
+        .map_err(internal)?;
     state.identity.swarm = Some(Membership {
         manager: true,
         listen_addr: listen.to_string(),
         advertise_addr: addr.clone(),
+        raft_id: random_raft_id(),
+        managers: vec![addr.clone()],
     });
-    let outcome = async {
-        start(daemon, &mut state).await?;
-        let m = state.manager().context("manager did not start")?;
-        let token = m
-            .store()
-            .view(|st| st.cluster.as_ref().map(|c| c.worker_join_token.clone()))
-            .unwrap_or_default();
-        state.identity.save(&daemon.args.data_dir)?;
-        anyhow::Ok(InitOutcome {
-            node_id: state.identity.node_id.clone(),
-            join_command: format!("shoal swarm join --token {token} {addr}"),
+    start_or_undo(daemon, &mut state, Start::Init(&ca)).await?;
+    let token = state
+        .manager()
+        .and_then(|m| {
+            m.store()
+                .view(|st| st.cluster.as_ref().map(|c| c.worker_join_token.clone()))
         })
+        .unwrap_or_default();
+    Ok(InitOutcome {
+        node_id: state.identity.node_id.clone(),
+        join_command: format!("shoal swarm join --token {token} {addr}"),
+    })
+}
+
+/// `swarm join --token T MANAGER`: get a certificate with the token (the manager is trusted
+/// by the CA digest the token carries), then run as a worker or a manager.
+pub async fn join(
+    daemon: &Arc<Daemon>,
+    req: shoal_proto::SwarmJoinRequest,
+) -> Result<(), tonic::Status> {
+    let mut state = daemon.swarm.lock().await;
+    if state.identity.swarm.is_some() {
+        return Err(tonic::Status::failed_precondition(ALREADY_IN_SWARM));
     }
-    .await;
-    match outcome {
-        Ok(o) => Ok(o),
-        Err(e) => {
-            // Undo everything, so a failed init leaves the node as it was.
-            halt(daemon, &mut state).await;
-            state.identity.swarm = None;
-            let _ = std::fs::remove_dir_all(&raft_dir);
-            Err(tonic::Status::internal(format!("{e:#}")))
-        }
+    let token = shoal_manager::tokens::parse(&req.token)
+        .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+    let listen = if req.listen_addr.is_empty() {
+        "0.0.0.0:2377"
+    } else {
+        &req.listen_addr
+    };
+    let addr = advertise_addr(&req.advertise_addr, listen)
+        .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+    let remote = if req.remote_addr.contains(':') {
+        req.remote_addr.clone()
+    } else {
+        format!("{}:2377", req.remote_addr)
+    };
+    let internal = |e: shoal_tls::TlsError| tonic::Status::internal(e.to_string());
+    let config =
+        Arc::new(shoal_tls::bootstrap_client_config(token.ca_digest.clone()).map_err(internal)?);
+    let channel = shoal_tls::connect(&remote, config, Role::Manager.server_name())
+        .await
+        .map_err(|e| {
+            tonic::Status::unavailable(format!(
+                "cannot reach a manager of the swarm at {remote}: {e}; check the address and \
+                 that the manager's port is reachable from this node"
+            ))
+        })?;
+    let key = NodeKey::generate().map_err(internal)?;
+    let description = describe(
+        &daemon.containerd.version().await.unwrap_or_default(),
+        &daemon.args.containerd.display().to_string(),
+    );
+    let resp = MembershipClient::new(channel)
+        .issue_certificate(IssueCertificateRequest {
+            token: req.token.clone(),
+            csr_pem: key.csr_pem().map_err(internal)?,
+            addr: addr.clone(),
+            description: Some(description),
+        })
+        .await
+        .map_err(|s| {
+            tonic::Status::new(
+                s.code(),
+                format!("the manager refused to join this node: {}", s.message()),
+            )
+        })?
+        .into_inner();
+    token.ca_digest.check_pem(&resp.ca_pem).map_err(internal)?;
+    let cert = key
+        .into_node_cert(resp.cert_pem, resp.ca_pem)
+        .map_err(internal)?;
+    forget_swarm(daemon)
+        .map_err(|e| tonic::Status::internal(format!("cannot clear old swarm state: {e}")))?;
+    cert.save(&net::certs_dir(&daemon.args.data_dir))
+        .map_err(internal)?;
+    let manager = resp.role == "manager";
+    state.identity.node_id = resp.node_id;
+    let mut managers = resp.managers;
+    if !managers.contains(&remote) {
+        managers.insert(0, remote);
     }
+    state.identity.swarm = Some(Membership {
+        manager,
+        listen_addr: listen.to_string(),
+        advertise_addr: addr,
+        raft_id: if manager { random_raft_id() } else { 0 },
+        managers,
+    });
+    let how = if manager {
+        Start::JoinManager
+    } else {
+        Start::Resume
+    };
+    start_or_undo(daemon, &mut state, how).await
 }
 
 pub async fn leave(daemon: &Arc<Daemon>, force: bool) -> Result<(), tonic::Status> {
@@ -227,7 +529,15 @@ pub async fn leave(daemon: &Arc<Daemon>, force: bool) -> Result<(), tonic::Statu
         return Err(tonic::Status::failed_precondition(NOT_IN_SWARM));
     };
     if membership.manager && !force {
-        return Err(tonic::Status::failed_precondition(LEAVE_LAST_MANAGER));
+        let voters = state
+            .manager()
+            .map_or(1, |m| m.raft().status().voters.len());
+        let msg = if voters <= 1 {
+            LEAVE_LAST_MANAGER
+        } else {
+            LEAVE_MANAGER
+        };
+        return Err(tonic::Status::failed_precondition(msg));
     }
     halt(daemon, &mut state).await;
     // The node's tasks belong to the swarm it leaves: stop and remove them and their logs.
@@ -244,12 +554,8 @@ pub async fn leave(daemon: &Arc<Daemon>, force: bool) -> Result<(), tonic::Statu
         }
         let _ = daemon.executor.remove_logs(&c.task_id);
     }
-    let raft_dir = daemon.raft_dir();
-    if raft_dir.exists() {
-        std::fs::remove_dir_all(&raft_dir).map_err(|e| {
-            tonic::Status::internal(format!("cannot remove {}: {e}", raft_dir.display()))
-        })?;
-    }
+    forget_swarm(daemon)
+        .map_err(|e| tonic::Status::internal(format!("cannot remove swarm state: {e}")))?;
     state.identity.swarm = None;
     state
         .identity
@@ -257,25 +563,4 @@ pub async fn leave(daemon: &Arc<Daemon>, force: bool) -> Result<(), tonic::Statu
         .map_err(|e| tonic::Status::internal(format!("{e:#}")))?;
     info!("left the swarm");
     Ok(())
-}
-
-impl SwarmState {
-    pub fn manager(&self) -> Option<&Manager> {
-        self.running.as_ref().and_then(|r| r.manager.as_ref())
-    }
-}
-
-/// `swarm join`: not yet able to reach another manager (the multi-node issue).
-pub async fn join(
-    daemon: &Arc<Daemon>,
-    req: shoal_proto::SwarmJoinRequest,
-) -> Result<(), tonic::Status> {
-    let state = daemon.swarm.lock().await;
-    if state.identity.swarm.is_some() {
-        return Err(tonic::Status::failed_precondition(ALREADY_IN_SWARM));
-    }
-    let _ = req;
-    Err(tonic::Status::unimplemented(
-        "joining another manager is not available in this build yet",
-    ))
 }
