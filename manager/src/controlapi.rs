@@ -278,7 +278,10 @@ impl control_server::Control for ControlApi {
         }))
     }
 
-    async fn get_node(&self, request: Request<GetNodeRequest>) -> Result<Response<Node>, Status> {
+    async fn get_node(
+        &self,
+        mut request: Request<GetNodeRequest>,
+    ) -> Result<Response<Node>, Status> {
         let m = self.active()?;
         if request.get_ref().node == "self" {
             request.get_mut().node = m.node_id.clone();
