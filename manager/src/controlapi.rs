@@ -129,6 +129,8 @@ pub fn validate_service_name(name: &str) -> Result<(), Status> {
 
 fn validate_spec(spec: &ServiceSpec) -> Result<(), Status> {
     validate_service_name(&spec.name)?;
+    crate::constraint::validate_placement(spec)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
     let image = spec
         .container
         .as_ref()
@@ -345,7 +347,7 @@ impl control_server::Control for ControlApi {
                     ServiceSummary {
                         service: Some(s.clone()),
                         running,
-                        desired: s.spec.as_ref().map_or(0, |sp| sp.replicas),
+                        desired: crate::orchestrator::desired_tasks(st, s),
                     }
                 })
                 .collect()
@@ -377,6 +379,10 @@ impl control_server::Control for ControlApi {
             return Err(Status::invalid_argument(format!(
                 "renaming services is not supported (service {current_name:?})"
             )));
+        }
+        if let Some(old) = current.spec.as_ref() {
+            crate::constraint::validate_mode_change(old, &spec)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
         }
         let mut updated = current.clone();
         let meta = updated.meta.get_or_insert_with(Default::default);

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use futures::Stream;
 use shoal_proto::{
     dispatcher_server, store_action::Action, Empty, HeartbeatRequest, HeartbeatResponse, NodeRole,
-    NodeState, NodeStatusUpdate, SessionMessage, SessionRequest, StoreAction, Task,
+    NodeState, NodeStatusUpdate, SessionMessage, SessionRequest, StoreAction, Task, TaskState,
     UpdateTaskStatusRequest,
 };
 use tokio::sync::{mpsc, watch};
@@ -118,7 +118,9 @@ impl Dispatcher {
         self.store.view(|st| {
             st.tasks
                 .values()
-                .filter(|t| t.node_id == node_id)
+                // Global tasks carry their node from creation; the worker sees them only once
+                // the scheduler has checked the node (ASSIGNED).
+                .filter(|t| t.node_id == node_id && t.state() >= TaskState::Assigned)
                 .cloned()
                 .collect()
         })
@@ -307,9 +309,9 @@ impl dispatcher_server::Dispatcher for Dispatcher {
             req.updates
                 .into_iter()
                 .filter(|u| {
-                    st.tasks
-                        .get(&u.task_id)
-                        .is_some_and(|t| t.node_id == req.node_id)
+                    st.tasks.get(&u.task_id).is_some_and(|t| {
+                        t.node_id == req.node_id && t.state() >= TaskState::Assigned
+                    })
                 })
                 .map(|u| StoreAction {
                     action: Some(Action::UpdateTaskStatus(u)),

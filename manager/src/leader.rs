@@ -50,9 +50,10 @@ impl LeaderLink {
         if let Some(ch) = cache.get(&addr) {
             return Ok(Some(ch.clone()));
         }
-        let ch = self.channels.channel(&addr).map_err(|e| {
-            Status::unavailable(format!("cannot reach the leader at {addr}: {e}"))
-        })?;
+        let ch = self
+            .channels
+            .channel(&addr)
+            .map_err(|e| Status::unavailable(format!("cannot reach the leader at {addr}: {e}")))?;
         cache.insert(addr, ch.clone());
         Ok(Some(ch))
     }

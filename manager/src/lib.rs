@@ -5,6 +5,7 @@
 //! writers (orchestrator, scheduler, dispatcher); each reconciles desired against observed
 //! state, so a restart or leader change needs no special path.
 
+pub mod constraint;
 pub mod controlapi;
 pub mod dispatcher;
 pub mod ids;

@@ -178,7 +178,9 @@ impl membership_server::Membership for MembershipApi {
             }
         }
         if let Some(ch) = m.leader.forward()? {
-            return MembershipClient::new(ch).join_raft(request.into_inner()).await;
+            return MembershipClient::new(ch)
+                .join_raft(request.into_inner())
+                .await;
         }
         let req = request.into_inner();
         if req.raft_id == 0 || req.addr.is_empty() {
@@ -189,7 +191,9 @@ impl membership_server::Membership for MembershipApi {
         let node = m
             .store
             .view(|st| st.nodes.get(&req.node_id).cloned())
-            .ok_or_else(|| Status::not_found(format!("node {} is not in the swarm", req.node_id)))?;
+            .ok_or_else(|| {
+                Status::not_found(format!("node {} is not in the swarm", req.node_id))
+            })?;
         if node.role != NodeRole::Manager as i32 {
             return Err(Status::permission_denied(format!(
                 "node {} is not a manager; promote it first (`shoal node promote {}`)",

@@ -1,11 +1,25 @@
-//! The scheduler: places tasks that are NEW or PENDING on nodes.
+//! The scheduler: places tasks that are NEW or PENDING on nodes, as swarmkit's does.
 //!
-//! Filters first (the node is READY and ACTIVE), then spreads: the node running the fewest
-//! live tasks of the same service wins, ties broken by fewest live tasks overall, then by node
-//! ID so that every round on every manager decides alike. A task that fits nowhere is marked
-//! PENDING with the reason, which `service ps` shows.
+//! Filters first, in this order, each node refused by the first that fails:
+//! 1. the node is READY and ACTIVE ("not available for new tasks");
+//! 2. it satisfies the service's placement constraints;
+//! 3. it runs fewer than `max_replicas_per_node` live tasks of the service (counting the tasks
+//!    placed earlier in the same round).
+//!
+//! Then spreads: the node running the fewest live tasks of the same service wins, ties broken
+//! by fewest live tasks overall, then by node ID so that every round on every manager decides
+//! alike. A task that fits nowhere stays PENDING with swarmkit's explanation in its status
+//! error, most frequent refusal first, e.g. "no suitable node (scheduling constraints not
+//! satisfied on 3 nodes; 1 node not available for new tasks)", which `service ps` shows.
+//!
+//! A global task comes with its node set by the orchestrator: the scheduler only checks that
+//! node against the same filters and assigns it there, or leaves it PENDING with the reason.
+//!
+//! Constraints are read from the service's current spec. Ones that do not parse (the control
+//! API refuses them, so only older data can hold them) place nothing: the task stays PENDING
+//! with the parse error, so the user sees what to fix.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use shoal_proto::{
@@ -15,96 +29,221 @@ use shoal_proto::{
 use tokio::sync::watch;
 use tracing::warn;
 
+use crate::constraint::{ConstraintError, Constraints};
 use crate::ids::now_ms;
 use crate::store::{Store, StoreState};
 
-fn eligible(node: &Node) -> Result<(), &'static str> {
-    if node.state != NodeState::Ready as i32 {
-        return Err("node is not ready");
+/// Why a filter refused a node. The order is the tie order in explanations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Refusal {
+    Constraints,
+    MaxReplicas,
+    NotAvailable,
+}
+
+impl Refusal {
+    /// swarmkit's wording, for `nodes` nodes refused this way.
+    fn explain(self, nodes: usize) -> String {
+        let (one, many) = match self {
+            Refusal::Constraints => (
+                "scheduling constraints not satisfied on 1 node".to_string(),
+                format!("scheduling constraints not satisfied on {nodes} nodes"),
+            ),
+            Refusal::MaxReplicas => (
+                "max replicas per node limit exceed on 1 node".to_string(),
+                format!("max replicas per node limit exceed on {nodes} nodes"),
+            ),
+            Refusal::NotAvailable => (
+                "1 node not available for new tasks".to_string(),
+                format!("{nodes} nodes not available for new tasks"),
+            ),
+        };
+        if nodes == 1 {
+            one
+        } else {
+            many
+        }
     }
-    if node.availability != NodeAvailability::Active as i32 {
-        return Err("node is paused or drained");
+}
+
+/// "no suitable node (…)": the refusals, most frequent first.
+fn explain(refusals: &BTreeMap<Refusal, usize>) -> String {
+    let mut by_count: Vec<(Refusal, usize)> = refusals.iter().map(|(r, n)| (*r, *n)).collect();
+    by_count.sort_by_key(|(r, n)| (std::cmp::Reverse(*n), *r));
+    let parts: Vec<String> = by_count.iter().map(|(r, n)| r.explain(*n)).collect();
+    format!("no suitable node ({})", parts.join("; "))
+}
+
+/// What the filters need of a service.
+struct Placement {
+    constraints: Result<Constraints, ConstraintError>,
+    /// 0 = unlimited.
+    max_per_node: u64,
+}
+
+/// Live tasks per node and per (node, service), kept current as the round places tasks.
+#[derive(Default)]
+struct Load<'a> {
+    per_service: HashMap<(&'a str, &'a str), u64>,
+    per_node: HashMap<&'a str, u64>,
+}
+
+impl<'a> Load<'a> {
+    fn add(&mut self, node: &'a str, service: &'a str) {
+        *self.per_service.entry((node, service)).or_default() += 1;
+        *self.per_node.entry(node).or_default() += 1;
+    }
+
+    fn of_service(&self, node: &str, service: &str) -> u64 {
+        self.per_service.get(&(node, service)).copied().unwrap_or(0)
+    }
+
+    fn of_node(&self, node: &str) -> u64 {
+        self.per_node.get(node).copied().unwrap_or(0)
+    }
+}
+
+/// Placed on a node and still wanted there: it occupies the node.
+fn occupies(t: &Task) -> bool {
+    !t.node_id.is_empty()
+        && t.state() >= TaskState::Assigned
+        && t.desired() <= TaskState::Running
+        && !t.state().is_terminal()
+}
+
+fn check(
+    node: &Node,
+    service_id: &str,
+    constraints: &Constraints,
+    max_per_node: u64,
+    load: &Load,
+) -> Result<(), Refusal> {
+    if node.state() != NodeState::Ready || node.availability() != NodeAvailability::Active {
+        return Err(Refusal::NotAvailable);
+    }
+    if !constraints.matches(node) {
+        return Err(Refusal::Constraints);
+    }
+    if max_per_node > 0 && load.of_service(&node.id, service_id) >= max_per_node {
+        return Err(Refusal::MaxReplicas);
     }
     Ok(())
 }
 
-fn live(t: &Task) -> bool {
-    t.desired() <= TaskState::Running && !t.state().is_terminal() && !t.node_id.is_empty()
+/// The node for `task`, or why there is none.
+fn choose<'a>(
+    state: &'a StoreState,
+    task: &Task,
+    placement: &Placement,
+    load: &Load,
+) -> Result<&'a Node, String> {
+    let constraints = match &placement.constraints {
+        Ok(c) => c,
+        Err(e) => return Err(format!("no suitable node ({e})")),
+    };
+    let fits = |n: &Node| {
+        check(
+            n,
+            &task.service_id,
+            constraints,
+            placement.max_per_node,
+            load,
+        )
+    };
+    if !task.node_id.is_empty() {
+        let node = state.nodes.get(&task.node_id).ok_or_else(|| {
+            "no suitable node (the task's node is no longer in the swarm)".to_string()
+        })?;
+        return fits(node)
+            .map(|()| node)
+            .map_err(|r| explain(&BTreeMap::from([(r, 1)])));
+    }
+    if state.nodes.is_empty() {
+        return Err("no suitable node (no nodes in the swarm)".into());
+    }
+    let mut refusals: BTreeMap<Refusal, usize> = BTreeMap::new();
+    let mut best: Option<((u64, u64, &str), &Node)> = None;
+    for node in state.nodes.values() {
+        match fits(node) {
+            Ok(()) => {
+                let key = (
+                    load.of_service(&node.id, &task.service_id),
+                    load.of_node(&node.id),
+                    node.id.as_str(),
+                );
+                if best.as_ref().is_none_or(|(k, _)| key < *k) {
+                    best = Some((key, node));
+                }
+            }
+            Err(r) => *refusals.entry(r).or_default() += 1,
+        }
+    }
+    best.map(|(_, n)| n).ok_or_else(|| explain(&refusals))
 }
 
 pub fn plan(state: &StoreState, now_ms: i64) -> Vec<StoreAction> {
-    let mut per_service: HashMap<(&str, &str), usize> = HashMap::new();
-    let mut per_node: HashMap<&str, usize> = HashMap::new();
-    for t in state.tasks.values().filter(|t| live(t)) {
-        *per_service
-            .entry((t.node_id.as_str(), t.service_id.as_str()))
-            .or_default() += 1;
-        *per_node.entry(t.node_id.as_str()).or_default() += 1;
+    let mut load = Load::default();
+    for t in state.tasks.values().filter(|t| occupies(t)) {
+        load.add(&t.node_id, &t.service_id);
     }
-    let mut reasons = Vec::new();
-    let candidates: Vec<&Node> = state
-        .nodes
+    let placements: HashMap<&str, Placement> = state
+        .services
         .values()
-        .filter(|n| match eligible(n) {
-            Ok(()) => true,
-            Err(why) => {
-                reasons.push(why);
-                false
-            }
+        .map(|s| {
+            let max_per_node = s
+                .spec
+                .as_ref()
+                .and_then(|sp| sp.placement.as_ref())
+                .map_or(0, |p| p.max_replicas_per_node);
+            let constraints = Constraints::of_service(s);
+            (
+                s.id.as_str(),
+                Placement {
+                    constraints,
+                    max_per_node,
+                },
+            )
         })
         .collect();
 
-    let mut actions = Vec::new();
     let mut pending: Vec<&Task> = state
         .tasks
         .values()
         .filter(|t| t.state() <= TaskState::Pending && t.desired() <= TaskState::Running)
         .collect();
     // Oldest first, then by slot, so replicas fill in order.
-    pending.sort_by_key(|t| (t.meta.as_ref().map_or(0, |m| m.created_at_ms), t.slot));
+    pending.sort_by_key(|t| {
+        (
+            t.meta.as_ref().map_or(0, |m| m.created_at_ms),
+            t.slot,
+            t.id.as_str(),
+        )
+    });
+    let mut actions = Vec::new();
     for task in pending {
-        let best = candidates.iter().min_by_key(|n| {
-            (
-                per_service
-                    .get(&(n.id.as_str(), task.service_id.as_str()))
-                    .copied()
-                    .unwrap_or(0),
-                per_node.get(n.id.as_str()).copied().unwrap_or(0),
-                n.id.as_str(),
-            )
-        });
-        let action = match best {
-            Some(node) => {
-                *per_service
-                    .entry((node.id.as_str(), task.service_id.as_str()))
-                    .or_default() += 1;
-                *per_node.entry(node.id.as_str()).or_default() += 1;
+        // A task whose service is gone is being shut down by the orchestrator.
+        let Some(placement) = placements.get(task.service_id.as_str()) else {
+            continue;
+        };
+        let action = match choose(state, task, placement, &load) {
+            Ok(node) => {
+                load.add(&node.id, &task.service_id);
                 Action::AssignTask(TaskAssignment {
                     task_id: task.id.clone(),
                     node_id: node.id.clone(),
                     message: "scheduler assigned task to node".into(),
                 })
             }
-            None => {
-                let mut why = reasons.clone();
-                why.sort_unstable();
-                why.dedup();
-                let detail = if why.is_empty() {
-                    "no nodes in the swarm".to_string()
-                } else {
-                    why.join(", ")
-                };
-                Action::MarkTaskPending(TaskStatusUpdate {
-                    task_id: task.id.clone(),
-                    status: Some(TaskStatus {
-                        state: TaskState::Pending as i32,
-                        timestamp_ms: now_ms,
-                        message: "pending task scheduling".into(),
-                        err: format!("no suitable node ({detail})"),
-                        ..Default::default()
-                    }),
-                })
-            }
+            Err(why) => Action::MarkTaskPending(TaskStatusUpdate {
+                task_id: task.id.clone(),
+                status: Some(TaskStatus {
+                    state: TaskState::Pending as i32,
+                    timestamp_ms: now_ms,
+                    message: "pending task scheduling".into(),
+                    err: why,
+                    ..Default::default()
+                }),
+            }),
         };
         actions.push(StoreAction {
             action: Some(action),
@@ -151,16 +290,38 @@ fn already_pending_with_same_reason(st: &StoreState, a: &StoreAction) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_proto::Meta;
+    use shoal_proto::{Meta, NodeRole, Service, ServiceMode, ServiceSpec};
 
-    fn node(id: &str, ready: bool) -> Node {
+    fn node(id: &str, state: NodeState, availability: NodeAvailability) -> Node {
         Node {
             id: id.into(),
-            state: if ready {
-                NodeState::Ready
-            } else {
-                NodeState::Down
-            } as i32,
+            state: state as i32,
+            availability: availability as i32,
+            ..Default::default()
+        }
+    }
+
+    fn ready(id: &str) -> Node {
+        node(id, NodeState::Ready, NodeAvailability::Active)
+    }
+
+    fn labelled(id: &str, zone: &str) -> Node {
+        let mut n = ready(id);
+        n.labels.insert("zone".into(), zone.into());
+        n
+    }
+
+    fn service(id: &str, constraints: &[&str], max_per_node: u64) -> Service {
+        Service {
+            id: id.into(),
+            spec: Some(ServiceSpec {
+                name: id.into(),
+                placement: Some(shoal_proto::Placement {
+                    constraints: constraints.iter().map(|c| c.to_string()).collect(),
+                    max_replicas_per_node: max_per_node,
+                }),
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
@@ -180,6 +341,15 @@ mod tests {
         }
     }
 
+    fn state(services: Vec<Service>, nodes: Vec<Node>, tasks: Vec<Task>) -> StoreState {
+        StoreState {
+            services: services.into_iter().map(|x| (x.id.clone(), x)).collect(),
+            nodes: nodes.into_iter().map(|x| (x.id.clone(), x)).collect(),
+            tasks: tasks.into_iter().map(|x| (x.id.clone(), x)).collect(),
+            ..Default::default()
+        }
+    }
+
     fn assignments(actions: &[StoreAction]) -> Vec<(String, String)> {
         actions
             .iter()
@@ -190,39 +360,253 @@ mod tests {
             .collect()
     }
 
+    /// (task ID, err) of every task left pending.
+    fn pending(actions: &[StoreAction]) -> Vec<(String, String)> {
+        actions
+            .iter()
+            .filter_map(|a| match &a.action {
+                Some(Action::MarkTaskPending(u)) => {
+                    Some((u.task_id.clone(), u.status.as_ref()?.err.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn pair(a: &str, b: &str) -> (String, String) {
+        (a.to_string(), b.to_string())
+    }
+
     #[test]
     fn spreads_a_service_over_nodes() {
-        let mut s = StoreState::default();
-        for n in [node("a", true), node("b", true)] {
-            s.nodes.insert(n.id.clone(), n);
-        }
-        for t in [
-            task("t0", "s", "a", TaskState::Running),
-            task("t1", "s", "", TaskState::New),
-            task("t2", "s", "", TaskState::New),
-        ] {
-            s.tasks.insert(t.id.clone(), t);
-        }
-        let a = assignments(&plan(&s, 0));
+        let s = state(
+            vec![service("s", &[], 0)],
+            vec![ready("a"), ready("b")],
+            vec![
+                task("t0", "s", "a", TaskState::Running),
+                task("t1", "s", "", TaskState::New),
+                task("t2", "s", "", TaskState::New),
+            ],
+        );
         assert_eq!(
-            a,
-            vec![("t1".into(), "b".into()), ("t2".into(), "a".into())]
+            assignments(&plan(&s, 0)),
+            vec![pair("t1", "b"), pair("t2", "a")]
         );
     }
 
     #[test]
-    fn no_ready_node_leaves_the_task_pending_with_a_reason() {
-        let mut s = StoreState::default();
-        s.nodes.insert("a".into(), node("a", false));
-        s.tasks
-            .insert("t1".into(), task("t1", "s", "", TaskState::New));
-        let actions = plan(&s, 0);
-        let Some(Action::MarkTaskPending(u)) = &actions[0].action else {
-            panic!("expected pending, got {actions:?}");
-        };
-        assert_eq!(
-            u.status.as_ref().unwrap().err,
-            "no suitable node (node is not ready)"
+    fn ties_go_to_the_node_with_fewest_tasks_overall_then_lowest_id() {
+        let s = state(
+            vec![service("s", &[], 0), service("other", &[], 0)],
+            vec![ready("a"), ready("b"), ready("c")],
+            vec![
+                task("o1", "other", "a", TaskState::Running),
+                task("o2", "other", "b", TaskState::Running),
+                task("t1", "s", "", TaskState::New),
+                task("t2", "s", "", TaskState::New),
+            ],
         );
+        assert_eq!(
+            assignments(&plan(&s, 0)),
+            vec![pair("t1", "c"), pair("t2", "a")]
+        );
+    }
+
+    #[test]
+    fn no_available_node_leaves_the_task_pending_with_a_reason() {
+        let s = state(
+            vec![service("s", &[], 0)],
+            vec![
+                node("a", NodeState::Down, NodeAvailability::Active),
+                node("b", NodeState::Ready, NodeAvailability::Drain),
+                node("c", NodeState::Ready, NodeAvailability::Pause),
+            ],
+            vec![task("t1", "s", "", TaskState::New)],
+        );
+        assert_eq!(
+            pending(&plan(&s, 0)),
+            vec![pair(
+                "t1",
+                "no suitable node (3 nodes not available for new tasks)"
+            )]
+        );
+        let empty = state(
+            vec![service("s", &[], 0)],
+            vec![],
+            vec![task("t1", "s", "", TaskState::New)],
+        );
+        assert_eq!(
+            pending(&plan(&empty, 0)),
+            vec![pair("t1", "no suitable node (no nodes in the swarm)")]
+        );
+    }
+
+    #[test]
+    fn constraints_choose_the_nodes() {
+        let mut manager = ready("m");
+        manager.role = NodeRole::Manager as i32;
+        let s = state(
+            vec![service(
+                "s",
+                &["node.role==worker", "node.labels.zone!=west"],
+                0,
+            )],
+            vec![manager, labelled("w1", "west"), labelled("w2", "east")],
+            vec![
+                task("t1", "s", "", TaskState::New),
+                task("t2", "s", "", TaskState::New),
+            ],
+        );
+        assert_eq!(
+            assignments(&plan(&s, 0)),
+            vec![pair("t1", "w2"), pair("t2", "w2")]
+        );
+    }
+
+    #[test]
+    fn explains_every_refusal_most_frequent_first() {
+        let s = state(
+            vec![service("s", &["node.labels.zone==east"], 1)],
+            vec![
+                labelled("a", "west"),
+                labelled("b", "west"),
+                ready("c"),
+                labelled("d", "east"),
+                node("e", NodeState::Down, NodeAvailability::Active),
+            ],
+            vec![
+                task("running", "s", "d", TaskState::Running),
+                task("t1", "s", "", TaskState::Pending),
+            ],
+        );
+        assert_eq!(
+            pending(&plan(&s, 0)),
+            vec![pair(
+                "t1",
+                "no suitable node (scheduling constraints not satisfied on 3 nodes; max \
+                 replicas per node limit exceed on 1 node; 1 node not available for new tasks)"
+            )]
+        );
+    }
+
+    #[test]
+    fn max_replicas_per_node_counts_tasks_placed_in_the_same_round() {
+        let s = state(
+            vec![service("s", &[], 1)],
+            vec![ready("a"), ready("b")],
+            vec![
+                task("t1", "s", "", TaskState::New),
+                task("t2", "s", "", TaskState::New),
+                task("t3", "s", "", TaskState::New),
+            ],
+        );
+        let actions = plan(&s, 0);
+        assert_eq!(
+            assignments(&actions),
+            vec![pair("t1", "a"), pair("t2", "b")]
+        );
+        assert_eq!(
+            pending(&actions),
+            vec![pair(
+                "t3",
+                "no suitable node (max replicas per node limit exceed on 2 nodes)"
+            )]
+        );
+    }
+
+    #[test]
+    fn tasks_being_stopped_do_not_count_against_the_limit() {
+        let mut leaving = task("old", "s", "a", TaskState::Running);
+        leaving.desired_state = TaskState::Shutdown as i32;
+        let s = state(
+            vec![service("s", &[], 1)],
+            vec![ready("a")],
+            vec![leaving, task("t1", "s", "", TaskState::New)],
+        );
+        assert_eq!(assignments(&plan(&s, 0)), vec![pair("t1", "a")]);
+    }
+
+    #[test]
+    fn a_global_task_goes_only_to_its_own_node() {
+        let mut global = service("g", &[], 0);
+        global.spec.as_mut().unwrap().mode = ServiceMode::Global as i32;
+        let s = state(
+            vec![global],
+            vec![
+                ready("a"),
+                ready("b"),
+                node("c", NodeState::Unknown, NodeAvailability::Active),
+            ],
+            vec![
+                task("busy", "g", "a", TaskState::Running),
+                task("on-a", "g", "a", TaskState::New),
+                task("on-c", "g", "c", TaskState::New),
+                task("on-gone", "g", "gone", TaskState::New),
+            ],
+        );
+        let actions = plan(&s, 0);
+        assert_eq!(
+            assignments(&actions),
+            vec![pair("on-a", "a")],
+            "not spread to the emptier node b"
+        );
+        assert_eq!(
+            pending(&actions),
+            vec![
+                pair(
+                    "on-c",
+                    "no suitable node (1 node not available for new tasks)"
+                ),
+                pair(
+                    "on-gone",
+                    "no suitable node (the task's node is no longer in the swarm)"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_global_task_is_checked_against_constraints() {
+        let mut global = service("g", &["node.labels.zone==east"], 0);
+        global.spec.as_mut().unwrap().mode = ServiceMode::Global as i32;
+        let s = state(
+            vec![global],
+            vec![labelled("a", "west")],
+            vec![task("t", "g", "a", TaskState::New)],
+        );
+        assert_eq!(
+            pending(&plan(&s, 0)),
+            vec![pair(
+                "t",
+                "no suitable node (scheduling constraints not satisfied on 1 node)"
+            )]
+        );
+    }
+
+    #[test]
+    fn unparsable_constraints_place_nothing_and_say_why() {
+        let s = state(
+            vec![service("s", &["node.colour==red"], 0)],
+            vec![ready("a")],
+            vec![task("t1", "s", "", TaskState::New)],
+        );
+        let why = pending(&plan(&s, 0));
+        assert_eq!(why.len(), 1);
+        assert!(
+            why[0].1.starts_with(
+                "no suitable node (invalid constraint \"node.colour==red\": unknown key"
+            ),
+            "{why:?}"
+        );
+    }
+
+    #[test]
+    fn tasks_of_removed_services_are_not_placed() {
+        let s = state(
+            vec![],
+            vec![ready("a")],
+            vec![task("t1", "gone", "", TaskState::New)],
+        );
+        assert!(plan(&s, 0).is_empty());
     }
 }

@@ -9,8 +9,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Map, Value};
 use shoal_proto::{
     reference, restart_policy::Condition, ContainerSpec, CreateServiceRequest, Empty,
-    ListTasksRequest, RestartPolicy, Service, ServiceLogsRequest, ServiceRef, ServiceSpec, Task,
-    TaskState, UpdateServiceRequest,
+    ListTasksRequest, Placement, RestartPolicy, Service, ServiceLogsRequest, ServiceMode,
+    ServiceRef, ServiceSpec, Task, TaskState, UpdateServiceRequest,
 };
 
 use super::{progress, report_each};
@@ -53,9 +53,18 @@ pub struct CreateArgs {
     /// Service name
     #[arg(long)]
     pub name: Option<String>,
-    /// Number of tasks
-    #[arg(long, default_value = "1", value_parser = parse_replicas, allow_hyphen_values = true)]
-    pub replicas: u64,
+    /// Number of tasks (replicated mode; default 1)
+    #[arg(long, value_parser = parse_replicas, allow_hyphen_values = true)]
+    pub replicas: Option<u64>,
+    /// Service mode
+    #[arg(long, value_enum, default_value = "replicated")]
+    pub mode: ModeArg,
+    /// Placement constraints (e.g. node.role==manager, node.labels.zone!=east)
+    #[arg(long = "constraint", value_name = "EXPR")]
+    pub constraint: Vec<String>,
+    /// Maximum number of tasks per node (default 0 = unlimited)
+    #[arg(long, default_value = "0")]
+    pub replicas_max_per_node: u64,
     /// Set environment variables
     #[arg(short, long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
     pub env: Vec<String>,
@@ -368,6 +377,13 @@ pub fn build_spec(args: &CreateArgs) -> Result<ServiceSpec> {
         None => Vec::new(),
     };
     let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let (mode, replicas) = match (args.mode, args.replicas) {
+        (ModeArg::Replicated, r) => (ServiceMode::Replicated, r.unwrap_or(1)),
+        (ModeArg::Global, None) => (ServiceMode::Global, 0),
+        (ModeArg::Global, Some(_)) => {
+            bail!("--replicas can only be used with replicated mode")
+        }
+    };
     let condition = match args.restart_condition.unwrap_or(RestartCondition::Any) {
         RestartCondition::Any => Condition::Any,
         RestartCondition::None => Condition::None,
@@ -394,11 +410,19 @@ pub fn build_spec(args: &CreateArgs) -> Result<ServiceSpec> {
             max_attempts: args.restart_max_attempts.unwrap_or(0),
             window_ms: args.restart_window.map_or(0, ms),
         }),
-        replicas: args.replicas,
-        // Placement flags arrive with the multi-node issue.
-        mode: 0,
-        placement: None,
+        replicas,
+        mode: mode as i32,
+        placement: Some(Placement {
+            constraints: args.constraint.clone(),
+            max_replicas_per_node: args.replicas_max_per_node,
+        }),
     })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    Replicated,
+    Global,
 }
 
 async fn create(client: &Client, args: &CreateArgs, spec: ServiceSpec) -> Result<()> {
@@ -408,7 +432,8 @@ async fn create(client: &Client, args: &CreateArgs, spec: ServiceSpec) -> Result
         .await
         .or_daemon_error()?;
     println!("{}", service.id);
-    if args.detach {
+    // Convergence is shown slot by slot; a global service has no slots to show.
+    if args.detach || args.mode == ModeArg::Global {
         return Ok(());
     }
     let since = service.meta.as_ref().map_or(0, |m| m.created_at_ms);

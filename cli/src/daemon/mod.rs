@@ -50,6 +50,8 @@ pub struct Daemon {
     /// The swarm this node belongs to, when it does. A mutex (not a lock per field) because
     /// init, leave and startup must each see and change the whole of it.
     pub swarm: tokio::sync::Mutex<swarm::SwarmState>,
+    /// This node's certificate while it is in a swarm (renewed in place).
+    pub cert: std::sync::RwLock<Option<Arc<shoal_tls::LiveCert>>>,
 }
 
 impl Daemon {
@@ -116,6 +118,7 @@ pub async fn run(host: &str, args: DaemonArgs) -> anyhow::Result<()> {
         executor,
         manager_slot: ManagerSlot::default(),
         swarm: tokio::sync::Mutex::new(swarm::SwarmState::new(identity)),
+        cert: Default::default(),
     });
     swarm::resume(&daemon).await?;
 

@@ -235,6 +235,7 @@ async fn start(daemon: &Arc<Daemon>, state: &mut SwarmState, how: Start<'_>) -> 
     );
     let cert = LiveCert::new(net::load_cert(&daemon.args.data_dir)?)?;
     let channels = net::manager_channels(&cert)?;
+    *daemon.cert.write().unwrap_or_else(|e| e.into_inner()) = Some(cert.clone());
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let mut manager = None;
@@ -338,6 +339,7 @@ async fn halt(daemon: &Daemon, state: &mut SwarmState) {
     if let Some(m) = running.manager {
         m.shutdown().await;
     }
+    *daemon.cert.write().unwrap_or_else(|e| e.into_inner()) = None;
     let _ = std::fs::remove_file(daemon.dispatcher_socket());
 }
 

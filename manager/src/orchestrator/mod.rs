@@ -1,17 +1,224 @@
-//! The orchestrator: turns services into tasks (replicated slots, restart policy) and reaps the
-//! tasks nobody needs any more. It writes desired state only; the scheduler places tasks and
-//! workers report what actually happens.
+//! The orchestrator: turns services into tasks and reaps the tasks nobody needs any more. It
+//! writes desired state only; the scheduler places tasks and workers report what happens.
+//!
+//! * [`replicated`]: one live task per slot `1..=replicas`.
+//! * [`global`]: one live task per eligible node, created with its node already set.
+//! * [`restart`]: the restart policy both modes share, per slot or per node.
+//! * [`reaper`]: deletes finished tasks beyond the history limit.
+//!
+//! Both modes treat a task whose node went away as gone ([`fate`]): a node that is DOWN or was
+//! removed loses its tasks at once; a DRAINed node, or one that no longer satisfies the
+//! service's constraints, has its tasks moved (replicated) or stopped (global).
+//!
+//! A task on a DOWN (or removed) node cannot be reported by its worker any more, so once its
+//! desired state is SHUTDOWN the orchestrator reports SHUTDOWN on the node's behalf ("node is
+//! down"); swarmkit marks such tasks ORPHANED, a state we do not have. Observed states only
+//! move forward, so a later report from the node, if it comes back, is a no-op; its agent sees
+//! a finished task (or none, once reaped) and stops the leftover container.
+//!
+//! Planning is a pure function of the store state and the time, so it is unit-tested without
+//! Raft and re-run from scratch every round.
 
+pub mod global;
 pub mod reaper;
 pub mod replicated;
+pub mod restart;
 
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
+use shoal_proto::{
+    store_action::Action, Meta, Node, NodeAvailability, NodeState, Service, ServiceMode,
+    StoreAction, Task, TaskDesiredState, TaskState, TaskStatus, TaskStatusUpdate,
+};
 use tokio::sync::watch;
 use tracing::warn;
 
-use crate::ids::now_ms;
-use crate::store::Store;
+use crate::constraint::Constraints;
+use crate::ids::{new_id, now_ms};
+use crate::store::{Store, StoreState};
+
+pub use restart::DEFAULT_RESTART_DELAY_MS;
+
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub actions: Vec<StoreAction>,
+    /// Earliest time (ms) a restart delay expires, so the loop can wake for it.
+    pub wake_at_ms: Option<i64>,
+}
+
+impl Plan {
+    fn push(&mut self, a: Action) {
+        self.actions.push(StoreAction { action: Some(a) });
+    }
+
+    fn shut_down(&mut self, task: &Task) {
+        self.push(Action::SetTaskDesiredState(TaskDesiredState {
+            task_id: task.id.clone(),
+            desired_state: TaskState::Shutdown as i32,
+        }));
+    }
+
+    fn create(&mut self, task: Task) {
+        self.push(Action::CreateTask(task));
+    }
+
+    fn wake_at(&mut self, at: i64) {
+        self.wake_at_ms = Some(self.wake_at_ms.map_or(at, |w| w.min(at)));
+    }
+}
+
+/// Desired RUNNING (or less) and not finished: the task serves its slot or node.
+pub(crate) fn is_live(t: &Task) -> bool {
+    t.desired() <= TaskState::Running && !t.state().is_terminal()
+}
+
+/// What the node a live task was placed on means for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fate {
+    /// Not placed yet, or its node is fine.
+    Stay,
+    /// Its node is DOWN or removed: the task is as good as dead.
+    Lost,
+    /// Its node is drained or no longer satisfies the constraints: the task runs, but must go.
+    Move,
+}
+
+/// `constraints` is `None` when the service's constraints do not parse: running tasks are not
+/// stopped over that (as swarmkit); the scheduler reports the error on new tasks.
+pub(crate) fn fate(
+    task: &Task,
+    nodes: &BTreeMap<String, Node>,
+    constraints: Option<&Constraints>,
+) -> Fate {
+    if task.node_id.is_empty() {
+        return Fate::Stay;
+    }
+    match nodes.get(&task.node_id) {
+        None => Fate::Lost,
+        Some(n) if n.state() == NodeState::Down => Fate::Lost,
+        Some(n) if n.availability() == NodeAvailability::Drain => Fate::Move,
+        Some(n) if constraints.is_some_and(|c| !c.matches(n)) => Fate::Move,
+        Some(_) => Fate::Stay,
+    }
+}
+
+pub fn plan(state: &StoreState, now_ms: i64) -> Plan {
+    let mut plan = Plan::default();
+    let mut by_service: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
+    for t in state.tasks.values() {
+        by_service.entry(t.service_id.as_str()).or_default().push(t);
+    }
+    for (service_id, tasks) in &by_service {
+        if !state.services.contains_key(*service_id) {
+            // The service is gone: stop whatever still runs (the reaper deletes them later).
+            for t in tasks.iter().filter(|t| t.desired() <= TaskState::Running) {
+                plan.shut_down(t);
+            }
+        }
+    }
+    for service in state.services.values() {
+        let tasks = by_service
+            .get(service.id.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        match mode(service) {
+            ServiceMode::Replicated => {
+                replicated::plan_service(service, tasks, &state.nodes, now_ms, &mut plan)
+            }
+            ServiceMode::Global => {
+                global::plan_service(service, tasks, &state.nodes, now_ms, &mut plan)
+            }
+        }
+    }
+    report_for_lost_nodes(state, now_ms, &mut plan);
+    plan
+}
+
+fn mode(service: &Service) -> ServiceMode {
+    service
+        .spec
+        .as_ref()
+        .map_or(ServiceMode::Replicated, |s| s.mode())
+}
+
+/// Reports SHUTDOWN for tasks that are (or are now being) shut down on a node that cannot
+/// report any more; see the module documentation.
+fn report_for_lost_nodes(state: &StoreState, now_ms: i64, plan: &mut Plan) {
+    let stopping: HashSet<&str> = plan
+        .actions
+        .iter()
+        .filter_map(|a| match &a.action {
+            Some(Action::SetTaskDesiredState(d)) => Some(d.task_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut reports = Vec::new();
+    for t in state.tasks.values() {
+        if t.node_id.is_empty()
+            || t.state().is_terminal()
+            || (t.desired() <= TaskState::Running && !stopping.contains(t.id.as_str()))
+        {
+            continue;
+        }
+        let message = match state.nodes.get(&t.node_id) {
+            None => "node was removed from the swarm",
+            Some(n) if n.state() == NodeState::Down => "node is down",
+            Some(_) => continue,
+        };
+        reports.push(Action::UpdateTaskStatus(TaskStatusUpdate {
+            task_id: t.id.clone(),
+            status: Some(TaskStatus {
+                state: TaskState::Shutdown as i32,
+                timestamp_ms: now_ms,
+                message: message.into(),
+                ..Default::default()
+            }),
+        }));
+    }
+    for r in reports {
+        plan.push(r);
+    }
+}
+
+/// How many tasks a service wants running, as `service ls` shows it: `replicas`, or for a
+/// global service (as docker counts it) its tasks whose desired state is RUNNING.
+pub fn desired_tasks(state: &StoreState, service: &Service) -> u64 {
+    match mode(service) {
+        ServiceMode::Replicated => service.spec.as_ref().map_or(0, |s| s.replicas),
+        ServiceMode::Global => state
+            .tasks_of_service(&service.id)
+            .filter(|t| t.desired() == TaskState::Running)
+            .count() as u64,
+    }
+}
+
+/// A new task of `service`: in `slot` (replicated), or slot 0 on `node_id` (global).
+pub fn new_task(service: &Service, slot: u64, node_id: &str, now_ms: i64) -> Task {
+    let spec = service.spec.clone().unwrap_or_default();
+    Task {
+        id: new_id(),
+        meta: Some(Meta {
+            version: 0,
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+        }),
+        service_id: service.id.clone(),
+        service_name: spec.name.clone(),
+        slot,
+        node_id: node_id.to_string(),
+        spec: spec.container.clone(),
+        desired_state: TaskState::Running as i32,
+        status: Some(TaskStatus {
+            state: TaskState::New as i32,
+            timestamp_ms: now_ms,
+            message: "created".into(),
+            ..Default::default()
+        }),
+        service_version: service.meta.as_ref().map_or(0, |m| m.version),
+        restart: spec.restart,
+    }
+}
 
 /// Runs until `shutdown` flips; only the leader runs it.
 pub async fn run(store: Store, shutdown: watch::Receiver<bool>) {
@@ -20,7 +227,7 @@ pub async fn run(store: Store, shutdown: watch::Receiver<bool>) {
         let store = s.clone();
         async move {
             let mut actions = store.view(|st| {
-                let mut a = replicated::plan(st, now_ms()).actions;
+                let mut a = plan(st, now_ms()).actions;
                 a.extend(reaper::plan(st));
                 a
             });
@@ -35,4 +242,172 @@ pub async fn run(store: Store, shutdown: watch::Receiver<bool>) {
         }
     })
     .await;
+}
+
+/// Fixtures and action readers shared by the orchestrator's tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use shoal_proto::{NodeRole, ServiceSpec};
+
+    pub fn service(id: &str, mode: ServiceMode, replicas: u64) -> Service {
+        Service {
+            id: id.into(),
+            meta: Some(Meta {
+                version: 1,
+                ..Default::default()
+            }),
+            spec: Some(ServiceSpec {
+                name: format!("svc-{id}"),
+                replicas,
+                mode: mode as i32,
+                ..Default::default()
+            }),
+            previous_spec: None,
+        }
+    }
+
+    pub fn node(id: &str, state: NodeState, availability: NodeAvailability) -> Node {
+        Node {
+            id: id.into(),
+            role: NodeRole::Worker as i32,
+            state: state as i32,
+            availability: availability as i32,
+            ..Default::default()
+        }
+    }
+
+    pub fn ready(id: &str) -> Node {
+        node(id, NodeState::Ready, NodeAvailability::Active)
+    }
+
+    /// A task of service `s1` in `slot` on `node` ("" = unplaced), created at `at`.
+    pub fn task(id: &str, slot: u64, node: &str, state: TaskState, at: i64) -> Task {
+        let mut t = new_task(&service("s1", ServiceMode::Replicated, 1), slot, node, at);
+        t.id = id.into();
+        t.status = Some(TaskStatus {
+            state: state as i32,
+            timestamp_ms: at,
+            exit_code: if state == TaskState::Failed { 137 } else { 0 },
+            ..Default::default()
+        });
+        t
+    }
+
+    pub fn state(services: Vec<Service>, nodes: Vec<Node>, tasks: Vec<Task>) -> StoreState {
+        StoreState {
+            services: services.into_iter().map(|x| (x.id.clone(), x)).collect(),
+            nodes: nodes.into_iter().map(|x| (x.id.clone(), x)).collect(),
+            tasks: tasks.into_iter().map(|x| (x.id.clone(), x)).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// (slot, node_id) of every task the plan creates.
+    pub fn created(plan: &Plan) -> Vec<(u64, String)> {
+        plan.actions
+            .iter()
+            .filter_map(|a| match &a.action {
+                Some(Action::CreateTask(t)) => Some((t.slot, t.node_id.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Sorted IDs of the tasks the plan shuts down.
+    pub fn shut_down(plan: &Plan) -> Vec<String> {
+        let mut ids: Vec<String> = plan
+            .actions
+            .iter()
+            .filter_map(|a| match &a.action {
+                Some(Action::SetTaskDesiredState(d)) => Some(d.task_id.clone()),
+                _ => None,
+            })
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// (task ID, message) of every status the plan reports on a node's behalf.
+    pub fn reported(plan: &Plan) -> Vec<(String, String)> {
+        plan.actions
+            .iter()
+            .filter_map(|a| match &a.action {
+                Some(Action::UpdateTaskStatus(u)) => {
+                    let st = u.status.as_ref()?;
+                    assert_eq!(st.state, TaskState::Shutdown as i32);
+                    Some((u.task_id.clone(), st.message.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+
+    #[test]
+    fn tasks_on_a_down_node_are_reported_shut_down_once_stopped() {
+        let down = node("n1", NodeState::Down, NodeAvailability::Active);
+        let mut stopping = task("stopping", 1, "n1", TaskState::Running, 0);
+        stopping.desired_state = TaskState::Shutdown as i32;
+        let finished = task("finished", 2, "n1", TaskState::Failed, 0);
+        let elsewhere = {
+            let mut t = task("elsewhere", 3, "n2", TaskState::Running, 0);
+            t.desired_state = TaskState::Shutdown as i32;
+            t
+        };
+        let s = state(
+            vec![service("s1", ServiceMode::Replicated, 3)],
+            vec![down, ready("n2")],
+            vec![stopping, finished, elsewhere],
+        );
+        let p = plan(&s, 50);
+        assert_eq!(
+            reported(&p),
+            vec![("stopping".to_string(), "node is down".to_string())],
+            "a finished task keeps its state; a live node reports for itself"
+        );
+    }
+
+    #[test]
+    fn a_task_shut_down_this_round_on_a_lost_node_is_reported_too() {
+        let s = state(
+            vec![service("s1", ServiceMode::Replicated, 1)],
+            vec![],
+            vec![task("t1", 1, "gone", TaskState::Running, 0)],
+        );
+        let p = plan(&s, 50);
+        assert_eq!(shut_down(&p), vec!["t1"]);
+        assert_eq!(
+            reported(&p),
+            vec![(
+                "t1".to_string(),
+                "node was removed from the swarm".to_string()
+            )]
+        );
+        assert_eq!(created(&p), vec![(1, String::new())]);
+    }
+
+    #[test]
+    fn desired_tasks_per_mode() {
+        let mut running = task("a", 0, "n1", TaskState::Running, 0);
+        running.service_id = "g".into();
+        let mut stopped = task("b", 0, "n2", TaskState::Running, 0);
+        stopped.service_id = "g".into();
+        stopped.desired_state = TaskState::Shutdown as i32;
+        let s = state(
+            vec![
+                service("g", ServiceMode::Global, 0),
+                service("r", ServiceMode::Replicated, 4),
+            ],
+            vec![],
+            vec![running, stopped],
+        );
+        assert_eq!(desired_tasks(&s, &s.services["g"]), 1);
+        assert_eq!(desired_tasks(&s, &s.services["r"]), 4);
+    }
 }

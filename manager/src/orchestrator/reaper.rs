@@ -1,20 +1,35 @@
 //! The task reaper: deletes tasks nobody needs any more, so the store (and, through the
 //! assignment set, the worker's containers and log files) does not grow without bound.
 //!
-//! A task is deleted only once it is finished (or was never placed): its worker has seen the
+//! A task is deleted only once it is finished (or was never assigned): its worker has seen the
 //! shutdown and cleaned up the container; deleting it then tells the worker to drop the logs.
+//! A task stranded on a DOWN node counts as finished once the orchestrator has reported it
+//! SHUTDOWN on the node's behalf (see the orchestrator's module documentation).
+//!
+//! History is kept per (service, slot) for replicated services and per (service, node) for
+//! global ones, up to the cluster's task history limit; tasks of scaled-away slots and of
+//! removed nodes go once finished.
 
 use std::collections::BTreeMap;
 
-use shoal_proto::{store_action::Action, StoreAction, Task, TaskState};
+use shoal_proto::{store_action::Action, ServiceMode, StoreAction, Task, TaskState};
 
 use crate::store::StoreState;
 
 /// Docker's default `--task-history-limit`.
 pub const DEFAULT_TASK_HISTORY_LIMIT: u64 = 5;
 
+/// A task never assigned (even a global task, whose node is set at creation) never reached a
+/// worker: nothing to clean up on a node.
 fn finished_or_unplaced(t: &Task) -> bool {
-    t.state().is_terminal() || (t.state() <= TaskState::Pending && t.node_id.is_empty())
+    t.state().is_terminal() || t.state() <= TaskState::Pending
+}
+
+/// Whose history a task belongs to.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Owner<'a> {
+    Slot(u64),
+    Node(&'a str),
 }
 
 pub fn plan(state: &StoreState) -> Vec<StoreAction> {
@@ -25,17 +40,31 @@ pub fn plan(state: &StoreState) -> Vec<StoreAction> {
         .filter(|&l| l > 0)
         .unwrap_or(DEFAULT_TASK_HISTORY_LIMIT) as usize;
     let mut doomed = Vec::new();
-    let mut history: BTreeMap<(&str, u64), Vec<&Task>> = BTreeMap::new();
+    let mut history: BTreeMap<(&str, Owner), Vec<&Task>> = BTreeMap::new();
     for t in state.tasks.values() {
         let stopped = t.desired() > TaskState::Running && finished_or_unplaced(t);
-        match state.services.get(&t.service_id) {
-            None if stopped || finished_or_unplaced(t) => doomed.push(t),
-            None => {}
-            Some(s) if stopped && t.slot > s.spec.as_ref().map_or(0, |s| s.replicas) => {
-                doomed.push(t)
+        let Some(service) = state.services.get(&t.service_id) else {
+            if stopped || finished_or_unplaced(t) {
+                doomed.push(t);
             }
-            Some(_) if stopped => history.entry((&t.service_id, t.slot)).or_default().push(t),
-            Some(_) => {}
+            continue;
+        };
+        if !stopped {
+            continue;
+        }
+        let (mode, replicas) = service
+            .spec
+            .as_ref()
+            .map_or((ServiceMode::Replicated, 0), |s| (s.mode(), s.replicas));
+        let owner = match mode {
+            ServiceMode::Replicated if t.slot == 0 || t.slot > replicas => None,
+            ServiceMode::Replicated => Some(Owner::Slot(t.slot)),
+            ServiceMode::Global if t.slot != 0 || !state.nodes.contains_key(&t.node_id) => None,
+            ServiceMode::Global => Some(Owner::Node(&t.node_id)),
+        };
+        match owner {
+            Some(owner) => history.entry((&t.service_id, owner)).or_default().push(t),
+            None => doomed.push(t),
         }
     }
     for dead in history.values_mut() {
@@ -163,5 +192,82 @@ mod tests {
             task("away", "s1", 2, TaskState::Shutdown, TaskState::Shutdown, 0),
         ];
         assert_eq!(deleted(plan(&with_service(1, tasks))), vec!["away"]);
+    }
+
+    fn global_state(nodes: &[&str], tasks: Vec<Task>) -> StoreState {
+        let mut s = with_service(0, tasks);
+        let spec = s.services.get_mut("s1").unwrap().spec.as_mut().unwrap();
+        spec.mode = ServiceMode::Global as i32;
+        for n in nodes {
+            s.nodes.insert(
+                n.to_string(),
+                shoal_proto::Node {
+                    id: n.to_string(),
+                    ..Default::default()
+                },
+            );
+        }
+        s
+    }
+
+    fn global_task(id: &str, node: &str, at: i64) -> Task {
+        let mut t = task(id, "s1", 0, TaskState::Failed, TaskState::Shutdown, at);
+        t.node_id = node.into();
+        t
+    }
+
+    #[test]
+    fn global_history_is_kept_per_node() {
+        let mut tasks: Vec<Task> = (0..7)
+            .map(|i| global_task(&format!("a{i}"), "a", i))
+            .collect();
+        tasks.extend((0..3).map(|i| global_task(&format!("b{i}"), "b", i)));
+        assert_eq!(
+            deleted(plan(&global_state(&["a", "b"], tasks))),
+            vec!["a0", "a1"],
+            "slot 0 is not one shared history"
+        );
+    }
+
+    #[test]
+    fn global_tasks_of_removed_nodes_go_once_finished() {
+        let mut running = global_task("running", "gone", 0);
+        running.status = Some(TaskStatus {
+            state: TaskState::Running as i32,
+            ..Default::default()
+        });
+        let tasks = vec![global_task("done", "gone", 0), running];
+        assert_eq!(deleted(plan(&global_state(&[], tasks))), vec!["done"]);
+    }
+
+    #[test]
+    fn a_global_task_never_assigned_counts_as_finished() {
+        // Its node is set at creation, yet it never reached a worker.
+        let mut t = global_task("pending", "gone", 0);
+        t.status = Some(TaskStatus {
+            state: TaskState::Pending as i32,
+            ..Default::default()
+        });
+        assert_eq!(deleted(plan(&global_state(&[], vec![t]))), vec!["pending"]);
+    }
+
+    #[test]
+    fn tasks_of_the_other_mode_go_once_stopped() {
+        let slot0 = task(
+            "slot0",
+            "s1",
+            0,
+            TaskState::Shutdown,
+            TaskState::Shutdown,
+            0,
+        );
+        assert_eq!(deleted(plan(&with_service(1, vec![slot0]))), vec!["slot0"]);
+        let slot1 = global_task("slot1", "a", 0);
+        let mut slot1 = slot1;
+        slot1.slot = 1;
+        assert_eq!(
+            deleted(plan(&global_state(&["a"], vec![slot1]))),
+            vec!["slot1"]
+        );
     }
 }

@@ -1,293 +1,161 @@
 //! Replicated services → tasks: one live task per slot `1..=replicas`, restarts by policy,
-//! scale down from the highest slot.
+//! scale down from the highest slot, and tasks moved off nodes that lost them.
 //!
-//! Planning is a pure function of the store state and the time, so it is unit-tested without
-//! Raft and re-run from scratch every round.
+//! A live task whose node went away is replaced in the same slot at once, without the restart
+//! delay and without using one of the policy's attempts: it did not fail by itself.
+//!
+//! * Node DOWN or removed: the task is dead already; every such slot is refilled in the same
+//!   round.
+//! * Node DRAINed, or its labels no longer satisfy the constraints: the task still runs, so the
+//!   service is kept at most one task below its replicas while moving them. One such task per
+//!   service is moved at a time — its replacement is created and the old task stopped in the
+//!   same proposal (the replacement can only start on another node) — and the next only once no
+//!   task of the service is starting (NEW, or ASSIGNED..STARTING). A task the scheduler cannot
+//!   place (PENDING) does not hold the next move back: waiting would not make it start, and a
+//!   drain must empty the node eventually. Until its turn, a task to be moved keeps running
+//!   where it is.
 
 use std::collections::BTreeMap;
 
-use shoal_proto::{
-    restart_policy::Condition, store_action::Action, RestartPolicy, Service, StoreAction, Task,
-    TaskDesiredState, TaskState, TaskStatus,
-};
+use shoal_proto::{Node, Service, Task, TaskState};
 
-use crate::ids::new_id;
-use crate::store::StoreState;
+use super::restart::{self, Restart};
+use super::{fate, is_live, new_task, Fate, Plan};
+use crate::constraint::Constraints;
 
-/// Docker's default restart delay.
-pub const DEFAULT_RESTART_DELAY_MS: u64 = 5_000;
-
-#[derive(Debug, Default)]
-pub struct Plan {
-    pub actions: Vec<StoreAction>,
-    /// Earliest time (ms) a restart delay expires, so the loop can wake for it.
-    pub wake_at_ms: Option<i64>,
+/// A task on its way to running: it may still fail, so the service is not whole yet.
+fn starting(t: &Task) -> bool {
+    let s = t.state();
+    s == TaskState::New || (s >= TaskState::Assigned && s < TaskState::Running)
 }
 
-fn act(a: Action) -> StoreAction {
-    StoreAction { action: Some(a) }
-}
-
-fn desire(task: &Task, state: TaskState) -> StoreAction {
-    act(Action::SetTaskDesiredState(TaskDesiredState {
-        task_id: task.id.clone(),
-        desired_state: state as i32,
-    }))
-}
-
-pub fn plan(state: &StoreState, now_ms: i64) -> Plan {
-    let mut plan = Plan::default();
-    let mut by_service: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
-    for t in state.tasks.values() {
-        by_service.entry(t.service_id.as_str()).or_default().push(t);
-    }
-    for (service_id, tasks) in &by_service {
-        if !state.services.contains_key(*service_id) {
-            // The service is gone: stop whatever still runs (the reaper deletes them later).
-            for t in tasks.iter().filter(|t| t.desired() <= TaskState::Running) {
-                plan.actions.push(desire(t, TaskState::Shutdown));
-            }
-        }
-    }
-    for service in state.services.values() {
-        let tasks = by_service
-            .get(service.id.as_str())
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
-        plan_service(service, tasks, now_ms, &mut plan);
-    }
-    plan
-}
-
-fn plan_service(service: &Service, tasks: &[&Task], now_ms: i64, plan: &mut Plan) {
+pub(super) fn plan_service(
+    service: &Service,
+    tasks: &[&Task],
+    nodes: &BTreeMap<String, Node>,
+    now_ms: i64,
+    plan: &mut Plan,
+) {
     let replicas = service.spec.as_ref().map_or(0, |s| s.replicas);
+    let constraints = Constraints::of_service(service).ok();
+    let fate_of = |t: &Task| fate(t, nodes, constraints.as_ref());
     let mut slots: BTreeMap<u64, Vec<&Task>> = BTreeMap::new();
     for t in tasks {
         slots.entry(t.slot).or_default().push(t);
     }
     for slot_tasks in slots.values_mut() {
-        // Newest first.
-        slot_tasks.sort_by_key(|t| std::cmp::Reverse(created_ms(t)));
+        restart::newest_first(slot_tasks);
     }
 
     for (&slot, slot_tasks) in &slots {
         for t in slot_tasks {
             let live = t.desired() <= TaskState::Running;
-            if live && (slot > replicas || t.state().is_terminal()) {
+            // Slot 0 holds the tasks of a global service whose mode was changed.
+            if live && (slot == 0 || slot > replicas || t.state().is_terminal()) {
                 // Scaled away, or ended by itself: it will not run again either way. Whether
                 // the slot gets a new task is decided below from the history.
-                plan.actions.push(desire(t, TaskState::Shutdown));
+                plan.shut_down(t);
             }
         }
     }
 
+    let mut in_flight = tasks
+        .iter()
+        .filter(|t| is_live(t) && starting(t) && fate_of(t) == Fate::Stay)
+        .count();
+    let mut to_move: Vec<(u64, Vec<&Task>)> = Vec::new();
     for slot in 1..=replicas {
         let history = slots.get(&slot).map(Vec::as_slice).unwrap_or(&[]);
-        let has_live = history
-            .iter()
-            .any(|t| t.desired() <= TaskState::Running && !t.state().is_terminal());
-        if has_live {
+        let live: Vec<&Task> = history.iter().copied().filter(|t| is_live(t)).collect();
+        if live.is_empty() {
+            match restart::decision(history, now_ms) {
+                Restart::Now => {
+                    plan.create(new_task(service, slot, "", now_ms));
+                    in_flight += 1;
+                }
+                Restart::At(at) => plan.wake_at(at),
+                Restart::Never => {}
+            }
             continue;
         }
-        match restart_decision(history, now_ms) {
-            Restart::Now => plan
-                .actions
-                .push(act(Action::CreateTask(new_task(service, slot, now_ms)))),
-            Restart::At(at) => {
-                plan.wake_at_ms = Some(plan.wake_at_ms.map_or(at, |w| w.min(at)));
+        let (mut stays, mut moves) = (false, Vec::new());
+        for t in &live {
+            match fate_of(t) {
+                Fate::Stay => stays = true,
+                Fate::Lost => plan.shut_down(t),
+                Fate::Move => moves.push(*t),
             }
-            Restart::Never => {}
+        }
+        if stays {
+            // The slot is served; anything else in it is surplus.
+            moves.iter().for_each(|t| plan.shut_down(t));
+        } else if moves.is_empty() {
+            // Every live task was lost with its node.
+            plan.create(new_task(service, slot, "", now_ms));
+            in_flight += 1;
+        } else {
+            to_move.push((slot, moves));
         }
     }
-}
-
-enum Restart {
-    Now,
-    At(i64),
-    Never,
-}
-
-/// Whether a slot with no live task gets a new one, from its history (newest first).
-fn restart_decision(history: &[&Task], now_ms: i64) -> Restart {
-    let Some(newest) = history.first() else {
-        return Restart::Now;
-    };
-    let state = newest.state();
-    // Not finished yet (being shut down) or stopped by us (scale down, then up again): the
-    // slot is wanted again and the policy does not apply.
-    if !state.is_terminal() || state == TaskState::Shutdown {
-        return Restart::Now;
-    }
-    let policy = newest.restart.clone().unwrap_or_default();
-    let failed = state != TaskState::Complete || exit_code(newest) != 0;
-    let wanted = match Condition::try_from(policy.condition).unwrap_or(Condition::Any) {
-        Condition::Any => true,
-        Condition::None => false,
-        Condition::OnFailure => failed,
-    };
-    if !wanted || attempts_exhausted(&policy, history, now_ms) {
-        return Restart::Never;
-    }
-    let delay = if policy.delay_ms == 0 && newest.restart.is_none() {
-        DEFAULT_RESTART_DELAY_MS
-    } else {
-        policy.delay_ms
-    };
-    let at = status_ms(newest).saturating_add(delay as i64);
-    if at <= now_ms {
-        Restart::Now
-    } else {
-        Restart::At(at)
-    }
-}
-
-/// `max_attempts` restarts are allowed (within `window_ms` when set): the first run does not
-/// count, so the slot has used `ended - 1` restarts.
-fn attempts_exhausted(policy: &RestartPolicy, history: &[&Task], now_ms: i64) -> bool {
-    if policy.max_attempts == 0 {
-        return false;
-    }
-    let ended = history
-        .iter()
-        .filter(|t| {
-            let s = t.state();
-            s.is_terminal() && s != TaskState::Shutdown
-        })
-        .filter(|t| policy.window_ms == 0 || now_ms - status_ms(t) <= policy.window_ms as i64)
-        .count() as u64;
-    ended > policy.max_attempts
-}
-
-fn created_ms(t: &Task) -> (i64, u64) {
-    let meta = t.meta.as_ref();
-    (
-        meta.map_or(0, |m| m.created_at_ms),
-        meta.map_or(0, |m| m.version),
-    )
-}
-
-fn status_ms(t: &Task) -> i64 {
-    t.status.as_ref().map_or(0, |s| s.timestamp_ms)
-}
-
-fn exit_code(t: &Task) -> i32 {
-    t.status.as_ref().map_or(0, |s| s.exit_code)
-}
-
-pub fn new_task(service: &Service, slot: u64, now_ms: i64) -> Task {
-    let spec = service.spec.clone().unwrap_or_default();
-    Task {
-        id: new_id(),
-        meta: Some(shoal_proto::Meta {
-            version: 0,
-            created_at_ms: now_ms,
-            updated_at_ms: now_ms,
-        }),
-        service_id: service.id.clone(),
-        service_name: spec.name.clone(),
-        slot,
-        node_id: String::new(),
-        spec: spec.container.clone(),
-        desired_state: TaskState::Running as i32,
-        status: Some(TaskStatus {
-            state: TaskState::New as i32,
-            timestamp_ms: now_ms,
-            message: "created".into(),
-            ..Default::default()
-        }),
-        service_version: service.meta.as_ref().map_or(0, |m| m.version),
-        restart: spec.restart.clone(),
+    for (slot, moves) in to_move {
+        if in_flight > 0 {
+            break;
+        }
+        plan.create(new_task(service, slot, "", now_ms));
+        moves.iter().for_each(|t| plan.shut_down(t));
+        in_flight += 1;
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::*;
+    use super::super::{plan, DEFAULT_RESTART_DELAY_MS};
+    use shoal_proto::{
+        restart_policy::Condition, NodeAvailability, NodeState, Placement, RestartPolicy,
+        ServiceMode, TaskStatus,
+    };
+
     use super::*;
-    use shoal_proto::{Meta, ServiceSpec};
+    use crate::store::StoreState;
 
-    fn service(replicas: u64, restart: Option<RestartPolicy>) -> Service {
-        Service {
-            id: "s1".into(),
-            meta: Some(Meta {
-                version: 1,
-                ..Default::default()
-            }),
-            spec: Some(ServiceSpec {
-                name: "web".into(),
-                replicas,
-                restart,
-                ..Default::default()
-            }),
-            previous_spec: None,
-        }
-    }
-
-    fn state_with(service: Service, tasks: Vec<Task>) -> StoreState {
-        let mut s = StoreState::default();
-        s.services.insert(service.id.clone(), service);
-        for t in tasks {
-            s.tasks.insert(t.id.clone(), t);
-        }
+    fn svc(replicas: u64, restart: Option<RestartPolicy>) -> Service {
+        let mut s = service("s1", ServiceMode::Replicated, replicas);
+        s.spec.as_mut().unwrap().restart = restart;
         s
     }
 
-    fn task(id: &str, slot: u64, state: TaskState, desired: TaskState, at: i64) -> Task {
-        let mut t = new_task(&service(1, None), slot, at);
-        t.id = id.into();
+    fn state_with(service: Service, tasks: Vec<Task>) -> StoreState {
+        state(vec![service], vec![], tasks)
+    }
+
+    fn with_desired(mut t: Task, desired: TaskState) -> Task {
         t.desired_state = desired as i32;
-        t.status = Some(TaskStatus {
-            state: state as i32,
-            timestamp_ms: at,
-            exit_code: if state == TaskState::Failed { 137 } else { 0 },
-            ..Default::default()
-        });
         t
     }
 
-    fn created(plan: &Plan) -> Vec<u64> {
-        plan.actions
-            .iter()
-            .filter_map(|a| match &a.action {
-                Some(Action::CreateTask(t)) => Some(t.slot),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn shut_down(plan: &Plan) -> Vec<String> {
-        plan.actions
-            .iter()
-            .filter_map(|a| match &a.action {
-                Some(Action::SetTaskDesiredState(d)) => Some(d.task_id.clone()),
-                _ => None,
-            })
-            .collect()
+    fn slots(p: &Plan) -> Vec<u64> {
+        created(p).into_iter().map(|(slot, _)| slot).collect()
     }
 
     #[test]
     fn creates_one_task_per_slot() {
-        let plan = plan(&state_with(service(3, None), vec![]), 0);
-        assert_eq!(created(&plan), vec![1, 2, 3]);
+        let p = plan(&state_with(svc(3, None), vec![]), 0);
+        assert_eq!(slots(&p), vec![1, 2, 3]);
+        assert!(
+            created(&p).iter().all(|(_, n)| n.is_empty()),
+            "the scheduler picks the node"
+        );
     }
 
     #[test]
     fn scale_down_stops_highest_slots() {
         let tasks = (1..=3)
-            .map(|i| {
-                task(
-                    &format!("t{i}"),
-                    i,
-                    TaskState::Running,
-                    TaskState::Running,
-                    0,
-                )
-            })
+            .map(|i| task(&format!("t{i}"), i, "", TaskState::Running, 0))
             .collect();
-        let plan = plan(&state_with(service(1, None), tasks), 0);
-        assert!(created(&plan).is_empty());
-        let mut stopped = shut_down(&plan);
-        stopped.sort();
-        assert_eq!(stopped, vec!["t2", "t3"]);
+        let p = plan(&state_with(svc(1, None), tasks), 0);
+        assert!(created(&p).is_empty());
+        assert_eq!(shut_down(&p), vec!["t2", "t3"]);
     }
 
     #[test]
@@ -296,10 +164,9 @@ mod tests {
             delay_ms: 1000,
             ..Default::default()
         };
-        let tasks = vec![task("t1", 1, TaskState::Failed, TaskState::Running, 10_000)];
-        let s = state_with(service(1, Some(policy.clone())), tasks);
-        let mut s = s;
-        s.tasks.get_mut("t1").unwrap().restart = Some(policy);
+        let mut t = task("t1", 1, "", TaskState::Failed, 10_000);
+        t.restart = Some(policy);
+        let s = state_with(svc(1, Some(policy)), vec![t]);
         let early = plan(&s, 10_500);
         assert_eq!(
             shut_down(&early),
@@ -309,7 +176,19 @@ mod tests {
         assert!(created(&early).is_empty());
         assert_eq!(early.wake_at_ms, Some(11_000));
         let late = plan(&s, 11_000);
-        assert_eq!(created(&late), vec![1]);
+        assert_eq!(slots(&late), vec![1]);
+    }
+
+    #[test]
+    fn default_restart_delay_applies_without_a_policy() {
+        let t = with_desired(
+            task("t1", 1, "", TaskState::Failed, 1_000),
+            TaskState::Shutdown,
+        );
+        let mut t = t;
+        t.restart = None;
+        let p = plan(&state_with(svc(1, None), vec![t]), 1_000);
+        assert_eq!(p.wake_at_ms, Some(1_000 + DEFAULT_RESTART_DELAY_MS as i64));
     }
 
     #[test]
@@ -318,10 +197,13 @@ mod tests {
             condition: Condition::None as i32,
             ..Default::default()
         };
-        let mut t = task("t1", 1, TaskState::Complete, TaskState::Shutdown, 0);
-        t.restart = Some(policy.clone());
-        let plan = plan(&state_with(service(1, Some(policy)), vec![t]), 100_000);
-        assert!(created(&plan).is_empty());
+        let mut t = with_desired(
+            task("t1", 1, "", TaskState::Complete, 0),
+            TaskState::Shutdown,
+        );
+        t.restart = Some(policy);
+        let p = plan(&state_with(svc(1, Some(policy)), vec![t]), 100_000);
+        assert!(created(&p).is_empty());
     }
 
     #[test]
@@ -330,15 +212,15 @@ mod tests {
             condition: Condition::OnFailure as i32,
             ..Default::default()
         };
-        let mut ok = task("t1", 1, TaskState::Complete, TaskState::Shutdown, 0);
-        ok.restart = Some(policy.clone());
-        let mut bad = task("t2", 2, TaskState::Failed, TaskState::Shutdown, 0);
-        bad.restart = Some(policy.clone());
-        let plan = plan(
-            &state_with(service(2, Some(policy)), vec![ok, bad]),
-            100_000,
+        let mut ok = with_desired(
+            task("t1", 1, "", TaskState::Complete, 0),
+            TaskState::Shutdown,
         );
-        assert_eq!(created(&plan), vec![2]);
+        ok.restart = Some(policy);
+        let mut bad = with_desired(task("t2", 2, "", TaskState::Failed, 0), TaskState::Shutdown);
+        bad.restart = Some(policy);
+        let p = plan(&state_with(svc(2, Some(policy)), vec![ok, bad]), 100_000);
+        assert_eq!(slots(&p), vec![2]);
     }
 
     #[test]
@@ -347,27 +229,255 @@ mod tests {
             max_attempts: 1,
             ..Default::default()
         };
-        let mut a = task("t1", 1, TaskState::Failed, TaskState::Shutdown, 0);
-        a.restart = Some(policy.clone());
-        let mut b = task("t2", 1, TaskState::Failed, TaskState::Shutdown, 1);
-        b.restart = Some(policy.clone());
-        b.meta.as_mut().unwrap().created_at_ms = 1;
-        let plan = plan(&state_with(service(1, Some(policy)), vec![a, b]), 100_000);
-        assert!(created(&plan).is_empty());
+        let mut a = with_desired(task("t1", 1, "", TaskState::Failed, 0), TaskState::Shutdown);
+        a.restart = Some(policy);
+        let mut b = with_desired(task("t2", 1, "", TaskState::Failed, 1), TaskState::Shutdown);
+        b.restart = Some(policy);
+        let p = plan(&state_with(svc(1, Some(policy)), vec![a, b]), 100_000);
+        assert!(created(&p).is_empty());
     }
 
     #[test]
     fn scaled_down_slot_is_refilled_when_scaled_up_again() {
-        let tasks = vec![task("t2", 2, TaskState::Shutdown, TaskState::Shutdown, 0)];
-        let plan = plan(&state_with(service(2, None), tasks), 0);
-        assert_eq!(created(&plan), vec![1, 2]);
+        let tasks = vec![with_desired(
+            task("t2", 2, "", TaskState::Shutdown, 0),
+            TaskState::Shutdown,
+        )];
+        let p = plan(&state_with(svc(2, None), tasks), 0);
+        assert_eq!(slots(&p), vec![1, 2]);
     }
 
     #[test]
     fn tasks_of_a_removed_service_are_stopped() {
-        let mut s = StoreState::default();
-        let t = task("t1", 1, TaskState::Running, TaskState::Running, 0);
-        s.tasks.insert(t.id.clone(), t);
+        let s = state(
+            vec![],
+            vec![],
+            vec![task("t1", 1, "", TaskState::Running, 0)],
+        );
         assert_eq!(shut_down(&plan(&s, 0)), vec!["t1"]);
+    }
+
+    #[test]
+    fn tasks_of_a_former_global_service_are_stopped() {
+        let s = state_with(
+            svc(1, None),
+            vec![task("g", 0, "n1", TaskState::Running, 0)],
+        );
+        let p = plan(&s, 0);
+        assert_eq!(shut_down(&p), vec!["g"]);
+        assert_eq!(slots(&p), vec![1]);
+    }
+
+    #[test]
+    fn tasks_on_a_down_node_are_replaced_at_once_without_using_an_attempt() {
+        let policy = RestartPolicy {
+            max_attempts: 1,
+            delay_ms: 60_000,
+            ..Default::default()
+        };
+        // Slot 1 has used its one restart already; slots 2 and 3 run on the node that died.
+        let mut used = with_desired(
+            task("old", 1, "n2", TaskState::Failed, 0),
+            TaskState::Shutdown,
+        );
+        used.restart = Some(policy);
+        let mut t1 = task("t1", 1, "n1", TaskState::Running, 1);
+        t1.restart = Some(policy);
+        let t2 = task("t2", 2, "n1", TaskState::Starting, 1);
+        let t3 = task("t3", 3, "n2", TaskState::Running, 1);
+        let s = state(
+            vec![svc(3, Some(policy))],
+            vec![
+                node("n1", NodeState::Down, NodeAvailability::Active),
+                ready("n2"),
+            ],
+            vec![used, t1, t2, t3],
+        );
+        let p = plan(&s, 2);
+        assert_eq!(shut_down(&p), vec!["t1", "t2"]);
+        assert_eq!(slots(&p), vec![1, 2], "no delay, max attempts not consumed");
+        let mut reported = reported(&p);
+        reported.sort();
+        assert_eq!(
+            reported,
+            vec![
+                ("t1".to_string(), "node is down".to_string()),
+                ("t2".to_string(), "node is down".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_slot_of_a_task_reported_shut_down_for_a_dead_node_is_not_refilled_twice() {
+        let lost = with_desired(
+            task("lost", 1, "n1", TaskState::Shutdown, 0),
+            TaskState::Shutdown,
+        );
+        let replacement = task("new", 1, "n2", TaskState::Running, 1);
+        let s = state(
+            vec![svc(1, None)],
+            vec![
+                node("n1", NodeState::Down, NodeAvailability::Active),
+                ready("n2"),
+            ],
+            vec![lost, replacement],
+        );
+        let p = plan(&s, 2);
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+    }
+
+    fn drained_state(extra: Vec<Task>) -> StoreState {
+        let mut tasks: Vec<Task> = (1..=3)
+            .map(|i| task(&format!("t{i}"), i, "n1", TaskState::Running, 0))
+            .collect();
+        tasks.extend(extra);
+        state(
+            vec![svc(3, None)],
+            vec![
+                node("n1", NodeState::Ready, NodeAvailability::Drain),
+                ready("n2"),
+            ],
+            tasks,
+        )
+    }
+
+    #[test]
+    fn drain_moves_one_task_at_a_time() {
+        let p = plan(&drained_state(vec![]), 5);
+        assert_eq!(slots(&p), vec![1]);
+        assert_eq!(shut_down(&p), vec!["t1"]);
+        assert!(reported(&p).is_empty(), "a drained node reports for itself");
+        // The proposal creates the replacement before it stops the old task.
+        let create_at = p.actions.iter().position(|a| {
+            matches!(
+                a.action,
+                Some(shoal_proto::store_action::Action::CreateTask(_))
+            )
+        });
+        let stop_at = p.actions.iter().position(|a| {
+            matches!(
+                a.action,
+                Some(shoal_proto::store_action::Action::SetTaskDesiredState(_))
+            )
+        });
+        assert!(create_at < stop_at);
+    }
+
+    #[test]
+    fn drain_waits_while_the_previous_replacement_starts() {
+        let old = with_desired(
+            task("t1", 1, "n1", TaskState::Running, 0),
+            TaskState::Shutdown,
+        );
+        for state_now in [TaskState::New, TaskState::Assigned, TaskState::Starting] {
+            let replacement = task(
+                "r1",
+                1,
+                if state_now == TaskState::New {
+                    ""
+                } else {
+                    "n2"
+                },
+                state_now,
+                5,
+            );
+            let mut s = drained_state(vec![replacement]);
+            s.tasks.insert("t1".into(), old.clone());
+            let p = plan(&s, 6);
+            assert!(p.actions.is_empty(), "{state_now:?}: {:?}", p.actions);
+        }
+        let running = task("r1", 1, "n2", TaskState::Running, 5);
+        let mut s = drained_state(vec![running]);
+        s.tasks.insert("t1".into(), old.clone());
+        let p = plan(&s, 6);
+        assert_eq!(slots(&p), vec![2], "the next one moves once the last runs");
+        assert_eq!(shut_down(&p), vec!["t2"]);
+    }
+
+    #[test]
+    fn drain_does_not_wait_for_a_replacement_that_cannot_be_placed() {
+        let old = with_desired(
+            task("t1", 1, "n1", TaskState::Running, 0),
+            TaskState::Shutdown,
+        );
+        let pending = task("r1", 1, "", TaskState::Pending, 5);
+        let mut s = drained_state(vec![pending]);
+        s.tasks.insert("t1".into(), old);
+        let p = plan(&s, 6);
+        assert_eq!(slots(&p), vec![2]);
+    }
+
+    #[test]
+    fn tasks_no_longer_satisfying_constraints_are_moved() {
+        let mut service = svc(2, None);
+        service.spec.as_mut().unwrap().placement = Some(Placement {
+            constraints: vec!["node.labels.zone==east".into()],
+            max_replicas_per_node: 0,
+        });
+        let mut east = ready("east");
+        east.labels.insert("zone".into(), "east".into());
+        let mut west = ready("west");
+        west.labels.insert("zone".into(), "west".into());
+        let s = state(
+            vec![service],
+            vec![east, west],
+            vec![
+                task("ok", 1, "east", TaskState::Running, 0),
+                task("bad", 2, "west", TaskState::Running, 0),
+            ],
+        );
+        let p = plan(&s, 1);
+        assert_eq!(shut_down(&p), vec!["bad"]);
+        assert_eq!(slots(&p), vec![2]);
+    }
+
+    #[test]
+    fn unparsable_constraints_do_not_stop_running_tasks() {
+        let mut service = svc(1, None);
+        service.spec.as_mut().unwrap().placement = Some(Placement {
+            constraints: vec!["node.nope==1".into()],
+            max_replicas_per_node: 0,
+        });
+        let s = state(
+            vec![service],
+            vec![ready("n1")],
+            vec![task("t1", 1, "n1", TaskState::Running, 0)],
+        );
+        assert!(plan(&s, 1).actions.is_empty());
+    }
+
+    #[test]
+    fn a_paused_node_keeps_its_tasks() {
+        let s = state(
+            vec![svc(1, None)],
+            vec![node("n1", NodeState::Ready, NodeAvailability::Pause)],
+            vec![task("t1", 1, "n1", TaskState::Running, 0)],
+        );
+        assert!(plan(&s, 1).actions.is_empty());
+    }
+
+    #[test]
+    fn failed_status_keeps_the_restart_timestamp() {
+        // A failure on a drained node is an ordinary failure: the policy applies.
+        let mut t = task("t1", 1, "n1", TaskState::Failed, 1_000);
+        t.restart = Some(RestartPolicy {
+            delay_ms: 500,
+            ..Default::default()
+        });
+        t.status = Some(TaskStatus {
+            state: TaskState::Failed as i32,
+            timestamp_ms: 1_000,
+            exit_code: 1,
+            ..Default::default()
+        });
+        let s = state(
+            vec![svc(1, None)],
+            vec![node("n1", NodeState::Ready, NodeAvailability::Drain)],
+            vec![t],
+        );
+        let p = plan(&s, 1_100);
+        assert_eq!(shut_down(&p), vec!["t1"]);
+        assert!(created(&p).is_empty());
+        assert_eq!(p.wake_at_ms, Some(1_500));
     }
 }
