@@ -161,7 +161,7 @@ impl Manager {
         });
         let cluster = Cluster {
             id: ca.cluster_id().to_string(),
-            meta: meta.clone(),
+            meta,
             worker_join_token: tokens::new_join_token(&ca.digest()),
             manager_join_token: tokens::new_join_token(&ca.digest()),
             task_history_limit: DEFAULT_TASK_HISTORY_LIMIT,

@@ -100,6 +100,7 @@ impl Dispatcher for TestDispatcher {
                     session_id: session_id.clone(),
                     heartbeat_period_ms: 200,
                     tasks,
+                    ..Default::default()
                 })
             })
             .take_until(ended);

@@ -466,8 +466,7 @@ pub async fn join(
         format!("{}:2377", req.remote_addr)
     };
     let internal = |e: shoal_tls::TlsError| tonic::Status::internal(e.to_string());
-    let config =
-        Arc::new(shoal_tls::bootstrap_client_config(token.ca_digest.clone()).map_err(internal)?);
+    let config = Arc::new(shoal_tls::bootstrap_client_config(token.ca_digest).map_err(internal)?);
     let channel = shoal_tls::connect(&remote, config, Role::Manager.server_name())
         .await
         .map_err(|e| {

@@ -50,6 +50,8 @@ pub struct StoreState {
 }
 
 /// The previous value of one key, so a refused entry can be rolled back.
+// Lives only while one entry is applied; boxing would cost an allocation per change.
+#[allow(clippy::large_enum_variant)]
 enum Undo {
     Cluster(Option<Cluster>),
     Node(String, Option<Node>),
