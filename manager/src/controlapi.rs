@@ -508,7 +508,34 @@ impl control_server::Control for ControlApi {
                         node.id
                     )));
                 }
+                if let Some(raft_id) = node
+                    .manager_status
+                    .as_ref()
+                    .map(|ms| ms.raft_id)
+                    .filter(|&id| id != 0 && node.role == NodeRole::Manager as i32)
+                {
+                    let raft = m.leader.raft();
+                    if raft_id == raft.id() {
+                        // The leader cannot remove itself: hand leadership over, then let the
+                        // new leader carry out the demotion.
+                        raft.transfer_leadership(None)
+                            .await
+                            .map_err(|e| Status::unavailable(e.to_string()))?;
+                        let ch = m.leader.forward()?.ok_or_else(|| {
+                            Status::unavailable("leadership did not move; run the command again")
+                        })?;
+                        let mut fwd = req.clone();
+                        fwd.node = node.id.clone();
+                        return ControlClient::new(ch).update_node(fwd).await;
+                    }
+                    // Shrink the Raft configuration first, so quorum never counts a manager
+                    // that is about to stop voting.
+                    raft.remove_voter(raft_id)
+                        .await
+                        .map_err(|e| Status::unavailable(e.to_string()))?;
+                }
                 updated.role = NodeRole::Worker as i32;
+                updated.manager_status = None;
             }
             other => {
                 return Err(Status::invalid_argument(format!(

@@ -230,31 +230,38 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         let mut events = self.store.subscribe();
         let mut raft = self.raft.clone();
         tokio::spawn(async move {
-            let mut last: Option<Vec<(String, u64)>> = None;
+            // What the node was last sent; a change in any part sends the whole again.
+            let mut last: Option<(Vec<(String, u64)>, Vec<String>, bool)> = None;
             loop {
                 // A newer session of the same node replaces this one.
                 if this.sessions().get(&node_id).map(|s| &s.id) != Some(&session_id) {
                     return;
                 }
                 let tasks = this.assigned(&node_id);
-                let key: Vec<(String, u64)> = tasks
-                    .iter()
-                    .map(|t| (t.id.clone(), t.meta.as_ref().map_or(0, |m| m.version)))
-                    .collect();
+                let managers = this.manager_addrs();
+                let renew_certificate = cert_role.is_some_and(|r| {
+                    let manager = this.store.view(|st| {
+                        st.nodes
+                            .get(&node_id)
+                            .is_some_and(|n| n.role == NodeRole::Manager as i32)
+                    });
+                    manager != (r == shoal_tls::Role::Manager)
+                });
+                let key = (
+                    tasks
+                        .iter()
+                        .map(|t| (t.id.clone(), t.meta.as_ref().map_or(0, |m| m.version)))
+                        .collect::<Vec<_>>(),
+                    managers.clone(),
+                    renew_certificate,
+                );
                 if last.as_ref() != Some(&key) {
                     let msg = SessionMessage {
                         session_id: session_id.clone(),
                         heartbeat_period_ms: this.period.as_millis() as u64,
                         tasks,
-                        managers: this.manager_addrs(),
-                        renew_certificate: cert_role.is_some_and(|r| {
-                            let manager = this.store.view(|st| {
-                                st.nodes
-                                    .get(&node_id)
-                                    .is_some_and(|n| n.role == NodeRole::Manager as i32)
-                            });
-                            manager != (r == shoal_tls::Role::Manager)
-                        }),
+                        managers,
+                        renew_certificate,
                     };
                     if tx.send(Ok(msg)).await.is_err() {
                         return;

@@ -57,7 +57,13 @@ pub struct AgentConfig {
     pub description: NodeDescription,
     /// The worker data directory; the same one the [`Executor`] was given.
     pub data_dir: PathBuf,
+    /// Told of every session message: the managers' addresses and whether the node's role
+    /// changed are the daemon's business, not the agent's.
+    pub on_session_message: Option<SessionObserver>,
 }
+
+/// See [`AgentConfig::on_session_message`].
+pub type SessionObserver = Arc<dyn Fn(&shoal_proto::SessionMessage) + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -874,6 +880,9 @@ async fn session(
         0 => DEFAULT_HEARTBEAT,
         ms => Duration::from_millis(ms),
     };
+    if let Some(observe) = &cfg.on_session_message {
+        observe(&first);
+    }
     worker.reconcile(first.tasks);
     let mut next_beat = Instant::now() + period;
     loop {
@@ -883,6 +892,9 @@ async fn session(
                     debug!(tasks = m.tasks.len(), "assignment set");
                     if m.heartbeat_period_ms > 0 {
                         period = Duration::from_millis(m.heartbeat_period_ms);
+                    }
+                    if let Some(observe) = &cfg.on_session_message {
+                        observe(&m);
                     }
                     worker.reconcile(m.tasks);
                     while worker.cleanups.try_join_next().is_some() {}

@@ -299,6 +299,7 @@ impl Env {
                 ..Default::default()
             },
             data_dir: self.data.clone(),
+            on_session_message: None,
         };
         let (stop_tx, stop_rx) = watch::channel(false);
         let handle = tokio::spawn(agent::run(

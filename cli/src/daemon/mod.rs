@@ -7,6 +7,7 @@ mod describe;
 mod identity;
 mod logs;
 mod net;
+mod renew;
 mod swarm;
 
 use std::path::{Path, PathBuf};

@@ -173,12 +173,7 @@ fn dispatcher_connector(
                     })?;
                 return Ok(DispatcherClient::new(ch));
             }
-            let mut candidates: Vec<String> = local
-                .as_ref()
-                .and_then(|r| r.status().leader_addr().map(str::to_string))
-                .into_iter()
-                .collect();
-            candidates.extend(managers.lock().unwrap_or_else(|e| e.into_inner()).clone());
+            let mut candidates = super::renew::candidates(local.as_ref(), &managers);
             let mut reasons = Vec::new();
             let mut i = 0;
             while i < candidates.len() && i < 16 {
@@ -205,8 +200,8 @@ fn dispatcher_connector(
                     Err(s) if s.code() == tonic::Code::NotFound => return Ok(client),
                     Ok(_) => return Ok(client),
                     Err(s) if s.message().starts_with(NOT_LEADER) => {
-                        if let Some(leader) = s.message().rsplit("the leader is ").next() {
-                            if leader.contains(':') && !candidates.iter().any(|c| c == leader) {
+                        if let Some(leader) = super::renew::leader_named_in(s.message()) {
+                            if !candidates.iter().any(|c| c == leader) {
                                 candidates.insert(i, leader.to_string());
                             }
                         }
@@ -290,19 +285,36 @@ async fn start(daemon: &Arc<Daemon>, state: &mut SwarmState, how: Start<'_>) -> 
         join_raft(&membership, &node_id, m, &channels).await?;
     }
 
+    let managers = Arc::new(Mutex::new(membership.managers.clone()));
+    let role_changed = Arc::new(tokio::sync::Notify::new());
+    let observer: shoal_worker::agent::SessionObserver = {
+        let (managers, role_changed) = (managers.clone(), role_changed.clone());
+        Arc::new(move |msg: &shoal_proto::SessionMessage| {
+            if !msg.managers.is_empty() {
+                *managers.lock().unwrap_or_else(|e| e.into_inner()) = msg.managers.clone();
+            }
+            if msg.renew_certificate {
+                role_changed.notify_one();
+            }
+        })
+    };
+    let local_raft = manager.as_ref().map(|m| m.raft().clone());
+    tasks.push(tokio::spawn(super::renew::run(
+        daemon.clone(),
+        cert.clone(),
+        local_raft.clone(),
+        managers.clone(),
+        role_changed,
+        stop_rx.clone(),
+    )));
     let cfg = shoal_worker::agent::AgentConfig {
         node_id: node_id.clone(),
         addr: membership.advertise_addr.clone(),
         description,
         data_dir: daemon.args.data_dir.join("worker"),
+        on_session_message: Some(observer),
     };
-    let connector = dispatcher_connector(
-        daemon,
-        node_id.clone(),
-        manager.as_ref().map(|m| m.raft().clone()),
-        Arc::new(Mutex::new(membership.managers.clone())),
-        cert,
-    )?;
+    let connector = dispatcher_connector(daemon, node_id.clone(), local_raft, managers, cert)?;
     let executor = daemon.executor.clone();
     tasks.push(tokio::spawn(async move {
         if let Err(e) = shoal_worker::agent::run(cfg, executor, connector, stop_rx).await {
@@ -564,4 +576,49 @@ pub async fn leave(daemon: &Arc<Daemon>, force: bool) -> Result<(), tonic::Statu
         .map_err(|e| tonic::Status::internal(format!("{e:#}")))?;
     info!("left the swarm");
     Ok(())
+}
+
+/// After a promotion or demotion (the renewed certificate carries the new role): restart the
+/// swarm services in the new role. A promoted node joins the Raft cluster with a new Raft ID;
+/// a demoted one drops its copy of the log.
+///
+/// Boxed: it starts the renewal task that calls it, and the compiler needs the cycle cut.
+pub fn switch_role(
+    daemon: &Arc<Daemon>,
+    role: Role,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send + '_>> {
+    Box::pin(switch_role_inner(daemon, role))
+}
+
+async fn switch_role_inner(daemon: &Arc<Daemon>, role: Role) -> anyhow::Result<()> {
+    let mut state = daemon.swarm.lock().await;
+    let Some(mut membership) = state.identity.swarm.clone() else {
+        return Ok(());
+    };
+    let manager = role == Role::Manager;
+    if membership.manager == manager {
+        return Ok(());
+    }
+    info!(
+        role = role.as_str(),
+        "role changed; restarting swarm services"
+    );
+    halt(daemon, &mut state).await;
+    membership.manager = manager;
+    membership.raft_id = if manager { random_raft_id() } else { 0 };
+    if !manager {
+        let dir = daemon.raft_dir();
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("cannot remove {}", dir.display()))?;
+        }
+    }
+    state.identity.swarm = Some(membership);
+    state.identity.save(&daemon.args.data_dir)?;
+    let how = if manager {
+        Start::JoinManager
+    } else {
+        Start::Resume
+    };
+    start(daemon, &mut state, how).await
 }
