@@ -21,20 +21,19 @@ use crate::tokens;
 
 pub struct MembershipApi {
     manager: ManagerSlot,
-    cert_expiry: Duration,
+}
+
+/// The lifetime of node certificates the cluster's CA signs.
+pub fn cert_expiry(cluster: &shoal_proto::Cluster) -> Duration {
+    match cluster.node_cert_expiry_ms {
+        0 => DEFAULT_CERT_EXPIRY,
+        ms => Duration::from_millis(ms),
+    }
 }
 
 impl MembershipApi {
     pub fn new(manager: ManagerSlot) -> Self {
-        MembershipApi {
-            manager,
-            cert_expiry: DEFAULT_CERT_EXPIRY,
-        }
-    }
-
-    pub fn with_cert_expiry(mut self, expiry: Duration) -> Self {
-        self.cert_expiry = expiry;
-        self
+        MembershipApi { manager }
     }
 
     fn active(&self) -> Result<ActiveManager, Status> {
@@ -151,7 +150,7 @@ impl membership_server::Membership for MembershipApi {
             }
         };
         let cert_pem = ca
-            .sign_csr(&req.csr_pem, &node_id, role, self.cert_expiry)
+            .sign_csr(&req.csr_pem, &node_id, role, cert_expiry(&cluster))
             .map_err(|e| Status::invalid_argument(format!("certificate request refused: {e}")))?;
         Ok(Response::new(IssueCertificateResponse {
             node_id,

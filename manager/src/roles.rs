@@ -149,6 +149,7 @@ impl Manager {
         addr: &str,
         description: NodeDescription,
         ca: &RootCa,
+        cert_expiry: Duration,
     ) -> Result<(), ManagerError> {
         if self.store.view(|st| st.cluster.is_some()) {
             return Ok(());
@@ -167,6 +168,7 @@ impl Manager {
             task_history_limit: DEFAULT_TASK_HISTORY_LIMIT,
             root_ca_cert_pem: ca.cert_pem().to_string(),
             root_ca_key_pem: ca.key_pem().to_string(),
+            node_cert_expiry_ms: cert_expiry.as_millis() as u64,
         };
         let node = Node {
             id: node_id.to_string(),

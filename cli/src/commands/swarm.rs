@@ -29,6 +29,9 @@ pub struct InitArgs {
     /// Force create a new cluster from current state
     #[arg(long)]
     pub force_new_cluster: bool,
+    /// Validity period for node certificates (e.g. 2160h = 90 days)
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub cert_expiry: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -107,6 +110,9 @@ async fn init(client: &Client, args: InitArgs) -> Result<()> {
             advertise_addr: args.advertise_addr.unwrap_or_default(),
             listen_addr: args.listen_addr,
             force_new_cluster: args.force_new_cluster,
+            cert_expiry_ms: args
+                .cert_expiry
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         })
         .await
         .or_daemon_error()?;

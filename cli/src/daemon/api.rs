@@ -87,7 +87,11 @@ impl daemon_server::Daemon for DaemonApi {
         request: Request<SwarmInitRequest>,
     ) -> Result<Response<SwarmInitResponse>, Status> {
         let req = request.into_inner();
-        let out = swarm::init(&self.daemon, &req.advertise_addr, &req.listen_addr).await?;
+        let expiry = match req.cert_expiry_ms {
+            0 => shoal_tls::DEFAULT_CERT_EXPIRY,
+            ms => std::time::Duration::from_millis(ms),
+        };
+        let out = swarm::init(&self.daemon, &req.advertise_addr, &req.listen_addr, expiry).await?;
         Ok(Response::new(SwarmInitResponse {
             node_id: out.node_id,
             worker_join_command: out.join_command,

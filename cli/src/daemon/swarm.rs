@@ -20,7 +20,7 @@ use shoal_proto::{
     membership_client::MembershipClient, HeartbeatRequest, IssueCertificateRequest,
     JoinRaftRequest,
 };
-use shoal_tls::{LiveCert, NodeKey, Role, RootCa, DEFAULT_CERT_EXPIRY};
+use shoal_tls::{LiveCert, NodeKey, Role, RootCa};
 use shoal_worker::agent::{AgentError, ConnectFn};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -73,7 +73,7 @@ impl SwarmState {
 /// How `start` came about.
 enum Start<'a> {
     /// `swarm init`: write the cluster and its CA.
-    Init(&'a RootCa),
+    Init(&'a RootCa, Duration),
     /// `swarm join` as a manager: become a Raft voter.
     JoinManager,
     /// A restart, or a worker's join: just run.
@@ -251,13 +251,14 @@ async fn start(daemon: &Arc<Daemon>, state: &mut SwarmState, how: Start<'_>) -> 
             )
         })?;
         tasks.push(serve_local_dispatcher(daemon, &m, stop_rx.clone())?);
-        if let Start::Init(ca) = how {
+        if let Start::Init(ca, expiry) = how {
             // Before the agent registers this node as a plain worker.
             m.bootstrap(
                 &node_id,
                 &membership.advertise_addr,
                 description.clone(),
                 ca,
+                expiry,
             )
             .await?;
         }
@@ -409,7 +410,14 @@ pub async fn init(
     daemon: &Arc<Daemon>,
     advertise: &str,
     listen: &str,
+    cert_expiry: Duration,
 ) -> Result<InitOutcome, tonic::Status> {
+    if cert_expiry < Duration::from_secs(3600) {
+        return Err(tonic::Status::invalid_argument(format!(
+            "--cert-expiry {} is too short: give at least 1h (the default is 90 days)",
+            humantime::format_duration(cert_expiry)
+        )));
+    }
     let mut state = daemon.swarm.lock().await;
     if state.identity.swarm.is_some() {
         return Err(tonic::Status::failed_precondition(ALREADY_IN_SWARM));
@@ -429,7 +437,7 @@ pub async fn init(
         .map_err(|e| tonic::Status::internal(format!("cannot clear old swarm state: {e}")))?;
     let internal = |e: shoal_tls::TlsError| tonic::Status::internal(e.to_string());
     let ca = RootCa::generate(&shoal_manager::ids::new_id()).map_err(internal)?;
-    ca.issue(&state.identity.node_id, Role::Manager, DEFAULT_CERT_EXPIRY)
+    ca.issue(&state.identity.node_id, Role::Manager, cert_expiry)
         .and_then(|cert| cert.save(&net::certs_dir(&daemon.args.data_dir)))
         .map_err(internal)?;
     state.identity.swarm = Some(Membership {
@@ -439,7 +447,7 @@ pub async fn init(
         raft_id: random_raft_id(),
         managers: vec![addr.clone()],
     });
-    start_or_undo(daemon, &mut state, Start::Init(&ca)).await?;
+    start_or_undo(daemon, &mut state, Start::Init(&ca, cert_expiry)).await?;
     let token = state
         .manager()
         .and_then(|m| {
