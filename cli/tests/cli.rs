@@ -331,6 +331,7 @@ impl Control for Fake {
             }),
             spec: r.into_inner().spec,
             previous_spec: None,
+            autoscale_status: None,
         };
         st.services.push(service.clone());
         let index = st.services.len() - 1;

@@ -315,6 +315,7 @@ impl control_server::Control for ControlApi {
             }),
             spec: Some(spec),
             previous_spec: None,
+            autoscale_status: None,
         };
         let id = service.id.clone();
         m.store

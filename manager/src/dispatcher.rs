@@ -15,7 +15,7 @@ use futures::Stream;
 use shoal_proto::{
     dispatcher_server, store_action::Action, Empty, HeartbeatRequest, HeartbeatResponse, NodeRole,
     NodeState, NodeStatusUpdate, SessionMessage, SessionRequest, StoreAction, Task, TaskState,
-    UpdateTaskStatusRequest,
+    UpdateTaskStatusRequest, UsageReport,
 };
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
@@ -23,6 +23,7 @@ use tracing::{info, warn};
 
 use crate::ids::new_id;
 use crate::raft::RaftStatus;
+use crate::usage::UsageStore;
 use shoal_tls::Caller;
 
 /// The start of the error a follower answers with; workers look for it to move on.
@@ -45,6 +46,7 @@ pub struct Dispatcher {
     /// Only the leader dispatches: a follower refuses, and a session ends when leadership
     /// moves, so the worker looks for the new leader.
     raft: watch::Receiver<RaftStatus>,
+    usage: UsageStore,
 }
 
 /// The caller must be the node it speaks for (or the local daemon on the unix socket).
@@ -68,12 +70,18 @@ fn store_status(e: StoreError) -> Status {
 }
 
 impl Dispatcher {
-    pub fn new(store: Store, period: Duration, raft: watch::Receiver<RaftStatus>) -> Self {
+    pub fn new(
+        store: Store,
+        period: Duration,
+        raft: watch::Receiver<RaftStatus>,
+        usage: UsageStore,
+    ) -> Self {
         Dispatcher {
             store,
             period,
             sessions: Arc::default(),
             raft,
+            usage,
         }
     }
 
@@ -328,6 +336,15 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         if !actions.is_empty() {
             self.store.propose(actions).await.map_err(store_status)?;
         }
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn report_usage(&self, request: Request<UsageReport>) -> Result<Response<Empty>, Status> {
+        self.check_leader()?;
+        authorize(&request, &request.get_ref().node_id)?;
+        let req = request.into_inner();
+        self.check_session(&req.node_id, &req.session_id)?;
+        self.usage.record(&req.node_id, req.tasks);
         Ok(Response::new(Empty {}))
     }
 }

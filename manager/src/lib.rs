@@ -18,5 +18,6 @@ pub mod roles;
 pub mod scheduler;
 pub mod store;
 pub mod tokens;
+pub mod usage;
 
 pub use roles::{Manager, ManagerConfig, ManagerError};

@@ -20,6 +20,7 @@ use crate::orchestrator::reaper::DEFAULT_TASK_HISTORY_LIMIT;
 use crate::raft::grpc::{ChannelFactory, GrpcTransport};
 use crate::raft::{self, RaftConfig, RaftHandle, RaftStatus};
 use crate::store::{Store, StoreError};
+use crate::usage::UsageStore;
 use crate::{orchestrator, scheduler, tokens};
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +56,7 @@ pub struct Manager {
     dispatcher: Dispatcher,
     shutdown: watch::Sender<bool>,
     supervisor: JoinHandle<()>,
+    usage: UsageStore,
 }
 
 /// The writer roles; started when this manager becomes leader, stopped when it stops being
@@ -122,8 +124,13 @@ impl Manager {
                 .map_err(|_| ManagerError::NoLeader(wait))?;
         }
         let (shutdown, rx) = watch::channel(false);
-        let dispatcher =
-            Dispatcher::new(store.clone(), cfg.heartbeat_period, raft.subscribe_status());
+        let usage = UsageStore::default();
+        let dispatcher = Dispatcher::new(
+            store.clone(),
+            cfg.heartbeat_period,
+            raft.subscribe_status(),
+            usage.clone(),
+        );
         let supervisor = tokio::spawn(supervise(
             store.clone(),
             dispatcher.clone(),
@@ -137,6 +144,7 @@ impl Manager {
             transport,
             dispatcher,
             shutdown,
+            usage,
             supervisor,
         })
     }
@@ -169,6 +177,7 @@ impl Manager {
             root_ca_cert_pem: ca.cert_pem().to_string(),
             root_ca_key_pem: ca.key_pem().to_string(),
             node_cert_expiry_ms: cert_expiry.as_millis() as u64,
+            prometheus_url: String::new(),
         };
         let node = Node {
             id: node_id.to_string(),
@@ -206,6 +215,11 @@ impl Manager {
 
     pub fn dispatcher(&self) -> Dispatcher {
         self.dispatcher.clone()
+    }
+
+    /// Per-task resource usage the workers report (leader's memory only).
+    pub fn usage(&self) -> &UsageStore {
+        &self.usage
     }
 
     pub fn raft(&self) -> &RaftHandle {

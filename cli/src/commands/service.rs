@@ -403,6 +403,7 @@ pub fn build_spec(args: &CreateArgs) -> Result<ServiceSpec> {
             stop_signal: args.stop_signal.clone().unwrap_or_default(),
             labels: args.container_label.iter().cloned().collect(),
             hostname: args.hostname.clone().unwrap_or_default(),
+            resources: None,
         }),
         restart: Some(RestartPolicy {
             condition: condition as i32,
@@ -411,6 +412,7 @@ pub fn build_spec(args: &CreateArgs) -> Result<ServiceSpec> {
             window_ms: args.restart_window.map_or(0, ms),
         }),
         replicas,
+        autoscale: None,
         mode: mode as i32,
         placement: Some(Placement {
             constraints: args.constraint.clone(),

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use nix::sys::signal::Signal;
 use shoal_proto::{ContainerSpec, Task};
 use shoal_tests::daemon::{shoal_bin, wait_until, ShoalHost, NAMESPACE};
 use shoal_worker::containerd::Containerd;
@@ -91,21 +92,28 @@ fn main() -> Result<()> {
     ))?;
 
     let ratio = shoal_time.as_secs_f64() / direct_time.as_secs_f64();
-    println!("replicas:                               {replicas}");
-    println!(
-        "(A) shoal service create -> {expected} running: {:>8.3} s",
-        shoal_time.as_secs_f64()
-    );
-    println!(
-        "(B) direct containerd start of {replicas}:       {:>8.3} s",
-        direct_time.as_secs_f64()
-    );
-    println!("ratio A/B:                              {ratio:>8.2}");
-    println!(
-        "daemon RSS with {replicas} tasks: {:.1} MiB (peak {:.1} MiB)",
-        rss_kib as f64 / 1024.0,
-        peak_kib as f64 / 1024.0
-    );
+    let rows = [
+        (
+            format!("(A) shoal service create until {expected} running"),
+            format!("{:.3} s", shoal_time.as_secs_f64()),
+        ),
+        (
+            format!("(B) {replicas} containers started directly"),
+            format!("{:.3} s", direct_time.as_secs_f64()),
+        ),
+        ("ratio A/B".to_string(), format!("{ratio:.2}")),
+        (
+            format!("daemon RSS with {replicas} tasks"),
+            format!(
+                "{:.1} MiB (peak {:.1} MiB)",
+                rss_kib as f64 / 1024.0,
+                peak_kib as f64 / 1024.0
+            ),
+        ),
+    ];
+    for (label, value) in rows {
+        println!("{label:<44} {value}");
+    }
     Ok(())
 }
 
@@ -216,6 +224,14 @@ async fn start_directly(socket: &Path, data_dir: &Path, n: usize) -> Result<Dura
 
     // Remove every container whether or not all started, then report a failure.
     for task in &tasks {
+        // Killed first: `remove` alone does not stop a running task on containerd 1.6, which
+        // reports "cannot delete a running process" with code Unknown.
+        if let Err(e) = executor
+            .stop(&task.id, Some(Signal::SIGKILL), Duration::ZERO)
+            .await
+        {
+            eprintln!("killing {}: {e}", task.id);
+        }
         if let Err(e) = executor.remove(&task.id).await {
             eprintln!("removing {}: {e}", task.id);
         }
