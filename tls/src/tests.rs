@@ -286,6 +286,13 @@ impl Dispatcher for TestDispatcher {
         Ok(Response::new(HeartbeatResponse { period_ms }))
     }
 
+    async fn report_usage(
+        &self,
+        _request: Request<shoal_proto::UsageReport>,
+    ) -> Result<Response<Empty>, Status> {
+        Ok(Response::new(Empty {}))
+    }
+
     async fn update_task_status(
         &self,
         request: Request<UpdateTaskStatusRequest>,

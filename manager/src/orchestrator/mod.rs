@@ -263,7 +263,7 @@ pub(crate) mod testing {
                 mode: mode as i32,
                 ..Default::default()
             }),
-            previous_spec: None,
+            ..Default::default()
         }
     }
 
