@@ -5,10 +5,8 @@ use std::fmt;
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use hyper_util::rt::TokioIo;
 use shoal_proto::{control_client::ControlClient, daemon_client::DaemonClient};
-use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 /// Docker's rule: `-H` wins, then the environment (`SHOAL_HOST`), then the default socket.
 pub const DEFAULT_HOST: &str = "unix:///run/shoal/shoal.sock";
@@ -38,19 +36,9 @@ impl Client {
     /// command does anything else.
     pub async fn connect(host: &str) -> Result<Client> {
         let path = socket_path(host)?;
-        let connector_path = path.clone();
-        // The URI is required by the HTTP/2 layer but never resolved: the connector below
-        // always dials the socket.
-        let channel =
-            Endpoint::from_static("http://localhost")
-                .connect_with_connector(tower::service_fn(move |_: Uri| {
-                    let path = connector_path.clone();
-                    async move {
-                        Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?))
-                    }
-                }))
-                .await
-                .map_err(|e| connect_error(host, &e))?;
+        let channel = shoal_worker::containerd::connect_unix(&path)
+            .await
+            .map_err(|e| connect_error(host, &e))?;
         Ok(Client { channel })
     }
 

@@ -95,19 +95,7 @@ impl Connect for PathBuf {
                 target: path.display().to_string(),
                 reason,
             };
-            // The URI is required by the API but unused: the connector dials the socket.
-            let endpoint = tonic::transport::Endpoint::try_from("http://[::]:50051")
-                .map_err(|e| err(e.to_string()))?;
-            let sock = path.clone();
-            let channel = endpoint
-                .connect_with_connector(tower::service_fn(move |_| {
-                    let sock = sock.clone();
-                    async move {
-                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                            tokio::net::UnixStream::connect(sock).await?,
-                        ))
-                    }
-                }))
+            let channel = crate::containerd::connect_unix(&path)
                 .await
                 .map_err(|e| err(format!("{e}: {}", source_chain(&e))))?;
             Ok(DispatcherClient::new(channel))
