@@ -139,7 +139,8 @@ clean_containerd_tasks() {
 # Unmounts whatever is still mounted under the demo's directories, deepest first.
 unmount_leftovers() {
   local target
-  findmnt -rn -o TARGET | grep -E "^($STATE|$RUN)(/|$)" | sort -r | while read -r target; do
+  # grep finding nothing is fine (and must not trip `set -o pipefail`).
+  findmnt -rn -o TARGET | { grep -E "^($STATE|$RUN)(/|$)" || true; } | sort -r | while read -r target; do
     umount "$target" 2>/dev/null || umount -l "$target" 2>/dev/null || true
   done
 }
@@ -191,7 +192,8 @@ start_containerd
 start_daemon
 
 log "shoal swarm init"
-if ! out=$("$SHOAL" swarm init 2>&1); then
+# Loopback only: a one-node demo swarm has no one to talk to, so it opens no port to the network.
+if ! out=$("$SHOAL" swarm init --listen-addr 127.0.0.1:2377 2>&1); then
   # A node kept from an earlier run is already a manager: that is fine for the demo.
   grep -q "already part of a swarm" <<<"$out" || die "$out"
   echo "(already in a swarm from an earlier run)"

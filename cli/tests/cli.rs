@@ -405,6 +405,13 @@ impl Control for Fake {
         Ok(Response::new(self_node()))
     }
 
+    async fn update_cluster(
+        &self,
+        _: Request<shoal_proto::UpdateClusterRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        Err(Status::unimplemented("the fake has no cluster settings"))
+    }
+
     async fn remove_node(&self, r: Request<RemoveNodeRequest>) -> Result<Response<Empty>, Status> {
         let req = r.into_inner();
         if req.force {

@@ -13,7 +13,8 @@ use shoal_proto::{
     JoinTokenRequest, JoinTokenResponse, ListNodesResponse, ListServicesResponse, ListTasksRequest,
     ListTasksResponse, LogMessage, Node, NodeAvailability, NodeRole, NodeState, RemoveNodeRequest,
     Service, ServiceLogsRequest, ServiceRef, ServiceSpec, ServiceSummary, StoreAction,
-    TaskDesiredState, TaskLogsRequest, TaskState, UpdateNodeRequest, UpdateServiceRequest,
+    TaskDesiredState, TaskLogsRequest, TaskState, UpdateClusterRequest, UpdateNodeRequest,
+    UpdateServiceRequest,
 };
 use tonic::{Request, Response, Status};
 
@@ -127,8 +128,46 @@ pub fn validate_service_name(name: &str) -> Result<(), Status> {
     Ok(())
 }
 
+/// Docker's smallest CPU limit (`--limit-cpu 0.01`) and memory limit (6 MiB).
+const MIN_NANO_CPUS: u64 = 10_000_000;
+const MIN_MEMORY_BYTES: u64 = 6 << 20;
+
+/// Limits docker would accept, and reservations within them.
+pub fn validate_resources(spec: &ServiceSpec) -> Result<(), Status> {
+    let Some(r) = spec.container.as_ref().and_then(|c| c.resources.as_ref()) else {
+        return Ok(());
+    };
+    let limits = r.limits.unwrap_or_default();
+    let reservations = r.reservations.unwrap_or_default();
+    if limits.nano_cpus > 0 && limits.nano_cpus < MIN_NANO_CPUS {
+        return Err(Status::invalid_argument(
+            "--limit-cpu is below the minimum of 0.01 CPUs",
+        ));
+    }
+    if limits.memory_bytes > 0 && limits.memory_bytes < MIN_MEMORY_BYTES {
+        return Err(Status::invalid_argument(
+            "--limit-memory is below the minimum of 6MiB",
+        ));
+    }
+    if limits.nano_cpus > 0 && reservations.nano_cpus > limits.nano_cpus {
+        return Err(Status::invalid_argument(
+            "--reserve-cpu is above --limit-cpu: a task cannot be promised more than it may use",
+        ));
+    }
+    if limits.memory_bytes > 0 && reservations.memory_bytes > limits.memory_bytes {
+        return Err(Status::invalid_argument(
+            "--reserve-memory is above --limit-memory: a task cannot be promised more than it \
+             may use",
+        ));
+    }
+    Ok(())
+}
+
 fn validate_spec(spec: &ServiceSpec) -> Result<(), Status> {
     validate_service_name(&spec.name)?;
+    validate_resources(spec)?;
+    crate::autoscaler::policy::validate(spec)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
     crate::constraint::validate_placement(spec)
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
     let image = spec
@@ -199,6 +238,31 @@ fn find_node(st: &StoreState, key: &str, self_id: &str) -> Result<Node, Status> 
         "node",
     )
     .cloned()
+}
+
+/// A query policy needs a Prometheus that answers and accepts the query.
+async fn check_query_policy(
+    m: &ActiveManager,
+    old: Option<&ServiceSpec>,
+    new: &ServiceSpec,
+) -> Result<(), Status> {
+    use crate::autoscaler::{prometheus::QueryError, CheckError};
+    let url = m.store.view(|st| {
+        st.cluster
+            .as_ref()
+            .map(|c| c.prometheus_url.clone())
+            .unwrap_or_default()
+    });
+    crate::autoscaler::check_query_policy(&url, old, new)
+        .await
+        .map_err(|e| match e {
+            CheckError::Query(QueryError::Unreachable { .. }) => Status::unavailable(format!(
+                "{e}; the autoscale query cannot be checked: start Prometheus or fix the URL \
+                 (`shoal swarm update --prometheus-url URL`)"
+            )),
+            CheckError::Policy(_) => Status::failed_precondition(e.to_string()),
+            _ => Status::invalid_argument(format!("invalid autoscale query: {e}")),
+        })
 }
 
 fn act(a: Action) -> StoreAction {
@@ -305,6 +369,7 @@ impl control_server::Control for ControlApi {
             .spec
             .ok_or_else(|| Status::invalid_argument("no service spec given"))?;
         validate_spec(&spec)?;
+        check_query_policy(&m, None, &spec).await?;
         let now = now_ms();
         let service = Service {
             id: new_id(),
@@ -384,7 +449,10 @@ impl control_server::Control for ControlApi {
         if let Some(old) = current.spec.as_ref() {
             crate::constraint::validate_mode_change(old, &spec)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            crate::autoscaler::policy::check_replicas_change(old, &spec)
+                .map_err(|e| Status::failed_precondition(e.to_string()))?;
         }
+        check_query_policy(&m, current.spec.as_ref(), &spec).await?;
         let mut updated = current.clone();
         let meta = updated.meta.get_or_insert_with(Default::default);
         meta.version = req.version;
@@ -588,6 +656,32 @@ impl control_server::Control for ControlApi {
         }
         m.store
             .propose(vec![act(Action::DeleteNode(node.id))])
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn update_cluster(
+        &self,
+        request: Request<UpdateClusterRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let m = self.active()?;
+        forward!(m, request, update_cluster);
+        let req = request.into_inner();
+        let mut cluster = m
+            .store
+            .view(|st| st.cluster.clone())
+            .ok_or_else(|| Status::failed_precondition(NOT_A_MANAGER))?;
+        if let Some(url) = req.prometheus_url {
+            let url = url.trim().to_string();
+            if !url.is_empty() {
+                crate::autoscaler::prometheus::validate_url(&url)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            }
+            cluster.prometheus_url = url;
+        }
+        m.store
+            .propose(vec![act(Action::PutCluster(cluster))])
             .await
             .map_err(store_status)?;
         Ok(Response::new(Empty {}))

@@ -96,6 +96,11 @@ impl Dispatcher {
         )))
     }
 
+    /// Worker sessions held now, for metrics.
+    pub fn session_count(&self) -> usize {
+        self.sessions().len()
+    }
+
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -2,15 +2,17 @@
 //!
 //! **Architecture Invariant:** every change to cluster state is a [`store::Store::propose`]
 //! through Raft; no component writes the in-memory state directly. Only the leader runs the
-//! writers (orchestrator, scheduler, dispatcher); each reconciles desired against observed
+//! writers (orchestrator, scheduler, dispatcher, autoscaler); each reconciles desired against observed
 //! state, so a restart or leader change needs no special path.
 
+pub mod autoscaler;
 pub mod constraint;
 pub mod controlapi;
 pub mod dispatcher;
 pub mod ids;
 pub mod leader;
 pub mod membership;
+pub mod metrics;
 pub mod orchestrator;
 pub mod raft;
 mod reconcile;

@@ -21,6 +21,7 @@ use crate::raft::grpc::{ChannelFactory, GrpcTransport};
 use crate::raft::{self, RaftConfig, RaftHandle, RaftStatus};
 use crate::store::{Store, StoreError};
 use crate::usage::UsageStore;
+use crate::autoscaler::{self, AutoscalerStats};
 use crate::{orchestrator, scheduler, tokens};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,9 @@ pub struct ManagerConfig {
     pub addr: String,
     /// Join an existing cluster (a new data dir waits for the leader's snapshot).
     pub join: bool,
+    /// `swarm init --force-new-cluster`: restart this manager's existing Raft log as a
+    /// one-manager cluster keeping all state. Set for that one start only, never when resuming.
+    pub force_new_cluster: bool,
     pub heartbeat_period: Duration,
     /// Channels to the other managers (mutual TLS in the daemon).
     pub channels: Arc<dyn ChannelFactory>,
@@ -57,6 +61,7 @@ pub struct Manager {
     shutdown: watch::Sender<bool>,
     supervisor: JoinHandle<()>,
     usage: UsageStore,
+    autoscaler_stats: Arc<AutoscalerStats>,
 }
 
 /// The writer roles; started when this manager becomes leader, stopped when it stops being
@@ -64,6 +69,8 @@ pub struct Manager {
 async fn supervise(
     store: Store,
     dispatcher: Dispatcher,
+    usage: UsageStore,
+    autoscaler_stats: Arc<AutoscalerStats>,
     mut status: watch::Receiver<RaftStatus>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -72,11 +79,17 @@ async fn supervise(
         let leading = status.borrow_and_update().is_leader;
         match (leading, running.is_some()) {
             (true, false) => {
-                info!("leading: starting orchestrator, scheduler and dispatcher");
+                info!("leading: starting orchestrator, scheduler, autoscaler and dispatcher");
                 let (tx, rx) = watch::channel(false);
                 let roles = vec![
                     tokio::spawn(orchestrator::run(store.clone(), rx.clone())),
                     tokio::spawn(scheduler::run(store.clone(), rx.clone())),
+                    tokio::spawn(autoscaler::run(
+                        store.clone(),
+                        usage.clone(),
+                        autoscaler_stats.clone(),
+                        rx.clone(),
+                    )),
                     tokio::spawn(dispatcher.clone().monitor(rx)),
                 ];
                 running = Some((tx, roles));
@@ -112,6 +125,7 @@ impl Manager {
         let mut rc = RaftConfig::new(cfg.raft_dir.clone(), cfg.raft_id);
         rc.addr = cfg.addr.clone();
         rc.join = cfg.join;
+        rc.force_new_cluster = cfg.force_new_cluster;
         let transport = GrpcTransport::new(cfg.raft_id, cfg.channels.clone())?;
         let (store, raft) = raft::start_with_transport(rc, Box::new(transport.clone())).await?;
         let status = raft.status();
@@ -131,9 +145,12 @@ impl Manager {
             raft.subscribe_status(),
             usage.clone(),
         );
+        let autoscaler_stats = Arc::new(AutoscalerStats::default());
         let supervisor = tokio::spawn(supervise(
             store.clone(),
             dispatcher.clone(),
+            usage.clone(),
+            autoscaler_stats.clone(),
             raft.subscribe_status(),
             rx,
         ));
@@ -146,6 +163,7 @@ impl Manager {
             shutdown,
             usage,
             supervisor,
+            autoscaler_stats,
         })
     }
 
@@ -220,6 +238,11 @@ impl Manager {
     /// Per-task resource usage the workers report (leader's memory only).
     pub fn usage(&self) -> &UsageStore {
         &self.usage
+    }
+
+    /// The autoscaler's counters, for the metrics endpoint (`AutoscalerStats::render`).
+    pub fn autoscaler_stats(&self) -> Arc<AutoscalerStats> {
+        self.autoscaler_stats.clone()
     }
 
     pub fn raft(&self) -> &RaftHandle {

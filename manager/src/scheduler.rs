@@ -3,9 +3,15 @@
 //! Filters first, in this order, each node refused by the first that fails:
 //! 1. the node is READY and ACTIVE ("not available for new tasks");
 //! 2. it satisfies the service's placement constraints;
-//! 3. it runs fewer than `max_replicas_per_node` live tasks of the service (counting the tasks
+//! 3. its free resources cover the task's reservations (`--reserve-cpu`, `--reserve-memory`):
+//!    the node's CPUs and memory (as its worker described them) less the reservations of the
+//!    tasks it holds, counting the tasks placed earlier in the same round ("insufficient
+//!    resources on N nodes");
+//! 4. it runs fewer than `max_replicas_per_node` live tasks of the service (counting the tasks
 //!    placed earlier in the same round).
 //!
+//! Reservations are promises the scheduler keeps, not measurements: a task without one takes
+//! nothing from a node here, however busy it is, and limits play no part (as in swarmkit).
 //! Then spreads: the node running the fewest live tasks of the same service wins, ties broken
 //! by fewest live tasks overall, then by node ID so that every round on every manager decides
 //! alike. A task that fits nowhere stays PENDING with swarmkit's explanation in its status
@@ -23,8 +29,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use shoal_proto::{
-    store_action::Action, Node, NodeAvailability, NodeState, StoreAction, Task, TaskAssignment,
-    TaskState, TaskStatus, TaskStatusUpdate,
+    store_action::Action, Node, NodeAvailability, NodeState, ResourceAmounts, StoreAction, Task,
+    TaskAssignment, TaskState, TaskStatus, TaskStatusUpdate,
 };
 use tokio::sync::watch;
 use tracing::warn;
@@ -37,6 +43,7 @@ use crate::store::{Store, StoreState};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Refusal {
     Constraints,
+    Resources,
     MaxReplicas,
     NotAvailable,
 }
@@ -48,6 +55,10 @@ impl Refusal {
             Refusal::Constraints => (
                 "scheduling constraints not satisfied on 1 node".to_string(),
                 format!("scheduling constraints not satisfied on {nodes} nodes"),
+            ),
+            Refusal::Resources => (
+                "insufficient resources on 1 node".to_string(),
+                format!("insufficient resources on {nodes} nodes"),
             ),
             Refusal::MaxReplicas => (
                 "max replicas per node limit exceed on 1 node".to_string(),
@@ -81,17 +92,52 @@ struct Placement {
     max_per_node: u64,
 }
 
-/// Live tasks per node and per (node, service), kept current as the round places tasks.
+/// Live tasks per node and per (node, service), and the resources they reserve per node, kept
+/// current as the round places tasks.
 #[derive(Default)]
 struct Load<'a> {
     per_service: HashMap<(&'a str, &'a str), u64>,
     per_node: HashMap<&'a str, u64>,
+    reserved: HashMap<&'a str, ResourceAmounts>,
+}
+
+/// What a task reserves on its node (its own spec: the one it was created with).
+fn reservation(t: &Task) -> ResourceAmounts {
+    t.spec
+        .as_ref()
+        .and_then(|c| c.resources.as_ref())
+        .and_then(|r| r.reservations)
+        .unwrap_or_default()
+}
+
+/// A node's capacity as its worker described it: `nano_cpus_count` holds a count of CPUs.
+fn capacity(node: &Node) -> ResourceAmounts {
+    let d = node.description.clone().unwrap_or_default();
+    ResourceAmounts {
+        nano_cpus: u64::from(d.nano_cpus_count).saturating_mul(1_000_000_000),
+        memory_bytes: d.memory_bytes,
+    }
 }
 
 impl<'a> Load<'a> {
-    fn add(&mut self, node: &'a str, service: &'a str) {
-        *self.per_service.entry((node, service)).or_default() += 1;
+    fn add(&mut self, node: &'a str, task: &'a Task) {
+        *self.per_service.entry((node, &task.service_id)).or_default() += 1;
         *self.per_node.entry(node).or_default() += 1;
+        let r = reservation(task);
+        let used = self.reserved.entry(node).or_default();
+        used.nano_cpus = used.nano_cpus.saturating_add(r.nano_cpus);
+        used.memory_bytes = used.memory_bytes.saturating_add(r.memory_bytes);
+    }
+
+    /// Whether `node` has room left for reservation `want`.
+    fn fits(&self, node: &Node, want: ResourceAmounts) -> bool {
+        if want.nano_cpus == 0 && want.memory_bytes == 0 {
+            return true;
+        }
+        let cap = capacity(node);
+        let used = self.reserved.get(node.id.as_str()).copied().unwrap_or_default();
+        used.nano_cpus.saturating_add(want.nano_cpus) <= cap.nano_cpus
+            && used.memory_bytes.saturating_add(want.memory_bytes) <= cap.memory_bytes
     }
 
     fn of_service(&self, node: &str, service: &str) -> u64 {
@@ -113,16 +159,20 @@ fn occupies(t: &Task) -> bool {
 
 fn check(
     node: &Node,
-    service_id: &str,
+    task: &Task,
     constraints: &Constraints,
     max_per_node: u64,
     load: &Load,
 ) -> Result<(), Refusal> {
+    let service_id = task.service_id.as_str();
     if node.state() != NodeState::Ready || node.availability() != NodeAvailability::Active {
         return Err(Refusal::NotAvailable);
     }
     if !constraints.matches(node) {
         return Err(Refusal::Constraints);
+    }
+    if !load.fits(node, reservation(task)) {
+        return Err(Refusal::Resources);
     }
     if max_per_node > 0 && load.of_service(&node.id, service_id) >= max_per_node {
         return Err(Refusal::MaxReplicas);
@@ -144,7 +194,7 @@ fn choose<'a>(
     let fits = |n: &Node| {
         check(
             n,
-            &task.service_id,
+            task,
             constraints,
             placement.max_per_node,
             load,
@@ -184,7 +234,7 @@ fn choose<'a>(
 pub fn plan(state: &StoreState, now_ms: i64) -> Vec<StoreAction> {
     let mut load = Load::default();
     for t in state.tasks.values().filter(|t| occupies(t)) {
-        load.add(&t.node_id, &t.service_id);
+        load.add(&t.node_id, t);
     }
     let placements: HashMap<&str, Placement> = state
         .services
@@ -227,7 +277,7 @@ pub fn plan(state: &StoreState, now_ms: i64) -> Vec<StoreAction> {
         };
         let action = match choose(state, task, placement, &load) {
             Ok(node) => {
-                load.add(&node.id, &task.service_id);
+                load.add(&node.id, task);
                 Action::AssignTask(TaskAssignment {
                     task_id: task.id.clone(),
                     node_id: node.id.clone(),
@@ -597,6 +647,127 @@ mod tests {
                 "no suitable node (invalid constraint \"node.colour==red\": unknown key"
             ),
             "{why:?}"
+        );
+    }
+
+    fn sized(id: &str, cpus: u32, memory: u64) -> Node {
+        let mut n = ready(id);
+        n.description = Some(shoal_proto::NodeDescription {
+            nano_cpus_count: cpus,
+            memory_bytes: memory,
+            ..Default::default()
+        });
+        n
+    }
+
+    fn reserving(mut t: Task, nano_cpus: u64, memory_bytes: u64) -> Task {
+        t.spec = Some(shoal_proto::ContainerSpec {
+            resources: Some(shoal_proto::Resources {
+                limits: None,
+                reservations: Some(ResourceAmounts {
+                    nano_cpus,
+                    memory_bytes,
+                }),
+            }),
+            ..Default::default()
+        });
+        t
+    }
+
+    const GIB: u64 = 1 << 30;
+    const CPU: u64 = 1_000_000_000;
+
+    #[test]
+    fn reservations_are_accounted_against_node_resources() {
+        // a: 2 CPUs, 1 GiB, already holding a 1.5 CPU reservation; b: 1 CPU, 4 GiB.
+        let s = state(
+            vec![service("s", &[], 0), service("other", &[], 0)],
+            vec![sized("a", 2, GIB), sized("b", 1, 4 * GIB)],
+            vec![
+                reserving(
+                    task("big", "other", "a", TaskState::Running),
+                    3 * CPU / 2,
+                    0,
+                ),
+                reserving(task("t1", "s", "", TaskState::New), CPU / 2, GIB / 2),
+                reserving(task("t2", "s", "", TaskState::New), CPU / 2, GIB / 2),
+                reserving(task("t3", "s", "", TaskState::New), CPU / 2, GIB / 2),
+                reserving(task("t4", "s", "", TaskState::New), 0, 4 * GIB),
+                task("free", "s", "", TaskState::New),
+            ],
+        );
+        let actions = plan(&s, 0);
+        // In ID order: "free" reserves nothing and spreads to the emptier b; t1 takes a's last
+        // half CPU (spreading away from b); t2 and t3 fill b's one CPU; t4's 4 GiB fit on
+        // neither (a has 1 GiB, b 4 GiB of which 1 GiB is promised).
+        assert_eq!(
+            assignments(&actions),
+            vec![
+                pair("free", "b"),
+                pair("t1", "a"),
+                pair("t2", "b"),
+                pair("t3", "b")
+            ]
+        );
+        assert_eq!(
+            pending(&actions),
+            vec![pair(
+                "t4",
+                "no suitable node (insufficient resources on 2 nodes)"
+            )]
+        );
+        // One more half CPU fits nowhere now.
+        let mut s = s;
+        for (id, node) in [("free", "b"), ("t1", "a"), ("t2", "b"), ("t3", "b")] {
+            let t = s.tasks.get_mut(id).unwrap();
+            t.node_id = node.into();
+            t.status.as_mut().unwrap().state = TaskState::Running as i32;
+        }
+        s.tasks.insert(
+            "t5".into(),
+            reserving(task("t5", "s", "", TaskState::New), CPU / 2, 0),
+        );
+        assert_eq!(
+            pending(&plan(&s, 0)),
+            vec![
+                pair("t4", "no suitable node (insufficient resources on 2 nodes)"),
+                pair("t5", "no suitable node (insufficient resources on 2 nodes)"),
+            ]
+        );
+    }
+
+    #[test]
+    fn finished_or_stopping_tasks_release_their_reservation() {
+        let mut stopping = reserving(task("old", "s", "a", TaskState::Running), CPU, 0);
+        stopping.desired_state = TaskState::Shutdown as i32;
+        let done = reserving(task("done", "s", "a", TaskState::Failed), CPU, 0);
+        let s = state(
+            vec![service("s", &[], 0)],
+            vec![sized("a", 1, GIB)],
+            vec![
+                stopping,
+                done,
+                reserving(task("t1", "s", "", TaskState::New), CPU, 0),
+            ],
+        );
+        assert_eq!(assignments(&plan(&s, 0)), vec![pair("t1", "a")]);
+    }
+
+    #[test]
+    fn a_global_task_is_refused_a_node_without_room() {
+        let mut global = service("g", &[], 0);
+        global.spec.as_mut().unwrap().mode = ServiceMode::Global as i32;
+        let s = state(
+            vec![global],
+            vec![sized("a", 1, GIB)],
+            vec![reserving(task("t", "g", "a", TaskState::New), 2 * CPU, 0)],
+        );
+        assert_eq!(
+            pending(&plan(&s, 0)),
+            vec![pair(
+                "t",
+                "no suitable node (insufficient resources on 1 node)"
+            )]
         );
     }
 

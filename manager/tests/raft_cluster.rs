@@ -1,6 +1,7 @@
 //! Raft across managers over real gRPC on 127.0.0.1: forming a cluster by adding voters,
 //! replication, leader failover, catch-up after a restart (from the log and from a snapshot),
-//! linearizable reads, removing members and moving leadership.
+//! linearizable reads, removing members and moving leadership, and recovering from lost quorum
+//! with `force_new_cluster`.
 //!
 //! Each node is a Raft loop with its own data directory, a `GrpcTransport` and a `RaftService`
 //! served on an ephemeral port; "killing" a node stops both, and restarting it reopens the same
@@ -10,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use shoal_manager::raft::{
-    self, GrpcTransport, MembershipError, RaftConfig, RaftHandle, RaftService,
+    self, GrpcTransport, Members, MembershipError, RaftConfig, RaftError, RaftHandle, RaftService,
 };
 use shoal_manager::store::{Store, StoreError};
 use shoal_proto::{store_action::Action, Service, ServiceSpec, StoreAction};
@@ -101,6 +102,15 @@ impl Node {
     async fn restart(&mut self) {
         let listener = bind(&self.addr).await;
         self.restart_on(listener).await;
+    }
+
+    /// Starts the node again from its data directory, on the same port, as the only voter of
+    /// a new cluster keeping its state (`swarm init --force-new-cluster`). The flag is for this
+    /// start only: a later [`Node::restart`] starts normally.
+    async fn restart_forcing_new_cluster(&mut self) {
+        self.cfg.force_new_cluster = true;
+        self.restart().await;
+        self.cfg.force_new_cluster = false;
     }
 
     /// Starts the node again from its data directory, listening on `listener`.
@@ -607,4 +617,224 @@ async fn raft_service_refuses_misaddressed_and_truncated_messages() {
     let read = node.handle.read_index().await.expect("read index");
     assert!(read >= index);
     node.kill().await;
+}
+
+/// Lost quorum, recovered: a follower that survives the loss of the two other managers is
+/// restarted with `force_new_cluster` and runs alone with every write, for good, and grows
+/// again with new members; the old members cannot take it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_cluster_force_new_cluster_recovers_a_survivor_of_lost_quorum() {
+    let dirs = tempdirs();
+    // Snapshots every 8 entries: the recovery starts from a snapshot plus the log after it.
+    let opts = Opts {
+        snapshot_interval: 8,
+        ..DEFAULT
+    };
+    let mut nodes = form_cluster(&dirs, opts).await;
+    let mut written = Vec::new();
+    let mut last = 0;
+    for i in 0..21 {
+        let name = format!("svc-{i:02}");
+        last = propose(&nodes[0], &name, 0).await;
+        written.push(name);
+    }
+    // Node 3 survives. It must hold the writes (entries on disk); whether it has also learned
+    // that the last ones were committed is up to timing, and must not matter.
+    wait_until("node 3 holds every acknowledged write", || {
+        nodes[2].handle.status().last_index >= last
+    })
+    .await;
+    assert!(nodes[2].handle.status().snapshot_index > 0);
+
+    // Quorum lost: the survivor can neither lead nor commit.
+    nodes[0].kill().await;
+    nodes[1].kill().await;
+    tokio::time::sleep(TICK * ELECTION_TICKS as u32 * 4).await;
+    let status = nodes[2].handle.status();
+    assert!(!status.is_leader, "{status:?}");
+    assert_eq!(status.voters, vec![1, 2, 3]);
+    match nodes[2]
+        .store
+        .propose(vec![create_service("no-quorum", 0)])
+        .await
+    {
+        Err(StoreError::NotLeader { .. }) | Err(StoreError::Timeout(_)) => {}
+        other => panic!("expected NotLeader or Timeout without quorum, got {other:?}"),
+    }
+
+    // Forced into a new cluster, it leads alone at once, with every acknowledged write.
+    nodes[2].kill().await;
+    let started = Instant::now();
+    nodes[2].restart_forcing_new_cluster().await;
+    let survivor = &nodes[2];
+    survivor
+        .handle
+        .wait_leader(Duration::from_secs(2))
+        .await
+        .expect("the recovered node leads within 2s");
+    eprintln!("recovered node leads after {:?}", started.elapsed());
+    let status = survivor.handle.status();
+    assert_eq!(status.voters, vec![3]);
+    assert!(status.learners.is_empty());
+    assert_eq!(status.members, Members::from([(3, survivor.addr.clone())]));
+    assert!(status.snapshot_index >= last, "{status:?}");
+    assert_eq!(service_names(&survivor.store), written);
+    let mut index = 0;
+    for i in 0..3 {
+        let name = format!("recovered-{i}");
+        index = propose(survivor, &name, 0).await;
+        written.push(name);
+    }
+    written.sort();
+    assert!(index > last);
+    assert_eq!(service_names(&survivor.store), written);
+
+    // A plain restart keeps the new cluster: nothing in the log brings the old members back.
+    nodes[2].kill().await;
+    nodes[2].restart().await;
+    let survivor = &nodes[2];
+    survivor
+        .handle
+        .wait_leader(WAIT)
+        .await
+        .expect("leads after a plain restart");
+    let status = survivor.handle.status();
+    assert_eq!(status.voters, vec![3]);
+    assert_eq!(status.members.keys().copied().collect::<Vec<_>>(), vec![3]);
+    assert_eq!(service_names(&survivor.store), written);
+    let index = propose(survivor, "after-restart", 0).await;
+    written.push("after-restart".into());
+    written.sort();
+    wait_applied(&[survivor], index).await;
+
+    // The old managers come back with their old logs: two of the three old voters are a
+    // quorum of the old configuration, and they elect a leader of it. The recovered node
+    // ignores them: it keeps leading its own cluster, state intact.
+    let term = survivor.handle.status().term;
+    nodes[0].restart().await;
+    nodes[1].restart().await;
+    let old: Vec<&Node> = nodes[..2].iter().collect();
+    let mut old_leader = leader_of(&old).await;
+    // Move their leadership back and forth until their term passes the recovered node's: a
+    // message of theirs would then depose it, were it heeded.
+    for _ in 0..10 {
+        let leader = old.iter().find(|n| n.id == old_leader).expect("old leader");
+        if leader.handle.status().term > term {
+            break;
+        }
+        leader
+            .handle
+            .transfer_leadership(None)
+            .await
+            .expect("old members move leadership");
+        old_leader = leader_of(&old).await;
+    }
+    let old_term = old
+        .iter()
+        .find(|n| n.id == old_leader)
+        .expect("old leader")
+        .handle
+        .status()
+        .term;
+    assert!(
+        old_term > term,
+        "old term {old_term}, recovered term {term}"
+    );
+    tokio::time::sleep(TICK * ELECTION_TICKS as u32 * 5).await;
+    let survivor = &nodes[2];
+    let status = survivor.handle.status();
+    assert!(status.is_leader, "{status:?}");
+    assert_eq!(
+        status.term, term,
+        "the old members disturbed the recovered leader"
+    );
+    assert_eq!(status.voters, vec![3]);
+    assert_eq!(service_names(&survivor.store), written);
+    // Nor can they be added again under their old raft IDs.
+    let err = survivor
+        .handle
+        .add_voter(1, &nodes[0].addr)
+        .await
+        .expect_err("a retired member is not added again");
+    assert!(matches!(err, MembershipError::Retired { id: 1 }), "{err}");
+    assert!(err.to_string().contains("new raft ID"), "{err}");
+    nodes[0].kill().await;
+    nodes[1].kill().await;
+
+    // A new manager joins with a new raft ID and becomes a voter with all the state.
+    let dir4 = tempfile::tempdir().expect("tempdir");
+    let survivor = &nodes[2];
+    let known = [(3, survivor.addr.clone())];
+    let mut n4 = Node::start(4, dir4.path(), true, &known, opts).await;
+    survivor
+        .handle
+        .add_voter(4, &n4.addr)
+        .await
+        .expect("a new manager joins the recovered cluster");
+    let pair = [survivor, &n4];
+    wait_until("both see voters 3 and 4", || {
+        pair.iter().all(|n| n.handle.status().voters == vec![3, 4])
+    })
+    .await;
+    let index = propose(survivor, "with-4", 0).await;
+    written.push("with-4".into());
+    written.sort();
+    wait_applied(&pair, index).await;
+    assert_eq!(service_names(&n4.store), written);
+    assert_eq!(
+        n4.handle.status().members,
+        Members::from([(3, survivor.addr.clone()), (4, n4.addr.clone())])
+    );
+
+    n4.kill().await;
+    nodes[2].kill().await;
+}
+
+/// Starts a Raft loop that is expected to refuse to start, and says why it did.
+async fn start_refused(cfg: RaftConfig) -> RaftError {
+    match raft::start(cfg).await {
+        Ok((_, handle)) => {
+            let _ = handle.shutdown().await;
+            panic!("the raft loop started")
+        }
+        Err(e) => e,
+    }
+}
+
+/// `force_new_cluster` needs a log to recover: a data directory that never held one, or that
+/// of a manager still waiting to join, is refused with the path, and nothing is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_force_new_cluster_refuses_a_data_dir_with_nothing_to_recover() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let missing = root.path().join("never-used");
+    let mut cfg = RaftConfig::new(&missing, 1);
+    cfg.force_new_cluster = true;
+    let err = start_refused(cfg).await;
+    assert!(matches!(err, RaftError::NothingToRecover { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(&format!(
+            "nothing to recover: no raft data at {}",
+            missing.join("raft.redb").display()
+        )),
+        "{msg}"
+    );
+    assert!(
+        !missing.exists(),
+        "the refused start created {}",
+        missing.display()
+    );
+
+    // A joiner that was never added holds a data file but no cluster.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut joiner = Node::start(5, dir.path(), true, &[], DEFAULT).await;
+    joiner.kill().await;
+    let mut cfg = joiner.cfg.clone();
+    cfg.force_new_cluster = true;
+    let err = start_refused(cfg).await;
+    assert!(matches!(err, RaftError::NothingToRecover { .. }), "{err}");
+    // The refusal changed nothing: the joiner still starts, waiting to be added.
+    joiner.restart().await;
+    assert!(joiner.handle.status().voters.is_empty());
+    joiner.kill().await;
 }

@@ -235,9 +235,16 @@ impl ShoalHost {
     /// A host whose daemon is already in a one-node swarm and has the busybox image.
     pub fn start_swarm() -> Self {
         let host = Self::start();
-        host.shoal_ok(&["swarm", "init"]);
+        host.swarm_init();
         host.load_busybox();
         host
+    }
+
+    /// `shoal swarm init` listening on a free loopback port: hosts that share the machine's
+    /// network namespace (tests run in parallel) cannot all have the default 0.0.0.0:2377.
+    pub fn swarm_init(&self) -> String {
+        let listen = format!("127.0.0.1:{}", free_loopback_port());
+        self.shoal_ok(&["swarm", "init", "--listen-addr", &listen])
     }
 
     pub fn containerd(&self) -> &ContainerdHost {
@@ -666,6 +673,16 @@ impl Drop for ShoalHost {
             }
         }
     }
+}
+
+/// A TCP port nothing listens on right now, from the kernel's ephemeral range. Another process
+/// could take it before the daemon binds it, but the ephemeral allocator hands ports out in
+/// turn, so that needs a wrap-around of the whole range in between.
+pub fn free_loopback_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral loopback port")
 }
 
 /// Path of the busybox OCI archive, built on first use in this process next to the test

@@ -179,7 +179,7 @@ fn service_commands_outside_a_swarm_say_how_to_create_one() {
         );
     }
     // Nothing was stored on the way: the new swarm starts empty.
-    host.shoal_ok(&words("swarm init"));
+    host.swarm_init();
     assert!(host.service_ls().is_empty(), "no service was stored");
 }
 
@@ -240,7 +240,7 @@ fn unreachable_containerd_is_reported_with_the_socket_and_how_to_start_it() {
 #[test]
 fn corrupt_raft_data_stops_the_daemon_and_names_the_file() {
     let mut host = ShoalHost::start();
-    host.shoal_ok(&words("swarm init"));
+    host.swarm_init();
     host.stop_daemon();
 
     let raft_file = find_file(&host.data_dir(), "raft.redb")

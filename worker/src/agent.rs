@@ -16,6 +16,10 @@
 //!   not started again; one that exited meanwhile is reported; one of a task no longer assigned
 //!   is removed. A terminal status is also written to `<task dir>/status.json`, so a task whose
 //!   container was already removed is never run twice.
+//! * Every [`USAGE_PERIOD`] the agent reads the resource usage of its running containers from
+//!   their cgroups ([`crate::stats`]) and sends it with `ReportUsage` on the open session. It
+//!   reports what containerd runs rather than what it was assigned, so an adopted container
+//!   counts too; an empty report tells the leader to forget the node's tasks.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -27,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use shoal_proto::dispatcher_client::DispatcherClient;
 use shoal_proto::{
     HeartbeatRequest, NodeDescription, SessionRequest, Task, TaskState, TaskStatus,
-    TaskStatusUpdate, UpdateTaskStatusRequest,
+    TaskStatusUpdate, UpdateTaskStatusRequest, UsageReport,
 };
 use tokio::sync::{watch, Notify};
 use tokio::task::{JoinHandle, JoinSet};
@@ -36,6 +40,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::executor::{Executor, ExecutorError, ExitInfo, ObservedState};
 use crate::logs;
+use crate::stats;
 
 /// Docker's default stop grace period.
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
@@ -48,6 +53,9 @@ const BATCH_DELAY: Duration = Duration::from_millis(20);
 /// How long a stopping agent tries to deliver the reports it still holds.
 const FINAL_FLUSH: Duration = Duration::from_secs(2);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// How often the tasks' resource usage is reported: the heartbeat's default period, often
+/// enough for an autoscaler's rate over a minute, rare enough to cost the leader nothing.
+pub const USAGE_PERIOD: Duration = Duration::from_secs(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(8);
 
 pub struct AgentConfig {
@@ -753,6 +761,11 @@ pub async fn run(
         reporter: reporter.clone(),
     });
     let (session_tx, session_rx) = watch::channel::<Option<SessionHandle>>(None);
+    let usage = tokio::spawn(usage_loop(
+        cfg.node_id.clone(),
+        executor.clone(),
+        session_rx.clone(),
+    ));
     let flusher = tokio::spawn(reporter.clone().flush_loop(session_rx));
 
     let is_shutdown = |rx: &watch::Receiver<bool>| *rx.borrow();
@@ -775,6 +788,7 @@ pub async fn run(
                 }
                 if is_shutdown(&shutdown) || shutdown.has_changed().is_err() {
                     flusher.abort();
+                    usage.abort();
                     return Ok(());
                 }
             }
@@ -817,7 +831,101 @@ pub async fn run(
         let _ = tokio::time::timeout(FINAL_FLUSH, reporter.send(&handle)).await;
     }
     flusher.abort();
+    usage.abort();
     Ok(())
+}
+
+/// Reports the running containers' resource usage every [`USAGE_PERIOD`] while a session is
+/// open; see the module documentation. Usage is a sample, not a record: a report that fails
+/// is dropped, the next one replaces it.
+async fn usage_loop(
+    node_id: String,
+    executor: Arc<Executor>,
+    mut session: watch::Receiver<Option<SessionHandle>>,
+) {
+    let layout = match stats::CgroupLayout::detect() {
+        Ok(layout) => Arc::new(layout),
+        Err(e) => {
+            warn!(error = %e, "task resource usage will not be reported");
+            return;
+        }
+    };
+    debug!(?layout, "reading task usage from cgroups");
+    let mut ticker = tokio::time::interval(USAGE_PERIOD);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        ticker.tick().await;
+        let handle = loop {
+            if let Some(h) = session.borrow_and_update().clone() {
+                break h;
+            }
+            if session.changed().await.is_err() {
+                return;
+            }
+        };
+        let running: Vec<(String, u32)> = match executor.list().await {
+            Ok(observed) => observed
+                .into_iter()
+                .filter_map(|o| match o.state {
+                    ObservedState::Running { pid } => Some((o.task_id, pid)),
+                    _ => None,
+                })
+                .collect(),
+            Err(e) => {
+                debug!(error = %e, "cannot list containers for the usage report");
+                continue;
+            }
+        };
+        let layout = layout.clone();
+        // Plain file reads, a few per task: off the runtime's workers all the same.
+        let tasks = tokio::task::spawn_blocking(move || {
+            let now = now_ms();
+            running
+                .into_iter()
+                .filter_map(|(id, pid)| {
+                    match stats::task_usage(&layout, &id, Some(pid), now) {
+                        Ok(usage) => Some(usage),
+                        Err(e) => {
+                            // Not found: the task exited since the listing.
+                            if !e.is_not_found() {
+                                debug!(task = %id, error = %e, "cannot read the task's usage");
+                            }
+                            None
+                        }
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        let n = tasks.len();
+        let req = UsageReport {
+            node_id: node_id.clone(),
+            session_id: handle.session_id.clone(),
+            tasks,
+        };
+        let sent = tokio::time::timeout(RPC_TIMEOUT, handle.client.clone().report_usage(req)).await;
+        match sent {
+            Ok(Ok(_)) => {
+                if failing {
+                    info!("usage reports delivered again");
+                }
+                failing = false;
+                debug!(tasks = n, "usage reported");
+            }
+            // One warning per streak: a broken session is reported (and mended) elsewhere.
+            Ok(Err(s)) if !failing => {
+                failing = true;
+                warn!(error = %s.message(), code = ?s.code(), "usage report refused");
+            }
+            Err(_) if !failing => {
+                failing = true;
+                warn!("usage report timed out");
+            }
+            _ => {}
+        }
+    }
 }
 
 async fn wait_shutdown(rx: &mut watch::Receiver<bool>) {

@@ -11,3 +11,4 @@ pub mod image;
 pub mod logdriver;
 pub mod logs;
 pub mod spec;
+pub mod stats;

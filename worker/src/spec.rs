@@ -12,10 +12,10 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, Mount, MountBuilder,
-    PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
-    UserBuilder,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
+    LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxResources, LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder,
+    PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 use shoal_proto::{ContainerSpec, Task};
 
@@ -521,6 +521,92 @@ fn device_rules() -> Result<Vec<oci_spec::runtime::LinuxDeviceCgroup>, SpecError
     ])
 }
 
+/// The CFS period docker uses for `--cpus` (100 ms, in µs).
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+/// The task's cgroup settings: the device rules, and its limits as docker applies a service's
+/// `--limit-cpu`/`--limit-memory`/`--reserve-memory`:
+///
+/// * CPU limit: CFS quota over a 100 ms period (`quota = nano_cpus × period / 1e9`), which runc
+///   writes as `cpu.cfs_quota_us`/`cpu.cfs_period_us` on cgroup v1 and `cpu.max` on v2.
+/// * Memory limit: `memory.limit_in_bytes` (v1) / `memory.max` (v2). Like docker with no
+///   `--memory-swap`, the container may also use as much swap as its limit (the OCI `swap`
+///   field is memory + swap); that is only set when the kernel accounts swap per cgroup
+///   (`swap_accounting`), since runc fails to start a container whose swap limit it cannot
+///   write.
+/// * Memory reservation: the soft limit (`memory.soft_limit_in_bytes` / `memory.low`), as
+///   docker sets it. A CPU reservation is a scheduling promise only; no cgroup setting.
+pub fn linux_resources(cs: &ContainerSpec, swap_accounting: bool) -> Result<LinuxResources, SpecError> {
+    let mut b = LinuxResourcesBuilder::default().devices(device_rules()?);
+    let limits = cs
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits)
+        .unwrap_or_default();
+    let reservations = cs
+        .resources
+        .as_ref()
+        .and_then(|r| r.reservations)
+        .unwrap_or_default();
+    if limits.nano_cpus > 0 {
+        let quota = (u128::from(limits.nano_cpus) * u128::from(CPU_PERIOD_US) / 1_000_000_000)
+            // The kernel refuses quotas under 1 ms.
+            .max(1_000);
+        b = b.cpu(
+            LinuxCpuBuilder::default()
+                .period(CPU_PERIOD_US)
+                .quota(i64::try_from(quota).unwrap_or(i64::MAX))
+                .build()?,
+        );
+    }
+    let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    if limits.memory_bytes > 0 || reservations.memory_bytes > 0 {
+        let mut m = LinuxMemoryBuilder::default();
+        if limits.memory_bytes > 0 {
+            m = m.limit(as_i64(limits.memory_bytes));
+            if swap_accounting {
+                m = m.swap(as_i64(limits.memory_bytes.saturating_mul(2)));
+            }
+        }
+        if reservations.memory_bytes > 0 {
+            m = m.reservation(as_i64(reservations.memory_bytes));
+        }
+        b = b.memory(m.build()?);
+    }
+    Ok(b.build()?)
+}
+
+/// Whether the kernel accounts swap per cgroup, so that a swap limit can be written: cgroup
+/// v1's `memory.memsw.*` files, or v2's `memory.swap.max` (present in every non-root cgroup
+/// when enabled; the root has none, so this process's own cgroup and the top-level ones are
+/// looked at). Read once per process.
+pub fn swap_accounting() -> bool {
+    static DETECTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *DETECTED.get_or_init(|| {
+        let root = Path::new("/sys/fs/cgroup");
+        if !root.join("cgroup.controllers").exists() {
+            return root.join("memory/memory.memsw.limit_in_bytes").exists();
+        }
+        let own = fs::read_to_string("/proc/self/cgroup")
+            .ok()
+            .and_then(|c| {
+                c.lines()
+                    .find_map(|l| l.strip_prefix("0::").map(|p| p.trim().to_string()))
+            })
+            .map(|p| root.join(p.trim_start_matches('/')).join("memory.swap.max"));
+        if own.is_some_and(|p| p.exists()) {
+            return true;
+        }
+        fs::read_dir(root)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .any(|e| e.path().join("memory.swap.max").exists())
+            })
+            .unwrap_or(false)
+    })
+}
+
 /// Everything a task's spec is built from.
 pub struct SpecInput<'a> {
     pub task: &'a Task,
@@ -586,11 +672,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     let linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .cgroups_path(cgroups_path(&input.task.id))
-        .resources(
-            LinuxResourcesBuilder::default()
-                .devices(device_rules()?)
-                .build()?,
-        )
+        .resources(linux_resources(cs, swap_accounting())?)
         .masked_paths(
             [
                 "/proc/asound",
@@ -971,6 +1053,53 @@ mod tests {
             .collect();
         assert!(env.contains(&"A=task"));
         assert!(env.contains(&"HOME=/root"));
+    }
+
+    #[test]
+    fn resources_become_cgroup_limits() {
+        use shoal_proto::{ResourceAmounts, Resources};
+        let mut cs = ContainerSpec {
+            resources: Some(Resources {
+                limits: Some(ResourceAmounts {
+                    nano_cpus: 500_000_000,
+                    memory_bytes: 64 << 20,
+                }),
+                reservations: Some(ResourceAmounts {
+                    nano_cpus: 250_000_000,
+                    memory_bytes: 32 << 20,
+                }),
+            }),
+            ..Default::default()
+        };
+        let json = serde_json::to_value(linux_resources(&cs, true).unwrap()).unwrap();
+        assert_eq!(json["cpu"]["quota"], 50_000);
+        assert_eq!(json["cpu"]["period"], 100_000);
+        assert_eq!(json["memory"]["limit"], 64 << 20);
+        assert_eq!(json["memory"]["swap"], 128 << 20, "docker: as much swap as memory");
+        assert_eq!(json["memory"]["reservation"], 32 << 20);
+        assert!(json["devices"].as_array().is_some_and(|d| !d.is_empty()));
+
+        let json = serde_json::to_value(linux_resources(&cs, false).unwrap()).unwrap();
+        assert!(
+            json["memory"].get("swap").is_none(),
+            "no swap limit where runc could not write it: {json}"
+        );
+
+        // The kernel's minimum quota is 1 ms.
+        cs.resources = Some(Resources {
+            limits: Some(ResourceAmounts {
+                nano_cpus: 1_000_000,
+                memory_bytes: 0,
+            }),
+            reservations: None,
+        });
+        let json = serde_json::to_value(linux_resources(&cs, true).unwrap()).unwrap();
+        assert_eq!(json["cpu"]["quota"], 1_000);
+        assert!(json.get("memory").is_none(), "{json}");
+
+        let none = serde_json::to_value(linux_resources(&ContainerSpec::default(), true).unwrap())
+            .unwrap();
+        assert!(none.get("cpu").is_none() && none.get("memory").is_none(), "{none}");
     }
 
     #[test]

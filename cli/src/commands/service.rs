@@ -1,4 +1,10 @@
-//! `shoal service create | ls | ps | inspect | scale | rm | logs`.
+//! `shoal service create | update | ls | ps | inspect | scale | rm | logs`.
+//!
+//! Resources and autoscaling flags are shared by `create` and `update`:
+//! `--limit-cpu/--limit-memory` become the task's cgroup limits, `--reserve-cpu/--reserve-memory`
+//! what the scheduler promises it on a node; `--autoscale-min/--autoscale-max` with one target
+//! (`--autoscale-cpu`, `--autoscale-memory`, or `--autoscale-query` with `--autoscale-target`)
+//! hand the replica count to the manager's autoscaler.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -7,10 +13,12 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Map, Value};
+use shoal_manager::autoscaler::policy::{self as autoscale_policy, Target, ZERO_WINDOW_MS};
 use shoal_proto::{
-    reference, restart_policy::Condition, ContainerSpec, CreateServiceRequest, Empty,
-    ListTasksRequest, Placement, RestartPolicy, Service, ServiceLogsRequest, ServiceMode,
-    ServiceRef, ServiceSpec, Task, TaskState, UpdateServiceRequest,
+    reference, restart_policy::Condition, AutoscalePolicy, ContainerSpec, CreateServiceRequest,
+    Empty, ListTasksRequest, Placement, ResourceAmounts, Resources, RestartPolicy, Service,
+    ServiceLogsRequest, ServiceMode, ServiceRef, ServiceSpec, Task, TaskState,
+    UpdateServiceRequest,
 };
 
 use super::{progress, report_each};
@@ -25,6 +33,8 @@ const DEFAULT_STOP_GRACE_PERIOD: Duration = Duration::from_secs(10);
 pub enum ServiceCommand {
     /// Create a new service
     Create(Box<CreateArgs>),
+    /// Update a service
+    Update(Box<UpdateArgs>),
     /// List services
     #[command(visible_alias = "list")]
     Ls(LsArgs),
@@ -104,6 +114,10 @@ pub struct CreateArgs {
     /// Container hostname
     #[arg(long)]
     pub hostname: Option<String>,
+    #[command(flatten)]
+    pub resources: ResourceFlags,
+    #[command(flatten)]
+    pub autoscale: AutoscaleFlags,
     /// Exit immediately instead of waiting for the service to converge
     #[arg(short, long)]
     pub detach: bool,
@@ -119,6 +133,193 @@ pub struct CreateArgs {
         value_name = "COMMAND"
     )]
     pub args: Vec<String>,
+}
+
+/// `--limit-*` and `--reserve-*`; on `update`, 0 removes a limit or reservation.
+#[derive(Debug, Args, Default)]
+pub struct ResourceFlags {
+    /// Limit CPUs (e.g. 0.5)
+    #[arg(long, value_name = "CPUS", value_parser = parse_cpus)]
+    pub limit_cpu: Option<u64>,
+    /// Limit memory (e.g. 64M, 1.5G)
+    #[arg(long, value_name = "BYTES", value_parser = parse_memory)]
+    pub limit_memory: Option<u64>,
+    /// Reserve CPUs: the scheduler places the task only where they are free
+    #[arg(long, value_name = "CPUS", value_parser = parse_cpus)]
+    pub reserve_cpu: Option<u64>,
+    /// Reserve memory: the scheduler places the task only where it is free
+    #[arg(long, value_name = "BYTES", value_parser = parse_memory)]
+    pub reserve_memory: Option<u64>,
+}
+
+impl ResourceFlags {
+    fn apply(&self, resources: Option<Resources>) -> Option<Resources> {
+        let mut r = resources.unwrap_or_default();
+        let mut limits = r.limits.unwrap_or_default();
+        let mut reservations = r.reservations.unwrap_or_default();
+        let set = |field: &mut u64, value: Option<u64>| {
+            if let Some(v) = value {
+                *field = v;
+            }
+        };
+        set(&mut limits.nano_cpus, self.limit_cpu);
+        set(&mut limits.memory_bytes, self.limit_memory);
+        set(&mut reservations.nano_cpus, self.reserve_cpu);
+        set(&mut reservations.memory_bytes, self.reserve_memory);
+        let some = |a: ResourceAmounts| (a != ResourceAmounts::default()).then_some(a);
+        r.limits = some(limits);
+        r.reservations = some(reservations);
+        (r.limits.is_some() || r.reservations.is_some()).then_some(r)
+    }
+}
+
+/// The autoscale policy flags.
+#[derive(Debug, Args, Default)]
+pub struct AutoscaleFlags {
+    /// Autoscale: the fewest replicas (default 1; never 0)
+    #[arg(long, value_name = "N")]
+    pub autoscale_min: Option<u64>,
+    /// Autoscale: the most replicas (required to enable autoscaling)
+    #[arg(long, value_name = "N")]
+    pub autoscale_max: Option<u64>,
+    /// Autoscale on the tasks' mean CPU use, in percent of their CPU limit, else their CPU
+    /// reservation, else one CPU (e.g. 70%)
+    #[arg(long, value_name = "PERCENT", value_parser = parse_percent, allow_hyphen_values = true)]
+    pub autoscale_cpu: Option<f64>,
+    /// Autoscale on the tasks' mean memory use, in percent of their memory limit, else their
+    /// memory reservation (e.g. 80%)
+    #[arg(long, value_name = "PERCENT", value_parser = parse_percent, allow_hyphen_values = true)]
+    pub autoscale_memory: Option<f64>,
+    /// Autoscale on a PromQL query's value (one number), evaluated against the swarm's
+    /// Prometheus (`shoal swarm update --prometheus-url`); needs --autoscale-target
+    #[arg(long, value_name = "PROMQL")]
+    pub autoscale_query: Option<String>,
+    /// The value --autoscale-query should have: replicas = ceil(replicas × value / target)
+    #[arg(long, value_name = "VALUE", allow_hyphen_values = true)]
+    pub autoscale_target: Option<f64>,
+    /// Scale up to the lowest recommendation of this window (default 0s: at once)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_flag)]
+    pub autoscale_up_window: Option<Duration>,
+    /// Scale down to the highest recommendation of this window (default 5m)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_flag)]
+    pub autoscale_down_window: Option<Duration>,
+    /// Relative deviation from the target that changes nothing (default 0.1)
+    #[arg(long, value_name = "FRACTION")]
+    pub autoscale_tolerance: Option<f64>,
+}
+
+impl AutoscaleFlags {
+    fn any(&self) -> bool {
+        self.autoscale_min.is_some()
+            || self.autoscale_max.is_some()
+            || self.autoscale_cpu.is_some()
+            || self.autoscale_memory.is_some()
+            || self.autoscale_query.is_some()
+            || self.autoscale_target.is_some()
+            || self.autoscale_up_window.is_some()
+            || self.autoscale_down_window.is_some()
+            || self.autoscale_tolerance.is_some()
+    }
+
+    /// The flags applied over `base` (the service's current policy, if any).
+    fn apply(&self, base: Option<AutoscalePolicy>) -> Result<AutoscalePolicy> {
+        let new = base.is_none();
+        let mut p = base.unwrap_or(AutoscalePolicy {
+            min_replicas: 1,
+            ..Default::default()
+        });
+        if new && self.autoscale_max.is_none() {
+            bail!("autoscaling needs --autoscale-max N, the most replicas to run");
+        }
+        if let Some(min) = self.autoscale_min {
+            p.min_replicas = min;
+        }
+        if let Some(max) = self.autoscale_max {
+            p.max_replicas = max;
+        }
+        let targets = [
+            self.autoscale_cpu.is_some(),
+            self.autoscale_memory.is_some(),
+            self.autoscale_query.is_some(),
+        ];
+        if targets.iter().filter(|t| **t).count() > 1 {
+            bail!(
+                "give one autoscale target: --autoscale-cpu, --autoscale-memory or \
+                 --autoscale-query"
+            );
+        }
+        let clear = |p: &mut AutoscalePolicy| {
+            p.target_cpu_percent = 0.0;
+            p.target_memory_percent = 0.0;
+            p.query.clear();
+            p.query_target = 0.0;
+        };
+        if let Some(cpu) = self.autoscale_cpu {
+            clear(&mut p);
+            p.target_cpu_percent = cpu;
+        }
+        if let Some(memory) = self.autoscale_memory {
+            clear(&mut p);
+            p.target_memory_percent = memory;
+        }
+        if let Some(query) = &self.autoscale_query {
+            let target = p.query_target;
+            clear(&mut p);
+            p.query = query.clone();
+            p.query_target = target;
+        }
+        if let Some(target) = self.autoscale_target {
+            if p.query.is_empty() {
+                bail!("--autoscale-target is the value for --autoscale-query: give the query too");
+            }
+            p.query_target = target;
+        }
+        let window = |d: Duration| match u64::try_from(d.as_millis()).unwrap_or(u64::MAX) {
+            0 => ZERO_WINDOW_MS,
+            ms => ms,
+        };
+        if let Some(d) = self.autoscale_up_window {
+            p.scale_up_window_ms = window(d);
+        }
+        if let Some(d) = self.autoscale_down_window {
+            p.scale_down_window_ms = window(d);
+        }
+        if let Some(t) = self.autoscale_tolerance {
+            p.tolerance = t;
+        }
+        Ok(p)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// Service image tag
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Add or update an environment variable
+    #[arg(long = "env-add", value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub env_add: Vec<String>,
+    /// Remove an environment variable
+    #[arg(long = "env-rm", value_name = "KEY")]
+    pub env_rm: Vec<String>,
+    /// Number of tasks
+    #[arg(long, value_parser = parse_replicas, allow_hyphen_values = true)]
+    pub replicas: Option<u64>,
+    #[command(flatten)]
+    pub resources: ResourceFlags,
+    #[command(flatten)]
+    pub autoscale: AutoscaleFlags,
+    /// Remove the autoscale policy (the replica count stays where it is)
+    #[arg(long)]
+    pub autoscale_disable: bool,
+    /// Exit immediately instead of waiting for the service to converge
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Suppress progress output
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Service (name, ID or ID prefix)
+    pub service: String,
 }
 
 #[derive(Debug, Args)]
@@ -214,6 +415,7 @@ pub async fn run(host: &str, command: ServiceCommand) -> Result<()> {
             let spec = build_spec(&args)?;
             create(&Client::connect(host).await?, &args, spec).await
         }
+        ServiceCommand::Update(args) => update(&Client::connect(host).await?, &args).await,
         ServiceCommand::Ls(args) => ls(&Client::connect(host).await?, args).await,
         ServiceCommand::Ps(args) => ps(&Client::connect(host).await?, args).await,
         ServiceCommand::Inspect(args) => inspect(&Client::connect(host).await?, args).await,
@@ -308,6 +510,72 @@ pub fn parse_stop_signal(s: &str) -> Result<String, String> {
         })
 }
 
+/// A CPU count as docker's `--limit-cpu 0.5`, in nano CPUs.
+pub fn parse_cpus(s: &str) -> Result<u64, String> {
+    let bad = || format!("invalid CPU count {s:?}: expected a number of CPUs such as 0.5 or 2");
+    let cpus: f64 = s.trim().parse().map_err(|_| bad())?;
+    if !cpus.is_finite() || cpus < 0.0 || cpus > 1e9 {
+        return Err(bad());
+    }
+    Ok((cpus * 1e9).round() as u64)
+}
+
+/// A memory size as docker's `--limit-memory`: a number and an optional binary unit (b, k, m,
+/// g, t; `KiB`, `MB`… spellings too), e.g. `64M`, `1.5g`, `1048576`.
+pub fn parse_memory(s: &str) -> Result<u64, String> {
+    let bad = || {
+        format!(
+            "invalid memory size {s:?}: expected a number with an optional unit b, k, m, g or t \
+             (e.g. 64M, 1.5G)"
+        )
+    };
+    let text = s.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    let unit = unit.trim().to_ascii_lowercase();
+    let unit = unit.strip_suffix('b').unwrap_or(&unit);
+    let unit = unit.strip_suffix('i').unwrap_or(unit);
+    let scale: f64 = match unit {
+        "" => 1.0,
+        "k" => 1024.0,
+        "m" => 1024.0 * 1024.0,
+        "g" => 1024.0 * 1024.0 * 1024.0,
+        "t" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(bad()),
+    };
+    let bytes = value * scale;
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(bytes.round() as u64)
+}
+
+/// `70%` or `70`: above 0, at most 100.
+pub fn parse_percent(s: &str) -> Result<f64, String> {
+    let text = s.trim();
+    let number = text.strip_suffix('%').unwrap_or(text).trim();
+    let value = number
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite())
+        .ok_or_else(|| format!("invalid percentage {s:?}: expected a number such as 70%"))?;
+    if value <= 0.0 || value > 100.0 {
+        return Err(format!(
+            "percentage {s:?} is out of range: give a percentage above 0 and at most 100"
+        ));
+    }
+    Ok(value)
+}
+
+/// CPUs for display: `0.5`, `2`.
+fn cpus_text(nano: u64) -> String {
+    let text = format!("{:.9}", nano as f64 / 1e9);
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 /// `SERVICE=REPLICAS`.
 pub fn parse_scale(s: &str) -> Result<(String, u64), String> {
     let Some((name, replicas)) = s.split_once('=') else {
@@ -377,8 +645,17 @@ pub fn build_spec(args: &CreateArgs) -> Result<ServiceSpec> {
         None => Vec::new(),
     };
     let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let autoscale = if args.autoscale.any() {
+        Some(args.autoscale.apply(None)?)
+    } else {
+        None
+    };
     let (mode, replicas) = match (args.mode, args.replicas) {
-        (ModeArg::Replicated, r) => (ServiceMode::Replicated, r.unwrap_or(1)),
+        // An autoscaled service starts at its minimum unless told otherwise.
+        (ModeArg::Replicated, r) => (
+            ServiceMode::Replicated,
+            r.unwrap_or(autoscale.as_ref().map_or(1, |p| p.min_replicas)),
+        ),
         (ModeArg::Global, None) => (ServiceMode::Global, 0),
         (ModeArg::Global, Some(_)) => {
             bail!("--replicas can only be used with replicated mode")
@@ -389,7 +666,7 @@ pub fn build_spec(args: &CreateArgs) -> Result<ServiceSpec> {
         RestartCondition::None => Condition::None,
         RestartCondition::OnFailure => Condition::OnFailure,
     };
-    Ok(ServiceSpec {
+    let spec = ServiceSpec {
         name,
         labels: args.label.iter().cloned().collect(),
         container: Some(ContainerSpec {
@@ -403,7 +680,7 @@ pub fn build_spec(args: &CreateArgs) -> Result<ServiceSpec> {
             stop_signal: args.stop_signal.clone().unwrap_or_default(),
             labels: args.container_label.iter().cloned().collect(),
             hostname: args.hostname.clone().unwrap_or_default(),
-            resources: None,
+            resources: args.resources.apply(None),
         }),
         restart: Some(RestartPolicy {
             condition: condition as i32,
@@ -412,13 +689,22 @@ pub fn build_spec(args: &CreateArgs) -> Result<ServiceSpec> {
             window_ms: args.restart_window.map_or(0, ms),
         }),
         replicas,
-        autoscale: None,
+        autoscale,
         mode: mode as i32,
         placement: Some(Placement {
             constraints: args.constraint.clone(),
             max_replicas_per_node: args.replicas_max_per_node,
         }),
-    })
+    };
+    check_locally(&spec)?;
+    Ok(spec)
+}
+
+/// The checks the manager makes that need no network, so a bad flag fails before dialling.
+fn check_locally(spec: &ServiceSpec) -> Result<()> {
+    shoal_manager::controlapi::validate_resources(spec)
+        .map_err(|status| anyhow!("{}", status.message()))?;
+    autoscale_policy::validate(spec).map_err(|e| anyhow!("{e}"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -440,6 +726,90 @@ async fn create(client: &Client, args: &CreateArgs, spec: ServiceSpec) -> Result
     }
     let since = service.meta.as_ref().map_or(0, |m| m.created_at_ms);
     progress::wait(client, &service, since, args.quiet).await
+}
+
+// ---------------------------------------------------------------------------------------------
+// update
+// ---------------------------------------------------------------------------------------------
+
+/// The key of a `KEY=VALUE` environment entry.
+fn env_key(entry: &str) -> &str {
+    entry.split_once('=').map_or(entry, |(k, _)| k)
+}
+
+/// `spec` with the update's flags applied, as docker's `service update`: `--env-rm` before
+/// `--env-add` (which replaces a variable of the same name in place), resources and the
+/// autoscale policy merged over the current ones. The replica count of an autoscaled service
+/// is kept within the (possibly new) bounds; `--replicas` on one is the manager's to refuse.
+pub fn apply_update(spec: &ServiceSpec, args: &UpdateArgs) -> Result<ServiceSpec> {
+    let mut spec = spec.clone();
+    let container = spec.container.get_or_insert_with(Default::default);
+    if let Some(image) = &args.image {
+        container.image = reference::parse_normalized(image)
+            .map_err(|e| anyhow!("{e}"))?
+            .to_string();
+    }
+    container
+        .env
+        .retain(|e| !args.env_rm.iter().any(|k| env_key(e) == k));
+    for entry in &args.env_add {
+        match container
+            .env
+            .iter_mut()
+            .find(|e| env_key(e) == env_key(entry))
+        {
+            Some(existing) => existing.clone_from(entry),
+            None => container.env.push(entry.clone()),
+        }
+    }
+    container.resources = args.resources.apply(container.resources.take());
+    if args.autoscale_disable {
+        spec.autoscale = None;
+    } else if args.autoscale.any() {
+        spec.autoscale = Some(args.autoscale.apply(spec.autoscale.take())?);
+    }
+    match (args.replicas, autoscale_policy::of_spec(&spec)) {
+        (Some(n), _) => {
+            if spec.mode() == ServiceMode::Global {
+                bail!("--replicas can only be used with replicated mode");
+            }
+            spec.replicas = n;
+        }
+        (None, Some(policy)) => spec.replicas = policy.clamp(spec.replicas),
+        (None, None) => {}
+    }
+    check_locally(&spec)?;
+    Ok(spec)
+}
+
+async fn update(client: &Client, args: &UpdateArgs) -> Result<()> {
+    let service = client
+        .control()
+        .get_service(ServiceRef {
+            service: args.service.clone(),
+        })
+        .await
+        .or_daemon_error()?;
+    let current = service
+        .spec
+        .clone()
+        .ok_or_else(|| anyhow!("service {} has no spec", args.service))?;
+    let spec = apply_update(&current, args)?;
+    let updated = client
+        .control()
+        .update_service(UpdateServiceRequest {
+            service: service.id.clone(),
+            version: service.meta.as_ref().map_or(0, |m| m.version),
+            spec: Some(spec),
+        })
+        .await
+        .or_daemon_error()?;
+    println!("{}", args.service);
+    if args.detach || current.mode() == ServiceMode::Global {
+        return Ok(());
+    }
+    let since = updated.meta.as_ref().map_or(0, |m| m.updated_at_ms);
+    progress::wait(client, &updated, since, args.quiet).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -862,7 +1232,80 @@ pub fn pretty(service: &Service) -> String {
     if !c.stop_signal.is_empty() {
         p.field(1, "StopSignal", c.stop_signal.clone());
     }
+    if let Some(r) = &c.resources {
+        p.section(0, "Resources");
+        for (name, amounts) in [("Reservations", r.reservations), ("Limits", r.limits)] {
+            let Some(a) = amounts else { continue };
+            p.section(1, name);
+            if a.nano_cpus > 0 {
+                p.field(2, "CPU", cpus_text(a.nano_cpus));
+            }
+            if a.memory_bytes > 0 {
+                p.field(2, "Memory", output::bytes_size(a.memory_bytes));
+            }
+        }
+    }
+    if let Some(raw) = &spec.autoscale {
+        pretty_autoscale(&mut p, raw, service.autoscale_status.as_ref());
+    }
     p.render()
+}
+
+fn pretty_autoscale(
+    p: &mut Pretty,
+    raw: &AutoscalePolicy,
+    status: Option<&shoal_proto::AutoscaleStatus>,
+) {
+    p.section(0, "Autoscale");
+    let Ok(policy) = autoscale_policy::Policy::from_proto(raw) else {
+        p.field(1, "Policy", format!("invalid: {raw:?}"));
+        return;
+    };
+    p.field(1, "Min Replicas", policy.min.to_string());
+    p.field(1, "Max Replicas", policy.max.to_string());
+    let target = match &policy.target {
+        Target::Cpu(t) => format!("CPU {t}% (of the tasks' CPU limit, else reservation, else one CPU)"),
+        Target::Memory(t) => format!("memory {t}% (of the tasks' memory limit, else reservation)"),
+        Target::Query { query, target } => format!("{query} = {target}"),
+    };
+    p.field(1, "Target", target);
+    p.field(1, "Tolerance", policy.tolerance.to_string());
+    p.field(1, "Scale Up Window", output::format_duration_ms(policy.up_window_ms));
+    p.field(
+        1,
+        "Scale Down Window",
+        output::format_duration_ms(policy.down_window_ms),
+    );
+    let Some(status) = status else {
+        return;
+    };
+    if !status.message.is_empty() {
+        p.field(
+            1,
+            "Status",
+            format!(
+                "{} (since {})",
+                status.message,
+                output::rfc3339(status.message_at_ms)
+            ),
+        );
+    }
+    if !status.decisions.is_empty() {
+        p.section(1, "Decisions");
+        for d in &status.decisions {
+            p.field(
+                2,
+                "-",
+                format!(
+                    "{} {} -> {}: {}",
+                    output::rfc3339(d.at_ms),
+                    d.from_replicas,
+                    d.to_replicas,
+                    d.reason
+                ),
+            );
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1214,6 +1657,217 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("--entrypoint"), "{err}");
+    }
+
+    #[test]
+    fn resource_values_parse_like_docker() {
+        assert_eq!(parse_cpus("0.5"), Ok(500_000_000));
+        assert_eq!(parse_cpus("2"), Ok(2_000_000_000));
+        assert!(parse_cpus("-1").is_err());
+        assert!(parse_cpus("half").unwrap_err().contains("invalid CPU count"));
+        assert_eq!(parse_memory("64M"), Ok(64 << 20));
+        assert_eq!(parse_memory("64m"), Ok(64 << 20));
+        assert_eq!(parse_memory("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_memory("1.5g"), Ok(3 << 29));
+        assert_eq!(parse_memory("1024"), Ok(1024));
+        assert_eq!(parse_memory("2kb"), Ok(2048));
+        assert!(parse_memory("64Q").unwrap_err().contains("invalid memory size"));
+        assert!(parse_memory("M").is_err());
+        assert_eq!(parse_percent("70%"), Ok(70.0));
+        assert_eq!(parse_percent("12.5"), Ok(12.5));
+        assert!(parse_percent("lots").is_err());
+        assert!(parse_percent("0").is_err());
+        assert_eq!(cpus_text(500_000_000), "0.5");
+        assert_eq!(cpus_text(2_000_000_000), "2");
+    }
+
+    #[test]
+    fn create_with_resources_and_autoscaling() {
+        let spec = build_spec(&create_args(&[
+            "--name",
+            "web",
+            "--limit-cpu",
+            "0.2",
+            "--limit-memory",
+            "64M",
+            "--reserve-memory",
+            "32M",
+            "--autoscale-max",
+            "4",
+            "--autoscale-cpu",
+            "50%",
+            "--autoscale-down-window",
+            "0s",
+            "busybox",
+        ]))
+        .unwrap();
+        let r = spec.container.as_ref().unwrap().resources.unwrap();
+        assert_eq!(
+            r.limits,
+            Some(ResourceAmounts {
+                nano_cpus: 200_000_000,
+                memory_bytes: 64 << 20
+            })
+        );
+        assert_eq!(r.reservations.unwrap().memory_bytes, 32 << 20);
+        let p = spec.autoscale.unwrap();
+        assert_eq!((p.min_replicas, p.max_replicas), (1, 4));
+        assert_eq!(p.target_cpu_percent, 50.0);
+        assert_eq!(p.scale_down_window_ms, ZERO_WINDOW_MS, "0s: at once");
+        assert_eq!(spec.replicas, 1, "starts at the minimum");
+
+        let err = |args: &[&str]| {
+            let mut all = vec!["--name", "web"];
+            all.extend_from_slice(args);
+            all.push("busybox");
+            build_spec(&create_args(&all)).unwrap_err().to_string()
+        };
+        assert!(err(&["--autoscale-cpu", "50"]).contains("--autoscale-max"));
+        assert!(err(&["--autoscale-min", "5", "--autoscale-max", "2", "--autoscale-cpu", "50"])
+            .contains("--autoscale-min 5 is above --autoscale-max 2"));
+        for bad in ["0", "0%", "150%", "-5"] {
+            let e = parse(&["create", "--autoscale-cpu", bad, "busybox"])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("out of range"), "{bad}: {e}");
+        }
+        assert!(err(&["--autoscale-max", "2", "--autoscale-memory", "80"])
+            .contains("--limit-memory or --reserve-memory"));
+        assert!(err(&["--autoscale-max", "2", "--autoscale-query", "sum(rate(x[1m])"])
+            .contains("never closed"));
+        assert!(err(&["--autoscale-max", "2", "--autoscale-query", "up"])
+            .contains("needs --autoscale-target"));
+        assert!(err(&["--autoscale-max", "2", "--autoscale-target", "3"])
+            .contains("give the query too"));
+        assert!(err(&["--autoscale-max", "2", "--autoscale-cpu", "50", "--replicas", "3"])
+            .contains("outside the autoscale bounds"));
+        assert!(err(&["--limit-cpu", "0.001"]).contains("minimum of 0.01 CPUs"));
+        assert!(err(&["--limit-memory", "64M", "--reserve-memory", "1G"])
+            .contains("--reserve-memory is above --limit-memory"));
+    }
+
+    fn update_args(args: &[&str]) -> UpdateArgs {
+        match parse(&[&["update"], args].concat()) {
+            Ok(ServiceCommand::Update(a)) => *a,
+            other => panic!("not an update: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn update_merges_into_the_current_spec() {
+        let current = build_spec(&create_args(&[
+            "--name", "web", "-e", "A=1", "-e", "B=2", "-e", "C=3", "--limit-cpu", "1", "busybox",
+        ]))
+        .unwrap();
+        let a = update_args(&[
+            "--image",
+            "nginx:1.25",
+            "--env-rm",
+            "B",
+            "--env-add",
+            "A=10",
+            "--env-add",
+            "D=4",
+            "--limit-memory",
+            "64M",
+            "--limit-cpu",
+            "0",
+            "-d",
+            "web",
+        ]);
+        assert!(a.detach);
+        let spec = apply_update(&current, &a).unwrap();
+        let c = spec.container.as_ref().unwrap();
+        assert_eq!(c.image, "docker.io/library/nginx:1.25");
+        assert_eq!(c.env, vec!["A=10", "C=3", "D=4"]);
+        let limits = c.resources.unwrap().limits.unwrap();
+        assert_eq!((limits.nano_cpus, limits.memory_bytes), (0, 64 << 20));
+        assert_eq!(spec.replicas, 1);
+        // Nothing given: nothing changes.
+        assert_eq!(apply_update(&current, &update_args(&["web"])).unwrap(), current);
+    }
+
+    #[test]
+    fn update_changes_and_removes_autoscaling() {
+        let mut current = build_spec(&create_args(&[
+            "--name",
+            "web",
+            "--autoscale-max",
+            "4",
+            "--autoscale-cpu",
+            "50",
+            "busybox",
+        ]))
+        .unwrap();
+        current.replicas = 3;
+        // New bounds: the count is brought within them.
+        let spec = apply_update(&current, &update_args(&["--autoscale-max", "2", "web"])).unwrap();
+        assert_eq!(spec.replicas, 2);
+        assert_eq!(spec.autoscale.as_ref().unwrap().target_cpu_percent, 50.0);
+        // A new target replaces the old one.
+        let spec = apply_update(
+            &current,
+            &update_args(&["--autoscale-query", "avg(x)", "--autoscale-target", "5", "web"]),
+        )
+        .unwrap();
+        let p = spec.autoscale.unwrap();
+        assert_eq!((p.target_cpu_percent, p.query.as_str(), p.query_target), (0.0, "avg(x)", 5.0));
+        // Disabled: the count stays.
+        let spec = apply_update(&current, &update_args(&["--autoscale-disable", "web"])).unwrap();
+        assert_eq!((spec.autoscale, spec.replicas), (None, 3));
+        // Enabling on a plain service needs the maximum.
+        let plain = build_spec(&create_args(&["--name", "web", "busybox"])).unwrap();
+        assert!(apply_update(&plain, &update_args(&["--autoscale-cpu", "50", "web"]))
+            .unwrap_err()
+            .to_string()
+            .contains("--autoscale-max"));
+        assert!(parse(&["update", "--autoscale-disable", "--autoscale-max", "3", "web"]).is_ok());
+    }
+
+    #[test]
+    fn pretty_shows_resources_and_autoscaling() {
+        let spec = build_spec(&create_args(&[
+            "--name",
+            "web",
+            "--limit-cpu",
+            "0.5",
+            "--reserve-memory",
+            "32M",
+            "--autoscale-max",
+            "4",
+            "--autoscale-cpu",
+            "50%",
+            "busybox",
+        ]))
+        .unwrap();
+        let service = Service {
+            id: "sid".into(),
+            spec: Some(spec),
+            autoscale_status: Some(shoal_proto::AutoscaleStatus {
+                decisions: vec![shoal_proto::AutoscaleDecision {
+                    at_ms: 0,
+                    from_replicas: 1,
+                    to_replicas: 2,
+                    observed: 100.0,
+                    reason: "CPU 100.0% of limit (mean of 1 task), target 50%".into(),
+                }],
+                message: "cannot reach Prometheus".into(),
+                message_at_ms: 0,
+            }),
+            ..Default::default()
+        };
+        let out = pretty(&service);
+        for needle in [
+            "\nResources:\n Reservations:\n  Memory:",
+            "32MiB\n Limits:\n  CPU:",
+            "\nAutoscale:\n Min Replicas:",
+            "CPU 50% (of the tasks' CPU limit, else reservation, else one CPU)",
+            "5m0s",
+            "cannot reach Prometheus (since",
+            "1 -> 2: CPU 100.0% of limit",
+        ] {
+            assert!(out.contains(needle), "{needle:?} missing in\n{out}");
+        }
     }
 
     #[test]

@@ -1,8 +1,11 @@
-//! `shoal swarm init | join | join-token | leave`.
+//! `shoal swarm init | join | join-token | leave | update`.
 
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
-use shoal_proto::{Empty, JoinTokenRequest, SwarmInitRequest, SwarmJoinRequest, SwarmLeaveRequest};
+use shoal_proto::{
+    Empty, JoinTokenRequest, SwarmInitRequest, SwarmJoinRequest, SwarmLeaveRequest,
+    UpdateClusterRequest,
+};
 
 use crate::client::{Client, RpcResult};
 
@@ -16,6 +19,16 @@ pub enum SwarmCommand {
     JoinToken(JoinTokenArgs),
     /// Leave the swarm
     Leave(LeaveArgs),
+    /// Update the swarm's settings
+    Update(UpdateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// Prometheus server that `--autoscale-query` policies are evaluated against
+    /// (e.g. http://127.0.0.1:9090; "" removes it)
+    #[arg(long, value_name = "URL")]
+    pub prometheus_url: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -98,6 +111,17 @@ pub async fn run(host: &str, command: SwarmCommand) -> Result<()> {
                 .await
                 .or_daemon_error()?;
             println!("Node left the swarm.");
+            Ok(())
+        }
+        SwarmCommand::Update(args) => {
+            client
+                .control()
+                .update_cluster(UpdateClusterRequest {
+                    prometheus_url: args.prometheus_url,
+                })
+                .await
+                .or_daemon_error()?;
+            println!("Swarm updated.");
             Ok(())
         }
     }

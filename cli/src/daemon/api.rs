@@ -91,7 +91,14 @@ impl daemon_server::Daemon for DaemonApi {
             0 => shoal_tls::DEFAULT_CERT_EXPIRY,
             ms => std::time::Duration::from_millis(ms),
         };
-        let out = swarm::init(&self.daemon, &req.advertise_addr, &req.listen_addr, expiry).await?;
+        let out = swarm::init(
+            &self.daemon,
+            &req.advertise_addr,
+            &req.listen_addr,
+            expiry,
+            req.force_new_cluster,
+        )
+        .await?;
         Ok(Response::new(SwarmInitResponse {
             node_id: out.node_id,
             worker_join_command: out.join_command,

@@ -6,6 +6,7 @@ mod api;
 mod describe;
 mod identity;
 mod logs;
+mod metrics_http;
 mod net;
 mod renew;
 mod swarm;
@@ -40,6 +41,11 @@ pub struct DaemonArgs {
     /// How often workers heartbeat their manager (a node silent for three periods is down).
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub dispatcher_heartbeat: std::time::Duration,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (plain HTTP; off unless given).
+    /// Every node exports its API and process metrics; a manager also the cluster's state, Raft,
+    /// and (the leader) every task's CPU, memory and network use. Example: 127.0.0.1:9323.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
 }
 
 /// Everything the API handlers and the swarm lifecycle share.
@@ -53,6 +59,8 @@ pub struct Daemon {
     pub swarm: tokio::sync::Mutex<swarm::SwarmState>,
     /// This node's certificate while it is in a swarm (renewed in place).
     pub cert: std::sync::RwLock<Option<Arc<shoal_tls::LiveCert>>>,
+    /// The node's metrics registry (served with `--metrics-addr`; kept up to date either way).
+    pub metrics: Arc<shoal_manager::metrics::NodeMetrics>,
 }
 
 impl Daemon {
@@ -101,6 +109,11 @@ pub async fn run(host: &str, args: DaemonArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data dir {}", args.data_dir.display()))?;
     let identity = identity::Identity::load(&args.data_dir)?;
+    // Bound before anything starts, so a taken address fails the start rather than later.
+    let metrics_listener = match &args.metrics_addr {
+        Some(addr) => Some(metrics_http::bind(addr).await?),
+        None => None,
+    };
 
     let containerd = Containerd::connect(&args.containerd, &args.containerd_namespace).await?;
     let log_driver = std::env::current_exe().context("cannot find the shoal binary's own path")?;
@@ -120,7 +133,10 @@ pub async fn run(host: &str, args: DaemonArgs) -> anyhow::Result<()> {
         manager_slot: ManagerSlot::default(),
         swarm: tokio::sync::Mutex::new(swarm::SwarmState::new(identity)),
         cert: Default::default(),
+        metrics: Arc::new(shoal_manager::metrics::NodeMetrics::new()),
     });
+    let metrics_server =
+        metrics_listener.map(|l| metrics_http::spawn(l, daemon.metrics.clone()));
     swarm::resume(&daemon).await?;
 
     let listener = bind(&sock).await?;
@@ -138,6 +154,7 @@ pub async fn run(host: &str, args: DaemonArgs) -> anyhow::Result<()> {
         info!("shutting down");
     };
     tonic::transport::Server::builder()
+        .layer(daemon.metrics.api_layer("local"))
         .add_service(DaemonServer::new(api::DaemonApi::new(daemon.clone())))
         .add_service(ControlServer::new(control))
         .add_service(AgentServer::new(
@@ -149,6 +166,9 @@ pub async fn run(host: &str, args: DaemonArgs) -> anyhow::Result<()> {
 
     // Containers keep running: a restarted daemon adopts them.
     swarm::stop(&daemon).await;
+    if let Some(server) = metrics_server {
+        server.abort();
+    }
     let _ = std::fs::remove_file(&sock);
     Ok(())
 }

@@ -65,9 +65,12 @@ pub async fn serve(
     let config = Arc::new(shoal_tls::server_config_live(cert, ClientAuth::Optional)?);
     let incoming = TlsIncoming::new(listener, config);
     let agent = shoal_worker::agent_service::AgentService::new(daemon.executor.clone());
-    let mut router = tonic::transport::Server::builder().add_service(
-        AgentServer::with_interceptor(agent, RequireRole(Role::Manager)),
-    );
+    let mut router = tonic::transport::Server::builder()
+        .layer(daemon.metrics.api_layer("cluster"))
+        .add_service(AgentServer::with_interceptor(
+            agent,
+            RequireRole(Role::Manager),
+        ));
     if let Some(m) = manager {
         let logs = Arc::new(super::logs::NodeLogs::new(daemon.clone()));
         let control = shoal_manager::controlapi::ControlApi::new(daemon.manager_slot.clone(), logs);

@@ -76,6 +76,8 @@ enum Start<'a> {
     Init(&'a RootCa, Duration),
     /// `swarm join` as a manager: become a Raft voter.
     JoinManager,
+    /// `swarm init --force-new-cluster`: this manager alone, keeping the state.
+    ForceNewCluster,
     /// A restart, or a worker's join: just run.
     Resume,
 }
@@ -89,8 +91,9 @@ fn serve_local_dispatcher(
     let _ = std::fs::remove_file(&sock);
     let listener = tokio::net::UnixListener::bind(&sock)
         .with_context(|| format!("cannot listen on {}", sock.display()))?;
-    let server =
-        tonic::transport::Server::builder().add_service(DispatcherServer::new(m.dispatcher()));
+    let server = tonic::transport::Server::builder()
+        .layer(daemon.metrics.api_layer("dispatcher"))
+        .add_service(DispatcherServer::new(m.dispatcher()));
     Ok(tokio::spawn(async move {
         let shutdown = async move {
             let _ = stop.changed().await;
@@ -240,6 +243,7 @@ async fn start(daemon: &Arc<Daemon>, state: &mut SwarmState, how: Start<'_>) -> 
             raft_id: membership.raft_id,
             addr: membership.advertise_addr.clone(),
             join: matches!(how, Start::JoinManager),
+            force_new_cluster: matches!(how, Start::ForceNewCluster),
             heartbeat_period: daemon.args.dispatcher_heartbeat,
             channels: channels.clone(),
         })
@@ -322,6 +326,10 @@ async fn start(daemon: &Arc<Daemon>, state: &mut SwarmState, how: Start<'_>) -> 
             warn!(error = %e, "agent stopped");
         }
     }));
+    // Last, once nothing can fail: `halt`, which detaches, only undoes a start that finished.
+    if let Some(m) = &manager {
+        daemon.metrics.attach_manager(m);
+    }
     state.running = Some(Running {
         manager,
         stop,
@@ -349,6 +357,7 @@ async fn halt(daemon: &Daemon, state: &mut SwarmState) {
         .manager_slot
         .write()
         .unwrap_or_else(|e| e.into_inner()) = None;
+    daemon.metrics.detach_manager();
     if let Some(m) = running.manager {
         m.shutdown().await;
     }
@@ -411,7 +420,11 @@ pub async fn init(
     advertise: &str,
     listen: &str,
     cert_expiry: Duration,
+    force_new_cluster: bool,
 ) -> Result<InitOutcome, tonic::Status> {
+    if force_new_cluster && daemon.swarm.lock().await.identity.swarm.is_some() {
+        return force_new_cluster_here(daemon).await;
+    }
     if cert_expiry < Duration::from_secs(3600) {
         return Err(tonic::Status::invalid_argument(format!(
             "--cert-expiry {} is too short: give at least 1h (the default is 90 days)",
@@ -629,4 +642,49 @@ async fn switch_role_inner(daemon: &Arc<Daemon>, role: Role) -> anyhow::Result<(
         Start::Resume
     };
     start(daemon, &mut state, how).await
+}
+
+/// `swarm init --force-new-cluster` on a manager that lost its quorum: restart its Raft log
+/// as a cluster of this manager alone, keeping every service, task and node. The other
+/// managers' old Raft IDs are retired; they can join again with a manager token.
+async fn force_new_cluster_here(daemon: &Arc<Daemon>) -> Result<InitOutcome, tonic::Status> {
+    let mut state = daemon.swarm.lock().await;
+    let Some(mut membership) = state.identity.swarm.clone() else {
+        return Err(tonic::Status::failed_precondition(NOT_IN_SWARM));
+    };
+    if !membership.manager {
+        return Err(tonic::Status::failed_precondition(
+            "--force-new-cluster recovers a swarm from one of its managers; this node is a \
+             worker. Run it on a surviving manager.",
+        ));
+    }
+    halt(daemon, &mut state).await;
+    membership.managers = vec![membership.advertise_addr.clone()];
+    state.identity.swarm = Some(membership.clone());
+    let started = async {
+        start(daemon, &mut state, Start::ForceNewCluster).await?;
+        state.identity.save(&daemon.args.data_dir)
+    }
+    .await;
+    if let Err(e) = started {
+        // The log is intact: a plain restart of the daemon resumes as before.
+        halt(daemon, &mut state).await;
+        return Err(tonic::Status::internal(format!(
+            "could not recover the swarm: {e:#}"
+        )));
+    }
+    let token = state
+        .manager()
+        .and_then(|m| {
+            m.store()
+                .view(|st| st.cluster.as_ref().map(|c| c.worker_join_token.clone()))
+        })
+        .unwrap_or_default();
+    Ok(InitOutcome {
+        node_id: state.identity.node_id.clone(),
+        join_command: format!(
+            "shoal swarm join --token {token} {}",
+            membership.advertise_addr
+        ),
+    })
 }

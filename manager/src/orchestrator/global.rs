@@ -9,13 +9,14 @@
 //! * A node keeps its task while it is not DOWN and not DRAINed and satisfies the constraints:
 //!   PAUSE keeps what runs but gets nothing new, as docker.
 //! * Otherwise the task is shut down; there is nowhere to move it, so no replacement is made.
+//! * A changed container spec is rolled out node by node, stop-first ([`super::update`]).
 
 use std::collections::BTreeMap;
 
 use shoal_proto::{Node, NodeAvailability, NodeState, Service, Task, TaskState};
 
 use super::restart::{self, Restart};
-use super::{fate, is_live, new_task, Fate, Plan};
+use super::{fate, is_live, new_task, starting, update, Fate, Plan};
 use crate::constraint::Constraints;
 
 /// Whether `node` should get a task of a global service with these constraints (`None`:
@@ -54,6 +55,8 @@ pub(super) fn plan_service(
         restart::newest_first(history);
     }
 
+    let mut in_flight = false;
+    let mut outdated: Vec<&Task> = Vec::new();
     for history in by_node.values() {
         let mut live = history.iter().filter(|t| is_live(t));
         // All tasks here share one node, so one fate. One task per node: the newest stays.
@@ -62,10 +65,16 @@ pub(super) fn plan_service(
         };
         if fate(newest, nodes, constraints.as_ref()) != Fate::Stay {
             plan.shut_down(newest);
+        } else {
+            in_flight |= starting(newest);
+            if update::outdated(service, newest) {
+                outdated.push(newest);
+            }
         }
         live.for_each(|t| plan.shut_down(t));
     }
 
+    let (mut stopping_old, mut failed_new) = (false, false);
     for node in nodes.values() {
         if !accepts_new(node, constraints.as_ref()) {
             continue;
@@ -74,10 +83,27 @@ pub(super) fn plan_service(
         if history.iter().any(|t| is_live(t)) {
             continue;
         }
+        let newest = history.first().copied();
+        if newest.is_some_and(|t| update::holds_place(service, t)) {
+            // Stop-first: the node's old task must stop before its replacement starts (the
+            // node accepts new tasks, so it is not DOWN: the old task can still stop).
+            stopping_old = true;
+            continue;
+        }
+        failed_new |= update::failed_with_new_spec(service, newest);
         match restart::decision(history, now_ms) {
-            Restart::Now => plan.create(new_task(service, 0, &node.id, now_ms)),
+            Restart::Now => {
+                plan.create(new_task(service, 0, &node.id, now_ms));
+                in_flight = true;
+            }
             Restart::At(at) => plan.wake_at(at),
             Restart::Never => {}
+        }
+    }
+    // One rolling-update step, node by node (in node ID order).
+    if !in_flight && !stopping_old && !failed_new {
+        if let Some(old) = outdated.first() {
+            plan.shut_down(old);
         }
     }
 }

@@ -5,6 +5,8 @@
 //! * [`global`]: one live task per eligible node, created with its node already set.
 //! * [`restart`]: the restart policy both modes share, per slot or per node.
 //! * [`reaper`]: deletes finished tasks beyond the history limit.
+//! * [`update`]: rolling updates when the container spec changes (one task at a time,
+//!   stop-first), shared by both modes.
 //!
 //! Both modes treat a task whose node went away as gone ([`fate`]): a node that is DOWN or was
 //! removed loses its tasks at once; a DRAINed node, or one that no longer satisfies the
@@ -23,6 +25,7 @@ pub mod global;
 pub mod reaper;
 pub mod replicated;
 pub mod restart;
+pub mod update;
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -71,6 +74,12 @@ impl Plan {
 /// Desired RUNNING (or less) and not finished: the task serves its slot or node.
 pub(crate) fn is_live(t: &Task) -> bool {
     t.desired() <= TaskState::Running && !t.state().is_terminal()
+}
+
+/// A task on its way to running: it may still fail, so the service is not whole yet.
+pub(crate) fn starting(t: &Task) -> bool {
+    let s = t.state();
+    s == TaskState::New || (s >= TaskState::Assigned && s < TaskState::Running)
 }
 
 /// What the node a live task was placed on means for it.

@@ -1,5 +1,6 @@
 //! Replicated services → tasks: one live task per slot `1..=replicas`, restarts by policy,
-//! scale down from the highest slot, and tasks moved off nodes that lost them.
+//! scale down from the highest slot, tasks moved off nodes that lost them, and rolling updates
+//! slot by slot (see [`super::update`]).
 //!
 //! A live task whose node went away is replaced in the same slot at once, without the restart
 //! delay and without using one of the policy's attempts: it did not fail by itself.
@@ -20,14 +21,8 @@ use std::collections::BTreeMap;
 use shoal_proto::{Node, Service, Task, TaskState};
 
 use super::restart::{self, Restart};
-use super::{fate, is_live, new_task, Fate, Plan};
+use super::{fate, is_live, new_task, starting, update, Fate, Plan};
 use crate::constraint::Constraints;
-
-/// A task on its way to running: it may still fail, so the service is not whole yet.
-fn starting(t: &Task) -> bool {
-    let s = t.state();
-    s == TaskState::New || (s >= TaskState::Assigned && s < TaskState::Running)
-}
 
 pub(super) fn plan_service(
     service: &Service,
@@ -64,10 +59,23 @@ pub(super) fn plan_service(
         .filter(|t| is_live(t) && starting(t) && fate_of(t) == Fate::Stay)
         .count();
     let mut to_move: Vec<(u64, Vec<&Task>)> = Vec::new();
+    // Rolling update state (see `update`): slots whose serving task has an old spec, whether an
+    // old task is still stopping, whether a new-spec task failed.
+    let mut outdated_slots: Vec<&Task> = Vec::new();
+    let mut stopping_old = false;
+    let mut failed_new = false;
     for slot in 1..=replicas {
         let history = slots.get(&slot).map(Vec::as_slice).unwrap_or(&[]);
         let live: Vec<&Task> = history.iter().copied().filter(|t| is_live(t)).collect();
         if live.is_empty() {
+            let newest = history.first().copied();
+            if newest.is_some_and(|t| update::holds_place(service, t) && fate_of(t) == Fate::Stay)
+            {
+                // Stop-first: the slot's old task must stop before its replacement starts.
+                stopping_old = true;
+                continue;
+            }
+            failed_new |= update::failed_with_new_spec(service, newest);
             match restart::decision(history, now_ms) {
                 Restart::Now => {
                     plan.create(new_task(service, slot, "", now_ms));
@@ -78,17 +86,20 @@ pub(super) fn plan_service(
             }
             continue;
         }
-        let (mut stays, mut moves) = (false, Vec::new());
+        let (mut stays, mut moves) = (Vec::new(), Vec::new());
         for t in &live {
             match fate_of(t) {
-                Fate::Stay => stays = true,
+                Fate::Stay => stays.push(*t),
                 Fate::Lost => plan.shut_down(t),
                 Fate::Move => moves.push(*t),
             }
         }
-        if stays {
+        if !stays.is_empty() {
             // The slot is served; anything else in it is surplus.
             moves.iter().for_each(|t| plan.shut_down(t));
+            if let Some(old) = stays.iter().find(|t| update::outdated(service, t)) {
+                outdated_slots.push(old);
+            }
         } else if moves.is_empty() {
             // Every live task was lost with its node.
             plan.create(new_task(service, slot, "", now_ms));
@@ -104,6 +115,13 @@ pub(super) fn plan_service(
         plan.create(new_task(service, slot, "", now_ms));
         moves.iter().for_each(|t| plan.shut_down(t));
         in_flight += 1;
+    }
+    // One rolling-update step: stop the lowest outdated slot's task; the slot is refilled with
+    // the current spec once it has stopped.
+    if in_flight == 0 && !stopping_old && !failed_new {
+        if let Some(old) = outdated_slots.first() {
+            plan.shut_down(old);
+        }
     }
 }
 

@@ -5,7 +5,9 @@
 //! proposals made through [`crate::store::Store::propose`], applies committed entries to the
 //! store in log order and answers the proposers. A new data directory becomes a one-manager
 //! cluster that elects itself at once, unless it is started to join one
-//! ([`RaftConfig::join`]): then it waits, empty, for a leader to send it a snapshot.
+//! ([`RaftConfig::join`]): then it waits, empty, for a leader to send it a snapshot. A manager
+//! that survived the loss of quorum restarts as a one-manager cluster keeping every object
+//! with [`RaftConfig::force_new_cluster`] (`recovery.rs`).
 //!
 //! Managers talk through a [`RaftTransport`]: [`GrpcTransport`] sends to the [`RaftService`] of
 //! the others (`service Raft` in `shoal.proto`); [`NoPeers`] serves a single manager. The
@@ -17,6 +19,7 @@ mod logger;
 pub mod members;
 mod membership;
 pub mod node;
+mod recovery;
 pub mod storage;
 pub mod transport;
 
@@ -60,6 +63,13 @@ pub struct RaftConfig {
     /// How long [`RaftHandle::add_voter`] waits for a new member to catch up with the leader's
     /// log before it would become a voter.
     pub catch_up_timeout: Duration,
+    /// Recover from lost quorum (`swarm init --force-new-cluster`): before the loop starts, the
+    /// initialized log in `data_dir` is rewritten as a cluster whose only voter is this node
+    /// (members: this node at `addr`), keeping the whole store; every other member is retired
+    /// for good. Applies once per start: pass it only for the start that recovers, not on
+    /// every restart, or managers that joined since are dropped again. An uninitialized data
+    /// directory is refused ([`RaftError::NothingToRecover`]); `join` is ignored.
+    pub force_new_cluster: bool,
 }
 
 impl RaftConfig {
@@ -76,6 +86,7 @@ impl RaftConfig {
             addr: String::new(),
             join: false,
             catch_up_timeout: Duration::from_secs(60),
+            force_new_cluster: false,
         }
     }
 
@@ -134,6 +145,8 @@ pub enum RaftError {
     CorruptEntry { index: u64, reason: String },
     #[error("invalid raft configuration: {0}")]
     Config(String),
+    #[error("nothing to recover: no raft data at {path}; --force-new-cluster restarts the raft log of a manager that was in a swarm, run `swarm init` without it to start a new swarm")]
+    NothingToRecover { path: PathBuf },
     #[error("raft: {0}")]
     Raft(#[from] raft::Error),
     #[error("cannot start the raft loop thread: {0}")]
@@ -162,6 +175,8 @@ pub enum MembershipError {
     ChangeInProgress,
     #[error("raft node {id} is not a member of the raft cluster; add it before promoting it")]
     NotAMember { id: u64 },
+    #[error("raft ID {id} belonged to a manager of the cluster this manager left with --force-new-cluster and cannot join again; have that manager leave the swarm and join with a new raft ID")]
+    Retired { id: u64 },
     #[error("raft node {id} did not catch up with the leader's log within {waited:?} (it has entries up to {matched}, it needs {needed}); check that it runs and that this manager reaches it at {addr}. It stays a non-voting learner until it is added again or removed")]
     NotCaughtUp {
         id: u64,

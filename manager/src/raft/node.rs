@@ -17,8 +17,12 @@
 //! So before the first member is added the leader compacts its log, and a snapshot it sends
 //! always names the receiver (see [`RaftStorage`]'s `snapshot`); as a second line of defence, a
 //! node with no configuration yet refuses appends that would replay the log from entry 1.
+//!
+//! A node that forced a new cluster ([`RaftConfig::force_new_cluster`]) ignores every message
+//! from the members it retired, and refuses to add them again: they hold the old
+//! configuration, and heeding them would hand the recovered cluster back to it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
@@ -36,9 +40,11 @@ use tracing::{debug, error, info, warn};
 
 use super::logger::raft_logger;
 use super::members::{self, Members};
-use super::storage::RaftStorage;
+use super::recovery;
+use super::storage::{RaftStorage, DATA_FILE};
 use super::transport::{NoPeers, Outbound, PeerReports, RaftTransport};
 use super::{MembershipError, RaftConfig, RaftError, PROPOSE_TIMEOUT};
+use crate::metrics::RaftInstruments;
 use crate::store::{new_store, ProposeRequest, Store, StoreApplier, StoreError, StoreState};
 
 /// Largest batch of queued proposals taken into one `Ready` (one fsync); bounded so a flood of
@@ -150,6 +156,8 @@ pub struct RaftHandle {
     /// One election timeout (ticks × tick): how fast leadership can move.
     pub(super) election_timeout: Duration,
     pub(super) catch_up_timeout: Duration,
+    /// Shared with the loop, which updates them; read by the metrics collector.
+    instruments: RaftInstruments,
 }
 
 impl std::fmt::Debug for RaftHandle {
@@ -204,6 +212,11 @@ impl RaftHandle {
             Ok(Err(_)) => Err(RaftError::Stopped),
             Err(_) => Err(RaftError::NoLeader(timeout)),
         }
+    }
+
+    /// What the loop measures (latencies, leader changes, snapshots), for metrics.
+    pub fn instruments(&self) -> RaftInstruments {
+        self.instruments.clone()
     }
 
     /// This node's Raft ID.
@@ -285,7 +298,17 @@ fn start_blocking(
     transport: Box<dyn RaftTransport>,
 ) -> Result<(Store, RaftHandle), RaftError> {
     cfg.validate()?;
+    if cfg.force_new_cluster && !cfg.data_dir.join(DATA_FILE).exists() {
+        // Refused before opening, which would create the directory and an empty data file.
+        return Err(RaftError::NothingToRecover {
+            path: cfg.data_dir.join(DATA_FILE),
+        });
+    }
     let mut storage = RaftStorage::open(&cfg.data_dir, cfg.raft_id)?;
+    if cfg.force_new_cluster {
+        // Refuses an uninitialized log, which the branch below would otherwise bootstrap.
+        recovery::force_new_cluster(&mut storage, &cfg)?;
+    }
     if !storage.is_initialized() {
         if cfg.join {
             info!(
@@ -361,6 +384,10 @@ fn start_blocking(
         .map_err(RaftError::Spawn)?;
 
     let election_timeout = cfg.tick * cfg.election_ticks as u32;
+    let instruments = RaftInstruments::default();
+    instruments
+        .snapshot_bytes
+        .set(node.store().snapshot_ref().data.len() as i64);
     let mut raft_loop = RaftLoop {
         node,
         applier,
@@ -380,8 +407,10 @@ fn start_blocking(
         election_timeout,
         read_retry: (cfg.tick * cfg.heartbeat_ticks as u32 * 2).max(cfg.tick),
         warned_unsnapshotted_append: false,
+        warned_retired: HashSet::new(),
         own_addr: cfg.addr.clone(),
         announced_term: 0,
+        instruments: instruments.clone(),
     };
     raft_loop.sync_peers();
     let tick = cfg.tick;
@@ -422,6 +451,7 @@ fn start_blocking(
             exit: exit_rx,
             election_timeout,
             catch_up_timeout: cfg.catch_up_timeout,
+            instruments,
         },
     ))
 }
@@ -451,6 +481,8 @@ impl Waiter {
 struct Pending {
     waiter: Waiter,
     deadline: Instant,
+    /// For the proposal latency metric.
+    proposed_at: Instant,
 }
 
 /// A ReadIndex request not yet confirmed by the leader.
@@ -494,10 +526,14 @@ struct RaftLoop {
     election_timeout: Duration,
     read_retry: Duration,
     warned_unsnapshotted_append: bool,
+    /// Retired members whose messages were dropped (and said so once) during this run.
+    warned_retired: HashSet<u64>,
     /// This manager's Raft address as configured now; replicated when it leads.
     own_addr: String,
     /// The term in which this leader last proposed its own address.
     announced_term: u64,
+    /// Metrics the loop updates (shared with every [`RaftHandle`]).
+    instruments: RaftInstruments,
 }
 
 impl RaftLoop {
@@ -623,6 +659,17 @@ impl RaftLoop {
 
     fn step(&mut self, m: Message) {
         let from = m.from;
+        if self.node.store().retired().contains(&from) {
+            // A member of the cluster this node left by forcing a new one (see the module doc).
+            if self.warned_retired.insert(from) {
+                warn!(
+                    from,
+                    "raft messages from a manager retired by --force-new-cluster are ignored; \
+                     have it leave the swarm and join again"
+                );
+            }
+            return;
+        }
         if m.get_msg_type() == MessageType::MsgAppend
             && m.index == 0
             && !m.entries.is_empty()
@@ -676,6 +723,7 @@ impl RaftLoop {
                     Pending {
                         waiter: Waiter::Proposal(req.reply),
                         deadline: Instant::now() + PROPOSE_TIMEOUT,
+                        proposed_at: Instant::now(),
                     },
                 );
             }
@@ -775,6 +823,10 @@ impl RaftLoop {
         let mut list = self.node.store().members().clone();
         let single = match &change {
             MemberChange::AddLearner { id, addr } => {
+                if self.node.store().retired().contains(id) {
+                    let _ = reply.send(Err(MembershipError::Retired { id: *id }));
+                    return Ok(());
+                }
                 if is_voter(*id) || is_learner(*id) {
                     let _ = reply.send(Ok(self.applied));
                     return Ok(());
@@ -851,6 +903,7 @@ impl RaftLoop {
                     Pending {
                         waiter: Waiter::Change(reply),
                         deadline: Instant::now() + PROPOSE_TIMEOUT,
+                        proposed_at: Instant::now(),
                     },
                 );
             }
@@ -985,6 +1038,9 @@ impl RaftLoop {
                 list = self.node.store().members().clone();
             }
             let list = members::restrict(&list, snapshot.get_metadata().get_conf_state());
+            self.instruments
+                .snapshot_bytes
+                .set(snapshot.data.len() as i64);
             self.node.mut_store().apply_snapshot(snapshot, list)?;
             self.applier.restore(state, index);
             self.applied = index;
@@ -1072,11 +1128,18 @@ impl RaftLoop {
                             reason: format!("not a store proposal: {e}"),
                         }
                     })?;
+                    let started = Instant::now();
                     let result = self.applier.apply(index, &proposal);
+                    self.instruments
+                        .apply_duration
+                        .observe(started.elapsed().as_secs_f64());
                     if let Err(e) = &result {
                         debug!(index, error = %e, "raft entry rejected by the store");
                     }
                     if let Some(p) = self.take_pending(&entry.context) {
+                        self.instruments
+                            .proposal_duration
+                            .observe(p.proposed_at.elapsed().as_secs_f64());
                         let result = result.map(|()| index).map_err(StoreError::from);
                         self.answers.push(Box::new(move || p.waiter.answer(result)));
                     }
@@ -1198,6 +1261,8 @@ impl RaftLoop {
         let conf_state = self.node.store().conf_state().clone();
         let store = self.node.mut_store();
         store.create_snapshot(index, conf_state, data)?;
+        self.instruments.snapshot_bytes.set(bytes as i64);
+        self.instruments.snapshots.inc();
         if compact {
             store.compact(index)?;
             info!(index, bytes, "raft snapshot taken and log compacted");
@@ -1256,6 +1321,9 @@ impl RaftLoop {
         self.status.send_if_modified(|current| {
             if *current == status {
                 return false;
+            }
+            if status.leader_id != 0 && current.leader_id != status.leader_id {
+                self.instruments.leader_changes.inc();
             }
             if current.is_leader != status.is_leader || current.leader_id != status.leader_id {
                 info!(

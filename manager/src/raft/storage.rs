@@ -9,11 +9,13 @@
 //!
 //! Layout: the `raft_entries` table maps an index to an encoded `eraftpb::Entry`; `raft_meta`
 //! holds the format version, the owning Raft ID, the hard state, the conf state, the members'
-//! addresses (a `RaftMembers`), the latest snapshot (metadata and data) and the compaction point
+//! addresses (a `RaftMembers`), the latest snapshot (metadata and data), the compaction point
 //! ("truncated": the index and term of the last entry dropped, which is never past the
-//! snapshot).
+//! snapshot) and the retired Raft IDs (members of the cluster this node left by forcing a new
+//! one, as little-endian u64s back to back; absent until it did).
 
 use std::cell::Cell;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use protobuf::Message as _;
@@ -41,6 +43,7 @@ const KEY_CONF_STATE: &str = "conf_state";
 const KEY_SNAPSHOT: &str = "snapshot";
 const KEY_TRUNCATED: &str = "truncated";
 const KEY_MEMBERS: &str = "members";
+const KEY_RETIRED: &str = "retired";
 
 /// Bumped whenever the layout above changes incompatibly.
 const FORMAT_VERSION: u32 = 1;
@@ -58,6 +61,8 @@ pub struct RaftStorage {
     conf_state: ConfState,
     /// Raft address of each member, as replicated with the configuration.
     members: Members,
+    /// Raft IDs of the cluster this node left by forcing a new one: never members again.
+    retired: BTreeSet<u64>,
     snapshot: Snapshot,
     /// Set when raft-rs asked for a snapshot to send and the stored one would not do (too old,
     /// or taken before the receiver joined); the Raft loop then takes a fresh one.
@@ -100,6 +105,7 @@ impl RaftStorage {
             hard_state: HardState::default(),
             conf_state: ConfState::default(),
             members: Members::new(),
+            retired: BTreeSet::new(),
             snapshot: Snapshot::default(),
             snapshot_wanted: Cell::new(false),
             truncated_index: 0,
@@ -142,6 +148,13 @@ impl RaftStorage {
     /// list replicated with the configuration).
     pub fn members(&self) -> &Members {
         &self.members
+    }
+
+    /// Raft IDs of the members of the cluster this node left when it forced a new one
+    /// ([`RaftStorage::reset_to_snapshot`]): their messages are not to be trusted, and they
+    /// must not be added again.
+    pub fn retired(&self) -> &BTreeSet<u64> {
+        &self.retired
     }
 
     /// The first entry still in the log (1 while the log was never compacted).
@@ -317,6 +330,75 @@ impl RaftStorage {
         self.hard_state = hs;
         self.snapshot = snapshot;
         info!(index, term, "raft snapshot from the leader installed");
+        Ok(())
+    }
+
+    /// Makes `snapshot` the whole log, for forcing a new cluster out of this node's data: every
+    /// entry goes, the snapshot's configuration and `members` become ours, everything up to the
+    /// snapshot counts as committed, and `retired` is recorded (added to the IDs retired
+    /// before). One durable write, so a crash leaves either the old log or the new one.
+    ///
+    /// Unlike [`RaftStorage::apply_snapshot`], the snapshot may be at any index from the
+    /// compaction point to the last entry, and must carry the term of the entry it replaces:
+    /// the log up to it was this node's own. A snapshot at index 0 (nothing was ever written)
+    /// only sets the configuration.
+    pub fn reset_to_snapshot(
+        &mut self,
+        snapshot: Snapshot,
+        members: Members,
+        retired: &BTreeSet<u64>,
+    ) -> Result<(), RaftError> {
+        let meta = snapshot.get_metadata();
+        let (index, term) = (meta.index, meta.term);
+        if index < self.truncated_index || index > self.last() {
+            return Err(self.invalid(&format!(
+                "a snapshot at {index} cannot replace a log holding entries {} to {}",
+                self.first(),
+                self.last()
+            )));
+        }
+        let log_term = self
+            .term(index)
+            .map_err(|e| self.invalid(&format!("snapshot at {index}: no term for it: {e}")))?;
+        if term != log_term {
+            return Err(self.invalid(&format!(
+                "the snapshot at {index} has term {term} but the log's entry has term {log_term}"
+            )));
+        }
+        let conf_state = meta.get_conf_state().clone();
+        let mut hs = self.hard_state.clone();
+        hs.term = hs.term.max(term);
+        hs.commit = index;
+        let mut all_retired = self.retired.clone();
+        all_retired.extend(retired);
+        let retired_bytes: Vec<u8> = all_retired.iter().flat_map(|id| id.to_le_bytes()).collect();
+        let snap_bytes = encode(&snapshot, &self.path)?;
+        let cs_bytes = encode(&conf_state, &self.path)?;
+        let hs_bytes = encode(&hs, &self.path)?;
+        let member_bytes = members::encode(&members);
+        let (first, last) = (self.first(), self.last());
+        self.write(|txn| {
+            let mut table = txn.open_table(ENTRIES)?;
+            for i in first..=last {
+                table.remove(i)?;
+            }
+            let mut meta = txn.open_table(META)?;
+            meta.insert(KEY_SNAPSHOT, snap_bytes.as_slice())?;
+            meta.insert(KEY_CONF_STATE, cs_bytes.as_slice())?;
+            meta.insert(KEY_MEMBERS, member_bytes.as_slice())?;
+            meta.insert(KEY_HARD_STATE, hs_bytes.as_slice())?;
+            meta.insert(KEY_TRUNCATED, truncated_bytes(index, term).as_slice())?;
+            meta.insert(KEY_RETIRED, retired_bytes.as_slice())?;
+            Ok(())
+        })?;
+        self.entries.clear();
+        self.truncated_index = index;
+        self.truncated_term = term;
+        self.conf_state = conf_state;
+        self.members = members;
+        self.hard_state = hs;
+        self.snapshot = snapshot;
+        self.retired = all_retired;
         Ok(())
     }
 
@@ -527,6 +609,21 @@ impl RaftStorage {
             Some(b) => members::decode(&b)
                 .map_err(|e| self.corrupt(format!("the member list cannot be decoded: {e}")))?,
         };
+        let retired = match get(KEY_RETIRED)? {
+            None => BTreeSet::new(),
+            Some(b) => {
+                if b.len() % 8 != 0 {
+                    return Err(self.corrupt(format!(
+                        "the retired raft IDs are malformed ({} bytes, not a multiple of 8)",
+                        b.len()
+                    )));
+                }
+                // Every chunk is exactly 8 bytes: the length was checked above.
+                b.chunks_exact(8)
+                    .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                    .collect()
+            }
+        };
         let (truncated_index, truncated_term) = match get(KEY_TRUNCATED)? {
             None => (0, 0),
             Some(b) => {
@@ -592,6 +689,7 @@ impl RaftStorage {
         self.hard_state = hard_state;
         self.conf_state = conf_state;
         self.members = members;
+        self.retired = retired;
         self.snapshot = snapshot;
         self.truncated_index = truncated_index;
         self.truncated_term = truncated_term;

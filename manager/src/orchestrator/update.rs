@@ -1,0 +1,277 @@
+//! Rolling updates: a service whose container spec changed (`service update --image …`,
+//! `--env-add`, `--limit-cpu` …) has its tasks replaced, as docker does with its defaults:
+//!
+//! * **Parallelism 1**: one slot (replicated) or node (global) at a time. The next one is
+//!   taken only once no task of the service is starting (NEW, ASSIGNED..STARTING) and the
+//!   previous replacement runs.
+//! * **Stop-first** (docker's default `--update-order`): the old task is shut down, and its
+//!   slot or node gets the new task only once the old one has stopped (its worker reported it
+//!   finished), so a slot never runs two tasks and a node never holds both reservations. An old
+//!   task that was never placed, or whose node is DOWN or removed, holds nothing: its
+//!   replacement does not wait.
+//! * **Pause on failure**, approximately (docker's default `--update-failure-action pause`):
+//!   while a slot or node whose newest task already has the new spec sits FAILED or REJECTED
+//!   (waiting for its restart delay), no further task is replaced. Unlike docker the pause ends
+//!   by itself once a restarted task runs; a spec that never runs stops the rollout after its
+//!   first slot, leaving the other tasks on the old spec.
+//!
+//! Only the container spec counts (`Task.spec` against `ServiceSpec.container`, what `service
+//! ps` and the CLI's progress call "up to date"): scaling leaves tasks alone, and changed
+//! placement moves tasks through the orchestrator's node-fate rules instead. Tasks that are
+//! replaced for other reasons (failure, lost node, drain) come back with the current spec
+//! anyway.
+//!
+//! The step is a pure function of the store, like the rest of the orchestrator: a leader change
+//! mid-rollout simply carries on from what the tasks show.
+
+use shoal_proto::{Service, Task, TaskState};
+
+/// Whether `t` runs a container spec other than the service's current one.
+pub(crate) fn outdated(service: &Service, t: &Task) -> bool {
+    let current = service.spec.as_ref().and_then(|s| s.container.as_ref());
+    t.spec.as_ref() != current
+}
+
+/// An old-spec task that was shut down and is still stopping on a node: under stop-first its
+/// slot or node waits for it. The caller checks the node is still there (a task on a lost node
+/// stops nothing).
+pub(crate) fn holds_place(service: &Service, t: &Task) -> bool {
+    t.desired() > TaskState::Running
+        && t.state() >= TaskState::Assigned
+        && !t.state().is_terminal()
+        && outdated(service, t)
+}
+
+/// Whether the newest task of a slot or node (with no live task) has the new spec and ended
+/// in failure: the rollout pauses while it does.
+pub(crate) fn failed_with_new_spec(service: &Service, newest: Option<&Task>) -> bool {
+    newest.is_some_and(|t| {
+        matches!(t.state(), TaskState::Failed | TaskState::Rejected) && !outdated(service, t)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::super::{plan, Plan};
+    use super::*;
+    use shoal_proto::{
+        ContainerSpec, NodeAvailability, NodeState, RestartPolicy, ServiceMode, TaskStatus,
+    };
+
+    use crate::store::StoreState;
+
+    fn image(name: &str) -> Option<ContainerSpec> {
+        Some(ContainerSpec {
+            image: format!("docker.io/library/{name}:latest"),
+            ..Default::default()
+        })
+    }
+
+    /// Service s1 (replicated, 3 replicas, or global) now at image "new".
+    fn updated(mode: ServiceMode, replicas: u64) -> Service {
+        let mut s = service("s1", mode, replicas);
+        let spec = s.spec.as_mut().unwrap();
+        spec.container = image("new");
+        spec.restart = Some(RestartPolicy {
+            delay_ms: 1_000,
+            ..Default::default()
+        });
+        s
+    }
+
+    fn with(mut t: Task, img: &str, desired: TaskState) -> Task {
+        t.spec = image(img);
+        t.restart = updated(ServiceMode::Replicated, 1).spec.unwrap().restart;
+        t.desired_state = desired as i32;
+        t
+    }
+
+    fn old(id: &str, slot: u64, node: &str, state: TaskState) -> Task {
+        with(task(id, slot, node, state, 0), "old", TaskState::Running)
+    }
+
+    fn new(id: &str, slot: u64, node: &str, state: TaskState, at: i64) -> Task {
+        with(task(id, slot, node, state, at), "new", TaskState::Running)
+    }
+
+    fn stopped(mut t: Task, state: TaskState) -> Task {
+        t.desired_state = TaskState::Shutdown as i32;
+        t.status = Some(TaskStatus {
+            state: state as i32,
+            timestamp_ms: 5,
+            ..Default::default()
+        });
+        t
+    }
+
+    fn replicated(tasks: Vec<Task>) -> StoreState {
+        state(
+            vec![updated(ServiceMode::Replicated, 3)],
+            vec![ready("n1")],
+            tasks,
+        )
+    }
+
+    fn images_created(p: &Plan) -> Vec<String> {
+        p.actions
+            .iter()
+            .filter_map(|a| match &a.action {
+                Some(shoal_proto::store_action::Action::CreateTask(t)) => {
+                    Some(t.spec.as_ref()?.image.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn replaces_one_slot_at_a_time_stop_first() {
+        let running_old = || {
+            vec![
+                old("o2", 2, "n1", TaskState::Running),
+                old("o3", 3, "n1", TaskState::Running),
+            ]
+        };
+        // Step 1: the lowest slot's old task is stopped; nothing is created yet.
+        let mut tasks = running_old();
+        tasks.push(old("o1", 1, "n1", TaskState::Running));
+        let p = plan(&replicated(tasks), 10);
+        assert_eq!(shut_down(&p), vec!["o1"]);
+        assert!(created(&p).is_empty(), "stop-first: {:?}", p.actions);
+
+        // While it stops, nothing else happens.
+        let mut tasks = running_old();
+        tasks.push(stopped(
+            old("o1", 1, "n1", TaskState::Running),
+            TaskState::Running,
+        ));
+        assert!(plan(&replicated(tasks), 11).actions.is_empty());
+
+        // Once stopped, the slot gets a task with the new spec, at once (no restart delay).
+        let mut tasks = running_old();
+        tasks.push(stopped(
+            old("o1", 1, "n1", TaskState::Running),
+            TaskState::Shutdown,
+        ));
+        let p = plan(&replicated(tasks), 12);
+        assert_eq!(created(&p), vec![(1, String::new())]);
+        assert_eq!(images_created(&p), vec!["docker.io/library/new:latest"]);
+        assert!(shut_down(&p).is_empty(), "one slot at a time");
+
+        // The next slot waits while the new task starts, and goes once it runs.
+        for (state_now, next) in [
+            (TaskState::New, vec![]),
+            (TaskState::Starting, vec![]),
+            (TaskState::Pending, vec!["o2"]),
+            (TaskState::Running, vec!["o2"]),
+        ] {
+            let mut tasks = running_old();
+            tasks.push(stopped(
+                old("o1", 1, "n1", TaskState::Running),
+                TaskState::Shutdown,
+            ));
+            tasks.push(new("n1", 1, "n1", state_now, 20));
+            let p = plan(&replicated(tasks), 21);
+            assert_eq!(shut_down(&p), next, "new task {state_now:?}");
+            assert!(created(&p).is_empty());
+        }
+    }
+
+    #[test]
+    fn a_failing_new_spec_pauses_the_rollout() {
+        let tasks = vec![
+            stopped(old("o1", 1, "n1", TaskState::Running), TaskState::Shutdown),
+            stopped(new("n1", 1, "n1", TaskState::Failed, 20), TaskState::Failed),
+            old("o2", 2, "n1", TaskState::Running),
+            old("o3", 3, "n1", TaskState::Running),
+        ];
+        let p = plan(&replicated(tasks), 500);
+        assert!(shut_down(&p).is_empty(), "{:?}", p.actions);
+        assert!(
+            created(&p).is_empty(),
+            "the restart delay applies to the new task"
+        );
+        assert_eq!(p.wake_at_ms, Some(5 + 1_000), "failed at 5, delay 1 s");
+    }
+
+    #[test]
+    fn old_tasks_that_hold_nothing_do_not_make_the_slot_wait() {
+        // Never placed: nothing to stop.
+        let unplaced = stopped(old("o1", 1, "", TaskState::Pending), TaskState::Pending);
+        let p = plan(&replicated(vec![unplaced]), 10);
+        assert_eq!(created(&p).len(), 3);
+        // On a node that went down: the orchestrator reports it and refills at once.
+        let mut s = replicated(vec![stopped(
+            old("o1", 1, "gone", TaskState::Running),
+            TaskState::Running,
+        )]);
+        s.nodes.insert(
+            "gone".into(),
+            node("gone", NodeState::Down, NodeAvailability::Active),
+        );
+        let p = plan(&s, 10);
+        assert!(created(&p).iter().any(|(slot, _)| *slot == 1));
+    }
+
+    #[test]
+    fn scaling_alone_replaces_nothing() {
+        let tasks = vec![
+            new("a", 1, "n1", TaskState::Running, 1),
+            new("b", 2, "n1", TaskState::Running, 1),
+        ];
+        let p = plan(&replicated(tasks), 10);
+        assert_eq!(created(&p), vec![(3, String::new())]);
+        assert!(shut_down(&p).is_empty());
+    }
+
+    #[test]
+    fn global_services_roll_node_by_node() {
+        let nodes = vec![ready("a"), ready("b")];
+        let s = state(
+            vec![updated(ServiceMode::Global, 0)],
+            nodes.clone(),
+            vec![
+                old("ga", 0, "a", TaskState::Running),
+                old("gb", 0, "b", TaskState::Running),
+            ],
+        );
+        let p = plan(&s, 10);
+        assert_eq!(shut_down(&p), vec!["ga"]);
+        assert!(created(&p).is_empty());
+
+        let stopping = state(
+            vec![updated(ServiceMode::Global, 0)],
+            nodes.clone(),
+            vec![
+                stopped(old("ga", 0, "a", TaskState::Running), TaskState::Running),
+                old("gb", 0, "b", TaskState::Running),
+            ],
+        );
+        assert!(plan(&stopping, 11).actions.is_empty());
+
+        let done = state(
+            vec![updated(ServiceMode::Global, 0)],
+            nodes.clone(),
+            vec![
+                stopped(old("ga", 0, "a", TaskState::Running), TaskState::Shutdown),
+                old("gb", 0, "b", TaskState::Running),
+            ],
+        );
+        let p = plan(&done, 12);
+        assert_eq!(created(&p), vec![(0, "a".to_string())]);
+        assert_eq!(images_created(&p), vec!["docker.io/library/new:latest"]);
+        assert!(shut_down(&p).is_empty());
+
+        let next = state(
+            vec![updated(ServiceMode::Global, 0)],
+            nodes,
+            vec![
+                stopped(old("ga", 0, "a", TaskState::Running), TaskState::Shutdown),
+                new("na", 0, "a", TaskState::Running, 13),
+                old("gb", 0, "b", TaskState::Running),
+            ],
+        );
+        assert_eq!(shut_down(&plan(&next, 14)), vec!["gb"]);
+    }
+}

@@ -1,0 +1,311 @@
+//! Benchmark: how fast a swarm gets over losing a node, at default settings, on the multi-host
+//! test harness (one network namespace, containerd and `shoal daemon` per host).
+//!
+//! (A) Leader failover, 3 managers: SIGKILL the leader's daemon, then retry
+//!     `service create -d` through another manager as fast as the CLI answers; the time from
+//!     the kill to the first acknowledged write. Then the killed daemon is started again, the
+//!     cluster is waited on until all three managers are Reachable, and the next round kills
+//!     whoever leads then. `--leader-runs N` rounds (default 10); median and max.
+//! (B) Worker death, 1 manager + 2 workers, a 6-replica service spread 2/2/2: SIGKILL one
+//!     worker's daemon AND its containerd (the machine dies; the network stays, so the kernel
+//!     closes its connections); the time until `service ls` shows 6/6 again with none of the
+//!     service's desired-running tasks on the dead node (i.e. its tasks are RUNNING
+//!     elsewhere). The worker is then started again and the service recreated, so that every
+//!     round starts from a 2/2/2 spread. `--worker-runs N` rounds (default 5); median and max.
+//!
+//! Not a test: it asserts nothing about speed; it prints the figures.
+//! Usage: `bench-cluster-failover [--leader-runs N] [--worker-runs N]` (run by
+//! `bench/cluster_failover.sh`).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use shoal_tests::cluster::{ClusterHost, TestCluster};
+use shoal_tests::daemon::wait_until;
+
+/// How often the CLI is polled while timing: short against the seconds measured, long enough
+/// not to starve the daemons of the two cores.
+const POLL: Duration = Duration::from_millis(50);
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+fn main() -> Result<()> {
+    let (leader_runs, worker_runs) = parse_args()?;
+    let leader = if leader_runs > 0 {
+        bench_leader_failover(leader_runs)?
+    } else {
+        Vec::new()
+    };
+    let worker = if worker_runs > 0 {
+        bench_worker_death(worker_runs)?
+    } else {
+        Vec::new()
+    };
+    println!();
+    if !leader.is_empty() {
+        report(
+            "(A) leader kill -9 -> first write accepted via another manager",
+            &leader,
+            "target: median < 3 s",
+        );
+    }
+    if !worker.is_empty() {
+        report(
+            "(B) worker daemon+containerd kill -9 -> its tasks running elsewhere",
+            &worker,
+            "target: < 15 s",
+        );
+    }
+    Ok(())
+}
+
+fn report(label: &str, runs: &[Duration], target: &str) {
+    let mut sorted = runs.to_vec();
+    sorted.sort();
+    let median = if sorted.len() % 2 == 1 {
+        sorted[sorted.len() / 2]
+    } else {
+        (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2]) / 2
+    };
+    let all: Vec<String> = runs
+        .iter()
+        .map(|d| format!("{:.2}", d.as_secs_f64()))
+        .collect();
+    println!("{label}");
+    println!(
+        "    runs {}: median {:.2} s, min {:.2} s, max {:.2} s ({target})",
+        runs.len(),
+        median.as_secs_f64(),
+        sorted[0].as_secs_f64(),
+        sorted[sorted.len() - 1].as_secs_f64()
+    );
+    println!("    each (s): {}", all.join(" "));
+}
+
+// ---------------------------------------------------------------------------------------------
+// (A)
+// ---------------------------------------------------------------------------------------------
+
+fn bench_leader_failover(runs: usize) -> Result<Vec<Duration>> {
+    let mut cluster = TestCluster::new(3);
+    cluster.form(3, 0);
+    let ids: Vec<String> = cluster.hosts().iter().map(|h| h.node_id()).collect();
+    let mut times = Vec::new();
+    for run in 0..runs {
+        wait_healthy_managers(&cluster, &ids)?;
+        let leader_id = (0..3)
+            .find_map(|i| leader_seen_by(cluster.host(i)))
+            .context("no leader before the kill")?;
+        let leader = ids
+            .iter()
+            .position(|id| *id == leader_id)
+            .context("the leader is not one of the hosts")?;
+        // Writes go through the next manager after the leader.
+        let via = (leader + 1) % 3;
+        let name = format!("after-kill-{run}");
+        let started = Instant::now();
+        cluster.host_mut(leader).kill9();
+        let mut attempts = 0;
+        let accepted = loop {
+            attempts += 1;
+            let out = cluster.host(via).shoal(&[
+                "service", "create", "-d", "--name", &name, "--replicas", "0", "busybox",
+            ]);
+            if out.status.success() {
+                break Some(started.elapsed());
+            }
+            if started.elapsed() > TIMEOUT {
+                break None;
+            }
+            std::thread::sleep(POLL);
+        };
+        let Some(took) = accepted else {
+            bail!("run {run}: no write accepted through host {via} within {TIMEOUT:?}");
+        };
+        println!(
+            "(A) run {run}: killed leader host {leader}, write via host {via} accepted after \
+             {:.3} s ({attempts} attempts)",
+            took.as_secs_f64()
+        );
+        times.push(took);
+        cluster.host_mut(leader).restart();
+    }
+    Ok(times)
+}
+
+/// Waits until every manager lists one leader and the other two Reachable, all Ready.
+fn wait_healthy_managers(cluster: &TestCluster, ids: &[String]) -> Result<()> {
+    let healthy = wait_until(TIMEOUT, || {
+        (0..3).all(|i| {
+            nodes(cluster.host(i)).is_some_and(|nodes| {
+                let status: BTreeMap<&str, &str> = nodes
+                    .iter()
+                    .map(|n| {
+                        (
+                            n["ID"].as_str().unwrap_or_default(),
+                            n["ManagerStatus"].as_str().unwrap_or_default(),
+                        )
+                    })
+                    .collect();
+                nodes.len() == ids.len()
+                    && nodes.iter().all(|n| n["Status"] == "Ready")
+                    && status.values().filter(|s| **s == "Leader").count() == 1
+                    && status.values().filter(|s| **s == "Reachable").count() == 2
+            })
+        })
+    });
+    if !healthy {
+        bail!("the managers did not all become Reachable again within {TIMEOUT:?}");
+    }
+    Ok(())
+}
+
+fn nodes(host: &ClusterHost) -> Option<Vec<Value>> {
+    let out = host.shoal(&["node", "ls", "--format", "json"]);
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn leader_seen_by(host: &ClusterHost) -> Option<String> {
+    nodes(host)?
+        .iter()
+        .find(|n| n["ManagerStatus"] == "Leader")
+        .and_then(|n| n["ID"].as_str().map(str::to_string))
+}
+
+// ---------------------------------------------------------------------------------------------
+// (B)
+// ---------------------------------------------------------------------------------------------
+
+const REPLICAS: usize = 6;
+
+fn bench_worker_death(runs: usize) -> Result<Vec<Duration>> {
+    let mut cluster = TestCluster::new(3);
+    cluster.form(1, 2);
+    std::thread::scope(|s| {
+        for host in cluster.hosts() {
+            s.spawn(move || host.load_busybox());
+        }
+    });
+    let ids: Vec<String> = cluster.hosts().iter().map(|h| h.node_id()).collect();
+    let mut times = Vec::new();
+    for run in 0..runs {
+        let victim = 1 + run % 2;
+        let name = format!("web{run}");
+        let replicas = REPLICAS.to_string();
+        if !wait_until(TIMEOUT, || manager_nodes_ready(cluster.host(0))) {
+            bail!("run {run}: not every node is Ready");
+        }
+        cluster.host(0).shoal_ok(&[
+            "service", "create", "-d", "--name", &name, "--replicas", &replicas, "busybox",
+            "sleep", "3600",
+        ]);
+        let manager = cluster.host(0);
+        let spread_evenly = wait_until(TIMEOUT, || {
+            replicas_of(manager, &name) == Some((REPLICAS, REPLICAS))
+                && placement(manager, &name).get(&ids[victim]) == Some(&(REPLICAS / 3))
+        });
+        if !spread_evenly {
+            bail!(
+                "run {run}: {name} did not reach {REPLICAS}/{REPLICAS} spread over 3 nodes: {:?}",
+                placement(manager, &name)
+            );
+        }
+        let started = Instant::now();
+        cluster.host_mut(victim).kill9_with_containerd();
+        let manager = cluster.host(0);
+        let mut moved = None;
+        while started.elapsed() < TIMEOUT {
+            if replicas_of(manager, &name) == Some((REPLICAS, REPLICAS))
+                && !placement(manager, &name).contains_key(&ids[victim])
+            {
+                moved = Some(started.elapsed());
+                break;
+            }
+            std::thread::sleep(POLL);
+        }
+        let Some(took) = moved else {
+            bail!("run {run}: the dead worker's tasks did not run elsewhere within {TIMEOUT:?}");
+        };
+        println!(
+            "(B) run {run}: killed worker host {victim} (daemon + containerd); its {} tasks \
+             running elsewhere after {:.3} s",
+            REPLICAS / 3,
+            took.as_secs_f64()
+        );
+        times.push(took);
+        // Back to a clean 3-node start: the service goes, the worker comes back (its old
+        // containers are stopped by its agent), and the next round creates a new service.
+        cluster.host(0).shoal_ok(&["service", "rm", &name]);
+        cluster.host_mut(victim).restart();
+        let host = cluster.host(victim);
+        let clean = wait_until(TIMEOUT, || host.running_container_ids().is_empty());
+        if !clean {
+            bail!("run {run}: the restarted worker kept containers of the removed service");
+        }
+    }
+    Ok(times)
+}
+
+fn manager_nodes_ready(manager: &ClusterHost) -> bool {
+    nodes(manager).is_some_and(|n| n.len() == 3 && n.iter().all(|n| n["Status"] == "Ready"))
+}
+
+fn replicas_of(host: &ClusterHost, service: &str) -> Option<(usize, usize)> {
+    let cell = host.replicas(service)?;
+    let (running, desired) = cell.split_once('/')?;
+    Some((running.trim().parse().ok()?, desired.trim().parse().ok()?))
+}
+
+/// Node ID → desired-running tasks of `service` placed there.
+fn placement(host: &ClusterHost, service: &str) -> BTreeMap<String, usize> {
+    let out = host.shoal(&[
+        "service",
+        "ps",
+        "--no-resolve",
+        "--no-trunc",
+        "--format",
+        "json",
+        service,
+    ]);
+    let mut by_node = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(task) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        if task["DesiredState"] == "Running" {
+            *by_node
+                .entry(task["Node"].as_str().unwrap_or_default().to_string())
+                .or_insert(0) += 1;
+        }
+    }
+    by_node
+}
+
+fn parse_args() -> Result<(usize, usize)> {
+    let mut leader_runs = 10;
+    let mut worker_runs = 5;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let target = match arg.as_str() {
+            "--leader-runs" => &mut leader_runs,
+            "--worker-runs" => &mut worker_runs,
+            other => bail!(
+                "unknown argument {other}; usage: bench-cluster-failover [--leader-runs N] \
+                 [--worker-runs N]"
+            ),
+        };
+        let value = args.next().with_context(|| format!("{arg} needs a number"))?;
+        *target = value
+            .parse()
+            .with_context(|| format!("{arg} {value}: not a number"))?;
+    }
+    Ok((leader_runs, worker_runs))
+}

@@ -1,0 +1,754 @@
+//! Multi-node swarms end to end: real daemons and containerds, one per network namespace, on a
+//! private bridge (see `shoal_tests::cluster`). Every check goes through the `shoal` CLI of the
+//! hosts, and what runs is checked in each host's containerd as well.
+//!
+//! - forming a 3-manager, 2-worker swarm from join tokens; killing the leader (acknowledged
+//!   writes survive, a new leader takes over, the survivors take commands);
+//! - a manager cut off the network (the majority goes on, the cut-off one refuses writes, and
+//!   catches up once healed);
+//! - a dead worker and a drained node (their tasks move; a drain never takes more than one
+//!   task away at a time);
+//! - placement (label constraints, global services, max replicas per node, tasks that fit
+//!   nowhere stay pending with the reason);
+//! - promoting a worker to manager and demoting it again.
+//!
+//! The tests run the daemons with a 1 s `--dispatcher-heartbeat` (a node is DOWN after 3 s of
+//! silence) to keep the suite short; `bench/cluster_failover.sh` measures the defaults.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use shoal_tests::cluster::{ClusterHost, TestCluster};
+use shoal_tests::daemon::{run_with_deadline, shoal_bin, wait_until, words};
+
+/// How long a service may take to converge on a loaded two-core machine.
+const CONVERGE: Duration = Duration::from_secs(90);
+/// The daemons' heartbeat period in these tests: a silent node is DOWN after three of them.
+const HEARTBEAT: &[&str] = &["--dispatcher-heartbeat", "1s"];
+/// Raft's election timeout is 1–2 s (10–20 ticks of 100 ms); "a few" of them.
+const ELECTION: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+// ---------------------------------------------------------------------------------------------
+
+/// Every host's node ID, by host index.
+fn node_ids(cluster: &TestCluster) -> Vec<String> {
+    let ids: Vec<String> = cluster.hosts().iter().map(|h| h.node_id()).collect();
+    assert!(
+        ids.iter().all(|id| !id.is_empty()),
+        "a host is in no swarm: {ids:?}"
+    );
+    ids
+}
+
+/// `node ls --format json` on `host`, or None if the command fails (no leader yet, …).
+fn try_nodes(host: &ClusterHost) -> Option<Vec<Value>> {
+    let out = host.shoal(&["node", "ls", "--format", "json"]);
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Node ID → MANAGER STATUS ("Leader", "Reachable", "Unreachable" or "") as `host` lists them.
+fn manager_statuses(nodes: &[Value]) -> BTreeMap<String, String> {
+    nodes
+        .iter()
+        .map(|n| {
+            (
+                n["ID"].as_str().unwrap_or_default().to_string(),
+                n["ManagerStatus"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The node ID `host` lists as Leader, if exactly one is.
+fn leader_seen_by(host: &ClusterHost) -> Option<String> {
+    let nodes = try_nodes(host)?;
+    let leaders: Vec<String> = manager_statuses(&nodes)
+        .into_iter()
+        .filter(|(_, s)| s == "Leader")
+        .map(|(id, _)| id)
+        .collect();
+    match leaders.as_slice() {
+        [one] => Some(one.clone()),
+        _ => None,
+    }
+}
+
+/// The names of the services `host` lists (panics if `service ls` fails).
+fn service_names(host: &ClusterHost) -> BTreeSet<String> {
+    host.shoal_ok(&["service", "ls", "--format", "{{.Name}}"])
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// `service ps NAME` with node IDs and whole errors, one JSON object per task (ID, Name, Node,
+/// DesiredState, CurrentState, Error…), or None if the command fails.
+fn try_tasks(host: &ClusterHost, service: &str) -> Option<Vec<Value>> {
+    let out = host.shoal(&[
+        "service",
+        "ps",
+        "--no-resolve",
+        "--no-trunc",
+        "--format",
+        "json",
+        service,
+    ]);
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn tasks(host: &ClusterHost, service: &str) -> Vec<Value> {
+    try_tasks(host, service).unwrap_or_else(|| {
+        panic!(
+            "`service ps {service}` failed: {}",
+            host.shoal_err(&["service", "ps", service])
+        )
+    })
+}
+
+/// The tasks of `service` that should run (desired state Running), as `host` lists them.
+fn live_tasks(host: &ClusterHost, service: &str) -> Vec<Value> {
+    tasks(host, service)
+        .into_iter()
+        .filter(|t| t["DesiredState"] == "Running")
+        .collect()
+}
+
+/// Node ID → how many tasks of `service` that should run are placed there.
+fn placement(host: &ClusterHost, service: &str) -> BTreeMap<String, usize> {
+    let mut by_node = BTreeMap::new();
+    for t in live_tasks(host, service) {
+        *by_node
+            .entry(t["Node"].as_str().unwrap_or_default().to_string())
+            .or_insert(0) += 1;
+    }
+    by_node
+}
+
+/// How many containers of `service` run (in containerd) on each of `hosts`.
+fn running_per_host(cluster: &TestCluster, hosts: &[usize], service: &str) -> Vec<usize> {
+    hosts
+        .iter()
+        .map(|&i| cluster.host(i).running_containers_of(service).len())
+        .collect()
+}
+
+/// The (running, desired) pair of `service ls`'s REPLICAS cell, e.g. "5/6" → (5, 6).
+fn replicas(host: &ClusterHost, service: &str) -> Option<(usize, usize)> {
+    let cell = host.replicas(service)?;
+    let (running, desired) = cell.split_once('/')?;
+    Some((running.trim().parse().ok()?, desired.trim().parse().ok()?))
+}
+
+fn wait_replicas(host: &ClusterHost, service: &str, n: usize) {
+    host.wait_for(CONVERGE, &format!("{service} at {n}/{n}"), || {
+        replicas(host, service) == Some((n, n))
+    });
+}
+
+/// Waits until `host` lists every node of `ids` (and no other) as Ready.
+fn wait_all_ready(host: &ClusterHost, ids: &[String]) {
+    let mut want: Vec<&str> = ids.iter().map(String::as_str).collect();
+    want.sort();
+    let ok = wait_until(CONVERGE, || {
+        try_nodes(host).is_some_and(|nodes| {
+            let mut listed: Vec<&str> = nodes.iter().filter_map(|n| n["ID"].as_str()).collect();
+            listed.sort();
+            listed == want && nodes.iter().all(|n| n["Status"] == "Ready")
+        })
+    });
+    assert!(
+        ok,
+        "host {} does not list {want:?} as Ready: {}",
+        host.index(),
+        String::from_utf8_lossy(&host.shoal(&["node", "ls"]).stdout)
+    );
+}
+
+/// Runs the CLI against the daemon at `api_url` (for threads that cannot borrow the cluster).
+fn shoal_at(api_url: &str, args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(shoal_bin());
+    cmd.arg("-H").arg(api_url).args(args).env_remove("SHOAL_HOST");
+    run_with_deadline(&mut cmd, Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("`shoal {}` hung", args.join(" ")))
+}
+
+fn load_busybox_everywhere(cluster: &TestCluster) {
+    thread::scope(|s| {
+        for host in cluster.hosts() {
+            s.spawn(move || host.load_busybox());
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// tests
+// ---------------------------------------------------------------------------------------------
+
+/// Issue 3, points 1 and 2: three managers and two workers form a swarm from join tokens and
+/// every manager agrees on one leader; then the leader's daemon is SIGKILLed while it takes
+/// writes. A new leader is elected within a few election timeouts, every write the dead
+/// leader acknowledged is on the survivors (and no write it did not take), and the surviving
+/// managers take commands: create and scale a service whose tasks run.
+#[test]
+fn five_nodes_agree_on_one_leader_and_survive_its_kill9() {
+    let mut cluster = TestCluster::new_with(5, HEARTBEAT);
+    cluster.form(3, 2);
+    let ids = node_ids(&cluster);
+    for m in 0..3 {
+        let nodes = cluster.host(m).nodes();
+        let statuses = manager_statuses(&nodes);
+        let listed: BTreeSet<&String> = statuses.keys().collect();
+        assert_eq!(
+            listed,
+            ids.iter().collect::<BTreeSet<_>>(),
+            "host {m}'s node ls: {nodes:?}"
+        );
+        assert!(
+            nodes.iter().all(|n| n["Status"] == "Ready"),
+            "host {m}'s node ls: {nodes:?}"
+        );
+        let with = |s: &str| -> BTreeSet<&str> {
+            statuses
+                .iter()
+                .filter(|(_, v)| *v == s)
+                .map(|(k, _)| k.as_str())
+                .collect()
+        };
+        assert_eq!(
+            with("Leader"),
+            BTreeSet::from([ids[0].as_str()]),
+            "host {m}: exactly one leader, host 0 (which ran init): {nodes:?}"
+        );
+        assert_eq!(
+            with("Reachable"),
+            BTreeSet::from([ids[1].as_str(), ids[2].as_str()]),
+            "host {m}: {nodes:?}"
+        );
+        assert_eq!(
+            with(""),
+            BTreeSet::from([ids[3].as_str(), ids[4].as_str()]),
+            "host {m}: the workers have no manager status: {nodes:?}"
+        );
+        let me: Vec<&Value> = nodes.iter().filter(|n| n["Self"] == true).collect();
+        assert_eq!(me.len(), 1, "host {m}: {nodes:?}");
+        assert_eq!(me[0]["ID"], ids[m].as_str(), "host {m}: {nodes:?}");
+    }
+    // A worker is no manager: it cannot list nodes.
+    let refused = cluster.host(3).shoal_err(&["node", "ls"]);
+    assert!(
+        refused.contains("not a swarm manager"),
+        "node ls on a worker: {refused}"
+    );
+    load_busybox_everywhere(&cluster);
+
+    // Writes through the leader, one service per iteration, while the leader is killed.
+    let api = cluster.host(0).api_url();
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let killed = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (acked, killed) = (acked.clone(), killed.clone());
+        thread::spawn(move || -> Option<(String, String)> {
+            for i in 0.. {
+                let name = format!("w{i}");
+                let out = shoal_at(
+                    &api,
+                    &[
+                        "service", "create", "-d", "--name", &name, "--replicas", "0", "busybox",
+                    ],
+                );
+                if out.status.success() {
+                    acked.lock().unwrap().push(name);
+                } else {
+                    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+                    assert!(
+                        killed.load(Ordering::SeqCst),
+                        "`service create {name}` failed before the leader was killed: {err}"
+                    );
+                    return Some((name, err));
+                }
+                if i > 10_000 {
+                    return None;
+                }
+            }
+            None
+        })
+    };
+    let enough = wait_until(Duration::from_secs(60), || acked.lock().unwrap().len() >= 8);
+    assert!(enough, "the leader acknowledged too few writes: {acked:?}");
+    killed.store(true, Ordering::SeqCst);
+    cluster.host_mut(0).kill9();
+    let killed_at = Instant::now();
+    let (failed_name, failed_err) = writer
+        .join()
+        .expect("the writer thread panicked")
+        .expect("the writer never saw the dead leader");
+    let acked: BTreeSet<String> = acked.lock().unwrap().iter().cloned().collect();
+    eprintln!(
+        "{} writes acknowledged before the kill; {failed_name} failed: {failed_err}",
+        acked.len()
+    );
+
+    // A new leader among the survivors, and both agree on it.
+    let mut new_leader = None;
+    let elected = wait_until(ELECTION, || {
+        let a = leader_seen_by(cluster.host(1));
+        let b = leader_seen_by(cluster.host(2));
+        if a.is_some() && a == b && a.as_deref() != Some(ids[0].as_str()) {
+            new_leader = a;
+            true
+        } else {
+            false
+        }
+    });
+    assert!(
+        elected,
+        "no new leader within {ELECTION:?} of killing the leader; node ls on host 1:\n{}",
+        String::from_utf8_lossy(&cluster.host(1).shoal(&["node", "ls"]).stdout)
+    );
+    let new_leader = new_leader.unwrap();
+    eprintln!(
+        "new leader {new_leader} after {:?}",
+        killed_at.elapsed()
+    );
+    assert!(
+        new_leader == ids[1] || new_leader == ids[2],
+        "the new leader {new_leader} is not a surviving manager"
+    );
+    // The dead manager shows as Unreachable.
+    let unreachable = wait_until(ELECTION, || {
+        try_nodes(cluster.host(1)).is_some_and(|n| {
+            manager_statuses(&n).get(&ids[0]).map(String::as_str) == Some("Unreachable")
+        })
+    });
+    assert!(
+        unreachable,
+        "host 1 does not list the killed manager as Unreachable:\n{}",
+        String::from_utf8_lossy(&cluster.host(1).shoal(&["node", "ls"]).stdout)
+    );
+
+    // Every acknowledged write survived; nothing that was not attempted appeared.
+    for m in [1, 2] {
+        let names = service_names(cluster.host(m));
+        let missing: Vec<&String> = acked.difference(&names).collect();
+        assert!(
+            missing.is_empty(),
+            "host {m} lost acknowledged writes {missing:?}; it lists {names:?}"
+        );
+        let extra: Vec<&String> = names
+            .iter()
+            .filter(|n| !acked.contains(*n) && **n != failed_name)
+            .collect();
+        assert!(extra.is_empty(), "host {m} lists unknown services {extra:?}");
+    }
+
+    // Commands work through both surviving managers.
+    cluster.host(1).shoal_ok(&words(
+        "service create -d --name after --replicas 2 busybox sleep 600",
+    ));
+    cluster
+        .host(2)
+        .shoal_ok(&words("service scale -d after=4"));
+    wait_replicas(cluster.host(2), "after", 4);
+    let alive = [1, 2, 3, 4];
+    cluster
+        .host(1)
+        .wait_for(CONVERGE, "4 containers of `after` on the survivors", || {
+            running_per_host(&cluster, &alive, "after").iter().sum::<usize>() == 4
+        });
+    let on_dead = placement(cluster.host(1), "after").remove(&ids[0]);
+    assert_eq!(on_dead, None, "a task of `after` is placed on the dead node");
+    assert!(
+        service_names(cluster.host(2)).is_superset(&acked),
+        "acknowledged writes went missing later"
+    );
+}
+
+/// Issue 3, point 3: the leader is cut off the network. The other two managers elect a
+/// leader and go on taking writes; the cut-off manager refuses writes with an error that says
+/// there is no quorum; once healed it catches up with what was written meanwhile.
+#[test]
+fn a_cut_off_manager_refuses_writes_and_catches_up_after_heal() {
+    let cluster = TestCluster::new_with(3, HEARTBEAT);
+    cluster.form(3, 0);
+    let ids = node_ids(&cluster);
+    cluster
+        .host(0)
+        .shoal_ok(&words("service create -d --name before --replicas 0 busybox"));
+    for m in 1..3 {
+        let host = cluster.host(m);
+        host.wait_for(CONVERGE, "`before` on every manager", || {
+            service_names(host).contains("before")
+        });
+    }
+
+    cluster.cut(0);
+    let cut_at = Instant::now();
+    // The majority elects one of its own and takes writes.
+    let elected = wait_until(ELECTION, || {
+        let a = leader_seen_by(cluster.host(1));
+        a.is_some() && a != Some(ids[0].clone()) && a == leader_seen_by(cluster.host(2))
+    });
+    assert!(
+        elected,
+        "the majority elected no leader within {ELECTION:?}; node ls on host 1:\n{}",
+        String::from_utf8_lossy(&cluster.host(1).shoal(&["node", "ls"]).stdout)
+    );
+    eprintln!("majority leader after {:?}", cut_at.elapsed());
+    let during: Vec<String> = (0..3).map(|i| format!("during{i}")).collect();
+    for (i, name) in during.iter().enumerate() {
+        cluster.host(1 + i % 2).shoal_ok(&[
+            "service", "create", "-d", "--name", name, "--replicas", "0", "busybox",
+        ]);
+    }
+    cluster
+        .host(2)
+        .shoal_ok(&words("service scale -d before=0"));
+
+    // The cut-off manager refuses writes, saying why.
+    let refused = cluster.host(0).shoal(&words(
+        "service create -d --name split --replicas 0 busybox",
+    ));
+    let err = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert!(
+        !refused.status.success(),
+        "the cut-off manager accepted a write: {}",
+        String::from_utf8_lossy(&refused.stdout)
+    );
+    let lower = err.to_lowercase();
+    assert!(
+        lower.contains("no quorum") || lower.contains("not reachable") || lower.contains("cannot reach"),
+        "the cut-off manager's refusal does not say why: {err}"
+    );
+    eprintln!("cut-off manager said: {}", err.trim());
+    // It is not the leader any more, as far as it knows.
+    assert_ne!(
+        leader_seen_by(cluster.host(0)),
+        Some(ids[0].clone()),
+        "the cut-off manager still calls itself leader"
+    );
+
+    cluster.heal(0);
+    let host0 = cluster.host(0);
+    let mut expected: BTreeSet<String> = during.iter().cloned().collect();
+    expected.insert("before".into());
+    host0.wait_for(CONVERGE, "the healed manager to catch up", || {
+        let out = host0.shoal(&["service", "ls", "--format", "{{.Name}}"]);
+        out.status.success() && {
+            let names: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty())
+                .collect();
+            names == expected
+        }
+    });
+    // Not only the names: the scale-down done meanwhile, through the healed manager.
+    host0.wait_for(CONVERGE, "`before` scaled to 0 on the healed manager", || {
+        host0.replicas("before").as_deref() == Some("0/0")
+    });
+    // And it takes writes again, as a Reachable member.
+    host0.shoal_ok(&words("service create -d --name healed --replicas 0 busybox"));
+    for m in 0..3 {
+        let host = cluster.host(m);
+        host.wait_for(CONVERGE, "`healed` on every manager", || {
+            service_names(host).contains("healed")
+        });
+        let ok = wait_until(CONVERGE, || {
+            try_nodes(host).is_some_and(|n| {
+                let st = manager_statuses(&n);
+                st.values().filter(|s| *s == "Leader").count() == 1
+                    && st.values().filter(|s| *s == "Reachable").count() == 2
+            })
+        });
+        assert!(
+            ok,
+            "host {m} does not list one leader and two reachable managers after heal:\n{}",
+            String::from_utf8_lossy(&host.shoal(&["node", "ls"]).stdout)
+        );
+    }
+}
+
+/// Issue 3, point 4: a worker dies (machine gone: cut off, daemon and containerd killed);
+/// after the heartbeat timeout its tasks run elsewhere. Then a node is drained: its tasks
+/// move too, and meanwhile the service never has fewer than desired − 1 tasks running.
+#[test]
+fn tasks_leave_a_dead_worker_and_a_drained_node() {
+    let mut cluster = TestCluster::new_with(3, HEARTBEAT);
+    cluster.form(1, 2);
+    let ids = node_ids(&cluster);
+    load_busybox_everywhere(&cluster);
+    let manager = cluster.host(0);
+    manager.shoal_ok(&words(
+        "service create -d --name web --replicas 6 busybox sleep 600",
+    ));
+    wait_replicas(manager, "web", 6);
+    let spread = placement(manager, "web");
+    assert_eq!(
+        spread,
+        ids.iter().map(|id| (id.clone(), 2)).collect(),
+        "6 tasks over 3 nodes should spread 2/2/2"
+    );
+    assert_eq!(running_per_host(&cluster, &[0, 1, 2], "web"), vec![2, 2, 2]);
+
+    // Worker 1 dies.
+    cluster.power_off(1);
+    let died = Instant::now();
+    let manager = cluster.host(0);
+    manager.wait_for(CONVERGE, "web back at 6/6 without the dead node", || {
+        replicas(manager, "web") == Some((6, 6))
+            && !placement(manager, "web").contains_key(&ids[1])
+            && running_per_host(&cluster, &[0, 2], "web").iter().sum::<usize>() == 6
+    });
+    eprintln!("tasks moved off the dead worker after {:?}", died.elapsed());
+    let down = manager
+        .nodes()
+        .into_iter()
+        .find(|n| n["ID"] == ids[1].as_str())
+        .expect("the dead node is still listed");
+    assert_eq!(down["Status"], "Down", "the dead node: {down:?}");
+    // Its replacements were new tasks: the old ones are shut down, not moved.
+    let old: Vec<Value> = tasks(manager, "web")
+        .into_iter()
+        .filter(|t| t["Node"] == ids[1].as_str())
+        .collect();
+    assert_eq!(old.len(), 2, "the dead node's tasks: {old:?}");
+    assert!(
+        old.iter().all(|t| t["DesiredState"] != "Running"),
+        "the dead node's tasks should no longer be desired running: {old:?}"
+    );
+
+    // Drain worker 2 and watch the running count while its tasks move: `service ls` as fast
+    // as the CLI answers, the placement only once the count is back.
+    manager.shoal_ok(&["node", "update", "--availability", "drain", &ids[2]]);
+    let mut lowest = usize::MAX;
+    let mut samples = 0;
+    let deadline = Instant::now() + CONVERGE;
+    let moved = loop {
+        if let Some((running, desired)) = replicas(manager, "web") {
+            assert_eq!(desired, 6, "the drain changed the desired count");
+            samples += 1;
+            lowest = lowest.min(running);
+            if running == 6
+                && placement(manager, "web") == BTreeMap::from([(ids[0].clone(), 6)])
+            {
+                break true;
+            }
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+    };
+    assert!(
+        moved,
+        "the drained node's tasks did not move to the manager: {:?}",
+        placement(manager, "web")
+    );
+    eprintln!("drain: lowest running count {lowest}/6 over {samples} samples");
+    assert!(
+        lowest >= 5,
+        "the running count dropped to {lowest}/6 while draining (at most one task may be \
+         moving at a time)"
+    );
+    manager.wait_for(CONVERGE, "the drained node's containers to stop", || {
+        running_per_host(&cluster, &[0, 2], "web") == vec![6, 0]
+    });
+    let drained = manager
+        .nodes()
+        .into_iter()
+        .find(|n| n["ID"] == ids[2].as_str())
+        .expect("the drained node is listed");
+    assert_eq!(drained["Availability"], "Drain", "{drained:?}");
+    assert_eq!(drained["Status"], "Ready", "{drained:?}");
+}
+
+/// Issue 3, point 5: placement. A label added with `node update --label-add` steers a
+/// constraint; `--constraint node.role==manager` keeps tasks on managers; a global service
+/// runs one task per node; `--replicas-max-per-node` caps a node; a task that fits nowhere
+/// stays Pending and says why.
+#[test]
+fn placement_follows_labels_roles_global_mode_and_explains_pending_tasks() {
+    let cluster = TestCluster::new_with(3, HEARTBEAT);
+    cluster.form(1, 2);
+    let ids = node_ids(&cluster);
+    load_busybox_everywhere(&cluster);
+    let manager = cluster.host(0);
+
+    manager.shoal_ok(&["node", "update", "--label-add", "zone=east", &ids[1]]);
+    let inspected = manager.shoal_ok(&["node", "inspect", &ids[1]]);
+    assert!(
+        inspected.contains("zone") && inspected.contains("east"),
+        "node inspect does not show the label: {inspected}"
+    );
+    manager.shoal_ok(&words(
+        "service create -d --name east --replicas 3 --constraint node.labels.zone==east \
+         busybox sleep 600",
+    ));
+    manager.shoal_ok(&words(
+        "service create -d --name mgr --replicas 2 --constraint node.role==manager \
+         busybox sleep 600",
+    ));
+    manager.shoal_ok(&words(
+        "service create -d --name everywhere --mode global busybox sleep 600",
+    ));
+    manager.shoal_ok(&words(
+        "service create -d --name capped --replicas 4 --replicas-max-per-node 1 \
+         busybox sleep 600",
+    ));
+    manager.shoal_ok(&words(
+        "service create -d --name nowhere --replicas 1 --constraint node.labels.zone==mars \
+         busybox sleep 600",
+    ));
+
+    wait_replicas(manager, "east", 3);
+    assert_eq!(
+        placement(manager, "east"),
+        BTreeMap::from([(ids[1].clone(), 3)])
+    );
+    wait_replicas(manager, "mgr", 2);
+    assert_eq!(
+        placement(manager, "mgr"),
+        BTreeMap::from([(ids[0].clone(), 2)])
+    );
+    wait_replicas(manager, "everywhere", 3);
+    assert_eq!(
+        placement(manager, "everywhere"),
+        ids.iter().map(|id| (id.clone(), 1)).collect()
+    );
+    manager.wait_for(CONVERGE, "containers of every service", || {
+        running_per_host(&cluster, &[0, 1, 2], "east") == vec![0, 3, 0]
+            && running_per_host(&cluster, &[0, 1, 2], "mgr") == vec![2, 0, 0]
+            && running_per_host(&cluster, &[0, 1, 2], "everywhere") == vec![1, 1, 1]
+            && running_per_host(&cluster, &[0, 1, 2], "capped") == vec![1, 1, 1]
+    });
+
+    // Tasks that fit nowhere: pending, with swarmkit's explanation.
+    let pending_with = |service: &str, want: usize, reason: &str| {
+        manager.wait_for(
+            CONVERGE,
+            &format!("{want} pending task(s) of {service} saying {reason:?}"),
+            || {
+                let pending: Vec<Value> = live_tasks(manager, service)
+                    .into_iter()
+                    .filter(|t| {
+                        t["CurrentState"]
+                            .as_str()
+                            .is_some_and(|s| s.starts_with("Pending"))
+                    })
+                    .collect();
+                pending.len() == want
+                    && pending.iter().all(|t| {
+                        t["Error"]
+                            .as_str()
+                            .is_some_and(|e| e.contains("no suitable node") && e.contains(reason))
+                            && t["Node"] == ""
+                    })
+            },
+        );
+    };
+    pending_with("nowhere", 1, "constraint");
+    pending_with("capped", 1, "max replicas per node");
+    assert_eq!(replicas(manager, "nowhere"), Some((0, 1)));
+    assert_eq!(replicas(manager, "capped"), Some((3, 4)));
+    let table = manager.shoal_ok(&["service", "ps", "nowhere"]);
+    assert!(
+        table.contains("Pending") && table.contains("no suitable node"),
+        "service ps nowhere:\n{table}"
+    );
+
+    // The pending task is placed as soon as a node fits: label node 2 for mars.
+    manager.shoal_ok(&["node", "update", "--label-add", "zone=mars", &ids[2]]);
+    wait_replicas(manager, "nowhere", 1);
+    assert_eq!(
+        placement(manager, "nowhere"),
+        BTreeMap::from([(ids[2].clone(), 1)])
+    );
+    // Removing a label does not evict running tasks by itself in Docker either; but a task
+    // of a new service needing it no longer fits.
+    manager.shoal_ok(&["node", "update", "--label-rm", "zone", &ids[1]]);
+    manager.shoal_ok(&words(
+        "service create -d --name east2 --replicas 1 --constraint node.labels.zone==east \
+         busybox sleep 600",
+    ));
+    pending_with("east2", 1, "constraint");
+}
+
+/// Issue 3, point 6: `node promote` makes a worker a manager that the others list as
+/// Reachable and that answers manager commands itself; `node demote` makes it a worker again
+/// and the swarm goes on with its one manager.
+#[test]
+fn a_promoted_worker_becomes_a_reachable_manager_and_is_demoted_back() {
+    let cluster = TestCluster::new_with(2, HEARTBEAT);
+    cluster.form(1, 1);
+    let ids = node_ids(&cluster);
+    let (manager, worker) = (cluster.host(0), cluster.host(1));
+    assert!(worker
+        .shoal_err(&["node", "ls"])
+        .contains("not a swarm manager"));
+
+    let out = manager.shoal_ok(&["node", "promote", &ids[1]]);
+    assert!(out.contains(&ids[1]), "node promote said: {out}");
+    for host in [manager, worker] {
+        let ok = wait_until(CONVERGE, || {
+            try_nodes(host).is_some_and(|n| {
+                let st = manager_statuses(&n);
+                st.get(&ids[0]).map(String::as_str) == Some("Leader")
+                    && st.get(&ids[1]).map(String::as_str) == Some("Reachable")
+            })
+        });
+        assert!(
+            ok,
+            "host {} does not list the promoted node as Reachable:\n{}",
+            host.index(),
+            String::from_utf8_lossy(&host.shoal(&["node", "ls"]).stdout)
+        );
+    }
+    assert_eq!(worker.info()["is_manager"], true, "{}", worker.info());
+    // The promoted node takes writes itself (forwarded to the leader), as a voter.
+    worker.shoal_ok(&words("service create -d --name by-promoted --replicas 0 busybox"));
+    assert!(service_names(manager).contains("by-promoted"));
+
+    let out = manager.shoal_ok(&["node", "demote", &ids[1]]);
+    assert!(out.contains(&ids[1]), "node demote said: {out}");
+    let ok = wait_until(CONVERGE, || {
+        try_nodes(manager).is_some_and(|n| {
+            let st = manager_statuses(&n);
+            st.get(&ids[0]).map(String::as_str) == Some("Leader")
+                && st.get(&ids[1]).map(String::as_str) == Some("")
+        })
+    });
+    assert!(
+        ok,
+        "the demoted node still has a manager status:\n{}",
+        String::from_utf8_lossy(&manager.shoal(&["node", "ls"]).stdout)
+    );
+    worker.wait_for(CONVERGE, "the demoted node to stop being a manager", || {
+        let out = worker.shoal(&["node", "ls"]);
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("not a swarm manager")
+    });
+    // The one remaining manager has quorum alone and the demoted node is still a Ready worker.
+    manager.shoal_ok(&words("service create -d --name after-demote --replicas 0 busybox"));
+    wait_all_ready(manager, &ids);
+}
