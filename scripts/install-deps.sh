@@ -18,6 +18,7 @@ PACKAGES=(
   skopeo            # copies images into that registry
   jq                # scripts parse `shoal ... --format json`
   procps            # ps/pgrep used by scripts and the benchmark
+  prometheus        # promtool and a real server for the metrics tests
 )
 
 missing=()

@@ -22,6 +22,20 @@ export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
 # executable, in target/debug) along with every test target.
 cargo build --workspace --all-targets
 
+# --no-fail-fast: one failing test binary should not hide the results of the others.
 # Two threads: the machine has two cores, and each integration test runs containerd, a daemon
 # and real containers; more threads only make timing-sensitive waits slower.
-cargo test --workspace -- --test-threads="${SHOAL_TEST_THREADS:-2}"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --no-fail-fast -- --test-threads="${SHOAL_TEST_THREADS:-2}" 2>&1 | tee "$log" || status=$?
+
+# cargo ends on the doc-test binaries, most of which hold no test: close with the totals.
+awk '/^test result:/ {
+       for (i = 2; i <= NF; i++) {
+         if ($i ~ /^passed;/) passed += $(i - 1)
+         if ($i ~ /^failed;/) failed += $(i - 1)
+       }
+     }
+     END { printf "total: %d passed, %d failed\n", passed, failed }' "$log"
+exit "$status"

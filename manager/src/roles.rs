@@ -240,7 +240,7 @@ impl Manager {
         &self.usage
     }
 
-    /// The autoscaler's counters, for the metrics endpoint (`AutoscalerStats::render`).
+    /// The autoscaler's counters and gauges, for the metrics endpoint (see `autoscaler::stats`).
     pub fn autoscaler_stats(&self) -> Arc<AutoscalerStats> {
         self.autoscaler_stats.clone()
     }

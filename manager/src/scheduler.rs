@@ -121,7 +121,10 @@ fn capacity(node: &Node) -> ResourceAmounts {
 
 impl<'a> Load<'a> {
     fn add(&mut self, node: &'a str, task: &'a Task) {
-        *self.per_service.entry((node, &task.service_id)).or_default() += 1;
+        *self
+            .per_service
+            .entry((node, &task.service_id))
+            .or_default() += 1;
         *self.per_node.entry(node).or_default() += 1;
         let r = reservation(task);
         let used = self.reserved.entry(node).or_default();
@@ -135,7 +138,11 @@ impl<'a> Load<'a> {
             return true;
         }
         let cap = capacity(node);
-        let used = self.reserved.get(node.id.as_str()).copied().unwrap_or_default();
+        let used = self
+            .reserved
+            .get(node.id.as_str())
+            .copied()
+            .unwrap_or_default();
         used.nano_cpus.saturating_add(want.nano_cpus) <= cap.nano_cpus
             && used.memory_bytes.saturating_add(want.memory_bytes) <= cap.memory_bytes
     }
@@ -191,15 +198,7 @@ fn choose<'a>(
         Ok(c) => c,
         Err(e) => return Err(format!("no suitable node ({e})")),
     };
-    let fits = |n: &Node| {
-        check(
-            n,
-            task,
-            constraints,
-            placement.max_per_node,
-            load,
-        )
-    };
+    let fits = |n: &Node| check(n, task, constraints, placement.max_per_node, load);
     if !task.node_id.is_empty() {
         let node = state.nodes.get(&task.node_id).ok_or_else(|| {
             "no suitable node (the task's node is no longer in the swarm)".to_string()

@@ -105,7 +105,9 @@ fn cpu_load_scales_up_and_idle_scales_back_to_min() {
     assert_eq!(first["from_replicas"], 1, "{first}");
     let reason = first["reason"].as_str().unwrap_or_default();
     assert!(
-        reason.starts_with("CPU ") && reason.contains("% of limit") && reason.contains("target 50%"),
+        reason.starts_with("CPU ")
+            && reason.contains("% of limit")
+            && reason.contains("target 50%"),
         "{reason}"
     );
 
@@ -117,7 +119,10 @@ fn cpu_load_scales_up_and_idle_scales_back_to_min() {
     let restarted = Instant::now();
     while restarted.elapsed() < Duration::from_secs(10) {
         let now = desired(&host, "burn");
-        assert!(now >= before, "shrank from {before} to {now} right after the restart");
+        assert!(
+            now >= before,
+            "shrank from {before} to {now} right after the restart"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
 
@@ -134,10 +139,7 @@ fn cpu_load_scales_up_and_idle_scales_back_to_min() {
     let all = decisions(&host, "burn");
     let last = all.last().cloned().unwrap_or_default();
     assert_eq!(last["to_replicas"], 1, "{all:?}");
-    assert!(
-        last["from_replicas"].as_u64().unwrap_or(0) > 1,
-        "{all:?}"
-    );
+    assert!(last["from_replicas"].as_u64().unwrap_or(0) > 1, "{all:?}");
     assert_eq!(status_message(&host, "burn"), "", "nothing held it");
     let pretty = host.shoal_ok(&words("service inspect --pretty burn"));
     assert!(pretty.contains("\nAutoscale:\n Min Replicas:"), "{pretty}");

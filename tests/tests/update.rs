@@ -98,8 +98,14 @@ fn update_rolls_out_one_task_at_a_time_stop_first_with_limits_in_the_cgroup() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(most <= 3, "stop-first: never more than the replicas ({most})");
-    assert!(fewest >= 2, "parallelism 1: never more than one slot down ({fewest})");
+    assert!(
+        most <= 3,
+        "stop-first: never more than the replicas ({most})"
+    );
+    assert!(
+        fewest >= 2,
+        "parallelism 1: never more than one slot down ({fewest})"
+    );
     assert!(
         new_seen.windows(2).all(|w| w[1] <= w[0] + 1),
         "one new task at a time: {new_seen:?}"
@@ -117,7 +123,12 @@ fn update_rolls_out_one_task_at_a_time_stop_first_with_limits_in_the_cgroup() {
             c.id
         );
         let memory = cgroup_file(&c.id, "memory", "memory.limit_in_bytes", "memory.max");
-        assert_eq!(memory, (64u64 << 20).to_string(), "memory limit of {}", c.id);
+        assert_eq!(
+            memory,
+            (64u64 << 20).to_string(),
+            "memory limit of {}",
+            c.id
+        );
     }
 
     // The old tasks are history, shut down by the update.
@@ -192,7 +203,8 @@ fn reservations_no_node_can_hold_stay_pending_with_the_reason() {
     ]);
     host.wait_for(CONVERGE, "big's task to be pending with a reason", || {
         let out = host.shoal_ok(&["service", "ps", "--no-trunc", "big"]);
-        out.contains("Pending") && out.contains("no suitable node (insufficient resources on 1 node)")
+        out.contains("Pending")
+            && out.contains("no suitable node (insufficient resources on 1 node)")
     });
     assert!(host.running_containers_of("big").is_empty());
 

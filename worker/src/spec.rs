@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
-    LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
-    LinuxResources, LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder,
-    PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResources,
+    LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
+    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 use shoal_proto::{ContainerSpec, Task};
 
@@ -536,7 +536,10 @@ pub const CPU_PERIOD_US: u64 = 100_000;
 ///   write.
 /// * Memory reservation: the soft limit (`memory.soft_limit_in_bytes` / `memory.low`), as
 ///   docker sets it. A CPU reservation is a scheduling promise only; no cgroup setting.
-pub fn linux_resources(cs: &ContainerSpec, swap_accounting: bool) -> Result<LinuxResources, SpecError> {
+pub fn linux_resources(
+    cs: &ContainerSpec,
+    swap_accounting: bool,
+) -> Result<LinuxResources, SpecError> {
     let mut b = LinuxResourcesBuilder::default().devices(device_rules()?);
     let limits = cs
         .resources
@@ -1075,7 +1078,11 @@ mod tests {
         assert_eq!(json["cpu"]["quota"], 50_000);
         assert_eq!(json["cpu"]["period"], 100_000);
         assert_eq!(json["memory"]["limit"], 64 << 20);
-        assert_eq!(json["memory"]["swap"], 128 << 20, "docker: as much swap as memory");
+        assert_eq!(
+            json["memory"]["swap"],
+            128 << 20,
+            "docker: as much swap as memory"
+        );
         assert_eq!(json["memory"]["reservation"], 32 << 20);
         assert!(json["devices"].as_array().is_some_and(|d| !d.is_empty()));
 
@@ -1099,7 +1106,10 @@ mod tests {
 
         let none = serde_json::to_value(linux_resources(&ContainerSpec::default(), true).unwrap())
             .unwrap();
-        assert!(none.get("cpu").is_none() && none.get("memory").is_none(), "{none}");
+        assert!(
+            none.get("cpu").is_none() && none.get("memory").is_none(),
+            "{none}"
+        );
     }
 
     #[test]

@@ -104,9 +104,7 @@ impl CgroupLayout {
                 }
                 // The unified hierarchy proper is the one at the conventional place;
                 // otherwise the first one.
-                "cgroup2"
-                    if unified.is_none() || m.mount_point == Path::new("/sys/fs/cgroup") =>
-                {
+                "cgroup2" if unified.is_none() || m.mount_point == Path::new("/sys/fs/cgroup") => {
                     unified = Some(m.mount_point.clone());
                 }
                 _ => {}
@@ -167,11 +165,12 @@ impl CgroupLayout {
             CgroupLayout::V2 { root } => {
                 let dir = root.join(rel);
                 let cpu_path = dir.join("cpu.stat");
-                let usage_usec =
-                    flat_keyed(&read(&cpu_path)?, "usage_usec").ok_or_else(|| StatsError::Parse {
+                let usage_usec = flat_keyed(&read(&cpu_path)?, "usage_usec").ok_or_else(|| {
+                    StatsError::Parse {
                         path: cpu_path.clone(),
                         reason: "no usage_usec line".into(),
-                    })?;
+                    }
+                })?;
                 let current_path = dir.join("memory.current");
                 let current = parse_u64(&current_path, &read(&current_path)?)?;
                 let inactive = flat_keyed(&read(&dir.join("memory.stat"))?, "inactive_file");

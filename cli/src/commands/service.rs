@@ -514,7 +514,7 @@ pub fn parse_stop_signal(s: &str) -> Result<String, String> {
 pub fn parse_cpus(s: &str) -> Result<u64, String> {
     let bad = || format!("invalid CPU count {s:?}: expected a number of CPUs such as 0.5 or 2");
     let cpus: f64 = s.trim().parse().map_err(|_| bad())?;
-    if !cpus.is_finite() || cpus < 0.0 || cpus > 1e9 {
+    if !(0.0..=1e9).contains(&cpus) {
         return Err(bad());
     }
     Ok((cpus * 1e9).round() as u64)
@@ -782,28 +782,47 @@ pub fn apply_update(spec: &ServiceSpec, args: &UpdateArgs) -> Result<ServiceSpec
     Ok(spec)
 }
 
+/// How often `update` re-reads and re-applies its flags when the service changed between its
+/// read and its write (the autoscaler records its decisions in the service, so a busy
+/// autoscaled service can change under a user's update).
+const UPDATE_ATTEMPTS: usize = 3;
+
+fn is_version_conflict(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::FailedPrecondition
+        && status.message().contains("update out of sequence")
+}
+
 async fn update(client: &Client, args: &UpdateArgs) -> Result<()> {
-    let service = client
-        .control()
-        .get_service(ServiceRef {
-            service: args.service.clone(),
-        })
-        .await
-        .or_daemon_error()?;
-    let current = service
-        .spec
-        .clone()
-        .ok_or_else(|| anyhow!("service {} has no spec", args.service))?;
-    let spec = apply_update(&current, args)?;
-    let updated = client
-        .control()
-        .update_service(UpdateServiceRequest {
-            service: service.id.clone(),
-            version: service.meta.as_ref().map_or(0, |m| m.version),
-            spec: Some(spec),
-        })
-        .await
-        .or_daemon_error()?;
+    let mut attempt = 0;
+    let (current, updated) = loop {
+        attempt += 1;
+        let service = client
+            .control()
+            .get_service(ServiceRef {
+                service: args.service.clone(),
+            })
+            .await
+            .or_daemon_error()?;
+        let current = service
+            .spec
+            .clone()
+            .ok_or_else(|| anyhow!("service {} has no spec", args.service))?;
+        // The flags are relative to the current spec: applying them again to a newer one
+        // loses nothing.
+        let spec = apply_update(&current, args)?;
+        let result = client
+            .control()
+            .update_service(UpdateServiceRequest {
+                service: service.id.clone(),
+                version: service.meta.as_ref().map_or(0, |m| m.version),
+                spec: Some(spec),
+            })
+            .await;
+        match result {
+            Err(status) if is_version_conflict(&status) && attempt < UPDATE_ATTEMPTS => continue,
+            other => break (current, other.or_daemon_error()?),
+        }
+    };
     println!("{}", args.service);
     if args.detach || current.mode() == ServiceMode::Global {
         return Ok(());
@@ -1264,13 +1283,19 @@ fn pretty_autoscale(
     p.field(1, "Min Replicas", policy.min.to_string());
     p.field(1, "Max Replicas", policy.max.to_string());
     let target = match &policy.target {
-        Target::Cpu(t) => format!("CPU {t}% (of the tasks' CPU limit, else reservation, else one CPU)"),
+        Target::Cpu(t) => {
+            format!("CPU {t}% (of the tasks' CPU limit, else reservation, else one CPU)")
+        }
         Target::Memory(t) => format!("memory {t}% (of the tasks' memory limit, else reservation)"),
         Target::Query { query, target } => format!("{query} = {target}"),
     };
     p.field(1, "Target", target);
     p.field(1, "Tolerance", policy.tolerance.to_string());
-    p.field(1, "Scale Up Window", output::format_duration_ms(policy.up_window_ms));
+    p.field(
+        1,
+        "Scale Up Window",
+        output::format_duration_ms(policy.up_window_ms),
+    );
     p.field(
         1,
         "Scale Down Window",
@@ -1664,14 +1689,18 @@ mod tests {
         assert_eq!(parse_cpus("0.5"), Ok(500_000_000));
         assert_eq!(parse_cpus("2"), Ok(2_000_000_000));
         assert!(parse_cpus("-1").is_err());
-        assert!(parse_cpus("half").unwrap_err().contains("invalid CPU count"));
+        assert!(parse_cpus("half")
+            .unwrap_err()
+            .contains("invalid CPU count"));
         assert_eq!(parse_memory("64M"), Ok(64 << 20));
         assert_eq!(parse_memory("64m"), Ok(64 << 20));
         assert_eq!(parse_memory("64MiB"), Ok(64 << 20));
         assert_eq!(parse_memory("1.5g"), Ok(3 << 29));
         assert_eq!(parse_memory("1024"), Ok(1024));
         assert_eq!(parse_memory("2kb"), Ok(2048));
-        assert!(parse_memory("64Q").unwrap_err().contains("invalid memory size"));
+        assert!(parse_memory("64Q")
+            .unwrap_err()
+            .contains("invalid memory size"));
         assert!(parse_memory("M").is_err());
         assert_eq!(parse_percent("70%"), Ok(70.0));
         assert_eq!(parse_percent("12.5"), Ok(12.5));
@@ -1723,8 +1752,15 @@ mod tests {
             build_spec(&create_args(&all)).unwrap_err().to_string()
         };
         assert!(err(&["--autoscale-cpu", "50"]).contains("--autoscale-max"));
-        assert!(err(&["--autoscale-min", "5", "--autoscale-max", "2", "--autoscale-cpu", "50"])
-            .contains("--autoscale-min 5 is above --autoscale-max 2"));
+        assert!(err(&[
+            "--autoscale-min",
+            "5",
+            "--autoscale-max",
+            "2",
+            "--autoscale-cpu",
+            "50"
+        ])
+        .contains("--autoscale-min 5 is above --autoscale-max 2"));
         for bad in ["0", "0%", "150%", "-5"] {
             let e = parse(&["create", "--autoscale-cpu", bad, "busybox"])
                 .unwrap_err()
@@ -1733,14 +1769,26 @@ mod tests {
         }
         assert!(err(&["--autoscale-max", "2", "--autoscale-memory", "80"])
             .contains("--limit-memory or --reserve-memory"));
-        assert!(err(&["--autoscale-max", "2", "--autoscale-query", "sum(rate(x[1m])"])
-            .contains("never closed"));
+        assert!(err(&[
+            "--autoscale-max",
+            "2",
+            "--autoscale-query",
+            "sum(rate(x[1m])"
+        ])
+        .contains("never closed"));
         assert!(err(&["--autoscale-max", "2", "--autoscale-query", "up"])
             .contains("needs --autoscale-target"));
         assert!(err(&["--autoscale-max", "2", "--autoscale-target", "3"])
             .contains("give the query too"));
-        assert!(err(&["--autoscale-max", "2", "--autoscale-cpu", "50", "--replicas", "3"])
-            .contains("outside the autoscale bounds"));
+        assert!(err(&[
+            "--autoscale-max",
+            "2",
+            "--autoscale-cpu",
+            "50",
+            "--replicas",
+            "3"
+        ])
+        .contains("outside the autoscale bounds"));
         assert!(err(&["--limit-cpu", "0.001"]).contains("minimum of 0.01 CPUs"));
         assert!(err(&["--limit-memory", "64M", "--reserve-memory", "1G"])
             .contains("--reserve-memory is above --limit-memory"));
@@ -1756,7 +1804,17 @@ mod tests {
     #[test]
     fn update_merges_into_the_current_spec() {
         let current = build_spec(&create_args(&[
-            "--name", "web", "-e", "A=1", "-e", "B=2", "-e", "C=3", "--limit-cpu", "1", "busybox",
+            "--name",
+            "web",
+            "-e",
+            "A=1",
+            "-e",
+            "B=2",
+            "-e",
+            "C=3",
+            "--limit-cpu",
+            "1",
+            "busybox",
         ]))
         .unwrap();
         let a = update_args(&[
@@ -1784,7 +1842,10 @@ mod tests {
         assert_eq!((limits.nano_cpus, limits.memory_bytes), (0, 64 << 20));
         assert_eq!(spec.replicas, 1);
         // Nothing given: nothing changes.
-        assert_eq!(apply_update(&current, &update_args(&["web"])).unwrap(), current);
+        assert_eq!(
+            apply_update(&current, &update_args(&["web"])).unwrap(),
+            current
+        );
     }
 
     #[test]
@@ -1807,21 +1868,39 @@ mod tests {
         // A new target replaces the old one.
         let spec = apply_update(
             &current,
-            &update_args(&["--autoscale-query", "avg(x)", "--autoscale-target", "5", "web"]),
+            &update_args(&[
+                "--autoscale-query",
+                "avg(x)",
+                "--autoscale-target",
+                "5",
+                "web",
+            ]),
         )
         .unwrap();
         let p = spec.autoscale.unwrap();
-        assert_eq!((p.target_cpu_percent, p.query.as_str(), p.query_target), (0.0, "avg(x)", 5.0));
+        assert_eq!(
+            (p.target_cpu_percent, p.query.as_str(), p.query_target),
+            (0.0, "avg(x)", 5.0)
+        );
         // Disabled: the count stays.
         let spec = apply_update(&current, &update_args(&["--autoscale-disable", "web"])).unwrap();
         assert_eq!((spec.autoscale, spec.replicas), (None, 3));
         // Enabling on a plain service needs the maximum.
         let plain = build_spec(&create_args(&["--name", "web", "busybox"])).unwrap();
-        assert!(apply_update(&plain, &update_args(&["--autoscale-cpu", "50", "web"]))
-            .unwrap_err()
-            .to_string()
-            .contains("--autoscale-max"));
-        assert!(parse(&["update", "--autoscale-disable", "--autoscale-max", "3", "web"]).is_ok());
+        assert!(
+            apply_update(&plain, &update_args(&["--autoscale-cpu", "50", "web"]))
+                .unwrap_err()
+                .to_string()
+                .contains("--autoscale-max")
+        );
+        assert!(parse(&[
+            "update",
+            "--autoscale-disable",
+            "--autoscale-max",
+            "3",
+            "web"
+        ])
+        .is_ok());
     }
 
     #[test]

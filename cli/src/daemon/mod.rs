@@ -135,8 +135,7 @@ pub async fn run(host: &str, args: DaemonArgs) -> anyhow::Result<()> {
         cert: Default::default(),
         metrics: Arc::new(shoal_manager::metrics::NodeMetrics::new()),
     });
-    let metrics_server =
-        metrics_listener.map(|l| metrics_http::spawn(l, daemon.metrics.clone()));
+    let metrics_server = metrics_listener.map(|l| metrics_http::spawn(l, daemon.metrics.clone()));
     swarm::resume(&daemon).await?;
 
     let listener = bind(&sock).await?;

@@ -33,7 +33,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_proto::{store_action::Action, AutoscaleDecision, AutoscaleStatus, Service, StoreAction, Task};
+use shoal_proto::{
+    store_action::Action, AutoscaleDecision, AutoscaleStatus, Service, StoreAction, Task,
+};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -79,7 +81,7 @@ pub enum Outcome {
 }
 
 fn duration_text(ms: u64) -> String {
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
@@ -250,12 +252,10 @@ pub async fn check_query_policy(
     let Some(Target::Query { query, .. }) = policy::of_spec(new).map(|p| p.target) else {
         return Ok(());
     };
-    let old_query = old
-        .and_then(policy::of_spec)
-        .and_then(|p| match p.target {
-            Target::Query { query, .. } => Some(query),
-            _ => None,
-        });
+    let old_query = old.and_then(policy::of_spec).and_then(|p| match p.target {
+        Target::Query { query, .. } => Some(query),
+        _ => None,
+    });
     if old_query.as_deref() == Some(query.as_str()) {
         return Ok(());
     }
@@ -348,30 +348,36 @@ async fn round(
     }
     stats.evaluated();
     let all_usage = usage.all();
-    let observations = futures::future::join_all(candidates.iter().map(|c| {
-        observe_one(c, &all_usage, prometheus, &prometheus_url)
-    }))
+    let observations = futures::future::join_all(
+        candidates
+            .iter()
+            .map(|c| observe_one(c, &all_usage, prometheus, &prometheus_url)),
+    )
     .await;
 
     let now = now_ms();
     for (c, observation) in candidates.iter().zip(observations) {
         let current = c.service.spec.as_ref().map_or(0, |s| s.replicas);
         let service_name = name(&c.service);
-        let mem = memory.entry(c.service.id.clone()).or_insert_with(|| Memory {
-            stabilizer: Stabilizer::seeded(now, current),
-            first_seen_ms: now,
-        });
+        let mem = memory
+            .entry(c.service.id.clone())
+            .or_insert_with(|| Memory {
+                stabilizer: Stabilizer::seeded(now, current),
+                first_seen_ms: now,
+            });
         match &observation {
             Observation::Failed(why) => {
                 stats.metric_failed(&service_name);
                 debug!(service = %service_name, reason = %why, "autoscaler: metric unavailable");
             }
-            Observation::Value(v) => stats.observed(&service_name, *v, c.policy.target.value()),
+            Observation::Value(v) => {
+                stats.record_observation(&service_name, *v, c.policy.target.value())
+            }
             Observation::Readings { readings, .. } => {
                 let measured: Vec<f64> = readings.iter().flatten().copied().collect();
                 if !measured.is_empty() {
                     let mean = measured.iter().sum::<f64>() / measured.len() as f64;
-                    stats.observed(&service_name, mean, c.policy.target.value());
+                    stats.record_observation(&service_name, mean, c.policy.target.value());
                 }
             }
         }

@@ -60,7 +60,9 @@ fn amounts(t: &Task) -> (ResourceAmounts, ResourceAmounts) {
 pub fn basis(t: &Task, resource: Resource) -> Option<(Basis, f64)> {
     let (limits, reservations) = amounts(t);
     match resource {
-        Resource::Cpu if limits.nano_cpus > 0 => Some((Basis::Limit, limits.nano_cpus as f64 / 1e9)),
+        Resource::Cpu if limits.nano_cpus > 0 => {
+            Some((Basis::Limit, limits.nano_cpus as f64 / 1e9))
+        }
         Resource::Cpu if reservations.nano_cpus > 0 => {
             Some((Basis::Reservation, reservations.nano_cpus as f64 / 1e9))
         }
@@ -176,10 +178,7 @@ mod tests {
         let r = reading(&limited, Some(&u), Resource::Cpu).unwrap();
         assert!((r - 50.0).abs() < 1e-9, "{r}");
         assert_eq!(reading(&limited, Some(&u), Resource::Memory), Some(50.0));
-        assert_eq!(
-            basis(&limited, Resource::Cpu),
-            Some((Basis::Limit, 0.2))
-        );
+        assert_eq!(basis(&limited, Resource::Cpu), Some((Basis::Limit, 0.2)));
         let reserved = task("b", 1, TaskState::Running, ResourceAmounts::default());
         assert_eq!(
             basis(&reserved, Resource::Cpu),
@@ -208,10 +207,11 @@ mod tests {
             task("unmeasured", 3, TaskState::Running, lim),
             task("scaled-away", 5, TaskState::Running, lim),
         ];
-        let usage: HashMap<String, UsageSamples> = ["running", "stopping", "starting", "scaled-away"]
-            .into_iter()
-            .map(|id| (id.to_string(), samples(0.0, 1.0, 0)))
-            .collect();
+        let usage: HashMap<String, UsageSamples> =
+            ["running", "stopping", "starting", "scaled-away"]
+                .into_iter()
+                .map(|id| (id.to_string(), samples(0.0, 1.0, 0)))
+                .collect();
         let (r, basis) = readings(&tasks, 4, &usage, Resource::Cpu);
         assert_eq!(r, vec![Some(50.0), None, None, None]);
         assert_eq!(basis, Some(Basis::Limit));

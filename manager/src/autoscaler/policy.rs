@@ -30,7 +30,9 @@ pub enum PolicyError {
     NoTarget,
     #[error("an autoscale policy has one target; {0} were given (--autoscale-cpu, --autoscale-memory, --autoscale-query)")]
     SeveralTargets(usize),
-    #[error("--autoscale-{what} {value}% is out of range: give a percentage above 0 and at most 100")]
+    #[error(
+        "--autoscale-{what} {value}% is out of range: give a percentage above 0 and at most 100"
+    )]
     BadPercent { what: &'static str, value: f64 },
     #[error("--autoscale-target {0} is out of range: give a number above 0")]
     BadQueryTarget(f64),
@@ -375,7 +377,9 @@ mod tests {
     fn query_brackets_must_pair_up() {
         assert!(check_query_syntax("sum(rate(http_requests_total{job=\"a(\"}[5m]))").is_ok());
         assert!(check_query_syntax("  ").is_err());
-        let e = check_query_syntax("sum(rate(x[5m])").unwrap_err().to_string();
+        let e = check_query_syntax("sum(rate(x[5m])")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("'(' at position 4 is never closed"), "{e}");
         let e = check_query_syntax("sum(x))").unwrap_err().to_string();
         assert!(e.contains("unexpected ')' at position 7"), "{e}");

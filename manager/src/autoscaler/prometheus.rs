@@ -51,13 +51,17 @@ pub fn validate_url(url: &str) -> Result<reqwest::Url, QueryError> {
     };
     let parsed = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
     if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(bad("use an http:// or https:// URL, e.g. http://127.0.0.1:9090"));
+        return Err(bad(
+            "use an http:// or https:// URL, e.g. http://127.0.0.1:9090",
+        ));
     }
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(bad("the URL has no host"));
     }
     if parsed.query().is_some() || parsed.fragment().is_some() {
-        return Err(bad("give the server's base URL, without a query or fragment"));
+        return Err(bad(
+            "give the server's base URL, without a query or fragment",
+        ));
     }
     Ok(parsed)
 }
@@ -155,10 +159,13 @@ impl Prometheus {
                 detail: chain(&e),
             })?;
         let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(|e| QueryError::Unreachable {
-            url: base_url.to_string(),
-            detail: chain(&e),
-        })?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| QueryError::Unreachable {
+                url: base_url.to_string(),
+                detail: chain(&e),
+            })?;
         match parse_answer(status, &body) {
             // Prometheus answers errors with JSON too; anything else is a proxy or a wrong URL.
             Err(QueryError::BadAnswer(_)) if status != 200 => Err(QueryError::Http {
@@ -189,7 +196,8 @@ mod tests {
     fn answers_come_to_one_number() {
         let vector = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1700000000.1,"42.5"]}]}}"#;
         assert_eq!(parse_answer(200, vector), Ok(42.5));
-        let scalar = br#"{"status":"success","data":{"resultType":"scalar","result":[1700000000.1,"3"]}}"#;
+        let scalar =
+            br#"{"status":"success","data":{"resultType":"scalar","result":[1700000000.1,"3"]}}"#;
         assert_eq!(parse_answer(200, scalar), Ok(3.0));
         let empty = br#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
         assert_eq!(parse_answer(200, empty), Err(QueryError::NoData));
@@ -245,10 +253,9 @@ mod tests {
             .query(&url, "up")
             .await
             .unwrap_err();
-        assert!(
-            matches!(&err, QueryError::Unreachable { .. }),
-            "{err:?}"
-        );
-        assert!(err.to_string().starts_with(&format!("cannot reach Prometheus at {url}: ")));
+        assert!(matches!(&err, QueryError::Unreachable { .. }), "{err:?}");
+        assert!(err
+            .to_string()
+            .starts_with(&format!("cannot reach Prometheus at {url}: ")));
     }
 }

@@ -1,12 +1,17 @@
 //! The autoscaler's counters and gauges, for the manager's metrics endpoint. The registry
-//! belongs to the metrics module; this keeps the values and renders them in Prometheus's text
-//! format, so registering them is one call ([`AutoscalerStats::render`]).
+//! belongs to the metrics module, which reads them at scrape time through the accessors here
+//! ([`crate::roles::Manager::autoscaler_stats`]) and exports them as
+//!
+//! * `shoal_autoscaler_evaluations_total` ([`AutoscalerStats::evaluations`]),
+//! * `shoal_autoscaler_decisions_total{service,direction}` ([`AutoscalerStats::decisions`]),
+//! * `shoal_autoscaler_metric_errors_total{service}` ([`AutoscalerStats::metric_errors`]),
+//! * `shoal_autoscaler_observed_value{service}` and `shoal_autoscaler_target_value{service}`
+//!   ([`AutoscalerStats::observed`]).
 //!
 //! They live in the leader's memory and count what this manager decided while it led, as
 //! counters of a restarted process do.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -39,13 +44,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A label value in the text format: backslash, quote and newline escaped.
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
 impl AutoscalerStats {
     pub(crate) fn evaluated(&self) {
         self.evaluations.fetch_add(1, Ordering::Relaxed);
@@ -63,7 +61,7 @@ impl AutoscalerStats {
             .or_default() += 1;
     }
 
-    pub(crate) fn observed(&self, service: &str, value: f64, target: f64) {
+    pub(crate) fn record_observation(&self, service: &str, value: f64, target: f64) {
         lock(&self.observed).insert(service.to_string(), (value, target));
     }
 
@@ -93,63 +91,13 @@ impl AutoscalerStats {
             .collect()
     }
 
-    /// Everything in Prometheus's text exposition format.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP shoal_autoscaler_evaluations_total Autoscaler evaluation rounds run by this manager while leader.\n\
-             # TYPE shoal_autoscaler_evaluations_total counter\n\
-             shoal_autoscaler_evaluations_total {}",
-            self.evaluations()
-        );
-        out.push_str(
-            "# HELP shoal_autoscaler_decisions_total Replica count changes made by the autoscaler.\n\
-             # TYPE shoal_autoscaler_decisions_total counter\n",
-        );
-        for (service, direction, n) in self.decisions() {
-            let _ = writeln!(
-                out,
-                "shoal_autoscaler_decisions_total{{service=\"{}\",direction=\"{}\"}} {n}",
-                label(&service),
-                direction.as_str()
-            );
-        }
-        out.push_str(
-            "# HELP shoal_autoscaler_metric_errors_total Evaluations that held the replica count because the metric could not be read.\n\
-             # TYPE shoal_autoscaler_metric_errors_total counter\n",
-        );
-        for (service, n) in self.metric_errors() {
-            let _ = writeln!(
-                out,
-                "shoal_autoscaler_metric_errors_total{{service=\"{}\"}} {n}",
-                label(&service)
-            );
-        }
-        let observed = lock(&self.observed).clone();
-        out.push_str(
-            "# HELP shoal_autoscaler_observed_value Last value the autoscaler observed (percent for cpu and memory policies).\n\
-             # TYPE shoal_autoscaler_observed_value gauge\n",
-        );
-        for (service, (value, _)) in &observed {
-            let _ = writeln!(
-                out,
-                "shoal_autoscaler_observed_value{{service=\"{}\"}} {value}",
-                label(service)
-            );
-        }
-        out.push_str(
-            "# HELP shoal_autoscaler_target_value The policy's target for that value.\n\
-             # TYPE shoal_autoscaler_target_value gauge\n",
-        );
-        for (service, (_, target)) in &observed {
-            let _ = writeln!(
-                out,
-                "shoal_autoscaler_target_value{{service=\"{}\"}} {target}",
-                label(service)
-            );
-        }
-        out
+    /// `(service, last observed value, target)`: percent for CPU and memory policies, the
+    /// query's value otherwise.
+    pub fn observed(&self) -> Vec<(String, f64, f64)> {
+        lock(&self.observed)
+            .iter()
+            .map(|(s, (v, t))| (s.clone(), *v, *t))
+            .collect()
     }
 }
 
@@ -158,28 +106,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_the_text_format() {
+    fn counts_per_service_and_direction() {
         let s = AutoscalerStats::default();
+        s.evaluated();
         s.evaluated();
         s.decided("web", Direction::Up);
         s.decided("web", Direction::Up);
         s.decided("web", Direction::Down);
         s.metric_failed("api");
-        s.observed("web", 92.5, 50.0);
-        let text = s.render();
-        for line in [
-            "shoal_autoscaler_evaluations_total 1",
-            "shoal_autoscaler_decisions_total{service=\"web\",direction=\"up\"} 2",
-            "shoal_autoscaler_decisions_total{service=\"web\",direction=\"down\"} 1",
-            "shoal_autoscaler_metric_errors_total{service=\"api\"} 1",
-            "shoal_autoscaler_observed_value{service=\"web\"} 92.5",
-            "shoal_autoscaler_target_value{service=\"web\"} 50",
-            "# TYPE shoal_autoscaler_decisions_total counter",
-        ] {
-            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
-        }
-        s.retain_services(|_| false);
-        assert!(!s.render().contains("observed_value{"));
-        assert_eq!(label("a\"b\\c"), "a\\\"b\\\\c");
+        s.record_observation("web", 92.5, 50.0);
+        s.record_observation("api", 3.0, 10.0);
+        assert_eq!(s.evaluations(), 2);
+        assert_eq!(
+            s.decisions(),
+            vec![
+                ("web".to_string(), Direction::Up, 2),
+                ("web".to_string(), Direction::Down, 1)
+            ]
+        );
+        assert_eq!(s.metric_errors(), vec![("api".to_string(), 1)]);
+        s.retain_services(|name| name == "web");
+        assert_eq!(s.observed(), vec![("web".to_string(), 92.5, 50.0)]);
+        assert_eq!(Direction::Down.as_str(), "down");
     }
 }

@@ -59,9 +59,7 @@ pub fn encode(enc: &mut DescriptorEncoder, st: &StoreState) -> fmt::Result {
         }
     }
     for n in st.nodes.values() {
-        *nodes
-            .entry((n.role, n.state, n.availability))
-            .or_default() += 1;
+        *nodes.entry((n.role, n.state, n.availability)).or_default() += 1;
     }
     gauges(
         enc,
@@ -70,15 +68,20 @@ pub fn encode(enc: &mut DescriptorEncoder, st: &StoreState) -> fmt::Result {
         None,
         nodes.into_iter().map(|((role, state, availability), n)| {
             let labels: Labels = vec![
-                ("role", role_label(NodeRole::try_from(role).unwrap_or_default()).into()),
+                (
+                    "role",
+                    role_label(NodeRole::try_from(role).unwrap_or_default()).into(),
+                ),
                 (
                     "state",
                     state_label(NodeState::try_from(state).unwrap_or_default()).into(),
                 ),
                 (
                     "availability",
-                    availability_label(NodeAvailability::try_from(availability).unwrap_or_default())
-                        .into(),
+                    availability_label(
+                        NodeAvailability::try_from(availability).unwrap_or_default(),
+                    )
+                    .into(),
                 ),
             ];
             (labels, n)
@@ -120,9 +123,7 @@ pub fn encode(enc: &mut DescriptorEncoder, st: &StoreState) -> fmt::Result {
         "shoal_services",
         "Services by mode.",
         None,
-        services
-            .into_iter()
-            .map(|(mode, n)| ([("mode", mode)], n)),
+        services.into_iter().map(|(mode, n)| ([("mode", mode)], n)),
     )?;
 
     let mut tasks: BTreeMap<(TaskState, TaskState), u64> = BTreeMap::new();

@@ -54,7 +54,13 @@ pub fn encode(
     status: &RaftStatus,
     instruments: &RaftInstruments,
 ) -> fmt::Result {
-    gauge(enc, "shoal_raft_term", "Current Raft term.", None, status.term)?;
+    gauge(
+        enc,
+        "shoal_raft_term",
+        "Current Raft term.",
+        None,
+        status.term,
+    )?;
     gauge(
         enc,
         "shoal_raft_is_leader",

@@ -144,7 +144,9 @@ pub fn encode(
         "shoal_service_usage_tasks",
         "Tasks of the service whose usage the workers report.",
         None,
-        services.iter().map(|(name, u)| ([("service", *name)], u.tasks)),
+        services
+            .iter()
+            .map(|(name, u)| ([("service", *name)], u.tasks)),
     )?;
     gauges(
         enc,
@@ -284,7 +286,10 @@ mod tests {
             r#"shoal_tasks{state="running",desired_state="running"} 3"#.to_string(),
             "shoal_scheduler_pending_tasks 0".to_string(),
         ] {
-            assert!(text.contains(&format!("{line}\n")), "{line} missing in:\n{text}");
+            assert!(
+                text.contains(&format!("{line}\n")),
+                "{line} missing in:\n{text}"
+            );
         }
         for absent in [r#"task="t3""#, r#"task="t4""#] {
             assert!(!text.contains(absent), "{absent} exported:\n{text}");

@@ -69,8 +69,7 @@ pub(super) fn plan_service(
         let live: Vec<&Task> = history.iter().copied().filter(|t| is_live(t)).collect();
         if live.is_empty() {
             let newest = history.first().copied();
-            if newest.is_some_and(|t| update::holds_place(service, t) && fate_of(t) == Fate::Stay)
-            {
+            if newest.is_some_and(|t| update::holds_place(service, t) && fate_of(t) == Fate::Stay) {
                 // Stop-first: the slot's old task must stop before its replacement starts.
                 stopping_old = true;
                 continue;

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Times the autoscaler on one private containerd: a CPU-autoscaled service (min 1, max 4,
+# target 50% of a 0.2 CPU limit) whose tasks burn CPU for a fixed time after they start.
+# Prints the seconds from the start of load to the first new replica running, and from the
+# end of load to back at one task, with the windows and periods they depend on.
+# See tests/src/bin/bench-autoscale.rs.
+#
+#   bench/autoscale.sh [--burn SECONDS] [--down-window DURATION]
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+
+scripts/install-deps.sh
+# Release builds: the daemon's reaction is what is measured. The benchmark finds `shoal` next to
+# itself in target/release.
+cargo build --release -p shoal-cli -p shoal-tests --bin shoal --bin bench-autoscale
+exec target/release/bench-autoscale "$@"
