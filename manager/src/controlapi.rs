@@ -210,7 +210,7 @@ where
     let matches: Vec<&T> = items.filter(|x| id(x).starts_with(key)).collect();
     match matches.len() {
         1 => Ok(matches[0]),
-        0 => Err(Status::not_found(format!("{kind} {key} not found"))),
+        0 => Err(Status::not_found(format!("no such {kind}: {key}"))),
         n => Err(Status::invalid_argument(format!(
             "{kind} {key} is ambiguous ({n} matches); give more of the ID"
         ))),

@@ -272,7 +272,7 @@ fn service_runs_replaces_failed_tasks_logs_and_is_removed_cleanly() {
     });
     let err = host.shoal_err(&words("service ps web")).to_lowercase();
     assert!(
-        err.contains("web") && (err.contains("no such service") || err.contains("not found")),
+        err.contains("no such service: web"),
         "`service ps` of a removed service says there is no such service: {err}"
     );
     assert!(host.service_ls().is_empty(), "`service ls` is empty");

@@ -169,7 +169,7 @@ fn update_rolls_out_one_task_at_a_time_stop_first_with_limits_in_the_cgroup() {
     let err = host.shoal_err(&words("service update --limit-memory 1k web"));
     assert!(err.contains("below the minimum of 6MiB"), "{err}");
     let err = host.shoal_err(&words("service update --env-add B=x nope"));
-    assert!(err.contains("service nope not found"), "{err}");
+    assert!(err.contains("no such service: nope"), "{err}");
 }
 
 #[test]

@@ -19,15 +19,11 @@ pub const NAMESPACE: &str = "shoal";
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerdError {
     #[error(
-        "cannot reach containerd at {address}: {source}. Is containerd running? Start it \
-         (`systemctl start containerd`, or `containerd --address {address}`) or pass \
-         `--containerd SOCKET` to `shoal daemon`"
+        "cannot reach containerd at {}: {reason}. Is containerd running? Start it \
+         (`systemctl start containerd`, or `containerd --address {}`) or pass \
+         `--containerd SOCKET` to `shoal daemon`", .address.display(), .address.display()
     )]
-    Unreachable {
-        address: PathBuf,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
+    Unreachable { address: PathBuf, reason: String },
 }
 
 #[derive(Clone)]
@@ -41,11 +37,22 @@ impl Containerd {
     /// Connects and checks that containerd answers (the Version call), so that a wrong socket
     /// is reported here rather than on the first task.
     pub async fn connect(address: &Path, namespace: &str) -> Result<Self, ContainerdError> {
-        let unreachable =
-            |source: Box<dyn std::error::Error + Send + Sync>| ContainerdError::Unreachable {
+        // The whole cause chain in one line: tonic's own message is only "transport error".
+        let unreachable = |source: Box<dyn std::error::Error + Send + Sync>| {
+            let mut reason = source.to_string();
+            let mut next = source.source();
+            while let Some(e) = next {
+                let text = e.to_string();
+                if !reason.ends_with(&text) {
+                    reason = format!("{reason}: {text}");
+                }
+                next = e.source();
+            }
+            ContainerdError::Unreachable {
                 address: address.to_path_buf(),
-                source,
-            };
+                reason,
+            }
+        };
         let channel = containerd_client::connect(address)
             .await
             .map_err(|e| unreachable(Box::new(e)))?;

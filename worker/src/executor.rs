@@ -535,19 +535,14 @@ impl Executor {
                 }))
                 .await
         };
+        // A removal is final: kill whatever still runs (no grace period) rather than guess
+        // from Tasks.Delete's error, whose code for "still running" differs between containerd
+        // versions (1.6 answers Unknown). Idempotent when the task already exited or is gone.
+        self.stop(task_id, Some(Signal::SIGKILL), Duration::ZERO)
+            .await?;
         match delete_task().await {
             Ok(_) => {}
             Err(s) if is_not_found(&s) => {}
-            Err(s) if s.code() == Code::FailedPrecondition => {
-                // Still running: a removal is final, so no grace period.
-                self.stop(task_id, Some(Signal::SIGKILL), Duration::ZERO)
-                    .await?;
-                match delete_task().await {
-                    Ok(_) => {}
-                    Err(s) if is_not_found(&s) => {}
-                    Err(s) => return Err(ExecutorError::containerd("Tasks.Delete", task_id, s)),
-                }
-            }
             Err(s) => return Err(ExecutorError::containerd("Tasks.Delete", task_id, s)),
         }
         match self
