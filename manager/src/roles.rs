@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::autoscaler::{self, AutoscalerStats};
 use crate::dispatcher::Dispatcher;
 use crate::ids::now_ms;
 use crate::orchestrator::reaper::DEFAULT_TASK_HISTORY_LIMIT;
@@ -21,7 +22,6 @@ use crate::raft::grpc::{ChannelFactory, GrpcTransport};
 use crate::raft::{self, RaftConfig, RaftHandle, RaftStatus};
 use crate::store::{Store, StoreError};
 use crate::usage::UsageStore;
-use crate::autoscaler::{self, AutoscalerStats};
 use crate::{orchestrator, scheduler, tokens};
 
 #[derive(Debug, thiserror::Error)]

@@ -189,7 +189,10 @@ fn wait_all_ready(host: &ClusterHost, ids: &[String]) {
 /// Runs the CLI against the daemon at `api_url` (for threads that cannot borrow the cluster).
 fn shoal_at(api_url: &str, args: &[&str]) -> std::process::Output {
     let mut cmd = std::process::Command::new(shoal_bin());
-    cmd.arg("-H").arg(api_url).args(args).env_remove("SHOAL_HOST");
+    cmd.arg("-H")
+        .arg(api_url)
+        .args(args)
+        .env_remove("SHOAL_HOST");
     run_with_deadline(&mut cmd, Duration::from_secs(60))
         .unwrap_or_else(|| panic!("`shoal {}` hung", args.join(" ")))
 }
@@ -275,7 +278,14 @@ fn five_nodes_agree_on_one_leader_and_survive_its_kill9() {
                 let out = shoal_at(
                     &api,
                     &[
-                        "service", "create", "-d", "--name", &name, "--replicas", "0", "busybox",
+                        "service",
+                        "create",
+                        "-d",
+                        "--name",
+                        &name,
+                        "--replicas",
+                        "0",
+                        "busybox",
                     ],
                 );
                 if out.status.success() {
@@ -328,10 +338,7 @@ fn five_nodes_agree_on_one_leader_and_survive_its_kill9() {
         String::from_utf8_lossy(&cluster.host(1).shoal(&["node", "ls"]).stdout)
     );
     let new_leader = new_leader.unwrap();
-    eprintln!(
-        "new leader {new_leader} after {:?}",
-        killed_at.elapsed()
-    );
+    eprintln!("new leader {new_leader} after {:?}", killed_at.elapsed());
     assert!(
         new_leader == ids[1] || new_leader == ids[2],
         "the new leader {new_leader} is not a surviving manager"
@@ -360,25 +367,32 @@ fn five_nodes_agree_on_one_leader_and_survive_its_kill9() {
             .iter()
             .filter(|n| !acked.contains(*n) && **n != failed_name)
             .collect();
-        assert!(extra.is_empty(), "host {m} lists unknown services {extra:?}");
+        assert!(
+            extra.is_empty(),
+            "host {m} lists unknown services {extra:?}"
+        );
     }
 
     // Commands work through both surviving managers.
     cluster.host(1).shoal_ok(&words(
         "service create -d --name after --replicas 2 busybox sleep 600",
     ));
-    cluster
-        .host(2)
-        .shoal_ok(&words("service scale -d after=4"));
+    cluster.host(2).shoal_ok(&words("service scale -d after=4"));
     wait_replicas(cluster.host(2), "after", 4);
     let alive = [1, 2, 3, 4];
     cluster
         .host(1)
         .wait_for(CONVERGE, "4 containers of `after` on the survivors", || {
-            running_per_host(&cluster, &alive, "after").iter().sum::<usize>() == 4
+            running_per_host(&cluster, &alive, "after")
+                .iter()
+                .sum::<usize>()
+                == 4
         });
     let on_dead = placement(cluster.host(1), "after").remove(&ids[0]);
-    assert_eq!(on_dead, None, "a task of `after` is placed on the dead node");
+    assert_eq!(
+        on_dead, None,
+        "a task of `after` is placed on the dead node"
+    );
     assert!(
         service_names(cluster.host(2)).is_superset(&acked),
         "acknowledged writes went missing later"
@@ -393,9 +407,9 @@ fn a_cut_off_manager_refuses_writes_and_catches_up_after_heal() {
     let cluster = TestCluster::new_with(3, HEARTBEAT);
     cluster.form(3, 0);
     let ids = node_ids(&cluster);
-    cluster
-        .host(0)
-        .shoal_ok(&words("service create -d --name before --replicas 0 busybox"));
+    cluster.host(0).shoal_ok(&words(
+        "service create -d --name before --replicas 0 busybox",
+    ));
     for m in 1..3 {
         let host = cluster.host(m);
         host.wait_for(CONVERGE, "`before` on every manager", || {
@@ -419,7 +433,14 @@ fn a_cut_off_manager_refuses_writes_and_catches_up_after_heal() {
     let during: Vec<String> = (0..3).map(|i| format!("during{i}")).collect();
     for (i, name) in during.iter().enumerate() {
         cluster.host(1 + i % 2).shoal_ok(&[
-            "service", "create", "-d", "--name", name, "--replicas", "0", "busybox",
+            "service",
+            "create",
+            "-d",
+            "--name",
+            name,
+            "--replicas",
+            "0",
+            "busybox",
         ]);
     }
     cluster
@@ -438,7 +459,9 @@ fn a_cut_off_manager_refuses_writes_and_catches_up_after_heal() {
     );
     let lower = err.to_lowercase();
     assert!(
-        lower.contains("no quorum") || lower.contains("not reachable") || lower.contains("cannot reach"),
+        lower.contains("no quorum")
+            || lower.contains("not reachable")
+            || lower.contains("cannot reach"),
         "the cut-off manager's refusal does not say why: {err}"
     );
     eprintln!("cut-off manager said: {}", err.trim());
@@ -465,11 +488,15 @@ fn a_cut_off_manager_refuses_writes_and_catches_up_after_heal() {
         }
     });
     // Not only the names: the scale-down done meanwhile, through the healed manager.
-    host0.wait_for(CONVERGE, "`before` scaled to 0 on the healed manager", || {
-        host0.replicas("before").as_deref() == Some("0/0")
-    });
+    host0.wait_for(
+        CONVERGE,
+        "`before` scaled to 0 on the healed manager",
+        || host0.replicas("before").as_deref() == Some("0/0"),
+    );
     // And it takes writes again, as a Reachable member.
-    host0.shoal_ok(&words("service create -d --name healed --replicas 0 busybox"));
+    host0.shoal_ok(&words(
+        "service create -d --name healed --replicas 0 busybox",
+    ));
     for m in 0..3 {
         let host = cluster.host(m);
         host.wait_for(CONVERGE, "`healed` on every manager", || {
@@ -519,7 +546,10 @@ fn tasks_leave_a_dead_worker_and_a_drained_node() {
     manager.wait_for(CONVERGE, "web back at 6/6 without the dead node", || {
         replicas(manager, "web") == Some((6, 6))
             && !placement(manager, "web").contains_key(&ids[1])
-            && running_per_host(&cluster, &[0, 2], "web").iter().sum::<usize>() == 6
+            && running_per_host(&cluster, &[0, 2], "web")
+                .iter()
+                .sum::<usize>()
+                == 6
     });
     eprintln!("tasks moved off the dead worker after {:?}", died.elapsed());
     let down = manager
@@ -550,9 +580,7 @@ fn tasks_leave_a_dead_worker_and_a_drained_node() {
             assert_eq!(desired, 6, "the drain changed the desired count");
             samples += 1;
             lowest = lowest.min(running);
-            if running == 6
-                && placement(manager, "web") == BTreeMap::from([(ids[0].clone(), 6)])
-            {
+            if running == 6 && placement(manager, "web") == BTreeMap::from([(ids[0].clone(), 6)]) {
                 break true;
             }
         }
@@ -726,7 +754,9 @@ fn a_promoted_worker_becomes_a_reachable_manager_and_is_demoted_back() {
     }
     assert_eq!(worker.info()["is_manager"], true, "{}", worker.info());
     // The promoted node takes writes itself (forwarded to the leader), as a voter.
-    worker.shoal_ok(&words("service create -d --name by-promoted --replicas 0 busybox"));
+    worker.shoal_ok(&words(
+        "service create -d --name by-promoted --replicas 0 busybox",
+    ));
     assert!(service_names(manager).contains("by-promoted"));
 
     let out = manager.shoal_ok(&["node", "demote", &ids[1]]);
@@ -749,6 +779,8 @@ fn a_promoted_worker_becomes_a_reachable_manager_and_is_demoted_back() {
             && String::from_utf8_lossy(&out.stderr).contains("not a swarm manager")
     });
     // The one remaining manager has quorum alone and the demoted node is still a Ready worker.
-    manager.shoal_ok(&words("service create -d --name after-demote --replicas 0 busybox"));
+    manager.shoal_ok(&words(
+        "service create -d --name after-demote --replicas 0 busybox",
+    ));
     wait_all_ready(manager, &ids);
 }

@@ -26,9 +26,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;
 use shoal_proto::control_client::ControlClient;
-use shoal_proto::{
-    ContainerSpec, CreateServiceRequest, Empty, JoinTokenRequest, ServiceSpec,
-};
+use shoal_proto::{ContainerSpec, CreateServiceRequest, Empty, JoinTokenRequest, ServiceSpec};
 use shoal_tests::cluster::{ClusterHost, TestCluster};
 use shoal_tests::daemon::words;
 use shoal_tls::{NodeCert, Role, RootCa};
@@ -319,7 +317,11 @@ fn assert_refused(what: &str, result: Result<impl std::fmt::Debug, Status>) -> S
     match result {
         Ok(v) => panic!("{what} was accepted: {v:?}"),
         Err(status) => {
-            eprintln!("{what}: refused with {:?}: {}", status.code(), status.message());
+            eprintln!(
+                "{what}: refused with {:?}: {}",
+                status.code(),
+                status.message()
+            );
             status
         }
     }
@@ -374,7 +376,11 @@ fn joins_with_wrong_or_rotated_tokens_are_refused_and_change_nothing() {
     let rotated = join_token(manager, "--rotate worker");
     assert_ne!(rotated, worker);
     assert_eq!(join_token(manager, "worker"), rotated);
-    assert_eq!(join_token(manager, "manager"), mgr, "rotating the worker token changed the manager token");
+    assert_eq!(
+        join_token(manager, "manager"),
+        mgr,
+        "rotating the worker token changed the manager token"
+    );
     let err = join_refused(joiner, &worker, manager);
     assert!(
         err.contains("invalid join token") && err.contains("rotated"),
@@ -385,7 +391,11 @@ fn joins_with_wrong_or_rotated_tokens_are_refused_and_change_nothing() {
     joiner.swarm_join(&rotated, &manager.swarm_addr());
     let joined_id = joiner.node_id();
     assert!(!joined_id.is_empty());
-    assert_eq!(joiner.info()["is_manager"], false, "the worker token made a manager");
+    assert_eq!(
+        joiner.info()["is_manager"],
+        false,
+        "the worker token made a manager"
+    );
     manager.wait_for(Duration::from_secs(60), "the new worker Ready", || {
         node_list(manager).contains(&(joined_id.clone(), "Ready".to_string()))
     });
@@ -395,7 +405,10 @@ fn joins_with_wrong_or_rotated_tokens_are_refused_and_change_nothing() {
     let new_mgr = join_token(manager, "--rotate manager");
     assert_ne!(new_mgr, mgr);
     let err = join_refused(other, &mgr, manager);
-    assert!(err.contains("invalid join token"), "rotated manager token: {err}");
+    assert!(
+        err.contains("invalid join token"),
+        "rotated manager token: {err}"
+    );
     assert_eq!(node_list(manager).len(), 2);
 }
 
@@ -408,7 +421,9 @@ fn only_valid_manager_certificates_of_this_swarm_may_call_the_control_api() {
     other_swarm.host(0).swarm_init();
 
     let manager = cluster.host(0);
-    manager.shoal_ok(&words("service create -d --name probe --replicas 0 busybox"));
+    manager.shoal_ok(&words(
+        "service create -d --name probe --replicas 0 busybox",
+    ));
     let nodes_before = node_list(manager);
     let services_before = service_names(manager);
     let addr = manager.swarm_addr();
@@ -438,7 +453,10 @@ fn only_valid_manager_certificates_of_this_swarm_may_call_the_control_api() {
     for (what, status) in [
         (
             "ListServices with a worker certificate",
-            assert_refused("ListServices with a worker certificate", list_services(&rt, &addr, worker_config.clone())),
+            assert_refused(
+                "ListServices with a worker certificate",
+                list_services(&rt, &addr, worker_config.clone()),
+            ),
         ),
         (
             "CreateService with a worker certificate",
@@ -487,7 +505,12 @@ fn only_valid_manager_certificates_of_this_swarm_may_call_the_control_api() {
         "CreateService with another swarm's manager certificate",
         create_service(&rt, &addr, foreign_config, "by-foreigner"),
     );
-    assert_server_refused(manager, "UnknownIssuer", unknown_before, "another swarm's cert");
+    assert_server_refused(
+        manager,
+        "UnknownIssuer",
+        unknown_before,
+        "another swarm's cert",
+    );
 
     // An expired manager certificate signed by this swarm's CA.
     let ca = cluster_ca_from_disk(manager);
@@ -516,12 +539,19 @@ fn only_valid_manager_certificates_of_this_swarm_may_call_the_control_api() {
         "CreateService with an expired certificate",
         create_service(&rt, &addr, expired_config, "by-expired"),
     );
-    assert_server_refused(manager, "certificate expired", expired_before, "expired cert");
+    assert_server_refused(
+        manager,
+        "certificate expired",
+        expired_before,
+        "expired cert",
+    );
 
     // Nothing a refused caller asked for happened.
     assert_eq!(node_list(manager), nodes_before);
     assert_eq!(service_names(manager), services_before);
     // And the manager still serves its own nodes.
-    manager.shoal_ok(&words("service create -d --name after --replicas 0 busybox"));
+    manager.shoal_ok(&words(
+        "service create -d --name after --replicas 0 busybox",
+    ));
     assert!(service_names(manager).contains("after"));
 }

@@ -22,6 +22,7 @@
 //! `_seconds`, sizes `_bytes`; CPU amounts are `_cores` (1 = one CPU).
 
 mod api;
+mod autoscale;
 mod cluster;
 mod encode;
 mod process;
@@ -79,6 +80,7 @@ struct ManagerSource {
     raft: RaftHandle,
     usage: UsageStore,
     dispatcher: Dispatcher,
+    autoscaler: Arc<crate::autoscaler::AutoscalerStats>,
     roles: RoleInstruments,
     /// Follows the store for the role instruments; stopped with the manager.
     watcher: JoinHandle<()>,
@@ -117,6 +119,7 @@ impl Collector for ManagerCollector {
             m.roles.encode(&mut encoder, sessions)?;
             if status.is_leader {
                 usage::encode(&mut encoder, st, &m.usage.all())?;
+                autoscale::encode(&mut encoder, &m.autoscaler)?;
             }
             Ok(())
         })
@@ -177,6 +180,7 @@ impl NodeMetrics {
             raft: m.raft().clone(),
             usage: m.usage().clone(),
             dispatcher: m.dispatcher(),
+            autoscaler: m.autoscaler_stats(),
             roles,
             watcher,
         };

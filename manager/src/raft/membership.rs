@@ -148,11 +148,7 @@ impl RaftHandle {
         if status.is_leader {
             return Ok(status);
         }
-        let leader = match (status.leader_id, status.leader_addr()) {
-            (0, _) => "none elected yet".to_string(),
-            (id, Some(addr)) => format!("raft node {id} at {addr}"),
-            (id, None) => format!("raft node {id}"),
-        };
+        let leader = super::leader_label(status.leader_id, status.leader_addr());
         Err(StoreError::NotLeader { leader }.into())
     }
 

@@ -194,3 +194,15 @@ pub enum MembershipError {
     #[error("leadership did not move to raft node {to} within {waited:?}; it may be behind or unreachable, retry or pick another manager")]
     TransferTimeout { to: u64, waited: Duration },
 }
+
+/// How a NotLeader answer names the leader: with its address when known, so the caller can
+/// forward; when none is known the likely cause is a lost quorum, and the answer says so.
+pub(crate) fn leader_label(leader_id: u64, addr: Option<&str>) -> String {
+    match (leader_id, addr) {
+        (0, _) => "none elected: no quorum; are a majority of the managers running and \
+                   reachable?"
+            .to_string(),
+        (id, Some(addr)) if !addr.is_empty() => format!("raft node {id} at {addr}"),
+        (id, _) => format!("raft node {id}"),
+    }
+}

@@ -1343,13 +1343,13 @@ impl RaftLoop {
     /// How a NotLeader answer names the leader: with its address when known, so the caller
     /// can forward.
     fn leader_label(&self, leader_id: u64) -> String {
-        if leader_id == 0 {
-            return "none elected yet".to_string();
-        }
-        match self.node.store().members().get(&leader_id) {
-            Some(addr) if !addr.is_empty() => format!("raft node {leader_id} at {addr}"),
-            _ => format!("raft node {leader_id}"),
-        }
+        let addr = self
+            .node
+            .store()
+            .members()
+            .get(&leader_id)
+            .map(String::as_str);
+        super::leader_label(leader_id, addr)
     }
 }
 

@@ -8,9 +8,11 @@
 //!     whoever leads then. `--leader-runs N` rounds (default 10); median and max.
 //! (B) Worker death, 1 manager + 2 workers, a 6-replica service spread 2/2/2: SIGKILL one
 //!     worker's daemon AND its containerd (the machine dies; the network stays, so the kernel
-//!     closes its connections); the time until `service ls` shows 6/6 again with none of the
+//!     closes its connections), at a random point of its heartbeat cycle (6–11 s after the
+//!     service converged); the time until `service ls` shows 6/6 again with none of the
 //!     service's desired-running tasks on the dead node (i.e. its tasks are RUNNING
-//!     elsewhere). The worker is then started again and the service recreated, so that every
+//!     elsewhere). A node is DOWN 3 heartbeat periods (15 s) after it was last heard from, so
+//!     this is 10–15 s plus rescheduling. The worker is then started again and the service recreated, so that every
 //!     round starts from a 2/2/2 spread. `--worker-runs N` rounds (default 5); median and max.
 //!
 //! Not a test: it asserts nothing about speed; it prints the figures.
@@ -110,7 +112,14 @@ fn bench_leader_failover(runs: usize) -> Result<Vec<Duration>> {
         let accepted = loop {
             attempts += 1;
             let out = cluster.host(via).shoal(&[
-                "service", "create", "-d", "--name", &name, "--replicas", "0", "busybox",
+                "service",
+                "create",
+                "-d",
+                "--name",
+                &name,
+                "--replicas",
+                "0",
+                "busybox",
             ]);
             if out.status.success() {
                 break Some(started.elapsed());
@@ -185,6 +194,20 @@ fn leader_seen_by(host: &ClusterHost) -> Option<String> {
 // ---------------------------------------------------------------------------------------------
 
 const REPLICAS: usize = 6;
+/// The daemons' default `--dispatcher-heartbeat`.
+const HEARTBEAT_PERIOD: Duration = Duration::from_secs(5);
+/// Time after convergence before the kill, plus a random part of a heartbeat period.
+const SETTLE: Duration = Duration::from_secs(6);
+
+/// A duration in `[0, max)` from the clock's nanoseconds: enough to spread kills over the
+/// heartbeat cycle.
+fn random_below(max: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos() as u64;
+    Duration::from_nanos(nanos.wrapping_mul(2654435761) % max.as_nanos() as u64)
+}
 
 fn bench_worker_death(runs: usize) -> Result<Vec<Duration>> {
     let mut cluster = TestCluster::new(3);
@@ -204,8 +227,16 @@ fn bench_worker_death(runs: usize) -> Result<Vec<Duration>> {
             bail!("run {run}: not every node is Ready");
         }
         cluster.host(0).shoal_ok(&[
-            "service", "create", "-d", "--name", &name, "--replicas", &replicas, "busybox",
-            "sleep", "3600",
+            "service",
+            "create",
+            "-d",
+            "--name",
+            &name,
+            "--replicas",
+            &replicas,
+            "busybox",
+            "sleep",
+            "3600",
         ]);
         let manager = cluster.host(0);
         let spread_evenly = wait_until(TIMEOUT, || {
@@ -218,6 +249,10 @@ fn bench_worker_death(runs: usize) -> Result<Vec<Duration>> {
                 placement(manager, &name)
             );
         }
+        // A worker's status reports count as heartbeats, and it just reported its tasks
+        // running: killing it now would always hit the worst case (a full 3 periods of grace).
+        // Settle, and kill at an arbitrary point of its heartbeat cycle, as a crash would.
+        std::thread::sleep(SETTLE + random_below(HEARTBEAT_PERIOD));
         let started = Instant::now();
         cluster.host_mut(victim).kill9_with_containerd();
         let manager = cluster.host(0);
@@ -302,7 +337,9 @@ fn parse_args() -> Result<(usize, usize)> {
                  [--worker-runs N]"
             ),
         };
-        let value = args.next().with_context(|| format!("{arg} needs a number"))?;
+        let value = args
+            .next()
+            .with_context(|| format!("{arg} needs a number"))?;
         *target = value
             .parse()
             .with_context(|| format!("{arg} {value}: not a number"))?;
