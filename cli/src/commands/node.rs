@@ -309,17 +309,13 @@ async fn inspect(client: &Client, args: InspectArgs) -> Result<()> {
             Err(e) => errors.push(e),
         }
     }
-    if args.pretty {
-        let blocks: Vec<String> = found.iter().map(pretty).collect();
-        print!("{}", blocks.join("\n"));
-    } else if !found.is_empty() || errors.is_empty() {
-        let values = found
-            .iter()
-            .map(output::node_json)
-            .collect::<Result<Vec<_>>>()?;
-        println!("{}", serde_json::to_string_pretty(&values)?);
-    }
-    report_each(&errors)
+    let pretty_fn: fn(&Node) -> String = pretty;
+    super::print_inspected(
+        &found,
+        &errors,
+        args.pretty.then_some(pretty_fn),
+        output::node_json,
+    )
 }
 
 /// Docker's `node inspect --pretty` layout.

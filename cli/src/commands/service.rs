@@ -1145,17 +1145,13 @@ async fn inspect(client: &Client, args: InspectArgs) -> Result<()> {
             Err(e) => errors.push(e),
         }
     }
-    if args.pretty {
-        let blocks: Vec<String> = found.iter().map(pretty).collect();
-        print!("{}", blocks.join("\n"));
-    } else if !found.is_empty() || errors.is_empty() {
-        let values = found
-            .iter()
-            .map(output::inspect_json)
-            .collect::<Result<Vec<_>>>()?;
-        println!("{}", serde_json::to_string_pretty(&values)?);
-    }
-    report_each(&errors)
+    let pretty_fn: fn(&Service) -> String = pretty;
+    super::print_inspected(
+        &found,
+        &errors,
+        args.pretty.then_some(pretty_fn),
+        output::inspect_json,
+    )
 }
 
 /// Words joined by spaces, each quoted when it would otherwise read as several (or as none).
