@@ -45,7 +45,7 @@ pub enum Role {
 }
 
 impl Role {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Role::Worker => "worker",
             Role::Manager => "manager",

@@ -1,12 +1,13 @@
 //! `shoal swarm init | join | join-token | leave | update`.
 
 use anyhow::Result;
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use shoal_proto::{
     Empty, JoinTokenRequest, SwarmInitRequest, SwarmJoinRequest, SwarmLeaveRequest,
     UpdateClusterRequest,
 };
 
+use super::node::Role;
 use crate::client::{Client, RpcResult};
 
 #[derive(Debug, Subcommand)]
@@ -74,21 +75,6 @@ pub struct JoinTokenArgs {
     /// Which token: worker or manager
     #[arg(value_enum)]
     pub role: Role,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Role {
-    Worker,
-    Manager,
-}
-
-impl Role {
-    fn as_str(self) -> &'static str {
-        match self {
-            Role::Worker => "worker",
-            Role::Manager => "manager",
-        }
-    }
 }
 
 #[derive(Debug, Args)]
