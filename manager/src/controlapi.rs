@@ -45,6 +45,17 @@ pub struct ActiveManager {
 }
 
 impl ActiveManager {
+    /// Reads see every write acknowledged before they began (Raft ReadIndex): a leader that
+    /// was deposed without knowing it yet cannot answer from a stale state.
+    async fn linearizable(&self) -> Result<(), Status> {
+        self.leader
+            .raft()
+            .read_index()
+            .await
+            .map(|_| ())
+            .map_err(store_status)
+    }
+
     /// Manager status as Raft sees it now (stored addresses, live leadership and reachability).
     fn with_live_manager_status(&self, mut node: Node) -> Node {
         let status = self.leader.raft().status();
@@ -333,6 +344,7 @@ impl control_server::Control for ControlApi {
             resp.get_mut().self_id = m.node_id.clone();
             return Ok(resp);
         }
+        m.linearizable().await?;
         let nodes: Vec<Node> = m.store.view(|st| st.nodes.values().cloned().collect());
         let nodes = nodes
             .into_iter()
@@ -353,6 +365,7 @@ impl control_server::Control for ControlApi {
             request.get_mut().node = m.node_id.clone();
         }
         forward!(m, request, get_node);
+        m.linearizable().await?;
         let key = request.into_inner().node;
         let node = m.store.view(|st| find_node(st, &key, &m.node_id))?;
         Ok(Response::new(m.with_live_manager_status(node)))
@@ -400,6 +413,7 @@ impl control_server::Control for ControlApi {
     ) -> Result<Response<ListServicesResponse>, Status> {
         let m = self.active()?;
         forward!(m, request, list_services);
+        m.linearizable().await?;
         let services = m.store.view(|st| {
             st.services
                 .values()
@@ -424,6 +438,7 @@ impl control_server::Control for ControlApi {
     async fn get_service(&self, request: Request<ServiceRef>) -> Result<Response<Service>, Status> {
         let m = self.active()?;
         forward!(m, request, get_service);
+        m.linearizable().await?;
         let key = request.into_inner().service;
         Ok(Response::new(m.store.view(|st| find_service(st, &key))?))
     }
@@ -505,6 +520,7 @@ impl control_server::Control for ControlApi {
     ) -> Result<Response<ListTasksResponse>, Status> {
         let m = self.active()?;
         forward!(m, request, list_tasks);
+        m.linearizable().await?;
         let req = request.into_inner();
         let resp = m.store.view(|st| {
             let service_id = if req.service.is_empty() {
