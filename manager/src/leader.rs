@@ -4,8 +4,8 @@
 //! A forwarded call must not outlive the leadership it was sent to: when the leader is cut off
 //! the network, its HTTP/2 connection does not break (no packet says so), and a call on it
 //! would wait forever. So every forwarded call ([`LeaderChannel`]) ends, with UNAVAILABLE and a
-//! message saying why, as soon as this manager sees the leadership change (a new leader, or
-//! none), or after [`FORWARD_TIMEOUT`].
+//! message saying why, [`MOVED_GRACE`] after this manager sees the leadership change (a new
+//! leader, or none) unless the old leader answered by then, or after [`FORWARD_TIMEOUT`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,6 +26,9 @@ pub const NO_LEADER: &str = "no quorum: this manager knows of no elected leader;
 /// How long a forwarded call may take: longer than the leader itself waits for a proposal to
 /// commit, so that the leader's own "no quorum" answer comes through.
 pub const FORWARD_TIMEOUT: Duration = PROPOSE_TIMEOUT.saturating_add(Duration::from_secs(5));
+
+/// How long a forwarded call may still take once leadership moved away from where it went.
+pub const MOVED_GRACE: Duration = Duration::from_secs(3);
 
 type ChannelCache = Arc<Mutex<HashMap<String, Channel>>>;
 
@@ -126,9 +129,16 @@ impl Service<http::Request<Body>> for LeaderChannel {
         let addr = self.addr.clone();
         let cache = self.cache.clone();
         Box::pin(async move {
+            let mut call = std::pin::pin!(call);
             let status = tokio::select! {
-                response = call => return response.map_err(Into::into),
+                response = &mut call => return response.map_err(Into::into),
                 new_leader = moved => {
+                    // The old leader may still answer: it may be the one that handed over
+                    // leadership (a leader demoting itself forwards the demotion to its
+                    // successor), or the new leader may be this very manager.
+                    if let Ok(response) = tokio::time::timeout(MOVED_GRACE, &mut call).await {
+                        return response.map_err(Into::into);
+                    }
                     if new_leader == 0 {
                         Status::unavailable(format!(
                             "no quorum: this manager lost contact with the leader at {addr} \
@@ -139,18 +149,13 @@ impl Service<http::Request<Body>> for LeaderChannel {
                         ))
                     } else {
                         Status::unavailable(format!(
-                            "leadership moved away from the manager at {addr} while the call \
-                             was forwarded to it; the call may or may not have taken effect: \
-                             run the command again"
+                            "the leader at {addr} is not reachable: leadership moved away from \
+                             it while the call was forwarded to it, and it did not answer; the \
+                             call may or may not have taken effect: run the command again"
                         ))
                     }
                 }
                 _ = tokio::time::sleep(FORWARD_TIMEOUT) => {
-                    // The connection may be dead without knowing it: dial afresh next time.
-                    cache
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&addr);
                     Status::unavailable(format!(
                         "the leader at {addr} is not reachable: it did not answer within \
                          {FORWARD_TIMEOUT:?}; the call may or may not have taken effect. Are a \
@@ -159,6 +164,11 @@ impl Service<http::Request<Body>> for LeaderChannel {
                     ))
                 }
             };
+            // The connection may be dead without knowing it: dial afresh next time.
+            cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&addr);
             Err(Box::new(status) as StdError)
         })
     }

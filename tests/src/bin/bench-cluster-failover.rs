@@ -12,8 +12,9 @@
 //!     service converged); the time until `service ls` shows 6/6 again with none of the
 //!     service's desired-running tasks on the dead node (i.e. its tasks are RUNNING
 //!     elsewhere). A node is DOWN 3 heartbeat periods (15 s) after it was last heard from, so
-//!     this is 10–15 s plus rescheduling. The worker is then started again and the service recreated, so that every
-//!     round starts from a 2/2/2 spread. `--worker-runs N` rounds (default 5); median and max.
+//!     this is 10–15 s plus rescheduling. The worker is then started again and the service
+//!     recreated, so that every round starts from a 2/2/2 spread. `--worker-runs N` rounds
+//!     (default 5); median and max.
 //!
 //! Not a test: it asserts nothing about speed; it prints the figures.
 //! Usage: `bench-cluster-failover [--leader-runs N] [--worker-runs N]` (run by
