@@ -866,3 +866,57 @@ fn a_promoted_worker_becomes_a_reachable_manager_and_is_demoted_back() {
     ));
     wait_all_ready(manager, &ids);
 }
+
+/// `swarm init --force-new-cluster` on the one manager left of three: it leads alone at once,
+/// every service is still there, it takes writes, and a new manager can join it.
+#[test]
+fn force_new_cluster_recovers_a_lost_quorum_keeping_the_state() {
+    let mut cluster = TestCluster::new_with(3, HEARTBEAT);
+    cluster.form(3, 0);
+    for name in ["kept1", "kept2"] {
+        cluster.host(0).shoal_ok(&[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            name,
+            "--replicas",
+            "0",
+            "busybox",
+        ]);
+    }
+    let survivor = 2;
+    let host = cluster.host(survivor);
+    host.wait_for(CONVERGE, "both services on the survivor", || {
+        let names = service_names(host);
+        names.contains("kept1") && names.contains("kept2")
+    });
+    cluster.power_off(0);
+    cluster.power_off(1);
+
+    // Two of three managers gone: no quorum, no writes.
+    let host = cluster.host(survivor);
+    let refused = host.shoal(&words("service create -d --name lost --replicas 0 busybox"));
+    assert!(
+        !refused.status.success(),
+        "a write was accepted without a quorum"
+    );
+
+    host.shoal_ok(&words("swarm init --force-new-cluster"));
+    let leads = wait_until(ELECTION, || {
+        leader_seen_by(host).as_deref() == Some(host.node_id().as_str())
+    });
+    assert!(
+        leads,
+        "the survivor does not lead after --force-new-cluster"
+    );
+    let names = service_names(host);
+    assert!(
+        names.contains("kept1") && names.contains("kept2"),
+        "services lost by --force-new-cluster: {names:?}"
+    );
+    host.shoal_ok(&words(
+        "service create -d --name after --replicas 0 busybox",
+    ));
+    assert!(service_names(host).contains("after"));
+}
