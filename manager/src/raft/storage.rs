@@ -300,35 +300,8 @@ impl RaftStorage {
                 self.first()
             )));
         }
-        let conf_state = meta.get_conf_state().clone();
-        let mut hs = self.hard_state.clone();
-        hs.term = hs.term.max(term);
-        hs.commit = index;
-        let snap_bytes = encode(&snapshot, &self.path)?;
-        let cs_bytes = encode(&conf_state, &self.path)?;
-        let hs_bytes = encode(&hs, &self.path)?;
-        let member_bytes = members::encode(&members);
-        let (first, last) = (self.first(), self.last());
-        self.write(|txn| {
-            let mut table = txn.open_table(ENTRIES)?;
-            for i in first..=last {
-                table.remove(i)?;
-            }
-            let mut meta = txn.open_table(META)?;
-            meta.insert(KEY_SNAPSHOT, snap_bytes.as_slice())?;
-            meta.insert(KEY_CONF_STATE, cs_bytes.as_slice())?;
-            meta.insert(KEY_MEMBERS, member_bytes.as_slice())?;
-            meta.insert(KEY_HARD_STATE, hs_bytes.as_slice())?;
-            meta.insert(KEY_TRUNCATED, truncated_bytes(index, term).as_slice())?;
-            Ok(())
-        })?;
-        self.entries.clear();
-        self.truncated_index = index;
-        self.truncated_term = term;
-        self.conf_state = conf_state;
-        self.members = members;
-        self.hard_state = hs;
-        self.snapshot = snapshot;
+        let retired = self.retired.clone();
+        self.replace_log(snapshot, members, retired)?;
         info!(index, term, "raft snapshot from the leader installed");
         Ok(())
     }
@@ -365,13 +338,27 @@ impl RaftStorage {
                 "the snapshot at {index} has term {term} but the log's entry has term {log_term}"
             )));
         }
+        let mut all_retired = self.retired.clone();
+        all_retired.extend(retired);
+        self.replace_log(snapshot, members, all_retired)
+    }
+
+    /// Makes `snapshot` the whole log in one durable write: every entry goes, its
+    /// configuration, `members` and `retired` become ours, and everything up to it counts as
+    /// committed. Callers check that the snapshot may replace the log.
+    fn replace_log(
+        &mut self,
+        snapshot: Snapshot,
+        members: Members,
+        retired: BTreeSet<u64>,
+    ) -> Result<(), RaftError> {
+        let meta = snapshot.get_metadata();
+        let (index, term) = (meta.index, meta.term);
         let conf_state = meta.get_conf_state().clone();
         let mut hs = self.hard_state.clone();
         hs.term = hs.term.max(term);
         hs.commit = index;
-        let mut all_retired = self.retired.clone();
-        all_retired.extend(retired);
-        let retired_bytes: Vec<u8> = all_retired.iter().flat_map(|id| id.to_le_bytes()).collect();
+        let retired_bytes: Vec<u8> = retired.iter().flat_map(|id| id.to_le_bytes()).collect();
         let snap_bytes = encode(&snapshot, &self.path)?;
         let cs_bytes = encode(&conf_state, &self.path)?;
         let hs_bytes = encode(&hs, &self.path)?;
@@ -398,7 +385,7 @@ impl RaftStorage {
         self.members = members;
         self.hard_state = hs;
         self.snapshot = snapshot;
-        self.retired = all_retired;
+        self.retired = retired;
         Ok(())
     }
 
