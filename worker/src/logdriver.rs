@@ -351,6 +351,31 @@ pub fn run(args: &[String]) -> Result<(), LogDriverError> {
     Ok(())
 }
 
+/// Runs the log driver and exits when this process was started as one (`BIN __log-driver …`);
+/// returns otherwise. For binaries other than `shoal` that stand in for it (the worker's
+/// tests), called before `main`, so it reads the arguments from /proc.
+pub fn run_if_invoked() {
+    let Ok(raw) = std::fs::read("/proc/self/cmdline") else {
+        return;
+    };
+    let args: Vec<String> = raw
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    if args.get(1).map(String::as_str) != Some(SUBCOMMAND) {
+        return;
+    }
+    let code = match run(&args[2..]) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("log driver: {e}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

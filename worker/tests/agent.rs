@@ -22,7 +22,6 @@ use shoal_tests::image::{build_busybox_oci_archive, BUSYBOX_IMAGE};
 use shoal_worker::agent::{self, AgentConfig};
 use shoal_worker::containerd::{Containerd, NAMESPACE};
 use shoal_worker::executor::{Executor, ObservedState};
-use shoal_worker::logdriver::SUBCOMMAND;
 use shoal_worker::logs;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -30,25 +29,8 @@ use tonic::{Request, Response, Status};
 
 #[ctor::ctor]
 fn log_driver_entry() {
-    // Read from /proc rather than std::env::args: this runs before main.
-    let Ok(raw) = std::fs::read("/proc/self/cmdline") else {
-        return;
-    };
-    let args: Vec<String> = raw
-        .split(|&b| b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    if args.get(1).map(String::as_str) == Some(SUBCOMMAND) {
-        let code = match shoal_worker::logdriver::run(&args[2..]) {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("log driver: {e}");
-                1
-            }
-        };
-        std::process::exit(code);
-    }
+    // The test binary stands in for `shoal` as the log driver containerd's shim runs.
+    shoal_worker::logdriver::run_if_invoked();
 }
 
 const NODE: &str = "node0123456789";
