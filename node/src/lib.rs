@@ -1,6 +1,10 @@
-//! `shoal daemon`: the per-host process. Serves the client API on a unix socket, runs the
-//! worker agent against containerd, and — once the node is in a swarm as a manager — the Raft
-//! log and the manager roles.
+//! `shoal daemon`: the per-host process (swarmkit's `node`). Serves the client API on a unix
+//! socket, runs the worker agent against containerd, and — once the node is in a swarm as a
+//! manager — the Raft log and the manager roles.
+//!
+//! This crate composes the manager and worker libraries into one process; the `shoal` binary
+//! parses the daemon's flags into a [`Config`] and calls [`run`]. Like a binary, it reports
+//! failures with `anyhow` and context: its errors end at the daemon's exit or in a gRPC status.
 
 mod api;
 mod describe;
@@ -24,33 +28,26 @@ use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tracing::info;
 
-use crate::client::socket_path;
-
-/// Flags of `shoal daemon`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct DaemonArgs {
+/// How `shoal daemon` runs (its flags, parsed by the CLI).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The client API's unix socket.
+    pub socket: PathBuf,
     /// Where the daemon keeps its state (Raft log, node identity, task logs).
-    #[arg(long, default_value = "/var/lib/shoal")]
     pub data_dir: PathBuf,
     /// containerd's gRPC socket.
-    #[arg(long, default_value = "/run/containerd/containerd.sock")]
     pub containerd: PathBuf,
     /// containerd namespace for Shoal's images and containers.
-    #[arg(long, default_value = "shoal")]
     pub containerd_namespace: String,
     /// How often workers heartbeat their manager (a node silent for three periods is down).
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub dispatcher_heartbeat: std::time::Duration,
-    /// Serve Prometheus metrics at http://HOST:PORT/metrics (plain HTTP; off unless given).
-    /// Every node exports its API and process metrics; a manager also the cluster's state, Raft,
-    /// and (the leader) every task's CPU, memory and network use. Example: 127.0.0.1:9323.
-    #[arg(long, value_name = "HOST:PORT")]
+    /// Where to serve Prometheus metrics (`HOST:PORT`), when at all.
     pub metrics_addr: Option<String>,
 }
 
 /// Everything the API handlers and the swarm lifecycle share.
 pub struct Daemon {
-    pub args: DaemonArgs,
+    pub args: Config,
     pub containerd: Containerd,
     pub executor: Arc<shoal_worker::executor::Executor>,
     pub manager_slot: ManagerSlot,
@@ -103,9 +100,10 @@ async fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))
 }
 
-pub async fn run(host: &str, args: DaemonArgs) -> anyhow::Result<()> {
+/// Runs the daemon until SIGTERM or Ctrl-C.
+pub async fn run(args: Config) -> anyhow::Result<()> {
     init_tracing();
-    let sock = socket_path(host)?;
+    let sock = args.socket.clone();
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data dir {}", args.data_dir.display()))?;
     let identity = identity::Identity::load(&args.data_dir)?;
