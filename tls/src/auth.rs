@@ -11,16 +11,9 @@ use tonic::service::Interceptor;
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Status};
 
+use crate::identity::PeerIdentity;
 use crate::transport::PeerInfo;
 use crate::Role;
-
-/// A node as its verified certificate names it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PeerIdentity {
-    pub node_id: String,
-    pub role: Role,
-    pub cluster_id: String,
-}
 
 /// The caller of a request that passed [`require_node`].
 #[derive(Clone, Debug, PartialEq, Eq)]

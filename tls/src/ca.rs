@@ -17,12 +17,12 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use time::OffsetDateTime;
 
 use crate::digest::CaDigest;
+use crate::files::CA_CERT_FILE;
+use crate::identity::check_node_id;
 use crate::node::{NodeCert, NodeKey};
 use crate::{files, pem, x509, Role, TlsError, ROOT_CA_EXPIRY};
 
-/// File names in a CA directory. The node side keeps its copy of the CA certificate under the
-/// same name, so a manager's certificate directory holds one `root-ca.crt`.
-pub(crate) const CA_CERT_FILE: &str = "root-ca.crt";
+/// The CA key's file name in a CA directory, next to [`CA_CERT_FILE`].
 const CA_KEY_FILE: &str = "root-ca.key";
 
 /// Common name of every Shoal root CA; the cluster is told apart by the O (cluster ID).
@@ -49,19 +49,6 @@ impl std::fmt::Debug for RootCa {
             .field("cluster_id", &self.cluster_id)
             .field("digest", &self.digest())
             .finish_non_exhaustive()
-    }
-}
-
-pub(crate) fn check_node_id(node_id: &str) -> Result<(), TlsError> {
-    let ok = !node_id.is_empty()
-        && node_id.len() <= 64
-        && node_id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(TlsError::InvalidNodeId(node_id.to_string()))
     }
 }
 

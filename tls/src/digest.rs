@@ -39,8 +39,8 @@ impl CaDigest {
         let actual = Self::of_pem(ca_pem)?;
         if actual != *self {
             return Err(TlsError::CaDigestMismatch {
-                expected: *self,
-                actual,
+                expected: self.to_string(),
+                actual: actual.to_string(),
             });
         }
         Ok(())

@@ -2,8 +2,6 @@
 
 use std::path::PathBuf;
 
-use crate::CaDigest;
-
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TlsError {
@@ -59,8 +57,9 @@ pub enum TlsError {
          with `shoal swarm join-token` on a manager"
     )]
     CaDigestMismatch {
-        expected: CaDigest,
-        actual: CaDigest,
+        /// Both as `sha256:HEX`, as tokens and `swarm ca` print them.
+        expected: String,
+        actual: String,
     },
 
     #[error(

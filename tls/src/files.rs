@@ -45,3 +45,7 @@ pub(crate) fn read(path: &Path) -> Result<String, TlsError> {
         source,
     })
 }
+
+/// The CA certificate's file name in a CA directory. The node side keeps its copy of the CA certificate under the
+/// same name, so a manager's certificate directory holds one `root-ca.crt`.
+pub(crate) const CA_CERT_FILE: &str = "root-ca.crt";

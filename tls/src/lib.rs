@@ -26,6 +26,7 @@ mod config;
 mod digest;
 mod error;
 mod files;
+mod identity;
 mod node;
 mod pem;
 mod transport;
@@ -38,7 +39,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-pub use auth::{peer_identity, require_node, require_role, Caller, PeerIdentity, RequireRole};
+pub use auth::{peer_identity, require_node, require_role, Caller, RequireRole};
 pub use ca::RootCa;
 pub use config::{
     bootstrap_client_config, client_config, client_config_live, server_config, server_config_live,
@@ -46,6 +47,7 @@ pub use config::{
 };
 pub use digest::CaDigest;
 pub use error::TlsError;
+pub use identity::PeerIdentity;
 pub use node::{NodeCert, NodeKey};
 pub use transport::{
     connect, connect_lazy, PeerInfo, TlsConn, TlsConnector, TlsIncoming, HANDSHAKE_TIMEOUT,

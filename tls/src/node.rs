@@ -8,8 +8,9 @@ use rcgen::{CertificateParams, DistinguishedName, KeyPair, PublicKeyData};
 use rustls::pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
 
-use crate::ca::{check_node_id, CA_CERT_FILE};
 use crate::digest::CaDigest;
+use crate::files::CA_CERT_FILE;
+use crate::identity::identity_of;
 use crate::{files, pem, x509, Role, TlsError};
 
 const NODE_CERT_FILE: &str = "node.crt";
@@ -89,31 +90,6 @@ impl std::fmt::Debug for NodeCert {
             .field("not_after", &self.not_after)
             .finish_non_exhaustive()
     }
-}
-
-/// Node ID, role and cluster ID as a CA-signed certificate states them. `what` names the
-/// certificate in errors.
-pub(crate) fn identity_of(
-    info: &x509::CertInfo,
-    what: &'static str,
-) -> Result<(String, Role, String), TlsError> {
-    let node_id = info.common_name.clone().ok_or(TlsError::InvalidCert {
-        what,
-        reason: "the certificate has no common name (node ID)".into(),
-    })?;
-    check_node_id(&node_id)?;
-    let ou = info.org_unit.as_deref().unwrap_or("");
-    let role = Role::from_ou(ou).ok_or_else(|| TlsError::InvalidCert {
-        what,
-        reason: format!(
-            "the certificate's organizational unit {ou:?} is not swarm-manager or swarm-worker"
-        ),
-    })?;
-    let cluster_id = info.org.clone().ok_or(TlsError::InvalidCert {
-        what,
-        reason: "the certificate names no cluster (O)".into(),
-    })?;
-    Ok((node_id, role, cluster_id))
 }
 
 impl NodeCert {

@@ -26,8 +26,7 @@ use tokio_rustls::{server, TlsAcceptor};
 use tonic::transport::server::Connected;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use crate::auth::PeerIdentity;
-use crate::node::identity_of;
+use crate::identity::{identity_of, PeerIdentity};
 use crate::{x509, TlsError};
 
 /// How long a TLS handshake (and, for clients, the TCP connect before it) may take.
