@@ -326,7 +326,7 @@ impl control_server::Control for ControlApi {
             c.manager_join_token.clone()
         };
         Ok(Response::new(JoinTokenResponse {
-            join_command: format!("shoal swarm join --token {token} {addr}"),
+            join_command: tokens::join_command(&token, &addr),
             token,
         }))
     }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::Stream;
+use shoal_proto::leader_hint;
 use shoal_proto::{
     dispatcher_server, store_action::Action, Empty, HeartbeatRequest, HeartbeatResponse, NodeRole,
     NodeState, NodeStatusUpdate, SessionMessage, SessionRequest, StoreAction, Task, TaskState,
@@ -26,8 +27,6 @@ use crate::raft::RaftStatus;
 use crate::usage::UsageStore;
 use shoal_tls::Caller;
 
-/// The start of the error a follower answers with; workers look for it to move on.
-pub const NOT_LEADER: &str = "this manager is not the swarm leader";
 use crate::store::{Store, StoreError};
 
 /// Docker Swarm's default `--dispatcher-heartbeat`.
@@ -95,10 +94,7 @@ impl Dispatcher {
         if status.is_leader {
             return Ok(());
         }
-        Err(Status::unavailable(format!(
-            "{NOT_LEADER}; the leader is {}",
-            status.leader_addr().unwrap_or("not known yet")
-        )))
+        Err(leader_hint::not_leader(status.leader_addr()))
     }
 
     /// Worker sessions held now, for metrics.
@@ -123,13 +119,7 @@ impl Dispatcher {
     }
 
     fn manager_addrs(&self) -> Vec<String> {
-        self.store.view(|st| {
-            st.nodes
-                .values()
-                .filter(|n| n.role == NodeRole::Manager as i32 && !n.addr.is_empty())
-                .map(|n| n.addr.clone())
-                .collect()
-        })
+        self.store.view(|st| st.manager_addrs())
     }
 
     fn assigned(&self, node_id: &str) -> Vec<Task> {
@@ -296,7 +286,8 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                         if changed.is_ok() && raft.borrow().is_leader {
                             continue;
                         }
-                        let _ = tx.send(Err(Status::unavailable(NOT_LEADER))).await;
+                        let refusal = leader_hint::not_leader(raft.borrow().leader_addr());
+                        let _ = tx.send(Err(refusal)).await;
                         return;
                     }
                     ev = events.recv() => {

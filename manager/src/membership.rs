@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use shoal_proto::leader_hint;
 use shoal_proto::{
     membership_client::MembershipClient, membership_server, store_action::Action,
     IssueCertificateRequest, IssueCertificateResponse, JoinRaftRequest, JoinRaftResponse,
@@ -45,16 +46,6 @@ impl MembershipApi {
     }
 }
 
-fn managers(m: &ActiveManager) -> Vec<String> {
-    m.store.view(|st| {
-        st.nodes
-            .values()
-            .filter(|n| n.role == NodeRole::Manager as i32 && !n.addr.is_empty())
-            .map(|n| n.addr.clone())
-            .collect()
-    })
-}
-
 #[tonic::async_trait]
 impl membership_server::Membership for MembershipApi {
     async fn issue_certificate(
@@ -79,10 +70,11 @@ impl membership_server::Membership for MembershipApi {
             if renewing_node.is_some() {
                 // The leader must see the renewing node's own certificate; a forwarded call
                 // would carry ours. The node retries against the leader itself.
-                return Err(Status::unavailable(format!(
-                    "{}; renew against the leader",
-                    crate::dispatcher::NOT_LEADER
-                )));
+                let leader = m.leader.raft().status();
+                return Err(leader_hint::not_leader_with(
+                    leader.leader_addr(),
+                    &format!("{}; renew against the leader", leader_hint::NOT_LEADER),
+                ));
             }
             return MembershipClient::new(ch)
                 .issue_certificate(request.into_inner())
@@ -157,7 +149,7 @@ impl membership_server::Membership for MembershipApi {
             role: role.as_str().to_string(),
             cert_pem,
             ca_pem: ca.cert_pem().to_string(),
-            managers: managers(&m),
+            managers: m.store.view(|st| st.manager_addrs()),
         }))
     }
 

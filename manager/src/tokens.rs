@@ -117,6 +117,11 @@ pub fn new_join_token(ca_digest: &CaDigest) -> String {
 
 /// `join-token --rotate`: the same cluster part with a new secret, so that the old token stops
 /// working while the new one still pins the same CA.
+/// The command a node joins with, as `swarm init` and `swarm join-token` print it.
+pub fn join_command(token: &str, manager_addr: &str) -> String {
+    format!("shoal swarm join --token {token} {manager_addr}")
+}
+
 pub fn rotate(current: &str) -> Result<String, TokenError> {
     let parsed = parse(current)?;
     Ok(new_join_token(&parsed.ca_digest))

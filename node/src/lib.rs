@@ -9,6 +9,7 @@
 mod api;
 mod describe;
 mod identity;
+mod leader_search;
 mod logs;
 mod metrics_http;
 mod net;

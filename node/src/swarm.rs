@@ -11,7 +11,6 @@ use std::time::Duration;
 use anyhow::Context;
 use rand::Rng;
 use shoal_manager::controlapi::ActiveManager;
-use shoal_manager::dispatcher::NOT_LEADER;
 use shoal_manager::leader::LeaderLink;
 use shoal_manager::raft::RaftHandle;
 use shoal_manager::{Manager, ManagerConfig};
@@ -25,12 +24,11 @@ use shoal_worker::agent::{AgentError, ConnectFn};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnixListenerStream;
-use tonic::transport::Channel;
 use tracing::{info, warn};
 
 use super::describe::{advertise_addr, describe};
 use super::identity::{Identity, Membership};
-use super::{net, Daemon};
+use crate::{leader_search, net, renew, Daemon};
 
 pub const ALREADY_IN_SWARM: &str = "This node is already part of a swarm. Use `shoal swarm \
      leave` to leave this swarm and join another one.";
@@ -176,46 +174,28 @@ fn dispatcher_connector(
                     })?;
                 return Ok(DispatcherClient::new(ch));
             }
-            let mut candidates = super::renew::candidates(local.as_ref(), &managers);
-            let mut reasons = Vec::new();
-            let mut i = 0;
-            while i < candidates.len() && i < 16 {
-                let addr = candidates[i].clone();
-                i += 1;
-                let ch: Channel =
-                    match shoal_tls::connect(&addr, config.clone(), Role::Manager.server_name())
-                        .await
-                    {
-                        Ok(ch) => ch,
-                        Err(e) => {
-                            reasons.push(format!("{addr}: {e}"));
-                            continue;
-                        }
-                    };
-                let mut client = DispatcherClient::new(ch);
-                // A heartbeat without a session: the leader says "unknown session", a
-                // follower says who leads.
-                let probe = HeartbeatRequest {
-                    node_id: node_id.clone(),
-                    session_id: String::new(),
-                };
-                match client.heartbeat(probe).await {
-                    Err(s) if s.code() == tonic::Code::NotFound => return Ok(client),
-                    Ok(_) => return Ok(client),
-                    Err(s) if s.message().starts_with(NOT_LEADER) => {
-                        if let Some(leader) = super::renew::leader_named_in(s.message()) {
-                            if !candidates.iter().any(|c| c == leader) {
-                                candidates.insert(i, leader.to_string());
-                            }
-                        }
-                        reasons.push(format!("{addr}: not the leader"));
+            let candidates = leader_search::candidates(local.as_ref(), &managers);
+            // A heartbeat without a session: the leader says "unknown session", a follower
+            // refuses and names the leader.
+            let probe = HeartbeatRequest {
+                node_id,
+                session_id: String::new(),
+            };
+            let found = leader_search::call_leader(candidates, &config, |channel| {
+                let probe = probe.clone();
+                async move {
+                    let mut client = DispatcherClient::new(channel);
+                    match client.heartbeat(probe).await {
+                        Ok(_) => Ok(client),
+                        Err(s) if s.code() == tonic::Code::NotFound => Ok(client),
+                        Err(s) => Err(s),
                     }
-                    Err(s) => reasons.push(format!("{addr}: {}", s.message())),
                 }
-            }
-            Err(AgentError::Connect {
+            })
+            .await;
+            found.map_err(|reasons| AgentError::Connect {
                 target: "the swarm's managers".into(),
-                reason: reasons.join("; "),
+                reason: reasons,
             })
         }
     }))
@@ -304,14 +284,25 @@ async fn start(daemon: &Arc<Daemon>, state: &mut SwarmState, how: Start<'_>) -> 
         })
     };
     let local_raft = manager.as_ref().map(|m| m.raft().clone());
-    tasks.push(tokio::spawn(super::renew::run(
+    let renewal = renew::run(
         daemon.clone(),
         cert.clone(),
         local_raft.clone(),
         managers.clone(),
         role_changed,
         stop_rx.clone(),
-    )));
+    );
+    let renewing = daemon.clone();
+    tasks.push(tokio::spawn(async move {
+        if let Some(role) = renewal.await {
+            // Restarting the swarm services stops this task too: do it from another.
+            tokio::spawn(async move {
+                if let Err(e) = switch_role(&renewing, role).await {
+                    warn!(error = %e, "could not switch to the new role");
+                }
+            });
+        }
+    }));
     let cfg = shoal_worker::agent::AgentConfig {
         node_id: node_id.clone(),
         addr: membership.advertise_addr.clone(),
@@ -461,6 +452,11 @@ pub async fn init(
         managers: vec![addr.clone()],
     });
     start_or_undo(daemon, &mut state, Start::Init(&ca, cert_expiry)).await?;
+    Ok(init_outcome(&state, &addr))
+}
+
+/// What `swarm init` answers: this node's ID and the command workers join with.
+fn init_outcome(state: &SwarmState, manager_addr: &str) -> InitOutcome {
     let token = state
         .manager()
         .and_then(|m| {
@@ -468,10 +464,10 @@ pub async fn init(
                 .view(|st| st.cluster.as_ref().map(|c| c.worker_join_token.clone()))
         })
         .unwrap_or_default();
-    Ok(InitOutcome {
+    InitOutcome {
         node_id: state.identity.node_id.clone(),
-        join_command: format!("shoal swarm join --token {token} {addr}"),
-    })
+        join_command: shoal_manager::tokens::join_command(&token, manager_addr),
+    }
 }
 
 /// `swarm join --token T MANAGER`: get a certificate with the token (the manager is trusted
@@ -673,18 +669,5 @@ async fn force_new_cluster_here(daemon: &Arc<Daemon>) -> Result<InitOutcome, ton
             "could not recover the swarm: {e:#}"
         )));
     }
-    let token = state
-        .manager()
-        .and_then(|m| {
-            m.store()
-                .view(|st| st.cluster.as_ref().map(|c| c.worker_join_token.clone()))
-        })
-        .unwrap_or_default();
-    Ok(InitOutcome {
-        node_id: state.identity.node_id.clone(),
-        join_command: format!(
-            "shoal swarm join --token {token} {}",
-            membership.advertise_addr
-        ),
-    })
+    Ok(init_outcome(&state, &membership.advertise_addr))
 }

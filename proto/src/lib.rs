@@ -47,4 +47,5 @@ impl Task {
     }
 }
 
+pub mod leader_hint;
 pub mod reference;

@@ -49,6 +49,7 @@ pub use digest::CaDigest;
 pub use error::TlsError;
 pub use identity::PeerIdentity;
 pub use node::{NodeCert, NodeKey};
+pub use rustls::ClientConfig;
 pub use transport::{
     connect, connect_lazy, PeerInfo, TlsConn, TlsConnector, TlsIncoming, HANDSHAKE_TIMEOUT,
 };

@@ -107,6 +107,16 @@ impl StoreState {
             .find(|s| s.spec.as_ref().is_some_and(|spec| spec.name == name))
     }
 
+    /// The addresses managers advertise, for nodes to reach the managers by (manager nodes that
+    /// have not advertised one yet are left out).
+    pub fn manager_addrs(&self) -> Vec<String> {
+        self.nodes
+            .values()
+            .filter(|n| n.role == NodeRole::Manager as i32 && !n.addr.is_empty())
+            .map(|n| n.addr.clone())
+            .collect()
+    }
+
     pub fn tasks_of_service<'a>(&'a self, service_id: &'a str) -> impl Iterator<Item = &'a Task> {
         self.tasks
             .values()
