@@ -21,7 +21,7 @@ use shoal_tests::containerd::ContainerdHost;
 use shoal_tests::image::{build_busybox_oci_archive, BUSYBOX_IMAGE};
 use shoal_worker::agent::{self, AgentConfig};
 use shoal_worker::containerd::{Containerd, NAMESPACE};
-use shoal_worker::executor::{Executor, ObservedState};
+use shoal_worker::executor::{ContainerdExecutor, ObservedState};
 use shoal_worker::logs;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -230,7 +230,7 @@ struct Env {
     socket: PathBuf,
     data: PathBuf,
     agent: Option<RunningAgent>,
-    executor: Arc<Executor>,
+    executor: Arc<ContainerdExecutor>,
     host: ContainerdHost,
     _dir: tempfile::TempDir,
 }
@@ -246,8 +246,9 @@ impl Env {
             .await
             .expect("loading the busybox image");
         let data = dir.path().join("worker");
-        let executor =
-            Arc::new(Executor::new(cd, data.clone(), std::env::current_exe().unwrap()).unwrap());
+        let executor = Arc::new(
+            ContainerdExecutor::new(cd, data.clone(), std::env::current_exe().unwrap()).unwrap(),
+        );
 
         let dispatcher = TestDispatcher {
             tasks: watch::channel(Vec::new()).0,
@@ -278,7 +279,8 @@ impl Env {
             .await
             .unwrap();
         self.executor = Arc::new(
-            Executor::new(cd, self.data.clone(), std::env::current_exe().unwrap()).unwrap(),
+            ContainerdExecutor::new(cd, self.data.clone(), std::env::current_exe().unwrap())
+                .unwrap(),
         );
         let cfg = AgentConfig {
             node_id: NODE.into(),

@@ -17,7 +17,7 @@ use shoal_proto::{ContainerSpec, Task, TaskState};
 use shoal_tests::containerd::ContainerdHost;
 use shoal_tests::image::{build_busybox_oci_archive, BUSYBOX_IMAGE};
 use shoal_worker::containerd::{Containerd, NAMESPACE};
-use shoal_worker::executor::{Executor, ObservedState, LABEL_TASK_ID, SNAPSHOTTER};
+use shoal_worker::executor::{ContainerdExecutor, ObservedState, LABEL_TASK_ID, SNAPSHOTTER};
 use shoal_worker::logdriver::JsonLogEntry;
 use shoal_worker::logs;
 
@@ -59,7 +59,7 @@ fn task(args: &[&str]) -> Task {
 }
 
 struct Env {
-    executor: Arc<Executor>,
+    executor: Arc<ContainerdExecutor>,
     data: PathBuf,
     // Dropped last: kills what is left, stops containerd, removes its directory.
     host: ContainerdHost,
@@ -79,8 +79,9 @@ impl Env {
             .await
             .expect("loading the busybox image");
         let data = dir.path().join("worker");
-        let executor =
-            Arc::new(Executor::new(cd, data.clone(), std::env::current_exe().unwrap()).unwrap());
+        let executor = Arc::new(
+            ContainerdExecutor::new(cd, data.clone(), std::env::current_exe().unwrap()).unwrap(),
+        );
         Env {
             executor,
             data,
@@ -90,11 +91,11 @@ impl Env {
     }
 
     /// A second executor on a fresh connection, as a restarted daemon would have.
-    async fn restarted_executor(&self) -> Executor {
+    async fn restarted_executor(&self) -> ContainerdExecutor {
         let cd = Containerd::connect(self.host.socket(), NAMESPACE)
             .await
             .unwrap();
-        Executor::new(cd, self.data.clone(), std::env::current_exe().unwrap()).unwrap()
+        ContainerdExecutor::new(cd, self.data.clone(), std::env::current_exe().unwrap()).unwrap()
     }
 
     async fn run(&self, task: &Task) -> u32 {
@@ -380,7 +381,8 @@ async fn a_restarted_executor_adopts_running_and_exited_containers() {
         let cd = Containerd::connect(env.host.socket(), NAMESPACE)
             .await
             .unwrap();
-        let other = Executor::new(cd, env.data.clone(), PathBuf::from("/nonexistent")).unwrap();
+        let other =
+            ContainerdExecutor::new(cd, env.data.clone(), PathBuf::from("/nonexistent")).unwrap();
         tokio::spawn(async move { other.wait(&id).await })
     };
     let exit = executor
