@@ -9,7 +9,8 @@
 //! `<task dir>/status.json`, so a task whose container was already removed is never run twice.
 //!
 //! The controller only talks to the [`Executor`] trait and the [`Reporter`], so its unit tests
-//! need no containerd.
+//! need no containerd. Attaching a task to its networks will be one more step here, between
+//! prepare and start (marked in [`controller`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -455,6 +455,8 @@ impl ContainerdExecutor {
         self.stop(task_id, Some(Signal::SIGKILL), Duration::ZERO)
             .await?;
         // Each step is done when what it deletes is already gone.
+        let gone =
+            |op: &'static str| move |s: tonic::Status| ExecutorError::containerd(op, task_id, s);
         let deleted = self
             .cd
             .tasks()
@@ -462,8 +464,7 @@ impl ContainerdExecutor {
                 container_id: task_id.to_string(),
             }))
             .await;
-        not_found_as_none(deleted)
-            .map_err(|s| ExecutorError::containerd("Tasks.Delete", task_id, s))?;
+        not_found_as_none(deleted).map_err(gone("Tasks.Delete"))?;
         let deleted = self
             .cd
             .containers()
@@ -471,8 +472,7 @@ impl ContainerdExecutor {
                 id: task_id.to_string(),
             }))
             .await;
-        not_found_as_none(deleted)
-            .map_err(|s| ExecutorError::containerd("Containers.Delete", task_id, s))?;
+        not_found_as_none(deleted).map_err(gone("Containers.Delete"))?;
         let removed = self
             .cd
             .snapshots()
@@ -481,8 +481,7 @@ impl ContainerdExecutor {
                 key: task_id.to_string(),
             }))
             .await;
-        not_found_as_none(removed)
-            .map_err(|s| ExecutorError::containerd("Snapshots.Remove", task_id, s))?;
+        not_found_as_none(removed).map_err(gone("Snapshots.Remove"))?;
         debug!(task = %task_id, container = %task_id, "container removed");
         Ok(())
     }
