@@ -50,7 +50,7 @@ pub struct Config {
 pub struct Daemon {
     pub args: Config,
     pub containerd: Containerd,
-    pub executor: Arc<shoal_worker::executor::Executor>,
+    pub executor: Arc<shoal_worker::executor::ContainerdExecutor>,
     pub manager_slot: ManagerSlot,
     /// The swarm this node belongs to, when it does. A mutex (not a lock per field) because
     /// init, leave and startup must each see and change the whole of it.
@@ -117,7 +117,7 @@ pub async fn run(args: Config) -> anyhow::Result<()> {
     let containerd = Containerd::connect(&args.containerd, &args.containerd_namespace).await?;
     let log_driver = std::env::current_exe().context("cannot find the shoal binary's own path")?;
     let executor = Arc::new(
-        shoal_worker::executor::Executor::new(
+        shoal_worker::executor::ContainerdExecutor::new(
             containerd.clone(),
             args.data_dir.join("worker"),
             log_driver,

@@ -12,7 +12,7 @@ use shoal_proto::agent_server::Agent;
 use shoal_proto::{LogMessage, TaskLogsRequest};
 use tonic::{Request, Response, Status};
 
-use crate::executor::Executor;
+use crate::executor::ContainerdExecutor;
 use crate::logs::{self, LogOptions, LogsError};
 
 /// A stream of log messages as gRPC handlers return it.
@@ -34,7 +34,7 @@ fn to_status(e: LogsError) -> Status {
 
 /// The logs of `req.task_ids` from the executor's data directory; what `TaskLogs` answers.
 /// Node IDs in the messages come from each task's stored metadata.
-pub fn task_logs(executor: &Executor, req: TaskLogsRequest) -> Result<LogStream, Status> {
+pub fn task_logs(executor: &ContainerdExecutor, req: TaskLogsRequest) -> Result<LogStream, Status> {
     if let Some(bad) = req.task_ids.iter().find(|id| !is_valid_task_id(id)) {
         return Err(Status::invalid_argument(format!(
             "invalid task ID {bad:?}: task IDs are letters, digits, '-', '_' and '.'"
@@ -84,11 +84,11 @@ pub fn task_logs(executor: &Executor, req: TaskLogsRequest) -> Result<LogStream,
 
 /// The `Agent` service over an executor's task logs.
 pub struct AgentService {
-    executor: Arc<Executor>,
+    executor: Arc<ContainerdExecutor>,
 }
 
 impl AgentService {
-    pub fn new(executor: Arc<Executor>) -> Self {
+    pub fn new(executor: Arc<ContainerdExecutor>) -> Self {
         AgentService { executor }
     }
 }

@@ -130,3 +130,15 @@ impl Containerd {
 pub async fn connect_unix(path: &Path) -> Result<Channel, tonic::transport::Error> {
     containerd_client::connect(path).await
 }
+
+/// A call's result with containerd's NotFound turned into `None`: for lookups of what may not
+/// exist, and for removals that are done when the thing is already gone.
+pub(crate) fn not_found_as_none<T>(
+    result: Result<T, tonic::Status>,
+) -> Result<Option<T>, tonic::Status> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+        Err(s) => Err(s),
+    }
+}

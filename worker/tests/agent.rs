@@ -11,29 +11,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
-use rand::Rng;
 use shoal_proto::dispatcher_server::{Dispatcher, DispatcherServer};
 use shoal_proto::{
     ContainerSpec, Empty, HeartbeatRequest, HeartbeatResponse, NodeDescription, SessionMessage,
     SessionRequest, Task, TaskState, TaskStatus, TaskStatusUpdate, UpdateTaskStatusRequest,
 };
 use shoal_tests::containerd::ContainerdHost;
-use shoal_tests::image::{build_busybox_oci_archive, BUSYBOX_IMAGE};
 use shoal_worker::agent::{self, AgentConfig};
-use shoal_worker::containerd::{Containerd, NAMESPACE};
-use shoal_worker::executor::{Executor, ObservedState};
+use shoal_worker::executor::{ContainerdExecutor, ObservedState};
 use shoal_worker::logs;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status};
 
-#[ctor::ctor]
-fn log_driver_entry() {
-    // The test binary stands in for `shoal` as the log driver containerd's shim runs.
-    shoal_worker::logdriver::run_if_invoked();
-}
+mod common;
 
-const NODE: &str = "node0123456789";
+use common::NODE;
 
 #[derive(Default)]
 struct Recorded {
@@ -184,34 +177,15 @@ impl TestDispatcher {
     }
 }
 
-fn random_id() -> String {
-    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::thread_rng();
-    (0..25)
-        .map(|_| CHARS[rng.gen_range(0..CHARS.len())] as char)
-        .collect()
-}
-
+/// A busybox task as the manager assigns it: slot 1, state ASSIGNED.
 fn task_with(args: &[&str], f: impl FnOnce(&mut ContainerSpec)) -> Task {
-    let mut spec = ContainerSpec {
-        image: BUSYBOX_IMAGE.to_string(),
-        args: args.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
-    };
-    f(&mut spec);
     Task {
-        id: random_id(),
-        service_id: "svc0123456789".into(),
-        service_name: "web".into(),
         slot: 1,
-        node_id: NODE.into(),
-        spec: Some(spec),
-        desired_state: TaskState::Running as i32,
         status: Some(TaskStatus {
             state: TaskState::Assigned as i32,
             ..Default::default()
         }),
-        ..Default::default()
+        ..common::busybox_task(args, f)
     }
 }
 
@@ -230,24 +204,15 @@ struct Env {
     socket: PathBuf,
     data: PathBuf,
     agent: Option<RunningAgent>,
-    executor: Arc<Executor>,
+    executor: Arc<ContainerdExecutor>,
     host: ContainerdHost,
     _dir: tempfile::TempDir,
 }
 
 impl Env {
     async fn new() -> Env {
-        let host = ContainerdHost::start().expect("starting a private containerd");
-        let dir = tempfile::tempdir().unwrap();
-        let archive = dir.path().join("busybox.tar");
-        build_busybox_oci_archive(&archive, BUSYBOX_IMAGE).expect("building the busybox image");
-        let cd = Containerd::connect(host.socket(), NAMESPACE).await.unwrap();
-        shoal_worker::image::load_archive(&cd, &archive)
-            .await
-            .expect("loading the busybox image");
-        let data = dir.path().join("worker");
-        let executor =
-            Arc::new(Executor::new(cd, data.clone(), std::env::current_exe().unwrap()).unwrap());
+        let (host, dir, data) = common::containerd_with_busybox().await;
+        let executor = Arc::new(common::executor(&host, &data).await);
 
         let dispatcher = TestDispatcher {
             tasks: watch::channel(Vec::new()).0,
@@ -274,12 +239,7 @@ impl Env {
 
     /// Starts the agent with a fresh executor, as a (re)started daemon does.
     async fn start_agent(&mut self) {
-        let cd = Containerd::connect(self.host.socket(), NAMESPACE)
-            .await
-            .unwrap();
-        self.executor = Arc::new(
-            Executor::new(cd, self.data.clone(), std::env::current_exe().unwrap()).unwrap(),
-        );
+        self.executor = Arc::new(common::executor(&self.host, &self.data).await);
         let cfg = AgentConfig {
             node_id: NODE.into(),
             addr: "127.0.0.1:4243".into(),

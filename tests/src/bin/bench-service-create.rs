@@ -5,7 +5,7 @@
 //! - (A) `shoal service create -d --replicas N busybox sleep 3600`, then `service ls` polled until
 //!   it shows N/N (checked against containerd);
 //! - (B) the same N containers (same image, args and log driver) started straight through
-//!   `shoal_worker::executor::Executor`, all at once from one client, then removed.
+//!   `shoal_worker::executor::ContainerdExecutor`, all at once from one client, then removed.
 //!
 //! Both run after a warm-up container, so neither pays for unpacking the image. Prints both
 //! times, the ratio A/B, and the daemon's memory. Not a test: it asserts nothing about speed.
@@ -21,7 +21,7 @@ use nix::sys::signal::Signal;
 use shoal_proto::{ContainerSpec, Task};
 use shoal_tests::daemon::{shoal_bin, wait_until, ShoalHost, NAMESPACE};
 use shoal_worker::containerd::Containerd;
-use shoal_worker::executor::Executor;
+use shoal_worker::executor::ContainerdExecutor;
 
 const IMAGE: &str = "docker.io/library/busybox:latest";
 /// How often `service ls` is polled while timing (A): short against the seconds measured, long
@@ -191,8 +191,8 @@ async fn start_directly(socket: &Path, data_dir: &Path, n: usize) -> Result<Dura
         .await
         .context("connect to the benchmark's containerd")?;
     // The same log driver the daemon uses (the shoal binary), so both sides do the same work.
-    let executor =
-        Executor::new(cd, PathBuf::from(data_dir), shoal_bin()).context("set up the executor")?;
+    let executor = ContainerdExecutor::new(cd, PathBuf::from(data_dir), shoal_bin())
+        .context("set up the executor")?;
     let tasks = (1..=n as u64)
         .map(|slot| {
             Ok(Task {

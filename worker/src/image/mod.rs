@@ -22,7 +22,7 @@ use containerd_client::services::v1::{
 use shoal_proto::reference::{parse_normalized, ReferenceError};
 use tonic::Code;
 
-use crate::containerd::Containerd;
+use crate::containerd::{not_found_as_none, Containerd};
 pub use pull::is_insecure_registry;
 use store::Store;
 use unpack::{is_unpacked, label_and_unpack, read_image, ImageContent};
@@ -246,17 +246,15 @@ async fn put_image_record(
 }
 
 async fn get_image_record(cd: &Containerd, name: &str) -> Result<Option<Image>, ImageError> {
-    match cd
+    let got = cd
         .images()
         .get(cd.request(GetImageRequest {
             name: name.to_string(),
         }))
-        .await
-    {
-        Ok(resp) => Ok(resp.into_inner().image),
-        Err(s) if s.code() == Code::NotFound => Ok(None),
-        Err(s) => Err(ImageError::containerd("looking up an image", s)),
-    }
+        .await;
+    let found =
+        not_found_as_none(got).map_err(|s| ImageError::containerd("looking up an image", s))?;
+    Ok(found.and_then(|resp| resp.into_inner().image))
 }
 
 /// A local image of repository `repo` whose record points at `digest`.

@@ -21,7 +21,7 @@ use tonic::Code;
 
 use super::media::MAX_DOCUMENT;
 use super::ImageError;
-use crate::containerd::Containerd;
+use crate::containerd::{not_found_as_none, Containerd};
 
 /// The gRPC metadata key containerd reads the lease of a request from.
 const LEASE_HEADER: &str = "containerd-lease";
@@ -117,18 +117,16 @@ impl<'a> Store<'a> {
     }
 
     pub(crate) async fn info(&self, digest: &str) -> Result<Option<Info>, ImageError> {
-        match self
+        let got = self
             .cd
             .content()
             .info(self.req(InfoRequest {
                 digest: digest.to_string(),
             }))
-            .await
-        {
-            Ok(resp) => Ok(resp.into_inner().info),
-            Err(s) if s.code() == Code::NotFound => Ok(None),
-            Err(s) => Err(ImageError::containerd("reading content info", s)),
-        }
+            .await;
+        let found = not_found_as_none(got)
+            .map_err(|s| ImageError::containerd("reading content info", s))?;
+        Ok(found.and_then(|resp| resp.into_inner().info))
     }
 
     /// Whether the blob is present; if it is, it is also put under the lease.
@@ -142,8 +140,7 @@ impl<'a> Store<'a> {
 
     /// Reads a whole (small) blob: an index, manifest or config.
     pub(crate) async fn read(&self, digest: &str) -> Result<Vec<u8>, ImageError> {
-        let missing = |s: &tonic::Status| s.code() == Code::NotFound;
-        let mut stream = match self
+        let opened = self
             .cd
             .content()
             .read(self.req(ReadContentRequest {
@@ -151,19 +148,16 @@ impl<'a> Store<'a> {
                 offset: 0,
                 size: 0,
             }))
-            .await
-        {
-            Ok(resp) => resp.into_inner(),
-            Err(s) if missing(&s) => return Err(ImageError::content_missing(digest)),
-            Err(s) => return Err(ImageError::containerd("reading content", s)),
-        };
+            .await;
+        let mut stream = not_found_as_none(opened)
+            .map_err(|s| ImageError::containerd("reading content", s))?
+            .ok_or_else(|| ImageError::content_missing(digest))?
+            .into_inner();
         let mut data = Vec::new();
         while let Some(msg) = stream.next().await {
-            let msg = match msg {
-                Ok(m) => m,
-                Err(s) if missing(&s) => return Err(ImageError::content_missing(digest)),
-                Err(s) => return Err(ImageError::containerd("reading content", s)),
-            };
+            let msg = not_found_as_none(msg)
+                .map_err(|s| ImageError::containerd("reading content", s))?
+                .ok_or_else(|| ImageError::content_missing(digest))?;
             data.extend_from_slice(&msg.data);
             if data.len() > MAX_DOCUMENT {
                 return Err(ImageError::Unsupported(format!(

@@ -19,6 +19,7 @@ use super::media::{
 };
 use super::store::Store;
 use super::{ImageError, SNAPSHOTTER};
+use crate::containerd::not_found_as_none;
 
 /// containerd's GC follows labels with this prefix from one blob to the blobs it names.
 const GC_REF_CONTENT: &str = "containerd.io/gc.ref.content";
@@ -156,11 +157,9 @@ async fn snapshot_exists(store: &Store<'_>, key: &str) -> Result<bool, ImageErro
             key: key.to_string(),
         }))
         .await;
-    match result {
-        Ok(_) => Ok(true),
-        Err(s) if s.code() == Code::NotFound => Ok(false),
-        Err(s) => Err(ImageError::containerd("looking up a snapshot", s)),
-    }
+    let found = not_found_as_none(result)
+        .map_err(|s| ImageError::containerd("looking up a snapshot", s))?;
+    Ok(found.is_some())
 }
 
 /// Labels the image's blobs so GC keeps them (index → manifest → config and layers, config →

@@ -8,8 +8,8 @@
 //! `binary://` log URI, so the shim, not the daemon, owns logging.
 
 use std::collections::HashMap;
-use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use containerd_client::services::v1::container::Runtime;
@@ -26,15 +26,19 @@ use containerd_client::services::v1::{
 use containerd_client::types::v1::Status as ProcessStatus;
 use containerd_client::types::Mount;
 use nix::sys::signal::Signal;
-use shoal_proto::{ContainerSpec, Task};
+use shoal_proto::{ContainerSpec, Task, TaskUsage};
 use tonic::Code;
 use tracing::{debug, info, warn};
 
-use crate::containerd::Containerd;
-use crate::image::{self, ImageError, ResolvedImage};
+use super::{
+    remove_task_dir, ExecFuture, Executor, ExecutorError, ExitInfo, Observed, ObservedState,
+};
+use crate::containerd::{not_found_as_none, Containerd};
+use crate::image::{self, ResolvedImage};
 use crate::logdriver::LogDriverConfig;
 use crate::logs::{self, TaskMeta};
 use crate::spec::{self, SpecError, SpecInput};
+use crate::stats::{self, CgroupLayout};
 
 pub const LABEL_TASK_ID: &str = "shoal.task.id";
 pub const LABEL_SERVICE_ID: &str = "shoal.service.id";
@@ -56,88 +60,13 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(30);
 /// if the daemon dies in between, containerd's GC takes the snapshot after this.
 const START_LEASE_TTL: chrono::Duration = chrono::Duration::hours(1);
 
-#[derive(Debug, thiserror::Error)]
-pub enum ExecutorError {
-    #[error(transparent)]
-    Image(#[from] ImageError),
-    #[error(transparent)]
-    Spec(#[from] SpecError),
-    #[error("task {task} has no container spec: the manager sent an incomplete task")]
-    NoContainerSpec { task: String },
-    #[error(
-        "containerd {op} for task {task} failed: {} ({:?}); check containerd's log",
-        .status.message(), .status.code()
-    )]
-    Containerd {
-        op: &'static str,
-        task: String,
-        status: tonic::Status,
-    },
-    #[error("containerd has no task {task}: the container does not exist or was never started")]
-    NotFound { task: String },
-    #[error("task {task}: {what} {path}: {source}; check that the data directory is writable")]
-    Io {
-        task: String,
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error(
-        "task {task} did not exit within {timeout:?} of SIGKILL; check runc and the kernel log"
-    )]
-    KillTimeout { task: String, timeout: Duration },
-}
-
-impl ExecutorError {
-    fn containerd(op: &'static str, task: &str, status: tonic::Status) -> Self {
-        ExecutorError::Containerd {
-            op,
-            task: task.to_string(),
-            status,
-        }
-    }
-
-    /// True when containerd could not be reached at all (worth retrying the same call).
-    pub fn is_unavailable(&self) -> bool {
-        matches!(self, ExecutorError::Containerd { status, .. }
-            if matches!(status.code(), Code::Unavailable | Code::Unknown | Code::Cancelled))
-    }
-}
-
-/// How a task's process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ExitInfo {
-    /// The exit status; 128+N when killed by signal N.
-    pub exit_code: i32,
-    pub exited_at: Option<SystemTime>,
-}
-
-/// What containerd says about a Shoal container.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ObservedState {
-    /// The container exists but its process was never started (no task, or a created task).
-    Created,
-    Running {
-        pid: u32,
-    },
-    Exited(ExitInfo),
-}
-
-/// One Shoal container found in containerd.
-#[derive(Debug, Clone)]
-pub struct Observed {
-    pub task_id: String,
-    pub service_id: String,
-    pub labels: HashMap<String, String>,
-    pub state: ObservedState,
-}
-
 /// Runs tasks on containerd; see the module documentation.
-pub struct Executor {
+pub struct ContainerdExecutor {
     cd: Containerd,
     data_dir: PathBuf,
     log_driver: PathBuf,
+    /// Where the tasks' cgroups are, found on the first usage report.
+    cgroups: OnceLock<Result<Arc<CgroupLayout>, String>>,
 }
 
 fn timestamp_to_system_time(ts: Option<prost_types::Timestamp>) -> Option<SystemTime> {
@@ -149,11 +78,7 @@ fn timestamp_to_system_time(ts: Option<prost_types::Timestamp>) -> Option<System
     Some(UNIX_EPOCH + Duration::new(ts.seconds as u64, ts.nanos.clamp(0, 999_999_999) as u32))
 }
 
-fn is_not_found(status: &tonic::Status) -> bool {
-    status.code() == Code::NotFound
-}
-
-impl Executor {
+impl ContainerdExecutor {
     /// `data_dir` is the worker's data directory (task logs live in `<data_dir>/tasks`);
     /// `log_driver` the binary containerd's shim runs as `BINARY __log-driver OPTIONS` (the
     /// daemon passes its own executable).
@@ -171,10 +96,11 @@ impl Executor {
             path: tasks,
             source,
         })?;
-        Ok(Executor {
+        Ok(ContainerdExecutor {
             cd,
             data_dir,
             log_driver,
+            cgroups: OnceLock::new(),
         })
     }
 
@@ -428,15 +354,11 @@ impl Executor {
                 container_id: task_id.to_string(),
                 exec_id: String::new(),
             }))
-            .await
-            .map_err(|s| {
-                if is_not_found(&s) {
-                    ExecutorError::NotFound {
-                        task: task_id.to_string(),
-                    }
-                } else {
-                    ExecutorError::containerd("Tasks.Wait", task_id, s)
-                }
+            .await;
+        let resp = not_found_as_none(resp)
+            .map_err(|s| ExecutorError::containerd("Tasks.Wait", task_id, s))?
+            .ok_or_else(|| ExecutorError::NotFound {
+                task: task_id.to_string(),
             })?
             .into_inner();
         Ok(ExitInfo {
@@ -525,68 +447,48 @@ impl Executor {
 
     /// Deletes the task's process record, container and snapshot. Idempotent: whatever is
     /// already gone is skipped. A still-running process is killed first. The task's directory
-    /// (logs) is kept; see [`Executor::remove_logs`].
+    /// (logs) is kept; see [`ContainerdExecutor::remove_logs`].
     pub async fn remove(&self, task_id: &str) -> Result<(), ExecutorError> {
-        let delete_task = || async {
-            self.cd
-                .tasks()
-                .delete(self.cd.request(DeleteTaskRequest {
-                    container_id: task_id.to_string(),
-                }))
-                .await
-        };
         // A removal is final: kill whatever still runs (no grace period) rather than guess
         // from Tasks.Delete's error, whose code for "still running" differs between containerd
         // versions (1.6 answers Unknown). Idempotent when the task already exited or is gone.
         self.stop(task_id, Some(Signal::SIGKILL), Duration::ZERO)
             .await?;
-        match delete_task().await {
-            Ok(_) => {}
-            Err(s) if is_not_found(&s) => {}
-            Err(s) => return Err(ExecutorError::containerd("Tasks.Delete", task_id, s)),
-        }
-        match self
+        // Each step is done when what it deletes is already gone.
+        let gone =
+            |op: &'static str| move |s: tonic::Status| ExecutorError::containerd(op, task_id, s);
+        let deleted = self
+            .cd
+            .tasks()
+            .delete(self.cd.request(DeleteTaskRequest {
+                container_id: task_id.to_string(),
+            }))
+            .await;
+        not_found_as_none(deleted).map_err(gone("Tasks.Delete"))?;
+        let deleted = self
             .cd
             .containers()
             .delete(self.cd.request(DeleteContainerRequest {
                 id: task_id.to_string(),
             }))
-            .await
-        {
-            Ok(_) => {}
-            Err(s) if is_not_found(&s) => {}
-            Err(s) => return Err(ExecutorError::containerd("Containers.Delete", task_id, s)),
-        }
-        match self
+            .await;
+        not_found_as_none(deleted).map_err(gone("Containers.Delete"))?;
+        let removed = self
             .cd
             .snapshots()
             .remove(self.cd.request(RemoveSnapshotRequest {
                 snapshotter: SNAPSHOTTER.to_string(),
                 key: task_id.to_string(),
             }))
-            .await
-        {
-            Ok(_) => {}
-            Err(s) if is_not_found(&s) => {}
-            Err(s) => return Err(ExecutorError::containerd("Snapshots.Remove", task_id, s)),
-        }
+            .await;
+        not_found_as_none(removed).map_err(gone("Snapshots.Remove"))?;
         debug!(task = %task_id, container = %task_id, "container removed");
         Ok(())
     }
 
     /// Removes the task's directory: its logs (all rotations) and `/etc` files.
     pub fn remove_logs(&self, task_id: &str) -> Result<(), ExecutorError> {
-        let dir = logs::task_dir(&self.data_dir, task_id);
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(ExecutorError::Io {
-                task: task_id.to_string(),
-                what: "cannot remove",
-                path: dir,
-                source,
-            }),
-        }
+        remove_task_dir(&self.data_dir, task_id)
     }
 
     /// Every Shoal container in the namespace (those with a `shoal.task.id` label) with the
@@ -607,16 +509,20 @@ impl Executor {
             let Some(task_id) = c.labels.get(LABEL_TASK_ID).cloned() else {
                 continue;
             };
-            let state = match self
+            let got = self
                 .cd
                 .tasks()
                 .get(self.cd.request(GetRequest {
                     container_id: c.id.clone(),
                     exec_id: String::new(),
                 }))
-                .await
-            {
-                Ok(r) => match r.into_inner().process {
+                .await;
+            let got = not_found_as_none(got)
+                .map_err(|s| ExecutorError::containerd("Tasks.Get", &c.id, s))?;
+            let state = match got {
+                // No task: created, never started.
+                None => ObservedState::Created,
+                Some(r) => match r.into_inner().process {
                     Some(p) => match ProcessStatus::try_from(p.status) {
                         Ok(ProcessStatus::Created) => ObservedState::Created,
                         Ok(ProcessStatus::Stopped) => ObservedState::Exited(ExitInfo {
@@ -628,8 +534,6 @@ impl Executor {
                     },
                     None => ObservedState::Created,
                 },
-                Err(s) if is_not_found(&s) => ObservedState::Created,
-                Err(s) => return Err(ExecutorError::containerd("Tasks.Get", &c.id, s)),
             };
             out.push(Observed {
                 service_id: c.labels.get(LABEL_SERVICE_ID).cloned().unwrap_or_default(),
@@ -639,5 +543,105 @@ impl Executor {
             });
         }
         Ok(out)
+    }
+
+    /// The resource usage of every running Shoal container, read from its cgroup
+    /// ([`crate::stats`]). It covers what containerd runs rather than what was assigned, so an
+    /// adopted container counts too.
+    pub async fn usage(&self) -> Result<Vec<TaskUsage>, ExecutorError> {
+        let layout = self
+            .cgroups
+            .get_or_init(|| {
+                let layout = CgroupLayout::detect().map(Arc::new);
+                if let Ok(layout) = &layout {
+                    debug!(?layout, "reading task usage from cgroups");
+                }
+                layout.map_err(|e| e.to_string())
+            })
+            .clone()
+            .map_err(|reason| ExecutorError::UsageUnavailable { reason })?;
+        let running: Vec<(String, u32)> = self
+            .list()
+            .await?
+            .into_iter()
+            .filter_map(|o| match o.state {
+                ObservedState::Running { pid } => Some((o.task_id, pid)),
+                _ => None,
+            })
+            .collect();
+        // Plain file reads, a few per task: off the runtime's workers all the same.
+        let usage = tokio::task::spawn_blocking(move || {
+            let now = now_ms();
+            running
+                .into_iter()
+                .filter_map(|(id, pid)| {
+                    match stats::task_usage(&layout, &id, Some(pid), now) {
+                        Ok(usage) => Some(usage),
+                        Err(e) => {
+                            // Not found: the task exited since the listing.
+                            if !e.is_not_found() {
+                                debug!(task = %id, error = %e, "cannot read the task's usage");
+                            }
+                            None
+                        }
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        Ok(usage)
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The trait's calls are the inherent methods above, which callers holding the concrete type
+/// (the daemon, the integration tests) use directly.
+impl Executor for ContainerdExecutor {
+    fn data_dir(&self) -> &Path {
+        ContainerdExecutor::data_dir(self)
+    }
+
+    fn prepare<'a>(&'a self, task: &'a Task) -> ExecFuture<'a, ResolvedImage> {
+        Box::pin(ContainerdExecutor::prepare(self, task))
+    }
+
+    fn start<'a>(&'a self, task: &'a Task, image: &'a ResolvedImage) -> ExecFuture<'a, u32> {
+        Box::pin(ContainerdExecutor::start(self, task, image))
+    }
+
+    fn wait<'a>(&'a self, task_id: &'a str) -> ExecFuture<'a, ExitInfo> {
+        Box::pin(ContainerdExecutor::wait(self, task_id))
+    }
+
+    fn stop<'a>(
+        &'a self,
+        task_id: &'a str,
+        signal: Option<Signal>,
+        grace: Duration,
+    ) -> ExecFuture<'a, Option<ExitInfo>> {
+        Box::pin(ContainerdExecutor::stop(self, task_id, signal, grace))
+    }
+
+    fn remove<'a>(&'a self, task_id: &'a str) -> ExecFuture<'a, ()> {
+        Box::pin(ContainerdExecutor::remove(self, task_id))
+    }
+
+    fn remove_logs(&self, task_id: &str) -> Result<(), ExecutorError> {
+        ContainerdExecutor::remove_logs(self, task_id)
+    }
+
+    fn list(&self) -> ExecFuture<'_, Vec<Observed>> {
+        Box::pin(ContainerdExecutor::list(self))
+    }
+
+    fn usage(&self) -> ExecFuture<'_, Vec<TaskUsage>> {
+        Box::pin(ContainerdExecutor::usage(self))
     }
 }

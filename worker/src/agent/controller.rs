@@ -1,0 +1,319 @@
+//! One task's lifecycle (swarmkit's controller), run as one tokio task per assigned task:
+//! ACCEPTED, PREPARING (the image, [`Executor::prepare`]), STARTING ([`Executor::start`]),
+//! RUNNING, then COMPLETE/FAILED on exit or SHUTDOWN when the manager sets the desired state
+//! past RUNNING. An exited container is removed at once; its log stays until the task leaves
+//! the assignment set (the worker module's cleanup removes it).
+//!
+//! A task found at start (adoption) is not started again: a live container is watched, one
+//! that exited meanwhile is reported. A terminal status is also written to
+//! `<task dir>/status.json`, so a task whose container was already removed is never run twice.
+//!
+//! The controller only talks to the [`Executor`] trait and the [`Reporter`], so its unit tests
+//! need no containerd. Attaching a task to its networks will be one more step here, between
+//! prepare and start (marked in [`controller`]).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use shoal_proto::{Task, TaskState, TaskStatus};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use super::backoff::Backoff;
+use super::reporter::Reporter;
+use crate::executor::{Executor, ExecutorError, ExitInfo, ObservedState};
+use crate::logs;
+
+/// Docker's default stop grace period.
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn system_time_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// What controllers share.
+pub(super) struct Ctx {
+    pub(super) executor: Arc<dyn Executor>,
+    pub(super) reporter: Arc<Reporter>,
+}
+
+impl Ctx {
+    fn status_path(&self, task_id: &str) -> PathBuf {
+        logs::task_dir(self.executor.data_dir(), task_id).join("status.json")
+    }
+
+    /// A terminal status reported before a daemon restart.
+    fn final_status(&self, task_id: &str) -> Option<TaskStatus> {
+        let bytes = std::fs::read(self.status_path(task_id)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Reports a terminal status, first writing it down so it survives a restart.
+    pub(super) fn report_final(&self, task_id: &str, status: TaskStatus) {
+        let path = self.status_path(task_id);
+        let written = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&path, serde_json::to_vec(&status).unwrap_or_default()));
+        if let Err(e) = written {
+            warn!(task = %task_id, path = %path.display(), error = %e,
+                "cannot record the task's final status; a daemon restart may report it again");
+        }
+        self.reporter.report(task_id, status);
+    }
+
+    /// Removes an exited task's container and snapshot, retrying while containerd is away.
+    pub(super) async fn remove_container(&self, task_id: &str) {
+        let mut backoff = Backoff::new();
+        for _ in 0..10 {
+            match self.executor.remove(task_id).await {
+                Ok(()) => return,
+                Err(e) => {
+                    warn!(task = %task_id, container = %task_id, error = %e, "removing the container failed");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            }
+        }
+    }
+}
+
+fn status(state: TaskState, message: &str) -> TaskStatus {
+    TaskStatus {
+        state: state as i32,
+        timestamp_ms: now_ms(),
+        message: message.to_string(),
+        ..Default::default()
+    }
+}
+
+/// COMPLETE for exit 0, FAILED with Docker's error text otherwise.
+fn exit_status(task_id: &str, exit: ExitInfo) -> TaskStatus {
+    let mut st = if exit.exit_code == 0 {
+        status(TaskState::Complete, "finished")
+    } else {
+        let mut st = status(TaskState::Failed, "started");
+        st.err = format!("task: non-zero exit ({})", exit.exit_code);
+        st
+    };
+    st.exit_code = exit.exit_code;
+    st.container_id = task_id.to_string();
+    if let Some(t) = exit.exited_at {
+        st.timestamp_ms = system_time_ms(t);
+    }
+    st
+}
+
+pub(super) fn stop_grace(task: &Task) -> Duration {
+    match task.spec.as_ref().map(|s| s.stop_grace_period_ms) {
+        Some(ms) if ms > 0 => Duration::from_millis(ms),
+        _ => DEFAULT_STOP_GRACE,
+    }
+}
+
+/// Why a controller must stop what it is doing.
+enum Cancel {
+    /// The desired state moved past RUNNING.
+    Shutdown(Box<Task>),
+    /// The task left the assignment set.
+    Removed,
+}
+
+fn cancel_of(current: &Option<Task>) -> Option<Cancel> {
+    match current {
+        None => Some(Cancel::Removed),
+        Some(t) if t.desired() > TaskState::Running => Some(Cancel::Shutdown(Box::new(t.clone()))),
+        Some(_) => None,
+    }
+}
+
+/// Resolves once the task is to be shut down or is removed. A dropped sender means the agent
+/// is stopping, which must not touch the containers: that never resolves.
+async fn cancelled(rx: &mut watch::Receiver<Option<Task>>) -> Cancel {
+    loop {
+        if let Some(c) = cancel_of(&rx.borrow_and_update()) {
+            return c;
+        }
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// One task's lifecycle; see the module documentation.
+pub(super) async fn controller(
+    ctx: Arc<Ctx>,
+    mut rx: watch::Receiver<Option<Task>>,
+    adopted: Option<ObservedState>,
+) {
+    let Some(task) = rx.borrow().clone() else {
+        return;
+    };
+    let id = task.id.clone();
+    let r = &ctx.reporter;
+
+    if let Some(st) = ctx.final_status(&id) {
+        // Already finished before a restart: say so again, never run it twice.
+        debug!("task finished before the daemon restarted");
+        r.report(&id, st);
+        if adopted.is_some() {
+            ctx.remove_container(&id).await;
+        }
+        return;
+    }
+
+    match adopted {
+        Some(ObservedState::Running { pid }) => {
+            info!(pid, "adopted a running container");
+            let mut st = status(TaskState::Running, "started");
+            st.pid = pid;
+            st.container_id = id.clone();
+            r.report(&id, st);
+            return supervise(&ctx, &mut rx, &task).await;
+        }
+        Some(ObservedState::Exited(exit)) => {
+            info!(
+                exit_code = exit.exit_code,
+                "adopted a container that exited while the daemon was down"
+            );
+            ctx.report_final(&id, exit_status(&id, exit));
+            ctx.remove_container(&id).await;
+            return;
+        }
+        Some(ObservedState::Created) => {
+            // Created but never started: the daemon died mid-start. Start over cleanly.
+            ctx.remove_container(&id).await;
+        }
+        None => {}
+    }
+
+    if let Some(c) = cancel_of(&rx.borrow()) {
+        if let Cancel::Shutdown(_) = c {
+            ctx.report_final(&id, status(TaskState::Shutdown, "shutdown"));
+        }
+        return;
+    }
+    if task.state() >= TaskState::Running {
+        let mut st = status(TaskState::Failed, "started");
+        st.err = "the task's container is gone: containerd no longer has it (was the node \
+                  restarted?)"
+            .into();
+        ctx.report_final(&id, st);
+        return;
+    }
+
+    r.report(&id, status(TaskState::Accepted, "accepted"));
+    r.report(&id, status(TaskState::Preparing, "preparing"));
+    let image = tokio::select! {
+        res = ctx.executor.prepare(&task) => res,
+        c = cancelled(&mut rx) => {
+            if let Cancel::Shutdown(_) = c {
+                ctx.report_final(&id, status(TaskState::Shutdown, "shutdown"));
+            }
+            return;
+        }
+    };
+    let image = match image {
+        Ok(image) => image,
+        Err(e) => {
+            warn!(error = %e, "preparing the task failed");
+            let mut st = status(TaskState::Rejected, "preparing");
+            st.err = e.to_string();
+            ctx.report_final(&id, st);
+            return;
+        }
+    };
+    // Network attachment hooks in here (a later issue): once the image is ready and before
+    // the container starts, still in PREPARING, so a task whose networks cannot be attached
+    // is rejected like one whose image cannot be pulled, and is never started.
+    if let Some(c) = cancel_of(&rx.borrow()) {
+        if let Cancel::Shutdown(_) = c {
+            ctx.report_final(&id, status(TaskState::Shutdown, "shutdown"));
+        }
+        return;
+    }
+
+    r.report(&id, status(TaskState::Starting, "starting"));
+    match ctx.executor.start(&task, &image).await {
+        Ok(pid) => {
+            let mut st = status(TaskState::Running, "started");
+            st.pid = pid;
+            st.container_id = id.clone();
+            r.report(&id, st);
+        }
+        Err(e) => {
+            warn!(error = %e, "starting the task failed");
+            let mut st = status(TaskState::Failed, "starting");
+            st.err = e.to_string();
+            st.container_id = id.clone();
+            ctx.report_final(&id, st);
+            return;
+        }
+    }
+    supervise(&ctx, &mut rx, &task).await
+}
+
+/// Watches a running task until it exits or is shut down, then reports and removes it.
+async fn supervise(ctx: &Ctx, rx: &mut watch::Receiver<Option<Task>>, task: &Task) {
+    let id = task.id.as_str();
+    let mut backoff = Backoff::new();
+    loop {
+        tokio::select! {
+            res = ctx.executor.wait(id) => match res {
+                Ok(exit) => {
+                    info!(exit_code = exit.exit_code, "task exited");
+                    ctx.report_final(id, exit_status(id, exit));
+                    ctx.remove_container(id).await;
+                    return;
+                }
+                Err(ExecutorError::NotFound { .. }) => {
+                    let mut st = status(TaskState::Failed, "started");
+                    st.err = "the task's container disappeared from containerd".into();
+                    st.container_id = id.to_string();
+                    ctx.report_final(id, st);
+                    ctx.remove_container(id).await;
+                    return;
+                }
+                Err(e) => {
+                    // containerd restarting, most likely: the container itself lives on.
+                    warn!(error = %e, "waiting for the task failed; retrying");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            },
+            c = cancelled(rx) => {
+                let grace = match &c {
+                    Cancel::Shutdown(t) => stop_grace(t),
+                    Cancel::Removed => stop_grace(task),
+                };
+                info!(?grace, "stopping the task");
+                let exit = match ctx.executor.stop(id, None, grace).await {
+                    Ok(exit) => exit,
+                    Err(e) => {
+                        warn!(error = %e, "stopping the task failed");
+                        None
+                    }
+                };
+                if let Cancel::Shutdown(_) = c {
+                    let mut st = status(TaskState::Shutdown, "shutdown");
+                    st.container_id = id.to_string();
+                    if let Some(exit) = exit {
+                        st.exit_code = exit.exit_code;
+                    }
+                    ctx.report_final(id, st);
+                    ctx.remove_container(id).await;
+                }
+                // Removed: the cleanup that follows the controller removes everything.
+                return;
+            }
+        }
+    }
+}
