@@ -1,5 +1,6 @@
-//! Task resource usage, per task and summed per service, from the [`UsageStore`] the workers'
-//! reports fill (see `shoal_worker::stats` for what each value is).
+//! Task resource usage, per task and summed per service, from the
+//! [`crate::usage::UsageStore`] the workers' reports fill (see `shoal_worker::stats` for what
+//! each value is).
 //!
 //! A sample is exported only while its task is in the store, on the node that reported it, not
 //! yet finished, and on a node that is not down: the store forgets a node's tasks only when the
