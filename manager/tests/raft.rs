@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use shoal_manager::raft::{self, RaftConfig, RaftError, RaftHandle, RaftStorage};
 use shoal_manager::store::{Store, StoreError};
-use shoal_proto::{store_action::Action, Service, ServiceSpec, StoreAction};
+use shoal_proto::store_action::Action;
+
+mod common;
+use common::{create_service, service_names, start_err};
 
 const LEADER_WAIT: Duration = Duration::from_secs(5);
 
@@ -25,42 +28,6 @@ async fn start(cfg: RaftConfig) -> (Store, RaftHandle) {
         .await
         .expect("becomes leader");
     (store, handle)
-}
-
-/// Starting must fail; `Store` has no `Debug`, so `expect_err` is not available.
-async fn start_err(cfg: RaftConfig, why: &str) -> RaftError {
-    match raft::start(cfg).await {
-        Ok((_, handle)) => {
-            let _ = handle.shutdown().await;
-            panic!("raft started but should not have: {why}");
-        }
-        Err(e) => e,
-    }
-}
-
-fn create_service(name: &str) -> StoreAction {
-    StoreAction {
-        action: Some(Action::CreateService(Service {
-            id: format!("id-{name}"),
-            spec: Some(ServiceSpec {
-                name: name.to_string(),
-                replicas: 1,
-                ..Default::default()
-            }),
-            ..Default::default()
-        })),
-    }
-}
-
-fn service_names(store: &Store) -> Vec<String> {
-    let mut names: Vec<String> = store.view(|s| {
-        s.services
-            .values()
-            .filter_map(|svc| svc.spec.as_ref().map(|spec| spec.name.clone()))
-            .collect()
-    });
-    names.sort();
-    names
 }
 
 fn names(range: std::ops::Range<usize>) -> Vec<String> {

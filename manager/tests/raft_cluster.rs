@@ -14,11 +14,13 @@ use shoal_manager::raft::{
     self, GrpcTransport, Members, MembershipError, RaftConfig, RaftError, RaftHandle, RaftService,
 };
 use shoal_manager::store::{Store, StoreError};
-use shoal_proto::{store_action::Action, Service, ServiceSpec, StoreAction};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
+
+mod common;
+use common::{create_service, create_service_padded, service_names, start_err};
 
 const TICK: Duration = Duration::from_millis(20);
 const ELECTION_TICKS: usize = 10;
@@ -62,6 +64,12 @@ struct Opts {
 const DEFAULT: Opts = Opts {
     snapshot_interval: 1000,
     catch_up_timeout: WAIT,
+};
+
+/// Snapshots (and compaction) every 8 entries, so a few writes move the log past a node.
+const FREQUENT_SNAPSHOTS: Opts = Opts {
+    snapshot_interval: 8,
+    ..DEFAULT
 };
 
 impl Node {
@@ -153,35 +161,6 @@ async fn run(
     (store, handle, (stop, server))
 }
 
-fn create_service(name: &str, padding: usize) -> StoreAction {
-    let mut spec = ServiceSpec {
-        name: name.to_string(),
-        replicas: 1,
-        ..Default::default()
-    };
-    if padding > 0 {
-        spec.labels.insert("padding".into(), "x".repeat(padding));
-    }
-    StoreAction {
-        action: Some(Action::CreateService(Service {
-            id: format!("id-{name}"),
-            spec: Some(spec),
-            ..Default::default()
-        })),
-    }
-}
-
-fn service_names(store: &Store) -> Vec<String> {
-    let mut names: Vec<String> = store.view(|s| {
-        s.services
-            .values()
-            .filter_map(|svc| svc.spec.as_ref().map(|spec| spec.name.clone()))
-            .collect()
-    });
-    names.sort();
-    names
-}
-
 /// Polls `cond` until it holds or `WAIT` passes.
 async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + WAIT;
@@ -234,9 +213,25 @@ async fn form_cluster(dirs: &[tempfile::TempDir; 3], opts: Opts) -> Vec<Node> {
 
 async fn propose(node: &Node, name: &str, padding: usize) -> u64 {
     node.store
-        .propose(vec![create_service(name, padding)])
+        .propose(vec![create_service_padded(name, padding)])
         .await
         .unwrap_or_else(|e| panic!("proposing {name} on node {}: {e}", node.id))
+}
+
+/// Proposes one service per name on `node`, in order, and records each name in `written`;
+/// returns the log index of the last.
+async fn propose_each(
+    node: &Node,
+    names: impl IntoIterator<Item = String>,
+    padding: usize,
+    written: &mut Vec<String>,
+) -> u64 {
+    let mut last = 0;
+    for name in names {
+        last = propose(node, &name, padding).await;
+        written.push(name);
+    }
+    last
 }
 
 async fn wait_applied(nodes: &[&Node], index: u64) {
@@ -246,6 +241,13 @@ async fn wait_applied(nodes: &[&Node], index: u64) {
             .all(|n| n.store.view(|s| s.applied_index) >= index)
     })
     .await;
+}
+
+/// Stops every node in `nodes`.
+async fn kill_all(nodes: &mut [Node]) {
+    for n in nodes {
+        n.kill().await;
+    }
 }
 
 fn tempdirs() -> [tempfile::TempDir; 3] {
@@ -271,12 +273,8 @@ async fn raft_cluster_replicates_fails_over_and_catches_up_a_restarted_node() {
 
     // Writes on the leader reach every store.
     let mut written = Vec::new();
-    let mut last = 0;
-    for i in 0..10 {
-        let name = format!("svc-{i:02}");
-        last = propose(&nodes[0], &name, 0).await;
-        written.push(name);
-    }
+    let names = (0..10).map(|i| format!("svc-{i:02}"));
+    let last = propose_each(&nodes[0], names, 0, &mut written).await;
     wait_applied(&nodes.iter().collect::<Vec<_>>(), last).await;
     for n in &nodes {
         assert_eq!(service_names(&n.store), written, "node {}", n.id);
@@ -294,7 +292,7 @@ async fn raft_cluster_replicates_fails_over_and_catches_up_a_restarted_node() {
     // A follower refuses writes and names the leader, with its address, for forwarding.
     let err = nodes[1]
         .store
-        .propose(vec![create_service("on-follower", 0)])
+        .propose(vec![create_service("on-follower")])
         .await
         .expect_err("followers do not write");
     match &err {
@@ -315,27 +313,18 @@ async fn raft_cluster_replicates_fails_over_and_catches_up_a_restarted_node() {
     let read = nodes[0].handle.read_index().await.expect("read on leader");
     assert!(read >= index);
 
-    // Kill the leader: the others elect a new one within a few election timeouts.
-    let killed_at = Instant::now();
+    // Kill the leader: the others elect a new one (within `WAIT`; how fast is for
+    // bench/cluster_failover.sh to measure), and it accepts writes.
     nodes[0].kill().await;
     let survivors: Vec<&Node> = nodes[1..].iter().collect();
     let new_leader = leader_of(&survivors).await;
-    let failover = killed_at.elapsed();
     assert!(new_leader == 2 || new_leader == 3, "leader {new_leader}");
-    assert!(
-        failover < TICK * ELECTION_TICKS as u32 * 10,
-        "failover took {failover:?}"
-    );
     let leader = survivors
         .iter()
         .find(|n| n.id == new_leader)
         .expect("leader node");
-    let mut last = 0;
-    for i in 0..5 {
-        let name = format!("after-{i}");
-        last = propose(leader, &name, 0).await;
-        written.push(name);
-    }
+    let names = (0..5).map(|i| format!("after-{i}"));
+    let last = propose_each(leader, names, 0, &mut written).await;
     written.sort();
     wait_applied(&survivors, last).await;
     // Every write acknowledged before the kill survived it.
@@ -351,19 +340,14 @@ async fn raft_cluster_replicates_fails_over_and_catches_up_a_restarted_node() {
     assert_eq!(leader_of(&all).await, new_leader);
     assert_eq!(nodes[0].handle.status().voters, vec![1, 2, 3]);
 
-    for n in &mut nodes {
-        n.kill().await;
-    }
+    kill_all(&mut nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raft_cluster_node_down_during_compaction_catches_up_by_snapshot() {
     let dirs = tempdirs();
     // Snapshots every 8 entries, so the log moves past node 3 while it is down.
-    let opts = Opts {
-        snapshot_interval: 8,
-        ..DEFAULT
-    };
+    let opts = FREQUENT_SNAPSHOTS;
     let mut nodes = form_cluster(&dirs, opts).await;
     let mut written = Vec::new();
     let first = propose(&nodes[0], "before", 0).await;
@@ -373,12 +357,8 @@ async fn raft_cluster_node_down_during_compaction_catches_up_by_snapshot() {
     nodes[2].kill().await;
     let down_last = nodes[2].handle.status().last_index;
     // Large entries make a snapshot of several chunks (each 1 MiB).
-    let mut last = 0;
-    for i in 0..24 {
-        let name = format!("big-{i:02}");
-        last = propose(&nodes[0], &name, 100 * 1024).await;
-        written.push(name);
-    }
+    let names = (0..24).map(|i| format!("big-{i:02}"));
+    let last = propose_each(&nodes[0], names, 100 * 1024, &mut written).await;
     written.sort();
     let leader = nodes[0].handle.status();
     assert!(
@@ -410,9 +390,7 @@ async fn raft_cluster_node_down_during_compaction_catches_up_by_snapshot() {
     wait_applied(&all, index).await;
     assert!(service_names(&nodes[2].store).contains(&"after".to_string()));
 
-    for n in &mut nodes {
-        n.kill().await;
-    }
+    kill_all(&mut nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -494,9 +472,7 @@ async fn raft_cluster_removes_voters_and_transfers_leadership() {
     let index = propose(other, "after-transfer", 0).await;
     wait_applied(&pair, index).await;
 
-    for n in &mut nodes[..2] {
-        n.kill().await;
-    }
+    kill_all(&mut nodes[..2]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -513,7 +489,7 @@ async fn raft_cluster_joining_node_waits_empty_and_reads_need_a_leader() {
     assert!(matches!(err, StoreError::NotLeader { .. }), "{err}");
     let err = joiner
         .store
-        .propose(vec![create_service("web", 0)])
+        .propose(vec![create_service("web")])
         .await
         .expect_err("not a leader");
     assert!(matches!(err, StoreError::NotLeader { .. }), "{err}");
@@ -554,9 +530,7 @@ async fn raft_cluster_member_moves_to_a_new_address() {
         .expect("same address");
     assert!(unchanged <= applied + 1);
 
-    for n in &mut nodes {
-        n.kill().await;
-    }
+    kill_all(&mut nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -626,18 +600,11 @@ async fn raft_service_refuses_misaddressed_and_truncated_messages() {
 async fn raft_cluster_force_new_cluster_recovers_a_survivor_of_lost_quorum() {
     let dirs = tempdirs();
     // Snapshots every 8 entries: the recovery starts from a snapshot plus the log after it.
-    let opts = Opts {
-        snapshot_interval: 8,
-        ..DEFAULT
-    };
+    let opts = FREQUENT_SNAPSHOTS;
     let mut nodes = form_cluster(&dirs, opts).await;
     let mut written = Vec::new();
-    let mut last = 0;
-    for i in 0..21 {
-        let name = format!("svc-{i:02}");
-        last = propose(&nodes[0], &name, 0).await;
-        written.push(name);
-    }
+    let names = (0..21).map(|i| format!("svc-{i:02}"));
+    let last = propose_each(&nodes[0], names, 0, &mut written).await;
     // Node 3 survives. It must hold the writes (entries on disk); whether it has also learned
     // that the last ones were committed is up to timing, and must not matter.
     wait_until("node 3 holds every acknowledged write", || {
@@ -655,7 +622,7 @@ async fn raft_cluster_force_new_cluster_recovers_a_survivor_of_lost_quorum() {
     assert_eq!(status.voters, vec![1, 2, 3]);
     match nodes[2]
         .store
-        .propose(vec![create_service("no-quorum", 0)])
+        .propose(vec![create_service("no-quorum")])
         .await
     {
         Err(StoreError::NotLeader { .. }) | Err(StoreError::Timeout(_)) => {}
@@ -669,9 +636,9 @@ async fn raft_cluster_force_new_cluster_recovers_a_survivor_of_lost_quorum() {
     let survivor = &nodes[2];
     survivor
         .handle
-        .wait_leader(Duration::from_secs(2))
+        .wait_leader(WAIT)
         .await
-        .expect("the recovered node leads within 2s");
+        .expect("the recovered node leads");
     eprintln!("recovered node leads after {:?}", started.elapsed());
     let status = survivor.handle.status();
     assert_eq!(status.voters, vec![3]);
@@ -679,12 +646,8 @@ async fn raft_cluster_force_new_cluster_recovers_a_survivor_of_lost_quorum() {
     assert_eq!(status.members, Members::from([(3, survivor.addr.clone())]));
     assert!(status.snapshot_index >= last, "{status:?}");
     assert_eq!(service_names(&survivor.store), written);
-    let mut index = 0;
-    for i in 0..3 {
-        let name = format!("recovered-{i}");
-        index = propose(survivor, &name, 0).await;
-        written.push(name);
-    }
+    let names = (0..3).map(|i| format!("recovered-{i}"));
+    let index = propose_each(survivor, names, 0, &mut written).await;
     written.sort();
     assert!(index > last);
     assert_eq!(service_names(&survivor.store), written);
@@ -790,17 +753,6 @@ async fn raft_cluster_force_new_cluster_recovers_a_survivor_of_lost_quorum() {
     nodes[2].kill().await;
 }
 
-/// Starts a Raft loop that is expected to refuse to start, and says why it did.
-async fn start_refused(cfg: RaftConfig) -> RaftError {
-    match raft::start(cfg).await {
-        Ok((_, handle)) => {
-            let _ = handle.shutdown().await;
-            panic!("the raft loop started")
-        }
-        Err(e) => e,
-    }
-}
-
 /// `force_new_cluster` needs a log to recover: a data directory that never held one, or that
 /// of a manager still waiting to join, is refused with the path, and nothing is created.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -809,7 +761,7 @@ async fn raft_force_new_cluster_refuses_a_data_dir_with_nothing_to_recover() {
     let missing = root.path().join("never-used");
     let mut cfg = RaftConfig::new(&missing, 1);
     cfg.force_new_cluster = true;
-    let err = start_refused(cfg).await;
+    let err = start_err(cfg, "nothing to recover").await;
     assert!(matches!(err, RaftError::NothingToRecover { .. }), "{err}");
     let msg = err.to_string();
     assert!(
@@ -831,7 +783,7 @@ async fn raft_force_new_cluster_refuses_a_data_dir_with_nothing_to_recover() {
     joiner.kill().await;
     let mut cfg = joiner.cfg.clone();
     cfg.force_new_cluster = true;
-    let err = start_refused(cfg).await;
+    let err = start_err(cfg, "nothing to recover").await;
     assert!(matches!(err, RaftError::NothingToRecover { .. }), "{err}");
     // The refusal changed nothing: the joiner still starts, waiting to be added.
     joiner.restart().await;

@@ -4,7 +4,8 @@
 use std::fmt;
 
 use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, EncodeLabelSet, NoLabelSet,
+    DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, EncodeLabelSet, MetricEncoder,
+    NoLabelSet,
 };
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
@@ -33,10 +34,9 @@ pub fn gauges<L: EncodeLabelSet, V: EncodeGaugeValue>(
     samples: impl IntoIterator<Item = (L, V)>,
 ) -> fmt::Result {
     let mut metric = enc.encode_descriptor(name, help, unit, MetricType::Gauge)?;
-    for (labels, value) in samples {
-        metric.encode_family(&labels)?.encode_gauge(&value)?;
-    }
-    Ok(())
+    each_sample(&mut metric, samples, |sample, value| {
+        sample.encode_gauge(value)
+    })
 }
 
 /// A counter (the encoder appends `_total`) with one sample per label set.
@@ -48,10 +48,20 @@ pub fn counters<L: EncodeLabelSet, V: EncodeCounterValue>(
     samples: impl IntoIterator<Item = (L, V)>,
 ) -> fmt::Result {
     let mut metric = enc.encode_descriptor(name, help, unit, MetricType::Counter)?;
+    each_sample(&mut metric, samples, |sample, value| {
+        sample.encode_counter::<NoLabelSet, V, f64>(value, None)
+    })
+}
+
+/// Writes one sample of `metric` per label set, its value through `encode_value`: the loop
+/// [`gauges`] and [`counters`] share.
+fn each_sample<L: EncodeLabelSet, V>(
+    metric: &mut MetricEncoder,
+    samples: impl IntoIterator<Item = (L, V)>,
+    encode_value: impl Fn(&mut MetricEncoder, &V) -> fmt::Result,
+) -> fmt::Result {
     for (labels, value) in samples {
-        metric
-            .encode_family(&labels)?
-            .encode_counter::<NoLabelSet, V, f64>(&value, None)?;
+        encode_value(&mut metric.encode_family(&labels)?, &value)?;
     }
     Ok(())
 }

@@ -43,8 +43,9 @@ use crate::roles::Manager;
 use crate::store::Store;
 use crate::usage::UsageStore;
 
+/// Owned by the Raft loop, which updates them; re-exported where it always was.
+pub use crate::raft::RaftInstruments;
 pub use api::{ApiLayer, ApiService};
-pub use raft::RaftInstruments;
 pub use watch::RoleInstruments;
 
 /// The exposition formats `/metrics` speaks.

@@ -1,48 +1,15 @@
 //! Raft metrics: the status every manager's Raft loop publishes ([`RaftStatus`]), and the
-//! instruments the loop updates as it works ([`RaftInstruments`]).
+//! instruments the loop updates as it works ([`RaftInstruments`], owned by `crate::raft`;
+//! this module only reads and encodes them).
 
 use std::fmt;
 
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
 
 use super::encode::{counter, gauge};
-use crate::raft::RaftStatus;
-
-/// What the Raft loop measures as it goes; cheap to clone (every field is shared), read by
-/// the metrics collector through [`crate::raft::RaftHandle::instruments`].
-#[derive(Debug, Clone)]
-pub struct RaftInstruments {
-    /// Seconds from a proposal entering the loop to its entry being applied (the proposer's
-    /// wait, less queueing before the loop).
-    pub proposal_duration: Histogram,
-    /// Seconds applying one entry to the store.
-    pub apply_duration: Histogram,
-    /// Times a (new) leader became known to this node.
-    pub leader_changes: Counter,
-    /// Size of the last snapshot this node stored (taken or received).
-    pub snapshot_bytes: Gauge,
-    /// Snapshots this node took.
-    pub snapshots: Counter,
-}
-
-impl Default for RaftInstruments {
-    fn default() -> Self {
-        RaftInstruments {
-            // 0.5 ms … 8 s: one fsync on a fast disk up to a quorum that barely answers.
-            proposal_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 15)),
-            // 10 µs … 0.65 s: applying is in-memory work.
-            apply_duration: Histogram::new(exponential_buckets(0.00001, 4.0, 9)),
-            leader_changes: Counter::default(),
-            snapshot_bytes: Gauge::default(),
-            snapshots: Counter::default(),
-        }
-    }
-}
+use crate::raft::{RaftInstruments, RaftStatus};
 
 fn bool01(b: bool) -> i64 {
     i64::from(b)

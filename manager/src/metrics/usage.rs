@@ -1,5 +1,6 @@
-//! Task resource usage, per task and summed per service, from the [`UsageStore`] the workers'
-//! reports fill (see `shoal_worker::stats` for what each value is).
+//! Task resource usage, per task and summed per service, from the
+//! [`crate::usage::UsageStore`] the workers' reports fill (see `shoal_worker::stats` for what
+//! each value is).
 //!
 //! A sample is exported only while its task is in the store, on the node that reported it, not
 //! yet finished, and on a node that is not down: the store forgets a node's tasks only when the
@@ -48,6 +49,24 @@ struct ServiceUsage {
     memory_working_set_bytes: u64,
 }
 
+/// One sample per task: its labels, and `value` of its latest report.
+fn per_task<'a, V>(
+    rows: &'a [Row<'a>],
+    value: impl Fn(&TaskUsage) -> V + 'a,
+) -> impl Iterator<Item = (Labels<'a>, V)> + 'a {
+    rows.iter().map(move |r| (r.labels(), value(r.latest())))
+}
+
+/// One sample per service: its name, and `value` of its totals.
+fn per_service<'a, V>(
+    services: &'a BTreeMap<&'a str, ServiceUsage>,
+    value: impl Fn(&ServiceUsage) -> V + 'a,
+) -> impl Iterator<Item = ([(&'static str, &'a str); 1], V)> + 'a {
+    services
+        .iter()
+        .map(move |(name, u)| ([("service", *name)], value(u)))
+}
+
 pub fn encode(
     enc: &mut DescriptorEncoder,
     st: &StoreState,
@@ -85,8 +104,7 @@ pub fn encode(
         "shoal_task_cpu",
         "CPU time the task's processes used.",
         Some(&Unit::Seconds),
-        rows.iter()
-            .map(|r| (r.labels(), r.latest().cpu_seconds_total)),
+        per_task(&rows, |u| u.cpu_seconds_total),
     )?;
     gauges(
         enc,
@@ -94,42 +112,35 @@ pub fn encode(
         "The task's memory use less the file cache the kernel can drop (cgroup usage minus \
          inactive file).",
         Some(&Unit::Bytes),
-        rows.iter()
-            .map(|r| (r.labels(), r.latest().memory_working_set_bytes)),
+        per_task(&rows, |u| u.memory_working_set_bytes),
     )?;
     gauges(
         enc,
         "shoal_task_memory_limit",
         "The task's memory limit (only tasks that have one).",
         Some(&Unit::Bytes),
-        rows.iter()
-            .filter(|r| r.latest().memory_limit_bytes > 0)
-            .map(|r| (r.labels(), r.latest().memory_limit_bytes)),
+        per_task(&rows, |u| u.memory_limit_bytes).filter(|(_, limit)| *limit > 0),
     )?;
     gauges(
         enc,
         "shoal_task_cpu_limit",
         "The task's CPU limit in CPUs (only tasks that have one).",
         Some(&Unit::Other("cores".into())),
-        rows.iter()
-            .filter(|r| r.latest().cpu_limit_nano_cpus > 0)
-            .map(|r| (r.labels(), r.latest().cpu_limit_nano_cpus as f64 / 1e9)),
+        per_task(&rows, |u| u.cpu_limit_nano_cpus as f64 / 1e9).filter(|(_, cpus)| *cpus > 0.0),
     )?;
     counters(
         enc,
         "shoal_task_network_receive",
         "Bytes the task received on its network interfaces (loopback excluded).",
         Some(&Unit::Bytes),
-        rows.iter()
-            .map(|r| (r.labels(), r.latest().network_rx_bytes)),
+        per_task(&rows, |u| u.network_rx_bytes),
     )?;
     counters(
         enc,
         "shoal_task_network_transmit",
         "Bytes the task sent on its network interfaces (loopback excluded).",
         Some(&Unit::Bytes),
-        rows.iter()
-            .map(|r| (r.labels(), r.latest().network_tx_bytes)),
+        per_task(&rows, |u| u.network_tx_bytes),
     )?;
 
     let mut services: BTreeMap<&str, ServiceUsage> = BTreeMap::new();
@@ -144,27 +155,21 @@ pub fn encode(
         "shoal_service_usage_tasks",
         "Tasks of the service whose usage the workers report.",
         None,
-        services
-            .iter()
-            .map(|(name, u)| ([("service", *name)], u.tasks)),
+        per_service(&services, |u| u.tasks),
     )?;
     gauges(
         enc,
         "shoal_service_cpu_usage",
         "CPUs the service's tasks used between their last two usage reports, summed.",
         Some(&Unit::Other("cores".into())),
-        services
-            .iter()
-            .map(|(name, u)| ([("service", *name)], u.cpu_cores)),
+        per_service(&services, |u| u.cpu_cores),
     )?;
     gauges(
         enc,
         "shoal_service_memory_working_set",
         "Working set of the service's tasks, summed.",
         Some(&Unit::Bytes),
-        services
-            .iter()
-            .map(|(name, u)| ([("service", *name)], u.memory_working_set_bytes)),
+        per_service(&services, |u| u.memory_working_set_bytes),
     )
 }
 

@@ -10,7 +10,9 @@
 use tokio::sync::oneshot;
 use tracing::info;
 
-use super::node::{Control, MemberChange, RaftStatus};
+use super::conf_change::MemberChange;
+use super::handle::Control;
+use super::RaftStatus;
 use super::{MembershipError, RaftHandle};
 use crate::store::StoreError;
 

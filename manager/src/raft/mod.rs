@@ -1,9 +1,13 @@
 //! The Raft log that every store change goes through.
 //!
 //! [`start`] opens the durable log in the data directory (a redb file, [`storage`]), restores
-//! the store from the latest snapshot, and runs one Raft loop ([`node`]) that commits the
-//! proposals made through [`crate::store::Store::propose`], applies committed entries to the
-//! store in log order and answers the proposers. A new data directory becomes a one-manager
+//! the store from the latest snapshot (`open.rs`), and runs one Raft loop (`raft_loop.rs`) that
+//! commits the proposals made through [`crate::store::Store::propose`], applies committed
+//! entries to the store in log order and answers the proposers (`proposals.rs`); it also
+//! serves linearizable reads (`reads.rs`), configuration changes (`conf_change.rs`) and
+//! snapshots (`snapshots.rs`), and publishes its status (`status.rs`) and instruments
+//! (`instruments.rs`) for the rest of the manager. Every other part talks to the loop through
+//! a [`RaftHandle`] (`handle.rs`). A new data directory becomes a one-manager
 //! cluster that elects itself at once, unless it is started to join one
 //! ([`RaftConfig::join`]): then it waits, empty, for a leader to send it a snapshot. A manager
 //! that survived the loss of quorum restarts as a one-manager cluster keeping every object
@@ -14,12 +18,20 @@
 //! membership ([`RaftHandle::add_voter`], [`RaftHandle::remove_voter`]) and the members' Raft
 //! addresses ([`members`]) are replicated through the log itself.
 
+mod conf_change;
 pub mod grpc;
+mod handle;
+mod instruments;
 mod logger;
 pub mod members;
 mod membership;
-pub mod node;
+mod open;
+mod proposals;
+mod raft_loop;
+mod reads;
 mod recovery;
+mod snapshots;
+mod status;
 pub mod storage;
 pub mod transport;
 
@@ -27,8 +39,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use grpc::{ChannelFactory, GrpcTransport, PlainHttp, RaftService, TransportError};
+pub use handle::RaftHandle;
+pub use instruments::RaftInstruments;
 pub use members::Members;
-pub use node::{start, start_with_transport, PeerStatus, RaftHandle, RaftStatus};
+pub use open::{start, start_with_transport};
+pub use status::{PeerStatus, RaftStatus};
 pub use storage::RaftStorage;
 pub use transport::{NoPeers, Outbound, PeerReports, RaftTransport};
 

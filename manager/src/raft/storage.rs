@@ -16,19 +16,17 @@
 
 use std::cell::Cell;
 use std::collections::BTreeSet;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
-use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
-use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
-    WriteTransaction,
-};
+use redb::{Database, Durability, TableDefinition, WriteTransaction};
 use tracing::{debug, info};
 
 use super::members::{self, Members};
 use super::RaftError;
+use load::open_database;
 
 /// The data file's name inside the data directory.
 pub const DATA_FILE: &str = "raft.redb";
@@ -204,11 +202,7 @@ impl RaftStorage {
 
     pub fn set_conf_state(&mut self, cs: ConfState) -> Result<(), RaftError> {
         let bytes = encode(&cs, &self.path)?;
-        self.write(|txn| {
-            txn.open_table(META)?
-                .insert(KEY_CONF_STATE, bytes.as_slice())?;
-            Ok(())
-        })?;
+        self.write_meta(&[(KEY_CONF_STATE, &bytes)])?;
         self.conf_state = cs;
         Ok(())
     }
@@ -218,12 +212,7 @@ impl RaftStorage {
     pub fn set_membership(&mut self, cs: ConfState, members: Members) -> Result<(), RaftError> {
         let cs_bytes = encode(&cs, &self.path)?;
         let member_bytes = members::encode(&members);
-        self.write(|txn| {
-            let mut meta = txn.open_table(META)?;
-            meta.insert(KEY_CONF_STATE, cs_bytes.as_slice())?;
-            meta.insert(KEY_MEMBERS, member_bytes.as_slice())?;
-            Ok(())
-        })?;
+        self.write_meta(&[(KEY_CONF_STATE, &cs_bytes), (KEY_MEMBERS, &member_bytes)])?;
         self.conf_state = cs;
         self.members = members;
         Ok(())
@@ -232,11 +221,7 @@ impl RaftStorage {
     /// Records the members' addresses (e.g. this node's own address changed).
     pub fn set_members(&mut self, members: Members) -> Result<(), RaftError> {
         let bytes = members::encode(&members);
-        self.write(|txn| {
-            txn.open_table(META)?
-                .insert(KEY_MEMBERS, bytes.as_slice())?;
-            Ok(())
-        })?;
+        self.write_meta(&[(KEY_MEMBERS, &bytes)])?;
         self.members = members;
         Ok(())
     }
@@ -258,18 +243,15 @@ impl RaftStorage {
         let old_last = self.last();
         self.write(|txn| {
             if let Some(&(first, _)) = encoded.first() {
-                let mut table = txn.open_table(ENTRIES)?;
                 // The conflicting suffix goes: entries past the new tail must not survive.
-                for index in first..=old_last {
-                    table.remove(index)?;
-                }
+                remove_entries(txn, first..=old_last)?;
+                let mut table = txn.open_table(ENTRIES)?;
                 for (index, bytes) in &encoded {
                     table.insert(*index, bytes.as_slice())?;
                 }
             }
             if let Some(bytes) = &hs_bytes {
-                txn.open_table(META)?
-                    .insert(KEY_HARD_STATE, bytes.as_slice())?;
+                put_meta(txn, &[(KEY_HARD_STATE, bytes)])?;
             }
             Ok(())
         })?;
@@ -365,18 +347,18 @@ impl RaftStorage {
         let member_bytes = members::encode(&members);
         let (first, last) = (self.first(), self.last());
         self.write(|txn| {
-            let mut table = txn.open_table(ENTRIES)?;
-            for i in first..=last {
-                table.remove(i)?;
-            }
-            let mut meta = txn.open_table(META)?;
-            meta.insert(KEY_SNAPSHOT, snap_bytes.as_slice())?;
-            meta.insert(KEY_CONF_STATE, cs_bytes.as_slice())?;
-            meta.insert(KEY_MEMBERS, member_bytes.as_slice())?;
-            meta.insert(KEY_HARD_STATE, hs_bytes.as_slice())?;
-            meta.insert(KEY_TRUNCATED, truncated_bytes(index, term).as_slice())?;
-            meta.insert(KEY_RETIRED, retired_bytes.as_slice())?;
-            Ok(())
+            remove_entries(txn, first..=last)?;
+            put_meta(
+                txn,
+                &[
+                    (KEY_SNAPSHOT, &snap_bytes),
+                    (KEY_CONF_STATE, &cs_bytes),
+                    (KEY_MEMBERS, &member_bytes),
+                    (KEY_HARD_STATE, &hs_bytes),
+                    (KEY_TRUNCATED, &truncated_bytes(index, term)),
+                    (KEY_RETIRED, &retired_bytes),
+                ],
+            )
         })?;
         self.entries.clear();
         self.truncated_index = index;
@@ -421,11 +403,7 @@ impl RaftStorage {
         meta.term = term;
         meta.set_conf_state(conf_state);
         let bytes = encode(&snapshot, &self.path)?;
-        self.write(|txn| {
-            txn.open_table(META)?
-                .insert(KEY_SNAPSHOT, bytes.as_slice())?;
-            Ok(())
-        })?;
+        self.write_meta(&[(KEY_SNAPSHOT, &bytes)])?;
         self.snapshot = snapshot;
         Ok(())
     }
@@ -453,13 +431,8 @@ impl RaftStorage {
             .map_err(|e| self.invalid(&format!("compacting through {index}: {e}")))?;
         let first = self.first();
         self.write(|txn| {
-            let mut table = txn.open_table(ENTRIES)?;
-            for i in first..=index {
-                table.remove(i)?;
-            }
-            txn.open_table(META)?
-                .insert(KEY_TRUNCATED, truncated_bytes(index, term).as_slice())?;
-            Ok(())
+            remove_entries(txn, first..=index)?;
+            put_meta(txn, &[(KEY_TRUNCATED, &truncated_bytes(index, term))])
         })?;
         self.entries
             .drain(..(index - self.truncated_index) as usize);
@@ -529,159 +502,9 @@ impl RaftStorage {
         })
     }
 
-    /// Reads the whole file into the mirror, checking that it is one consistent log.
-    fn load(&mut self) -> Result<(), RaftError> {
-        // Creating the tables up front means a read never meets a missing table; on an existing
-        // file this changes nothing.
-        self.write(|txn| {
-            txn.open_table(ENTRIES)?;
-            txn.open_table(META)?;
-            Ok(())
-        })?;
-        let txn = self.db.begin_read().map_err(|e| self.corrupt(e))?;
-        let meta = txn.open_table(META).map_err(|e| self.corrupt(e))?;
-        let entries = txn.open_table(ENTRIES).map_err(|e| self.corrupt(e))?;
-        let get = |key: &str| -> Result<Option<Vec<u8>>, RaftError> {
-            meta.get(key)
-                .map(|v| v.map(|guard| guard.value().to_vec()))
-                .map_err(|e| self.corrupt(format!("reading {key}: {e}")))
-        };
-
-        let Some(format) = get(KEY_FORMAT)? else {
-            let meta_len = meta.len().map_err(|e| self.corrupt(e))?;
-            let entries_len = entries.len().map_err(|e| self.corrupt(e))?;
-            if meta_len > 0 || entries_len > 0 {
-                return Err(self.corrupt("it holds raft data but no format marker"));
-            }
-            drop((meta, entries, txn));
-            let raft_id = self.raft_id;
-            self.write(|txn| {
-                let mut meta = txn.open_table(META)?;
-                meta.insert(KEY_FORMAT, FORMAT_VERSION.to_le_bytes().as_slice())?;
-                meta.insert(KEY_RAFT_ID, raft_id.to_le_bytes().as_slice())?;
-                Ok(())
-            })?;
-            info!(path = %self.path.display(), raft_id, "new raft data file created");
-            return Ok(());
-        };
-        let format = u32::from_le_bytes(
-            format
-                .as_slice()
-                .try_into()
-                .map_err(|_| self.corrupt("the format marker is malformed"))?,
-        );
-        if format != FORMAT_VERSION {
-            return Err(self.corrupt(format!(
-                "it uses data format {format}, this shoal reads format {FORMAT_VERSION}"
-            )));
-        }
-
-        let stored_id = get(KEY_RAFT_ID)?
-            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-            .map(u64::from_le_bytes)
-            .ok_or_else(|| self.corrupt("the owning raft ID is missing or malformed"))?;
-        if stored_id != self.raft_id {
-            return Err(RaftError::WrongNode {
-                path: self.path.clone(),
-                stored: stored_id,
-                configured: self.raft_id,
-            });
-        }
-
-        let mut hard_state: HardState = decode_opt(get(KEY_HARD_STATE)?, "hard state", self)?;
-        let conf_state: ConfState = decode_opt(get(KEY_CONF_STATE)?, "conf state", self)?;
-        let snapshot: Snapshot = decode_opt(get(KEY_SNAPSHOT)?, "snapshot", self)?;
-        let members = match get(KEY_MEMBERS)? {
-            None => Members::new(),
-            Some(b) => members::decode(&b)
-                .map_err(|e| self.corrupt(format!("the member list cannot be decoded: {e}")))?,
-        };
-        let retired = match get(KEY_RETIRED)? {
-            None => BTreeSet::new(),
-            Some(b) => {
-                if b.len() % 8 != 0 {
-                    return Err(self.corrupt(format!(
-                        "the retired raft IDs are malformed ({} bytes, not a multiple of 8)",
-                        b.len()
-                    )));
-                }
-                // Every chunk is exactly 8 bytes: the length was checked above.
-                b.chunks_exact(8)
-                    .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-                    .collect()
-            }
-        };
-        let (truncated_index, truncated_term) = match get(KEY_TRUNCATED)? {
-            None => (0, 0),
-            Some(b) => {
-                let b: [u8; 16] = b
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| self.corrupt("the compaction point is malformed"))?;
-                let (i, t) = b.split_at(8);
-                // Both halves are exactly 8 bytes by construction.
-                let word = |s: &[u8]| u64::from_le_bytes(s.try_into().unwrap_or([0; 8]));
-                (word(i), word(t))
-            }
-        };
-
-        let mut log = Vec::new();
-        let rows = entries.iter().map_err(|e| self.corrupt(e))?;
-        for (expected, item) in (truncated_index + 1..).zip(rows) {
-            let (key, value) = item.map_err(|e| self.corrupt(format!("reading entries: {e}")))?;
-            let key = key.value();
-            let entry = Entry::parse_from_bytes(value.value())
-                .map_err(|e| self.corrupt(format!("entry {key} cannot be decoded: {e}")))?;
-            if key != expected || entry.index != key {
-                return Err(self.corrupt(format!(
-                    "the log is not contiguous: expected entry {expected}, found key {key} \
-                     holding entry {}",
-                    entry.index
-                )));
-            }
-            log.push(entry);
-        }
-
-        let snap_meta = snapshot.get_metadata();
-        if snap_meta.index < truncated_index {
-            return Err(self.corrupt(format!(
-                "the log was compacted through {truncated_index} but the snapshot only reaches {}",
-                snap_meta.index
-            )));
-        }
-        if snap_meta.index == truncated_index && snap_meta.term != truncated_term {
-            return Err(self.corrupt(format!(
-                "the snapshot at {} has term {} but the compaction point has term {truncated_term}",
-                snap_meta.index, snap_meta.term
-            )));
-        }
-        let last = truncated_index + log.len() as u64;
-        if snap_meta.index > last {
-            return Err(self.corrupt(format!(
-                "the snapshot at {} is past the last log entry {last}",
-                snap_meta.index
-            )));
-        }
-        if hard_state.commit > last {
-            return Err(self.corrupt(format!(
-                "the commit index {} is past the last log entry {last}",
-                hard_state.commit
-            )));
-        }
-        // Everything the snapshot holds was committed, even if a crash lost the commit index
-        // written after it; raft-rs refuses a commit index below its first entry.
-        hard_state.commit = hard_state.commit.max(snap_meta.index);
-
-        drop((meta, entries, txn));
-        self.hard_state = hard_state;
-        self.conf_state = conf_state;
-        self.members = members;
-        self.retired = retired;
-        self.snapshot = snapshot;
-        self.truncated_index = truncated_index;
-        self.truncated_term = truncated_term;
-        self.entries = log;
-        Ok(())
+    /// Records `records` in the meta table, in one durable write.
+    fn write_meta(&self, records: &[(&str, &[u8])]) -> Result<(), RaftError> {
+        self.write(|txn| put_meta(txn, records))
     }
 }
 
@@ -756,45 +579,8 @@ impl Storage for RaftStorage {
     }
 }
 
-/// Opens the file with a full integrity check: a plain open trusts the file and may panic on
-/// one damaged outside redb. The check reads the whole file, which compaction keeps small.
-fn open_database(path: &Path) -> Result<Database, RaftError> {
-    let opened = std::panic::catch_unwind(|| {
-        redb::Builder::new()
-            .set_check_integrity_on_open(true)
-            .set_cache_size(CACHE_BYTES)
-            .create(path)
-    });
-    let corrupt = |reason: String| RaftError::Corrupt {
-        path: path.to_path_buf(),
-        reason,
-    };
-    match opened {
-        Ok(Ok(db)) => Ok(db),
-        Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen))
-        | Ok(Err(redb::DatabaseError::LockProtocolMismatch)) => Err(RaftError::InUse {
-            path: path.to_path_buf(),
-        }),
-        Ok(Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))))
-            if !matches!(
-                e.kind(),
-                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
-            ) =>
-        {
-            Err(RaftError::Io {
-                path: path.to_path_buf(),
-                source: e,
-            })
-        }
-        Ok(Err(e)) => Err(corrupt(e.to_string())),
-        Err(panic) => Err(corrupt(format!(
-            "the database engine failed reading it ({})",
-            panic_message(panic.as_ref())
-        ))),
-    }
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+/// What a caught panic said, for an error message.
+pub(super) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = panic.downcast_ref::<String>() {
@@ -813,16 +599,22 @@ fn encode(message: &impl protobuf::Message, path: &Path) -> Result<Vec<u8>, Raft
         })
 }
 
-fn decode_opt<M: protobuf::Message + Default>(
-    bytes: Option<Vec<u8>>,
-    what: &str,
-    storage: &RaftStorage,
-) -> Result<M, RaftError> {
-    match bytes {
-        None => Ok(M::default()),
-        Some(b) => M::parse_from_bytes(&b)
-            .map_err(|e| storage.corrupt(format!("the {what} cannot be decoded: {e}"))),
+/// Records `(key, value)` pairs in the meta table, within `txn`.
+fn put_meta(txn: &WriteTransaction, records: &[(&str, &[u8])]) -> Result<(), redb::Error> {
+    let mut meta = txn.open_table(META)?;
+    for (key, value) in records {
+        meta.insert(*key, *value)?;
     }
+    Ok(())
+}
+
+/// Removes the entries at `indexes` from the log table, within `txn`.
+fn remove_entries(txn: &WriteTransaction, indexes: RangeInclusive<u64>) -> Result<(), redb::Error> {
+    let mut table = txn.open_table(ENTRIES)?;
+    for index in indexes {
+        table.remove(index)?;
+    }
+    Ok(())
 }
 
 fn truncated_bytes(index: u64, term: u64) -> [u8; 16] {
@@ -832,207 +624,6 @@ fn truncated_bytes(index: u64, term: u64) -> [u8; 16] {
     b
 }
 
+mod load;
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(index: u64, term: u64) -> Entry {
-        Entry {
-            index,
-            term,
-            data: format!("e{index}t{term}").into_bytes().into(),
-            ..Default::default()
-        }
-    }
-
-    fn indices_terms(s: &RaftStorage) -> Vec<(u64, u64)> {
-        s.entries.iter().map(|e| (e.index, e.term)).collect()
-    }
-
-    #[test]
-    fn raft_storage_append_truncates_conflicting_suffix_and_survives_reopen() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        {
-            let mut s = RaftStorage::open(dir.path(), 1).expect("open");
-            assert!(!s.is_initialized());
-            s.bootstrap(ConfState {
-                voters: vec![1],
-                ..Default::default()
-            })
-            .expect("bootstrap");
-            s.append(&[entry(1, 1), entry(2, 1), entry(3, 1)])
-                .expect("append");
-            // A new leader at term 2 overwrites from 2 on.
-            s.append(&[entry(2, 2)]).expect("append conflicting");
-            assert_eq!(indices_terms(&s), vec![(1, 1), (2, 2)]);
-            let hs = HardState {
-                term: 2,
-                vote: 1,
-                commit: 2,
-                ..Default::default()
-            };
-            s.set_hardstate(hs).expect("hard state");
-            // A gap after the last entry is refused.
-            assert!(matches!(
-                s.append(&[entry(5, 2)]),
-                Err(RaftError::InvalidWrite { .. })
-            ));
-        }
-        let s = RaftStorage::open(dir.path(), 1).expect("reopen");
-        assert!(s.is_initialized());
-        assert_eq!(s.conf_state().voters, vec![1]);
-        assert_eq!(indices_terms(&s), vec![(1, 1), (2, 2)]);
-        assert_eq!(s.hard_state().commit, 2);
-        assert_eq!(s.hard_state().term, 2);
-        assert_eq!(s.first_index().ok(), Some(1));
-        assert_eq!(s.last_index().ok(), Some(2));
-        assert_eq!(s.term(0).ok(), Some(0));
-        assert_eq!(s.term(2).ok(), Some(2));
-        let got = s
-            .entries(1, 3, None, GetEntriesContext::empty(false))
-            .expect("entries");
-        assert_eq!(got, vec![entry(1, 1), entry(2, 2)]);
-    }
-
-    #[test]
-    fn raft_storage_snapshot_then_compact_keeps_the_tail() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        {
-            let mut s = RaftStorage::open(dir.path(), 7).expect("open");
-            s.bootstrap(ConfState {
-                voters: vec![7],
-                ..Default::default()
-            })
-            .expect("bootstrap");
-            let ents: Vec<Entry> = (1..=10).map(|i| entry(i, 1)).collect();
-            s.persist(
-                &ents,
-                Some(&HardState {
-                    term: 1,
-                    commit: 8,
-                    ..Default::default()
-                }),
-            )
-            .expect("persist");
-            // Compaction past the snapshot would lose entries: refused.
-            assert!(matches!(s.compact(3), Err(RaftError::InvalidWrite { .. })));
-            // A snapshot past the commit index is refused too.
-            assert!(s
-                .create_snapshot(9, s.conf_state().clone(), vec![])
-                .is_err());
-            s.create_snapshot(6, s.conf_state().clone(), b"state@6".to_vec())
-                .expect("snapshot");
-            s.compact(6).expect("compact");
-            assert_eq!(s.first_index().ok(), Some(7));
-            assert_eq!(s.term(6).ok(), Some(1));
-            assert_eq!(
-                s.entries(5, 8, None, GetEntriesContext::empty(false)),
-                Err(raft::Error::Store(StorageError::Compacted))
-            );
-        }
-        let s = RaftStorage::open(dir.path(), 7).expect("reopen");
-        assert_eq!(s.first_index().ok(), Some(7));
-        assert_eq!(s.last_index().ok(), Some(10));
-        assert_eq!(s.snapshot_index(), 6);
-        let snap = s.snapshot(0, 7).expect("snapshot");
-        assert_eq!(snap.data.as_ref(), b"state@6");
-        assert_eq!(snap.get_metadata().get_conf_state().voters, vec![7]);
-        assert!(!s.take_snapshot_wanted());
-        // Node 2 joined after the snapshot: it would refuse it, so the loop must take a new one.
-        assert_eq!(
-            s.snapshot(0, 2),
-            Err(raft::Error::Store(
-                StorageError::SnapshotTemporarilyUnavailable
-            ))
-        );
-        assert!(s.take_snapshot_wanted());
-        assert!(!s.take_snapshot_wanted());
-        // So must a request for a newer snapshot than the stored one.
-        assert!(s.snapshot(9, 7).is_err());
-        assert!(s.take_snapshot_wanted());
-    }
-
-    #[test]
-    fn raft_storage_apply_snapshot_replaces_the_log() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        {
-            let mut s = RaftStorage::open(dir.path(), 2).expect("open");
-            s.append(&[entry(1, 1), entry(2, 1)]).expect("append");
-            let mut snap = Snapshot {
-                data: b"leader state".to_vec().into(),
-                ..Default::default()
-            };
-            snap.mut_metadata().index = 20;
-            snap.mut_metadata().term = 3;
-            snap.mut_metadata().mut_conf_state().voters = vec![1, 2, 3];
-            let members = Members::from([(1, "10.0.0.1:4242".to_string())]);
-            s.apply_snapshot(snap, members).expect("apply snapshot");
-            assert_eq!(s.first_index().ok(), Some(21));
-            assert_eq!(s.last_index().ok(), Some(20));
-            assert_eq!(s.hard_state().commit, 20);
-            s.append(&[entry(21, 3)]).expect("append after snapshot");
-        }
-        let s = RaftStorage::open(dir.path(), 2).expect("reopen");
-        assert_eq!(s.conf_state().voters, vec![1, 2, 3]);
-        assert_eq!(
-            s.members().get(&1).map(String::as_str),
-            Some("10.0.0.1:4242")
-        );
-        assert_eq!(s.term(20).ok(), Some(3));
-        assert_eq!(s.last_index().ok(), Some(21));
-        assert_eq!(s.snapshot_ref().data.as_ref(), b"leader state");
-    }
-
-    #[test]
-    fn raft_storage_refuses_another_nodes_data() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        drop(RaftStorage::open(dir.path(), 1).expect("open"));
-        let err = RaftStorage::open(dir.path(), 2).expect_err("wrong node");
-        assert!(matches!(
-            err,
-            RaftError::WrongNode {
-                stored: 1,
-                configured: 2,
-                ..
-            }
-        ));
-    }
-
-    #[test]
-    fn raft_storage_reports_an_undecodable_entry_as_corrupt() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        {
-            let mut s = RaftStorage::open(dir.path(), 1).expect("open");
-            s.append(&[entry(1, 1), entry(2, 1)]).expect("append");
-            s.write(|txn| {
-                txn.open_table(ENTRIES)?
-                    .insert(2u64, [0xffu8, 0xff, 0xff].as_slice())?;
-                Ok(())
-            })
-            .expect("damage entry");
-        }
-        let err = RaftStorage::open(dir.path(), 1).expect_err("corrupt");
-        let msg = err.to_string();
-        assert!(matches!(err, RaftError::Corrupt { .. }), "{msg}");
-        assert!(msg.contains("entry 2"), "{msg}");
-        assert!(msg.contains(DATA_FILE), "{msg}");
-        assert!(msg.contains("move it away"), "{msg}");
-    }
-
-    #[test]
-    fn raft_storage_reports_a_log_gap_as_corrupt() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        {
-            let mut s = RaftStorage::open(dir.path(), 1).expect("open");
-            s.append(&[entry(1, 1), entry(2, 1), entry(3, 1)])
-                .expect("append");
-            s.write(|txn| {
-                txn.open_table(ENTRIES)?.remove(2u64)?;
-                Ok(())
-            })
-            .expect("remove entry");
-        }
-        let err = RaftStorage::open(dir.path(), 1).expect_err("gap");
-        assert!(err.to_string().contains("not contiguous"), "{err}");
-    }
-}
+mod tests;

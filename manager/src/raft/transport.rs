@@ -12,7 +12,7 @@
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use super::node::Control;
+use super::handle::Control;
 
 /// One encoded Raft message for a peer.
 #[derive(Debug, Clone)]

@@ -1,0 +1,204 @@
+//! Unit tests of the redb-backed Raft storage: appends and conflicts, compaction, snapshots,
+//! reopening, and refusing damaged or foreign data.
+
+use super::*;
+
+fn entry(index: u64, term: u64) -> Entry {
+    Entry {
+        index,
+        term,
+        data: format!("e{index}t{term}").into_bytes().into(),
+        ..Default::default()
+    }
+}
+
+fn indices_terms(s: &RaftStorage) -> Vec<(u64, u64)> {
+    s.entries.iter().map(|e| (e.index, e.term)).collect()
+}
+
+#[test]
+fn raft_storage_append_truncates_conflicting_suffix_and_survives_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let mut s = RaftStorage::open(dir.path(), 1).expect("open");
+        assert!(!s.is_initialized());
+        s.bootstrap(ConfState {
+            voters: vec![1],
+            ..Default::default()
+        })
+        .expect("bootstrap");
+        s.append(&[entry(1, 1), entry(2, 1), entry(3, 1)])
+            .expect("append");
+        // A new leader at term 2 overwrites from 2 on.
+        s.append(&[entry(2, 2)]).expect("append conflicting");
+        assert_eq!(indices_terms(&s), vec![(1, 1), (2, 2)]);
+        let hs = HardState {
+            term: 2,
+            vote: 1,
+            commit: 2,
+            ..Default::default()
+        };
+        s.set_hardstate(hs).expect("hard state");
+        // A gap after the last entry is refused.
+        assert!(matches!(
+            s.append(&[entry(5, 2)]),
+            Err(RaftError::InvalidWrite { .. })
+        ));
+    }
+    let s = RaftStorage::open(dir.path(), 1).expect("reopen");
+    assert!(s.is_initialized());
+    assert_eq!(s.conf_state().voters, vec![1]);
+    assert_eq!(indices_terms(&s), vec![(1, 1), (2, 2)]);
+    assert_eq!(s.hard_state().commit, 2);
+    assert_eq!(s.hard_state().term, 2);
+    assert_eq!(s.first_index().ok(), Some(1));
+    assert_eq!(s.last_index().ok(), Some(2));
+    assert_eq!(s.term(0).ok(), Some(0));
+    assert_eq!(s.term(2).ok(), Some(2));
+    let got = s
+        .entries(1, 3, None, GetEntriesContext::empty(false))
+        .expect("entries");
+    assert_eq!(got, vec![entry(1, 1), entry(2, 2)]);
+}
+
+#[test]
+fn raft_storage_snapshot_then_compact_keeps_the_tail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let mut s = RaftStorage::open(dir.path(), 7).expect("open");
+        s.bootstrap(ConfState {
+            voters: vec![7],
+            ..Default::default()
+        })
+        .expect("bootstrap");
+        let ents: Vec<Entry> = (1..=10).map(|i| entry(i, 1)).collect();
+        s.persist(
+            &ents,
+            Some(&HardState {
+                term: 1,
+                commit: 8,
+                ..Default::default()
+            }),
+        )
+        .expect("persist");
+        // Compaction past the snapshot would lose entries: refused.
+        assert!(matches!(s.compact(3), Err(RaftError::InvalidWrite { .. })));
+        // A snapshot past the commit index is refused too.
+        assert!(s
+            .create_snapshot(9, s.conf_state().clone(), vec![])
+            .is_err());
+        s.create_snapshot(6, s.conf_state().clone(), b"state@6".to_vec())
+            .expect("snapshot");
+        s.compact(6).expect("compact");
+        assert_eq!(s.first_index().ok(), Some(7));
+        assert_eq!(s.term(6).ok(), Some(1));
+        assert_eq!(
+            s.entries(5, 8, None, GetEntriesContext::empty(false)),
+            Err(raft::Error::Store(StorageError::Compacted))
+        );
+    }
+    let s = RaftStorage::open(dir.path(), 7).expect("reopen");
+    assert_eq!(s.first_index().ok(), Some(7));
+    assert_eq!(s.last_index().ok(), Some(10));
+    assert_eq!(s.snapshot_index(), 6);
+    let snap = s.snapshot(0, 7).expect("snapshot");
+    assert_eq!(snap.data.as_ref(), b"state@6");
+    assert_eq!(snap.get_metadata().get_conf_state().voters, vec![7]);
+    assert!(!s.take_snapshot_wanted());
+    // Node 2 joined after the snapshot: it would refuse it, so the loop must take a new one.
+    assert_eq!(
+        s.snapshot(0, 2),
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable
+        ))
+    );
+    assert!(s.take_snapshot_wanted());
+    assert!(!s.take_snapshot_wanted());
+    // So must a request for a newer snapshot than the stored one.
+    assert!(s.snapshot(9, 7).is_err());
+    assert!(s.take_snapshot_wanted());
+}
+
+#[test]
+fn raft_storage_apply_snapshot_replaces_the_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let mut s = RaftStorage::open(dir.path(), 2).expect("open");
+        s.append(&[entry(1, 1), entry(2, 1)]).expect("append");
+        let mut snap = Snapshot {
+            data: b"leader state".to_vec().into(),
+            ..Default::default()
+        };
+        snap.mut_metadata().index = 20;
+        snap.mut_metadata().term = 3;
+        snap.mut_metadata().mut_conf_state().voters = vec![1, 2, 3];
+        let members = Members::from([(1, "10.0.0.1:4242".to_string())]);
+        s.apply_snapshot(snap, members).expect("apply snapshot");
+        assert_eq!(s.first_index().ok(), Some(21));
+        assert_eq!(s.last_index().ok(), Some(20));
+        assert_eq!(s.hard_state().commit, 20);
+        s.append(&[entry(21, 3)]).expect("append after snapshot");
+    }
+    let s = RaftStorage::open(dir.path(), 2).expect("reopen");
+    assert_eq!(s.conf_state().voters, vec![1, 2, 3]);
+    assert_eq!(
+        s.members().get(&1).map(String::as_str),
+        Some("10.0.0.1:4242")
+    );
+    assert_eq!(s.term(20).ok(), Some(3));
+    assert_eq!(s.last_index().ok(), Some(21));
+    assert_eq!(s.snapshot_ref().data.as_ref(), b"leader state");
+}
+
+#[test]
+fn raft_storage_refuses_another_nodes_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(RaftStorage::open(dir.path(), 1).expect("open"));
+    let err = RaftStorage::open(dir.path(), 2).expect_err("wrong node");
+    assert!(matches!(
+        err,
+        RaftError::WrongNode {
+            stored: 1,
+            configured: 2,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn raft_storage_reports_an_undecodable_entry_as_corrupt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let mut s = RaftStorage::open(dir.path(), 1).expect("open");
+        s.append(&[entry(1, 1), entry(2, 1)]).expect("append");
+        s.write(|txn| {
+            txn.open_table(ENTRIES)?
+                .insert(2u64, [0xffu8, 0xff, 0xff].as_slice())?;
+            Ok(())
+        })
+        .expect("damage entry");
+    }
+    let err = RaftStorage::open(dir.path(), 1).expect_err("corrupt");
+    let msg = err.to_string();
+    assert!(matches!(err, RaftError::Corrupt { .. }), "{msg}");
+    assert!(msg.contains("entry 2"), "{msg}");
+    assert!(msg.contains(DATA_FILE), "{msg}");
+    assert!(msg.contains("move it away"), "{msg}");
+}
+
+#[test]
+fn raft_storage_reports_a_log_gap_as_corrupt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let mut s = RaftStorage::open(dir.path(), 1).expect("open");
+        s.append(&[entry(1, 1), entry(2, 1), entry(3, 1)])
+            .expect("append");
+        s.write(|txn| {
+            txn.open_table(ENTRIES)?.remove(2u64)?;
+            Ok(())
+        })
+        .expect("remove entry");
+    }
+    let err = RaftStorage::open(dir.path(), 1).expect_err("gap");
+    assert!(err.to_string().contains("not contiguous"), "{err}");
+}
