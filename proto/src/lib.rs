@@ -48,3 +48,5 @@ impl Task {
 }
 
 pub mod reference;
+
+pub mod validate;

@@ -1,5 +1,6 @@
 //! The client commands, one module per command group as docker groups them.
 
+pub mod flags;
 pub mod image;
 pub mod info;
 pub mod node;

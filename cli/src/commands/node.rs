@@ -8,9 +8,9 @@ use shoal_proto::{
     UpdateNodeRequest,
 };
 
-use super::report_each;
-use super::service::parse_label;
 use crate::client::{Client, RpcResult};
+use crate::commands::flags::{parse_label, Role};
+use crate::commands::report_each;
 use crate::output::{self, Format, Listing, Pretty, Row};
 
 #[derive(Debug, Subcommand)]
@@ -36,21 +36,6 @@ pub enum Availability {
     Active,
     Pause,
     Drain,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Role {
-    Worker,
-    Manager,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Worker => "worker",
-            Role::Manager => "manager",
-        }
-    }
 }
 
 #[derive(Debug, Args)]
