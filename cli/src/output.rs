@@ -3,6 +3,7 @@
 //!
 //! Everything here is pure so that it is unit-tested without a daemon.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
@@ -216,6 +217,19 @@ impl Pretty {
     pub fn field(&mut self, indent: usize, key: &str, value: impl Into<String>) {
         self.lines
             .push((indent, key.to_string(), Some(value.into())));
+    }
+
+    /// A `Labels:` section of `KEY=VALUE` lines, sorted; nothing when there are none.
+    pub fn labels(&mut self, indent: usize, labels: &HashMap<String, String>) {
+        if labels.is_empty() {
+            return;
+        }
+        self.section(indent, "Labels");
+        let mut sorted: Vec<_> = labels.iter().collect();
+        sorted.sort();
+        for (k, v) in sorted {
+            self.field(indent + 1, "-", format!("{k}={v}"));
+        }
     }
 
     pub fn render(&self) -> String {

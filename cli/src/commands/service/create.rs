@@ -2,12 +2,11 @@
 //! service, then follow its tasks until the service converges (unless detached).
 
 use anyhow::{anyhow, Result};
-use shoal_proto::{
-    CreateServiceRequest, ServiceMode, ServiceRef, ServiceSpec, UpdateServiceRequest,
-};
+use shoal_proto::{CreateServiceRequest, ServiceMode, ServiceSpec};
 
 use super::args::{CreateArgs, ModeArg, UpdateArgs};
 use super::spec::apply_update;
+use super::{get_service, update_spec};
 use crate::client::{Client, RpcResult};
 use crate::commands::progress;
 
@@ -40,13 +39,7 @@ pub(super) async fn update(client: &Client, args: &UpdateArgs) -> Result<()> {
     let mut attempt = 0;
     let (current, updated) = loop {
         attempt += 1;
-        let service = client
-            .control()
-            .get_service(ServiceRef {
-                service: args.service.clone(),
-            })
-            .await
-            .or_daemon_error()?;
+        let service = get_service(client, &args.service).await?;
         let current = service
             .spec
             .clone()
@@ -54,15 +47,7 @@ pub(super) async fn update(client: &Client, args: &UpdateArgs) -> Result<()> {
         // The flags are relative to the current spec: applying them again to a newer one
         // loses nothing.
         let spec = apply_update(&current, args)?;
-        let result = client
-            .control()
-            .update_service(UpdateServiceRequest {
-                service: service.id.clone(),
-                version: service.meta.as_ref().map_or(0, |m| m.version),
-                spec: Some(spec),
-            })
-            .await;
-        match result {
+        match update_spec(client, &service, spec).await {
             Err(status) if is_version_conflict(&status) && attempt < UPDATE_ATTEMPTS => continue,
             other => break (current, other.or_daemon_error()?),
         }

@@ -3,32 +3,20 @@
 
 use anyhow::Result;
 use shoal_proto::validate::autoscale::{Policy, Target};
-use shoal_proto::{restart_policy::Condition, AutoscalePolicy, Service, ServiceRef};
+use shoal_proto::{restart_policy::Condition, AutoscalePolicy, Service};
 
 use super::args::InspectArgs;
+use super::get_service;
 use super::list::familiar_image;
-use crate::client::{Client, RpcResult};
+use crate::client::Client;
 use crate::commands::flags::cpus_text;
+use crate::commands::{each, print_inspected};
 use crate::output::{self, Pretty};
 
 pub(super) async fn inspect(client: &Client, args: InspectArgs) -> Result<()> {
-    let mut found = Vec::new();
-    let mut errors = Vec::new();
-    for name in &args.services {
-        match client
-            .control()
-            .get_service(ServiceRef {
-                service: name.clone(),
-            })
-            .await
-            .or_daemon_error()
-        {
-            Ok(s) => found.push(s),
-            Err(e) => errors.push(e),
-        }
-    }
+    let (found, errors) = each(&args.services, |name| get_service(client, name)).await;
     let pretty_fn: fn(&Service) -> String = pretty;
-    crate::commands::print_inspected(
+    print_inspected(
         &found,
         &errors,
         args.pretty.then_some(pretty_fn),
@@ -58,14 +46,7 @@ pub fn pretty(service: &Service) -> String {
     let mut p = Pretty::default();
     p.field(0, "ID", service.id.clone());
     p.field(0, "Name", spec.name.clone());
-    if !spec.labels.is_empty() {
-        p.section(0, "Labels");
-        let mut labels: Vec<_> = spec.labels.iter().collect();
-        labels.sort();
-        for (k, v) in labels {
-            p.field(1, "-", format!("{k}={v}"));
-        }
-    }
+    p.labels(0, &spec.labels);
     if let Some(meta) = &service.meta {
         p.field(0, "Created at", output::rfc3339(meta.created_at_ms));
         p.field(0, "Updated at", output::rfc3339(meta.updated_at_ms));
@@ -111,14 +92,7 @@ pub fn pretty(service: &Service) -> String {
     if !c.hostname.is_empty() {
         p.field(1, "Hostname", c.hostname.clone());
     }
-    if !c.labels.is_empty() {
-        p.section(1, "Labels");
-        let mut labels: Vec<_> = c.labels.iter().collect();
-        labels.sort();
-        for (k, v) in labels {
-            p.field(2, "-", format!("{k}={v}"));
-        }
-    }
+    p.labels(1, &c.labels);
     if c.stop_grace_period_ms > 0 {
         p.field(
             1,

@@ -5,11 +5,12 @@ use std::collections::HashMap;
 
 use anyhow::Result;
 use serde_json::{Map, Value};
-use shoal_proto::{reference, Empty, ListTasksRequest, Service, ServiceRef, Task, TaskState};
+use shoal_proto::{reference, Empty, ListTasksRequest, Service, Task, TaskState};
 
 use super::args::{LsArgs, PsArgs};
+use super::get_service;
 use crate::client::{Client, RpcResult};
-use crate::commands::report_each;
+use crate::commands::{each, report_each};
 use crate::output::{self, Format, Listing, Row};
 
 const SERVICE_COLUMNS: &[(&str, &str)] = &[
@@ -126,25 +127,11 @@ pub(super) async fn ps(client: &Client, args: PsArgs) -> Result<()> {
             .filter
             .iter()
             .all(|(k, v)| k == "desired-state" && v == "running");
+    // Resolve first: an unknown service is an error, not an empty list.
+    let (services, errors) = each(&args.services, |name| get_service(client, name)).await;
     let mut tasks = Vec::new();
     let mut node_names = HashMap::new();
-    let mut errors = Vec::new();
-    for name in &args.services {
-        // Resolve first: an unknown service is an error, not an empty list.
-        let service = match client
-            .control()
-            .get_service(ServiceRef {
-                service: name.clone(),
-            })
-            .await
-            .or_daemon_error()
-        {
-            Ok(s) => s,
-            Err(e) => {
-                errors.push(e);
-                continue;
-            }
-        };
+    for service in &services {
         let response = client
             .control()
             .list_tasks(ListTasksRequest {
@@ -301,32 +288,8 @@ pub fn task_listing(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_proto::{ContainerSpec, Meta, ServiceSpec, TaskStatus};
-
-    fn task(id: &str, slot: u64, created: i64, state: TaskState, desired: TaskState) -> Task {
-        Task {
-            id: id.into(),
-            meta: Some(Meta {
-                created_at_ms: created,
-                ..Default::default()
-            }),
-            service_id: "s1".into(),
-            service_name: "web".into(),
-            slot,
-            node_id: "n1".into(),
-            spec: Some(ContainerSpec {
-                image: "docker.io/library/busybox:latest".into(),
-                ..Default::default()
-            }),
-            desired_state: desired as i32,
-            status: Some(TaskStatus {
-                state: state as i32,
-                timestamp_ms: created,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
+    use crate::commands::fixtures::task;
+    use shoal_proto::{ContainerSpec, ServiceSpec};
 
     #[test]
     fn ps_orders_by_slot_then_newest_with_history() {

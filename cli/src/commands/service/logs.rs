@@ -5,9 +5,10 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use anyhow::{Context, Result};
-use shoal_proto::{ListTasksRequest, ServiceLogsRequest, ServiceRef};
+use shoal_proto::{ListTasksRequest, ServiceLogsRequest};
 
 use super::args::LogsArgs;
+use super::get_service;
 use crate::client::{daemon_error, Client, RpcResult};
 use crate::output;
 
@@ -60,13 +61,7 @@ impl LogFormat {
 }
 
 pub(super) async fn logs(client: &Client, args: LogsArgs) -> Result<()> {
-    let mut control = client.control();
-    let service = control
-        .get_service(ServiceRef {
-            service: args.service.clone(),
-        })
-        .await
-        .or_daemon_error()?;
+    let service = get_service(client, &args.service).await?;
     let spec = service.spec.clone().unwrap_or_default();
     let mut node_names = if args.no_resolve {
         HashMap::new()
@@ -80,7 +75,8 @@ pub(super) async fn logs(client: &Client, args: LogsArgs) -> Result<()> {
         no_trunc: args.no_trunc,
         slot_width: spec.replicas.max(1).to_string().len(),
     };
-    let mut stream = control
+    let mut stream = client
+        .control()
         .service_logs(ServiceLogsRequest {
             service: service.id.clone(),
             follow: args.follow,

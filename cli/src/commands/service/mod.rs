@@ -20,8 +20,9 @@ mod spec;
 
 use anyhow::Result;
 use clap::Subcommand;
+use shoal_proto::{Service, ServiceRef, ServiceSpec, UpdateServiceRequest};
 
-use crate::client::Client;
+use crate::client::{Client, RpcResult};
 
 pub use args::*;
 
@@ -64,6 +65,34 @@ pub async fn run(host: &str, command: ServiceCommand) -> Result<()> {
         ServiceCommand::Rm(args) => scale::rm(&Client::connect(host).await?, args).await,
         ServiceCommand::Logs(args) => logs::logs(&Client::connect(host).await?, args).await,
     }
+}
+
+/// The service a name, ID or ID prefix stands for (docker's lookup order is the manager's).
+async fn get_service(client: &Client, name: &str) -> Result<Service> {
+    client
+        .control()
+        .get_service(ServiceRef {
+            service: name.to_string(),
+        })
+        .await
+        .or_daemon_error()
+}
+
+/// Replaces `service`'s spec, provided the service is still at the version it was read at
+/// (the manager refuses the update otherwise). The status is the caller's to judge.
+async fn update_spec(
+    client: &Client,
+    service: &Service,
+    spec: ServiceSpec,
+) -> Result<tonic::Response<Service>, tonic::Status> {
+    client
+        .control()
+        .update_service(UpdateServiceRequest {
+            service: service.id.clone(),
+            version: service.meta.as_ref().map_or(0, |m| m.version),
+            spec: Some(spec),
+        })
+        .await
 }
 
 /// Parsing `service …` command lines in unit tests, as `main` does.

@@ -2,24 +2,20 @@
 //! failed at the end (docker's way), and for `scale` follow each to convergence.
 
 use anyhow::{anyhow, Result};
-use shoal_proto::{Service, ServiceRef, UpdateServiceRequest};
+use shoal_proto::{Service, ServiceRef};
 
 use super::args::{RmArgs, ScaleArgs};
+use super::{get_service, update_spec};
 use crate::client::{Client, RpcResult};
-use crate::commands::{progress, report_each};
+use crate::commands::{each, progress, report_each};
 
 pub(super) async fn scale(client: &Client, args: ScaleArgs) -> Result<()> {
-    let mut scaled = Vec::new();
-    let mut errors = Vec::new();
-    for (name, replicas) in &args.scales {
-        match scale_one(client, name, *replicas).await {
-            Ok(service) => {
-                println!("{name} scaled to {replicas}");
-                scaled.push(service);
-            }
-            Err(e) => errors.push(e),
-        }
-    }
+    let (scaled, mut errors) = each(&args.scales, |(name, replicas)| async move {
+        let service = scale_one(client, name, *replicas).await?;
+        println!("{name} scaled to {replicas}");
+        Ok(service)
+    })
+    .await;
     if !args.detach {
         for service in &scaled {
             let since = service.meta.as_ref().map_or(0, |m| m.updated_at_ms);
@@ -32,43 +28,27 @@ pub(super) async fn scale(client: &Client, args: ScaleArgs) -> Result<()> {
 }
 
 async fn scale_one(client: &Client, name: &str, replicas: u64) -> Result<Service> {
-    let service = client
-        .control()
-        .get_service(ServiceRef {
-            service: name.to_string(),
-        })
-        .await
-        .or_daemon_error()?;
+    let service = get_service(client, name).await?;
     let mut spec = service
         .spec
         .clone()
         .ok_or_else(|| anyhow!("service {name} has no spec"))?;
     spec.replicas = replicas;
-    client
-        .control()
-        .update_service(UpdateServiceRequest {
-            service: service.id.clone(),
-            version: service.meta.as_ref().map_or(0, |m| m.version),
-            spec: Some(spec),
-        })
-        .await
-        .or_daemon_error()
+    update_spec(client, &service, spec).await.or_daemon_error()
 }
 
 pub(super) async fn rm(client: &Client, args: RmArgs) -> Result<()> {
-    let mut errors = Vec::new();
-    for name in &args.services {
-        match client
+    let (_, errors) = each(&args.services, |name| async move {
+        client
             .control()
             .remove_service(ServiceRef {
                 service: name.clone(),
             })
             .await
-            .or_daemon_error()
-        {
-            Ok(_) => println!("{name}"),
-            Err(e) => errors.push(e),
-        }
-    }
+            .or_daemon_error()?;
+        println!("{name}");
+        Ok(())
+    })
+    .await;
     report_each(&errors)
 }
