@@ -65,6 +65,27 @@ where
     (done, errors)
 }
 
+/// `rm` as docker does it: `remove` each name in turn, print each name removed, then the
+/// errors.
+pub async fn remove_each<'a, Fut>(
+    names: &'a [String],
+    mut remove: impl FnMut(&'a String) -> Fut,
+) -> anyhow::Result<()>
+where
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let (_, errors) = each(names, |name| {
+        let removed = remove(name);
+        async move {
+            removed.await?;
+            println!("{name}");
+            Ok(())
+        }
+    })
+    .await;
+    report_each(&errors)
+}
+
 /// Prints the errors collected while acting on several names (see [`each`]) and fails the
 /// command if there were any.
 pub fn report_each(errors: &[anyhow::Error]) -> anyhow::Result<()> {

@@ -10,7 +10,7 @@ use shoal_proto::{
 
 use crate::client::{Client, RpcResult};
 use crate::commands::flags::{parse_label, Role};
-use crate::commands::{each, print_inspected, report_each};
+use crate::commands::{each, print_inspected, remove_each, report_each};
 use crate::output::{self, Format, Listing, Pretty, Row};
 
 #[derive(Debug, Subcommand)]
@@ -166,20 +166,19 @@ async fn set_roles(client: &Client, args: NodesArgs, role: Role) -> Result<()> {
 
 async fn rm(client: &Client, args: RmArgs) -> Result<()> {
     let force = args.force;
-    let (_, errors) = each(&args.nodes, |name| async move {
+    remove_each(&args.nodes, |name| async move {
+        let request = RemoveNodeRequest {
+            node: name.clone(),
+            force,
+        };
         client
             .control()
-            .remove_node(RemoveNodeRequest {
-                node: name.clone(),
-                force,
-            })
+            .remove_node(request)
             .await
             .or_daemon_error()?;
-        println!("{name}");
         Ok(())
     })
-    .await;
-    report_each(&errors)
+    .await
 }
 
 async fn ls(client: &Client, args: LsArgs) -> Result<()> {

@@ -7,7 +7,7 @@ use shoal_proto::{Service, ServiceRef};
 use super::args::{RmArgs, ScaleArgs};
 use super::{get_service, update_spec};
 use crate::client::{Client, RpcResult};
-use crate::commands::{each, progress, report_each};
+use crate::commands::{each, progress, remove_each, report_each};
 
 pub(super) async fn scale(client: &Client, args: ScaleArgs) -> Result<()> {
     let (scaled, mut errors) = each(&args.scales, |(name, replicas)| async move {
@@ -38,17 +38,16 @@ async fn scale_one(client: &Client, name: &str, replicas: u64) -> Result<Service
 }
 
 pub(super) async fn rm(client: &Client, args: RmArgs) -> Result<()> {
-    let (_, errors) = each(&args.services, |name| async move {
+    remove_each(&args.services, |name| async move {
+        let request = ServiceRef {
+            service: name.clone(),
+        };
         client
             .control()
-            .remove_service(ServiceRef {
-                service: name.clone(),
-            })
+            .remove_service(request)
             .await
             .or_daemon_error()?;
-        println!("{name}");
         Ok(())
     })
-    .await;
-    report_each(&errors)
+    .await
 }
