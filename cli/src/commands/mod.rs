@@ -1,4 +1,8 @@
 //! The client commands, one module per command group as docker groups them.
+//!
+//! What the groups share lives here or beside them, never in another group: the flag parsers
+//! in [`flags`], following a service's convergence in [`progress`], and below, acting on
+//! several names with docker's error reporting ([`each`], [`remove_each`], [`report_each`]).
 
 #[cfg(test)]
 mod fixtures;
