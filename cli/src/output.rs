@@ -3,6 +3,7 @@
 //!
 //! Everything here is pure so that it is unit-tested without a daemon.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
@@ -216,6 +217,19 @@ impl Pretty {
     pub fn field(&mut self, indent: usize, key: &str, value: impl Into<String>) {
         self.lines
             .push((indent, key.to_string(), Some(value.into())));
+    }
+
+    /// A `Labels:` section of `KEY=VALUE` lines, sorted; nothing when there are none.
+    pub fn labels(&mut self, indent: usize, labels: &HashMap<String, String>) {
+        if labels.is_empty() {
+            return;
+        }
+        self.section(indent, "Labels");
+        let mut sorted: Vec<_> = labels.iter().collect();
+        sorted.sort();
+        for (k, v) in sorted {
+            self.field(indent + 1, "-", format!("{k}={v}"));
+        }
     }
 
     pub fn render(&self) -> String {
@@ -572,6 +586,13 @@ pub fn node_json(node: &shoal_proto::Node) -> Result<Value> {
 mod tests {
     use super::*;
 
+    /// Asserts that `f` writes each input as its expected text.
+    fn writes<T: Copy + std::fmt::Debug>(f: fn(T) -> String, cases: &[(T, &str)]) {
+        for (input, want) in cases {
+            assert_eq!(f(*input), *want, "{input:?}");
+        }
+    }
+
     fn row(cells: &[&str]) -> Vec<String> {
         cells.iter().map(|s| s.to_string()).collect()
     }
@@ -624,14 +645,18 @@ mod tests {
 
     #[test]
     fn sizes() {
-        assert_eq!(human_size(0), "0B");
-        assert_eq!(human_size(512), "512B");
-        assert_eq!(human_size(4_261_000), "4.26MB");
-        assert_eq!(human_size(187_300_000), "187MB");
-        assert_eq!(human_size(1_500), "1.5kB");
-        assert_eq!(human_size(999_960), "1MB");
-        assert_eq!(bytes_size(2_087_354_368), "1.944GiB");
-        assert_eq!(bytes_size(1024), "1KiB");
+        writes(
+            human_size,
+            &[
+                (0, "0B"),
+                (512, "512B"),
+                (4_261_000, "4.26MB"),
+                (187_300_000, "187MB"),
+                (1_500, "1.5kB"),
+                (999_960, "1MB"),
+            ],
+        );
+        writes(bytes_size, &[(2_087_354_368, "1.944GiB"), (1024, "1KiB")]);
     }
 
     #[test]
@@ -648,12 +673,17 @@ mod tests {
             let err = parse_duration(bad).unwrap_err();
             assert!(err.contains("invalid duration"), "{bad}: {err}");
         }
-        assert_eq!(format_duration_ms(0), "0s");
-        assert_eq!(format_duration_ms(300), "300ms");
-        assert_eq!(format_duration_ms(5_000), "5s");
-        assert_eq!(format_duration_ms(1_500), "1.5s");
-        assert_eq!(format_duration_ms(90_000), "1m30s");
-        assert_eq!(format_duration_ms(3_600_000), "1h0m0s");
+        writes(
+            format_duration_ms,
+            &[
+                (0, "0s"),
+                (300, "300ms"),
+                (5_000, "5s"),
+                (1_500, "1.5s"),
+                (90_000, "1m30s"),
+                (3_600_000, "1h0m0s"),
+            ],
+        );
     }
 
     #[test]

@@ -8,8 +8,9 @@ use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
 use futures::{Stream, StreamExt};
+use shoal_proto::validate::{self, PolicyError, SpecError};
 use shoal_proto::{
-    control_server, reference, store_action::Action, CreateServiceRequest, Empty, GetNodeRequest,
+    control_server, store_action::Action, CreateServiceRequest, Empty, GetNodeRequest,
     JoinTokenRequest, JoinTokenResponse, ListNodesResponse, ListServicesResponse, ListTasksRequest,
     ListTasksResponse, LogMessage, Node, NodeAvailability, NodeRole, NodeState, RemoveNodeRequest,
     Service, ServiceLogsRequest, ServiceRef, ServiceSpec, ServiceSummary, StoreAction,
@@ -121,84 +122,16 @@ pub fn store_status(e: StoreError) -> Status {
     }
 }
 
-/// Docker's rule for service names (they become DNS names later).
-pub fn validate_service_name(name: &str) -> Result<(), Status> {
-    let ok_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-    let ok_ends = !name.starts_with('-') && !name.ends_with('-');
-    if name.is_empty() {
-        return Err(Status::invalid_argument(
-            "a service needs a name: pass `--name NAME`",
-        ));
+/// Spec errors are the caller's to fix (InvalidArgument), except those that depend on the
+/// service's current state or the swarm's settings (FailedPrecondition), as scaling an
+/// autoscaled service by hand.
+pub fn spec_status(e: SpecError) -> Status {
+    match e {
+        SpecError::Autoscale(PolicyError::Autoscaled { .. } | PolicyError::NoPrometheus) => {
+            Status::failed_precondition(e.to_string())
+        }
+        _ => Status::invalid_argument(e.to_string()),
     }
-    if !ok_chars || !ok_ends || name.len() > 63 {
-        return Err(Status::invalid_argument(format!(
-            "invalid service name {name:?}: use 1 to 63 letters, digits and '-', not starting or \
-             ending with '-'"
-        )));
-    }
-    Ok(())
-}
-
-/// Docker's smallest CPU limit (`--limit-cpu 0.01`) and memory limit (6 MiB).
-const MIN_NANO_CPUS: u64 = 10_000_000;
-const MIN_MEMORY_BYTES: u64 = 6 << 20;
-
-/// Limits docker would accept, and reservations within them.
-pub fn validate_resources(spec: &ServiceSpec) -> Result<(), Status> {
-    let Some(r) = spec.container.as_ref().and_then(|c| c.resources.as_ref()) else {
-        return Ok(());
-    };
-    let limits = r.limits.unwrap_or_default();
-    let reservations = r.reservations.unwrap_or_default();
-    if limits.nano_cpus > 0 && limits.nano_cpus < MIN_NANO_CPUS {
-        return Err(Status::invalid_argument(
-            "--limit-cpu is below the minimum of 0.01 CPUs",
-        ));
-    }
-    if limits.memory_bytes > 0 && limits.memory_bytes < MIN_MEMORY_BYTES {
-        return Err(Status::invalid_argument(
-            "--limit-memory is below the minimum of 6MiB",
-        ));
-    }
-    if limits.nano_cpus > 0 && reservations.nano_cpus > limits.nano_cpus {
-        return Err(Status::invalid_argument(
-            "--reserve-cpu is above --limit-cpu: a task cannot be promised more than it may use",
-        ));
-    }
-    if limits.memory_bytes > 0 && reservations.memory_bytes > limits.memory_bytes {
-        return Err(Status::invalid_argument(
-            "--reserve-memory is above --limit-memory: a task cannot be promised more than it \
-             may use",
-        ));
-    }
-    Ok(())
-}
-
-fn validate_spec(spec: &ServiceSpec) -> Result<(), Status> {
-    validate_service_name(&spec.name)?;
-    validate_resources(spec)?;
-    crate::autoscaler::policy::validate(spec)
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
-    crate::constraint::validate_placement(spec)
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
-    let image = spec
-        .container
-        .as_ref()
-        .map(|c| c.image.as_str())
-        .unwrap_or_default();
-    if image.is_empty() {
-        return Err(Status::invalid_argument(
-            "a service needs an image: `shoal service create --name NAME IMAGE [CMD…]`",
-        ));
-    }
-    let parsed = reference::parse_normalized(image)
-        .map_err(|e| Status::invalid_argument(format!("invalid image {image:?}: {e}")))?;
-    if parsed.to_string() != image {
-        return Err(Status::invalid_argument(format!(
-            "image reference {image:?} is not normalised (expected {parsed})"
-        )));
-    }
-    Ok(())
 }
 
 /// Finds one object by exact ID, exact name, or unique ID prefix (docker's lookup order).
@@ -381,7 +314,7 @@ impl control_server::Control for ControlApi {
             .into_inner()
             .spec
             .ok_or_else(|| Status::invalid_argument("no service spec given"))?;
-        validate_spec(&spec)?;
+        validate::service_spec(&spec).map_err(spec_status)?;
         check_query_policy(&m, None, &spec).await?;
         let now = now_ms();
         let service = Service {
@@ -453,7 +386,7 @@ impl control_server::Control for ControlApi {
         let spec = req
             .spec
             .ok_or_else(|| Status::invalid_argument("no service spec given"))?;
-        validate_spec(&spec)?;
+        validate::service_spec(&spec).map_err(spec_status)?;
         let current = m.store.view(|st| find_service(st, &req.service))?;
         let current_name = current.spec.as_ref().map_or("", |s| &s.name);
         if spec.name != current_name {
@@ -462,10 +395,7 @@ impl control_server::Control for ControlApi {
             )));
         }
         if let Some(old) = current.spec.as_ref() {
-            crate::constraint::validate_mode_change(old, &spec)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
-            crate::autoscaler::policy::check_replicas_change(old, &spec)
-                .map_err(|e| Status::failed_precondition(e.to_string()))?;
+            validate::spec_change(old, &spec).map_err(spec_status)?;
         }
         check_query_policy(&m, current.spec.as_ref(), &spec).await?;
         let mut updated = current.clone();
@@ -747,14 +677,6 @@ impl control_server::Control for ControlApi {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn service_names_follow_dockers_rule() {
-        assert!(validate_service_name("web-1").is_ok());
-        for bad in ["", "bad_name!", "-web", "web-", &"x".repeat(64)] {
-            assert!(validate_service_name(bad).is_err(), "{bad:?} accepted");
-        }
-    }
 
     #[test]
     fn lookup_by_id_name_and_prefix() {

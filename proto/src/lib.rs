@@ -49,3 +49,5 @@ impl Task {
 
 pub mod leader_hint;
 pub mod reference;
+
+pub mod validate;

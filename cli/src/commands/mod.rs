@@ -1,5 +1,12 @@
 //! The client commands, one module per command group as docker groups them.
+//!
+//! What the groups share lives here or beside them, never in another group: the flag parsers
+//! in [`flags`], following a service's convergence in [`progress`], and below, acting on
+//! several names with docker's error reporting ([`each`], [`remove_each`], [`report_each`]).
 
+#[cfg(test)]
+mod fixtures;
+pub mod flags;
 pub mod image;
 pub mod info;
 pub mod node;
@@ -8,6 +15,7 @@ pub mod service;
 pub mod swarm;
 
 use std::fmt;
+use std::future::Future;
 
 /// The command has already printed its errors (e.g. `service rm a b` with one unknown name):
 /// `main` only sets the exit status.
@@ -22,8 +30,6 @@ impl fmt::Display for AlreadyReported {
 
 impl std::error::Error for AlreadyReported {}
 
-/// Prints the errors collected while acting on several names (docker's way for `rm` and
-/// `inspect`: one bad name does not stop the others) and fails the command if there were any.
 /// What `inspect` prints for the objects it found: docker's `--pretty` blocks, or one JSON
 /// array (also when nothing but errors came back, docker prints `[]`); then the errors.
 pub fn print_inspected<T>(
@@ -42,6 +48,50 @@ pub fn print_inspected<T>(
     report_each(errors)
 }
 
+/// Runs `op` on each item in turn, docker's way for commands that take several names (`rm`,
+/// `inspect`, `scale`, `promote`…): one bad name does not stop the others. Returns what
+/// succeeded and the errors, each in the order given.
+pub async fn each<'a, I, T, Fut>(
+    items: &'a [I],
+    mut op: impl FnMut(&'a I) -> Fut,
+) -> (Vec<T>, Vec<anyhow::Error>)
+where
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let mut done = Vec::new();
+    let mut errors = Vec::new();
+    for item in items {
+        match op(item).await {
+            Ok(t) => done.push(t),
+            Err(e) => errors.push(e),
+        }
+    }
+    (done, errors)
+}
+
+/// `rm` as docker does it: `remove` each name in turn, print each name removed, then the
+/// errors.
+pub async fn remove_each<'a, Fut>(
+    names: &'a [String],
+    mut remove: impl FnMut(&'a String) -> Fut,
+) -> anyhow::Result<()>
+where
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let (_, errors) = each(names, |name| {
+        let removed = remove(name);
+        async move {
+            removed.await?;
+            println!("{name}");
+            Ok(())
+        }
+    })
+    .await;
+    report_each(&errors)
+}
+
+/// Prints the errors collected while acting on several names (see [`each`]) and fails the
+/// command if there were any.
 pub fn report_each(errors: &[anyhow::Error]) -> anyhow::Result<()> {
     if errors.is_empty() {
         return Ok(());

@@ -8,9 +8,9 @@ use shoal_proto::{
     UpdateNodeRequest,
 };
 
-use super::report_each;
-use super::service::parse_label;
 use crate::client::{Client, RpcResult};
+use crate::commands::flags::{parse_label, Role};
+use crate::commands::{each, print_inspected, remove_each, report_each};
 use crate::output::{self, Format, Listing, Pretty, Row};
 
 #[derive(Debug, Subcommand)]
@@ -36,21 +36,6 @@ pub enum Availability {
     Active,
     Pause,
     Drain,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Role {
-    Worker,
-    Manager,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Worker => "worker",
-            Role::Manager => "manager",
-        }
-    }
 }
 
 #[derive(Debug, Args)]
@@ -161,41 +146,39 @@ async fn update(client: &Client, request: UpdateNodeRequest) -> Result<Node> {
 
 /// `promote` / `demote`, with docker's messages; each node on its own.
 async fn set_roles(client: &Client, args: NodesArgs, role: Role) -> Result<()> {
-    let mut errors = Vec::new();
-    for name in &args.nodes {
+    let (_, errors) = each(&args.nodes, |name| async move {
         let request = UpdateNodeRequest {
             node: name.clone(),
             role: role.as_str().to_string(),
             ..Default::default()
         };
-        match update(client, request).await {
-            Ok(_) if role == Role::Manager => {
-                println!("Node {name} promoted to a manager in the swarm.")
-            }
-            Ok(_) => println!("Manager {name} demoted in the swarm."),
-            Err(e) => errors.push(e),
+        update(client, request).await?;
+        if role == Role::Manager {
+            println!("Node {name} promoted to a manager in the swarm.")
+        } else {
+            println!("Manager {name} demoted in the swarm.")
         }
-    }
+        Ok(())
+    })
+    .await;
     report_each(&errors)
 }
 
 async fn rm(client: &Client, args: RmArgs) -> Result<()> {
-    let mut errors = Vec::new();
-    for name in &args.nodes {
-        match client
+    let force = args.force;
+    remove_each(&args.nodes, |name| async move {
+        let request = RemoveNodeRequest {
+            node: name.clone(),
+            force,
+        };
+        client
             .control()
-            .remove_node(RemoveNodeRequest {
-                node: name.clone(),
-                force: args.force,
-            })
+            .remove_node(request)
             .await
-            .or_daemon_error()
-        {
-            Ok(_) => println!("{name}"),
-            Err(e) => errors.push(e),
-        }
-    }
-    report_each(&errors)
+            .or_daemon_error()?;
+        Ok(())
+    })
+    .await
 }
 
 async fn ls(client: &Client, args: LsArgs) -> Result<()> {
@@ -296,21 +279,16 @@ fn manager_status(n: &Node) -> String {
 }
 
 async fn inspect(client: &Client, args: InspectArgs) -> Result<()> {
-    let mut found = Vec::new();
-    let mut errors = Vec::new();
-    for name in &args.nodes {
-        match client
+    let (found, errors) = each(&args.nodes, |name| async move {
+        client
             .control()
             .get_node(GetNodeRequest { node: name.clone() })
             .await
             .or_daemon_error()
-        {
-            Ok(node) => found.push(node),
-            Err(e) => errors.push(e),
-        }
-    }
+    })
+    .await;
     let pretty_fn: fn(&Node) -> String = pretty;
-    super::print_inspected(
+    print_inspected(
         &found,
         &errors,
         args.pretty.then_some(pretty_fn),
@@ -324,14 +302,7 @@ pub fn pretty(n: &Node) -> String {
     let d = n.description.clone().unwrap_or_default();
     p.field(0, "ID", n.id.clone());
     p.field(0, "Hostname", d.hostname.clone());
-    if !n.labels.is_empty() {
-        p.section(0, "Labels");
-        let mut labels: Vec<_> = n.labels.iter().collect();
-        labels.sort();
-        for (k, v) in labels {
-            p.field(1, "-", format!("{k}={v}"));
-        }
-    }
+    p.labels(0, &n.labels);
     let joined = n.meta.as_ref().map_or(0, |m| m.created_at_ms);
     p.field(0, "Joined at", output::rfc3339(joined));
     p.section(0, "Status");

@@ -436,14 +436,8 @@ pub async fn wait(client: &Client, service: &Service, since_ms: i64, quiet: bool
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_proto::{ContainerSpec, Meta, RestartPolicy, ServiceSpec, TaskStatus};
-
-    fn container() -> Option<ContainerSpec> {
-        Some(ContainerSpec {
-            image: "docker.io/library/busybox:latest".into(),
-            ..Default::default()
-        })
-    }
+    use crate::commands::fixtures::{container, task};
+    use shoal_proto::{ContainerSpec, RestartPolicy, ServiceSpec};
 
     fn service(replicas: u64, condition: Condition) -> Service {
         Service {
@@ -456,27 +450,6 @@ mod tests {
                     condition: condition as i32,
                     ..Default::default()
                 }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
-    fn task(id: &str, slot: u64, at: i64, state: TaskState, desired: TaskState) -> Task {
-        Task {
-            id: id.into(),
-            meta: Some(Meta {
-                created_at_ms: at,
-                ..Default::default()
-            }),
-            service_id: "s1".into(),
-            service_name: "web".into(),
-            slot,
-            spec: container(),
-            desired_state: desired as i32,
-            status: Some(TaskStatus {
-                state: state as i32,
-                timestamp_ms: at,
                 ..Default::default()
             }),
             ..Default::default()

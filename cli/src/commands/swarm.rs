@@ -7,8 +7,8 @@ use shoal_proto::{
     UpdateClusterRequest,
 };
 
-use super::node::Role;
 use crate::client::{Client, RpcResult};
+use crate::commands::flags::Role;
 
 #[derive(Debug, Subcommand)]
 pub enum SwarmCommand {

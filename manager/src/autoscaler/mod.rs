@@ -25,7 +25,6 @@
 
 pub mod decide;
 pub mod observe;
-pub mod policy;
 pub mod prometheus;
 pub mod stats;
 
@@ -46,6 +45,9 @@ use decide::Stabilizer;
 use observe::{Basis, Resource};
 use policy::{Policy, Target};
 use prometheus::Prometheus;
+/// Policies and their checks are the shared spec validation's (the CLI runs them too); the
+/// old path stays for the autoscaler's modules.
+pub use shoal_proto::validate::autoscale as policy;
 pub use stats::{AutoscalerStats, Direction};
 
 /// How often every policy is evaluated (HPA's default sync period is 15 s; usage reports come

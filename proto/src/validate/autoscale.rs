@@ -1,10 +1,11 @@
 //! Autoscale policies: their defaults, and the checks the control API makes before one is
-//! stored (the CLI makes the same checks before it dials the daemon).
+//! stored (the CLI makes the same checks before it dials the daemon). The manager's
+//! autoscaler reads policies through [`Policy`], so the defaults live in one place.
 //!
 //! Everything here is pure; the one check that needs the network, whether Prometheus accepts
-//! a query, is [`super::prometheus::check_query`].
+//! a query, is the manager's (`shoal_manager::autoscaler::prometheus::check_query`).
 
-use shoal_proto::{AutoscalePolicy, ServiceMode, ServiceSpec};
+use crate::{AutoscalePolicy, ServiceMode, ServiceSpec};
 
 /// HPA's default tolerance: a deviation from the target of at most 10 % changes nothing.
 pub const DEFAULT_TOLERANCE: f64 = 0.1;
@@ -305,7 +306,7 @@ pub fn check_query_syntax(query: &str) -> Result<(), PolicyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_proto::{ContainerSpec, ResourceAmounts, Resources};
+    use crate::{ContainerSpec, ResourceAmounts, Resources};
 
     fn cpu(min: u64, max: u64, target: f64) -> AutoscalePolicy {
         AutoscalePolicy {

@@ -1,0 +1,34 @@
+//! Objects the commands' unit tests share: a busybox container and the task of a service
+//! `web` (ID `s1`) on node `n1`, so that each test states only what it is about.
+
+use shoal_proto::{ContainerSpec, Meta, Task, TaskState, TaskStatus};
+
+pub fn container() -> Option<ContainerSpec> {
+    Some(ContainerSpec {
+        image: "docker.io/library/busybox:latest".into(),
+        ..Default::default()
+    })
+}
+
+/// Task `id` of slot `slot`, created (and in `state` since) `at` ms.
+pub fn task(id: &str, slot: u64, at: i64, state: TaskState, desired: TaskState) -> Task {
+    Task {
+        id: id.into(),
+        meta: Some(Meta {
+            created_at_ms: at,
+            ..Default::default()
+        }),
+        service_id: "s1".into(),
+        service_name: "web".into(),
+        slot,
+        node_id: "n1".into(),
+        spec: container(),
+        desired_state: desired as i32,
+        status: Some(TaskStatus {
+            state: state as i32,
+            timestamp_ms: at,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}

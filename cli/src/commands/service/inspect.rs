@@ -1,0 +1,276 @@
+//! `service inspect`: the service as JSON, or docker's `--pretty` layout with the resources and
+//! the autoscale policy and its recent decisions.
+
+use anyhow::Result;
+use shoal_proto::validate::autoscale::{Policy, Target};
+use shoal_proto::{restart_policy::Condition, AutoscalePolicy, Service};
+
+use super::args::InspectArgs;
+use super::get_service;
+use super::list::familiar_image;
+use crate::client::Client;
+use crate::commands::flags::cpus_text;
+use crate::commands::{each, print_inspected};
+use crate::output::{self, Pretty};
+
+pub(super) async fn inspect(client: &Client, args: InspectArgs) -> Result<()> {
+    let (found, errors) = each(&args.services, |name| get_service(client, name)).await;
+    let pretty_fn: fn(&Service) -> String = pretty;
+    print_inspected(
+        &found,
+        &errors,
+        args.pretty.then_some(pretty_fn),
+        output::inspect_json,
+    )
+}
+
+/// Words joined by spaces, each quoted when it would otherwise read as several (or as none).
+fn words(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|w| {
+            if w.is_empty() || w.contains(|c: char| c.is_whitespace() || c == '"' || c == '\'') {
+                format!("{w:?}")
+            } else {
+                w.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Docker's `service inspect --pretty` layout, for what a Shoal service has.
+pub fn pretty(service: &Service) -> String {
+    let spec = service.spec.clone().unwrap_or_default();
+    let c = spec.container.clone().unwrap_or_default();
+    let mut p = Pretty::default();
+    p.field(0, "ID", service.id.clone());
+    p.field(0, "Name", spec.name.clone());
+    p.labels(0, &spec.labels);
+    if let Some(meta) = &service.meta {
+        p.field(0, "Created at", output::rfc3339(meta.created_at_ms));
+        p.field(0, "Updated at", output::rfc3339(meta.updated_at_ms));
+    }
+    p.field(0, "Service Mode", "Replicated");
+    p.field(1, "Replicas", spec.replicas.to_string());
+    if let Some(r) = &spec.restart {
+        let condition = Condition::try_from(r.condition).unwrap_or(Condition::Any);
+        p.section(0, "RestartPolicy");
+        p.field(
+            1,
+            "Condition",
+            output::enum_word(condition.as_str_name(), "CONDITION_").replace('_', "-"),
+        );
+        p.field(1, "Delay", output::format_duration_ms(r.delay_ms));
+        let attempts = if r.max_attempts == 0 {
+            "unlimited".to_string()
+        } else {
+            r.max_attempts.to_string()
+        };
+        p.field(1, "Max Attempts", attempts);
+        if r.window_ms > 0 {
+            p.field(1, "Window", output::format_duration_ms(r.window_ms));
+        }
+    }
+    p.section(0, "ContainerSpec");
+    p.field(1, "Image", familiar_image(&c.image, false));
+    if !c.command.is_empty() {
+        p.field(1, "Command", words(&c.command));
+    }
+    if !c.args.is_empty() {
+        p.field(1, "Args", words(&c.args));
+    }
+    if !c.env.is_empty() {
+        p.field(1, "Env", words(&c.env));
+    }
+    if !c.dir.is_empty() {
+        p.field(1, "Dir", c.dir.clone());
+    }
+    if !c.user.is_empty() {
+        p.field(1, "User", c.user.clone());
+    }
+    if !c.hostname.is_empty() {
+        p.field(1, "Hostname", c.hostname.clone());
+    }
+    p.labels(1, &c.labels);
+    if c.stop_grace_period_ms > 0 {
+        p.field(
+            1,
+            "StopGracePeriod",
+            output::format_duration_ms(c.stop_grace_period_ms),
+        );
+    }
+    if !c.stop_signal.is_empty() {
+        p.field(1, "StopSignal", c.stop_signal.clone());
+    }
+    if let Some(r) = &c.resources {
+        p.section(0, "Resources");
+        for (name, amounts) in [("Reservations", r.reservations), ("Limits", r.limits)] {
+            let Some(a) = amounts else { continue };
+            p.section(1, name);
+            if a.nano_cpus > 0 {
+                p.field(2, "CPU", cpus_text(a.nano_cpus));
+            }
+            if a.memory_bytes > 0 {
+                p.field(2, "Memory", output::bytes_size(a.memory_bytes));
+            }
+        }
+    }
+    if let Some(raw) = &spec.autoscale {
+        pretty_autoscale(&mut p, raw, service.autoscale_status.as_ref());
+    }
+    p.render()
+}
+
+fn pretty_autoscale(
+    p: &mut Pretty,
+    raw: &AutoscalePolicy,
+    status: Option<&shoal_proto::AutoscaleStatus>,
+) {
+    p.section(0, "Autoscale");
+    let Ok(policy) = Policy::from_proto(raw) else {
+        p.field(1, "Policy", format!("invalid: {raw:?}"));
+        return;
+    };
+    p.field(1, "Min Replicas", policy.min.to_string());
+    p.field(1, "Max Replicas", policy.max.to_string());
+    let target = match &policy.target {
+        Target::Cpu(t) => {
+            format!("CPU {t}% (of the tasks' CPU limit, else reservation, else one CPU)")
+        }
+        Target::Memory(t) => format!("memory {t}% (of the tasks' memory limit, else reservation)"),
+        Target::Query { query, target } => format!("{query} = {target}"),
+    };
+    p.field(1, "Target", target);
+    p.field(1, "Tolerance", policy.tolerance.to_string());
+    p.field(
+        1,
+        "Scale Up Window",
+        output::format_duration_ms(policy.up_window_ms),
+    );
+    p.field(
+        1,
+        "Scale Down Window",
+        output::format_duration_ms(policy.down_window_ms),
+    );
+    let Some(status) = status else {
+        return;
+    };
+    if !status.message.is_empty() {
+        p.field(
+            1,
+            "Status",
+            format!(
+                "{} (since {})",
+                status.message,
+                output::rfc3339(status.message_at_ms)
+            ),
+        );
+    }
+    if !status.decisions.is_empty() {
+        p.section(1, "Decisions");
+        for d in &status.decisions {
+            p.field(
+                2,
+                "-",
+                format!(
+                    "{} {} -> {}: {}",
+                    output::rfc3339(d.at_ms),
+                    d.from_replicas,
+                    d.to_replicas,
+                    d.reason
+                ),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::service::spec::build_spec;
+    use crate::commands::service::testing::create_args;
+
+    #[test]
+    fn pretty_shows_resources_and_autoscaling() {
+        let spec = build_spec(&create_args(&[
+            "--name",
+            "web",
+            "--limit-cpu",
+            "0.5",
+            "--reserve-memory",
+            "32M",
+            "--autoscale-max",
+            "4",
+            "--autoscale-cpu",
+            "50%",
+            "busybox",
+        ]))
+        .unwrap();
+        let service = Service {
+            id: "sid".into(),
+            spec: Some(spec),
+            autoscale_status: Some(shoal_proto::AutoscaleStatus {
+                decisions: vec![shoal_proto::AutoscaleDecision {
+                    at_ms: 0,
+                    from_replicas: 1,
+                    to_replicas: 2,
+                    observed: 100.0,
+                    reason: "CPU 100.0% of limit (mean of 1 task), target 50%".into(),
+                }],
+                message: "cannot reach Prometheus".into(),
+                message_at_ms: 0,
+            }),
+            ..Default::default()
+        };
+        let out = pretty(&service);
+        for needle in [
+            "\nResources:\n Reservations:\n  Memory:",
+            "32MiB\n Limits:\n  CPU:",
+            "\nAutoscale:\n Min Replicas:",
+            "CPU 50% (of the tasks' CPU limit, else reservation, else one CPU)",
+            "5m0s",
+            "cannot reach Prometheus (since",
+            "1 -> 2: CPU 100.0% of limit",
+        ] {
+            assert!(out.contains(needle), "{needle:?} missing in\n{out}");
+        }
+    }
+
+    #[test]
+    fn pretty_service() {
+        let a = create_args(&[
+            "--name",
+            "web",
+            "--replicas",
+            "2",
+            "-e",
+            "A=1",
+            "busybox",
+            "sleep",
+            "1d",
+        ]);
+        let service = Service {
+            id: "sid".into(),
+            spec: Some(build_spec(&a).unwrap()),
+            ..Default::default()
+        };
+        let out = pretty(&service);
+        assert!(out.starts_with("ID:"), "{out}");
+        assert!(out.contains("\nService Mode:"), "{out}");
+        assert!(out.contains("\n Replicas:"), "{out}");
+        assert!(out.contains("\nContainerSpec:\n Image:"), "{out}");
+        assert!(out.contains("busybox:latest\n"), "{out}");
+        assert!(
+            out.contains(" Args:") && out.contains("sleep 1d\n"),
+            "{out}"
+        );
+        assert!(out.contains(" Env:") && out.contains("A=1\n"), "{out}");
+        assert_eq!(
+            words(&["sh".into(), "-c".into(), "echo hi".into(), String::new()]),
+            "sh -c \"echo hi\" \"\""
+        );
+        assert!(out.contains(" Condition:") && out.contains("any"), "{out}");
+        assert!(out.contains(" Delay:") && out.contains("5s"), "{out}");
+    }
+}
