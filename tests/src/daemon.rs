@@ -16,10 +16,8 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-
 use crate::containerd::ContainerdHost;
+use crate::process::stop_child;
 
 /// The containerd namespace the daemon is started with (its default, passed explicitly so a
 /// change of default cannot make the helpers look in the wrong place).
@@ -58,7 +56,17 @@ pub fn shoal_bin() -> PathBuf {
 }
 
 /// Polls `cond` every 100 ms until it holds or `timeout` passes; returns whether it held.
-pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+pub fn wait_until(timeout: Duration, cond: impl FnMut() -> bool) -> bool {
+    wait_until_every(Duration::from_millis(100), timeout, cond)
+}
+
+/// Polls `cond` every `period` until it holds or `timeout` passes; returns whether it held.
+/// Benchmarks poll faster than [`wait_until`] to time what they wait for.
+pub fn wait_until_every(
+    period: Duration,
+    timeout: Duration,
+    mut cond: impl FnMut() -> bool,
+) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if cond() {
@@ -67,7 +75,7 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         if Instant::now() >= deadline {
             return false;
         }
-        thread::sleep(Duration::from_millis(100));
+        thread::sleep(period);
     }
 }
 
@@ -431,23 +439,7 @@ impl ShoalHost {
     /// SIGTERM, then SIGKILL after a grace period; returns the exit status if it exited.
     pub fn stop_daemon(&mut self) -> Option<ExitStatus> {
         let mut child = self.daemon.take()?;
-        let pid = Pid::from_raw(child.id() as i32);
-        if kill(pid, Signal::SIGTERM).is_err() {
-            // Already gone: just reap it.
-            return child.wait().ok();
-        }
-        let deadline = Instant::now() + STOP_GRACE;
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) => return Some(status),
-                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(50)),
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return None;
-                }
-            }
-        }
+        stop_child(&mut child, STOP_GRACE).ok().flatten()
     }
 
     /// Stops the daemon if it runs and starts it again with the same flags and data dir.
@@ -458,10 +450,20 @@ impl ShoalHost {
 
     /// Runs `shoal -H unix://… ARGS`.
     pub fn shoal(&self, args: &[&str]) -> Output {
+        run_with_timeout(&mut self.shoal_command(args), CLI_TIMEOUT)
+    }
+
+    /// Runs `shoal -H unix://… ARGS`; None (after killing it) if it has not finished within
+    /// `timeout`, for tests whose point is that a call answers at all.
+    pub fn shoal_within(&self, args: &[&str], timeout: Duration) -> Option<Output> {
+        run_with_deadline(&mut self.shoal_command(args), timeout)
+    }
+
+    fn shoal_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(shoal_bin());
         cmd.arg("-H").arg(self.api_url()).args(args);
         cmd.env_remove("SHOAL_HOST");
-        run_with_timeout(&mut cmd, CLI_TIMEOUT)
+        cmd
     }
 
     /// Runs the CLI, asserts success and returns stdout. On failure the panic shows the
@@ -548,15 +550,20 @@ impl ShoalHost {
     // containerd, seen directly (not through Shoal)
     // -----------------------------------------------------------------------------------------
 
-    /// Runs `ctr --address SOCK -n shoal ARGS` and returns stdout, panicking on failure.
-    pub fn ctr(&self, args: &[&str]) -> String {
+    /// `ctr --address SOCK -n shoal ARGS`, not run yet.
+    fn ctr_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("ctr");
         cmd.arg("--address")
             .arg(self.containerd_socket())
             .arg("-n")
             .arg(NAMESPACE)
             .args(args);
-        let out = run_with_timeout(&mut cmd, CLI_TIMEOUT);
+        cmd
+    }
+
+    /// Runs `ctr --address SOCK -n shoal ARGS` and returns stdout, panicking on failure.
+    pub fn ctr(&self, args: &[&str]) -> String {
+        let out = run_with_timeout(&mut self.ctr_command(args), CLI_TIMEOUT);
         if !out.status.success() {
             panic!(
                 "`ctr {}` failed: {}",
@@ -573,13 +580,10 @@ impl ShoalHost {
         let mut containers = Vec::new();
         for id in ids.split_whitespace() {
             // A container can be deleted between the listing and this call: skip it then.
-            let mut cmd = Command::new("ctr");
-            cmd.arg("--address")
-                .arg(self.containerd_socket())
-                .arg("-n")
-                .arg(NAMESPACE)
-                .args(["containers", "info", id]);
-            let out = run_with_timeout(&mut cmd, CLI_TIMEOUT);
+            let out = run_with_timeout(
+                &mut self.ctr_command(&["containers", "info", id]),
+                CLI_TIMEOUT,
+            );
             if !out.status.success() {
                 continue;
             }
