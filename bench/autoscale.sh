@@ -8,15 +8,5 @@
 #   bench/autoscale.sh [--burn SECONDS] [--down-window DURATION]
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-
-if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
-  export PATH="$HOME/.cargo/bin:$PATH"
-fi
-
-scripts/install-deps.sh
-# Release builds: the daemon's reaction is what is measured. The benchmark finds `shoal` next to
-# itself in target/release.
-cargo build --release -p shoal-cli -p shoal-tests --bin shoal --bin bench-autoscale
-exec target/release/bench-autoscale "$@"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+run_bench bench-autoscale "$@"

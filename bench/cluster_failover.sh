@@ -8,15 +8,5 @@
 #   bench/cluster_failover.sh [--leader-runs N] [--worker-runs N]
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-
-if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
-  export PATH="$HOME/.cargo/bin:$PATH"
-fi
-
-scripts/install-deps.sh
-# Release builds: the daemons' speed is part of what is measured. The benchmark finds `shoal`
-# next to itself in target/release.
-cargo build --release -p shoal-cli -p shoal-tests --bin shoal --bin bench-cluster-failover
-exec target/release/bench-cluster-failover "$@"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+run_bench bench-cluster-failover "$@"

@@ -18,7 +18,6 @@
 //! same for what a crashed test process left.
 
 use std::fs;
-use std::io::Read;
 use std::net::Ipv4Addr;
 use std::ops::{Deref, DerefMut};
 use std::os::unix::net::UnixStream;
@@ -35,6 +34,7 @@ use serde_json::Value;
 use crate::containerd::unmount_under;
 use crate::daemon::{run_with_deadline, wait_until, ShoalHost};
 use crate::netns::{self, TestNetwork};
+use crate::process::{cmdline_of, is_running, kill_tree, stop_child};
 
 /// The port managers listen on for the swarm (Docker's).
 pub const SWARM_PORT: u16 = 2377;
@@ -140,9 +140,20 @@ impl ClusterHost {
     /// `shoal swarm join --token TOKEN MANAGER`, advertising and listening on the host's test
     /// address.
     pub fn swarm_join(&self, token: &str, manager: &str) -> String {
+        let args = self.swarm_join_args(token, manager);
+        self.shoal_ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// The same `swarm join`, expected to fail: returns the error (see [`ShoalHost::shoal_err`]).
+    pub fn swarm_join_err(&self, token: &str, manager: &str) -> String {
+        let args = self.swarm_join_args(token, manager);
+        self.shoal_err(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    fn swarm_join_args(&self, token: &str, manager: &str) -> Vec<String> {
         let listen = self.swarm_addr();
         let advertise = self.addr.to_string();
-        self.shoal_ok(&[
+        [
             "swarm",
             "join",
             "--token",
@@ -152,7 +163,10 @@ impl ClusterHost {
             "--listen-addr",
             &listen,
             manager,
-        ])
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect()
     }
 
     /// `shoal node ls --format json`: one object per node (ID, Hostname, Status,
@@ -353,7 +367,7 @@ impl Drop for ClusterHost {
         let containerd_dir = host.containerd().dir().to_path_buf();
         drop(host);
         if let Some(mut child) = self.containerd_again.take() {
-            stop_child(&mut child);
+            let _ = stop_child(&mut child, CONTAINERD_STOP_GRACE);
             // It ran while the fixture removed its directory: remove what it may have left.
             let _ = unmount_under(&containerd_dir);
             if containerd_dir.exists() {
@@ -443,6 +457,33 @@ impl TestCluster {
     /// Whether the cluster has no hosts.
     pub fn is_empty(&self) -> bool {
         self.hosts.is_empty()
+    }
+
+    /// Every host's node ID, by host index; panics if a host is in no swarm.
+    pub fn node_ids(&self) -> Vec<String> {
+        let ids: Vec<String> = self.hosts.iter().map(|h| h.node_id()).collect();
+        assert!(
+            ids.iter().all(|id| !id.is_empty()),
+            "a host is in no swarm: {ids:?}"
+        );
+        ids
+    }
+
+    /// Loads the busybox test image on every host, side by side.
+    pub fn load_busybox_everywhere(&self) {
+        thread::scope(|s| {
+            for host in &self.hosts {
+                s.spawn(move || host.load_busybox());
+            }
+        });
+    }
+
+    /// How many containers of `service` run (in containerd) on each of `hosts`.
+    pub fn running_per_host(&self, hosts: &[usize], service: &str) -> Vec<usize> {
+        hosts
+            .iter()
+            .map(|&i| self.host(i).running_containers_of(service).len())
+            .collect()
     }
 
     /// Cuts host `i` off the network (see [`TestNetwork::cut`]).
@@ -546,7 +587,7 @@ pub fn cleanup_stale() -> Result<()> {
             // Before the shims are killed: runc then finds the containers as they are.
             delete_with_runc(&dir.join("state"));
         }
-        let killed = netns::kill_tree(pids);
+        let killed = kill_tree(pids);
         // Their open files and mounts go only once they are gone (zombies hold neither).
         wait_until(Duration::from_secs(10), || {
             !killed.iter().any(|pid| is_running(*pid))
@@ -609,46 +650,4 @@ fn containerd_pid(socket: &Path) -> Option<i32> {
                 .is_some_and(|a| Path::new(a).file_name() == Some("containerd".as_ref()))
                 && flag_value(&args, "--address") == Some(&*socket)
         })
-}
-
-fn cmdline_of(pid: i32) -> Vec<String> {
-    let mut raw = Vec::new();
-    if fs::File::open(format!("/proc/{pid}/cmdline"))
-        .and_then(|mut f| f.read_to_end(&mut raw))
-        .is_err()
-    {
-        return Vec::new();
-    }
-    raw.split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect()
-}
-
-/// Whether `pid` exists and is not a zombie.
-fn is_running(pid: i32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let state = stat
-                .rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .next()?
-                .to_string();
-            Some(state != "Z" && state != "X")
-        })
-        .unwrap_or(false)
-}
-
-/// SIGTERM, then SIGKILL after a grace period, and reap.
-fn stop_child(child: &mut Child) {
-    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-    let exited = wait_until(CONTAINERD_STOP_GRACE, || {
-        matches!(child.try_wait(), Ok(Some(_)) | Err(_))
-    });
-    if !exited {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
 }

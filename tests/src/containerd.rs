@@ -18,13 +18,14 @@
 //! should put something unique (e.g. the host's directory name) into its container IDs.
 
 use std::fs;
-use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+
+use crate::process::{cmdline_of, kill_tree, pids, stop_child};
 
 /// How long containerd gets to open its socket before the start counts as failed.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -201,7 +202,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             }
         }
         if let Some(mut child) = self.child.take() {
-            if let Err(e) = stop_child(&mut child) {
+            if let Err(e) = stop_child(&mut child, STOP_TIMEOUT) {
                 problems.push(format!("stopping containerd: {e:#}"));
             }
         }
@@ -297,98 +298,23 @@ impl Drop for ContainerdHost {
     }
 }
 
-fn stop_child(child: &mut Child) -> Result<()> {
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-    let deadline = Instant::now() + STOP_TIMEOUT;
-    while Instant::now() < deadline {
-        if child.try_wait()?.is_some() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.kill()?;
-    child.wait()?;
-    Ok(())
-}
-
 /// Kills every `containerd-shim*` process started for the containerd at `socket`, together
 /// with the processes below it (containers whose tasks could not be deleted).
 fn kill_leftover_shims(socket: &Path) {
     let socket = socket.to_string_lossy();
-    let procs = processes();
-    let shims: Vec<i32> = procs
-        .iter()
-        .filter(|p| {
-            p.cmdline
+    let shims: Vec<i32> = pids()
+        .into_iter()
+        .filter(|pid| {
+            let cmdline = cmdline_of(*pid);
+            cmdline
                 .first()
                 .is_some_and(|arg0| arg0.contains("containerd-shim"))
-                && p.cmdline
+                && cmdline
                     .windows(2)
                     .any(|w| w[0].trim_start_matches('-') == "address" && w[1] == socket)
         })
-        .map(|p| p.pid)
         .collect();
-    let mut doomed = shims.clone();
-    let mut i = 0;
-    while i < doomed.len() {
-        let parent = doomed[i];
-        doomed.extend(procs.iter().filter(|p| p.ppid == parent).map(|p| p.pid));
-        i += 1;
-    }
-    for pid in doomed.iter().rev() {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(*pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-}
-
-struct Proc {
-    pid: i32,
-    ppid: i32,
-    cmdline: Vec<String>,
-}
-
-fn processes() -> Vec<Proc> {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let mut cmdline = Vec::new();
-        if fs::File::open(entry.path().join("cmdline"))
-            .and_then(|mut f| f.read_to_end(&mut cmdline))
-            .is_err()
-        {
-            continue;
-        }
-        let stat = fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        // The command name in field 2 may contain spaces and parentheses; ppid follows the
-        // last ')'.
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        out.push(Proc {
-            pid,
-            ppid,
-            cmdline: cmdline
-                .split(|b| *b == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect(),
-        });
-    }
-    out
+    kill_tree(&shims);
 }
 
 /// Lazily unmounts every mount point at or below `dir`, deepest first.
@@ -447,15 +373,15 @@ mod tests {
 
     fn shims_of(socket: &Path) -> Vec<i32> {
         let socket = socket.to_string_lossy();
-        processes()
+        pids()
             .into_iter()
-            .filter(|p| p.cmdline.iter().any(|a| a == socket.as_ref()))
-            .filter(|p| {
-                p.cmdline
-                    .first()
-                    .is_some_and(|a| a.contains("containerd-shim"))
+            .filter(|pid| {
+                let cmdline = cmdline_of(*pid);
+                cmdline.iter().any(|a| a == socket.as_ref())
+                    && cmdline
+                        .first()
+                        .is_some_and(|a| a.contains("containerd-shim"))
             })
-            .map(|p| p.pid)
             .collect()
     }
 

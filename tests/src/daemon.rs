@@ -16,10 +16,9 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-
 use crate::containerd::ContainerdHost;
+use crate::listing::parse_table;
+use crate::process::stop_child;
 
 /// The containerd namespace the daemon is started with (its default, passed explicitly so a
 /// change of default cannot make the helpers look in the wrong place).
@@ -58,7 +57,17 @@ pub fn shoal_bin() -> PathBuf {
 }
 
 /// Polls `cond` every 100 ms until it holds or `timeout` passes; returns whether it held.
-pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+pub fn wait_until(timeout: Duration, cond: impl FnMut() -> bool) -> bool {
+    wait_until_every(Duration::from_millis(100), timeout, cond)
+}
+
+/// Polls `cond` every `period` until it holds or `timeout` passes; returns whether it held.
+/// Benchmarks poll faster than [`wait_until`] to time what they wait for.
+pub fn wait_until_every(
+    period: Duration,
+    timeout: Duration,
+    mut cond: impl FnMut() -> bool,
+) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if cond() {
@@ -67,7 +76,7 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         if Instant::now() >= deadline {
             return false;
         }
-        thread::sleep(Duration::from_millis(100));
+        thread::sleep(period);
     }
 }
 
@@ -431,23 +440,7 @@ impl ShoalHost {
     /// SIGTERM, then SIGKILL after a grace period; returns the exit status if it exited.
     pub fn stop_daemon(&mut self) -> Option<ExitStatus> {
         let mut child = self.daemon.take()?;
-        let pid = Pid::from_raw(child.id() as i32);
-        if kill(pid, Signal::SIGTERM).is_err() {
-            // Already gone: just reap it.
-            return child.wait().ok();
-        }
-        let deadline = Instant::now() + STOP_GRACE;
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) => return Some(status),
-                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(50)),
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return None;
-                }
-            }
-        }
+        stop_child(&mut child, STOP_GRACE).ok().flatten()
     }
 
     /// Stops the daemon if it runs and starts it again with the same flags and data dir.
@@ -458,10 +451,20 @@ impl ShoalHost {
 
     /// Runs `shoal -H unix://… ARGS`.
     pub fn shoal(&self, args: &[&str]) -> Output {
+        run_with_timeout(&mut self.shoal_command(args), CLI_TIMEOUT)
+    }
+
+    /// Runs `shoal -H unix://… ARGS`; None (after killing it) if it has not finished within
+    /// `timeout`, for tests whose point is that a call answers at all.
+    pub fn shoal_within(&self, args: &[&str], timeout: Duration) -> Option<Output> {
+        run_with_deadline(&mut self.shoal_command(args), timeout)
+    }
+
+    fn shoal_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(shoal_bin());
         cmd.arg("-H").arg(self.api_url()).args(args);
         cmd.env_remove("SHOAL_HOST");
-        run_with_timeout(&mut cmd, CLI_TIMEOUT)
+        cmd
     }
 
     /// Runs the CLI, asserts success and returns stdout. On failure the panic shows the
@@ -548,15 +551,20 @@ impl ShoalHost {
     // containerd, seen directly (not through Shoal)
     // -----------------------------------------------------------------------------------------
 
-    /// Runs `ctr --address SOCK -n shoal ARGS` and returns stdout, panicking on failure.
-    pub fn ctr(&self, args: &[&str]) -> String {
+    /// `ctr --address SOCK -n shoal ARGS`, not run yet.
+    fn ctr_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("ctr");
         cmd.arg("--address")
             .arg(self.containerd_socket())
             .arg("-n")
             .arg(NAMESPACE)
             .args(args);
-        let out = run_with_timeout(&mut cmd, CLI_TIMEOUT);
+        cmd
+    }
+
+    /// Runs `ctr --address SOCK -n shoal ARGS` and returns stdout, panicking on failure.
+    pub fn ctr(&self, args: &[&str]) -> String {
+        let out = run_with_timeout(&mut self.ctr_command(args), CLI_TIMEOUT);
         if !out.status.success() {
             panic!(
                 "`ctr {}` failed: {}",
@@ -573,13 +581,10 @@ impl ShoalHost {
         let mut containers = Vec::new();
         for id in ids.split_whitespace() {
             // A container can be deleted between the listing and this call: skip it then.
-            let mut cmd = Command::new("ctr");
-            cmd.arg("--address")
-                .arg(self.containerd_socket())
-                .arg("-n")
-                .arg(NAMESPACE)
-                .args(["containers", "info", id]);
-            let out = run_with_timeout(&mut cmd, CLI_TIMEOUT);
+            let out = run_with_timeout(
+                &mut self.ctr_command(&["containers", "info", id]),
+                CLI_TIMEOUT,
+            );
             if !out.status.success() {
                 continue;
             }
@@ -602,17 +607,27 @@ impl ShoalHost {
         containers
     }
 
+    /// The rows `ctr ARGS` prints under its header line, split on whitespace.
+    fn ctr_rows(&self, args: &[&str]) -> Vec<Vec<String>> {
+        self.ctr(args)
+            .lines()
+            .skip(1)
+            .map(|line| line.split_whitespace().map(str::to_string).collect())
+            .collect()
+    }
+
     /// Every containerd task in the `shoal` namespace.
     pub fn ctr_tasks(&self) -> Vec<CtrTask> {
-        let out = self.ctr(&["tasks", "ls"]);
-        out.lines()
-            .skip(1) // header: TASK PID STATUS
-            .filter_map(|line| {
-                let mut cols = line.split_whitespace();
-                let id = cols.next()?.to_string();
-                let pid = cols.next()?.parse().ok()?;
-                let status = cols.next()?.to_string();
-                Some(CtrTask { id, pid, status })
+        self.ctr_rows(&["tasks", "ls"])
+            .into_iter()
+            .filter_map(|cols| match cols.as_slice() {
+                // TASK PID STATUS
+                [id, pid, status, ..] => Some(CtrTask {
+                    id: id.clone(),
+                    pid: pid.parse().ok()?,
+                    status: status.clone(),
+                }),
+                _ => None,
             })
             .collect()
     }
@@ -631,25 +646,22 @@ impl ShoalHost {
 
     /// Every snapshot of the default snapshotter in the `shoal` namespace.
     pub fn snapshots(&self) -> Vec<Snapshot> {
-        let out = self.ctr(&["snapshots", "ls"]);
-        out.lines()
-            .skip(1) // header: KEY PARENT KIND
-            .filter_map(|line| {
-                let cols: Vec<&str> = line.split_whitespace().collect();
-                match cols.as_slice() {
-                    [key, parent, kind] => Some(Snapshot {
-                        key: key.to_string(),
-                        parent: parent.to_string(),
-                        kind: kind.to_string(),
-                    }),
-                    // The base layer has no parent, so its PARENT column is empty.
-                    [key, kind] => Some(Snapshot {
-                        key: key.to_string(),
-                        parent: String::new(),
-                        kind: kind.to_string(),
-                    }),
-                    _ => None,
-                }
+        self.ctr_rows(&["snapshots", "ls"])
+            .into_iter()
+            .filter_map(|cols| match cols.as_slice() {
+                // KEY PARENT KIND
+                [key, parent, kind] => Some(Snapshot {
+                    key: key.clone(),
+                    parent: parent.clone(),
+                    kind: kind.clone(),
+                }),
+                // The base layer has no parent, so its PARENT column is empty.
+                [key, kind] => Some(Snapshot {
+                    key: key.clone(),
+                    parent: String::new(),
+                    kind: kind.clone(),
+                }),
+                _ => None,
             })
             .collect()
     }
@@ -707,79 +719,9 @@ pub fn busybox_archive() -> PathBuf {
         .clone()
 }
 
-/// Parses a table as the CLI prints it (a header line, then rows aligned under it, columns
-/// separated by at least two spaces) into one map per row, keyed by header name.
-///
-/// Cells are cut at the header's column offsets, so cells with single spaces ("Running 5
-/// seconds ago") and empty cells parse correctly.
-pub fn parse_table(text: &str) -> Vec<BTreeMap<String, String>> {
-    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let Some(header) = lines.next() else {
-        return Vec::new();
-    };
-    let header: Vec<char> = header.chars().collect();
-    // Column starts: a non-space preceded by line start or by two or more spaces.
-    let mut columns: Vec<(usize, String)> = Vec::new();
-    let mut i = 0;
-    while i < header.len() {
-        if header[i] != ' ' && (i == 0 || (i >= 2 && header[i - 1] == ' ' && header[i - 2] == ' '))
-        {
-            let start = i;
-            // A name runs until two spaces in a row (names such as "DESIRED STATE" hold one).
-            while i < header.len() && !(header[i] == ' ' && header.get(i + 1) == Some(&' ')) {
-                i += 1;
-            }
-            let name: String = header[start..i].iter().collect();
-            columns.push((start, name.trim().to_string()));
-        } else {
-            i += 1;
-        }
-    }
-    lines
-        .map(|line| {
-            let chars: Vec<char> = line.chars().collect();
-            columns
-                .iter()
-                .enumerate()
-                .map(|(n, (start, name))| {
-                    let end = columns.get(n + 1).map_or(chars.len(), |(s, _)| *s);
-                    let cell: String = chars
-                        .get(*start.min(&chars.len())..end.min(chars.len()))
-                        .map(|c| c.iter().collect())
-                        .unwrap_or_default();
-                    (name.clone(), cell.trim().to_string())
-                })
-                .collect()
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parse_table_cuts_cells_at_header_offsets() {
-        let text = "\
-ID         NAME        DESIRED STATE   CURRENT STATE           ERROR
-abc123     web.1       Running         Running 5 seconds ago
-def456      \\_ web.1   Shutdown        Failed 9 seconds ago    task: non-zero exit (137)
-";
-        let rows = parse_table(text);
-        assert_eq!(rows.len(), 2);
-        assert_eq!(rows[0]["ID"], "abc123");
-        assert_eq!(rows[0]["CURRENT STATE"], "Running 5 seconds ago");
-        assert_eq!(rows[0]["ERROR"], "");
-        assert_eq!(rows[1]["NAME"], "\\_ web.1");
-        assert_eq!(rows[1]["DESIRED STATE"], "Shutdown");
-        assert_eq!(rows[1]["ERROR"], "task: non-zero exit (137)");
-    }
-
-    #[test]
-    fn parse_table_of_empty_output_has_no_rows() {
-        assert!(parse_table("").is_empty());
-        assert!(parse_table("ID   NAME\n").is_empty());
-    }
 
     #[test]
     fn tail_keeps_last_lines() {

@@ -1,8 +1,14 @@
 //! Test harness: real containerd instances, test images, daemons and network-namespace hosts,
-//! each started with private paths and cleaned up on drop.
+//! each started with private paths and cleaned up on drop; and the helpers the end-to-end tests
+//! (`tests/`) and the benchmarks (`src/bin/`) share to drive and read them.
 
 pub mod cluster;
 pub mod containerd;
 pub mod daemon;
+pub mod http;
 pub mod image;
+pub mod listing;
 pub mod netns;
+pub mod process;
+pub mod prometheus;
+pub mod workloads;

@@ -32,6 +32,7 @@ use anyhow::{bail, Context, Result};
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::daemon::run_with_deadline;
+use crate::process::{kill_tree, pids};
 
 /// Name prefixes of the objects this module creates; see the module documentation.
 const BRIDGE_TAG: &str = "shtb";
@@ -489,64 +490,12 @@ pub fn pids_in_netns(path: &Path) -> Vec<i32> {
     let Ok(target) = fs::metadata(path) else {
         return Vec::new();
     };
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+    pids()
+        .into_iter()
         .filter(|pid| {
             // stat follows the ns/net magic link to the namespace's nsfs inode.
             fs::metadata(format!("/proc/{pid}/ns/net"))
                 .is_ok_and(|m| m.dev() == target.dev() && m.ino() == target.ino())
-        })
-        .collect()
-}
-
-/// SIGKILLs `roots` and every process below them, and returns them all. The tree is read
-/// first, since a killed parent's children are re-parented and could not be found any more.
-pub fn kill_tree(roots: &[i32]) -> Vec<i32> {
-    let parents = parent_map();
-    let mut doomed: Vec<i32> = roots.to_vec();
-    let mut i = 0;
-    while i < doomed.len() {
-        let parent = doomed[i];
-        for (pid, ppid) in &parents {
-            if *ppid == parent && !doomed.contains(pid) {
-                doomed.push(*pid);
-            }
-        }
-        i += 1;
-    }
-    for pid in &doomed {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(*pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-    doomed
-}
-
-/// (pid, parent pid) of every process.
-fn parent_map() -> Vec<(i32, i32)> {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| {
-            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-            let stat = fs::read_to_string(e.path().join("stat")).ok()?;
-            // The command name in field 2 may hold spaces and parentheses; ppid follows the
-            // last ')' after the state field.
-            let ppid = stat
-                .rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()?;
-            Some((pid, ppid))
         })
         .collect()
 }

@@ -9,39 +9,33 @@
 //!   Prometheus's own message, a server that cannot be reached refuses the policy at creation
 //!   and, at run time, holds the replica count with the reason in `service inspect`.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use shoal_tests::daemon::{free_loopback_port, wait_until, words, ShoalHost};
+use shoal_tests::daemon::{free_loopback_port, words, ShoalHost};
+use shoal_tests::listing::inspect_service;
+use shoal_tests::prometheus::Prometheus;
+use shoal_tests::workloads::create_cpu_burner;
 
 /// Each task burns CPU for this long after it starts, then sleeps.
 const BURN_SECONDS: u64 = 45;
 
-fn inspect(host: &ShoalHost, service: &str) -> Value {
-    let out = host.shoal_ok(&["service", "inspect", service]);
-    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
-    v[0].clone()
-}
-
 /// The service's replica count as stored (the autoscaler's decision).
 fn desired(host: &ShoalHost, service: &str) -> u64 {
-    inspect(host, service)["spec"]["replicas"]
+    inspect_service(host, service)["spec"]["replicas"]
         .as_u64()
         .unwrap_or(0)
 }
 
 fn decisions(host: &ShoalHost, service: &str) -> Vec<Value> {
-    inspect(host, service)["autoscale_status"]["decisions"]
+    inspect_service(host, service)["autoscale_status"]["decisions"]
         .as_array()
         .cloned()
         .unwrap_or_default()
 }
 
 fn status_message(host: &ShoalHost, service: &str) -> String {
-    inspect(host, service)["autoscale_status"]["message"]
+    inspect_service(host, service)["autoscale_status"]["message"]
         .as_str()
         .unwrap_or_default()
         .to_string()
@@ -50,33 +44,7 @@ fn status_message(host: &ShoalHost, service: &str) -> String {
 #[test]
 fn cpu_load_scales_up_and_idle_scales_back_to_min() {
     let mut host = ShoalHost::start_swarm();
-    let burn = format!(
-        "end=$(( $(date +%s) + {BURN_SECONDS} )); while [ $(date +%s) -lt $end ]; do :; done; \
-         sleep 3600"
-    );
-    host.shoal_ok(&[
-        "service",
-        "create",
-        "-d",
-        "--name",
-        "burn",
-        "--stop-grace-period",
-        "1s",
-        "--limit-cpu",
-        "0.2",
-        "--autoscale-min",
-        "1",
-        "--autoscale-max",
-        "4",
-        "--autoscale-cpu",
-        "50%",
-        "--autoscale-down-window",
-        "15s",
-        "busybox",
-        "sh",
-        "-c",
-        &burn,
-    ]);
+    create_cpu_burner(&host, "burn", BURN_SECONDS, "15s");
     assert_eq!(desired(&host, "burn"), 1, "starts at the minimum");
 
     // Scaling an autoscaled service by hand is refused, naming the way out.
@@ -151,109 +119,18 @@ fn cpu_load_scales_up_and_idle_scales_back_to_min() {
     assert_eq!(desired(&host, "burn"), 2);
 }
 
-/// A Prometheus server on 127.0.0.1 with its own storage, scraping itself; killed on drop.
-struct Prometheus {
-    child: Option<Child>,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    fn start_on(port: u16, dir: tempfile::TempDir) -> Prometheus {
-        let config = dir.path().join("prometheus.yml");
+/// A Prometheus server scraping itself (so that it answers queries), on 127.0.0.1.
+fn start_prometheus() -> Prometheus {
+    Prometheus::start(|dir, port| {
         std::fs::write(
-            &config,
+            dir.join("prometheus.yml"),
             format!(
                 "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: prometheus\n    \
                  static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
             ),
         )
         .expect("write the Prometheus config");
-        let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log file");
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot run `prometheus` ({e}): install Debian's prometheus package \
-                     (scripts/install-deps.sh)"
-                )
-            });
-        let server = Prometheus {
-            child: Some(child),
-            port,
-            dir,
-        };
-        assert!(
-            wait_until(Duration::from_secs(60), || http_get(port, "/-/ready")
-                .is_some_and(|r| r.starts_with("HTTP/1.1 200"))),
-            "Prometheus did not become ready; log:\n{}",
-            server.log()
-        );
-        server
-    }
-
-    fn start() -> Prometheus {
-        let dir = tempfile::Builder::new()
-            .prefix("shoal-prometheus-")
-            .tempdir()
-            .expect("temp dir");
-        Prometheus::start_on(free_loopback_port(), dir)
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
-    }
-
-    /// Stops the server, keeping its port and storage for [`Prometheus::restart`].
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn restart(mut self) -> Prometheus {
-        self.stop();
-        let port = self.port;
-        let dir = std::mem::replace(
-            &mut self.dir,
-            tempfile::tempdir().expect("placeholder temp dir"),
-        );
-        Prometheus::start_on(port, dir)
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// A plain HTTP/1.1 GET on 127.0.0.1:port; the whole answer, or None if nothing answers.
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    Some(answer)
+    })
 }
 
 fn create_query_service(host: &ShoalHost, name: &str, query: &str) -> std::process::Output {
@@ -311,7 +188,7 @@ fn query_policies_through_a_real_prometheus() {
         "{err}"
     );
 
-    let prometheus = Prometheus::start();
+    let prometheus = start_prometheus();
     host.shoal_ok(&["swarm", "update", "--prometheus-url", &prometheus.url()]);
 
     // Unbalanced brackets never reach the server; what only Prometheus's parser sees comes

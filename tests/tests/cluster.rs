@@ -1,29 +1,34 @@
-//! Multi-node swarms end to end: real daemons and containerds, one per network namespace, on a
-//! private bridge (see `shoal_tests::cluster`). Every check goes through the `shoal` CLI of the
-//! hosts, and what runs is checked in each host's containerd as well.
+//! Multi-node swarms end to end, the managers' side: real daemons and containerds, one per
+//! network namespace, on a private bridge (see `shoal_tests::cluster`). Every check goes
+//! through the `shoal` CLI of the hosts, and what runs is checked in each host's containerd as
+//! well.
 //!
 //! - forming a 3-manager, 2-worker swarm from join tokens; killing the leader (acknowledged
 //!   writes survive, a new leader takes over, the survivors take commands);
 //! - a manager cut off the network (the majority goes on, the cut-off one refuses writes, and
 //!   catches up once healed);
-//! - a dead worker and a drained node (their tasks move; a drain never takes more than one
-//!   task away at a time);
-//! - placement (label constraints, global services, max replicas per node, tasks that fit
-//!   nowhere stay pending with the reason);
-//! - promoting a worker to manager and demoting it again.
+//! - promoting a worker to manager and demoting it again;
+//! - `swarm init --force-new-cluster` on the last manager of a lost quorum.
+//!
+//! Where tasks run (dead workers, drains, constraints) is in `cluster_placement.rs`.
 //!
 //! The tests run the daemons with a 1 s `--dispatcher-heartbeat` (a node is DOWN after 3 s of
-//! silence) to keep the suite short; `bench/cluster_failover.sh` measures the defaults.
+//! silence) to keep the suite short; `bench/cluster_failover.sh` measures the defaults, and
+//! the times: these tests assert outcomes, with deadlines generous enough for a loaded machine.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use shoal_tests::cluster::{ClusterHost, TestCluster};
+use shoal_tests::cluster::TestCluster;
 use shoal_tests::daemon::{run_with_deadline, shoal_bin, wait_until, words};
+use shoal_tests::listing::{
+    create_zero_replicas, leader_seen_by, manager_statuses, placement, service_names,
+    wait_all_ready, wait_node_ls, wait_replicas,
+};
 
 /// How long a service may take to converge on a loaded two-core machine.
 const CONVERGE: Duration = Duration::from_secs(90);
@@ -34,160 +39,9 @@ const ELECTION: Duration = Duration::from_secs(10);
 /// The same after a cut: a call a follower forwarded to the cut-off leader is given up only
 /// `MOVED_GRACE` (3 s) after the leadership moved, so each poll may take that much longer.
 const ELECTION_AFTER_CUT: Duration = Duration::from_secs(20);
-
-// ---------------------------------------------------------------------------------------------
-// helpers
-// ---------------------------------------------------------------------------------------------
-
-/// Every host's node ID, by host index.
-fn node_ids(cluster: &TestCluster) -> Vec<String> {
-    let ids: Vec<String> = cluster.hosts().iter().map(|h| h.node_id()).collect();
-    assert!(
-        ids.iter().all(|id| !id.is_empty()),
-        "a host is in no swarm: {ids:?}"
-    );
-    ids
-}
-
-/// `node ls --format json` on `host`, or None if the command fails (no leader yet, …).
-fn try_nodes(host: &ClusterHost) -> Option<Vec<Value>> {
-    let out = host.shoal(&["node", "ls", "--format", "json"]);
-    if !out.status.success() {
-        return None;
-    }
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-/// Node ID → MANAGER STATUS ("Leader", "Reachable", "Unreachable" or "") as `host` lists them.
-fn manager_statuses(nodes: &[Value]) -> BTreeMap<String, String> {
-    nodes
-        .iter()
-        .map(|n| {
-            (
-                n["ID"].as_str().unwrap_or_default().to_string(),
-                n["ManagerStatus"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
-}
-
-/// The node ID `host` lists as Leader, if exactly one is.
-fn leader_seen_by(host: &ClusterHost) -> Option<String> {
-    let nodes = try_nodes(host)?;
-    let leaders: Vec<String> = manager_statuses(&nodes)
-        .into_iter()
-        .filter(|(_, s)| s == "Leader")
-        .map(|(id, _)| id)
-        .collect();
-    match leaders.as_slice() {
-        [one] => Some(one.clone()),
-        _ => None,
-    }
-}
-
-/// The names of the services `host` lists (panics if `service ls` fails).
-fn service_names(host: &ClusterHost) -> BTreeSet<String> {
-    host.shoal_ok(&["service", "ls", "--format", "{{.Name}}"])
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-/// `service ps NAME` with node IDs and whole errors, one JSON object per task (ID, Name, Node,
-/// DesiredState, CurrentState, Error…), or None if the command fails.
-fn try_tasks(host: &ClusterHost, service: &str) -> Option<Vec<Value>> {
-    let out = host.shoal(&[
-        "service",
-        "ps",
-        "--no-resolve",
-        "--no-trunc",
-        "--format",
-        "json",
-        service,
-    ]);
-    if !out.status.success() {
-        return None;
-    }
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-fn tasks(host: &ClusterHost, service: &str) -> Vec<Value> {
-    try_tasks(host, service).unwrap_or_else(|| {
-        panic!(
-            "`service ps {service}` failed: {}",
-            host.shoal_err(&["service", "ps", service])
-        )
-    })
-}
-
-/// The tasks of `service` that should run (desired state Running), as `host` lists them.
-fn live_tasks(host: &ClusterHost, service: &str) -> Vec<Value> {
-    tasks(host, service)
-        .into_iter()
-        .filter(|t| t["DesiredState"] == "Running")
-        .collect()
-}
-
-/// Node ID → how many tasks of `service` that should run are placed there.
-fn placement(host: &ClusterHost, service: &str) -> BTreeMap<String, usize> {
-    let mut by_node = BTreeMap::new();
-    for t in live_tasks(host, service) {
-        *by_node
-            .entry(t["Node"].as_str().unwrap_or_default().to_string())
-            .or_insert(0) += 1;
-    }
-    by_node
-}
-
-/// How many containers of `service` run (in containerd) on each of `hosts`.
-fn running_per_host(cluster: &TestCluster, hosts: &[usize], service: &str) -> Vec<usize> {
-    hosts
-        .iter()
-        .map(|&i| cluster.host(i).running_containers_of(service).len())
-        .collect()
-}
-
-/// The (running, desired) pair of `service ls`'s REPLICAS cell, e.g. "5/6" → (5, 6).
-fn replicas(host: &ClusterHost, service: &str) -> Option<(usize, usize)> {
-    let cell = host.replicas(service)?;
-    let (running, desired) = cell.split_once('/')?;
-    Some((running.trim().parse().ok()?, desired.trim().parse().ok()?))
-}
-
-fn wait_replicas(host: &ClusterHost, service: &str, n: usize) {
-    host.wait_for(CONVERGE, &format!("{service} at {n}/{n}"), || {
-        replicas(host, service) == Some((n, n))
-    });
-}
-
-/// Waits until `host` lists every node of `ids` (and no other) as Ready.
-fn wait_all_ready(host: &ClusterHost, ids: &[String]) {
-    let mut want: Vec<&str> = ids.iter().map(String::as_str).collect();
-    want.sort();
-    let ok = wait_until(CONVERGE, || {
-        try_nodes(host).is_some_and(|nodes| {
-            let mut listed: Vec<&str> = nodes.iter().filter_map(|n| n["ID"].as_str()).collect();
-            listed.sort();
-            listed == want && nodes.iter().all(|n| n["Status"] == "Ready")
-        })
-    });
-    assert!(
-        ok,
-        "host {} does not list {want:?} as Ready: {}",
-        host.index(),
-        String::from_utf8_lossy(&host.shoal(&["node", "ls"]).stdout)
-    );
-}
+/// How long a cut-off follower may take to refuse a write it cannot forward: generous, since
+/// the point is that it answers at all (how fast is for the benchmarks).
+const REFUSAL: Duration = Duration::from_secs(90);
 
 /// Runs the CLI against the daemon at `api_url` (for threads that cannot borrow the cluster).
 fn shoal_at(api_url: &str, args: &[&str]) -> std::process::Output {
@@ -200,18 +54,6 @@ fn shoal_at(api_url: &str, args: &[&str]) -> std::process::Output {
         .unwrap_or_else(|| panic!("`shoal {}` hung", args.join(" ")))
 }
 
-fn load_busybox_everywhere(cluster: &TestCluster) {
-    thread::scope(|s| {
-        for host in cluster.hosts() {
-            s.spawn(move || host.load_busybox());
-        }
-    });
-}
-
-// ---------------------------------------------------------------------------------------------
-// tests
-// ---------------------------------------------------------------------------------------------
-
 /// Issue 3, points 1 and 2: three managers and two workers form a swarm from join tokens and
 /// every manager agrees on one leader; then the leader's daemon is SIGKILLed while it takes
 /// writes. A new leader is elected within a few election timeouts, every write the dead
@@ -221,7 +63,7 @@ fn load_busybox_everywhere(cluster: &TestCluster) {
 fn five_nodes_agree_on_one_leader_and_survive_its_kill9() {
     let mut cluster = TestCluster::new_with(5, HEARTBEAT);
     cluster.form(3, 2);
-    let ids = node_ids(&cluster);
+    let ids = cluster.node_ids();
     for m in 0..3 {
         let nodes = cluster.host(m).nodes();
         let statuses = manager_statuses(&nodes);
@@ -267,7 +109,7 @@ fn five_nodes_agree_on_one_leader_and_survive_its_kill9() {
         refused.contains("not a swarm manager"),
         "node ls on a worker: {refused}"
     );
-    load_busybox_everywhere(&cluster);
+    cluster.load_busybox_everywhere();
 
     // Writes through the leader, one service per iteration, while the leader is killed.
     let api = cluster.host(0).api_url();
@@ -278,19 +120,7 @@ fn five_nodes_agree_on_one_leader_and_survive_its_kill9() {
         thread::spawn(move || -> Option<(String, String)> {
             for i in 0.. {
                 let name = format!("w{i}");
-                let out = shoal_at(
-                    &api,
-                    &[
-                        "service",
-                        "create",
-                        "-d",
-                        "--name",
-                        &name,
-                        "--replicas",
-                        "0",
-                        "busybox",
-                    ],
-                );
+                let out = shoal_at(&api, &create_zero_replicas(&name));
                 if out.status.success() {
                     acked.lock().unwrap().push(name);
                 } else {
@@ -352,15 +182,11 @@ fn five_nodes_agree_on_one_leader_and_survive_its_kill9() {
         "the new leader {new_leader} is not a surviving manager"
     );
     // The dead manager shows as Unreachable.
-    let unreachable = wait_until(ELECTION, || {
-        try_nodes(cluster.host(1)).is_some_and(|n| {
-            manager_statuses(&n).get(&ids[0]).map(String::as_str) == Some("Unreachable")
-        })
-    });
-    assert!(
-        unreachable,
-        "host 1 does not list the killed manager as Unreachable:\n{}",
-        String::from_utf8_lossy(&cluster.host(1).shoal(&["node", "ls"]).stdout)
+    wait_node_ls(
+        cluster.host(1),
+        ELECTION,
+        "host 1 does not list the killed manager as Unreachable",
+        |n| manager_statuses(n).get(&ids[0]).map(String::as_str) == Some("Unreachable"),
     );
 
     // Every acknowledged write survived; nothing that was not attempted appeared.
@@ -386,12 +212,13 @@ fn five_nodes_agree_on_one_leader_and_survive_its_kill9() {
         "service create -d --name after --replicas 2 busybox sleep 600",
     ));
     cluster.host(2).shoal_ok(&words("service scale -d after=4"));
-    wait_replicas(cluster.host(2), "after", 4);
+    wait_replicas(cluster.host(2), "after", 4, CONVERGE);
     let alive = [1, 2, 3, 4];
     cluster
         .host(1)
         .wait_for(CONVERGE, "4 containers of `after` on the survivors", || {
-            running_per_host(&cluster, &alive, "after")
+            cluster
+                .running_per_host(&alive, "after")
                 .iter()
                 .sum::<usize>()
                 == 4
@@ -419,18 +246,16 @@ fn five_nodes_agree_on_one_leader_and_survive_its_kill9() {
             names.is_superset(&acked) && names.contains("after")
         }
     });
-    let back = wait_until(CONVERGE, || {
-        try_nodes(cluster.host(0)).is_some_and(|n| {
-            let st = manager_statuses(&n);
+    wait_node_ls(
+        cluster.host(0),
+        CONVERGE,
+        &format!("the restarted manager is not a Reachable follower of {new_leader}"),
+        |n| {
+            let st = manager_statuses(n);
             st.get(&new_leader).map(String::as_str) == Some("Leader")
                 && st.values().filter(|s| *s == "Reachable").count() == 2
                 && n.iter().all(|n| n["Status"] == "Ready")
-        })
-    });
-    assert!(
-        back,
-        "the restarted manager is not a Reachable follower of {new_leader}:\n{}",
-        String::from_utf8_lossy(&cluster.host(0).shoal(&["node", "ls"]).stdout)
+        },
     );
 }
 
@@ -442,7 +267,7 @@ fn five_nodes_agree_on_one_leader_and_survive_its_kill9() {
 fn a_cut_off_manager_refuses_writes_and_catches_up_after_heal() {
     let cluster = TestCluster::new_with(3, HEARTBEAT);
     cluster.form(3, 0);
-    let ids = node_ids(&cluster);
+    let ids = cluster.node_ids();
     cluster.host(0).shoal_ok(&words(
         "service create -d --name before --replicas 0 busybox",
     ));
@@ -468,16 +293,9 @@ fn a_cut_off_manager_refuses_writes_and_catches_up_after_heal() {
     eprintln!("majority leader after {:?}", cut_at.elapsed());
     let during: Vec<String> = (0..3).map(|i| format!("during{i}")).collect();
     for (i, name) in during.iter().enumerate() {
-        cluster.host(1 + i % 2).shoal_ok(&[
-            "service",
-            "create",
-            "-d",
-            "--name",
-            name,
-            "--replicas",
-            "0",
-            "busybox",
-        ]);
+        cluster
+            .host(1 + i % 2)
+            .shoal_ok(&create_zero_replicas(name));
     }
     cluster
         .host(2)
@@ -538,31 +356,34 @@ fn a_cut_off_manager_refuses_writes_and_catches_up_after_heal() {
         host.wait_for(CONVERGE, "`healed` on every manager", || {
             service_names(host).contains("healed")
         });
-        let ok = wait_until(CONVERGE, || {
-            try_nodes(host).is_some_and(|n| {
-                let st = manager_statuses(&n);
+        wait_node_ls(
+            host,
+            CONVERGE,
+            &format!("host {m} does not list one leader and two reachable managers after heal"),
+            |n| {
+                let st = manager_statuses(n);
                 st.values().filter(|s| *s == "Leader").count() == 1
                     && st.values().filter(|s| *s == "Reachable").count() == 2
-            })
-        });
-        assert!(
-            ok,
-            "host {m} does not list one leader and two reachable managers after heal:\n{}",
-            String::from_utf8_lossy(&host.shoal(&["node", "ls"]).stdout)
+            },
         );
     }
 
     // Now a follower is cut off. A write on it is forwarded to the leader it can no longer
-    // reach: that must fail, saying so, within a bounded time (not hang), while the other two
-    // go on.
+    // reach: that must fail, saying so (not hang), while the other two go on.
     let leader = leader_seen_by(cluster.host(0)).expect("a leader after heal");
     let follower = (0..3).find(|&i| ids[i] != leader).expect("a follower");
     let others: Vec<usize> = (0..3).filter(|&i| i != follower).collect();
     cluster.cut(follower);
     let asked = Instant::now();
-    let refused = cluster.host(follower).shoal(&words(
-        "service create -d --name lonely --replicas 0 busybox",
-    ));
+    let refused = cluster
+        .host(follower)
+        .shoal_within(
+            &words("service create -d --name lonely --replicas 0 busybox"),
+            REFUSAL,
+        )
+        .unwrap_or_else(|| {
+            panic!("the cut-off follower did not answer a write within {REFUSAL:?}: it hangs")
+        });
     let took = asked.elapsed();
     let err = String::from_utf8_lossy(&refused.stderr).into_owned();
     assert!(
@@ -574,10 +395,6 @@ fn a_cut_off_manager_refuses_writes_and_catches_up_after_heal() {
     assert!(
         lower.contains("no quorum") || lower.contains("not reachable"),
         "the cut-off follower's refusal does not say why: {err}"
-    );
-    assert!(
-        took < Duration::from_secs(25),
-        "the cut-off follower took {took:?} to refuse the write"
     );
     eprintln!("cut-off follower said after {took:?}: {}", err.trim());
     cluster.host(others[0]).shoal_ok(&words(
@@ -597,211 +414,6 @@ fn a_cut_off_manager_refuses_writes_and_catches_up_after_heal() {
     });
 }
 
-/// Issue 3, point 4: a worker dies (machine gone: cut off, daemon and containerd killed);
-/// after the heartbeat timeout its tasks run elsewhere. Then a node is drained: its tasks
-/// move too, and meanwhile the service never has fewer than desired − 1 tasks running.
-#[test]
-fn tasks_leave_a_dead_worker_and_a_drained_node() {
-    let mut cluster = TestCluster::new_with(3, HEARTBEAT);
-    cluster.form(1, 2);
-    let ids = node_ids(&cluster);
-    load_busybox_everywhere(&cluster);
-    let manager = cluster.host(0);
-    manager.shoal_ok(&words(
-        "service create -d --name web --replicas 6 busybox sleep 600",
-    ));
-    wait_replicas(manager, "web", 6);
-    let spread = placement(manager, "web");
-    assert_eq!(
-        spread,
-        ids.iter().map(|id| (id.clone(), 2)).collect(),
-        "6 tasks over 3 nodes should spread 2/2/2"
-    );
-    assert_eq!(running_per_host(&cluster, &[0, 1, 2], "web"), vec![2, 2, 2]);
-
-    // Worker 1 dies.
-    cluster.power_off(1);
-    let died = Instant::now();
-    let manager = cluster.host(0);
-    manager.wait_for(CONVERGE, "web back at 6/6 without the dead node", || {
-        replicas(manager, "web") == Some((6, 6))
-            && !placement(manager, "web").contains_key(&ids[1])
-            && running_per_host(&cluster, &[0, 2], "web")
-                .iter()
-                .sum::<usize>()
-                == 6
-    });
-    eprintln!("tasks moved off the dead worker after {:?}", died.elapsed());
-    let down = manager
-        .nodes()
-        .into_iter()
-        .find(|n| n["ID"] == ids[1].as_str())
-        .expect("the dead node is still listed");
-    assert_eq!(down["Status"], "Down", "the dead node: {down:?}");
-    // Its replacements were new tasks: the old ones are shut down, not moved.
-    let old: Vec<Value> = tasks(manager, "web")
-        .into_iter()
-        .filter(|t| t["Node"] == ids[1].as_str())
-        .collect();
-    assert_eq!(old.len(), 2, "the dead node's tasks: {old:?}");
-    assert!(
-        old.iter().all(|t| t["DesiredState"] != "Running"),
-        "the dead node's tasks should no longer be desired running: {old:?}"
-    );
-
-    // Drain worker 2 and watch the running count while its tasks move: `service ls` as fast
-    // as the CLI answers, the placement only once the count is back.
-    manager.shoal_ok(&["node", "update", "--availability", "drain", &ids[2]]);
-    let mut lowest = usize::MAX;
-    let mut samples = 0;
-    let deadline = Instant::now() + CONVERGE;
-    let moved = loop {
-        if let Some((running, desired)) = replicas(manager, "web") {
-            assert_eq!(desired, 6, "the drain changed the desired count");
-            samples += 1;
-            lowest = lowest.min(running);
-            if running == 6 && placement(manager, "web") == BTreeMap::from([(ids[0].clone(), 6)]) {
-                break true;
-            }
-        }
-        if Instant::now() > deadline {
-            break false;
-        }
-    };
-    assert!(
-        moved,
-        "the drained node's tasks did not move to the manager: {:?}",
-        placement(manager, "web")
-    );
-    eprintln!("drain: lowest running count {lowest}/6 over {samples} samples");
-    assert!(
-        lowest >= 5,
-        "the running count dropped to {lowest}/6 while draining (at most one task may be \
-         moving at a time)"
-    );
-    manager.wait_for(CONVERGE, "the drained node's containers to stop", || {
-        running_per_host(&cluster, &[0, 2], "web") == vec![6, 0]
-    });
-    let drained = manager
-        .nodes()
-        .into_iter()
-        .find(|n| n["ID"] == ids[2].as_str())
-        .expect("the drained node is listed");
-    assert_eq!(drained["Availability"], "Drain", "{drained:?}");
-    assert_eq!(drained["Status"], "Ready", "{drained:?}");
-}
-
-/// Issue 3, point 5: placement. A label added with `node update --label-add` steers a
-/// constraint; `--constraint node.role==manager` keeps tasks on managers; a global service
-/// runs one task per node; `--replicas-max-per-node` caps a node; a task that fits nowhere
-/// stays Pending and says why.
-#[test]
-fn placement_follows_labels_roles_global_mode_and_explains_pending_tasks() {
-    let cluster = TestCluster::new_with(3, HEARTBEAT);
-    cluster.form(1, 2);
-    let ids = node_ids(&cluster);
-    load_busybox_everywhere(&cluster);
-    let manager = cluster.host(0);
-
-    manager.shoal_ok(&["node", "update", "--label-add", "zone=east", &ids[1]]);
-    let inspected = manager.shoal_ok(&["node", "inspect", &ids[1]]);
-    assert!(
-        inspected.contains("zone") && inspected.contains("east"),
-        "node inspect does not show the label: {inspected}"
-    );
-    manager.shoal_ok(&words(
-        "service create -d --name east --replicas 3 --constraint node.labels.zone==east \
-         busybox sleep 600",
-    ));
-    manager.shoal_ok(&words(
-        "service create -d --name mgr --replicas 2 --constraint node.role==manager \
-         busybox sleep 600",
-    ));
-    manager.shoal_ok(&words(
-        "service create -d --name everywhere --mode global busybox sleep 600",
-    ));
-    manager.shoal_ok(&words(
-        "service create -d --name capped --replicas 4 --replicas-max-per-node 1 \
-         busybox sleep 600",
-    ));
-    manager.shoal_ok(&words(
-        "service create -d --name nowhere --replicas 1 --constraint node.labels.zone==mars \
-         busybox sleep 600",
-    ));
-
-    wait_replicas(manager, "east", 3);
-    assert_eq!(
-        placement(manager, "east"),
-        BTreeMap::from([(ids[1].clone(), 3)])
-    );
-    wait_replicas(manager, "mgr", 2);
-    assert_eq!(
-        placement(manager, "mgr"),
-        BTreeMap::from([(ids[0].clone(), 2)])
-    );
-    wait_replicas(manager, "everywhere", 3);
-    assert_eq!(
-        placement(manager, "everywhere"),
-        ids.iter().map(|id| (id.clone(), 1)).collect()
-    );
-    manager.wait_for(CONVERGE, "containers of every service", || {
-        running_per_host(&cluster, &[0, 1, 2], "east") == vec![0, 3, 0]
-            && running_per_host(&cluster, &[0, 1, 2], "mgr") == vec![2, 0, 0]
-            && running_per_host(&cluster, &[0, 1, 2], "everywhere") == vec![1, 1, 1]
-            && running_per_host(&cluster, &[0, 1, 2], "capped") == vec![1, 1, 1]
-    });
-
-    // Tasks that fit nowhere: pending, with swarmkit's explanation.
-    let pending_with = |service: &str, want: usize, reason: &str| {
-        manager.wait_for(
-            CONVERGE,
-            &format!("{want} pending task(s) of {service} saying {reason:?}"),
-            || {
-                let pending: Vec<Value> = live_tasks(manager, service)
-                    .into_iter()
-                    .filter(|t| {
-                        t["CurrentState"]
-                            .as_str()
-                            .is_some_and(|s| s.starts_with("Pending"))
-                    })
-                    .collect();
-                pending.len() == want
-                    && pending.iter().all(|t| {
-                        t["Error"]
-                            .as_str()
-                            .is_some_and(|e| e.contains("no suitable node") && e.contains(reason))
-                            && t["Node"] == ""
-                    })
-            },
-        );
-    };
-    pending_with("nowhere", 1, "constraint");
-    pending_with("capped", 1, "max replicas per node");
-    assert_eq!(replicas(manager, "nowhere"), Some((0, 1)));
-    assert_eq!(replicas(manager, "capped"), Some((3, 4)));
-    let table = manager.shoal_ok(&["service", "ps", "nowhere"]);
-    assert!(
-        table.contains("Pending") && table.contains("no suitable node"),
-        "service ps nowhere:\n{table}"
-    );
-
-    // The pending task is placed as soon as a node fits: label node 2 for mars.
-    manager.shoal_ok(&["node", "update", "--label-add", "zone=mars", &ids[2]]);
-    wait_replicas(manager, "nowhere", 1);
-    assert_eq!(
-        placement(manager, "nowhere"),
-        BTreeMap::from([(ids[2].clone(), 1)])
-    );
-    // Removing a label does not evict running tasks by itself in Docker either; but a task
-    // of a new service needing it no longer fits.
-    manager.shoal_ok(&["node", "update", "--label-rm", "zone", &ids[1]]);
-    manager.shoal_ok(&words(
-        "service create -d --name east2 --replicas 1 --constraint node.labels.zone==east \
-         busybox sleep 600",
-    ));
-    pending_with("east2", 1, "constraint");
-}
-
 /// Issue 3, point 6: `node promote` makes a worker a manager that the others list as
 /// Reachable and that answers manager commands itself; `node demote`, run on the promoted node
 /// itself, makes it a worker again and the swarm goes on with its one manager.
@@ -809,7 +421,7 @@ fn placement_follows_labels_roles_global_mode_and_explains_pending_tasks() {
 fn a_promoted_worker_becomes_a_reachable_manager_and_is_demoted_back() {
     let cluster = TestCluster::new_with(2, HEARTBEAT);
     cluster.form(1, 1);
-    let ids = node_ids(&cluster);
+    let ids = cluster.node_ids();
     let (manager, worker) = (cluster.host(0), cluster.host(1));
     assert!(worker
         .shoal_err(&["node", "ls"])
@@ -818,18 +430,18 @@ fn a_promoted_worker_becomes_a_reachable_manager_and_is_demoted_back() {
     let out = manager.shoal_ok(&["node", "promote", &ids[1]]);
     assert!(out.contains(&ids[1]), "node promote said: {out}");
     for host in [manager, worker] {
-        let ok = wait_until(CONVERGE, || {
-            try_nodes(host).is_some_and(|n| {
-                let st = manager_statuses(&n);
+        wait_node_ls(
+            host,
+            CONVERGE,
+            &format!(
+                "host {} does not list the promoted node as Reachable",
+                host.index()
+            ),
+            |n| {
+                let st = manager_statuses(n);
                 st.get(&ids[0]).map(String::as_str) == Some("Leader")
                     && st.get(&ids[1]).map(String::as_str) == Some("Reachable")
-            })
-        });
-        assert!(
-            ok,
-            "host {} does not list the promoted node as Reachable:\n{}",
-            host.index(),
-            String::from_utf8_lossy(&host.shoal(&["node", "ls"]).stdout)
+            },
         );
     }
     assert_eq!(worker.info()["is_manager"], true, "{}", worker.info());
@@ -843,17 +455,15 @@ fn a_promoted_worker_becomes_a_reachable_manager_and_is_demoted_back() {
     // of Raft while the node waits for the answer.
     let out = worker.shoal_ok(&["node", "demote", &ids[1]]);
     assert!(out.contains(&ids[1]), "node demote said: {out}");
-    let ok = wait_until(CONVERGE, || {
-        try_nodes(manager).is_some_and(|n| {
-            let st = manager_statuses(&n);
+    wait_node_ls(
+        manager,
+        CONVERGE,
+        "the demoted node still has a manager status",
+        |n| {
+            let st = manager_statuses(n);
             st.get(&ids[0]).map(String::as_str) == Some("Leader")
                 && st.get(&ids[1]).map(String::as_str) == Some("")
-        })
-    });
-    assert!(
-        ok,
-        "the demoted node still has a manager status:\n{}",
-        String::from_utf8_lossy(&manager.shoal(&["node", "ls"]).stdout)
+        },
     );
     worker.wait_for(CONVERGE, "the demoted node to stop being a manager", || {
         let out = worker.shoal(&["node", "ls"]);
@@ -864,7 +474,7 @@ fn a_promoted_worker_becomes_a_reachable_manager_and_is_demoted_back() {
     manager.shoal_ok(&words(
         "service create -d --name after-demote --replicas 0 busybox",
     ));
-    wait_all_ready(manager, &ids);
+    wait_all_ready(manager, &ids, CONVERGE);
 }
 
 /// `swarm init --force-new-cluster` on the one manager left of three: it leads alone at once,
@@ -874,16 +484,7 @@ fn force_new_cluster_recovers_a_lost_quorum_keeping_the_state() {
     let mut cluster = TestCluster::new_with(3, HEARTBEAT);
     cluster.form(3, 0);
     for name in ["kept1", "kept2"] {
-        cluster.host(0).shoal_ok(&[
-            "service",
-            "create",
-            "-d",
-            "--name",
-            name,
-            "--replicas",
-            "0",
-            "busybox",
-        ]);
+        cluster.host(0).shoal_ok(&create_zero_replicas(name));
     }
     let survivor = 2;
     let host = cluster.host(survivor);

@@ -14,6 +14,7 @@ use nix::unistd::Pid;
 use shoal_tests::cluster::{self, TestCluster, SWARM_PORT};
 use shoal_tests::daemon::{wait_until, words, ShoalHost};
 use shoal_tests::netns::{self, TestNetwork};
+use shoal_tests::process::{cmdline_of, is_running, pids};
 
 /// How long a service may take to run its container on a loaded two-core machine.
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -49,32 +50,9 @@ fn iptables_forward_rules() -> String {
     }
 }
 
+/// The command line of `pid`, for matching and for messages.
 fn cmdline(pid: i32) -> String {
-    fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
-        .unwrap_or_default()
-}
-
-fn pids() -> Vec<i32> {
-    fs::read_dir("/proc")
-        .expect("read /proc")
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .collect()
-}
-
-/// Whether `pid` exists and is not a zombie (a zombie holds no files, mounts or namespaces).
-fn alive(pid: i32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .next()
-                .map(|st| st != "Z")
-        })
-        .unwrap_or(false)
+    cmdline_of(pid).join(" ")
 }
 
 /// The cgroup directories process `pid` is in (one per v1 hierarchy, or the v2 one), apart from
@@ -216,7 +194,7 @@ impl Footprint {
         let lingering = || -> Vec<String> {
             pids()
                 .into_iter()
-                .filter(|pid| alive(*pid))
+                .filter(|pid| is_running(*pid))
                 .filter(|pid| {
                     let cmd = cmdline(*pid);
                     self.pids.contains(pid)
@@ -395,7 +373,7 @@ fn cluster_host_runs_a_swarm_in_its_namespace_survives_death_and_leaves_nothing(
     assert!(host.containerd_pid().is_none(), "containerd survived");
     assert!(host.daemon_pid().is_none(), "the daemon survived");
     assert!(
-        alive(task.pid as i32),
+        is_running(task.pid as i32),
         "the container died with containerd; its shim should keep it"
     );
 
@@ -500,7 +478,7 @@ fn cleanup_stale_removes_what_a_crashed_run_left() {
 
     cluster::cleanup_stale().expect("clean up stale test clusters");
     assert!(
-        wait_until(GONE, || !alive(daemon) && !alive(containerd)),
+        wait_until(GONE, || !is_running(daemon) && !is_running(containerd)),
         "the crashed run's daemon or containerd survived the cleanup"
     );
     // They were our children: reap them, as init would a dead run's.

@@ -4,14 +4,15 @@
 //! only the targets and intervals changed) that must scrape the daemon, per-task CPU included.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 use shoal_tests::daemon::{free_loopback_port, run_with_timeout, wait_until, ShoalHost};
+use shoal_tests::http::{http_get, http_request};
+use shoal_tests::prometheus::Prometheus;
 
 /// How long the daemon may take to export something it should (a task's first usage report
 /// comes within one report period, 5 s, of the task starting).
@@ -20,41 +21,6 @@ const PROMTOOL_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn packaging() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging")
-}
-
-/// An HTTP/1.0 GET of 127.0.0.1:port (1.0, so that no server answers in chunks): the status
-/// line, the headers and the body; None if nothing answers.
-fn http_get(port: u16, path: &str, accept: Option<&str>) -> Option<(String, String, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    let accept = accept.map_or(String::new(), |a| format!("Accept: {a}\r\n"));
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{accept}\r\n"
-    )
-    .ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    let (head, body) = answer.split_once("\r\n\r\n")?;
-    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
-    Some((
-        status.to_string(),
-        headers.to_ascii_lowercase(),
-        body.to_string(),
-    ))
-}
-
-fn http_request(port: u16, request: &str) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("set a read timeout");
-    stream.write_all(request.as_bytes()).expect("send");
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer
 }
 
 /// The daemon's /metrics in Prometheus' text format (what curl gets).
@@ -130,32 +96,10 @@ fn shipped_prometheus_files_pass_promtool() {
     }
 }
 
-/// Percent-encodes a query parameter.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// A Prometheus server on 127.0.0.1 running the shipped configuration, with the targets
-/// pointed at the test's daemon and a 1 s scrape interval; killed on drop.
-struct Prometheus {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    fn start(manager_target: &str) -> Prometheus {
-        let dir = tempfile::Builder::new()
-            .prefix("shoal-prometheus-")
-            .tempdir()
-            .expect("temp dir");
+/// A Prometheus server running the shipped configuration, with the targets pointed at the
+/// test's daemon (`manager_target`) and 1 s scrape and evaluation intervals.
+fn start_prometheus(manager_target: &str) -> Prometheus {
+    Prometheus::start(|dir, _| {
         let shipped = packaging().join("prometheus");
         let config = std::fs::read_to_string(shipped.join("prometheus.yml")).expect("config");
         for interval in ["scrape_interval: 15s", "evaluation_interval: 15s"] {
@@ -167,10 +111,9 @@ impl Prometheus {
         let config = config
             .replace("scrape_interval: 15s", "scrape_interval: 1s")
             .replace("evaluation_interval: 15s", "evaluation_interval: 1s");
-        std::fs::write(dir.path().join("prometheus.yml"), config).expect("write the config");
-        std::fs::copy(shipped.join("alerts.yml"), dir.path().join("alerts.yml"))
-            .expect("copy the alerts");
-        let targets = dir.path().join("targets");
+        std::fs::write(dir.join("prometheus.yml"), config).expect("write the config");
+        std::fs::copy(shipped.join("alerts.yml"), dir.join("alerts.yml")).expect("copy the alerts");
+        let targets = dir.join("targets");
         std::fs::create_dir_all(&targets).expect("targets dir");
         std::fs::write(
             targets.join("managers.yml"),
@@ -178,70 +121,7 @@ impl Prometheus {
         )
         .expect("write the manager targets");
         std::fs::write(targets.join("workers.yml"), "[]\n").expect("write the worker targets");
-
-        let port = free_loopback_port();
-        let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log file");
-        let child = Command::new("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                dir.path().join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot run `prometheus` ({e}): install Debian's prometheus package \
-                     (scripts/install-deps.sh)"
-                )
-            });
-        let server = Prometheus { child, port, dir };
-        assert!(
-            wait_until(Duration::from_secs(60), || http_get(port, "/-/ready", None)
-                .is_some_and(|(status, _, _)| status.contains(" 200 "))),
-            "Prometheus did not become ready; log:\n{}",
-            server.log()
-        );
-        server
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
-    }
-
-    /// GET an API path; the decoded JSON answer.
-    fn api(&self, path: &str) -> Value {
-        let (status, _, body) = http_get(self.port, path, None)
-            .unwrap_or_else(|| panic!("Prometheus did not answer {path}"));
-        serde_json::from_str(&body)
-            .unwrap_or_else(|e| panic!("{path}: {status}: not JSON ({e}): {body}"))
-    }
-
-    /// An instant query: (status, error, result vector).
-    fn query(&self, promql: &str) -> (String, String, Vec<Value>) {
-        let v = self.api(&format!("/api/v1/query?query={}", encode(promql)));
-        (
-            v["status"].as_str().unwrap_or_default().to_string(),
-            v["error"].as_str().unwrap_or_default().to_string(),
-            v["data"]["result"].as_array().cloned().unwrap_or_default(),
-        )
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("Prometheus log (tail):\n{}", self.log());
-        }
-    }
+    })
 }
 
 /// The metric names `text` (PromQL or JSON holding PromQL) refers to.
@@ -432,7 +312,7 @@ fn a_daemon_serves_metrics_that_promtool_and_prometheus_accept() {
     }
 
     // A real Prometheus, on the shipped configuration, scrapes it all.
-    let prometheus = Prometheus::start(&addr);
+    let prometheus = start_prometheus(&addr);
     let mut last = (String::new(), String::new(), Vec::new());
     let scraped = wait_until(EXPORT_TIMEOUT, || {
         last = prometheus.query(r#"shoal_task_cpu_seconds_total{service="web"}"#);

@@ -29,6 +29,7 @@ use shoal_proto::control_client::ControlClient;
 use shoal_proto::{ContainerSpec, CreateServiceRequest, Empty, JoinTokenRequest, ServiceSpec};
 use shoal_tests::cluster::{ClusterHost, TestCluster};
 use shoal_tests::daemon::words;
+use shoal_tests::listing::{by_node_id, service_names};
 use shoal_tls::{NodeCert, Role, RootCa};
 use tonic::{Code, Status};
 
@@ -38,24 +39,7 @@ use tonic::{Code, Status};
 
 /// The node IDs `host`'s `node ls` lists, with their status.
 fn node_list(host: &ClusterHost) -> BTreeSet<(String, String)> {
-    host.nodes()
-        .iter()
-        .map(|n| {
-            (
-                n["ID"].as_str().unwrap_or_default().to_string(),
-                n["Status"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
-}
-
-fn service_names(host: &ClusterHost) -> BTreeSet<String> {
-    host.shoal_ok(&["service", "ls", "--format", "{{.Name}}"])
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect()
+    by_node_id(&host.nodes(), "Status").into_iter().collect()
 }
 
 /// `swarm join` of `joiner` with `token` to `manager`, expected to fail; returns the error.
@@ -66,20 +50,7 @@ fn join_refused(joiner: &ClusterHost, token: &str, manager: &ClusterHost) -> Str
 }
 
 fn join_refused_inner(joiner: &ClusterHost, token: &str, manager: &ClusterHost) -> String {
-    let listen = joiner.swarm_addr();
-    let advertise = joiner.addr().to_string();
-    let target = manager.swarm_addr();
-    let err = joiner.shoal_err(&[
-        "swarm",
-        "join",
-        "--token",
-        token,
-        "--advertise-addr",
-        &advertise,
-        "--listen-addr",
-        &listen,
-        &target,
-    ]);
+    let err = joiner.swarm_join_err(token, &manager.swarm_addr());
     // The refused node is in no swarm.
     let info = joiner.info();
     assert_eq!(

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use shoal_tests::daemon::{words, Container, ShoalHost};
+use shoal_tests::listing::inspect_service;
 
 const CONVERGE: Duration = Duration::from_secs(90);
 
@@ -51,12 +52,6 @@ fn container_env(host: &ShoalHost, id: &str) -> Vec<String> {
         .collect()
 }
 
-fn inspect(host: &ShoalHost, service: &str) -> Value {
-    let out = host.shoal_ok(&["service", "inspect", service]);
-    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
-    v[0].clone()
-}
-
 #[test]
 fn update_rolls_out_one_task_at_a_time_stop_first_with_limits_in_the_cgroup() {
     let host = ShoalHost::start_swarm();
@@ -77,12 +72,13 @@ fn update_rolls_out_one_task_at_a_time_stop_first_with_limits_in_the_cgroup() {
     ));
     assert_eq!(out.trim(), "web", "docker prints the service name");
 
-    let started = Instant::now();
+    // Watched until every task is new. The deadline is generous: it keeps a stuck rollout from
+    // hanging the test and does not time the rollout.
+    let deadline = Instant::now() + CONVERGE;
     let (mut fewest, mut most) = (usize::MAX, 0);
     let mut new_seen: Vec<usize> = Vec::new();
-    loop {
-        let running = host.running_containers_of("web");
-        let ids = task_ids(&running);
+    let (rolled_out, ids) = loop {
+        let ids = task_ids(&host.running_containers_of("web"));
         fewest = fewest.min(ids.len());
         most = most.max(ids.len());
         let fresh = ids.difference(&old_tasks).count();
@@ -90,14 +86,17 @@ fn update_rolls_out_one_task_at_a_time_stop_first_with_limits_in_the_cgroup() {
             new_seen.push(fresh);
         }
         if fresh == 3 && ids.len() == 3 {
-            break;
+            break (true, ids);
         }
-        assert!(
-            started.elapsed() < CONVERGE,
-            "the update did not finish: running {ids:?}, new counts seen {new_seen:?}"
-        );
+        if Instant::now() > deadline {
+            break (false, ids);
+        }
         std::thread::sleep(Duration::from_millis(50));
-    }
+    };
+    assert!(
+        rolled_out,
+        "the update did not finish: running {ids:?}, new counts seen {new_seen:?}"
+    );
     assert!(
         most <= 3,
         "stop-first: never more than the replicas ({most})"
@@ -139,7 +138,7 @@ fn update_rolls_out_one_task_at_a_time_stop_first_with_limits_in_the_cgroup() {
         .filter(|r| r.get("DESIRED STATE").map(String::as_str) == Some("Shutdown"))
         .count();
     assert_eq!(shutdown, 3, "{rows:?}");
-    let spec = inspect(&host, "web");
+    let spec = inspect_service(&host, "web");
     assert_eq!(
         spec["spec"]["container"]["resources"]["limits"]["nano_cpus"],
         200_000_000

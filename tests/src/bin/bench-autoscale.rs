@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use shoal_tests::daemon::ShoalHost;
+use shoal_tests::workloads::create_cpu_burner;
 
 const POLL: Duration = Duration::from_millis(200);
 
@@ -54,34 +55,8 @@ fn parse_args() -> Result<Args> {
 fn main() -> Result<()> {
     let args = parse_args()?;
     let host = ShoalHost::start_swarm();
-    let script = format!(
-        "end=$(( $(date +%s) + {} )); while [ $(date +%s) -lt $end ]; do :; done; sleep 3600",
-        args.burn
-    );
     let created = Instant::now();
-    host.shoal_ok(&[
-        "service",
-        "create",
-        "-d",
-        "--name",
-        "burn",
-        "--stop-grace-period",
-        "1s",
-        "--limit-cpu",
-        "0.2",
-        "--autoscale-min",
-        "1",
-        "--autoscale-max",
-        "4",
-        "--autoscale-cpu",
-        "50%",
-        "--autoscale-down-window",
-        &args.down_window,
-        "busybox",
-        "sh",
-        "-c",
-        &script,
-    ]);
+    create_cpu_burner(&host, "burn", args.burn, &args.down_window);
 
     // When each task was first seen running, by task ID.
     let mut started: BTreeMap<String, Instant> = BTreeMap::new();

@@ -20,13 +20,14 @@
 //! Usage: `bench-cluster-failover [--leader-runs N] [--worker-runs N]` (run by
 //! `bench/cluster_failover.sh`).
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use serde_json::Value;
 use shoal_tests::cluster::{ClusterHost, TestCluster};
 use shoal_tests::daemon::wait_until;
+use shoal_tests::listing::{
+    create_zero_replicas, leader_seen_by, manager_statuses, placement, replica_counts, try_nodes,
+};
 
 /// How often the CLI is polled while timing: short against the seconds measured, long enough
 /// not to starve the daemons of the two cores.
@@ -93,7 +94,7 @@ fn report(label: &str, runs: &[Duration], target: &str) {
 fn bench_leader_failover(runs: usize) -> Result<Vec<Duration>> {
     let mut cluster = TestCluster::new(3);
     cluster.form(3, 0);
-    let ids: Vec<String> = cluster.hosts().iter().map(|h| h.node_id()).collect();
+    let ids = cluster.node_ids();
     let mut times = Vec::new();
     for run in 0..runs {
         wait_healthy_managers(&cluster, &ids)?;
@@ -112,16 +113,7 @@ fn bench_leader_failover(runs: usize) -> Result<Vec<Duration>> {
         let mut attempts = 0;
         let accepted = loop {
             attempts += 1;
-            let out = cluster.host(via).shoal(&[
-                "service",
-                "create",
-                "-d",
-                "--name",
-                &name,
-                "--replicas",
-                "0",
-                "busybox",
-            ]);
+            let out = cluster.host(via).shoal(&create_zero_replicas(&name));
             if out.status.success() {
                 break Some(started.elapsed());
             }
@@ -148,20 +140,12 @@ fn bench_leader_failover(runs: usize) -> Result<Vec<Duration>> {
 fn wait_healthy_managers(cluster: &TestCluster, ids: &[String]) -> Result<()> {
     let healthy = wait_until(TIMEOUT, || {
         (0..3).all(|i| {
-            nodes(cluster.host(i)).is_some_and(|nodes| {
-                let status: BTreeMap<&str, &str> = nodes
-                    .iter()
-                    .map(|n| {
-                        (
-                            n["ID"].as_str().unwrap_or_default(),
-                            n["ManagerStatus"].as_str().unwrap_or_default(),
-                        )
-                    })
-                    .collect();
+            try_nodes(cluster.host(i)).is_some_and(|nodes| {
+                let status = manager_statuses(&nodes);
                 nodes.len() == ids.len()
                     && nodes.iter().all(|n| n["Status"] == "Ready")
-                    && status.values().filter(|s| **s == "Leader").count() == 1
-                    && status.values().filter(|s| **s == "Reachable").count() == 2
+                    && status.values().filter(|s| *s == "Leader").count() == 1
+                    && status.values().filter(|s| *s == "Reachable").count() == 2
             })
         })
     });
@@ -169,25 +153,6 @@ fn wait_healthy_managers(cluster: &TestCluster, ids: &[String]) -> Result<()> {
         bail!("the managers did not all become Reachable again within {TIMEOUT:?}");
     }
     Ok(())
-}
-
-fn nodes(host: &ClusterHost) -> Option<Vec<Value>> {
-    let out = host.shoal(&["node", "ls", "--format", "json"]);
-    if !out.status.success() {
-        return None;
-    }
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-fn leader_seen_by(host: &ClusterHost) -> Option<String> {
-    nodes(host)?
-        .iter()
-        .find(|n| n["ManagerStatus"] == "Leader")
-        .and_then(|n| n["ID"].as_str().map(str::to_string))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -213,12 +178,8 @@ fn random_below(max: Duration) -> Duration {
 fn bench_worker_death(runs: usize) -> Result<Vec<Duration>> {
     let mut cluster = TestCluster::new(3);
     cluster.form(1, 2);
-    std::thread::scope(|s| {
-        for host in cluster.hosts() {
-            s.spawn(move || host.load_busybox());
-        }
-    });
-    let ids: Vec<String> = cluster.hosts().iter().map(|h| h.node_id()).collect();
+    cluster.load_busybox_everywhere();
+    let ids = cluster.node_ids();
     let mut times = Vec::new();
     for run in 0..runs {
         let victim = 1 + run % 2;
@@ -241,7 +202,7 @@ fn bench_worker_death(runs: usize) -> Result<Vec<Duration>> {
         ]);
         let manager = cluster.host(0);
         let spread_evenly = wait_until(TIMEOUT, || {
-            replicas_of(manager, &name) == Some((REPLICAS, REPLICAS))
+            replica_counts(manager, &name) == Some((REPLICAS, REPLICAS))
                 && placement(manager, &name).get(&ids[victim]) == Some(&(REPLICAS / 3))
         });
         if !spread_evenly {
@@ -259,7 +220,7 @@ fn bench_worker_death(runs: usize) -> Result<Vec<Duration>> {
         let manager = cluster.host(0);
         let mut moved = None;
         while started.elapsed() < TIMEOUT {
-            if replicas_of(manager, &name) == Some((REPLICAS, REPLICAS))
+            if replica_counts(manager, &name) == Some((REPLICAS, REPLICAS))
                 && !placement(manager, &name).contains_key(&ids[victim])
             {
                 moved = Some(started.elapsed());
@@ -291,38 +252,7 @@ fn bench_worker_death(runs: usize) -> Result<Vec<Duration>> {
 }
 
 fn manager_nodes_ready(manager: &ClusterHost) -> bool {
-    nodes(manager).is_some_and(|n| n.len() == 3 && n.iter().all(|n| n["Status"] == "Ready"))
-}
-
-fn replicas_of(host: &ClusterHost, service: &str) -> Option<(usize, usize)> {
-    let cell = host.replicas(service)?;
-    let (running, desired) = cell.split_once('/')?;
-    Some((running.trim().parse().ok()?, desired.trim().parse().ok()?))
-}
-
-/// Node ID → desired-running tasks of `service` placed there.
-fn placement(host: &ClusterHost, service: &str) -> BTreeMap<String, usize> {
-    let out = host.shoal(&[
-        "service",
-        "ps",
-        "--no-resolve",
-        "--no-trunc",
-        "--format",
-        "json",
-        service,
-    ]);
-    let mut by_node = BTreeMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(task) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
-        if task["DesiredState"] == "Running" {
-            *by_node
-                .entry(task["Node"].as_str().unwrap_or_default().to_string())
-                .or_insert(0) += 1;
-        }
-    }
-    by_node
+    try_nodes(manager).is_some_and(|n| n.len() == 3 && n.iter().all(|n| n["Status"] == "Ready"))
 }
 
 fn parse_args() -> Result<(usize, usize)> {

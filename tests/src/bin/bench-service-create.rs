@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::Signal;
 use shoal_proto::{ContainerSpec, Task};
-use shoal_tests::daemon::{shoal_bin, wait_until, ShoalHost, NAMESPACE};
+use shoal_tests::daemon::{shoal_bin, wait_until, wait_until_every, ShoalHost, NAMESPACE};
 use shoal_worker::containerd::Containerd;
 use shoal_worker::executor::ContainerdExecutor;
 
@@ -61,7 +61,7 @@ fn main() -> Result<()> {
         "sleep",
         "3600",
     ]);
-    let converged = poll(TIMEOUT, || {
+    let converged = wait_until_every(POLL, TIMEOUT, || {
         host.replicas("bench").as_deref() == Some(&expected)
     });
     let shoal_time = started.elapsed();
@@ -135,18 +135,6 @@ fn parse_args() -> Result<usize> {
         bail!("--replicas must be at least 1");
     }
     Ok(replicas)
-}
-
-/// Like `wait_until` with a shorter period, for timing.
-fn poll(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(POLL);
-    }
-    false
 }
 
 fn wait_or_bail(host: &ShoalHost, what: &str, cond: impl FnMut() -> bool) -> Result<()> {
