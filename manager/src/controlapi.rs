@@ -92,6 +92,14 @@ macro_rules! forward {
 
 pub type ManagerSlot = Arc<RwLock<Option<ActiveManager>>>;
 
+/// The manager in the slot, or the refusal a node that runs no manager gives.
+pub fn active(slot: &ManagerSlot) -> Result<ActiveManager, Status> {
+    slot.read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .ok_or_else(|| Status::failed_precondition(NOT_A_MANAGER))
+}
+
 pub struct ControlApi {
     manager: ManagerSlot,
     logs: Arc<dyn LogSource>,
@@ -103,11 +111,7 @@ impl ControlApi {
     }
 
     fn active(&self) -> Result<ActiveManager, Status> {
-        self.manager
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or_else(|| Status::failed_precondition(NOT_A_MANAGER))
+        active(&self.manager)
     }
 }
 

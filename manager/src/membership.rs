@@ -16,7 +16,7 @@ use shoal_tls::{require_node, require_role, Caller, Role, RootCa, DEFAULT_CERT_E
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
-use crate::controlapi::{store_status, ActiveManager, ManagerSlot, NOT_A_MANAGER};
+use crate::controlapi::{self, store_status, ActiveManager, ManagerSlot, NOT_A_MANAGER};
 use crate::ids::{new_id, now_ms};
 use crate::tokens;
 
@@ -38,11 +38,7 @@ impl MembershipApi {
     }
 
     fn active(&self) -> Result<ActiveManager, Status> {
-        self.manager
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or_else(|| Status::failed_precondition(NOT_A_MANAGER))
+        controlapi::active(&self.manager)
     }
 }
 
