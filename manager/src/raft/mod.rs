@@ -26,10 +26,12 @@ mod logger;
 pub mod members;
 mod membership;
 mod open;
+mod peers;
 mod proposals;
 mod raft_loop;
 mod reads;
 mod recovery;
+mod requests;
 mod snapshots;
 mod status;
 pub mod storage;
@@ -103,6 +105,12 @@ impl RaftConfig {
             catch_up_timeout: Duration::from_secs(60),
             force_new_cluster: false,
         }
+    }
+
+    /// One election timeout (ticks × tick): how fast leadership can move, and how recently a
+    /// peer must have been heard from to count as reachable.
+    fn election_timeout(&self) -> Duration {
+        self.tick * self.election_ticks as u32
     }
 
     fn validate(&self) -> Result<(), RaftError> {
