@@ -119,8 +119,8 @@ impl RaftLoop {
             Ok(()) => StoreError::Stopped,
             Err(e) => StoreError::Storage(e.to_string()),
         };
-        self.proposals.fail_all(&answer);
-        self.reads.fail_all(&answer);
+        self.proposals.fail_all(answer);
+        self.reads.fail_all(answer);
         self.status.publish_stopped();
         info!(raft_id = self.node.raft.id, "raft loop stopped");
         result
