@@ -28,8 +28,9 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
+use super::handle::RaftHandle;
 use super::transport::{Outbound, PeerReports, RaftTransport};
-use super::{RaftError, RaftHandle};
+use super::RaftError;
 
 /// Messages queued for one peer before new ones are dropped (and the peer reported
 /// unreachable): enough for bursts of appends, small enough that a dead peer costs little.

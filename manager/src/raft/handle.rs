@@ -1,36 +1,21 @@
-//! The handle every part of the manager holds to the Raft loop ([`RaftHandle`]), and the
-//! requests it (and the server and the transport) may send the loop ([`Control`]).
+//! The handle every part of the manager holds to the Raft loop ([`RaftHandle`]).
 //!
 //! The loop itself runs on its own thread (`raft_loop.rs`); the handle only sends it requests
-//! and reads what it publishes (its status, how it exited, its instruments). The handle's
-//! other methods live with their concern: reads in `reads.rs`, membership in `membership.rs`.
+//! (`requests.rs`) and reads what it publishes (its status, how it exited, its instruments).
+//! The handle's other methods live with their concern: reads in `reads.rs`, membership in
+//! `membership.rs`.
 
 use std::time::Duration;
 
 use protobuf::Message as _;
 use raft::eraftpb::Message;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
-use super::conf_change::MemberChange;
-use super::{MembershipError, RaftError, RaftInstruments, RaftStatus};
+use super::instruments::RaftInstruments;
+use super::requests::Control;
+use super::status::RaftStatus;
+use super::RaftError;
 use crate::store::StoreError;
-
-/// What the handles, the server and the transport ask of the loop.
-pub(crate) enum Control {
-    Step(Box<Message>),
-    Shutdown,
-    Unreachable(u64),
-    SnapshotStatus {
-        id: u64,
-        delivered: bool,
-    },
-    ReadIndex(oneshot::Sender<Result<u64, StoreError>>),
-    ChangeMembership {
-        change: MemberChange,
-        reply: oneshot::Sender<Result<u64, MembershipError>>,
-    },
-    TransferLeader(u64),
-}
 
 /// How the loop ended: `Ok` for a requested or orderly stop, `Err(reason)` when it died.
 pub(super) type Exit = Option<Result<(), String>>;

@@ -10,10 +10,10 @@
 use tokio::sync::oneshot;
 use tracing::info;
 
-use super::conf_change::MemberChange;
-use super::handle::Control;
-use super::RaftStatus;
-use super::{MembershipError, RaftHandle};
+use super::handle::RaftHandle;
+use super::requests::{Control, MemberChange};
+use super::status::RaftStatus;
+use super::MembershipError;
 use crate::store::StoreError;
 
 impl RaftHandle {

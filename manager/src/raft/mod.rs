@@ -5,13 +5,16 @@
 //! commits the proposals made through [`crate::store::Store::propose`], applies committed
 //! entries to the store in log order and answers the proposers (`proposals.rs`); it also
 //! serves linearizable reads (`reads.rs`), configuration changes (`conf_change.rs`) and
-//! snapshots (`snapshots.rs`), and publishes its status (`status.rs`) and instruments
-//! (`instruments.rs`) for the rest of the manager. Every other part talks to the loop through
-//! a [`RaftHandle`] (`handle.rs`). A new data directory becomes a one-manager
-//! cluster that elects itself at once, unless it is started to join one
-//! ([`RaftConfig::join`]): then it waits, empty, for a leader to send it a snapshot. A manager
-//! that survived the loss of quorum restarts as a one-manager cluster keeping every object
-//! with [`RaftConfig::force_new_cluster`] (`recovery.rs`).
+//! snapshots (`snapshots.rs`), keeps the transport's peers in step with the members
+//! (`peers.rs`), and publishes its status (`status.rs`) and instruments (`instruments.rs`) for
+//! the rest of the manager. The loop owns the state of each of these concerns and calls them;
+//! none of them imports the loop. Every other part talks to the loop through a [`RaftHandle`]
+//! (`handle.rs`), which sends it the requests of `requests.rs`.
+//!
+//! A new data directory becomes a one-manager cluster that elects itself at once, unless it is
+//! started to join one ([`RaftConfig::join`]): then it waits, empty, for a leader to send it a
+//! snapshot. A manager that survived the loss of quorum restarts as a one-manager cluster
+//! keeping every object with [`RaftConfig::force_new_cluster`] (`recovery.rs`).
 //!
 //! Managers talk through a [`RaftTransport`]: [`GrpcTransport`] sends to the [`RaftService`] of
 //! the others (`service Raft` in `shoal.proto`); [`NoPeers`] serves a single manager. The
@@ -26,10 +29,12 @@ mod logger;
 pub mod members;
 mod membership;
 mod open;
+mod peers;
 mod proposals;
 mod raft_loop;
 mod reads;
 mod recovery;
+mod requests;
 mod snapshots;
 mod status;
 pub mod storage;
@@ -103,6 +108,12 @@ impl RaftConfig {
             catch_up_timeout: Duration::from_secs(60),
             force_new_cluster: false,
         }
+    }
+
+    /// One election timeout (ticks × tick): how fast leadership can move, and how recently a
+    /// peer must have been heard from to count as reachable.
+    fn election_timeout(&self) -> Duration {
+        self.tick * self.election_ticks as u32
     }
 
     fn validate(&self) -> Result<(), RaftError> {

@@ -3,7 +3,6 @@
 //! restore the store from the latest snapshot, and start the loop (`raft_loop.rs`) on its own
 //! thread.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 
 use raft::eraftpb::ConfState;
@@ -12,13 +11,15 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info};
 
 use super::handle::RaftHandle;
+use super::instruments::RaftInstruments;
 use super::logger::raft_logger;
 use super::members::{self, Members};
 use super::raft_loop::RaftLoop;
 use super::recovery;
+use super::status::RaftStatus;
 use super::storage::{panic_message, RaftStorage, DATA_FILE};
 use super::transport::{NoPeers, PeerReports, RaftTransport};
-use super::{RaftConfig, RaftError, RaftInstruments, RaftStatus};
+use super::{RaftConfig, RaftError};
 use crate::store::{new_store, Store, StoreState};
 
 /// Starts the Raft log of a manager with no peers (see [`start_with_transport`]).
@@ -92,36 +93,19 @@ fn start_blocking(
         .build()
         .map_err(RaftError::Spawn)?;
 
-    let election_timeout = cfg.tick * cfg.election_ticks as u32;
     let instruments = RaftInstruments::default();
     instruments
         .snapshot_bytes
         .set(node.store().snapshot_ref().data.len() as i64);
-    let mut raft_loop = RaftLoop {
+    let raft_loop = RaftLoop::new(
         node,
         applier,
-        transport,
-        pending: HashMap::new(),
-        reads: HashMap::new(),
-        confirmed_reads: Vec::new(),
-        answers: Vec::new(),
-        nonce: rand::random(),
-        next_id: 1,
         applied,
-        snapshot_interval: cfg.snapshot_interval,
-        status: status_tx,
-        peer_addrs: BTreeMap::new(),
-        last_heard: HashMap::new(),
-        unreachable_at: HashMap::new(),
-        election_timeout,
-        read_retry: (cfg.tick * cfg.heartbeat_ticks as u32 * 2).max(cfg.tick),
-        warned_unsnapshotted_append: false,
-        warned_retired: HashSet::new(),
-        own_addr: cfg.addr.clone(),
-        announced_term: 0,
-        instruments: instruments.clone(),
-    };
-    raft_loop.sync_peers();
+        transport,
+        &cfg,
+        status_tx,
+        instruments.clone(),
+    );
     let tick = cfg.tick;
     std::thread::Builder::new()
         .name(format!("shoal-raft-{}", cfg.raft_id))
@@ -154,7 +138,7 @@ fn start_blocking(
             control: control_tx,
             status: status_rx,
             exit: exit_rx,
-            election_timeout,
+            election_timeout: cfg.election_timeout(),
             catch_up_timeout: cfg.catch_up_timeout,
             instruments,
         },

@@ -2,24 +2,28 @@
 //! when that very entry is applied, and answering proposers that waited too long or whose
 //! leader lost its office.
 //!
-//! A context is this run's random nonce and a counter. The nonce keeps entries proposed by an
-//! earlier run of the manager, re-applied at restart, from answering a new proposer. The same
-//! tags name ReadIndex requests (`reads.rs`) and configuration changes (`conf_change.rs`).
+//! A context is this run's random nonce and a counter ([`Tags`]). The nonce keeps entries
+//! proposed by an earlier run of the manager, re-applied at restart, from answering a new
+//! proposer. The same tags name ReadIndex requests (`reads.rs`) and configuration changes
+//! (`conf_change.rs`).
+//!
+//! The loop (`raft_loop.rs`) owns the [`PendingProposals`] and hands them the node to
+//! propose to; nothing here knows the loop.
 
 use std::collections::HashMap;
 
 use prost::Message as _;
-use raft::StateRole;
-use tokio::sync::oneshot;
+use raft::{RawNode, StateRole};
 use tokio::time::Instant;
 use tracing::warn;
 
-use super::raft_loop::RaftLoop;
+use super::requests::{ChangeReply, Reply};
+use super::storage::RaftStorage;
 use super::{MembershipError, PROPOSE_TIMEOUT};
 use crate::store::{ProposeRequest, StoreError};
 
-pub(super) type Reply = oneshot::Sender<Result<u64, StoreError>>;
-pub(super) type ChangeReply = oneshot::Sender<Result<u64, MembershipError>>;
+/// An answer to send once the status shows what it answers.
+pub(super) type Answer = Box<dyn FnOnce() + Send>;
 
 /// Who waits for an entry to be applied.
 pub(super) enum Waiter {
@@ -59,7 +63,21 @@ impl Pending {
     }
 }
 
-impl RaftLoop {
+/// The tags of this run: its random nonce and the next counter (see the module doc).
+pub(super) struct Tags {
+    nonce: u64,
+    next_id: u64,
+}
+
+impl Tags {
+    /// Tags of a new run: a fresh random nonce, counting from 1.
+    pub(super) fn new() -> Tags {
+        Tags {
+            nonce: rand::random(),
+            next_id: 1,
+        }
+    }
+
     /// A new tag: the counter, and the context carrying it (see the module doc).
     pub(super) fn next_context(&mut self) -> (u64, Vec<u8>) {
         let id = self.next_id;
@@ -70,53 +88,52 @@ impl RaftLoop {
         (id, context)
     }
 
-    /// The counter in a context made by [`RaftLoop::next_context`] of this run.
+    /// The counter in a context made by [`Tags::next_context`] of this run.
     pub(super) fn context_id(&self, context: &[u8]) -> Option<u64> {
         let (nonce, id) = context.split_at_checked(8)?;
         let nonce = u64::from_be_bytes(nonce.try_into().ok()?);
         let id = u64::from_be_bytes(id.try_into().ok()?);
         (nonce == self.nonce).then_some(id)
     }
+}
 
-    /// The proposal of this run an applied entry answers, if any.
-    pub(super) fn take_pending(&mut self, context: &[u8]) -> Option<Pending> {
-        let id = self.context_id(context)?;
-        self.pending.remove(&id)
-    }
+/// The proposals and configuration changes of this run waiting for their entry to be applied,
+/// and the answers for applied ones waiting for the status to show them.
+pub(super) struct PendingProposals {
+    /// Tags this run's proposals, configuration changes and reads.
+    pub(super) tags: Tags,
+    /// Waiting for their entry to be applied, by counter.
+    waiting: HashMap<u64, Pending>,
+    /// Answers for applied entries, sent once the status shows them applied.
+    answers: Vec<Answer>,
+}
 
-    pub(super) fn not_leader(&self) -> StoreError {
-        StoreError::NotLeader {
-            leader: self.leader_label(self.node.raft.leader_id),
+impl PendingProposals {
+    pub(super) fn new() -> Self {
+        PendingProposals {
+            tags: Tags::new(),
+            waiting: HashMap::new(),
+            answers: Vec::new(),
         }
     }
 
-    /// How a NotLeader answer names the leader: with its address when known, so the caller
-    /// can forward.
-    pub(super) fn leader_label(&self, leader_id: u64) -> String {
-        let addr = self
-            .node
-            .store()
-            .members()
-            .get(&leader_id)
-            .map(String::as_str);
-        super::leader_label(leader_id, addr)
-    }
-
-    pub(super) fn propose(&mut self, req: ProposeRequest) {
-        if self.node.raft.state != StateRole::Leader {
-            let _ = req.reply.send(Err(self.not_leader()));
+    /// Proposes a store change to `node` (leader only); its proposer is answered once the
+    /// entry is applied.
+    pub(super) fn propose(&mut self, node: &mut RawNode<RaftStorage>, req: ProposeRequest) {
+        if node.raft.state != StateRole::Leader {
+            let _ = req.reply.send(Err(not_leader(node)));
             return;
         }
-        let (id, context) = self.next_context();
-        match self.node.propose(context, req.proposal.encode_to_vec()) {
+        let (id, context) = self.tags.next_context();
+        match node.propose(context, req.proposal.encode_to_vec()) {
             Ok(()) => {
-                self.pending
+                self.waiting
                     .insert(id, Pending::new(Waiter::Proposal(req.reply)));
             }
             Err(raft::Error::ProposalDropped) => {
                 // Leadership is moving (a transfer is under way): the proposer retries against
                 // the new leader.
-                let _ = req.reply.send(Err(self.not_leader()));
+                let _ = req.reply.send(Err(not_leader(node)));
             }
             Err(e) => {
                 let _ = req.reply.send(Err(StoreError::Storage(e.to_string())));
@@ -124,9 +141,34 @@ impl RaftLoop {
         }
     }
 
+    /// Waits for the entry tagged with counter `id` (proposed elsewhere, e.g. a configuration
+    /// change) to be applied.
+    pub(super) fn insert(&mut self, id: u64, pending: Pending) {
+        self.waiting.insert(id, pending);
+    }
+
+    /// The proposal of this run an applied entry answers, if any.
+    pub(super) fn take(&mut self, context: &[u8]) -> Option<Pending> {
+        let id = self.tags.context_id(context)?;
+        self.waiting.remove(&id)
+    }
+
+    /// Keeps `answer` until [`PendingProposals::send_answers`]: the status must show an entry
+    /// applied before its proposer hears so.
+    pub(super) fn queue_answer(&mut self, answer: Answer) {
+        self.answers.push(answer);
+    }
+
+    /// Sends the answers queued since the last call; the status shows them applied by now.
+    pub(super) fn send_answers(&mut self) {
+        for answer in self.answers.drain(..) {
+            answer();
+        }
+    }
+
     /// Tells the proposers whose entries were not applied by their deadline.
-    pub(super) fn expire_proposals(&mut self, now: Instant) {
-        for (id, p) in take_expired(&mut self.pending, now, |p| p.deadline) {
+    pub(super) fn expire(&mut self, now: Instant) {
+        for (id, p) in take_expired(&mut self.waiting, now, |p| p.deadline) {
             warn!(
                 proposal = id,
                 "proposal not committed in time; telling the proposer"
@@ -135,25 +177,46 @@ impl RaftLoop {
         }
     }
 
-    /// This node stopped leading (the new leader is `leader_id`, 0 when none is known yet).
-    pub(super) fn fail_proposals_of_deposed_leader(&mut self, leader_id: u64) {
-        if self.pending.is_empty() {
+    /// `node` stopped leading (the new leader is `leader_id`, 0 when none is known yet).
+    pub(super) fn fail_of_deposed_leader(&mut self, node: &RawNode<RaftStorage>, leader_id: u64) {
+        if self.waiting.is_empty() {
             return;
         }
         // Proposals of a deposed leader may never commit: tell their proposers now (they retry
         // against the new leader; a store change that did land is then refused as a duplicate
         // or a stale version) rather than after the full timeout.
-        let leader = self.leader_label(leader_id);
+        let leader = leader_label(node, leader_id);
         warn!(
-            pending = self.pending.len(),
+            pending = self.waiting.len(),
             leader, "lost raft leadership with proposals in flight"
         );
-        for (_, p) in self.pending.drain() {
+        for (_, p) in self.waiting.drain() {
             p.waiter.answer(Err(StoreError::NotLeader {
                 leader: leader.clone(),
             }));
         }
     }
+
+    /// The loop stopped: every proposal still waiting is told `error()`.
+    pub(super) fn fail_all(&mut self, error: impl Fn() -> StoreError) {
+        for (_, p) in self.waiting.drain() {
+            p.waiter.answer(Err(error()));
+        }
+    }
+}
+
+/// The answer for a request only the leader can serve, naming the leader `node` knows.
+pub(super) fn not_leader(node: &RawNode<RaftStorage>) -> StoreError {
+    StoreError::NotLeader {
+        leader: leader_label(node, node.raft.leader_id),
+    }
+}
+
+/// How a NotLeader answer names the leader: with its address when known, so the caller
+/// can forward.
+fn leader_label(node: &RawNode<RaftStorage>, leader_id: u64) -> String {
+    let addr = node.store().members().get(&leader_id).map(String::as_str);
+    super::leader_label(leader_id, addr)
 }
 
 /// Removes from `waiting` what is past its `deadline` at `now`, with its counter.

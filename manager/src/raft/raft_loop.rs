@@ -9,32 +9,38 @@
 //! when it has one thread). Everything else talks to it through channels ([`Control`],
 //! [`ProposeRequest`]).
 //!
-//! Its concerns live beside it, each an `impl RaftLoop` of its own: proposals and their
-//! answers (`proposals.rs`), linearizable reads (`reads.rs`), configuration changes
-//! (`conf_change.rs`), snapshots (`snapshots.rs`) and the published status (`status.rs`).
+//! Its concerns live beside it, each with the state it keeps, which the loop owns and calls
+//! with the parts of its own state they need: proposals and their answers (`proposals.rs`),
+//! linearizable reads (`reads.rs`), configuration changes (`conf_change.rs`), snapshots
+//! (`snapshots.rs`), the peers and the transport to them (`peers.rs`) and the published status
+//! (`status.rs`). None of them imports the loop: the imports run one way, from here outwards.
 //!
 //! A node that forced a new cluster ([`super::RaftConfig::force_new_cluster`]) ignores every
 //! message from the members it retired: they hold the old configuration, and heeding them
 //! would hand the recovered cluster back to it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use prost::Message as _;
-use protobuf::Message as _;
-use raft::eraftpb::{Entry, EntryType, Message, MessageType};
+use raft::eraftpb::{Entry, EntryType, Message, MessageType, Snapshot};
 use raft::{RawNode, SnapshotStatus, StateRole};
 use shoal_proto::Proposal;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
 
-use super::handle::Control;
-use super::proposals::{Pending, Reply};
-use super::reads::PendingRead;
+use super::conf_change::{self, OwnAddress};
+use super::instruments::RaftInstruments;
+use super::peers::Peers;
+use super::proposals::PendingProposals;
+use super::reads::PendingReads;
+use super::requests::Control;
+use super::snapshots::Snapshots;
+use super::status::{RaftStatus, StatusPublisher};
 use super::storage::RaftStorage;
-use super::transport::{Outbound, RaftTransport};
-use super::{RaftError, RaftInstruments, RaftStatus};
+use super::transport::RaftTransport;
+use super::{RaftConfig, RaftError};
 use crate::store::{ProposeRequest, StoreApplier, StoreError};
 
 /// Largest batch of queued proposals taken into one `Ready` (one fsync); bounded so a flood of
@@ -45,49 +51,60 @@ const MAX_PROPOSAL_BATCH: usize = 256;
 /// carries the commit that persisting the first allowed.
 const MAX_READY_ROUNDS: usize = 8;
 
-/// An answer to send once the status shows what it answers.
-pub(super) type Answer = Box<dyn FnOnce() + Send>;
-
-/// The state the loop owns; built by `open.rs`, then [`RaftLoop::run`] on the loop's thread.
+/// The state the loop owns: the node, the store it applies to, and the state of each concern;
+/// built by `open.rs` ([`RaftLoop::new`]), then [`RaftLoop::run`] on the loop's thread.
 pub(super) struct RaftLoop {
-    pub(super) node: RawNode<RaftStorage>,
-    pub(super) applier: StoreApplier,
-    pub(super) transport: Box<dyn RaftTransport>,
-    /// Proposals and configuration changes waiting for their entry to be applied, by counter.
-    pub(super) pending: HashMap<u64, Pending>,
-    /// ReadIndex requests waiting for the leader's confirmation, by counter.
-    pub(super) reads: HashMap<u64, PendingRead>,
-    /// Confirmed reads waiting for the store to reach their index.
-    pub(super) confirmed_reads: Vec<(u64, Reply)>,
-    /// Answers for applied entries, sent once the status shows them applied.
-    pub(super) answers: Vec<Answer>,
-    /// Random per run: see `proposals.rs`.
-    pub(super) nonce: u64,
-    pub(super) next_id: u64,
+    node: RawNode<RaftStorage>,
+    applier: StoreApplier,
     /// Last entry applied to the store.
-    pub(super) applied: u64,
-    pub(super) snapshot_interval: u64,
-    pub(super) status: watch::Sender<RaftStatus>,
-    /// The peers this loop gave the transport, with the address it gave.
-    pub(super) peer_addrs: BTreeMap<u64, String>,
-    /// When each peer last sent us a message.
-    pub(super) last_heard: HashMap<u64, Instant>,
-    /// When the transport last failed to reach each peer.
-    pub(super) unreachable_at: HashMap<u64, Instant>,
-    pub(super) election_timeout: Duration,
-    pub(super) read_retry: Duration,
-    pub(super) warned_unsnapshotted_append: bool,
-    /// Retired members whose messages were dropped (and said so once) during this run.
-    pub(super) warned_retired: HashSet<u64>,
+    applied: u64,
+    /// The other managers, and the transport to them.
+    peers: Peers,
+    /// Proposals and configuration changes waiting for their entry to be applied.
+    proposals: PendingProposals,
+    /// Linearizable reads waiting for the leader's confirmation or for the store.
+    reads: PendingReads,
     /// This manager's Raft address as configured now; replicated when it leads.
-    pub(super) own_addr: String,
-    /// The term in which this leader last proposed its own address.
-    pub(super) announced_term: u64,
+    own_addr: OwnAddress,
+    snapshots: Snapshots,
+    status: StatusPublisher,
+    warned_unsnapshotted_append: bool,
+    /// Retired members whose messages were dropped (and said so once) during this run.
+    warned_retired: HashSet<u64>,
     /// Metrics the loop updates (shared with every [`super::RaftHandle`]).
-    pub(super) instruments: RaftInstruments,
+    instruments: RaftInstruments,
 }
 
 impl RaftLoop {
+    /// The loop of `node`, whose store (through `applier`) holds the log up to `applied`;
+    /// it tells the transport where the members are at once.
+    pub(super) fn new(
+        node: RawNode<RaftStorage>,
+        applier: StoreApplier,
+        applied: u64,
+        transport: Box<dyn RaftTransport>,
+        cfg: &RaftConfig,
+        status: watch::Sender<RaftStatus>,
+        instruments: RaftInstruments,
+    ) -> Self {
+        let mut raft_loop = RaftLoop {
+            node,
+            applier,
+            applied,
+            peers: Peers::new(transport, cfg.election_timeout()),
+            proposals: PendingProposals::new(),
+            reads: PendingReads::new((cfg.tick * cfg.heartbeat_ticks as u32 * 2).max(cfg.tick)),
+            own_addr: OwnAddress::new(cfg.addr.clone()),
+            snapshots: Snapshots::new(cfg.snapshot_interval, instruments.clone()),
+            status: StatusPublisher::new(status, instruments.clone()),
+            warned_unsnapshotted_append: false,
+            warned_retired: HashSet::new(),
+            instruments,
+        };
+        raft_loop.sync_peers();
+        raft_loop
+    }
+
     pub(super) async fn run(
         mut self,
         mut proposals: mpsc::Receiver<ProposeRequest>,
@@ -102,19 +119,9 @@ impl RaftLoop {
             Ok(()) => StoreError::Stopped,
             Err(e) => StoreError::Storage(e.to_string()),
         };
-        for (_, p) in self.pending.drain() {
-            p.waiter.answer(Err(answer()));
-        }
-        for (_, r) in self.reads.drain() {
-            let _ = r.reply.send(Err(answer()));
-        }
-        for (_, reply) in self.confirmed_reads.drain(..) {
-            let _ = reply.send(Err(answer()));
-        }
-        let mut last = self.status.borrow().clone();
-        last.is_leader = false;
-        last.leader_id = 0;
-        self.status.send_replace(last);
+        self.proposals.fail_all(answer);
+        self.reads.fail_all(answer);
+        self.status.publish_stopped();
         info!(raft_id = self.node.raft.id, "raft loop stopped");
         result
     }
@@ -143,16 +150,16 @@ impl RaftLoop {
                 _ = ticker.tick() => {
                     self.node.tick();
                     let now = Instant::now();
-                    self.expire_proposals(now);
-                    self.expire_reads(now);
-                    self.retry_reads();
+                    self.proposals.expire(now);
+                    self.reads.expire(now);
+                    self.reads.retry(&mut self.node);
                 }
                 req = proposals.recv(), if proposals_open => match req {
                     Some(req) => {
-                        self.propose(req);
+                        self.proposals.propose(&mut self.node, req);
                         for _ in 1..MAX_PROPOSAL_BATCH {
                             match proposals.try_recv() {
-                                Ok(req) => self.propose(req),
+                                Ok(req) => self.proposals.propose(&mut self.node, req),
                                 Err(_) => break,
                             }
                         }
@@ -171,7 +178,13 @@ impl RaftLoop {
             }
             self.handle_readies()?;
             self.maybe_snapshot()?;
-            self.announce_own_address()?;
+            self.own_addr.announce(
+                &mut self.node,
+                &mut self.proposals,
+                &self.snapshots,
+                &self.applier,
+                self.applied,
+            )?;
             // Ticks and messages can change the status without a Ready (e.g. the term seen).
             self.publish_status();
         }
@@ -184,7 +197,7 @@ impl RaftLoop {
             Control::Shutdown => {}
             Control::Step(m) => self.step(*m),
             Control::Unreachable(id) => {
-                self.unreachable_at.insert(id, Instant::now());
+                self.peers.unreachable(id);
                 self.node.report_unreachable(id);
             }
             Control::SnapshotStatus { id, delivered } => {
@@ -196,9 +209,20 @@ impl RaftLoop {
                 info!(peer = id, delivered, "raft snapshot transfer ended");
                 self.node.report_snapshot(id, status);
             }
-            Control::ReadIndex(reply) => self.read_index(reply),
+            Control::ReadIndex(reply) => {
+                self.reads
+                    .read_index(&mut self.node, &mut self.proposals.tags, reply);
+            }
             Control::ChangeMembership { change, reply } => {
-                self.change_membership(change, reply)?;
+                conf_change::change_membership(
+                    &mut self.node,
+                    &mut self.proposals,
+                    &self.snapshots,
+                    &self.applier,
+                    self.applied,
+                    change,
+                    reply,
+                )?;
             }
             Control::TransferLeader(to) => {
                 if self.node.raft.state == StateRole::Leader {
@@ -242,7 +266,7 @@ impl RaftLoop {
             }
             return;
         }
-        self.last_heard.insert(from, Instant::now());
+        self.peers.heard(from);
         if let Err(e) = self.node.step(m) {
             debug!(from, error = %e, "raft message from peer ignored");
         }
@@ -269,10 +293,8 @@ impl RaftLoop {
     /// answer sees what it was answered.
     fn answer_applied(&mut self) {
         self.publish_status();
-        for answer in self.answers.drain(..) {
-            answer();
-        }
-        self.answer_confirmed_reads();
+        self.proposals.send_answers();
+        self.reads.answer_applied(self.applied);
     }
 
     /// One round of the raft-rs protocol: persist, send, apply, advance.
@@ -281,15 +303,17 @@ impl RaftLoop {
 
         if let Some(ss) = ready.ss() {
             if ss.raft_state != StateRole::Leader {
-                self.fail_proposals_of_deposed_leader(ss.leader_id);
+                self.proposals
+                    .fail_of_deposed_leader(&self.node, ss.leader_id);
             }
-            self.retry_reads_at_next_tick();
+            self.reads.retry_at_next_tick();
         }
-        self.confirm_reads(ready.take_read_states());
+        self.reads
+            .confirm(&self.proposals.tags, ready.take_read_states());
 
         // A leader may send before persisting (Raft thesis 10.2.1).
         if !ready.messages().is_empty() {
-            self.send(ready.take_messages());
+            self.peers.send(ready.take_messages());
         }
 
         if !ready.snapshot().is_empty() {
@@ -308,7 +332,7 @@ impl RaftLoop {
 
         // Followers answer (votes, appends) only once what they acknowledge is durable.
         if !ready.persisted_messages().is_empty() {
-            self.send(ready.take_persisted_messages());
+            self.peers.send(ready.take_persisted_messages());
         }
 
         let mut light = self.node.advance(ready);
@@ -316,24 +340,11 @@ impl RaftLoop {
             // Recorded before applying, so a snapshot never runs ahead of the stored commit.
             self.node.mut_store().set_commit(commit)?;
         }
-        self.send(light.take_messages());
+        self.peers.send(light.take_messages());
         self.apply_entries(light.take_committed_entries())?;
         self.node.advance_apply();
 
         self.maybe_snapshot()
-    }
-
-    fn send(&mut self, messages: Vec<Message>) {
-        for m in messages {
-            match m.write_to_bytes() {
-                Ok(bytes) => self.transport.send(Outbound {
-                    to: m.to,
-                    bytes,
-                    is_snapshot: m.get_msg_type() == MessageType::MsgSnapshot,
-                }),
-                Err(e) => warn!(to = m.to, error = %e, "cannot encode raft message; dropped"),
-            }
-        }
     }
 
     fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<(), RaftError> {
@@ -357,20 +368,53 @@ impl RaftLoop {
                     if let Err(e) = &result {
                         debug!(index, error = %e, "raft entry rejected by the store");
                     }
-                    if let Some(p) = self.take_pending(&entry.context) {
+                    if let Some(p) = self.proposals.take(&entry.context) {
                         self.instruments
                             .proposal_duration
                             .observe(p.proposed_at.elapsed().as_secs_f64());
                         let result = result.map(|()| index).map_err(StoreError::from);
-                        self.answers.push(Box::new(move || p.waiter.answer(result)));
+                        self.proposals
+                            .queue_answer(Box::new(move || p.waiter.answer(result)));
                     }
                 }
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                    self.apply_conf_change(&entry)?;
+                    conf_change::apply_conf_change(
+                        &mut self.node,
+                        &mut self.proposals,
+                        &mut self.peers,
+                        &entry,
+                    )?;
                 }
             }
             self.applied = index;
         }
         Ok(())
+    }
+
+    /// Snapshots the store when it is due (see [`Snapshots::maybe_snapshot`]).
+    fn maybe_snapshot(&mut self) -> Result<(), RaftError> {
+        self.snapshots
+            .maybe_snapshot(&mut self.node, &self.applier, self.applied)
+    }
+
+    /// Installs a snapshot the leader sent; the store is then applied up to it, and the
+    /// transport learns the members it names.
+    fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), RaftError> {
+        self.applied = self
+            .snapshots
+            .install(&mut self.node, &self.applier, snapshot)?;
+        self.sync_peers();
+        Ok(())
+    }
+
+    /// Gives the transport the address of every member (see [`Peers::sync`]).
+    fn sync_peers(&mut self) {
+        self.peers
+            .sync(self.node.raft.id, self.node.store().members());
+    }
+
+    /// Publishes the status when it changed (see [`StatusPublisher::publish`]).
+    fn publish_status(&self) {
+        self.status.publish(&self.node, self.applied, &self.peers);
     }
 }

@@ -1,12 +1,16 @@
-//! What the Raft node looks like now ([`RaftStatus`]): the loop publishes it after every round,
-//! and every other part of the manager reads it through [`super::RaftHandle::status`].
+//! What the Raft node looks like now ([`RaftStatus`]): the loop publishes it after every round
+//! ([`StatusPublisher`]), and every other part of the manager reads it through
+//! [`super::RaftHandle::status`].
 
-use raft::StateRole;
+use raft::{RawNode, StateRole};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::info;
 
+use super::instruments::RaftInstruments;
 use super::members::Members;
-use super::raft_loop::RaftLoop;
+use super::peers::Peers;
+use super::storage::RaftStorage;
 
 /// What the Raft node looks like now; cheap to read through [`super::RaftHandle::status`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -57,21 +61,26 @@ pub struct PeerStatus {
     pub reachable: bool,
 }
 
-impl RaftLoop {
-    /// Heard from within an election timeout, and not reported unreachable since.
-    fn reachable(&self, id: u64, now: Instant) -> bool {
-        let Some(&heard) = self.last_heard.get(&id) else {
-            return false;
-        };
-        let recent = now.saturating_duration_since(heard) <= self.election_timeout;
-        let failed_since = self.unreachable_at.get(&id).is_some_and(|&at| at > heard);
-        recent && !failed_since
+/// The loop's end of the status every handle watches.
+pub(super) struct StatusPublisher {
+    status: watch::Sender<RaftStatus>,
+    /// Counts leader changes as they are published.
+    instruments: RaftInstruments,
+}
+
+impl StatusPublisher {
+    pub(super) fn new(status: watch::Sender<RaftStatus>, instruments: RaftInstruments) -> Self {
+        StatusPublisher {
+            status,
+            instruments,
+        }
     }
 
-    /// Publishes the status when it changed, counting and logging leader changes.
-    pub(super) fn publish_status(&self) {
-        let raft = &self.node.raft;
-        let storage = self.node.store();
+    /// Publishes the status of `node` (with the store applied up to `applied`) when it
+    /// changed, counting and logging leader changes.
+    pub(super) fn publish(&self, node: &RawNode<RaftStorage>, applied: u64, tracked: &Peers) {
+        let raft = &node.raft;
+        let storage = node.store();
         let cs = storage.conf_state();
         let is_leader = raft.state == StateRole::Leader;
         let now = Instant::now();
@@ -84,7 +93,7 @@ impl RaftLoop {
                     addr: storage.members().get(&id).cloned().unwrap_or_default(),
                     voter: cs.voters.contains(&id) || cs.voters_outgoing.contains(&id),
                     matched: pr.matched,
-                    reachable: self.reachable(id, now),
+                    reachable: tracked.reachable(id, now),
                 })
                 .collect()
         } else {
@@ -96,7 +105,7 @@ impl RaftLoop {
             term: raft.term,
             leader_id: raft.leader_id,
             commit: raft.raft_log.committed,
-            applied: self.applied,
+            applied,
             is_leader,
             last_index: raft.raft_log.last_index(),
             snapshot_index: storage.snapshot_index(),
@@ -123,6 +132,14 @@ impl RaftLoop {
             *current = status;
             true
         });
+    }
+
+    /// The loop stopped: this node neither leads nor knows a leader any more.
+    pub(super) fn publish_stopped(&self) {
+        let mut last = self.status.borrow().clone();
+        last.is_leader = false;
+        last.leader_id = 0;
+        self.status.send_replace(last);
     }
 }
 

@@ -12,7 +12,7 @@
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use super::handle::Control;
+use super::requests::Control;
 
 /// One encoded Raft message for a peer.
 #[derive(Debug, Clone)]
