@@ -17,8 +17,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::containerd::ContainerdHost;
-use crate::listing::parse_table;
 use crate::process::stop_child;
+use crate::table::parse_table;
 
 /// The containerd namespace the daemon is started with (its default, passed explicitly so a
 /// change of default cannot make the helpers look in the wrong place).

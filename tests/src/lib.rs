@@ -11,4 +11,5 @@ pub mod listing;
 pub mod netns;
 pub mod process;
 pub mod prometheus;
+pub mod table;
 pub mod workloads;

@@ -158,7 +158,7 @@ fn bad_input_is_refused_and_loses_nothing() {
 }
 
 fn parse_ps_no_trunc(host: &ShoalHost, service: &str) -> Vec<BTreeMap<String, String>> {
-    shoal_tests::listing::parse_table(&host.shoal_ok(&["service", "ps", "--no-trunc", service]))
+    shoal_tests::table::parse_table(&host.shoal_ok(&["service", "ps", "--no-trunc", service]))
 }
 
 #[test]
