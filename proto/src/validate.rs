@@ -7,6 +7,7 @@
 
 pub mod autoscale;
 pub mod constraint;
+pub mod network;
 
 pub use autoscale::PolicyError;
 pub use constraint::{ConstraintError, PlacementError};
