@@ -5,6 +5,7 @@
 //! writers (orchestrator, scheduler, dispatcher, autoscaler); each reconciles desired against observed
 //! state, so a restart or leader change needs no special path.
 
+pub mod allocator;
 pub mod autoscaler;
 pub mod constraint;
 pub mod controlapi;
