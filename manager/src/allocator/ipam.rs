@@ -94,9 +94,15 @@ impl NetworkAddresses {
             highest = highest.max(Some(addr));
         }
         if let Some(addr) = highest {
-            network.hosts.resume_after(u32::from(addr).into());
+            network.resume_after(addr);
         }
         Ok(network)
+    }
+
+    /// Continue the sequence after `addr`, for a caller that records the last address handed
+    /// out and wants a rebuilt allocator to carry on exactly where the old one stopped.
+    pub fn resume_after(&mut self, addr: Ipv4Addr) {
+        self.hosts.resume_after(u32::from(addr).into());
     }
 
     pub fn subnet(&self) -> Ipv4Net {
@@ -387,6 +393,23 @@ mod tests {
             assert_ne!(a, after.gateway());
             assert!(handed.insert(a));
         }
+    }
+
+    #[test]
+    fn a_rebuilt_network_can_resume_where_the_old_one_stopped() {
+        let subnet = net("198.18.3.0/29");
+        let mut before = NetworkAddresses::new(subnet, None).unwrap();
+        let all: Vec<_> = std::iter::from_fn(|| before.allocate().ok()).collect();
+        // .2 to .6; free .3 and .6, then the sequence wraps and hands out .3 again.
+        before.release(all[1]).unwrap();
+        before.release(all[4]).unwrap();
+        let last = before.allocate().unwrap();
+        assert_eq!(last, ip("198.18.3.3"));
+        let recorded: Vec<_> = before.allocated().collect();
+        let mut after =
+            NetworkAddresses::from_allocated(subnet, before.gateway(), recorded).unwrap();
+        after.resume_after(last);
+        assert_eq!(after.allocate(), before.allocate());
     }
 
     #[test]

@@ -61,11 +61,16 @@ impl VniAllocator {
         for vni in vnis {
             allocator.reserve(vni)?;
         }
-        let highest = allocator.set.used().next_back();
+        let highest = allocator.in_use().last();
         if let Some(highest) = highest {
-            allocator.set.resume_after(highest);
+            allocator.resume_after(highest);
         }
         Ok(allocator)
+    }
+
+    /// Continue the sequence after `vni`, for a caller that records the last VNI handed out.
+    pub fn resume_after(&mut self, vni: u32) {
+        self.set.resume_after(vni.into());
     }
 
     /// The next free VNI after the last one handed out (wrapping around).
@@ -183,6 +188,10 @@ mod tests {
         // Resumes after the highest recorded VNI rather than refilling freed low ones.
         let mut again = VniAllocator::from_allocated(recorded.clone()).unwrap();
         assert_eq!(again.allocate(), Ok(recorded.last().unwrap() + 1));
+        // Or exactly where the old one stopped, when the caller recorded that.
+        let mut exact = VniAllocator::from_allocated(recorded.clone()).unwrap();
+        exact.resume_after(4100);
+        assert_eq!(exact.allocate(), Ok(4102));
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //!   a gateway needs a subnet (docker/cli: "every ip-range or gateway must have a
 //!   corresponding subnet");
 //! - labels: docker/cli's `ValidateLabel` (`KEY=VALUE` or `KEY`, the key non-empty and
-//!   without whitespace).
+//!   without whitespace), and swarmkit's refusal of its own `com.docker.swarm.predefined`.
 //!
 //! Only IPv4 and the `overlay` driver exist for now; both refusals say so.
 //!
@@ -42,6 +42,9 @@ pub const DEFAULT_ADDR_POOL_MASK_LEN: u8 = 24;
 const PREDEFINED_NAMES: [&str; 4] = ["bridge", "host", "none", "default"];
 
 const MAX_NAME_LEN: usize = 63;
+
+/// The label swarmkit keeps for the networks it creates itself (`controlapi.validateNetworkSpec`).
+const PREDEFINED_LABEL: &str = "com.docker.swarm.predefined";
 
 /// Why a network request was refused. The messages are the ones users see, so each says what
 /// was wrong and what to give instead.
@@ -107,6 +110,11 @@ pub enum NetworkError {
     EmptyLabelKey(String),
     #[error("invalid label {0:?}: the name before '=' contains whitespace (expected KEY=VALUE)")]
     LabelKeyWhitespace(String),
+    #[error(
+        "label {0} is for networks the swarm creates itself and cannot be given by users: \
+         choose another label name"
+    )]
+    ReservedLabel(String),
     #[error(
         "--default-addr-pool-mask-length {0} is out of range: use 29 or less (a /29 is the \
          smallest overlay subnet)"
@@ -291,6 +299,9 @@ pub fn label(text: &str) -> Result<(String, String), NetworkError> {
     }
     if key.chars().any(char::is_whitespace) {
         return Err(NetworkError::LabelKeyWhitespace(text.to_string()));
+    }
+    if key == PREDEFINED_LABEL {
+        return Err(NetworkError::ReservedLabel(key.to_string()));
     }
     Ok((key.to_string(), value.to_string()))
 }
@@ -482,6 +493,12 @@ mod tests {
         assert_eq!(
             label("my key=v"),
             Err(NetworkError::LabelKeyWhitespace("my key=v".into()))
+        );
+        assert_eq!(
+            label("com.docker.swarm.predefined=true"),
+            Err(NetworkError::ReservedLabel(
+                "com.docker.swarm.predefined".into()
+            ))
         );
     }
 
