@@ -81,7 +81,8 @@ impl NetworkAddresses {
     /// the task addresses recorded on it. An address recorded twice, or one that cannot be a
     /// task address, is an inconsistent store and is reported. Allocation resumes after the
     /// highest recorded address, so the ones freed just before the leader changed are not
-    /// handed out first.
+    /// handed out first (unless the old sequence had wrapped around; a caller that records
+    /// the last address handed out can pass it to [`Self::resume_after`]).
     pub fn from_allocated(
         subnet: Ipv4Net,
         gateway: Ipv4Addr,
@@ -126,23 +127,13 @@ impl NetworkAddresses {
 
     /// Marks one given address as used (a recorded or a requested static address).
     pub fn reserve(&mut self, addr: Ipv4Addr) -> Result<(), IpamError> {
-        if addr == self.gateway {
-            return Err(IpamError::IsGateway {
-                addr,
-                subnet: self.subnet,
-            });
-        }
+        self.refuse_gateway(addr)?;
         take(&mut self.hosts, addr, self.subnet)
     }
 
     /// Frees a task's address. The gateway is not a task's and is refused.
     pub fn release(&mut self, addr: Ipv4Addr) -> Result<(), IpamError> {
-        if addr == self.gateway {
-            return Err(IpamError::IsGateway {
-                addr,
-                subnet: self.subnet,
-            });
-        }
+        self.refuse_gateway(addr)?;
         if self.hosts.give_back(u32::from(addr).into()) {
             Ok(())
         } else {
@@ -172,6 +163,17 @@ impl NetworkAddresses {
         self.hosts.free_count()
     }
 
+    /// The gateway belongs to the network, not to a task: no task may take or free it.
+    fn refuse_gateway(&self, addr: Ipv4Addr) -> Result<(), IpamError> {
+        if addr == self.gateway {
+            return Err(IpamError::IsGateway {
+                addr,
+                subnet: self.subnet,
+            });
+        }
+        Ok(())
+    }
+
     fn task_count(&self) -> u64 {
         self.hosts.used_count().saturating_sub(1)
     }
@@ -179,13 +181,7 @@ impl NetworkAddresses {
 
 /// The host addresses of an overlay subnet: all but the network and broadcast addresses.
 fn host_range(subnet: Ipv4Net) -> Result<SerialSet, IpamError> {
-    if subnet != subnet.trunc() {
-        return Err(NetworkError::SubnetNotNetworkAddress {
-            given: subnet.to_string(),
-            expected: subnet.trunc().to_string(),
-        }
-        .into());
-    }
+    rules::network_address(subnet)?;
     rules::overlay_subnet_size(subnet)?;
     let first = u64::from(u32::from(subnet.network())) + 1;
     let last = u64::from(u32::from(subnet.broadcast())) - 1;

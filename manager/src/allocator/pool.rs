@@ -32,12 +32,7 @@ impl PoolConfig {
     /// A pool checked as `swarm init` checks its flags: `base` is a network address and
     /// `subnet_len` lies between the base's prefix length and 29.
     pub fn new(base: Ipv4Net, subnet_len: u8) -> Result<Self, NetworkError> {
-        if base != base.trunc() {
-            return Err(NetworkError::SubnetNotNetworkAddress {
-                given: base.to_string(),
-                expected: base.trunc().to_string(),
-            });
-        }
+        rules::network_address(base)?;
         rules::addr_pool_mask(base, subnet_len)?;
         Ok(PoolConfig { base, subnet_len })
     }
@@ -158,13 +153,7 @@ impl SubnetPool {
 
     /// Marks a user's `--subnet` (or a recorded one) as used by `network`.
     pub fn reserve(&mut self, network: &str, subnet: Ipv4Net) -> Result<(), PoolError> {
-        if subnet != subnet.trunc() {
-            return Err(NetworkError::SubnetNotNetworkAddress {
-                given: subnet.to_string(),
-                expected: subnet.trunc().to_string(),
-            }
-            .into());
-        }
+        rules::network_address(subnet)?;
         rules::overlay_subnet_size(subnet)?;
         if let Some(other) = self.overlapping(subnet) {
             return Err(PoolError::Overlap {
@@ -179,7 +168,7 @@ impl SubnetPool {
 
     /// Frees a network's subnet; it must be exactly one in use.
     pub fn release(&mut self, subnet: Ipv4Net) -> Result<(), PoolError> {
-        let first = bounds(subnet).0 as u32;
+        let first = u32::from(subnet.network());
         match self.in_use.get(&first) {
             Some(used) if used.subnet == subnet => {
                 self.in_use.remove(&first);
@@ -192,7 +181,7 @@ impl SubnetPool {
     /// The network holding exactly this subnet.
     pub fn owner(&self, subnet: Ipv4Net) -> Option<&str> {
         self.in_use
-            .get(&(bounds(subnet).0 as u32))
+            .get(&u32::from(subnet.network()))
             .filter(|used| used.subnet == subnet)
             .map(|used| used.network.as_str())
     }
@@ -220,7 +209,7 @@ impl SubnetPool {
 
     fn insert(&mut self, network: &str, subnet: Ipv4Net) {
         self.in_use.insert(
-            bounds(subnet).0 as u32,
+            u32::from(subnet.network()),
             InUse {
                 subnet,
                 network: network.to_string(),

@@ -215,13 +215,19 @@ pub fn subnet(text: &str) -> Result<Ipv4Net, NetworkError> {
     let IpNet::V4(net) = parsed else {
         return Err(NetworkError::Ipv6Subnet(text.to_string()));
     };
+    network_address(net)?;
+    Ok(net)
+}
+
+/// `net` is written as its network address, host bits zero.
+pub fn network_address(net: Ipv4Net) -> Result<(), NetworkError> {
     if net != net.trunc() {
         return Err(NetworkError::SubnetNotNetworkAddress {
             given: net.to_string(),
             expected: net.trunc().to_string(),
         });
     }
-    Ok(net)
+    Ok(())
 }
 
 /// [`subnet`], and large enough for an overlay network.
