@@ -83,10 +83,12 @@ pub fn bridge(ns: &Netns, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// One ping from inside `ns` to `ip`, with a one second timeout.
+/// One ping from inside `ns` to `ip`, with a one second timeout. Busybox's ping, because
+/// busybox-static is already one of the project's dependencies (scripts/install-deps.sh) and
+/// iputils-ping is not.
 pub fn ping(ns: &Netns, ip: &str) -> bool {
     nsenter(ns.path())
-        .args(["ping", "-c1", "-W1", ip])
+        .args(["busybox", "ping", "-c1", "-W1", ip])
         .output()
         .expect("run nsenter ping")
         .status
