@@ -31,7 +31,12 @@ impl Netlink {
             .replace()
             .execute()
             .await
-            .map_err(|err| self.err(format!("adding FDB entry {mac} → {remote} on {device}"), err))?;
+            .map_err(|err| {
+                self.err(
+                    format!("adding FDB entry {mac} → {remote} on {device}"),
+                    err,
+                )
+            })?;
         tracing::debug!(netns = %self.netns, device, %mac, %remote, "set FDB entry");
         Ok(())
     }

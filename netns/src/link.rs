@@ -70,7 +70,9 @@ pub(crate) fn validate_ifname(name: &str) -> Result<()> {
         "empty"
     } else if name.len() > MAX_IFNAME_LEN {
         "longer than 15 bytes"
-    } else if name == "." || name == ".." || name.contains(['/', ':', '\0'])
+    } else if name == "."
+        || name == ".."
+        || name.contains(['/', ':', '\0'])
         || name.contains(char::is_whitespace)
     {
         "not a valid interface name"
@@ -100,7 +102,11 @@ impl Netlink {
     /// The link called `name`, if there is one.
     pub async fn link(&self, name: &str) -> Result<Option<Link>> {
         validate_ifname(name)?;
-        Ok(self.link_message(name).await?.as_ref().map(Link::from_message))
+        Ok(self
+            .link_message(name)
+            .await?
+            .as_ref()
+            .map(Link::from_message))
     }
 
     /// A bridge called `name` with the given MTU (the kernel's default if `None`), up. Returns its
@@ -143,7 +149,8 @@ impl Netlink {
         }
         let peer_file = peer.open()?;
         let mut peer_msg = LinkUnspec::new_with_name(peer_name).setns_by_fd(peer_file.as_raw_fd());
-        let mut veth = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth).name(name);
+        let mut veth =
+            LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth).name(name);
         if let Some(mtu) = mtu {
             peer_msg = peer_msg.mtu(mtu);
             veth = veth.mtu(mtu);
@@ -157,7 +164,10 @@ impl Netlink {
             // creator's): not something to paper over.
             Err(err) => {
                 return Err(self.err(
-                    format!("creating veth {name} with peer {peer_name} in {}", peer.name()),
+                    format!(
+                        "creating veth {name} with peer {peer_name} in {}",
+                        peer.name()
+                    ),
                     err,
                 ))
             }
@@ -188,8 +198,12 @@ impl Netlink {
     pub async fn set_up(&self, link: &str) -> Result<()> {
         validate_ifname(link)?;
         let index = self.index_of(link).await?;
-        self.change(link, "setting up", LinkUnspec::new_with_index(index).up().build())
-            .await
+        self.change(
+            link,
+            "setting up",
+            LinkUnspec::new_with_index(index).up().build(),
+        )
+        .await
     }
 
     /// Sets `link` administratively down.

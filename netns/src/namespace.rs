@@ -14,11 +14,12 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
+use nix::sys::statfs::FsType;
 
 use crate::error::{Error, Result};
 
 /// `statfs` type of the nsfs file system that namespace files (and their bind mounts) live on.
-const NSFS_MAGIC: i64 = 0x6e73_6673;
+const NSFS_MAGIC: FsType = FsType(0x6e73_6673);
 
 /// A directory of named network namespaces.
 #[derive(Debug, Clone)]
@@ -186,7 +187,7 @@ fn validate_name(name: &str) -> Result<()> {
 
 fn is_netns(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
-        .map(|fs| i64::from(fs.filesystem_type().0) == NSFS_MAGIC)
+        .map(|fs| fs.filesystem_type() == NSFS_MAGIC)
         .unwrap_or(false)
 }
 

@@ -31,7 +31,7 @@ impl Netlink {
     /// Must be called inside a tokio runtime, which drives the connection.
     pub fn current() -> Result<Self> {
         tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
-        Self::start(rtnetlink::new_connection(), CURRENT.to_string())
+        Self::start(new_connection(), CURRENT.to_string())
     }
 
     /// A handle for the named namespace. Must be called inside a tokio runtime.
@@ -50,7 +50,7 @@ impl Netlink {
                 })?;
                 // The socket registers with the runtime's reactor, so create it in its context.
                 let _runtime = runtime.enter();
-                Ok(rtnetlink::new_connection())
+                Ok(new_connection())
             })
             .map_err(|source| Error::Io {
                 op: "starting helper thread for",
@@ -63,19 +63,10 @@ impl Netlink {
     }
 
     fn start(
-        opened: std::io::Result<(
-            rtnetlink::proto::Connection<rtnetlink::packet_route::RouteNetlinkMessage>,
-            rtnetlink::Handle,
-            futures::channel::mpsc::UnboundedReceiver<(
-                rtnetlink::packet_core::NetlinkMessage<
-                    rtnetlink::packet_route::RouteNetlinkMessage,
-                >,
-                rtnetlink::sys::SocketAddr,
-            )>,
-        )>,
+        opened: std::io::Result<(Connection, rtnetlink::Handle)>,
         netns: String,
     ) -> Result<Self> {
-        let (connection, handle, _) = opened.map_err(|source| Error::Socket {
+        let (connection, handle) = opened.map_err(|source| Error::Socket {
             netns: netns.clone(),
             source,
         })?;
@@ -128,6 +119,16 @@ impl Netlink {
             }),
         }
     }
+}
+
+/// The future that owns the socket and moves messages for every clone of the handle.
+type Connection = rtnetlink::proto::Connection<rtnetlink::packet_route::RouteNetlinkMessage>;
+
+/// A connection in the calling thread's namespace. Unsolicited messages (multicast) are not
+/// subscribed to, so their channel is dropped.
+fn new_connection() -> std::io::Result<(Connection, rtnetlink::Handle)> {
+    let (connection, handle, _unsolicited) = rtnetlink::new_connection()?;
+    Ok((connection, handle))
 }
 
 impl Drop for Netlink {

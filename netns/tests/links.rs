@@ -46,7 +46,10 @@ async fn two_namespaces_reach_each_other_through_a_bridge_in_a_third() {
         .expect("bridge");
     // Ensuring again is a no-op that returns the same bridge.
     assert_eq!(
-        switch.ensure_bridge(&bridge, Some(1400)).await.expect("again"),
+        switch
+            .ensure_bridge(&bridge, Some(1400))
+            .await
+            .expect("again"),
         index
     );
     let link = switch.link(&bridge).await.expect("lookup").expect("bridge");
@@ -107,10 +110,19 @@ async fn a_default_route_reaches_beyond_the_subnet() {
     assert!(!reachable(&task, "198.19.8.1"), "reachable without a route");
     let default = Route::default_via(Ipv4Addr::new(198, 18, 8, 1));
     inside.ensure_route(&default).await.expect("default route");
-    inside.ensure_route(&default).await.expect("default route again");
+    inside
+        .ensure_route(&default)
+        .await
+        .expect("default route again");
     let routes = ip(&task, &["route", "show"]);
-    assert!(routes.contains("default via 198.18.8.1 dev eth0"), "{routes}");
-    assert!(reachable(&task, "198.19.8.1"), "default route does not work");
+    assert!(
+        routes.contains("default via 198.18.8.1 dev eth0"),
+        "{routes}"
+    );
+    assert!(
+        reachable(&task, "198.19.8.1"),
+        "default route does not work"
+    );
 
     // A direct route, then deleting both, twice.
     let direct = Route::direct(net("198.19.9.0/24"), "eth0");
@@ -122,7 +134,10 @@ async fn a_default_route_reaches_beyond_the_subnet() {
         assert!(!inside.delete_route(route).await.expect("delete again"));
     }
     let routes = ip(&task, &["route", "show"]);
-    assert!(!routes.contains("default") && !routes.contains("198.19.9.0"), "{routes}");
+    assert!(
+        !routes.contains("default") && !routes.contains("198.19.9.0"),
+        "{routes}"
+    );
 }
 
 #[tokio::test]
@@ -131,18 +146,27 @@ async fn addresses_mac_and_link_state_converge() {
     let (ns, peer) = (lab.netns(), lab.netns());
     let nl = Netlink::open(&ns).expect("netlink");
     let veth = unique("v");
-    nl.ensure_veth(&veth, &peer, "eth0", None).await.expect("veth");
+    nl.ensure_veth(&veth, &peer, "eth0", None)
+        .await
+        .expect("veth");
     assert_eq!(
-        nl.ensure_veth(&veth, &peer, "eth0", None).await.expect("again"),
+        nl.ensure_veth(&veth, &peer, "eth0", None)
+            .await
+            .expect("again"),
         nl.link(&veth).await.expect("lookup").expect("veth").index
     );
 
     let address = net("198.18.9.5/24");
     nl.ensure_address(&veth, address).await.expect("address");
-    nl.ensure_address(&veth, address).await.expect("address again");
+    nl.ensure_address(&veth, address)
+        .await
+        .expect("address again");
     assert_eq!(nl.addresses(&veth).await.expect("list"), vec![address]);
     assert!(nl.delete_address(&veth, address).await.expect("delete"));
-    assert!(!nl.delete_address(&veth, address).await.expect("delete again"));
+    assert!(!nl
+        .delete_address(&veth, address)
+        .await
+        .expect("delete again"));
     assert!(nl.addresses(&veth).await.expect("list").is_empty());
 
     let mac: MacAddr = "02:42:c6:12:09:05".parse().expect("MAC");
@@ -154,7 +178,12 @@ async fn addresses_mac_and_link_state_converge() {
     assert!(nl.link(&veth).await.expect("lookup").expect("veth").up);
     nl.set_down(&veth).await.expect("down");
     assert!(!nl.link(&veth).await.expect("lookup").expect("veth").up);
-    assert!(nl.links().await.expect("links").iter().any(|l| l.name == "lo"));
+    assert!(nl
+        .links()
+        .await
+        .expect("links")
+        .iter()
+        .any(|l| l.name == "lo"));
 }
 
 #[tokio::test]
@@ -163,7 +192,9 @@ async fn wrong_kinds_and_missing_links_are_clear_errors() {
     let (ns, peer) = (lab.netns(), lab.netns());
     let nl = Netlink::open(&ns).expect("netlink");
     let veth = unique("v");
-    nl.ensure_veth(&veth, &peer, "eth0", None).await.expect("veth");
+    nl.ensure_veth(&veth, &peer, "eth0", None)
+        .await
+        .expect("veth");
     match nl.ensure_bridge(&veth, None).await {
         Err(Error::WrongKind { actual, .. }) => assert_eq!(actual, "veth"),
         other => panic!("expected WrongKind, got {other:?}"),

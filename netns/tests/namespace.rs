@@ -91,8 +91,32 @@ async fn deleting_a_namespace_removes_its_links() {
     assert!(lab.dir.delete(inner.name()).expect("delete inner"));
     // The kernel tears the namespace down asynchronously.
     assert!(
-        eventually(Duration::from_secs(10), || !ip(&outer, &["-o", "link", "show"])
-            .contains(&veth)),
+        eventually(Duration::from_secs(10), || !ip(
+            &outer,
+            &["-o", "link", "show"]
+        )
+        .contains(&veth)),
         "veth {veth} outlived the namespace of its peer"
     );
+}
+
+#[test]
+fn a_restarted_daemon_finds_its_namespaces_again() {
+    let lab = Lab::new();
+    let kept = lab.netns();
+    // What a daemon does at startup: open the directory again and list it.
+    let reopened = shoal_netns::NetnsDir::new(lab.dir.dir()).expect("reopen");
+    assert_eq!(
+        reopened.list().expect("list"),
+        vec![kept.name().to_string()]
+    );
+    assert_eq!(reopened.get(kept.name()).expect("get"), Some(kept.clone()));
+    // Reopening does not stack a second mount on the directory.
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let dir = lab.dir.dir().display().to_string();
+    let mounts = mountinfo
+        .lines()
+        .filter(|line| line.split(' ').nth(4) == Some(dir.as_str()))
+        .count();
+    assert_eq!(mounts, 1, "{mountinfo}");
 }

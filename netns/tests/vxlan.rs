@@ -36,7 +36,10 @@ async fn build_node(node: &Node, vxlan: &str, bridge_name: &str, veth: &str) {
     host.ensure_vxlan(&spec, Some(&node.overlay))
         .await
         .expect("vxlan again");
-    assert!(host.link(vxlan).await.expect("lookup").is_none(), "vxlan left in host");
+    assert!(
+        host.link(vxlan).await.expect("lookup").is_none(),
+        "vxlan left in host"
+    );
 
     let overlay = Netlink::open(&node.overlay).expect("netlink in overlay");
     overlay
@@ -125,7 +128,10 @@ async fn a_vxlan_pair_with_static_entries_carries_traffic_between_tasks() {
         "proxy".to_string(),
         format!("mtu {OVERLAY_MTU}"),
     ] {
-        assert!(details.contains(&expected), "{expected:?} missing: {details}");
+        assert!(
+            details.contains(&expected),
+            "{expected:?} missing: {details}"
+        );
     }
 
     // The device lives in the overlay namespace, its UDP socket in the host's, where the
@@ -142,15 +148,20 @@ async fn a_vxlan_pair_with_static_entries_carries_traffic_between_tasks() {
     assert!(!sockets(&one.overlay).contains(&format!(":{VXLAN_PORT}")));
 
     // Without peer entries nothing crosses: no flooding, no learning.
-    assert!(!reachable(&one.task, "198.19.10.3"), "reached without peer entries");
+    assert!(
+        !reachable(&one.task, "198.19.10.3"),
+        "reached without peer entries"
+    );
 
     add_peer(one, &vxlan, two).await;
     add_peer(two, &vxlan, one).await;
     let fdb = bridge(&one.overlay, &["fdb", "show", "dev", &vxlan]);
     // (`bridge` prints the underlay's namespace id in between: "dst … link-netnsid 0 self".)
     assert!(
-        fdb.lines().any(|line| line.starts_with("02:42:c6:13:0a:03 dst 198.18.10.2 ")
-            && line.ends_with("self permanent")),
+        fdb.lines().any(
+            |line| line.starts_with("02:42:c6:13:0a:03 dst 198.18.10.2 ")
+                && line.ends_with("self permanent")
+        ),
         "{fdb}"
     );
     let neigh = ip(&one.overlay, &["neigh", "show", "dev", &vxlan]);
@@ -159,8 +170,14 @@ async fn a_vxlan_pair_with_static_entries_carries_traffic_between_tasks() {
         "{neigh}"
     );
 
-    assert!(reachable(&one.task, "198.19.10.3"), "task one cannot reach task two");
-    assert!(reachable(&two.task, "198.19.10.2"), "task two cannot reach task one");
+    assert!(
+        reachable(&one.task, "198.19.10.3"),
+        "task one cannot reach task two"
+    );
+    assert!(
+        reachable(&two.task, "198.19.10.2"),
+        "task two cannot reach task one"
+    );
 
     // Removing the peer entries (task two went away) cuts the path again; removing twice is fine.
     let overlay_one = Netlink::open(&one.overlay).expect("netlink in overlay one");
@@ -178,7 +195,8 @@ async fn a_vxlan_pair_with_static_entries_carries_traffic_between_tasks() {
     // (The bridge itself may still have learnt the MAC on its VXLAN port; that entry ages out
     // and sends nowhere without the device's own.)
     assert!(
-        !fdb.lines().any(|line| line.starts_with("02:42:c6:13:0a:03 dst")),
+        !fdb.lines()
+            .any(|line| line.starts_with("02:42:c6:13:0a:03 dst")),
         "{fdb}"
     );
     let neigh = ip(&one.overlay, &["neigh", "show", "dev", &vxlan]);
@@ -186,7 +204,10 @@ async fn a_vxlan_pair_with_static_entries_carries_traffic_between_tasks() {
     // Task one's own ARP cache may still hold task two's MAC; flush it so the check is about
     // the overlay's entries.
     ip(&one.task, &["neigh", "flush", "dev", "eth0"]);
-    assert!(!reachable(&one.task, "198.19.10.3"), "reached after peer removal");
+    assert!(
+        !reachable(&one.task, "198.19.10.3"),
+        "reached after peer removal"
+    );
 }
 
 #[tokio::test]
@@ -213,7 +234,8 @@ async fn a_vxlan_device_in_place_is_ensured_and_checked_for_kind() {
     assert!(nl.delete_link(&vxlan).await.expect("delete"));
     let mac = MacAddr::new([0x02, 0x42, 0xc6, 0x13, 0x0b, 0x02]);
     assert!(matches!(
-        nl.ensure_fdb(&vxlan, mac, Ipv4Addr::new(198, 18, 11, 2)).await,
+        nl.ensure_fdb(&vxlan, mac, Ipv4Addr::new(198, 18, 11, 2))
+            .await,
         Err(Error::NoSuchLink { .. })
     ));
 }
