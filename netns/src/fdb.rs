@@ -6,6 +6,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use futures::TryStreamExt;
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
@@ -16,7 +17,80 @@ use crate::link::validate_ifname;
 use crate::mac::MacAddr;
 use crate::netlink::Netlink;
 
+/// A static FDB entry on a VXLAN device: frames for `mac` go to the VTEP `remote`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FdbEntry {
+    pub mac: MacAddr,
+    pub remote: Ipv4Addr,
+}
+
+/// A permanent neighbour entry: `ip` is at `mac`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NeighbourEntry {
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+}
+
 impl Netlink {
+    /// The static (permanent, device-own) FDB entries with a remote on `device`: what the
+    /// reconcile loop compares with the managers' peer table. Entries the bridge learnt and the
+    /// device's own address are not listed.
+    pub async fn fdb_entries(&self, device: &str) -> Result<Vec<FdbEntry>> {
+        let entries = self
+            .permanent_entries(device, AddressFamily::Bridge)
+            .await?
+            .iter()
+            .filter(|msg| msg.header.flags.contains(NeighbourFlags::Own))
+            .filter_map(|msg| {
+                Some(FdbEntry {
+                    mac: mac_of(msg)?,
+                    remote: ipv4_of(msg)?,
+                })
+            })
+            .collect();
+        Ok(entries)
+    }
+
+    /// The permanent IPv4 neighbour entries on `device`.
+    pub async fn neighbour_entries(&self, device: &str) -> Result<Vec<NeighbourEntry>> {
+        let entries = self
+            .permanent_entries(device, AddressFamily::Inet)
+            .await?
+            .iter()
+            .filter_map(|msg| {
+                Some(NeighbourEntry {
+                    ip: ipv4_of(msg)?,
+                    mac: mac_of(msg)?,
+                })
+            })
+            .collect();
+        Ok(entries)
+    }
+
+    async fn permanent_entries(
+        &self,
+        device: &str,
+        family: AddressFamily,
+    ) -> Result<Vec<NeighbourMessage>> {
+        validate_ifname(device)?;
+        let index = self.index_of(device).await?;
+        let messages: Vec<NeighbourMessage> = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(family)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|err| self.err(format!("listing {family:?} neighbours of {device}"), err))?;
+        Ok(messages
+            .into_iter()
+            .filter(|msg| {
+                msg.header.ifindex == index && msg.header.state == NeighbourState::Permanent
+            })
+            .collect())
+    }
+
     /// `bridge fdb replace MAC dev DEVICE dst REMOTE self permanent`: frames for `mac` leaving
     /// VXLAN device `device` are sent to the VTEP `remote`.
     pub async fn ensure_fdb(&self, device: &str, mac: MacAddr, remote: Ipv4Addr) -> Result<()> {
@@ -97,4 +171,25 @@ impl Netlink {
             Err(err) => Err(self.err(format!("deleting {what}"), err)),
         }
     }
+}
+
+fn mac_of(msg: &NeighbourMessage) -> Option<MacAddr> {
+    msg.attributes.iter().find_map(|attr| match attr {
+        NeighbourAttribute::LinkLayerAddress(bytes) => MacAddr::from_slice(bytes),
+        _ => None,
+    })
+}
+
+fn ipv4_of(msg: &NeighbourMessage) -> Option<Ipv4Addr> {
+    msg.attributes.iter().find_map(|attr| match attr {
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+        // In a bridge-family (FDB) reply the parser cannot know the remote's family and
+        // keeps the raw bytes.
+        NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => {
+            <[u8; 4]>::try_from(bytes.as_slice())
+                .ok()
+                .map(Ipv4Addr::from)
+        }
+        _ => None,
+    })
 }

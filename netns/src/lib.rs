@@ -40,6 +40,7 @@ mod route;
 mod vxlan;
 
 pub use error::{Error, Result};
+pub use fdb::{FdbEntry, NeighbourEntry};
 pub use ipnet::Ipv4Net;
 pub use link::{Link, MAX_IFNAME_LEN};
 pub use mac::MacAddr;

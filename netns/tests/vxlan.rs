@@ -8,7 +8,9 @@ mod common;
 use std::net::Ipv4Addr;
 
 use common::{bridge, ip, reachable, unique, Lab};
-use shoal_netns::{Error, Ipv4Net, MacAddr, Netlink, Netns, Vxlan, VXLAN_PORT};
+use shoal_netns::{
+    Error, FdbEntry, Ipv4Net, MacAddr, NeighbourEntry, Netlink, Netns, Vxlan, VXLAN_PORT,
+};
 
 const VNI: u32 = 4242;
 const OVERLAY_MTU: u32 = 1450;
@@ -155,6 +157,24 @@ async fn a_vxlan_pair_with_static_entries_carries_traffic_between_tasks() {
 
     add_peer(one, &vxlan, two).await;
     add_peer(two, &vxlan, one).await;
+    let overlay_one = Netlink::open(&one.overlay).expect("netlink in overlay one");
+    assert_eq!(
+        overlay_one.fdb_entries(&vxlan).await.expect("fdb entries"),
+        vec![FdbEntry {
+            mac: two.task_mac,
+            remote: two.underlay
+        }]
+    );
+    assert_eq!(
+        overlay_one
+            .neighbour_entries(&vxlan)
+            .await
+            .expect("neighbour entries"),
+        vec![NeighbourEntry {
+            ip: two.task_ip,
+            mac: two.task_mac
+        }]
+    );
     let fdb = bridge(&one.overlay, &["fdb", "show", "dev", &vxlan]);
     // (`bridge` prints the underlay's namespace id in between: "dst … link-netnsid 0 self".)
     assert!(
@@ -180,7 +200,6 @@ async fn a_vxlan_pair_with_static_entries_carries_traffic_between_tasks() {
     );
 
     // Removing the peer entries (task two went away) cuts the path again; removing twice is fine.
-    let overlay_one = Netlink::open(&one.overlay).expect("netlink in overlay one");
     for _ in 0..2 {
         overlay_one
             .delete_fdb(&vxlan, two.task_mac, two.underlay)
@@ -201,6 +220,16 @@ async fn a_vxlan_pair_with_static_entries_carries_traffic_between_tasks() {
     );
     let neigh = ip(&one.overlay, &["neigh", "show", "dev", &vxlan]);
     assert!(!neigh.contains("198.19.10.3"), "{neigh}");
+    assert!(overlay_one
+        .fdb_entries(&vxlan)
+        .await
+        .expect("fdb")
+        .is_empty());
+    assert!(overlay_one
+        .neighbour_entries(&vxlan)
+        .await
+        .expect("neighbours")
+        .is_empty());
     // Task one's own ARP cache may still hold task two's MAC; flush it so the check is about
     // the overlay's entries.
     ip(&one.task, &["neigh", "flush", "dev", "eth0"]);
