@@ -13,25 +13,9 @@ fn net(cidr: &str) -> Ipv4Net {
     cidr.parse().expect("test CIDR")
 }
 
-/// Wires `task` to `bridge` in the namespace behind `switch`: veth `host_end` ↔ eth0 with
-/// `address`, both ends up.
+/// Plugs `task` into `bridge` with `address` and the MTU these tests use.
 async fn plug(switch: &Netlink, bridge: &str, task: &Netns, host_end: &str, address: &str) {
-    switch
-        .ensure_veth(host_end, task, "eth0", Some(1400))
-        .await
-        .expect("veth");
-    switch
-        .attach_to_bridge(host_end, bridge)
-        .await
-        .expect("attach");
-    switch.set_up(host_end).await.expect("host end up");
-    let inside = Netlink::open(task).expect("netlink in task");
-    inside
-        .ensure_address("eth0", net(address))
-        .await
-        .expect("address");
-    inside.set_up("eth0").await.expect("eth0 up");
-    inside.set_up("lo").await.expect("lo up");
+    common::plug(switch, bridge, task, host_end, net(address), 1400, None).await;
 }
 
 #[tokio::test]
@@ -140,15 +124,22 @@ async fn a_default_route_reaches_beyond_the_subnet() {
     );
 }
 
-#[tokio::test]
-async fn addresses_mac_and_link_state_converge() {
-    let lab = Lab::new();
+/// A veth pair between two new namespaces: a handle on one end's side, the other namespace
+/// (where the peer is eth0) and the name of the first end.
+async fn veth_pair(lab: &Lab) -> (Netlink, Netns, String) {
     let (ns, peer) = (lab.netns(), lab.netns());
     let nl = Netlink::open(&ns).expect("netlink");
     let veth = unique("v");
     nl.ensure_veth(&veth, &peer, "eth0", None)
         .await
         .expect("veth");
+    (nl, peer, veth)
+}
+
+#[tokio::test]
+async fn addresses_mac_and_link_state_converge() {
+    let lab = Lab::new();
+    let (nl, peer, veth) = veth_pair(&lab).await;
     assert_eq!(
         nl.ensure_veth(&veth, &peer, "eth0", None)
             .await
@@ -189,12 +180,7 @@ async fn addresses_mac_and_link_state_converge() {
 #[tokio::test]
 async fn wrong_kinds_and_missing_links_are_clear_errors() {
     let lab = Lab::new();
-    let (ns, peer) = (lab.netns(), lab.netns());
-    let nl = Netlink::open(&ns).expect("netlink");
-    let veth = unique("v");
-    nl.ensure_veth(&veth, &peer, "eth0", None)
-        .await
-        .expect("veth");
+    let (nl, peer, veth) = veth_pair(&lab).await;
     match nl.ensure_bridge(&veth, None).await {
         Err(Error::WrongKind { actual, .. }) => assert_eq!(actual, "veth"),
         other => panic!("expected WrongKind, got {other:?}"),

@@ -53,22 +53,18 @@ async fn build_node(node: &Node, vxlan: &str, bridge_name: &str, veth: &str) {
         .await
         .expect("attach vxlan");
     overlay.set_up(vxlan).await.expect("vxlan up");
-    overlay
-        .ensure_veth(veth, &node.task, "eth0", Some(OVERLAY_MTU))
-        .await
-        .expect("veth");
-    overlay
-        .attach_to_bridge(veth, bridge_name)
-        .await
-        .expect("attach veth");
-    overlay.set_up(veth).await.expect("veth up");
-
-    let task = Netlink::open(&node.task).expect("netlink in task");
-    task.set_mac("eth0", node.task_mac).await.expect("MAC");
-    task.ensure_address("eth0", Ipv4Net::new(node.task_ip, 24).expect("prefix"))
-        .await
-        .expect("task address");
-    task.set_up("eth0").await.expect("eth0 up");
+    let address = Ipv4Net::new(node.task_ip, 24).expect("prefix");
+    let mac = Some(node.task_mac);
+    common::plug(
+        &overlay,
+        bridge_name,
+        &node.task,
+        veth,
+        address,
+        OVERLAY_MTU,
+        mac,
+    )
+    .await;
 }
 
 /// Programs on `node` the peer entries for `remote`'s task.

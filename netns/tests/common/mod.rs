@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use shoal_netns::{Netns, NetnsDir};
+use shoal_netns::{Ipv4Net, MacAddr, Netlink, Netns, NetnsDir};
 
 pub struct Lab {
     pub dir: NetnsDir,
@@ -118,4 +118,37 @@ pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Plugs `task` into `bridge` in the namespace behind `switch`, as the worker will: veth
+/// `host_end` ↔ the task's eth0 (with `mac`, if given, and `address`), both ends and the task's
+/// loopback up.
+pub async fn plug(
+    switch: &Netlink,
+    bridge: &str,
+    task: &Netns,
+    host_end: &str,
+    address: Ipv4Net,
+    mtu: u32,
+    mac: Option<MacAddr>,
+) {
+    switch
+        .ensure_veth(host_end, task, "eth0", Some(mtu))
+        .await
+        .expect("veth");
+    switch
+        .attach_to_bridge(host_end, bridge)
+        .await
+        .expect("attach");
+    switch.set_up(host_end).await.expect("host end up");
+    let inside = Netlink::open(task).expect("netlink in task");
+    if let Some(mac) = mac {
+        inside.set_mac("eth0", mac).await.expect("MAC");
+    }
+    inside
+        .ensure_address("eth0", address)
+        .await
+        .expect("address");
+    inside.set_up("eth0").await.expect("eth0 up");
+    inside.set_up("lo").await.expect("lo up");
 }
