@@ -120,3 +120,23 @@ fn a_restarted_daemon_finds_its_namespaces_again() {
         .count();
     assert_eq!(mounts, 1, "{mountinfo}");
 }
+
+#[test]
+fn a_failing_test_still_cleans_up() {
+    let made = std::sync::Mutex::new(None);
+    let outcome = std::panic::catch_unwind(|| {
+        let lab = Lab::new();
+        let ns = lab.netns();
+        *made.lock().expect("lock") = Some((lab.dir.dir().to_path_buf(), ns));
+        panic!("a test failing halfway");
+    });
+    assert!(outcome.is_err());
+    let (dir, ns) = made.into_inner().expect("lock").expect("lab was made");
+    assert!(!ns.path().exists(), "namespace file left behind");
+    assert!(!dir.exists(), "namespace directory left behind");
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mountinfo.contains(dir.to_string_lossy().as_ref()),
+        "{mountinfo}"
+    );
+}
