@@ -34,7 +34,8 @@ impl Netlink {
         Self::start(new_connection(), CURRENT.to_string())
     }
 
-    /// A handle for the named namespace. Must be called inside a tokio runtime.
+    /// A handle for the named namespace. Must be called inside a tokio runtime. Blocks for the
+    /// moment a helper thread takes to enter the namespace and open the socket.
     pub fn open(ns: &Netns) -> Result<Self> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let file = ns.open()?;
