@@ -1,0 +1,285 @@
+//! Named network namespaces kept as bind mounts in a directory of our own, the way iproute2
+//! keeps them in /run/netns: a namespace lives as long as its mount (or a process, or an open
+//! file) holds it, so a task's network outlives no process by accident and a restarted daemon
+//! finds every namespace it made by listing the directory (reconcile after a kill -9).
+//!
+//! The product uses e.g. /run/shoal/netns; tests use a private temporary directory, so they never
+//! show up in `ip netns` and never collide with each other.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::statfs::FsType;
+
+use crate::error::{Error, Result};
+
+/// `statfs` type of the nsfs file system that namespace files (and their bind mounts) live on.
+const NSFS_MAGIC: FsType = FsType(0x6e73_6673);
+
+/// A directory of named network namespaces.
+#[derive(Debug, Clone)]
+pub struct NetnsDir {
+    dir: PathBuf,
+}
+
+/// A named network namespace in a [`NetnsDir`]: its name and the bind-mounted file that
+/// keeps it alive. Holding a `Netns` does not keep the namespace alive; its mount does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Netns {
+    name: String,
+    path: PathBuf,
+}
+
+impl NetnsDir {
+    /// Uses `dir` (created if missing) for namespaces. As iproute2 does, the directory is made a
+    /// shared mount point (bind-mounted onto itself if it is not a mount point yet): a mount
+    /// namespace copied later (a container's) then sees our unmounts, so deleting a namespace
+    /// is not defeated by a stale copy of its mount elsewhere.
+    pub fn new(dir: impl Into<PathBuf>) -> Result<Self> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(|source| Error::Io {
+            op: "creating namespace directory",
+            path: dir.clone(),
+            source,
+        })?;
+        make_shared(&dir)?;
+        Ok(Self { dir })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The namespace `name`, created if it does not exist yet. Creating what exists is not an
+    /// error: the reconcile loop calls this for every namespace it wants. A leftover entry that
+    /// is not a namespace (a create interrupted by a kill -9) is replaced.
+    pub fn ensure(&self, name: &str) -> Result<Netns> {
+        let ns = self.entry(name)?;
+        if is_netns(&ns.path) {
+            return Ok(ns);
+        }
+        remove_file_if_present(&ns.path)?;
+        // An empty file to mount onto; O_EXCL so that two creators of one name do not both
+        // think they made it.
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o444)
+            .open(&ns.path)
+            .map_err(|source| Error::Io {
+                op: "creating namespace file",
+                path: ns.path.clone(),
+                source,
+            })?;
+        if let Err(err) = new_netns_mounted_on(&ns) {
+            let _ = fs::remove_file(&ns.path);
+            return Err(err);
+        }
+        tracing::info!(netns = %ns.name, path = %ns.path.display(), "created network namespace");
+        Ok(ns)
+    }
+
+    /// The namespace `name` if it exists.
+    pub fn get(&self, name: &str) -> Result<Option<Netns>> {
+        let ns = self.entry(name)?;
+        Ok(is_netns(&ns.path).then_some(ns))
+    }
+
+    /// Unmounts and removes the namespace `name`; returns whether there was anything to remove.
+    /// Deleting what is gone is not an error. The kernel frees the namespace, and with it every
+    /// link inside (a veth's peer elsewhere too), once no process, open file or netlink socket
+    /// (a [`crate::Netlink`] handle) refers to it any more.
+    pub fn delete(&self, name: &str) -> Result<bool> {
+        let ns = self.entry(name)?;
+        let mounted = match umount2(&ns.path, MntFlags::MNT_DETACH) {
+            Ok(()) => true,
+            // Not a mount point (half-created) or no file at all: nothing mounted.
+            Err(Errno::EINVAL | Errno::ENOENT) => false,
+            Err(source) => {
+                return Err(Error::Sys {
+                    op: "unmounting namespace",
+                    path: ns.path,
+                    source,
+                })
+            }
+        };
+        let removed = remove_file_if_present(&ns.path)?;
+        if mounted || removed {
+            tracing::info!(netns = %ns.name, "deleted network namespace");
+        }
+        Ok(mounted || removed)
+    }
+
+    /// The names of all entries in the directory, sorted: what a restarted daemon compares with
+    /// what it wants. A half-created entry is listed too, so that cleanup can delete it.
+    pub fn list(&self) -> Result<Vec<String>> {
+        let io_err = |source| Error::Io {
+            op: "listing namespace directory",
+            path: self.dir.clone(),
+            source,
+        };
+        let mut names = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(io_err)? {
+            let entry = entry.map_err(io_err)?;
+            if let Some(name) = entry.file_name().to_str() {
+                names.push(name.to_string());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn entry(&self, name: &str) -> Result<Netns> {
+        validate_name(name)?;
+        Ok(Netns {
+            name: name.to_string(),
+            path: self.dir.join(name),
+        })
+    }
+}
+
+impl Netns {
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The bind-mounted file, for `nsenter --net=PATH` or an OCI spec's
+    /// `linux.namespaces[network].path`.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Opens the namespace file, for `setns` or to move a link into the namespace.
+    pub(crate) fn open(&self) -> Result<File> {
+        File::open(&self.path).map_err(|source| match source.kind() {
+            ErrorKind::NotFound => Error::NoSuchNamespace(self.name.clone()),
+            _ => Error::Io {
+                op: "opening namespace",
+                path: self.path.clone(),
+                source,
+            },
+        })
+    }
+}
+
+fn validate_name(name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        "empty"
+    } else if name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        "must be a plain file name"
+    } else if name.len() > 255 {
+        "longer than 255 bytes"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidName {
+        name: name.to_string(),
+        reason,
+    })
+}
+
+fn is_netns(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .map(|fs| fs.filesystem_type() == NSFS_MAGIC)
+        .unwrap_or(false)
+}
+
+fn remove_file_if_present(path: &Path) -> Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(Error::Io {
+            op: "removing namespace file",
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+fn make_shared(dir: &Path) -> Result<()> {
+    let shared = || {
+        mount(
+            None::<&str>,
+            dir,
+            None::<&str>,
+            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            None::<&str>,
+        )
+    };
+    let sys_err = |op, source| Error::Sys {
+        op,
+        path: dir.to_path_buf(),
+        source,
+    };
+    match shared() {
+        Ok(()) => return Ok(()),
+        // EINVAL: not a mount point yet.
+        Err(Errno::EINVAL) => {}
+        Err(err) => return Err(sys_err("making namespace directory a shared mount", err)),
+    }
+    mount(
+        Some(dir),
+        dir,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|err| sys_err("bind-mounting namespace directory onto itself", err))?;
+    shared().map_err(|err| sys_err("making namespace directory a shared mount", err))
+}
+
+/// Creates a new network namespace and bind-mounts it onto `ns.path`. The unshare happens in a
+/// short-lived thread, because a network namespace belongs to a thread and the caller's threads
+/// (a tokio runtime's) must stay in theirs; the mount keeps the namespace after the thread ends.
+fn new_netns_mounted_on(ns: &Netns) -> Result<()> {
+    let target = ns.path.clone();
+    std::thread::Builder::new()
+        .name("shoal-netns-new".into())
+        .spawn(move || -> Result<()> {
+            unshare(CloneFlags::CLONE_NEWNET).map_err(|source| Error::Sys {
+                op: "unsharing network namespace for",
+                path: target.clone(),
+                source,
+            })?;
+            mount(
+                Some("/proc/thread-self/ns/net"),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|source| Error::Sys {
+                op: "bind-mounting new network namespace onto",
+                path: target.clone(),
+                source,
+            })
+        })
+        .map_err(|source| Error::Io {
+            op: "starting helper thread for",
+            path: ns.path.clone(),
+            source,
+        })?
+        .join()
+        .map_err(|_| Error::HelperPanicked(ns.name.clone()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_would_escape_the_directory_are_refused() {
+        for bad in ["", ".", "..", "a/b", "../x"] {
+            assert!(validate_name(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(validate_name(&"x".repeat(256)).is_err());
+        assert!(validate_name("task-1.abc").is_ok());
+    }
+}
