@@ -11,7 +11,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use crate::client::DEFAULT_HOST;
-use crate::commands::{image, info, node, service, swarm, AlreadyReported};
+use crate::commands::{image, info, network, node, service, swarm, AlreadyReported};
 
 /// Shoal: a container orchestrator in the manner of Docker Swarm
 #[derive(Debug, Parser)]
@@ -53,6 +53,9 @@ enum Command {
     /// Manage images
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Manage networks
+    #[command(subcommand)]
+    Network(network::NetworkCommand),
     /// The per-container log driver containerd's shim starts (not for people).
     #[command(
         name = shoal_worker::logdriver::SUBCOMMAND,
@@ -107,6 +110,7 @@ fn main() -> ExitCode {
         Command::Node(c) => run_client(node::run(&host, c)),
         Command::Service(c) => run_client(service::run(&host, c)),
         Command::Image(c) => run_client(image::run(&host, c)),
+        Command::Network(c) => run_client(network::run(&host, c)),
     }
 }
 

@@ -404,3 +404,177 @@ fn image_commands() {
         "REPOSITORY   TAG       IMAGE ID       CREATED       SIZE\nbusybox      latest    6fd955f66c23   3 hours ago   4.26MB\n"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Networks
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn network_lifecycle() {
+    let d = FakeDaemon::start();
+    let (code, stdout, stderr) = d.shoal(&[
+        "network",
+        "create",
+        "--subnet",
+        "198.18.4.0/24",
+        "--gateway",
+        "198.18.4.254",
+        "--attachable",
+        "--label",
+        "env=prod",
+        "web",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let web_id = stdout.trim_end().to_string();
+    assert_eq!(stdout, format!("{web_id}\n"), "create prints the ID alone");
+    assert_eq!(web_id.len(), 25);
+    let (code, stdout, _) = d.shoal(&["network", "create", "backend"]);
+    assert_eq!(code, 0);
+    let backend_id = stdout.trim_end().to_string();
+    {
+        let st = d.fake.0.lock().expect("lock");
+        let spec = st.networks[0].spec.clone().unwrap_or_default();
+        assert_eq!(spec.driver, "overlay", "the driver defaults to overlay");
+        assert_eq!(
+            (spec.subnet.as_str(), spec.gateway.as_str()),
+            ("198.18.4.0/24", "198.18.4.254")
+        );
+        assert!(spec.attachable && !spec.internal);
+        assert_eq!(spec.labels.get("env").map(String::as_str), Some("prod"));
+        let bare = st.networks[1].spec.clone().unwrap_or_default();
+        assert_eq!((bare.subnet.as_str(), bare.gateway.as_str()), ("", ""));
+    }
+
+    let (code, stdout, _) = d.shoal(&["network", "ls"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        stdout,
+        format!(
+            "NETWORK ID     NAME      DRIVER    SCOPE\n\
+             {}   backend   overlay   swarm\n\
+             {}   web       overlay   swarm\n",
+            &backend_id[..12],
+            &web_id[..12]
+        )
+    );
+    let (_, stdout, _) = d.shoal(&["network", "ls", "-q"]);
+    assert_eq!(
+        stdout,
+        format!("{}\n{}\n", &backend_id[..12], &web_id[..12])
+    );
+    let (_, stdout, _) = d.shoal(&["network", "list", "--format", "json"]);
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert_eq!(lines[1]["Name"], "web");
+    assert_eq!(lines[1]["Labels"], "env=prod");
+    assert_eq!(lines[1]["Scope"], "swarm");
+
+    let (code, stdout, stderr) = d.shoal(&["network", "inspect", "web"]);
+    assert_eq!(code, 0, "{stderr}");
+    let parsed: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    let web = &parsed[0];
+    assert_eq!(web["Id"], web_id.as_str());
+    assert_eq!(web["Name"], "web");
+    assert_eq!(web["Driver"], "overlay");
+    assert_eq!(web["Scope"], "swarm");
+    assert_eq!(web["Attachable"], true);
+    assert_eq!(web["Internal"], false);
+    assert_eq!(web["Labels"]["env"], "prod");
+    assert_eq!(web["IPAM"]["Config"][0]["Subnet"], "198.18.4.0/24");
+    assert_eq!(web["IPAM"]["Config"][0]["Gateway"], "198.18.4.254");
+    assert_eq!(
+        web["Options"]["com.docker.network.driver.overlay.vxlanid_list"],
+        "4097"
+    );
+
+    // An unknown name: the others are still shown, then the error, exit 1.
+    let (code, stdout, stderr) = d.shoal(&["network", "inspect", "nope", &backend_id[..6]]);
+    assert_eq!(code, 1);
+    let parsed: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(parsed[0]["Name"], "backend");
+    assert_eq!(
+        stderr,
+        "Error response from daemon: network nope not found\n"
+    );
+
+    let (code, stdout, stderr) = d.shoal(&["network", "rm", "nope", "web"]);
+    assert_eq!(code, 1);
+    assert_eq!(stdout, "web\n");
+    assert_eq!(
+        stderr,
+        "Error response from daemon: network nope not found\n"
+    );
+    let (code, stdout, _) = d.shoal(&["network", "remove", "backend"]);
+    assert_eq!((code, stdout.as_str()), (0, "backend\n"));
+    let (_, stdout, _) = d.shoal(&["network", "ls"]);
+    assert_eq!(stdout, "NETWORK ID   NAME      DRIVER    SCOPE\n");
+}
+
+#[test]
+fn network_create_refusals_never_reach_the_daemon() {
+    let d = FakeDaemon::start();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--subnet", "banana", "n"],
+            "invalid subnet \"banana\": expected an IPv4 CIDR such as 198.18.1.0/24",
+        ),
+        (
+            &["--subnet", "198.18.1.5/24", "n"],
+            "invalid subnet 198.18.1.5/24: it should be 198.18.1.0/24 (the network address, host bits zero)",
+        ),
+        (
+            &["--subnet", "198.18.1.4/30", "n"],
+            "subnet 198.18.1.4/30 is too small: an overlay network needs at least a /29 (8 addresses); use a prefix length of 29 or less, e.g. 198.18.1.0/29",
+        ),
+        (
+            &["--subnet", "198.18.1.0/24", "--gateway", "198.18.2.1", "n"],
+            "invalid gateway 198.18.2.1: subnet 198.18.1.0/24 does not contain it; pick an address inside the subnet",
+        ),
+        (
+            &["--gateway", "198.18.2.1", "n"],
+            "--gateway 198.18.2.1 needs --subnet: every gateway must have a corresponding subnet",
+        ),
+        (
+            &["--driver", "bridge", "n"],
+            "network driver \"bridge\" is not supported: Shoal networks use the overlay driver (pass --driver overlay or leave --driver out)",
+        ),
+        (
+            &["my.net"],
+            "invalid network name \"my.net\": use letters, digits, '-' and '_', starting and ending with a letter or digit (the name is used in DNS names)",
+        ),
+        (
+            &["bridge"],
+            "bridge is a pre-defined network and cannot be created: choose another name",
+        ),
+        (
+            &["--label", "com.docker.swarm.predefined=true", "n"],
+            "label com.docker.swarm.predefined is for networks the swarm creates itself and cannot be given by users: choose another label name",
+        ),
+    ];
+    for (args, message) in cases {
+        let (code, stdout, stderr) = d.shoal(&[&["network", "create"], *args].concat());
+        assert_eq!(code, 1, "{args:?}: {stderr}");
+        assert_eq!(stdout, "", "{args:?}");
+        assert_eq!(stderr, format!("{message}\n"), "{args:?}");
+    }
+    assert_eq!(
+        d.fake.0.lock().expect("lock").network_calls,
+        Vec::<String>::new(),
+        "a refused create never dials the daemon"
+    );
+    // The same words without any daemon at all.
+    let (code, _, stderr) = run(shoal().args([
+        "-H",
+        "unix:///nonexistent/s.sock",
+        "network",
+        "create",
+        "--driver",
+        "macvlan",
+        "n",
+    ]));
+    assert_eq!(code, 1);
+    assert!(stderr.starts_with("network driver \"macvlan\""), "{stderr}");
+}

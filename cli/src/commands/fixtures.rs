@@ -1,7 +1,8 @@
 //! Objects the commands' unit tests share: a busybox container and the task of a service
-//! `web` (ID `s1`) on node `n1`, so that each test states only what it is about.
+//! `web` (ID `s1`) on node `n1`, an allocated overlay network, so that each test states only
+//! what it is about.
 
-use shoal_proto::{ContainerSpec, Meta, Task, TaskState, TaskStatus};
+use shoal_proto::{ContainerSpec, Meta, Network, NetworkSpec, Task, TaskState, TaskStatus};
 
 pub fn container() -> Option<ContainerSpec> {
     Some(ContainerSpec {
@@ -30,5 +31,25 @@ pub fn task(id: &str, slot: u64, at: i64, state: TaskState, desired: TaskState) 
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+/// Overlay network `name`, allocated 10.0.1.0/24 (gateway .1) and VXLAN ID `vni`.
+pub fn network(id: &str, name: &str, vni: u32) -> Network {
+    Network {
+        id: id.into(),
+        meta: Some(Meta {
+            version: 1,
+            created_at_ms: 1_700_000_000_000,
+            updated_at_ms: 1_700_000_000_000,
+        }),
+        spec: Some(NetworkSpec {
+            name: name.into(),
+            driver: "overlay".into(),
+            ..Default::default()
+        }),
+        subnet: "10.0.1.0/24".into(),
+        gateway: "10.0.1.1".into(),
+        vni,
     }
 }

@@ -9,6 +9,7 @@ mod fixtures;
 pub mod flags;
 pub mod image;
 pub mod info;
+pub mod network;
 pub mod node;
 pub mod progress;
 pub mod service;

@@ -9,12 +9,13 @@ use std::sync::{Arc, Mutex};
 use shoal_proto::{
     control_server::{Control, ControlServer},
     daemon_server::{Daemon, DaemonServer},
-    CreateServiceRequest, Empty, GetNodeRequest, Image, ImageChunk, InfoResponse, JoinTokenRequest,
-    JoinTokenResponse, ListImagesResponse, ListNodesResponse, ListServicesResponse,
-    ListTasksRequest, ListTasksResponse, LoadImageResponse, LogMessage, ManagerStatus, Meta, Node,
-    NodeDescription, NodeRole, NodeState, RemoveNodeRequest, Service, ServiceLogsRequest,
-    ServiceRef, ServiceSummary, SwarmInitRequest, SwarmInitResponse, SwarmJoinRequest,
-    SwarmLeaveRequest, Task, TaskState, TaskStatus, UpdateNodeRequest, UpdateServiceRequest,
+    CreateNetworkRequest, CreateServiceRequest, Empty, GetNodeRequest, Image, ImageChunk,
+    InfoResponse, JoinTokenRequest, JoinTokenResponse, ListImagesResponse, ListNetworksResponse,
+    ListNodesResponse, ListServicesResponse, ListTasksRequest, ListTasksResponse,
+    LoadImageResponse, LogMessage, ManagerStatus, Meta, Network, NetworkRef, Node, NodeDescription,
+    NodeRole, NodeState, RemoveNodeRequest, Service, ServiceLogsRequest, ServiceRef,
+    ServiceSummary, SwarmInitRequest, SwarmInitResponse, SwarmJoinRequest, SwarmLeaveRequest, Task,
+    TaskState, TaskStatus, UpdateNodeRequest, UpdateServiceRequest,
 };
 use tonic::{Request, Response, Status};
 
@@ -30,6 +31,10 @@ pub struct State {
     pub services: Vec<Service>,
     tasks: Vec<Task>,
     pub loaded_bytes: usize,
+    pub networks: Vec<Network>,
+    /// Every network RPC received, as "create NAME", "list", "get KEY" or "remove KEY", so a
+    /// test can tell that a refused command never reached the daemon.
+    pub network_calls: Vec<String>,
     next: u32,
 }
 
@@ -72,6 +77,16 @@ impl State {
             .iter()
             .position(|s| s.id.starts_with(key) || s.spec.as_ref().is_some_and(|sp| sp.name == key))
             .ok_or_else(|| Status::not_found(format!("no such service: {key}")))
+    }
+
+    fn find_network(&self, key: &str) -> Result<usize, Status> {
+        self.networks
+            .iter()
+            .position(|n| {
+                n.spec.as_ref().is_some_and(|s| s.name == key)
+                    || (!key.is_empty() && n.id.starts_with(key))
+            })
+            .ok_or_else(|| Status::not_found(format!("network {key} not found")))
     }
 
     fn new_task(&mut self, service: &Service, slot: u64) {
@@ -304,6 +319,77 @@ impl Control for Fake {
             tasks,
             node_names: HashMap::from([(SELF_ID.to_string(), "node1".to_string())]),
         }))
+    }
+
+    async fn create_network(
+        &self,
+        r: Request<CreateNetworkRequest>,
+    ) -> Result<Response<Network>, Status> {
+        let mut st = self.0.lock().map_err(|_| Status::internal("poisoned"))?;
+        let spec = r.into_inner().spec.unwrap_or_default();
+        st.network_calls.push(format!("create {}", spec.name));
+        if st
+            .networks
+            .iter()
+            .any(|n| n.spec.as_ref().is_some_and(|s| s.name == spec.name))
+        {
+            return Err(Status::already_exists(format!(
+                "network with name {} already exists",
+                spec.name
+            )));
+        }
+        st.next += 1;
+        let n = st.next;
+        // The fake allocator: the user's subnet and gateway, else 10.0.N.0/24.
+        let or = |given: &str, default: String| {
+            if given.is_empty() {
+                default
+            } else {
+                given.to_string()
+            }
+        };
+        let network = Network {
+            id: id("net", n),
+            meta: Some(Meta {
+                version: 1,
+                created_at_ms: now_ms(),
+                updated_at_ms: now_ms(),
+            }),
+            subnet: or(&spec.subnet, format!("10.0.{n}.0/24")),
+            gateway: or(&spec.gateway, format!("10.0.{n}.1")),
+            vni: 4096 + n,
+            spec: Some(spec),
+        };
+        st.networks.push(network.clone());
+        Ok(Response::new(network))
+    }
+
+    async fn list_networks(
+        &self,
+        _: Request<Empty>,
+    ) -> Result<Response<ListNetworksResponse>, Status> {
+        let mut st = self.0.lock().map_err(|_| Status::internal("poisoned"))?;
+        st.network_calls.push("list".into());
+        Ok(Response::new(ListNetworksResponse {
+            networks: st.networks.clone(),
+        }))
+    }
+
+    async fn get_network(&self, r: Request<NetworkRef>) -> Result<Response<Network>, Status> {
+        let key = r.into_inner().network;
+        let mut st = self.0.lock().map_err(|_| Status::internal("poisoned"))?;
+        st.network_calls.push(format!("get {key}"));
+        let i = st.find_network(&key)?;
+        Ok(Response::new(st.networks[i].clone()))
+    }
+
+    async fn remove_network(&self, r: Request<NetworkRef>) -> Result<Response<Empty>, Status> {
+        let key = r.into_inner().network;
+        let mut st = self.0.lock().map_err(|_| Status::internal("poisoned"))?;
+        st.network_calls.push(format!("remove {key}"));
+        let i = st.find_network(&key)?;
+        st.networks.remove(i);
+        Ok(Response::new(Empty {}))
     }
 
     type ServiceLogsStream = tokio_stream::Iter<std::vec::IntoIter<Result<LogMessage, Status>>>;

@@ -10,9 +10,10 @@
 
 use std::collections::BTreeMap;
 
+use ipnet::Ipv4Net;
 use shoal_proto::{
-    store_action::Action, Cluster, Meta, Node, NodeAvailability, NodeRole, Proposal, Service,
-    StoreSnapshot, Task, TaskState, TaskStatus,
+    store_action::Action, Cluster, Meta, Network, Node, NodeAvailability, NodeRole, Proposal,
+    Service, StoreSnapshot, Task, TaskState, TaskStatus,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,6 +36,25 @@ pub enum ApplyError {
         expected: u64,
         found: u64,
     },
+    #[error("network with name {0} already exists; choose another name or remove it with `shoal network rm {0}`")]
+    NetworkNameTaken(String),
+    #[error("a network with ID {0} already exists")]
+    NetworkIdTaken(String),
+    #[error("network {0} not found")]
+    NoSuchNetwork(String),
+    #[error(
+        "subnet {subnet} overlaps subnet {other_subnet} of network {other}: choose a subnet that \
+         no other network uses"
+    )]
+    SubnetOverlap {
+        subnet: String,
+        other: String,
+        other_subnet: String,
+    },
+    #[error("VXLAN ID {vni} is already used by network {other}")]
+    VniTaken { vni: u32, other: String },
+    #[error("network {name} has no valid subnet ({subnet:?})")]
+    InvalidSubnet { name: String, subnet: String },
     #[error("empty store action in log entry")]
     EmptyAction,
 }
@@ -45,6 +65,7 @@ pub struct StoreState {
     pub nodes: BTreeMap<String, Node>,
     pub services: BTreeMap<String, Service>,
     pub tasks: BTreeMap<String, Task>,
+    pub networks: BTreeMap<String, Network>,
     /// Index of the last entry applied (accepted or refused).
     pub applied_index: u64,
 }
@@ -57,6 +78,7 @@ enum Undo {
     Node(String, Option<Node>),
     Service(String, Option<Service>),
     Task(String, Option<Task>),
+    Network(String, Option<Network>),
 }
 
 fn stamp(meta: &mut Option<Meta>, index: u64) {
@@ -75,6 +97,7 @@ impl StoreState {
             nodes: self.nodes.values().cloned().collect(),
             services: self.services.values().cloned().collect(),
             tasks: self.tasks.values().cloned().collect(),
+            networks: self.networks.values().cloned().collect(),
         }
     }
 
@@ -97,6 +120,11 @@ impl StoreState {
                 .into_iter()
                 .map(|t| (t.id.clone(), t))
                 .collect(),
+            networks: snapshot
+                .networks
+                .into_iter()
+                .map(|n| (n.id.clone(), n))
+                .collect(),
             applied_index: index,
         }
     }
@@ -105,6 +133,43 @@ impl StoreState {
         self.services
             .values()
             .find(|s| s.spec.as_ref().is_some_and(|spec| spec.name == name))
+    }
+
+    pub fn network_by_name(&self, name: &str) -> Option<&Network> {
+        self.networks
+            .values()
+            .find(|n| n.spec.as_ref().is_some_and(|spec| spec.name == name))
+    }
+
+    /// A new network's name, subnet and VNI must be its own: the allocator chose them from the
+    /// state it read, and this re-check at apply time is what makes two racing creates safe.
+    fn check_new_network(&self, n: &Network) -> Result<(), ApplyError> {
+        let name = n.spec.as_ref().map_or("", |s| s.name.as_str());
+        if self.network_by_name(name).is_some() {
+            return Err(ApplyError::NetworkNameTaken(name.to_string()));
+        }
+        if self.networks.contains_key(&n.id) {
+            return Err(ApplyError::NetworkIdTaken(n.id.clone()));
+        }
+        let subnet = network_subnet(n)?;
+        for other in self.networks.values() {
+            let other_name = other.spec.as_ref().map_or("", |s| s.name.as_str());
+            let other_subnet = network_subnet(other)?;
+            if subnet.contains(&other_subnet) || other_subnet.contains(&subnet) {
+                return Err(ApplyError::SubnetOverlap {
+                    subnet: subnet.to_string(),
+                    other: other_name.to_string(),
+                    other_subnet: other_subnet.to_string(),
+                });
+            }
+            if n.vni != 0 && other.vni == n.vni {
+                return Err(ApplyError::VniTaken {
+                    vni: n.vni,
+                    other: other_name.to_string(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The addresses managers advertise, for nodes to reach the managers by (manager nodes that
@@ -143,6 +208,7 @@ impl StoreState {
                 Undo::Node(id, old) => restore(&mut self.nodes, id, old),
                 Undo::Service(id, old) => restore(&mut self.services, id, old),
                 Undo::Task(id, old) => restore(&mut self.tasks, id, old),
+                Undo::Network(id, old) => restore(&mut self.networks, id, old),
             }
         }
     }
@@ -262,6 +328,22 @@ impl StoreState {
                     .ok_or_else(|| ApplyError::NoSuchService(id.clone()))?;
                 undo.push(Undo::Service(id.clone(), Some(old)));
             }
+            Action::CreateNetwork(n) => {
+                self.check_new_network(n)?;
+                let mut n = n.clone();
+                stamp(&mut n.meta, index);
+                undo.push(Undo::Network(
+                    n.id.clone(),
+                    self.networks.insert(n.id.clone(), n),
+                ));
+            }
+            Action::DeleteNetwork(id) => {
+                let old = self
+                    .networks
+                    .remove(id)
+                    .ok_or_else(|| ApplyError::NoSuchNetwork(id.clone()))?;
+                undo.push(Undo::Network(id.clone(), Some(old)));
+            }
             Action::CreateTask(t) => {
                 if self.tasks.contains_key(&t.id) {
                     return Err(ApplyError::TaskIdTaken(t.id.clone()));
@@ -353,6 +435,14 @@ impl StoreState {
             undo.push(Undo::Task(id.to_string(), Some(before)));
         }
     }
+}
+
+/// A stored network's subnet; every network has one from the moment it is created.
+fn network_subnet(n: &Network) -> Result<Ipv4Net, ApplyError> {
+    n.subnet.parse().map_err(|_| ApplyError::InvalidSubnet {
+        name: n.spec.as_ref().map_or("", |s| s.name.as_str()).to_string(),
+        subnet: n.subnet.clone(),
+    })
 }
 
 fn restore<T>(map: &mut BTreeMap<String, T>, id: String, old: Option<T>) {
@@ -558,5 +648,109 @@ mod tests {
             StoreState::from_snapshot(s.to_snapshot(), s.applied_index),
             s
         );
+    }
+
+    fn network(id: &str, name: &str, subnet: &str, vni: u32) -> Network {
+        Network {
+            id: id.into(),
+            spec: Some(shoal_proto::NetworkSpec {
+                name: name.into(),
+                driver: "overlay".into(),
+                ..Default::default()
+            }),
+            subnet: subnet.into(),
+            vni,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn networks_keep_their_names_subnets_and_vnis_to_themselves() {
+        let mut s = StoreState::default();
+        one(
+            &mut s,
+            1,
+            Action::CreateNetwork(network("n1", "front", "198.18.8.0/24", 4096)),
+        )
+        .unwrap();
+        let before = s.clone();
+        let refusals = [
+            (
+                network("n2", "front", "198.18.9.0/24", 4097),
+                ApplyError::NetworkNameTaken("front".into()),
+            ),
+            (
+                network("n2", "back", "198.18.8.128/25", 4097),
+                ApplyError::SubnetOverlap {
+                    subnet: "198.18.8.128/25".into(),
+                    other: "front".into(),
+                    other_subnet: "198.18.8.0/24".into(),
+                },
+            ),
+            (
+                network("n2", "back", "198.18.0.0/16", 4097),
+                ApplyError::SubnetOverlap {
+                    subnet: "198.18.0.0/16".into(),
+                    other: "front".into(),
+                    other_subnet: "198.18.8.0/24".into(),
+                },
+            ),
+            (
+                network("n2", "back", "198.18.9.0/24", 4096),
+                ApplyError::VniTaken {
+                    vni: 4096,
+                    other: "front".into(),
+                },
+            ),
+            (
+                network("n2", "back", "not-a-cidr", 4097),
+                ApplyError::InvalidSubnet {
+                    name: "back".into(),
+                    subnet: "not-a-cidr".into(),
+                },
+            ),
+        ];
+        for (i, (n, want)) in refusals.into_iter().enumerate() {
+            let err = one(&mut s, 2 + i as u64, Action::CreateNetwork(n)).unwrap_err();
+            assert_eq!(err, want);
+            assert_eq!(
+                s.networks, before.networks,
+                "a refused entry changes nothing"
+            );
+        }
+        one(
+            &mut s,
+            10,
+            Action::CreateNetwork(network("n2", "back", "198.18.9.0/24", 4097)),
+        )
+        .unwrap();
+        assert_eq!(s.networks.len(), 2);
+        assert_eq!(s.network_by_name("back").map(|n| n.id.as_str()), Some("n2"));
+    }
+
+    #[test]
+    fn networks_survive_a_snapshot_and_go_with_delete() {
+        let mut s = StoreState::default();
+        one(
+            &mut s,
+            1,
+            Action::CreateNetwork(network("n1", "front", "198.18.8.0/24", 4096)),
+        )
+        .unwrap();
+        let restored = StoreState::from_snapshot(s.to_snapshot(), 1);
+        assert_eq!(restored.networks, s.networks);
+        one(&mut s, 2, Action::DeleteNetwork("n1".into())).unwrap();
+        assert!(s.networks.is_empty());
+        assert_eq!(
+            one(&mut s, 3, Action::DeleteNetwork("n1".into())).unwrap_err(),
+            ApplyError::NoSuchNetwork("n1".into())
+        );
+        // The freed subnet and VNI may be taken again.
+        one(
+            &mut s,
+            4,
+            Action::CreateNetwork(network("n3", "front", "198.18.8.0/24", 4096)),
+        )
+        .unwrap();
     }
 }

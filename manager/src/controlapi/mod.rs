@@ -10,13 +10,14 @@ use std::sync::{Arc, RwLock};
 use futures::{Stream, StreamExt};
 use shoal_proto::validate::{self, PolicyError, SpecError};
 use shoal_proto::{
-    control_server, store_action::Action, CreateServiceRequest, Empty, GetNodeRequest,
-    JoinTokenRequest, JoinTokenResponse, ListNodesResponse, ListServicesResponse, ListTasksRequest,
-    ListTasksResponse, LogMessage, Node, NodeAvailability, NodeRole, NodeState, RemoveNodeRequest,
-    Service, ServiceLogsRequest, ServiceRef, ServiceSpec, ServiceSummary, StoreAction,
-    TaskDesiredState, TaskLogsRequest, TaskState, UpdateClusterRequest, UpdateNodeRequest,
-    UpdateServiceRequest,
+    control_server, store_action::Action, CreateNetworkRequest, CreateServiceRequest, Empty,
+    GetNodeRequest, JoinTokenRequest, JoinTokenResponse, ListNodesResponse, ListServicesResponse,
+    ListTasksRequest, ListTasksResponse, LogMessage, Node, NodeAvailability, NodeRole, NodeState,
+    RemoveNodeRequest, Service, ServiceLogsRequest, ServiceRef, ServiceSpec, ServiceSummary,
+    StoreAction, TaskDesiredState, TaskLogsRequest, TaskState, UpdateClusterRequest,
+    UpdateNodeRequest, UpdateServiceRequest,
 };
+use shoal_proto::{ListNetworksResponse, Network, NetworkRef};
 use tonic::{Request, Response, Status};
 
 use crate::ids::{new_id, now_ms};
@@ -24,6 +25,8 @@ use crate::leader::LeaderLink;
 use crate::store::{ApplyError, Store, StoreError, StoreState};
 use crate::tokens;
 use shoal_proto::control_client::ControlClient;
+
+mod networks;
 
 pub const NOT_A_MANAGER: &str = "This node is not a swarm manager. Use `shoal swarm init` to \
      create a single-node swarm on this node, or `shoal swarm join` to connect this node to a \
@@ -120,7 +123,12 @@ pub fn store_status(e: StoreError) -> Status {
         StoreError::Rejected(ApplyError::ServiceNameTaken(_)) => {
             Status::already_exists(e.to_string())
         }
-        StoreError::Rejected(ApplyError::NoSuchService(_)) => Status::not_found(e.to_string()),
+        StoreError::Rejected(ApplyError::NetworkNameTaken(_)) => {
+            Status::already_exists(e.to_string())
+        }
+        StoreError::Rejected(ApplyError::NoSuchService(_) | ApplyError::NoSuchNetwork(_)) => {
+            Status::not_found(e.to_string())
+        }
         StoreError::Rejected(_) => Status::failed_precondition(e.to_string()),
         _ => Status::unavailable(e.to_string()),
     }
@@ -608,6 +616,48 @@ impl control_server::Control for ControlApi {
             .propose(vec![act(Action::DeleteNode(node.id))])
             .await
             .map_err(store_status)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn create_network(
+        &self,
+        request: Request<CreateNetworkRequest>,
+    ) -> Result<Response<Network>, Status> {
+        let m = self.active()?;
+        forward!(m, request, create_network);
+        let spec = request
+            .into_inner()
+            .spec
+            .ok_or_else(|| Status::invalid_argument("no network spec given"))?;
+        Ok(Response::new(networks::create(&m, spec).await?))
+    }
+
+    async fn list_networks(
+        &self,
+        request: Request<Empty>,
+    ) -> Result<Response<ListNetworksResponse>, Status> {
+        let m = self.active()?;
+        forward!(m, request, list_networks);
+        m.linearizable().await?;
+        let networks = m.store.view(networks::list);
+        Ok(Response::new(ListNetworksResponse { networks }))
+    }
+
+    async fn get_network(&self, request: Request<NetworkRef>) -> Result<Response<Network>, Status> {
+        let m = self.active()?;
+        forward!(m, request, get_network);
+        m.linearizable().await?;
+        let key = request.into_inner().network;
+        Ok(Response::new(m.store.view(|st| networks::find(st, &key))?))
+    }
+
+    async fn remove_network(
+        &self,
+        request: Request<NetworkRef>,
+    ) -> Result<Response<Empty>, Status> {
+        let m = self.active()?;
+        forward!(m, request, remove_network);
+        networks::remove(&m, &request.into_inner().network).await?;
         Ok(Response::new(Empty {}))
     }
 

@@ -1,0 +1,130 @@
+//! `network create/ls/inspect/rm`: the control API's network calls. A new network gets its
+//! subnet, gateway and VXLAN ID here, on the leader, from allocators rebuilt from the networks
+//! the store holds (reconcile, don't replay: there is no allocator state to lose on a leader
+//! change); the entry that creates the network carries the allocation, and applying it refuses
+//! anything another network took meanwhile.
+
+use shoal_proto::validate::network::{self as checks, NetworkError, NetworkRequest};
+use shoal_proto::{store_action::Action, Meta, Network, NetworkSpec};
+use tonic::Status;
+
+use super::{act, lookup, store_status, ActiveManager};
+use crate::allocator::{NetworkAddresses, PoolConfig, SubnetPool, VniAllocator};
+use crate::ids::{new_id, now_ms};
+use crate::store::StoreState;
+
+fn invalid(e: NetworkError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+/// Checks the spec, allocates, and stores the network.
+pub(super) async fn create(m: &ActiveManager, spec: NetworkSpec) -> Result<Network, Status> {
+    let labels: Vec<String> = spec
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let checked = checks::network_create(&NetworkRequest {
+        name: &spec.name,
+        driver: &spec.driver,
+        subnet: Some(spec.subnet.as_str()).filter(|s| !s.is_empty()),
+        gateway: Some(spec.gateway.as_str()).filter(|s| !s.is_empty()),
+        labels: &labels,
+    })
+    .map_err(invalid)?;
+    let network = m.store.view(|st| {
+        if st.network_by_name(&checked.name).is_some() {
+            return Err(Status::already_exists(format!(
+                "network with name {} already exists; choose another name or remove it with \
+                 `shoal network rm {}`",
+                checked.name, checked.name
+            )));
+        }
+        let (subnet, gateway, vni) = allocate(st, &checked)?;
+        let now = now_ms();
+        Ok(Network {
+            id: new_id(),
+            meta: Some(Meta {
+                version: 0,
+                created_at_ms: now,
+                updated_at_ms: now,
+            }),
+            spec: Some(NetworkSpec {
+                driver: checked.driver.to_string(),
+                ..spec
+            }),
+            subnet,
+            gateway,
+            vni,
+        })
+    })?;
+    let id = network.id.clone();
+    m.store
+        .propose(vec![act(Action::CreateNetwork(network))])
+        .await
+        .map_err(store_status)?;
+    m.store
+        .view(|st| st.networks.get(&id).cloned())
+        .ok_or_else(|| Status::internal("network vanished right after creation"))
+}
+
+/// The subnet (the user's, checked against every other network's, or the lowest free one of
+/// the default pool), the gateway and a VXLAN ID, as text and number for the store.
+fn allocate(
+    st: &StoreState,
+    checked: &checks::CheckedNetwork,
+) -> Result<(String, String, u32), Status> {
+    let existing = st.networks.values().filter_map(|n| {
+        let name = n.spec.as_ref().map_or("", |s| s.name.as_str());
+        n.subnet
+            .parse()
+            .ok()
+            .map(|subnet| (name.to_string(), subnet))
+    });
+    let mut pool = SubnetPool::from_allocated(PoolConfig::docker_default(), existing)
+        .map_err(|e| Status::internal(format!("the stored networks are inconsistent: {e}")))?;
+    let subnet = match checked.subnet {
+        Some(subnet) => {
+            pool.reserve(&checked.name, subnet)
+                .map_err(|e| Status::failed_precondition(e.to_string()))?;
+            subnet
+        }
+        None => pool
+            .allocate(&checked.name)
+            .map_err(|e| Status::resource_exhausted(e.to_string()))?,
+    };
+    let addresses = NetworkAddresses::new(subnet, checked.gateway)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let mut vnis = VniAllocator::from_allocated(st.networks.values().map(|n| n.vni))
+        .map_err(|e| Status::internal(format!("the stored networks are inconsistent: {e}")))?;
+    let vni = vnis
+        .allocate()
+        .map_err(|e| Status::resource_exhausted(e.to_string()))?;
+    Ok((subnet.to_string(), addresses.gateway().to_string(), vni))
+}
+
+/// Every network, by name.
+pub(super) fn list(st: &StoreState) -> Vec<Network> {
+    let mut networks: Vec<Network> = st.networks.values().cloned().collect();
+    networks.sort_by(|a, b| name_of(a).cmp(name_of(b)));
+    networks
+}
+
+/// One network by exact ID, exact name or unique ID prefix.
+pub(super) fn find(st: &StoreState, key: &str) -> Result<Network, Status> {
+    lookup(st.networks.values(), key, |n| &n.id, name_of, "network").cloned()
+}
+
+/// Removes a network.
+pub(super) async fn remove(m: &ActiveManager, key: &str) -> Result<(), Status> {
+    let id = m.store.view(|st| find(st, key).map(|n| n.id))?;
+    m.store
+        .propose(vec![act(Action::DeleteNetwork(id))])
+        .await
+        .map_err(store_status)?;
+    Ok(())
+}
+
+fn name_of(n: &Network) -> &str {
+    n.spec.as_ref().map_or("", |s| s.name.as_str())
+}

@@ -1,0 +1,161 @@
+//! `shoal network` against a real daemon: overlay networks are created with the subnet, gateway
+//! and VXLAN ID the allocator gives them, listed, inspected and removed; bad input is refused
+//! with what was wrong and what to do, and leaves the stored networks as they were. Every subnet
+//! here is inside 198.18.0.0/15. (No task attaches to a network yet: that comes with the
+//! worker's network setup.)
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use shoal_tests::daemon::{words, ShoalHost};
+use shoal_tests::table::parse_table;
+
+/// `network ls`, keyed by name, for before/after comparisons.
+fn networks(host: &ShoalHost) -> BTreeMap<String, BTreeMap<String, String>> {
+    parse_table(&host.shoal_ok(&["network", "ls"]))
+        .into_iter()
+        .map(|row| (row.get("NAME").cloned().unwrap_or_default(), row))
+        .collect()
+}
+
+fn inspect(host: &ShoalHost, name: &str) -> Value {
+    let out = host.shoal_ok(&["network", "inspect", name]);
+    let all: Value = serde_json::from_str(&out).expect("network inspect prints JSON");
+    all.as_array()
+        .and_then(|a| a.first())
+        .cloned()
+        .unwrap_or_else(|| panic!("network inspect {name} printed no object:\n{out}"))
+}
+
+fn vni(network: &Value) -> u64 {
+    network["Options"]["com.docker.network.driver.overlay.vxlanid_list"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no VXLAN ID in {network:#}"))
+}
+
+#[test]
+fn networks_are_created_listed_inspected_and_removed() {
+    let host = ShoalHost::start_swarm();
+    let id = host.shoal_ok(&words(
+        "network create --driver overlay --subnet 198.18.64.0/24 --label tier=front front",
+    ));
+    let id = id.trim();
+    assert!(
+        id.len() >= 12,
+        "network create prints the new ID, got {id:?}"
+    );
+    host.shoal_ok(&words(
+        "network create --subnet 198.18.65.0/24 --gateway 198.18.65.254 --attachable back",
+    ));
+
+    let listed = networks(&host);
+    assert_eq!(listed.keys().collect::<Vec<_>>(), ["back", "front"]);
+    for row in listed.values() {
+        assert_eq!(row["DRIVER"], "overlay");
+        assert_eq!(row["SCOPE"], "swarm");
+    }
+    assert!(id.starts_with(&listed["front"]["NETWORK ID"]));
+    let quiet = host.shoal_ok(&["network", "ls", "-q"]);
+    assert_eq!(quiet.lines().count(), 2, "{quiet}");
+
+    let front = inspect(&host, "front");
+    assert_eq!(front["Name"], "front");
+    assert_eq!(front["Driver"], "overlay");
+    assert_eq!(front["Labels"]["tier"], "front");
+    assert_eq!(front["IPAM"]["Config"][0]["Subnet"], "198.18.64.0/24");
+    assert_eq!(front["IPAM"]["Config"][0]["Gateway"], "198.18.64.1");
+    let back = inspect(&host, "back");
+    assert_eq!(back["IPAM"]["Config"][0]["Gateway"], "198.18.65.254");
+    assert_eq!(back["Attachable"], true);
+    assert!(vni(&front) >= 4096 && vni(&back) >= 4096);
+    assert_ne!(
+        vni(&front),
+        vni(&back),
+        "two networks never share a VXLAN ID"
+    );
+    // Found by ID prefix too, as docker does.
+    assert_eq!(inspect(&host, &id[..6])["Name"], "front");
+
+    let removed = host.shoal_ok(&["network", "rm", "front"]);
+    assert_eq!(removed.trim(), "front");
+    assert_eq!(networks(&host).keys().collect::<Vec<_>>(), ["back"]);
+    let err = host.shoal_err(&["network", "inspect", "front"]);
+    assert!(err.contains("front"), "{err}");
+    // Its subnet is free again.
+    host.shoal_ok(&words("network create --subnet 198.18.64.0/24 front2"));
+}
+
+#[test]
+fn bad_network_input_is_refused_and_creates_nothing() {
+    let host = ShoalHost::start_swarm();
+    host.shoal_ok(&words("network create --subnet 198.18.64.0/24 front"));
+    let before = networks(&host);
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "network create --subnet 198.18.66.0/24 front",
+            &["front", "already exists"],
+        ),
+        (
+            "network create --subnet 198.18.64.128/25 back",
+            &["198.18.64.128/25", "overlaps", "front"],
+        ),
+        (
+            "network create --subnet 198.18.0.0/15 back",
+            &["overlaps", "front"],
+        ),
+        (
+            "network create --subnet nonsense back",
+            &["invalid subnet", "nonsense"],
+        ),
+        (
+            "network create --subnet 198.18.66.5/24 back",
+            &["198.18.66.0/24"],
+        ),
+        (
+            "network create --subnet 198.18.66.0/30 back",
+            &["too small", "/29"],
+        ),
+        (
+            "network create --subnet 198.18.66.0/24 --gateway 198.18.67.1 back",
+            &["gateway", "198.18.67.1", "198.18.66.0/24"],
+        ),
+        (
+            "network create --gateway 198.18.66.1 back",
+            &["--gateway", "--subnet"],
+        ),
+        (
+            "network create --driver bridge back",
+            &["bridge", "overlay"],
+        ),
+        ("network create bad.name", &["invalid network name"]),
+        ("network rm nosuchnet", &["nosuchnet"]),
+        ("network inspect nosuchnet", &["nosuchnet"]),
+    ];
+    for (command, expected) in cases {
+        let err = host.shoal_err(&words(command));
+        for e in *expected {
+            assert!(
+                err.to_lowercase().contains(&e.to_lowercase()),
+                "`shoal {command}` should mention {e:?}; it said:\n{err}"
+            );
+        }
+        assert_eq!(
+            networks(&host),
+            before,
+            "`shoal {command}` changed the networks"
+        );
+    }
+}
+
+#[test]
+fn networks_need_a_swarm_manager() {
+    let host = ShoalHost::start();
+    for command in ["network create --subnet 198.18.64.0/24 front", "network ls"] {
+        let err = host.shoal_err(&words(command));
+        assert!(
+            err.contains("not a swarm manager") && err.contains("swarm init"),
+            "`shoal {command}` on a node outside a swarm said:\n{err}"
+        );
+    }
+}
