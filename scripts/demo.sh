@@ -193,7 +193,8 @@ start_daemon
 
 log "shoal swarm init"
 # Loopback only: a one-node demo swarm has no one to talk to, so it opens no port to the network.
-if ! out=$("$SHOAL" swarm init --listen-addr 127.0.0.1:2377 2>&1); then
+# Network subnets come from 198.18.128.0/17 (set aside for benchmarks), never a range in use.
+if ! out=$("$SHOAL" swarm init --listen-addr 127.0.0.1:2377 --default-addr-pool 198.18.128.0/17 2>&1); then
   # A node kept from an earlier run is already a manager: that is fine for the demo.
   grep -q "already part of a swarm" <<<"$out" || die "$out"
   echo "(already in a swarm from an earlier run)"

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::allocator::PoolConfig;
 use crate::autoscaler::{self, AutoscalerStats};
 use crate::dispatcher::Dispatcher;
 use crate::ids::now_ms;
@@ -176,6 +177,7 @@ impl Manager {
         description: NodeDescription,
         ca: &RootCa,
         cert_expiry: Duration,
+        addr_pool: PoolConfig,
     ) -> Result<(), ManagerError> {
         if self.store.view(|st| st.cluster.is_some()) {
             return Ok(());
@@ -196,6 +198,8 @@ impl Manager {
             root_ca_key_pem: ca.key_pem().to_string(),
             node_cert_expiry_ms: cert_expiry.as_millis() as u64,
             prometheus_url: String::new(),
+            default_addr_pool: addr_pool.base().to_string(),
+            default_addr_pool_mask_len: u32::from(addr_pool.subnet_len()),
         };
         let node = Node {
             id: node_id.to_string(),

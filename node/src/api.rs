@@ -5,6 +5,8 @@ use std::io::Write;
 use std::sync::Arc;
 
 use futures::StreamExt;
+use shoal_manager::allocator::PoolConfig;
+use shoal_proto::validate::network::default_addr_pool;
 use shoal_proto::{
     daemon_server, Empty, ImageChunk, InfoResponse, ListImagesResponse, LoadImageResponse,
     NodeRole, SwarmInitRequest, SwarmInitResponse, SwarmJoinRequest, SwarmLeaveRequest, TaskState,
@@ -96,6 +98,7 @@ impl daemon_server::Daemon for DaemonApi {
             &req.advertise_addr,
             &req.listen_addr,
             expiry,
+            addr_pool(&req.default_addr_pool, req.default_addr_pool_mask_len)?,
             req.force_new_cluster,
         )
         .await?;
@@ -162,4 +165,13 @@ impl daemon_server::Daemon for DaemonApi {
                 .collect(),
         }))
     }
+}
+
+/// `--default-addr-pool` and `--default-addr-pool-mask-length` as `swarm init` got them: the
+/// mask applies to docker's 10.0.0.0/8 when no pool is given.
+fn addr_pool(pool: &str, mask_len: u32) -> Result<PoolConfig, Status> {
+    let mask_len = u8::try_from(mask_len).unwrap_or(u8::MAX);
+    default_addr_pool(pool, mask_len)
+        .and_then(|(base, len)| PoolConfig::new(base, len))
+        .map_err(|e| Status::invalid_argument(e.to_string()))
 }

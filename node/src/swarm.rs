@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rand::Rng;
+use shoal_manager::allocator::PoolConfig;
 use shoal_manager::controlapi::ActiveManager;
 use shoal_manager::leader::LeaderLink;
 use shoal_manager::raft::RaftHandle;
@@ -70,8 +71,8 @@ impl SwarmState {
 
 /// How `start` came about.
 enum Start<'a> {
-    /// `swarm init`: write the cluster and its CA.
-    Init(&'a RootCa, Duration),
+    /// `swarm init`: write the cluster, its CA, certificate lifetime and address pool.
+    Init(&'a RootCa, Duration, PoolConfig),
     /// `swarm join` as a manager: become a Raft voter.
     JoinManager,
     /// `swarm init --force-new-cluster`: this manager alone, keeping the state.
@@ -235,7 +236,7 @@ async fn start(daemon: &Arc<Daemon>, state: &mut SwarmState, how: Start<'_>) -> 
             )
         })?;
         tasks.push(serve_local_dispatcher(daemon, &m, stop_rx.clone())?);
-        if let Start::Init(ca, expiry) = how {
+        if let Start::Init(ca, expiry, addr_pool) = how {
             // Before the agent registers this node as a plain worker.
             m.bootstrap(
                 &node_id,
@@ -243,6 +244,7 @@ async fn start(daemon: &Arc<Daemon>, state: &mut SwarmState, how: Start<'_>) -> 
                 description.clone(),
                 ca,
                 expiry,
+                addr_pool,
             )
             .await?;
         }
@@ -411,6 +413,7 @@ pub async fn init(
     advertise: &str,
     listen: &str,
     cert_expiry: Duration,
+    addr_pool: PoolConfig,
     force_new_cluster: bool,
 ) -> Result<InitOutcome, tonic::Status> {
     if force_new_cluster && daemon.swarm.lock().await.identity.swarm.is_some() {
@@ -451,7 +454,7 @@ pub async fn init(
         raft_id: random_raft_id(),
         managers: vec![addr.clone()],
     });
-    start_or_undo(daemon, &mut state, Start::Init(&ca, cert_expiry)).await?;
+    start_or_undo(daemon, &mut state, Start::Init(&ca, cert_expiry, addr_pool)).await?;
     Ok(init_outcome(&state, &addr))
 }
 

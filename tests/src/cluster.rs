@@ -32,7 +32,7 @@ use nix::unistd::Pid;
 use serde_json::Value;
 
 use crate::containerd::unmount_under;
-use crate::daemon::{run_with_deadline, wait_until, ShoalHost};
+use crate::daemon::{run_with_deadline, wait_until, ShoalHost, TEST_ADDR_POOL};
 use crate::netns::{self, TestNetwork};
 use crate::process::{cmdline_of, is_running, kill_tree, stop_child};
 
@@ -134,6 +134,8 @@ impl ClusterHost {
             &advertise,
             "--listen-addr",
             &listen,
+            "--default-addr-pool",
+            TEST_ADDR_POOL,
         ])
     }
 

@@ -187,6 +187,10 @@ pub struct Snapshot {
     pub kind: String,
 }
 
+/// The address pool every test swarm allocates network subnets from (in /24s): inside
+/// 198.18.0.0/15, the range set aside for benchmarks, never docker's 10.0.0.0/8.
+pub const TEST_ADDR_POOL: &str = "198.18.128.0/17";
+
 pub struct ShoalHost {
     // Field order is drop order: the daemon is stopped in Drop::drop, then containerd cleans
     // up its tasks and mounts, and only then is the temp dir (data dir, logs) removed.
@@ -251,9 +255,17 @@ impl ShoalHost {
 
     /// `shoal swarm init` listening on a free loopback port: hosts that share the machine's
     /// network namespace (tests run in parallel) cannot all have the default 0.0.0.0:2377.
+    /// Network subnets come from [`TEST_ADDR_POOL`].
     pub fn swarm_init(&self) -> String {
         let listen = format!("127.0.0.1:{}", free_loopback_port());
-        self.shoal_ok(&["swarm", "init", "--listen-addr", &listen])
+        self.shoal_ok(&[
+            "swarm",
+            "init",
+            "--listen-addr",
+            &listen,
+            "--default-addr-pool",
+            TEST_ADDR_POOL,
+        ])
     }
 
     pub fn containerd(&self) -> &ContainerdHost {

@@ -500,8 +500,10 @@ pub fn pids_in_netns(path: &Path) -> Vec<i32> {
         .collect()
 }
 
-/// The first /24 of 198.18.0.0/15 that overlaps no address or route of the root namespace.
-/// 198.18.0.0/24 comes last, since a test written by hand most likely uses it.
+/// The first /24 of 198.18.0.0/17 that overlaps no address or route of the root namespace.
+/// 198.18.0.0/24 comes last, since a test written by hand most likely uses it. The hosts' own
+/// network stays below 198.18.128.0/17, the pool test swarms give their networks
+/// (`daemon::TEST_ADDR_POOL`).
 fn free_subnet() -> Result<Ipv4Addr> {
     let mut used = Vec::new();
     for line in ip_output(&["-o", "-4", "addr", "show"])?.lines() {
@@ -525,7 +527,7 @@ fn free_subnet() -> Result<Ipv4Addr> {
     // Routes shorter than the whole range (default, a VPN's 0.0.0.0/1) lose to our more
     // specific one and are no conflict.
     used.retain(|(_, len)| *len >= 15);
-    for n in (1..512u32).chain([0]) {
+    for n in (1..128u32).chain([0]) {
         let candidate = u32::from(Ipv4Addr::new(198, 18, 0, 0)) + (n << 8);
         if !used
             .iter()

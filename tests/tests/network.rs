@@ -159,3 +159,43 @@ fn networks_need_a_swarm_manager() {
         );
     }
 }
+
+#[test]
+fn subnets_come_from_the_swarms_address_pool() {
+    // The harness's `swarm init` passes --default-addr-pool TEST_ADDR_POOL (198.18.128.0/17).
+    let host = ShoalHost::start_swarm();
+    host.shoal_ok(&words("network create first"));
+    host.shoal_ok(&words("network create --subnet 198.18.129.0/24 mine"));
+    host.shoal_ok(&words("network create third"));
+    let subnet = |name: &str| inspect(&host, name)["IPAM"]["Config"][0]["Subnet"].clone();
+    assert_eq!(subnet("first"), "198.18.128.0/24");
+    // The user's subnet inside the pool is skipped by the allocator.
+    assert_eq!(subnet("third"), "198.18.130.0/24");
+    assert_eq!(
+        inspect(&host, "third")["IPAM"]["Config"][0]["Gateway"],
+        "198.18.130.1"
+    );
+
+    // A pool the flags describe wrongly is refused before anything starts.
+    let other = ShoalHost::start();
+    for (flags, expected) in [
+        ("--default-addr-pool 198.18.128.5/17", "198.18.128.0/17"),
+        ("--default-addr-pool nonsense", "nonsense"),
+        (
+            "--default-addr-pool 198.18.128.0/17 --default-addr-pool-mask-length 30",
+            "out of range",
+        ),
+        (
+            "--default-addr-pool 198.18.128.0/17 --default-addr-pool-mask-length 16",
+            "shorter than the pool",
+        ),
+    ] {
+        let err = other.shoal_err(&words(&format!("swarm init {flags}")));
+        assert!(err.contains(expected), "`swarm init {flags}` said:\n{err}");
+    }
+    let info = other.shoal_ok(&["info"]);
+    assert!(
+        info.contains("Swarm: inactive"),
+        "a refused swarm init left the node in a swarm:\n{info}"
+    );
+}

@@ -7,6 +7,8 @@ use shoal_proto::{
     UpdateClusterRequest,
 };
 
+use shoal_proto::validate::network::default_addr_pool;
+
 use crate::client::{Client, RpcResult};
 use crate::commands::flags::Role;
 
@@ -46,6 +48,13 @@ pub struct InitArgs {
     /// Validity period for node certificates (e.g. 2160h = 90 days)
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub cert_expiry: Option<std::time::Duration>,
+    /// Default address pool network subnets are allocated from, in CIDR format (default
+    /// 10.0.0.0/8)
+    #[arg(long, value_name = "CIDR")]
+    pub default_addr_pool: Option<String>,
+    /// Default address pool subnet mask length (default 24)
+    #[arg(long, value_name = "N", default_value_t = 24)]
+    pub default_addr_pool_mask_length: u8,
 }
 
 #[derive(Debug, Args)]
@@ -114,6 +123,9 @@ pub async fn run(host: &str, command: SwarmCommand) -> Result<()> {
 }
 
 async fn init(client: &Client, args: InitArgs) -> Result<()> {
+    // Checked before dialling, with the words the daemon would use.
+    let pool = args.default_addr_pool.unwrap_or_default();
+    default_addr_pool(&pool, args.default_addr_pool_mask_length)?;
     let response = client
         .daemon()
         .swarm_init(SwarmInitRequest {
@@ -123,6 +135,8 @@ async fn init(client: &Client, args: InitArgs) -> Result<()> {
             cert_expiry_ms: args
                 .cert_expiry
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            default_addr_pool: pool,
+            default_addr_pool_mask_len: u32::from(args.default_addr_pool_mask_length),
         })
         .await
         .or_daemon_error()?;

@@ -81,7 +81,7 @@ fn allocate(
             .ok()
             .map(|subnet| (name.to_string(), subnet))
     });
-    let mut pool = SubnetPool::from_allocated(PoolConfig::docker_default(), existing)
+    let mut pool = SubnetPool::from_allocated(pool_config(st)?, existing)
         .map_err(|e| Status::internal(format!("the stored networks are inconsistent: {e}")))?;
     let subnet = match checked.subnet {
         Some(subnet) => {
@@ -101,6 +101,21 @@ fn allocate(
         .allocate()
         .map_err(|e| Status::resource_exhausted(e.to_string()))?;
     Ok((subnet.to_string(), addresses.gateway().to_string(), vni))
+}
+
+/// The cluster's address pool (`swarm init --default-addr-pool`), docker's when it has none.
+fn pool_config(st: &StoreState) -> Result<PoolConfig, Status> {
+    let Some(c) = st
+        .cluster
+        .as_ref()
+        .filter(|c| !c.default_addr_pool.is_empty())
+    else {
+        return Ok(PoolConfig::docker_default());
+    };
+    let mask_len = u8::try_from(c.default_addr_pool_mask_len).unwrap_or(u8::MAX);
+    checks::default_addr_pool(&c.default_addr_pool, mask_len)
+        .and_then(|(base, len)| PoolConfig::new(base, len))
+        .map_err(|e| Status::internal(format!("the cluster's address pool is unusable: {e}")))
 }
 
 /// Every network, by name.

@@ -313,10 +313,15 @@ pub fn label(text: &str) -> Result<(String, String), NetworkError> {
 }
 
 /// `swarm init --default-addr-pool CIDR --default-addr-pool-mask-length N`: the pool is an
-/// IPv4 network address, and N (0 means Docker's default, 24) lies between the pool's own
-/// prefix and 29, as moby's `validateDefaultAddrPool` requires.
+/// IPv4 network address ("" means Docker's default, 10.0.0.0/8), and N (0 means Docker's
+/// default, 24) lies between the pool's own prefix and 29, as moby's `validateDefaultAddrPool`
+/// requires.
 pub fn default_addr_pool(pool: &str, mask_len: u8) -> Result<(Ipv4Net, u8), NetworkError> {
-    let pool = subnet(pool)?;
+    let pool = if pool.is_empty() {
+        DEFAULT_ADDR_POOL
+    } else {
+        subnet(pool)?
+    };
     let mask_len = if mask_len == 0 {
         DEFAULT_ADDR_POOL_MASK_LEN
     } else {
@@ -590,6 +595,10 @@ mod tests {
 
     #[test]
     fn default_addr_pool_follows_swarm_init() {
+        assert_eq!(
+            default_addr_pool("", 0),
+            Ok((DEFAULT_ADDR_POOL, DEFAULT_ADDR_POOL_MASK_LEN))
+        );
         assert_eq!(
             default_addr_pool("10.0.0.0/8", 0),
             Ok((DEFAULT_ADDR_POOL, 24))
