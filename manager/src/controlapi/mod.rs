@@ -1,4 +1,5 @@
-//! The control API: what `shoal node …`, `service …` and `swarm join-token` ask of a manager.
+//! The control API: what `shoal node …`, `service …`, `network …` and `swarm join-token` ask of
+//! a manager.
 //!
 //! It validates requests, turns them into store proposals and answers from the store. It is
 //! served by every daemon; on a node that is not a manager it answers with the message that
