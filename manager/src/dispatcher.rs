@@ -274,6 +274,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                         tasks,
                         managers,
                         renew_certificate,
+                        networks: Vec::new(),
                     };
                     if tx.send(Ok(msg)).await.is_err() {
                         return;

@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use shoal_proto::{
-    store_action::Action, Meta, Node, NodeAvailability, NodeState, Service, ServiceMode,
+    store_action::Action, Meta, Network, NetworkAttachment, Node, NodeAvailability, NodeState, Service, ServiceMode,
     StoreAction, Task, TaskDesiredState, TaskState, TaskStatus, TaskStatusUpdate,
 };
 use tokio::sync::watch;
@@ -226,6 +226,18 @@ pub fn new_task(service: &Service, slot: u64, node_id: &str, now_ms: i64) -> Tas
         }),
         service_version: service.meta.as_ref().map_or(0, |m| m.version),
         restart: spec.restart,
+        networks: spec
+            .networks
+            .iter()
+            .map(|n| NetworkAttachment {
+                network: Some(Network {
+                    id: n.target.clone(),
+                    ..Default::default()
+                }),
+                address: String::new(),
+                aliases: n.aliases.clone(),
+            })
+            .collect(),
     }
 }
 

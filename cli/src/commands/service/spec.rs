@@ -65,6 +65,7 @@ pub fn build_spec(args: &CreateArgs) -> Result<ServiceSpec> {
             labels: args.container_label.iter().cloned().collect(),
             hostname: args.hostname.clone().unwrap_or_default(),
             resources: args.resources.apply(None),
+            dns: None,
         }),
         restart: Some(RestartPolicy {
             condition: condition as i32,
@@ -79,6 +80,7 @@ pub fn build_spec(args: &CreateArgs) -> Result<ServiceSpec> {
             constraints: args.constraint.clone(),
             max_replicas_per_node: args.replicas_max_per_node,
         }),
+        networks: Vec::new(),
     };
     check_locally(&spec)?;
     Ok(spec)
