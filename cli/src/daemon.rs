@@ -26,6 +26,48 @@ pub struct DaemonArgs {
     /// and (the leader) every task's CPU, memory and network use. Example: 127.0.0.1:9323.
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_addr: Option<String>,
+    /// The bridge tasks reach the outside through (docker_gwbridge's role), created if absent.
+    #[arg(long, default_value = shoal_worker::network::DEFAULT_BRIDGE, value_parser = parse_bridge)]
+    pub bridge: String,
+    /// The outbound bridge's address and subnet; tasks get the subnet's other addresses and
+    /// are masqueraded behind the node's address.
+    #[arg(long, default_value = shoal_worker::network::DEFAULT_BIP, value_name = "CIDR", value_parser = parse_bip)]
+    pub bip: ipnet::Ipv4Net,
+}
+
+/// An interface name the kernel takes.
+fn parse_bridge(name: &str) -> Result<String, String> {
+    let ok = !name.is_empty()
+        && name.len() <= 15
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(name.to_string())
+    } else {
+        Err(format!(
+            "{name:?} is not a valid interface name: use 1 to 15 letters, digits, '_', '-' or '.'"
+        ))
+    }
+}
+
+/// The bridge's own address with the subnet's prefix, as docker's `--bip`: e.g. 172.18.0.1/16.
+fn parse_bip(text: &str) -> Result<ipnet::Ipv4Net, String> {
+    let bip: ipnet::Ipv4Net = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not an IPv4 address with a prefix length, e.g. 172.18.0.1/16"))?;
+    if bip.prefix_len() > 30 {
+        return Err(format!("{text}: the subnet is too small for tasks; use a prefix of /30 or shorter"));
+    }
+    if bip.addr() == bip.network() || bip.addr() == bip.broadcast() {
+        return Err(format!(
+            "{text}: give the bridge's own address, not the subnet's network or broadcast address \
+             (e.g. {}/{})",
+            std::net::Ipv4Addr::from(u32::from(bip.network()) + 1),
+            bip.prefix_len()
+        ));
+    }
+    Ok(bip)
 }
 
 /// Runs the daemon, serving the client API on `host`'s socket.
@@ -37,6 +79,8 @@ pub async fn run(host: &str, args: DaemonArgs) -> Result<()> {
         containerd_namespace: args.containerd_namespace,
         dispatcher_heartbeat: args.dispatcher_heartbeat,
         metrics_addr: args.metrics_addr,
+        bridge: args.bridge,
+        bip: args.bip,
     })
     .await
 }

@@ -7,7 +7,8 @@ use std::os::fd::AsRawFd;
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute,
+    LinkFlags, LinkInfo, LinkMessage,
 };
 use rtnetlink::{LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth};
 
@@ -192,6 +193,19 @@ impl Netlink {
             .build();
         self.change(link, &format!("attaching to bridge {bridge}"), msg)
             .await
+    }
+
+    /// Makes `link`, a bridge port, an isolated one: it can talk to the bridge itself and to
+    /// ports that are not isolated, never to another isolated port (docker's `icc=false` on
+    /// docker_gwbridge, done in the bridge rather than with br_netfilter and iptables).
+    pub async fn isolate_bridge_port(&self, link: &str) -> Result<()> {
+        validate_ifname(link)?;
+        let index = self.index_of(link).await?;
+        let msg = LinkUnspec::new_with_index(index)
+            .set_port_kind(InfoPortKind::Bridge)
+            .set_port_data(InfoPortData::BridgePort(vec![InfoBridgePort::Isolated(true)]))
+            .build();
+        self.change(link, "isolating the bridge port", msg).await
     }
 
     /// Sets `link` administratively up.

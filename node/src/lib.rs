@@ -44,6 +44,10 @@ pub struct Config {
     pub dispatcher_heartbeat: std::time::Duration,
     /// Where to serve Prometheus metrics (`HOST:PORT`), when at all.
     pub metrics_addr: Option<String>,
+    /// The outbound bridge tasks reach the outside through (`--bridge`).
+    pub bridge: String,
+    /// Its address and subnet (`--bip`).
+    pub bip: ipnet::Ipv4Net,
 }
 
 /// Everything the API handlers and the swarm lifecycle share.
@@ -51,6 +55,9 @@ pub struct Daemon {
     pub args: Config,
     pub containerd: Containerd,
     pub executor: Arc<shoal_worker::executor::ContainerdExecutor>,
+    /// Task networking, built when the node first starts its swarm services (a daemon outside a
+    /// swarm runs no tasks and makes no bridge).
+    pub network: tokio::sync::OnceCell<Arc<shoal_worker::network::NodeNetwork>>,
     pub manager_slot: ManagerSlot,
     /// The swarm this node belongs to, when it does. A mutex (not a lock per field) because
     /// init, leave and startup must each see and change the whole of it.
@@ -129,6 +136,7 @@ pub async fn run(args: Config) -> anyhow::Result<()> {
         args: args.clone(),
         containerd,
         executor,
+        network: tokio::sync::OnceCell::new(),
         manager_slot: ManagerSlot::default(),
         swarm: tokio::sync::Mutex::new(swarm::SwarmState::new(identity)),
         cert: Default::default(),

@@ -314,8 +314,9 @@ async fn start(daemon: &Arc<Daemon>, state: &mut SwarmState, how: Start<'_>) -> 
     };
     let connector = dispatcher_connector(daemon, node_id.clone(), local_raft, managers, cert)?;
     let executor = daemon.executor.clone();
+    let network = task_network(daemon, &membership.advertise_addr).await?;
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = shoal_worker::agent::run(cfg, executor, connector, stop_rx).await {
+        if let Err(e) = shoal_worker::agent::run(cfg, executor, network, connector, stop_rx).await {
             warn!(error = %e, "agent stopped");
         }
     }));
@@ -330,6 +331,39 @@ async fn start(daemon: &Arc<Daemon>, state: &mut SwarmState, how: Start<'_>) -> 
     });
     info!(node = %node_id, manager = membership.manager, "swarm services started");
     Ok(())
+}
+
+/// The node's task networking, built once: the outbound bridge and the DNS server outlive role
+/// changes, as the tasks do.
+async fn task_network(
+    daemon: &Daemon,
+    advertise_addr: &str,
+) -> anyhow::Result<Arc<shoal_worker::network::NodeNetwork>> {
+    let underlay = advertise_addr
+        .parse::<std::net::SocketAddr>()
+        .ok()
+        .and_then(|a| match a.ip() {
+            std::net::IpAddr::V4(ip) => Some(ip),
+            std::net::IpAddr::V6(_) => None,
+        });
+    let cfg = shoal_worker::network::NetworkConfig {
+        bridge: daemon.args.bridge.clone(),
+        bip: daemon.args.bip,
+        netns_dir: daemon.args.data_dir.join("netns"),
+        underlay,
+        dns_port: 53,
+    };
+    let network = daemon
+        .network
+        .get_or_try_init(|| shoal_worker::network::NodeNetwork::start(cfg))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot set up task networking (outbound bridge {} with {})",
+                daemon.args.bridge, daemon.args.bip
+            )
+        })?;
+    Ok(network.clone())
 }
 
 /// Stops everything `start` started. Containers keep running; the log stays on disk.

@@ -20,6 +20,7 @@ use shoal_tests::containerd::ContainerdHost;
 use shoal_worker::agent::{self, AgentConfig};
 use shoal_worker::executor::{ContainerdExecutor, ObservedState};
 use shoal_worker::logs;
+use shoal_worker::network::Loopback;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status};
@@ -254,6 +255,7 @@ impl Env {
         let handle = tokio::spawn(agent::run(
             cfg,
             self.executor.clone(),
+            Arc::new(Loopback),
             self.socket.clone(),
             stop_rx,
         ));

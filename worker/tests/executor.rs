@@ -18,6 +18,7 @@ use shoal_worker::containerd::{Containerd, NAMESPACE};
 use shoal_worker::executor::{ContainerdExecutor, ObservedState, LABEL_TASK_ID, SNAPSHOTTER};
 use shoal_worker::logdriver::JsonLogEntry;
 use shoal_worker::logs;
+use shoal_worker::network::TaskNetwork;
 
 use common::busybox_task as task_with;
 
@@ -56,7 +57,7 @@ impl Env {
 
     async fn run(&self, task: &Task) -> u32 {
         let image = self.executor.prepare(task).await.expect("prepare");
-        match self.executor.start(task, &image).await {
+        match self.executor.start(task, &image, &TaskNetwork::default()).await {
             Ok(pid) => pid,
             Err(e) => panic!(
                 "start failed: {e}\ncontainerd log:\n{}",
@@ -363,12 +364,14 @@ async fn a_failed_start_leaves_no_container() {
     let env = Env::new().await;
     let t = task(&["/does/not/exist"]);
     let image = env.executor.prepare(&t).await.unwrap();
-    let err = env.executor.start(&t, &image).await.unwrap_err();
+    let err = env.executor.start(&t, &image, &TaskNetwork::default()).await.unwrap_err();
     assert!(err.to_string().contains("Tasks."), "{err}");
     assert!(env.executor.list().await.unwrap().is_empty());
 
     let unknown_user = task_with(&["true"], |s| s.user = "ghost".into());
-    let err = env.executor.start(&unknown_user, &image).await.unwrap_err();
+    let err = env.executor
+        .start(&unknown_user, &image, &TaskNetwork::default())
+        .await.unwrap_err();
     assert!(
         err.to_string().contains("unable to find user ghost"),
         "{err}"

@@ -8,9 +8,12 @@
 //! that exited meanwhile is reported. A terminal status is also written to
 //! `<task dir>/status.json`, so a task whose container was already removed is never run twice.
 //!
-//! The controller only talks to the [`Executor`] trait and the [`Reporter`], so its unit tests
-//! need no containerd. Attaching a task to its networks will be one more step here, between
-//! prepare and start (marked in [`controller`]).
+//! Between prepare and start, still PREPARING, the task's network namespace is built
+//! ([`TaskNetworks::attach`]); a task whose networks cannot be attached is rejected like one
+//! whose image cannot be pulled, and is never started. The namespace goes with the container.
+//!
+//! The controller only talks to the [`Executor`] and [`TaskNetworks`] traits and the
+//! [`Reporter`], so its unit tests need neither containerd nor netlink.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +27,7 @@ use super::backoff::Backoff;
 use super::reporter::Reporter;
 use crate::executor::{Executor, ExecutorError, ExitInfo, ObservedState};
 use crate::logs;
+use crate::network::TaskNetworks;
 
 /// Docker's default stop grace period.
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
@@ -44,6 +48,7 @@ fn system_time_ms(t: SystemTime) -> i64 {
 /// What controllers share.
 pub(super) struct Ctx {
     pub(super) executor: Arc<dyn Executor>,
+    pub(super) network: Arc<dyn TaskNetworks>,
     pub(super) reporter: Arc<Reporter>,
 }
 
@@ -72,17 +77,28 @@ impl Ctx {
         self.reporter.report(task_id, status);
     }
 
-    /// Removes an exited task's container and snapshot, retrying while containerd is away.
+    /// Removes an exited task's container and snapshot, retrying while containerd is away,
+    /// then its network namespace.
     pub(super) async fn remove_container(&self, task_id: &str) {
         let mut backoff = Backoff::new();
         for _ in 0..10 {
             match self.executor.remove(task_id).await {
-                Ok(()) => return,
+                Ok(()) => return self.detach_network(task_id).await,
                 Err(e) => {
                     warn!(task = %task_id, container = %task_id, error = %e, "removing the container failed");
                     tokio::time::sleep(backoff.next_delay()).await;
                 }
             }
+        }
+    }
+}
+
+impl Ctx {
+    /// Takes the task's network namespace down; a failure is logged (the next start's
+    /// `retain` removes what is left).
+    async fn detach_network(&self, task_id: &str) {
+        if let Err(e) = self.network.detach(task_id).await {
+            warn!(task = %task_id, error = %e, "removing the task's network failed");
         }
     }
 }
@@ -174,6 +190,11 @@ pub(super) async fn controller(
     match adopted {
         Some(ObservedState::Running { pid }) => {
             info!(pid, "adopted a running container");
+            // Its namespace is still wired: attaching again finds it and registers its
+            // addresses and DNS client anew.
+            if let Err(e) = ctx.network.attach(&task).await {
+                warn!(error = %e, "re-attaching the adopted task's network failed");
+            }
             let mut st = status(TaskState::Running, "started");
             st.pid = pid;
             st.container_id = id.clone();
@@ -232,10 +253,28 @@ pub(super) async fn controller(
             return;
         }
     };
-    // Network attachment hooks in here (a later issue): once the image is ready and before
-    // the container starts, still in PREPARING, so a task whose networks cannot be attached
-    // is rejected like one whose image cannot be pulled, and is never started.
+    let net = tokio::select! {
+        res = ctx.network.attach(&task) => res,
+        c = cancelled(&mut rx) => {
+            ctx.detach_network(&id).await;
+            if let Cancel::Shutdown(_) = c {
+                ctx.report_final(&id, status(TaskState::Shutdown, "shutdown"));
+            }
+            return;
+        }
+    };
+    let net = match net {
+        Ok(net) => net,
+        Err(e) => {
+            warn!(error = %e, "attaching the task's networks failed");
+            let mut st = status(TaskState::Rejected, "preparing");
+            st.err = format!("attaching the task's networks: {e}");
+            ctx.report_final(&id, st);
+            return;
+        }
+    };
     if let Some(c) = cancel_of(&rx.borrow()) {
+        ctx.detach_network(&id).await;
         if let Cancel::Shutdown(_) = c {
             ctx.report_final(&id, status(TaskState::Shutdown, "shutdown"));
         }
@@ -243,7 +282,7 @@ pub(super) async fn controller(
     }
 
     r.report(&id, status(TaskState::Starting, "starting"));
-    match ctx.executor.start(&task, &image).await {
+    match ctx.executor.start(&task, &image, &net).await {
         Ok(pid) => {
             let mut st = status(TaskState::Running, "started");
             st.pid = pid;
@@ -256,6 +295,7 @@ pub(super) async fn controller(
             st.err = e.to_string();
             st.container_id = id.clone();
             ctx.report_final(&id, st);
+            ctx.detach_network(&id).await;
             return;
         }
     }

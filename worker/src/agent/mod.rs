@@ -29,6 +29,7 @@ use tokio::sync::watch;
 use tracing::info;
 
 use crate::executor::Executor;
+use crate::network::TaskNetworks;
 use controller::Ctx;
 use reporter::{Reporter, SessionHandle};
 use worker::Worker;
@@ -40,10 +41,12 @@ pub use session::{Connect, ConnectFn};
 
 /// Runs the agent until `shutdown` turns true (or its sender is dropped). Containers keep
 /// running when it stops: the next start adopts them. `dispatcher` says how to reach the
-/// dispatcher: a unix socket path, a client, or a [`ConnectFn`].
+/// dispatcher: a unix socket path, a client, or a [`ConnectFn`]; `network` builds the tasks'
+/// networks.
 pub async fn run(
     cfg: AgentConfig,
     executor: Arc<dyn Executor>,
+    network: Arc<dyn TaskNetworks>,
     mut dispatcher: impl Connect,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
@@ -56,6 +59,7 @@ pub async fn run(
     let reporter = Arc::new(Reporter::new(cfg.node_id.clone()));
     let ctx = Arc::new(Ctx {
         executor: executor.clone(),
+        network,
         reporter: reporter.clone(),
     });
     let (session_tx, session_rx) = watch::channel::<Option<SessionHandle>>(None);

@@ -168,6 +168,7 @@ async fn session(
     if let Some(observe) = &cfg.on_session_message {
         observe(&first);
     }
+    worker.set_peers(first.networks).await;
     worker.reconcile(first.tasks);
     let mut next_beat = Instant::now() + period;
     loop {
@@ -181,6 +182,7 @@ async fn session(
                     if let Some(observe) = &cfg.on_session_message {
                         observe(&m);
                     }
+                    worker.set_peers(m.networks).await;
                     worker.reconcile(m.tasks);
                     worker.reap_cleanups();
                 }

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use shoal_proto::Task;
+use shoal_proto::{NetworkPeers, Task};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info, warn, Instrument};
@@ -77,6 +77,13 @@ impl Worker {
         }
     }
 
+    /// The managers' peer tables, programmed before the tasks that need them start.
+    pub(super) async fn set_peers(&self, peers: Vec<NetworkPeers>) {
+        if let Err(e) = self.ctx.network.set_peers(peers).await {
+            warn!(error = %e, "programming the networks' peer tables failed");
+        }
+    }
+
     /// Applies an assignment set; see the module documentation.
     pub(super) fn reconcile(&mut self, assigned: Vec<Task>) {
         let set: HashMap<String, Task> = assigned.into_iter().map(|t| (t.id.clone(), t)).collect();
@@ -127,6 +134,18 @@ impl Worker {
         }
 
         if let Some(adopted) = self.adopted.take() {
+            // Network namespaces of tasks that are gone or finished (a kill -9 leaves them).
+            let live: Vec<Task> = set
+                .values()
+                .filter(|t| !t.state().is_terminal())
+                .cloned()
+                .collect();
+            let ctx = self.ctx.clone();
+            self.cleanups.spawn(async move {
+                if let Err(e) = ctx.network.retain(&live).await {
+                    warn!(error = %e, "removing leftover task networks failed");
+                }
+            });
             for (id, state) in adopted {
                 info!(task = %id, container = %id, "removing the container of a task no longer assigned");
                 self.spawn_cleanup(id, None, matches!(state, ObservedState::Running { .. }));

@@ -37,6 +37,7 @@ use crate::containerd::{not_found_as_none, Containerd};
 use crate::image::{self, ResolvedImage};
 use crate::logdriver::LogDriverConfig;
 use crate::logs::{self, TaskMeta};
+use crate::network::TaskNetwork;
 use crate::spec::{self, SpecError, SpecInput};
 use crate::stats::{self, CgroupLayout};
 
@@ -129,7 +130,12 @@ impl ContainerdExecutor {
 
     /// Creates the task's container and starts it; returns its pid. On failure nothing of the
     /// container is left behind (its task directory and log are kept).
-    pub async fn start(&self, task: &Task, image: &ResolvedImage) -> Result<u32, ExecutorError> {
+    pub async fn start(
+        &self,
+        task: &Task,
+        image: &ResolvedImage,
+        net: &TaskNetwork,
+    ) -> Result<u32, ExecutorError> {
         let cs = Self::container_spec(task)?;
         let id = task.id.as_str();
         let task_dir = logs::task_dir(&self.data_dir, id);
@@ -143,7 +149,7 @@ impl ContainerdExecutor {
             }
         };
         let hostname = spec::hostname_for(task);
-        spec::write_etc_files(&task_dir, &hostname)
+        spec::write_etc_files(&task_dir, &hostname, net)
             .map_err(io_err("cannot write /etc files under", &task_dir))?;
         TaskMeta {
             task_id: id.to_string(),
@@ -275,6 +281,7 @@ impl ContainerdExecutor {
             hostname,
             task_dir: &task_dir,
             nofile: spec::nofile_limit(),
+            netns: net.netns.as_deref(),
         })?;
         let spec_json = serde_json::to_vec(&oci).map_err(|e| {
             ExecutorError::Spec(SpecError::Oci(oci_spec::OciSpecError::Other(e.to_string())))
@@ -612,8 +619,13 @@ impl Executor for ContainerdExecutor {
         Box::pin(ContainerdExecutor::prepare(self, task))
     }
 
-    fn start<'a>(&'a self, task: &'a Task, image: &'a ResolvedImage) -> ExecFuture<'a, u32> {
-        Box::pin(ContainerdExecutor::start(self, task, image))
+    fn start<'a>(
+        &'a self,
+        task: &'a Task,
+        image: &'a ResolvedImage,
+        net: &'a TaskNetwork,
+    ) -> ExecFuture<'a, u32> {
+        Box::pin(ContainerdExecutor::start(self, task, image, net))
     }
 
     fn wait<'a>(&'a self, task_id: &'a str) -> ExecFuture<'a, ExitInfo> {

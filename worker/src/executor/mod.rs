@@ -20,6 +20,7 @@ use tonic::Code;
 
 use crate::image::{ImageError, ResolvedImage};
 use crate::logs;
+use crate::network::TaskNetwork;
 use crate::spec::SpecError;
 
 pub use containerd::{
@@ -125,7 +126,12 @@ pub trait Executor: Send + Sync + 'static {
 
     /// Creates the task's container and starts it; returns its pid. On failure nothing of the
     /// container is left behind (its task directory is kept).
-    fn start<'a>(&'a self, task: &'a Task, image: &'a ResolvedImage) -> ExecFuture<'a, u32>;
+    fn start<'a>(
+        &'a self,
+        task: &'a Task,
+        image: &'a ResolvedImage,
+        net: &'a TaskNetwork,
+    ) -> ExecFuture<'a, u32>;
 
     /// Waits for the task's process to exit; returns at once if it already has.
     /// [`ExecutorError::NotFound`] when there is no such process.

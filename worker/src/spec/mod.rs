@@ -8,6 +8,7 @@
 use std::collections::HashSet;
 use std::fs;
 use std::io;
+use std::net::Ipv4Addr;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -18,6 +19,8 @@ use oci_spec::runtime::{
     ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 use shoal_proto::{ContainerSpec, Task};
+
+use crate::network::{host_resolv_conf, TaskNetwork};
 
 use crate::image::ResolvedImage;
 
@@ -291,9 +294,8 @@ pub fn hostname_for(task: &Task) -> String {
     }
 }
 
-/// `/etc/hosts` as Docker writes it for a container; `addresses` are the container's own
-/// addresses (none yet: the private network namespace has only loopback).
-pub fn hosts_file(hostname: &str, addresses: &[String]) -> String {
+/// `/etc/hosts` as Docker writes it for a container; `addresses` are the container's own.
+pub fn hosts_file(hostname: &str, addresses: &[Ipv4Addr]) -> String {
     let mut s = String::from(
         "127.0.0.1\tlocalhost\n\
          ::1\tlocalhost ip6-localhost ip6-loopback\n\
@@ -336,34 +338,18 @@ pub fn resolv_conf(host: &str) -> String {
     out
 }
 
-/// The host's resolver configuration. When /etc/resolv.conf points only at systemd-resolved's
-/// stub (127.0.0.53), the real upstream list is in /run/systemd/resolve/resolv.conf — Docker
-/// reads that one in this case.
-fn host_resolv_conf() -> String {
-    let etc = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let only_stub = etc
-        .lines()
-        .filter_map(|l| l.strip_prefix("nameserver"))
-        .map(str::trim)
-        .all(|ns| ns == "127.0.0.53");
-    if only_stub {
-        if let Ok(upstream) = fs::read_to_string("/run/systemd/resolve/resolv.conf") {
-            return upstream;
-        }
-    }
-    etc
-}
-
 /// Writes `hostname`, `hosts` and `resolv.conf` into `task_dir` (created if needed); they are
-/// bind-mounted over the container's `/etc` files.
-pub fn write_etc_files(task_dir: &Path, hostname: &str) -> io::Result<()> {
+/// bind-mounted over the container's `/etc` files. The resolv.conf is the network's (pointing
+/// at the node's DNS server) when the task has one, else derived from the host's.
+pub fn write_etc_files(task_dir: &Path, hostname: &str, net: &TaskNetwork) -> io::Result<()> {
     fs::create_dir_all(task_dir)?;
     fs::write(task_dir.join("hostname"), format!("{hostname}\n"))?;
-    fs::write(task_dir.join("hosts"), hosts_file(hostname, &[]))?;
-    fs::write(
-        task_dir.join("resolv.conf"),
-        resolv_conf(&host_resolv_conf()),
-    )?;
+    fs::write(task_dir.join("hosts"), hosts_file(hostname, &net.addresses))?;
+    let resolv = match &net.resolv_conf {
+        Some(r) => r.clone(),
+        None => resolv_conf(&host_resolv_conf()),
+    };
+    fs::write(task_dir.join("resolv.conf"), resolv)?;
     Ok(())
 }
 
@@ -620,6 +606,8 @@ pub struct SpecInput<'a> {
     pub task_dir: &'a Path,
     /// RLIMIT_NOFILE soft and hard limit, normally [`nofile_limit`].
     pub nofile: u64,
+    /// The network namespace the worker built for the task; `None`: runc makes an empty one.
+    pub netns: Option<&'a Path>,
 }
 
 /// Builds the OCI runtime spec of a task's container.
@@ -669,7 +657,14 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         LinuxNamespaceType::Ipc,
     ]
     .into_iter()
-    .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
+    .map(|typ| {
+        let ns = LinuxNamespaceBuilder::default().typ(typ);
+        match (typ, input.netns) {
+            // Joined, not created: the worker has wired it already.
+            (LinuxNamespaceType::Network, Some(path)) => ns.path(path).build(),
+            _ => ns.build(),
+        }
+    })
     .collect::<Result<Vec<_>, _>>()?;
 
     let linux = LinuxBuilder::default()

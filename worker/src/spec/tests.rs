@@ -151,7 +151,7 @@ fn resolv_conf_drops_loopback_nameservers() {
 
 #[test]
 fn hosts_has_localhost_and_own_addresses() {
-    let h = hosts_file("web1", &["10.0.0.5".into()]);
+    let h = hosts_file("web1", &["10.0.0.5".parse().expect("ip")]);
     assert!(h.starts_with("127.0.0.1\tlocalhost\n"));
     assert!(h.ends_with("10.0.0.5\tweb1\n"));
 }
@@ -199,6 +199,7 @@ fn spec_has_docker_defaults() {
         hostname: "t1234567890a",
         task_dir: Path::new("/data/tasks/t1234567890abcdef"),
         nofile: 4096,
+        netns: None,
     })
     .unwrap();
     let json = serde_json::to_value(&spec).unwrap();

@@ -129,7 +129,12 @@ impl Executor for FakeExecutor {
         })
     }
 
-    fn start<'a>(&'a self, task: &'a Task, _image: &'a ResolvedImage) -> ExecFuture<'a, u32> {
+    fn start<'a>(
+        &'a self,
+        task: &'a Task,
+        _image: &'a ResolvedImage,
+        _net: &'a crate::network::TaskNetwork,
+    ) -> ExecFuture<'a, u32> {
         self.record("start", &task.id);
         let pid = {
             let mut st = self.lock();
@@ -264,6 +269,7 @@ impl Harness {
         let reporter = Arc::new(Reporter::new("node".into()));
         let ctx = Arc::new(Ctx {
             executor: exec.clone(),
+            network: Arc::new(crate::network::Loopback),
             reporter: reporter.clone(),
         });
         Harness {

@@ -1,0 +1,76 @@
+//! The outbound bridge's nftables rules, written with the `nft` binary as one atomic
+//! transaction per change (Kubernetes' knftables does the same): the script first declares the
+//! table, then deletes it, then writes it whole, so applying twice converges and a half-written
+//! table never exists.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use ipnet::Ipv4Net;
+
+use super::NetworkError;
+
+/// The table that masquerades what tasks send out of the node: traffic from the bridge's
+/// subnet leaving through any other interface takes the node's address, as under Docker.
+pub(super) fn masquerade_script(table: &str, bridge: &str, subnet: Ipv4Net) -> String {
+    format!(
+        "table ip {table}\n\
+         delete table ip {table}\n\
+         table ip {table} {{\n\
+         \tchain postrouting {{\n\
+         \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
+         \t\tip saddr {subnet} oifname != \"{bridge}\" masquerade\n\
+         \t}}\n\
+         }}\n"
+    )
+}
+
+/// Removes the table (nothing if it is gone).
+pub(super) fn delete_script(table: &str) -> String {
+    format!("table ip {table}\ndelete table ip {table}\n")
+}
+
+/// Runs one `nft -f -` transaction.
+pub(super) fn apply(script: &str) -> Result<(), NetworkError> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            NetworkError::Nft(format!(
+                "cannot run nft ({e}); install nftables (apt-get install nftables)"
+            ))
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(script.as_bytes())
+            .map_err(|e| NetworkError::Nft(format!("writing the rules to nft: {e}")))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| NetworkError::Nft(format!("waiting for nft: {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(NetworkError::Nft(format!(
+            "nft refused the rules: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_masquerade_table_is_replaced_whole() {
+        let s = masquerade_script("shoal_gw", "gw", "198.19.0.0/24".parse().expect("cidr"));
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(lines[0], "table ip shoal_gw");
+        assert_eq!(lines[1], "delete table ip shoal_gw");
+        assert!(s.contains("ip saddr 198.19.0.0/24 oifname != \"gw\" masquerade"));
+    }
+}

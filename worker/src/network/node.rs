@@ -1,0 +1,303 @@
+//! [`NodeNetwork`]: the node's task networking, as the agent sees it through
+//! [`TaskNetworks`]. It owns the outbound bridge, the overlay namespaces the node's tasks need,
+//! the task namespaces, and the DNS server's table. One lock serialises every change, so a task
+//! being attached and a peer table arriving never interleave half-way.
+//!
+//! Layout of a task's namespace (docker's order): `eth0…` one per overlay network, in the
+//! service's order, then the outbound bridge's interface last, which carries the default route.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use ipnet::Ipv4Net;
+use shoal_netns::{Netlink, NetnsDir};
+use shoal_proto::{NetworkPeers, Task};
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+use super::config::NetworkConfig;
+use super::outbound::Outbound;
+use super::overlay::OverlayNs;
+use super::{NetFuture, NetworkError, TaskNetwork, TaskNetworks};
+use crate::dns::{self, Client, DnsServer, DnsServerConfig, DnsTable};
+
+/// VXLAN's outer headers: an overlay's MTU is the underlay's minus this.
+const VXLAN_OVERHEAD: u32 = 50;
+
+pub struct NodeNetwork {
+    cfg: NetworkConfig,
+    host: Netlink,
+    tasks_dir: NetnsDir,
+    networks_dir: NetnsDir,
+    /// The overlays' MTU.
+    mtu: u32,
+    /// The host's resolv.conf, for the tasks' search domains.
+    host_resolv: String,
+    dns: DnsServer,
+    state: Mutex<State>,
+}
+
+struct State {
+    outbound: Outbound,
+    overlays: HashMap<String, OverlayNs>,
+    peers: HashMap<String, NetworkPeers>,
+    tasks: HashMap<String, Attached>,
+}
+
+/// What a task was given, to undo it and to answer its DNS queries.
+struct Attached {
+    outbound: Ipv4Addr,
+    /// Network IDs, in interface order.
+    networks: Vec<String>,
+    upstream: Vec<SocketAddr>,
+}
+
+impl NodeNetwork {
+    /// Builds the outbound bridge and starts the DNS server on its address.
+    pub async fn start(cfg: NetworkConfig) -> Result<Arc<Self>, NetworkError> {
+        let host = Netlink::current()?;
+        let tasks_dir = NetnsDir::new(cfg.netns_dir.join("tasks"))?;
+        let networks_dir = NetnsDir::new(cfg.netns_dir.join("networks"))?;
+        let outbound = Outbound::ensure(&host, &cfg).await?;
+        let underlay_mtu = underlay_mtu(&host, cfg.underlay).await;
+        let host_resolv = super::host_resolv_conf();
+        let listen = SocketAddr::new(IpAddr::V4(outbound.gateway()), cfg.dns_port);
+        let dns = DnsServer::start(
+            DnsServerConfig::new(vec![listen], dns::host_nameservers(&host_resolv)),
+            DnsTable::new(&[], []),
+        )
+        .await
+        .map_err(|e| NetworkError::Dns(format!("cannot serve DNS on {listen}: {e}")))?;
+        info!(%listen, mtu = underlay_mtu - VXLAN_OVERHEAD, "task networking ready");
+        Ok(Arc::new(Self {
+            mtu: underlay_mtu.saturating_sub(VXLAN_OVERHEAD),
+            cfg,
+            host,
+            tasks_dir,
+            networks_dir,
+            host_resolv,
+            dns,
+            state: Mutex::new(State {
+                outbound,
+                overlays: HashMap::new(),
+                peers: HashMap::new(),
+                tasks: HashMap::new(),
+            }),
+        }))
+    }
+
+    async fn attach_locked(
+        &self,
+        st: &mut State,
+        task: &Task,
+    ) -> Result<TaskNetwork, NetworkError> {
+        let ns = self.tasks_dir.ensure(&task.id)?;
+        let inside = Netlink::open(&ns)?;
+        inside.set_up("lo").await?;
+        let mut addresses = Vec::new();
+        let mut networks = Vec::new();
+        for (index, att) in task.networks.iter().enumerate() {
+            let network = att.network.clone().unwrap_or_default();
+            let bad = |what, value: &str| NetworkError::BadAttachment {
+                task: task.id.clone(),
+                network: network.id.clone(),
+                what,
+                value: value.to_string(),
+            };
+            if network.id.is_empty() {
+                return Err(bad("ID", ""));
+            }
+            let address: Ipv4Net = att.address.parse().map_err(|_| bad("address", &att.address))?;
+            if !st.overlays.contains_key(&network.id) {
+                let ov = OverlayNs::ensure(&self.networks_dir, &network.id, self.mtu).await?;
+                st.overlays.insert(network.id.clone(), ov);
+            }
+            let State { overlays, peers, .. } = &mut *st;
+            if let Some(ov) = overlays.get_mut(&network.id) {
+                ov.attach_task(&ns, &inside, &task.id, index, address, self.mtu)
+                    .await?;
+                if let Some(p) = peers.get(&network.id) {
+                    ov.program(&self.host, &network, p, self.cfg.underlay, self.mtu)
+                        .await?;
+                }
+            }
+            addresses.push(address.addr());
+            networks.push(network.id.clone());
+        }
+        let outbound_if = format!("eth{}", task.networks.len());
+        let outbound = st
+            .outbound
+            .attach(&self.host, &ns, &inside, &task.id, &outbound_if)
+            .await?;
+        addresses.push(outbound);
+        let dns_config = task.spec.as_ref().and_then(|s| s.dns.as_ref());
+        let upstream = dns_config
+            .map(|d| {
+                d.nameservers
+                    .iter()
+                    .filter_map(|n| n.parse::<IpAddr>().ok())
+                    .map(|ip| SocketAddr::new(ip, 53))
+                    .collect()
+            })
+            .unwrap_or_default();
+        st.tasks.insert(
+            task.id.clone(),
+            Attached {
+                outbound,
+                networks,
+                upstream,
+            },
+        );
+        self.refresh_dns(st);
+        Ok(TaskNetwork {
+            netns: Some(ns.path().to_path_buf()),
+            addresses,
+            resolv_conf: Some(dns::resolv_conf(
+                IpAddr::V4(st.outbound.gateway()),
+                dns_config,
+                &self.host_resolv,
+            )),
+        })
+    }
+
+    async fn detach_locked(&self, st: &mut State, task_id: &str) -> Result<(), NetworkError> {
+        let attached = st.tasks.remove(task_id);
+        st.outbound
+            .detach(&self.host, task_id, attached.as_ref().map(|a| a.outbound))
+            .await?;
+        if let Some(a) = &attached {
+            for (index, net) in a.networks.iter().enumerate() {
+                if let Some(ov) = st.overlays.get(net) {
+                    ov.detach_task(task_id, index).await?;
+                }
+            }
+        }
+        self.tasks_dir.delete(task_id)?;
+        self.drop_unused_overlays(st)?;
+        self.refresh_dns(st);
+        Ok(())
+    }
+
+    /// Overlay namespaces no attached task needs any more go (with their bridge and tunnel).
+    fn drop_unused_overlays(&self, st: &mut State) -> Result<(), NetworkError> {
+        let used: HashSet<&String> = st.tasks.values().flat_map(|a| &a.networks).collect();
+        let unused: Vec<String> = st
+            .overlays
+            .keys()
+            .filter(|id| !used.contains(id))
+            .cloned()
+            .collect();
+        for id in unused {
+            st.overlays.remove(&id);
+            self.networks_dir.delete(&id)?;
+            info!(network = %id, "overlay network removed from this node");
+        }
+        Ok(())
+    }
+
+    fn refresh_dns(&self, st: &State) {
+        let peers: Vec<NetworkPeers> = st.peers.values().cloned().collect();
+        let clients = st.tasks.values().map(|a| Client {
+            addr: IpAddr::V4(a.outbound),
+            networks: a.networks.clone(),
+            upstream: a.upstream.clone(),
+        });
+        self.dns.update(DnsTable::new(&peers, clients));
+    }
+}
+
+impl TaskNetworks for NodeNetwork {
+    fn attach<'a>(&'a self, task: &'a Task) -> NetFuture<'a, TaskNetwork> {
+        Box::pin(async move {
+            let mut st = self.state.lock().await;
+            match self.attach_locked(&mut st, task).await {
+                Ok(net) => Ok(net),
+                Err(e) => {
+                    // Nothing half-made stays: the task is rejected and its namespace goes.
+                    if let Err(undo) = self.detach_locked(&mut st, &task.id).await {
+                        warn!(task = %task.id, error = %undo, "undoing a failed attachment failed");
+                    }
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    fn detach<'a>(&'a self, task_id: &'a str) -> NetFuture<'a, ()> {
+        Box::pin(async move {
+            let mut st = self.state.lock().await;
+            self.detach_locked(&mut st, task_id).await
+        })
+    }
+
+    fn set_peers(&self, peers: Vec<NetworkPeers>) -> NetFuture<'_, ()> {
+        Box::pin(async move {
+            let mut st = self.state.lock().await;
+            st.peers = peers
+                .into_iter()
+                .filter_map(|p| Some((p.network.as_ref()?.id.clone(), p)))
+                .collect();
+            let State {
+                overlays, peers, ..
+            } = &mut *st;
+            for (id, ov) in overlays.iter_mut() {
+                let Some(p) = peers.get(id) else { continue };
+                let network = p.network.clone().unwrap_or_default();
+                if let Err(e) = ov
+                    .program(&self.host, &network, p, self.cfg.underlay, self.mtu)
+                    .await
+                {
+                    warn!(network = %id, error = %e, "programming the overlay's peers failed");
+                }
+            }
+            self.refresh_dns(&st);
+            Ok(())
+        })
+    }
+
+    fn retain<'a>(&'a self, keep: &'a [Task]) -> NetFuture<'a, ()> {
+        Box::pin(async move {
+            let mut st = self.state.lock().await;
+            let tasks: HashSet<&str> = keep.iter().map(|t| t.id.as_str()).collect();
+            for name in self.tasks_dir.list()? {
+                if !tasks.contains(name.as_str()) {
+                    info!(task = %name, "removing the network namespace of a task no longer assigned");
+                    self.detach_locked(&mut st, &name).await?;
+                }
+            }
+            let networks: HashSet<String> = keep
+                .iter()
+                .flat_map(|t| &t.networks)
+                .filter_map(|a| Some(a.network.as_ref()?.id.clone()))
+                .collect();
+            for name in self.networks_dir.list()? {
+                if !networks.contains(&name) && !st.overlays.contains_key(&name) {
+                    info!(network = %name, "removing an overlay namespace no task needs");
+                    self.networks_dir.delete(&name)?;
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The MTU of the interface holding the underlay address (1500 when it cannot be told).
+async fn underlay_mtu(host: &Netlink, underlay: Option<Ipv4Addr>) -> u32 {
+    const DEFAULT: u32 = 1500;
+    let Some(ip) = underlay else {
+        return DEFAULT;
+    };
+    let Ok(links) = host.links().await else {
+        return DEFAULT;
+    };
+    for link in links {
+        let Ok(addresses) = host.addresses(&link.name).await else {
+            continue;
+        };
+        if addresses.iter().any(|a| a.addr() == ip) {
+            return link.mtu.unwrap_or(DEFAULT);
+        }
+    }
+    DEFAULT
+}

@@ -1,0 +1,167 @@
+//! The node's outbound bridge, docker_gwbridge's role: every task has a veth into it, an
+//! address of its subnet and its default route through the bridge's address; nftables
+//! masquerades what leaves the node. The ports are isolated from each other (docker's
+//! `icc=false` there), so tasks on different overlays cannot meet through this bridge.
+//!
+//! Addresses on it are the node's own business (docker allocates them locally too): handed
+//! out serially here, and found again on the task's interface after a restart.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use shoal_netns::{Netlink, Netns, Route};
+use tracing::info;
+
+use super::config::NetworkConfig;
+use super::{nft, short_id, NetworkError};
+
+pub(super) struct Outbound {
+    bridge: String,
+    bip: Ipv4Net,
+    used: BTreeSet<Ipv4Addr>,
+    /// The last address handed out: the next search starts after it, so a freed address is the
+    /// last to be reused.
+    last: u32,
+}
+
+impl Outbound {
+    /// Creates the bridge, its address, the masquerading table and IP forwarding.
+    pub(super) async fn ensure(host: &Netlink, cfg: &NetworkConfig) -> Result<Self, NetworkError> {
+        host.ensure_bridge(&cfg.bridge, None).await?;
+        host.ensure_address(&cfg.bridge, cfg.bip).await?;
+        host.set_up(&cfg.bridge).await?;
+        nft::apply(&nft::masquerade_script(
+            &cfg.nft_table(),
+            &cfg.bridge,
+            cfg.bip.trunc(),
+        ))?;
+        // Per network namespace: this enables forwarding where the daemon runs, as dockerd does.
+        let forward = "/proc/sys/net/ipv4/ip_forward";
+        std::fs::write(forward, "1").map_err(|source| NetworkError::Io {
+            what: "cannot enable IP forwarding in",
+            path: forward.into(),
+            source,
+        })?;
+        info!(bridge = %cfg.bridge, address = %cfg.bip, "outbound bridge ready");
+        Ok(Self {
+            bridge: cfg.bridge.clone(),
+            bip: cfg.bip,
+            used: BTreeSet::new(),
+            last: u32::from(cfg.bip.addr()),
+        })
+    }
+
+    /// The bridge's address: the tasks' default gateway and where the DNS server listens.
+    pub(super) fn gateway(&self) -> Ipv4Addr {
+        self.bip.addr()
+    }
+
+    /// The host end of a task's veth.
+    fn host_link(task_id: &str) -> String {
+        format!("gw{}", short_id(task_id))
+    }
+
+    /// Wires the task into the bridge as `ifname` (its last interface) with the default route;
+    /// returns its address, the one it already has when it is found wired.
+    pub(super) async fn attach(
+        &mut self,
+        host: &Netlink,
+        task: &Netns,
+        inside: &Netlink,
+        task_id: &str,
+        ifname: &str,
+    ) -> Result<Ipv4Addr, NetworkError> {
+        let link = Self::host_link(task_id);
+        host.ensure_veth(&link, task, ifname, None).await?;
+        host.attach_to_bridge(&link, &self.bridge).await?;
+        host.isolate_bridge_port(&link).await?;
+        host.set_up(&link).await?;
+        let existing = inside
+            .addresses(ifname)
+            .await?
+            .into_iter()
+            .find(|a| self.bip.contains(&a.addr()));
+        let addr = match existing {
+            Some(a) => {
+                self.used.insert(a.addr());
+                a.addr()
+            }
+            None => self.allocate()?,
+        };
+        let net = Ipv4Net::new(addr, self.bip.prefix_len()).map_err(|_| {
+            NetworkError::OutboundFull(self.bip.to_string()) // unreachable: prefix from bip
+        })?;
+        inside.ensure_address(ifname, net).await?;
+        inside.set_up(ifname).await?;
+        inside
+            .ensure_route(&Route::default_via(self.gateway()))
+            .await?;
+        Ok(addr)
+    }
+
+    /// Removes the task's veth (both ends) and frees its address.
+    pub(super) async fn detach(
+        &mut self,
+        host: &Netlink,
+        task_id: &str,
+        addr: Option<Ipv4Addr>,
+    ) -> Result<(), NetworkError> {
+        host.delete_link(&Self::host_link(task_id)).await?;
+        if let Some(a) = addr {
+            self.used.remove(&a);
+        }
+        Ok(())
+    }
+
+    /// The next free host address after the last one given, wrapping around.
+    fn allocate(&mut self) -> Result<Ipv4Addr, NetworkError> {
+        let net = self.bip.trunc();
+        let first = u32::from(net.network()) + 1;
+        let last = u32::from(net.broadcast()).saturating_sub(1);
+        if last < first {
+            return Err(NetworkError::OutboundFull(self.bip.to_string()));
+        }
+        let span = last - first + 1;
+        let start = self.last.clamp(first, last);
+        for step in 1..=span {
+            let candidate = first + (start - first + step) % span;
+            let ip = Ipv4Addr::from(candidate);
+            if ip != self.gateway() && !self.used.contains(&ip) {
+                self.used.insert(ip);
+                self.last = candidate;
+                return Ok(ip);
+            }
+        }
+        Err(NetworkError::OutboundFull(self.bip.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outbound(bip: &str) -> Outbound {
+        let bip: Ipv4Net = bip.parse().expect("cidr");
+        Outbound {
+            bridge: "gw".into(),
+            bip,
+            used: BTreeSet::new(),
+            last: u32::from(bip.addr()),
+        }
+    }
+
+    #[test]
+    fn addresses_skip_the_gateway_and_are_reused_last() {
+        let mut o = outbound("198.19.0.1/29");
+        let got: Vec<Ipv4Addr> = (0..5).map(|_| o.allocate().expect("free")).collect();
+        assert_eq!(
+            got,
+            ["198.19.0.2", "198.19.0.3", "198.19.0.4", "198.19.0.5", "198.19.0.6"]
+                .map(|s| s.parse::<Ipv4Addr>().expect("ip"))
+        );
+        assert!(matches!(o.allocate(), Err(NetworkError::OutboundFull(_))));
+        o.used.remove(&"198.19.0.3".parse().expect("ip"));
+        assert_eq!(o.allocate().expect("free").to_string(), "198.19.0.3");
+    }
+}
