@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod agent_service;
 pub mod containerd;
+pub mod dns;
 pub mod executor;
 pub mod image;
 pub mod logdriver;

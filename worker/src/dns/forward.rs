@@ -1,0 +1,102 @@
+//! Forwarding the names the node does not own to upstream DNS servers.
+//!
+//! The query goes out as the task asked it (question, recursion flag, EDNS) through hickory's
+//! client, over the protocol the task used; a truncated UDP answer is asked again over TCP so
+//! the task gets the whole answer in one exchange. Upstreams are tried in order, each with a
+//! timeout, and the first answer wins whatever its code (an NXDOMAIN is an answer too).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures::StreamExt;
+use hickory_server::net::runtime::TokioRuntimeProvider;
+use hickory_server::net::tcp::TcpClientStream;
+use hickory_server::net::udp::UdpClientStream;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::net::{DnsHandle, NetError};
+use hickory_server::proto::op::{DnsRequest, DnsRequestOptions, Message, Query};
+
+/// One upstream answer, to be relayed to the task.
+pub(super) type Answer = Message;
+
+/// Asks `upstreams` in order for `queries`; `None` when none answered within `timeout` each.
+pub(super) async fn forward(
+    upstreams: &[SocketAddr],
+    queries: Vec<Query>,
+    recursion_desired: bool,
+    protocol: Protocol,
+    timeout: Duration,
+) -> Option<Answer> {
+    for &upstream in upstreams {
+        let request = || request(queries.clone(), recursion_desired);
+        let answer = match protocol {
+            Protocol::Udp => match exchange_udp(upstream, request(), timeout).await {
+                Ok(answer) if answer.metadata.truncation => {
+                    exchange_tcp(upstream, request(), timeout).await
+                }
+                other => other,
+            },
+            _ => exchange_tcp(upstream, request(), timeout).await,
+        };
+        match answer {
+            Ok(answer) => return Some(answer),
+            Err(error) => {
+                tracing::debug!(%upstream, %error, "upstream DNS server did not answer");
+            }
+        }
+    }
+    None
+}
+
+fn request(queries: Vec<Query>, recursion_desired: bool) -> DnsRequest {
+    let mut message = Message::query();
+    message.metadata.recursion_desired = recursion_desired;
+    message.add_queries(queries);
+    let mut options = DnsRequestOptions::default();
+    options.recursion_desired = recursion_desired;
+    DnsRequest::new(message, options)
+}
+
+async fn exchange_udp(
+    upstream: SocketAddr,
+    request: DnsRequest,
+    timeout: Duration,
+) -> Result<Message, NetError> {
+    let client = UdpClientStream::builder(upstream, TokioRuntimeProvider::new())
+        .with_timeout(Some(timeout))
+        .exchange();
+    first_answer(client, request, timeout).await
+}
+
+async fn exchange_tcp(
+    upstream: SocketAddr,
+    request: DnsRequest,
+    timeout: Duration,
+) -> Result<Message, NetError> {
+    let connect = TcpClientStream::exchange(
+        upstream,
+        None,
+        timeout,
+        None,
+        TokioRuntimeProvider::new(),
+    );
+    let client = match tokio::time::timeout(timeout, connect).await {
+        Ok(client) => client?,
+        Err(_) => return Err(NetError::from("timed out connecting over TCP")),
+    };
+    first_answer(client, request, timeout).await
+}
+
+/// The first response of an exchange, bounded by `timeout` whatever the transport does.
+async fn first_answer(
+    client: impl DnsHandle,
+    request: DnsRequest,
+    timeout: Duration,
+) -> Result<Message, NetError> {
+    let mut responses = client.send(request);
+    match tokio::time::timeout(timeout, responses.next()).await {
+        Ok(Some(response)) => Ok(response?.into_message()),
+        Ok(None) => Err(NetError::from("no response")),
+        Err(_) => Err(NetError::from("timed out")),
+    }
+}
