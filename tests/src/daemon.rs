@@ -191,6 +191,10 @@ pub struct Snapshot {
 /// 198.18.0.0/15, the range set aside for benchmarks, never docker's 10.0.0.0/8.
 pub const TEST_ADDR_POOL: &str = "198.18.128.0/17";
 
+/// Outbound bridges of test daemons: 198.19.0.0/16 (inside the benchmark range, apart from
+/// the hosts' 198.18.0.0/17 and the swarm pool 198.18.128.0/17), one /24 per host.
+const TEST_BRIDGE_PREFIX: &str = "198.19";
+
 pub struct ShoalHost {
     // Field order is drop order: the daemon is stopped in Drop::drop, then containerd cleans
     // up its tasks and mounts, and only then is the temp dir (data dir, logs) removed.
@@ -198,6 +202,23 @@ pub struct ShoalHost {
     dir: tempfile::TempDir,
     daemon: Option<Child>,
     extra_args: Vec<String>,
+    /// This host's outbound bridge (`--bridge`, `--bip`): unique, because daemons of parallel
+    /// tests may share the machine's network namespace.
+    bridge: String,
+    bip: String,
+}
+
+/// A bridge name and `--bip` no other host of this test process has (and, through the pid,
+/// unlikely in another).
+fn test_bridge() -> (String, String) {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let pid = std::process::id();
+    let subnet = (pid.wrapping_mul(37).wrapping_add(n)) % 256;
+    (
+        format!("shb{}x{n}", pid % 100_000),
+        format!("{TEST_BRIDGE_PREFIX}.{subnet}.1/24"),
+    )
 }
 
 impl ShoalHost {
@@ -237,11 +258,14 @@ impl ShoalHost {
             .prefix("shoal-host-")
             .tempdir()
             .expect("create the host's temp dir");
+        let (bridge, bip) = test_bridge();
         ShoalHost {
             containerd,
             dir,
             daemon: None,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            bridge,
+            bip,
         }
     }
 
@@ -330,7 +354,8 @@ impl ShoalHost {
         cmd
     }
 
-    /// `--data-dir`, `--containerd` and `--containerd-namespace` as this host uses them.
+    /// `--data-dir`, `--containerd`, `--containerd-namespace`, `--bridge` and `--bip` as this
+    /// host uses them.
     pub fn standard_daemon_args(&self) -> Vec<String> {
         vec![
             "--data-dir".into(),
@@ -339,7 +364,37 @@ impl ShoalHost {
             self.containerd_socket().display().to_string(),
             "--containerd-namespace".into(),
             NAMESPACE.into(),
+            "--bridge".into(),
+            self.bridge.clone(),
+            "--bip".into(),
+            self.bip.clone(),
         ]
+    }
+
+    /// The outbound bridge's name and address (`--bridge`, `--bip`).
+    pub fn bridge(&self) -> (&str, &str) {
+        (&self.bridge, &self.bip)
+    }
+
+    /// Removes what the daemon built in the network namespace it shares with the machine: the
+    /// outbound bridge and its nftables table (a netns host's go with its namespace), and the
+    /// namespace mounts under the data dir.
+    fn remove_node_network(&self) {
+        if let Err(e) = crate::containerd::unmount_under(&self.data_dir()) {
+            eprintln!("unmounting the network namespaces: {e:#}");
+        }
+        if self.containerd.netns().is_some() {
+            return;
+        }
+        let _ = Command::new("ip")
+            .args(["link", "delete", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
+        let table = format!("shoal_{}", self.bridge.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", &table])
+            .stderr(Stdio::null())
+            .status();
     }
 
     fn open_log(&self) -> (Stdio, Stdio) {
@@ -564,7 +619,7 @@ impl ShoalHost {
     // -----------------------------------------------------------------------------------------
 
     /// `ctr --address SOCK -n shoal ARGS`, not run yet.
-    fn ctr_command(&self, args: &[&str]) -> Command {
+    pub(crate) fn ctr_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("ctr");
         cmd.arg("--address")
             .arg(self.containerd_socket())
@@ -682,6 +737,7 @@ impl ShoalHost {
 impl Drop for ShoalHost {
     fn drop(&mut self) {
         self.stop_daemon();
+        self.remove_node_network();
         if thread::panicking() {
             eprintln!(
                 "daemon log of the failed test's host (tail):\n{}",

@@ -12,4 +12,5 @@ pub mod netns;
 pub mod process;
 pub mod prometheus;
 pub mod table;
+pub mod tasknet;
 pub mod workloads;

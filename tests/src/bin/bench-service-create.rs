@@ -204,7 +204,9 @@ async fn start_directly(socket: &Path, data_dir: &Path, n: usize) -> Result<Dura
         let executor = &executor;
         async move {
             let image = executor.prepare(task).await?;
-            executor.start(task, &image).await
+            executor
+                .start(task, &image, &shoal_worker::network::TaskNetwork::default())
+                .await
         }
     }))
     .await;

@@ -273,7 +273,8 @@ pub(super) async fn controller(
             return;
         }
     };
-    if let Some(c) = cancel_of(&rx.borrow()) {
+    let cancel = cancel_of(&rx.borrow());
+    if let Some(c) = cancel {
         ctx.detach_network(&id).await;
         if let Cancel::Shutdown(_) = c {
             ctx.report_final(&id, status(TaskState::Shutdown, "shutdown"));

@@ -79,6 +79,17 @@ fn timestamp_to_system_time(ts: Option<prost_types::Timestamp>) -> Option<System
     Some(UNIX_EPOCH + Duration::new(ts.seconds as u64, ts.nanos.clamp(0, 999_999_999) as u32))
 }
 
+/// What one container start is made of.
+#[derive(Clone, Copy)]
+struct Launch<'a> {
+    task: &'a Task,
+    cs: &'a ContainerSpec,
+    image: &'a ResolvedImage,
+    hostname: &'a str,
+    stop_signal: Signal,
+    netns: Option<&'a Path>,
+}
+
 impl ContainerdExecutor {
     /// `data_dir` is the worker's data directory (task logs live in `<data_dir>/tasks`);
     /// `log_driver` the binary containerd's shim runs as `BINARY __log-driver OPTIONS` (the
@@ -167,9 +178,15 @@ impl ContainerdExecutor {
             _ => Signal::SIGTERM,
         };
 
-        let result = self
-            .create_and_start(task, cs, image, &hostname, stop_signal)
-            .await;
+        let launch = Launch {
+            task,
+            cs,
+            image,
+            hostname: &hostname,
+            stop_signal,
+            netns: net.netns.as_deref(),
+        };
+        let result = self.create_and_start(&launch).await;
         if let Err(e) = &result {
             warn!(task = %id, service = %task.service_name, error = %e, "start failed, cleaning up");
             if let Err(cleanup) = self.remove(id).await {
@@ -179,15 +196,8 @@ impl ContainerdExecutor {
         result
     }
 
-    async fn create_and_start(
-        &self,
-        task: &Task,
-        cs: &ContainerSpec,
-        image: &ResolvedImage,
-        hostname: &str,
-        stop_signal: Signal,
-    ) -> Result<u32, ExecutorError> {
-        let id = task.id.as_str();
+    async fn create_and_start(&self, launch: &Launch<'_>) -> Result<u32, ExecutorError> {
+        let id = launch.task.id.as_str();
         let lease = format!("shoal-start-{id}");
         let expire = (chrono::Utc::now() + START_LEASE_TTL).to_rfc3339();
         self.cd
@@ -198,9 +208,7 @@ impl ContainerdExecutor {
             }))
             .await
             .map_err(|s| ExecutorError::containerd("Leases.Create", id, s))?;
-        let result = self
-            .create_and_start_leased(task, cs, image, hostname, stop_signal, &lease)
-            .await;
+        let result = self.create_and_start_leased(launch, &lease).await;
         // The container now references the snapshot; the lease has done its job.
         if let Err(s) = self
             .cd
@@ -218,13 +226,17 @@ impl ContainerdExecutor {
 
     async fn create_and_start_leased(
         &self,
-        task: &Task,
-        cs: &ContainerSpec,
-        image: &ResolvedImage,
-        hostname: &str,
-        stop_signal: Signal,
+        launch: &Launch<'_>,
         lease: &str,
     ) -> Result<u32, ExecutorError> {
+        let Launch {
+            task,
+            cs,
+            image,
+            hostname,
+            stop_signal,
+            netns,
+        } = *launch;
         let id = task.id.as_str();
         let with_lease = |mut req: tonic::Request<_>| {
             if let Ok(v) = lease.parse() {
@@ -281,7 +293,7 @@ impl ContainerdExecutor {
             hostname,
             task_dir: &task_dir,
             nofile: spec::nofile_limit(),
-            netns: net.netns.as_deref(),
+            netns,
         })?;
         let spec_json = serde_json::to_vec(&oci).map_err(|e| {
             ExecutorError::Spec(SpecError::Oci(oci_spec::OciSpecError::Other(e.to_string())))

@@ -25,11 +25,6 @@ pub(super) fn masquerade_script(table: &str, bridge: &str, subnet: Ipv4Net) -> S
     )
 }
 
-/// Removes the table (nothing if it is gone).
-pub(super) fn delete_script(table: &str) -> String {
-    format!("table ip {table}\ndelete table ip {table}\n")
-}
-
 /// Runs one `nft -f -` transaction.
 pub(super) fn apply(script: &str) -> Result<(), NetworkError> {
     let mut child = Command::new("nft")
