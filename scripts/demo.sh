@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Runs Shoal on this machine: a private containerd, a `shoal daemon`, a one-node swarm and a
-# three-replica service that prints a line every five seconds.
+# Runs Shoal on this machine: a private containerd, a `shoal daemon`, a one-node swarm, an
+# overlay network, a three-replica web service on it, and a second service whose task reaches
+# the web service by name through Shoal's DNS.
 #
 #   scripts/demo.sh          start everything (again) and show the service
 #   scripts/demo.sh stop     remove the service, stop the daemon and containerd, unmount
 #   scripts/demo.sh clean    stop, then delete all demo state (images, swarm, logs)
 #
 # The demo's containerd has its own root, state and socket (/var/lib/shoal-demo,
-# /run/shoal-demo), so it never touches the host's containerd or /var/lib/shoal.
+# /run/shoal-demo), so it never touches the host's containerd or /var/lib/shoal. Every address it
+# makes is inside 198.18.0.0/15 (set aside for benchmarks): the outbound bridge 198.19.255.1/24,
+# network subnets from 198.18.128.0/17.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -19,6 +22,9 @@ NAMESPACE=shoal
 SHOAL=$ROOT/target/release/shoal
 BUILD_IMAGE=$ROOT/target/release/build-test-image
 export SHOAL_HOST=unix://$SHOAL_SOCK
+BRIDGE=shoal_demo0
+BIP=198.19.255.1/24
+NETWORK=demo-net
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() {
@@ -104,7 +110,8 @@ start_daemon() {
   nohup "$SHOAL" -H "$SHOAL_HOST" daemon \
     --data-dir "$STATE/shoal" \
     --containerd "$CONTAINERD_SOCK" \
-    --containerd-namespace "$NAMESPACE" >>"$STATE/logs/shoal.log" 2>&1 &
+    --containerd-namespace "$NAMESPACE" \
+    --bridge "$BRIDGE" --bip "$BIP" >>"$STATE/logs/shoal.log" 2>&1 &
   echo $! >"$RUN/shoal.pid"
   for ((i = 0; i < 150; i++)); do
     if "$SHOAL" info >/dev/null 2>&1; then
@@ -147,8 +154,14 @@ unmount_leftovers() {
 
 stop_all() {
   if alive "$RUN/shoal.pid"; then
-    log "removing service web"
-    "$SHOAL" service rm web >/dev/null 2>&1 || true
+    log "removing services web and client, and network $NETWORK"
+    "$SHOAL" service rm web client >/dev/null 2>&1 || true
+    # The tasks' namespaces go once their containers have stopped.
+    for ((i = 0; i < 100; i++)); do
+      "$SHOAL" network rm "$NETWORK" >/dev/null 2>&1 && break
+      "$SHOAL" network inspect "$NETWORK" >/dev/null 2>&1 || break
+      sleep 0.2
+    done
   fi
   log "stopping shoal daemon"
   stop_pid "$RUN/shoal.pid" 15
@@ -163,6 +176,10 @@ stop_all() {
     kill -KILL "$pid" 2>/dev/null || true
   done
   unmount_leftovers
+  # The daemon keeps its outbound bridge and masquerading table while it runs (as dockerd keeps
+  # docker_gwbridge); the demo removes both when it stops.
+  ip link delete "$BRIDGE" 2>/dev/null || true
+  nft delete table ip "shoal_$BRIDGE" 2>/dev/null || true
   rm -rf "$RUN"
 }
 
@@ -206,14 +223,54 @@ log "building and loading the busybox test image"
 "$BUILD_IMAGE" "$STATE/busybox.tar"
 "$SHOAL" image load -i "$STATE/busybox.tar"
 
+if "$SHOAL" network inspect "$NETWORK" >/dev/null 2>&1; then
+  log "network $NETWORK exists already"
+else
+  log "shoal network create --driver overlay $NETWORK"
+  "$SHOAL" network create --driver overlay "$NETWORK"
+fi
+
 if "$SHOAL" service inspect web >/dev/null 2>&1; then
   log "service web exists already"
 else
-  log "shoal service create --name web --replicas 3 busybox sh -c '…'"
+  log "shoal service create --name web --network $NETWORK --replicas 3 busybox sh -c '…httpd…'"
+  # Each replica serves a page with its own hostname, so the answers show who replied.
   # shellcheck disable=SC2016 # $(hostname) is for the container's shell, not this one
-  "$SHOAL" service create --name web --replicas 3 busybox \
-    sh -c 'while true; do echo hello from $(hostname); sleep 5; done'
+  "$SHOAL" service create --name web --network "$NETWORK" --replicas 3 busybox \
+    sh -c 'mkdir -p /www && echo "hello from $(hostname)" >/www/index.html && httpd -f -p 80 -h /www'
 fi
+
+if "$SHOAL" service inspect client >/dev/null 2>&1; then
+  log "service client exists already"
+else
+  log "shoal service create --name client --network $NETWORK busybox sleep 1d"
+  "$SHOAL" service create --name client --network "$NETWORK" busybox sleep 86400
+fi
+
+# The client's running task (its container ID is the task ID).
+client_task() {
+  local id
+  for id in $("$SHOAL" service ps -q --no-trunc client); do
+    if ctr_ tasks ls 2>/dev/null | grep -q "^$id .*RUNNING"; then
+      echo "$id"
+      return 0
+    fi
+  done
+  return 1
+}
+
+log "the client task asks for http://web/ three times (by name, through Shoal's DNS)"
+task=""
+for ((i = 0; i < 100; i++)); do
+  task=$(client_task) && break
+  sleep 0.2
+done
+[[ -n $task ]] || die "the client task did not start; see $STATE/logs/shoal.log"
+ctr_ tasks exec --exec-id "demo-$$" "$task" nslookup tasks.web || true
+for n in 1 2 3; do
+  ctr_ tasks exec --exec-id "demo-$$-$n" "$task" wget -q -T 5 -O - http://web/ ||
+    die "the client could not reach web by name"
+done
 
 log "shoal service ls"
 "$SHOAL" service ls
@@ -226,6 +283,7 @@ Shoal is running. To use it from this shell:
 
   export SHOAL_HOST=$SHOAL_HOST
   $SHOAL service ls
+  $SHOAL network inspect $NETWORK
   $SHOAL service logs web
   $SHOAL service scale web=5
   $SHOAL node ls

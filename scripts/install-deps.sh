@@ -19,6 +19,7 @@ PACKAGES=(
   jq                # scripts parse `shoal ... --format json`
   procps            # ps/pgrep used by scripts and the benchmark
   prometheus        # promtool and a real server for the metrics tests
+  iperf3            # the overlay benchmark's throughput
 )
 
 missing=()

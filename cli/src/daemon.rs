@@ -53,11 +53,13 @@ fn parse_bridge(name: &str) -> Result<String, String> {
 
 /// The bridge's own address with the subnet's prefix, as docker's `--bip`: e.g. 172.18.0.1/16.
 fn parse_bip(text: &str) -> Result<ipnet::Ipv4Net, String> {
-    let bip: ipnet::Ipv4Net = text
-        .parse()
-        .map_err(|_| format!("{text:?} is not an IPv4 address with a prefix length, e.g. 172.18.0.1/16"))?;
+    let bip: ipnet::Ipv4Net = text.parse().map_err(|_| {
+        format!("{text:?} is not an IPv4 address with a prefix length, e.g. 172.18.0.1/16")
+    })?;
     if bip.prefix_len() > 30 {
-        return Err(format!("{text}: the subnet is too small for tasks; use a prefix of /30 or shorter"));
+        return Err(format!(
+            "{text}: the subnet is too small for tasks; use a prefix of /30 or shorter"
+        ));
     }
     if bip.addr() == bip.network() || bip.addr() == bip.broadcast() {
         return Err(format!(

@@ -203,7 +203,9 @@ impl Netlink {
         let index = self.index_of(link).await?;
         let msg = LinkUnspec::new_with_index(index)
             .set_port_kind(InfoPortKind::Bridge)
-            .set_port_data(InfoPortData::BridgePort(vec![InfoBridgePort::Isolated(true)]))
+            .set_port_data(InfoPortData::BridgePort(vec![InfoBridgePort::Isolated(
+                true,
+            )]))
             .build();
         self.change(link, "isolating the bridge port", msg).await
     }

@@ -390,7 +390,11 @@ impl ShoalHost {
             .args(["link", "delete", &self.bridge])
             .stderr(Stdio::null())
             .status();
-        let table = format!("shoal_{}", self.bridge.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
+        let table = format!(
+            "shoal_{}",
+            self.bridge
+                .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+        );
         let _ = Command::new("nft")
             .args(["delete", "table", "ip", &table])
             .stderr(Stdio::null())

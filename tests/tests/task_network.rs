@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use shoal_tests::cluster::TestCluster;
 use shoal_tests::daemon::{wait_until, words, Container, ShoalHost};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -47,7 +48,8 @@ fn every_task_gets_a_namespace_on_the_outbound_bridge_and_the_nodes_dns() {
         .expect("list addresses");
     let subnet = gw.rsplit_once('.').map_or("", |(net, _)| net);
     assert!(
-        addrs.contains(&format!("eth0    inet {subnet}.")) || addrs.contains(&format!("inet {subnet}.")),
+        addrs.contains(&format!("eth0    inet {subnet}."))
+            || addrs.contains(&format!("inet {subnet}.")),
         "eth0 has an address on the outbound bridge {subnet}.0/24:\n{addrs}"
     );
     let route = host.sh_in_task(&task, "ip route").expect("routes");
@@ -58,11 +60,180 @@ fn every_task_gets_a_namespace_on_the_outbound_bridge_and_the_nodes_dns() {
     host.sh_in_task(&task, &format!("ping -c 1 -W 2 {gw}"))
         .expect("the task reaches its node through the bridge");
     let host_end = format!("gw{}", &task[..12]);
-    assert!(host.host_links().contains(&host_end), "{:?}", host.host_links());
+    assert!(
+        host.host_links().contains(&host_end),
+        "{:?}",
+        host.host_links()
+    );
 
     host.shoal_ok(&["service", "rm", "solo"]);
     host.wait_for(WAIT, "the task's namespace and veth to go", || {
         host.namespaces("tasks").is_empty() && !host.host_links().contains(&host_end)
     });
-    assert!(wait_until(Duration::from_secs(5), || host.containers().is_empty()));
+    assert!(wait_until(Duration::from_secs(5), || host
+        .containers()
+        .is_empty()));
+}
+
+/// The task's address on its first network (`eth0`), without prefix.
+fn eth0_addr(host: &ShoalHost, task: &str) -> String {
+    let out = host
+        .sh_in_task(task, "ip -o -4 addr show eth0")
+        .unwrap_or_else(|e| panic!("{e}"));
+    out.split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|cidr| cidr.split('/').next())
+        .unwrap_or_else(|| panic!("no IPv4 address on eth0 of {task}: {out}"))
+        .to_string()
+}
+
+/// `nslookup NAME` inside the task: the addresses answered (the server's own line excluded).
+fn lookup(host: &ShoalHost, task: &str, name: &str) -> Vec<String> {
+    let Ok(out) = host.sh_in_task(task, &format!("nslookup {name}")) else {
+        return Vec::new();
+    };
+    let mut addrs: Vec<String> = out
+        .split("Name:")
+        .skip(1)
+        .flat_map(|answer| {
+            answer
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("Address:"))
+                .map(|a| a.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    addrs.sort();
+    addrs
+}
+
+/// What a node holds for task networking, to compare before and after.
+#[derive(Debug, PartialEq)]
+struct NodeNetworkState {
+    links: Vec<String>,
+    ruleset: String,
+    task_namespaces: Vec<String>,
+    network_namespaces: Vec<String>,
+}
+
+fn node_state(host: &ShoalHost) -> NodeNetworkState {
+    NodeNetworkState {
+        links: host.host_links(),
+        ruleset: host.nft_ruleset(),
+        task_namespaces: host.namespaces("tasks"),
+        network_namespaces: host.namespaces("networks"),
+    }
+}
+
+#[test]
+fn overlay_tasks_reach_each_other_by_ip_and_name_across_hosts_and_overlays_are_isolated() {
+    let mut cluster = TestCluster::new(2);
+    cluster.form(1, 1);
+    cluster.load_busybox_everywhere();
+    let (m, w) = (cluster.host(0), cluster.host(1));
+    // Nothing here is ever forwarded beyond the test network: names the swarm does not know go
+    // to a test host where no DNS server listens.
+    let no_dns = format!("--dns {}", cluster.net().host_addr(1));
+    // After the swarm formed, the outbound bridges exist: what a node has with no task.
+    let idle = [node_state(m), node_state(w)];
+
+    // `--network` needs a manager, as every service command does.
+    let err = w.shoal_err(&words(
+        "service create --name x --network front busybox sleep 1",
+    ));
+    assert!(err.contains("not a swarm manager"), "{err}");
+
+    m.shoal_ok(&words("network create --driver overlay front"));
+    m.shoal_ok(&words("network create --driver overlay back"));
+    let web_create = format!(
+        "service create --name web --network front --replicas 2 --replicas-max-per-node 1 \
+         {no_dns} busybox sh -c"
+    );
+    let mut args = words(&web_create);
+    args.push("mkdir -p /www && hostname > /www/index.html && httpd -f -p 80 -h /www");
+    m.shoal_ok(&args);
+    m.shoal_ok(&words(&format!(
+        "service create --name client --network front --constraint node.role==worker \
+         {no_dns} busybox sleep 3600"
+    )));
+    m.shoal_ok(&words(&format!(
+        "service create --name other --network back --constraint node.role==manager \
+         {no_dns} busybox sleep 3600"
+    )));
+    let client = running(w, "client", 1).remove(0).id;
+    let other = running(m, "other", 1).remove(0).id;
+    let web_m = running(m, "web", 1).remove(0).id;
+    let web_w = running(w, "web", 1).remove(0).id;
+    let mut web_ips = vec![eth0_addr(m, &web_m), eth0_addr(w, &web_w)];
+    web_ips.sort();
+    let other_ip = eth0_addr(m, &other);
+
+    // The outside of the node: the other host's underlay address, through the outbound bridge.
+    w.sh_in_task(
+        &client,
+        &format!("ping -c 1 -W 2 {}", cluster.net().host_addr(0)),
+    )
+    .expect("a task reaches the outside of its node");
+
+    // Across hosts over the overlay, by IP, by service name, and every task by tasks.NAME.
+    for ip in &web_ips {
+        w.sh_in_task(&client, &format!("ping -c 1 -W 2 {ip}"))
+            .expect("the client reaches a web task by IP");
+    }
+    let page = w
+        .sh_in_task(&client, "wget -q -T 5 -O - http://web/")
+        .expect("the client reaches web by name");
+    assert!(!page.trim().is_empty());
+    assert_eq!(lookup(w, &client, "tasks.web"), web_ips);
+    assert_eq!(lookup(w, &client, "web.front"), web_ips);
+
+    // The other overlay is out of reach, by address and by name.
+    assert!(w
+        .sh_in_task(&client, &format!("ping -c 1 -W 1 {other_ip}"))
+        .is_err());
+    assert!(lookup(w, &client, "other").is_empty());
+
+    // Scale down: the gone task leaves DNS; scale up again: a fresh address, no conflict.
+    m.shoal_ok(&words("service scale web=1"));
+    assert!(
+        wait_until(WAIT, || lookup(w, &client, "tasks.web").len() == 1),
+        "tasks.web still lists {:?}",
+        lookup(w, &client, "tasks.web")
+    );
+    m.shoal_ok(&words("service scale web=2"));
+    assert!(
+        wait_until(WAIT, || {
+            let ips = lookup(w, &client, "tasks.web");
+            ips.len() == 2 && ips[0] != ips[1]
+        }),
+        "tasks.web lists {:?}",
+        lookup(w, &client, "tasks.web")
+    );
+    for ip in lookup(w, &client, "tasks.web") {
+        w.sh_in_task(&client, &format!("ping -c 1 -W 2 {ip}"))
+            .expect("a re-scaled web task is reachable");
+    }
+
+    // A worker daemon killed with -9 and started again adopts its tasks, networks and all.
+    cluster.host_mut(1).kill9();
+    cluster.host_mut(1).restart();
+    let (m, w) = (cluster.host(0), cluster.host(1));
+    assert!(
+        wait_until(WAIT, || w
+            .sh_in_task(&client, "wget -q -T 2 -O - http://web/")
+            .is_ok()),
+        "the client reaches web by name after its daemon's kill -9 and restart"
+    );
+
+    // Removing the services and the networks leaves each node as it was with no task.
+    m.shoal_ok(&words("service rm web client other"));
+    for (host, before) in [m, w].into_iter().zip(&idle) {
+        assert!(
+            wait_until(WAIT, || node_state(host) == *before),
+            "a node kept task networking state: {:#?}\nexpected {before:#?}",
+            node_state(host)
+        );
+    }
+    m.shoal_ok(&words("network rm front back"));
 }

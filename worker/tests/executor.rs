@@ -57,7 +57,11 @@ impl Env {
 
     async fn run(&self, task: &Task) -> u32 {
         let image = self.executor.prepare(task).await.expect("prepare");
-        match self.executor.start(task, &image, &TaskNetwork::default()).await {
+        match self
+            .executor
+            .start(task, &image, &TaskNetwork::default())
+            .await
+        {
             Ok(pid) => pid,
             Err(e) => panic!(
                 "start failed: {e}\ncontainerd log:\n{}",
@@ -364,14 +368,20 @@ async fn a_failed_start_leaves_no_container() {
     let env = Env::new().await;
     let t = task(&["/does/not/exist"]);
     let image = env.executor.prepare(&t).await.unwrap();
-    let err = env.executor.start(&t, &image, &TaskNetwork::default()).await.unwrap_err();
+    let err = env
+        .executor
+        .start(&t, &image, &TaskNetwork::default())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("Tasks."), "{err}");
     assert!(env.executor.list().await.unwrap().is_empty());
 
     let unknown_user = task_with(&["true"], |s| s.user = "ghost".into());
-    let err = env.executor
+    let err = env
+        .executor
         .start(&unknown_user, &image, &TaskNetwork::default())
-        .await.unwrap_err();
+        .await
+        .unwrap_err();
     assert!(
         err.to_string().contains("unable to find user ghost"),
         "{err}"

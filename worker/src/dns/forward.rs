@@ -73,13 +73,8 @@ async fn exchange_tcp(
     request: DnsRequest,
     timeout: Duration,
 ) -> Result<Message, NetError> {
-    let connect = TcpClientStream::exchange(
-        upstream,
-        None,
-        timeout,
-        None,
-        TokioRuntimeProvider::new(),
-    );
+    let connect =
+        TcpClientStream::exchange(upstream, None, timeout, None, TokioRuntimeProvider::new());
     let client = match tokio::time::timeout(timeout, connect).await {
         Ok(client) => client?,
         Err(_) => return Err(NetError::from("timed out connecting over TCP")),

@@ -141,7 +141,10 @@ async fn bind_pair(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), DnsErro
         let udp = UdpSocket::bind(addr)
             .await
             .map_err(|e| DnsError::Bind(addr, e))?;
-        let port = udp.local_addr().map_err(|e| DnsError::Bind(addr, e))?.port();
+        let port = udp
+            .local_addr()
+            .map_err(|e| DnsError::Bind(addr, e))?
+            .port();
         match TcpListener::bind(SocketAddr::new(addr.ip(), port)).await {
             Ok(tcp) => return Ok((udp, tcp)),
             Err(e) if addr.port() == 0 => last_error = Some(e),

@@ -19,4 +19,3 @@ pub fn host_resolv_conf() -> String {
     }
     etc
 }
-

@@ -17,8 +17,8 @@
 
 mod config;
 mod host_resolv;
-mod node;
 mod nft;
+mod node;
 mod outbound;
 mod overlay;
 

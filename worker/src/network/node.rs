@@ -108,12 +108,17 @@ impl NodeNetwork {
             if network.id.is_empty() {
                 return Err(bad("ID", ""));
             }
-            let address: Ipv4Net = att.address.parse().map_err(|_| bad("address", &att.address))?;
+            let address: Ipv4Net = att
+                .address
+                .parse()
+                .map_err(|_| bad("address", &att.address))?;
             if !st.overlays.contains_key(&network.id) {
                 let ov = OverlayNs::ensure(&self.networks_dir, &network.id, self.mtu).await?;
                 st.overlays.insert(network.id.clone(), ov);
             }
-            let State { overlays, peers, .. } = &mut *st;
+            let State {
+                overlays, peers, ..
+            } = &mut *st;
             if let Some(ov) = overlays.get_mut(&network.id) {
                 ov.attach_task(&ns, &inside, &task.id, index, address, self.mtu)
                     .await?;

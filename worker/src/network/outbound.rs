@@ -157,8 +157,14 @@ mod tests {
         let got: Vec<Ipv4Addr> = (0..5).map(|_| o.allocate().expect("free")).collect();
         assert_eq!(
             got,
-            ["198.19.0.2", "198.19.0.3", "198.19.0.4", "198.19.0.5", "198.19.0.6"]
-                .map(|s| s.parse::<Ipv4Addr>().expect("ip"))
+            [
+                "198.19.0.2",
+                "198.19.0.3",
+                "198.19.0.4",
+                "198.19.0.5",
+                "198.19.0.6"
+            ]
+            .map(|s| s.parse::<Ipv4Addr>().expect("ip"))
         );
         assert!(matches!(o.allocate(), Err(NetworkError::OutboundFull(_))));
         o.used.remove(&"198.19.0.3".parse().expect("ip"));

@@ -77,8 +77,14 @@ impl OverlayNs {
     }
 
     /// Removes the network side of a task's veth (which takes the task's end with it).
-    pub(super) async fn detach_task(&self, task_id: &str, index: usize) -> Result<(), NetworkError> {
-        self.nl.delete_link(&Self::task_link(task_id, index)).await?;
+    pub(super) async fn detach_task(
+        &self,
+        task_id: &str,
+        index: usize,
+    ) -> Result<(), NetworkError> {
+        self.nl
+            .delete_link(&Self::task_link(task_id, index))
+            .await?;
         Ok(())
     }
 
@@ -114,8 +120,10 @@ impl OverlayNs {
             self.vxlan = true;
             info!(network = %network.id, vni = network.vni, "VXLAN tunnel up");
         }
-        let want_fdb: HashSet<(MacAddr, Ipv4Addr)> =
-            remote.iter().map(|(ip, node)| (mac_of(*ip), *node)).collect();
+        let want_fdb: HashSet<(MacAddr, Ipv4Addr)> = remote
+            .iter()
+            .map(|(ip, node)| (mac_of(*ip), *node))
+            .collect();
         for entry in self.nl.fdb_entries(VXLAN).await? {
             if !want_fdb.contains(&(entry.mac, entry.remote)) {
                 self.nl.delete_fdb(VXLAN, entry.mac, entry.remote).await?;
