@@ -31,8 +31,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use shoal_proto::{
-    store_action::Action, Meta, Network, NetworkAttachment, Node, NodeAvailability, NodeState, Service, ServiceMode,
-    StoreAction, Task, TaskDesiredState, TaskState, TaskStatus, TaskStatusUpdate,
+    store_action::Action, Meta, Network, NetworkAttachment, Node, NodeAvailability, NodeState,
+    Service, ServiceMode, StoreAction, Task, TaskDesiredState, TaskState, TaskStatus,
+    TaskStatusUpdate,
 };
 use tokio::sync::watch;
 use tracing::warn;

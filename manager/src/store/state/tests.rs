@@ -276,3 +276,235 @@ fn networks_survive_a_snapshot_and_go_with_delete() {
     )
     .unwrap();
 }
+
+fn gw_network(id: &str, name: &str, subnet: &str, gateway: &str) -> Network {
+    let mut n = network(id, name, subnet, 4096);
+    n.gateway = gateway.into();
+    n
+}
+
+fn attached(id: &str, networks: &[&str]) -> Task {
+    let mut t = task(id);
+    t.networks = networks
+        .iter()
+        .map(|n| shoal_proto::NetworkAttachment {
+            network: Some(Network {
+                id: n.to_string(),
+                ..Default::default()
+            }),
+            address: String::new(),
+            aliases: vec!["alias".into()],
+        })
+        .collect();
+    t
+}
+
+fn allocation(task: &str, addrs: &[(&str, &str)]) -> Action {
+    Action::AllocateTask(shoal_proto::TaskAllocation {
+        task_id: task.into(),
+        networks: addrs
+            .iter()
+            .map(|(n, a)| shoal_proto::NetworkAttachment {
+                network: Some(Network {
+                    id: n.to_string(),
+                    ..Default::default()
+                }),
+                address: a.to_string(),
+                aliases: vec![],
+            })
+            .collect(),
+        error: String::new(),
+    })
+}
+
+/// Networks n1 (front, 198.18.8.0/24, gateway .1) and n2 (back, 198.18.9.0/24), task t1 on
+/// both (NEW), task t2 on n1 (NEW).
+fn with_attached_tasks() -> StoreState {
+    let mut s = StoreState::default();
+    let n1 = gw_network("n1", "front", "198.18.8.0/24", "198.18.8.1");
+    let n2 = gw_network("n2", "back", "198.18.9.0/24", "198.18.9.1");
+    let mut n2 = n2;
+    n2.vni = 4097;
+    one(&mut s, 1, Action::CreateNetwork(n1)).unwrap();
+    one(&mut s, 2, Action::CreateNetwork(n2)).unwrap();
+    one(&mut s, 3, Action::CreateTask(attached("t1", &["n1", "n2"]))).unwrap();
+    one(&mut s, 4, Action::CreateTask(attached("t2", &["n1"]))).unwrap();
+    s
+}
+
+#[test]
+fn an_allocation_fills_the_attachments_and_makes_the_task_pending() {
+    let mut s = with_attached_tasks();
+    one(
+        &mut s,
+        5,
+        allocation("t1", &[("n1", "198.18.8.2/24"), ("n2", "198.18.9.2/24")]),
+    )
+    .unwrap();
+    let t = &s.tasks["t1"];
+    assert_eq!(t.state(), TaskState::Pending);
+    assert_eq!(t.networks[0].address, "198.18.8.2/24");
+    assert_eq!(t.networks[1].address, "198.18.9.2/24");
+    assert_eq!(
+        t.networks[0].network.as_ref().map(|n| n.subnet.as_str()),
+        Some("198.18.8.0/24"),
+        "the network is copied from the store"
+    );
+    assert_eq!(t.networks[0].aliases, ["alias"], "the task's aliases stay");
+}
+
+#[test]
+fn allocations_that_break_the_rules_are_refused() {
+    let mut s = with_attached_tasks();
+    one(&mut s, 5, allocation("t2", &[("n1", "198.18.8.2/24")])).unwrap();
+    let before = s.clone();
+    let bad = |address: &str, why: &'static str| ApplyError::BadTaskAddress {
+        task: "t1".into(),
+        address: address.into(),
+        network: "front".into(),
+        subnet: "198.18.8.0/24".into(),
+        why,
+    };
+    let refusals = [
+        (
+            allocation("gone", &[("n1", "198.18.8.3/24")]),
+            ApplyError::NoSuchTask("gone".into()),
+        ),
+        (
+            allocation("t2", &[("n1", "198.18.8.3/24")]),
+            ApplyError::TaskNotNew {
+                task: "t2".into(),
+                state: TaskState::Pending.display_name().into(),
+            },
+        ),
+        (
+            allocation("t1", &[("n2", "198.18.9.3/24"), ("n1", "198.18.8.3/24")]),
+            ApplyError::AttachmentsMismatch {
+                task: "t1".into(),
+                wanted: "n1,n2".into(),
+                given: "n2,n1".into(),
+            },
+        ),
+        (
+            allocation("t1", &[("n1", "198.18.7.3/24"), ("n2", "198.18.9.3/24")]),
+            bad("198.18.7.3/24", "outside the network's subnet"),
+        ),
+        (
+            allocation("t1", &[("n1", "198.18.8.3/25"), ("n2", "198.18.9.3/24")]),
+            bad("198.18.8.3/25", "outside the network's subnet"),
+        ),
+        (
+            allocation("t1", &[("n1", "198.18.8.255/24"), ("n2", "198.18.9.3/24")]),
+            bad(
+                "198.18.8.255/24",
+                "the subnet's network or broadcast address",
+            ),
+        ),
+        (
+            allocation("t1", &[("n1", "198.18.8.1/24"), ("n2", "198.18.9.3/24")]),
+            bad("198.18.8.1/24", "the network's gateway"),
+        ),
+        (
+            allocation("t1", &[("n1", "nonsense"), ("n2", "198.18.9.3/24")]),
+            bad("nonsense", "not an IPv4 CIDR"),
+        ),
+        (
+            allocation("t1", &[("n1", "198.18.8.2/24"), ("n2", "198.18.9.3/24")]),
+            ApplyError::AddressInUse {
+                address: "198.18.8.2".into(),
+                network: "front".into(),
+                holder: "t2".into(),
+            },
+        ),
+    ];
+    for (i, (a, want)) in refusals.into_iter().enumerate() {
+        assert_eq!(one(&mut s, 10 + i as u64, a).unwrap_err(), want);
+        assert_eq!(
+            s.tasks, before.tasks,
+            "a refused allocation changes nothing"
+        );
+    }
+}
+
+#[test]
+fn an_allocation_on_a_removed_network_is_refused() {
+    let mut s = with_attached_tasks();
+    s.networks.remove("n2");
+    assert_eq!(
+        one(
+            &mut s,
+            5,
+            allocation("t1", &[("n1", "198.18.8.2/24"), ("n2", "198.18.9.2/24")]),
+        )
+        .unwrap_err(),
+        ApplyError::NoSuchNetwork("n2".into())
+    );
+}
+
+#[test]
+fn a_finished_task_frees_its_address() {
+    let mut s = with_attached_tasks();
+    one(&mut s, 5, allocation("t2", &[("n1", "198.18.8.2/24")])).unwrap();
+    one(&mut s, 6, status("t2", TaskState::Failed)).unwrap();
+    one(
+        &mut s,
+        7,
+        allocation("t1", &[("n1", "198.18.8.2/24"), ("n2", "198.18.9.2/24")]),
+    )
+    .unwrap();
+    assert_eq!(s.tasks["t1"].state(), TaskState::Pending);
+}
+
+#[test]
+fn an_allocation_error_leaves_the_task_new_with_the_reason() {
+    let mut s = with_attached_tasks();
+    let refuse = Action::AllocateTask(shoal_proto::TaskAllocation {
+        task_id: "t2".into(),
+        networks: vec![],
+        error: "no available IP addresses on network front".into(),
+    });
+    one(&mut s, 5, refuse).unwrap();
+    let t = &s.tasks["t2"];
+    assert_eq!(t.state(), TaskState::New);
+    assert_eq!(
+        t.status.as_ref().map(|s| s.err.as_str()),
+        Some("no available IP addresses on network front")
+    );
+}
+
+#[test]
+fn a_network_in_use_is_not_removed() {
+    let mut s = with_attached_tasks();
+    let mut svc = service("s1", "web");
+    if let Some(spec) = svc.spec.as_mut() {
+        spec.networks = vec![shoal_proto::NetworkAttachmentConfig {
+            target: "n1".into(),
+            aliases: vec![],
+        }];
+    }
+    one(&mut s, 5, Action::CreateService(svc)).unwrap();
+    let err = one(&mut s, 6, Action::DeleteNetwork("n1".into())).unwrap_err();
+    assert_eq!(
+        err,
+        ApplyError::NetworkInUseByService {
+            network: "front".into(),
+            service: "web".into()
+        }
+    );
+    assert!(err
+        .to_string()
+        .contains("`service update --network-rm front web`"));
+    one(&mut s, 7, Action::DeleteService("s1".into())).unwrap();
+    assert_eq!(
+        one(&mut s, 8, Action::DeleteNetwork("n1".into())).unwrap_err(),
+        ApplyError::NetworkInUseByTask {
+            network: "front".into(),
+            task: "t1".into()
+        }
+    );
+    for (i, t) in ["t1", "t2"].into_iter().enumerate() {
+        one(&mut s, 9 + i as u64, status(t, TaskState::Shutdown)).unwrap();
+    }
+    one(&mut s, 12, Action::DeleteNetwork("n1".into())).unwrap();
+    assert!(!s.networks.contains_key("n1"));
+}
