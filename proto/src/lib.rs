@@ -45,6 +45,16 @@ impl Task {
     pub fn desired(&self) -> TaskState {
         TaskState::try_from(self.desired_state).unwrap_or(TaskState::New)
     }
+
+    /// Docker's task name, which its container and DNS answer to: `SERVICE.SLOT.TASKID` for a
+    /// replicated task, `SERVICE.NODEID.TASKID` for a global one (slot 0).
+    pub fn name(&self) -> String {
+        if self.slot == 0 && !self.node_id.is_empty() {
+            format!("{}.{}.{}", self.service_name, self.node_id, self.id)
+        } else {
+            format!("{}.{}.{}", self.service_name, self.slot, self.id)
+        }
+    }
 }
 
 pub mod leader_hint;
