@@ -320,6 +320,7 @@ impl StoreState {
                 }
             }
             Action::CreateService(s) => {
+                self.check_service_networks(s)?;
                 let name = service_name(s);
                 if self.service_by_name(&name).is_some() {
                     return Err(ApplyError::ServiceNameTaken(name));
@@ -348,6 +349,7 @@ impl StoreState {
                         found,
                     });
                 }
+                self.check_service_networks(s)?;
                 let name = service_name(s);
                 if self
                     .service_by_name(&name)

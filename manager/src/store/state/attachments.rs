@@ -8,7 +8,7 @@
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use shoal_proto::{NetworkAttachment, Task, TaskAllocation, TaskState};
+use shoal_proto::{NetworkAttachment, Service, Task, TaskAllocation, TaskState};
 
 use super::{network_subnet, ApplyError, StoreState};
 
@@ -122,8 +122,24 @@ impl StoreState {
             .map(|t| t.id.clone())
     }
 
+    /// A service names only networks that exist (by ID): a network removed while the service
+    /// was being created or updated is refused here rather than left dangling.
+    pub(super) fn check_service_networks(&self, s: &Service) -> Result<(), ApplyError> {
+        let Some(spec) = s.spec.as_ref() else {
+            return Ok(());
+        };
+        match spec
+            .networks
+            .iter()
+            .find(|n| !self.networks.contains_key(&n.target))
+        {
+            Some(n) => Err(ApplyError::NoSuchNetwork(n.target.clone())),
+            None => Ok(()),
+        }
+    }
+
     /// A network may go only when no service names it and no live task is attached to it.
-    pub(super) fn check_network_unused(&self, network_id: &str) -> Result<(), ApplyError> {
+    pub fn check_network_unused(&self, network_id: &str) -> Result<(), ApplyError> {
         let name = self
             .networks
             .get(network_id)

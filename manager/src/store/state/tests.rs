@@ -482,6 +482,18 @@ fn a_network_in_use_is_not_removed() {
             aliases: vec![],
         }];
     }
+    let mut stray = service("s2", "stray");
+    if let Some(spec) = stray.spec.as_mut() {
+        spec.networks = vec![shoal_proto::NetworkAttachmentConfig {
+            target: "gone".into(),
+            aliases: vec![],
+        }];
+    }
+    assert_eq!(
+        one(&mut s, 5, Action::CreateService(stray)).unwrap_err(),
+        ApplyError::NoSuchNetwork("gone".into()),
+        "a service names only networks that exist"
+    );
     one(&mut s, 5, Action::CreateService(svc)).unwrap();
     let err = one(&mut s, 6, Action::DeleteNetwork("n1".into())).unwrap_err();
     assert_eq!(
