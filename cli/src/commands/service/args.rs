@@ -1,13 +1,16 @@
 //! The flags and arguments of each `service` subcommand, and the value parsers only they use.
 //! `--limit-*`/`--reserve-*` and the `--autoscale-*` flags are shared by `create` and
-//! `update`; applying them to a spec is here too, next to their meaning.
+//! `update`; applying them to a spec is here too, next to their meaning. The networking
+//! flags' parsers and how an update applies them are in `networks`.
 
 use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use shoal_proto::validate::autoscale::ZERO_WINDOW_MS;
-use shoal_proto::{AutoscalePolicy, ResourceAmounts, Resources};
+use shoal_proto::{AutoscalePolicy, NetworkAttachmentConfig, ResourceAmounts, Resources};
+
+use super::networks::parse_network;
 
 use crate::commands::flags::{
     parse_cpus, parse_duration_flag, parse_env, parse_label, parse_memory, parse_percent,
@@ -77,6 +80,18 @@ pub struct CreateArgs {
     /// Container hostname
     #[arg(long)]
     pub hostname: Option<String>,
+    /// Network attachments: NAME, or name=NAME,alias=ALIAS,…
+    #[arg(long = "network", value_name = "NETWORK", value_parser = parse_network)]
+    pub network: Vec<NetworkAttachmentConfig>,
+    /// Set custom DNS servers
+    #[arg(long = "dns", value_name = "IP")]
+    pub dns: Vec<String>,
+    /// Set custom DNS search domains
+    #[arg(long = "dns-search", value_name = "DOMAIN")]
+    pub dns_search: Vec<String>,
+    /// Set DNS options
+    #[arg(long = "dns-option", value_name = "OPTION")]
+    pub dns_option: Vec<String>,
     #[command(flatten)]
     pub resources: ResourceFlags,
     #[command(flatten)]
@@ -275,6 +290,33 @@ pub struct UpdateArgs {
     /// Remove the autoscale policy (the replica count stays where it is)
     #[arg(long)]
     pub autoscale_disable: bool,
+    /// Container hostname
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Add a network: NAME, or name=NAME,alias=ALIAS,…
+    #[arg(long = "network-add", value_name = "NETWORK", value_parser = parse_network)]
+    pub network_add: Vec<NetworkAttachmentConfig>,
+    /// Remove a network (name or ID)
+    #[arg(long = "network-rm", value_name = "NETWORK")]
+    pub network_rm: Vec<String>,
+    /// Add or update a custom DNS server
+    #[arg(long = "dns-add", value_name = "IP")]
+    pub dns_add: Vec<String>,
+    /// Remove a custom DNS server
+    #[arg(long = "dns-rm", value_name = "IP")]
+    pub dns_rm: Vec<String>,
+    /// Add or update a custom DNS search domain
+    #[arg(long = "dns-search-add", value_name = "DOMAIN")]
+    pub dns_search_add: Vec<String>,
+    /// Remove a DNS search domain
+    #[arg(long = "dns-search-rm", value_name = "DOMAIN")]
+    pub dns_search_rm: Vec<String>,
+    /// Add or update a DNS option
+    #[arg(long = "dns-option-add", value_name = "OPTION")]
+    pub dns_option_add: Vec<String>,
+    /// Remove a DNS option
+    #[arg(long = "dns-option-rm", value_name = "OPTION")]
+    pub dns_option_rm: Vec<String>,
     /// Exit immediately instead of waiting for the service to converge
     #[arg(short, long)]
     pub detach: bool,
