@@ -5,13 +5,14 @@ use std::collections::HashMap;
 
 use anyhow::Result;
 use shoal_proto::validate::autoscale::{Policy, Target};
-use shoal_proto::{restart_policy::Condition, AutoscalePolicy, Empty, Service};
+use shoal_proto::{restart_policy::Condition, AutoscalePolicy, Service};
 
 use super::args::InspectArgs;
 use super::get_service;
 use super::list::familiar_image;
 use crate::client::Client;
 use crate::commands::flags::cpus_text;
+use crate::commands::network::list_networks;
 use crate::commands::{each, print_inspected, report_each};
 use crate::output::{self, Pretty};
 
@@ -29,12 +30,10 @@ pub(super) async fn inspect(client: &Client, args: InspectArgs) -> Result<()> {
 
 /// Network names by ID; none if they cannot be read (the IDs are shown instead).
 async fn network_names(client: &Client) -> HashMap<String, String> {
-    let Ok(response) = client.control().list_networks(Empty {}).await else {
+    let Ok(networks) = list_networks(client).await else {
         return HashMap::new();
     };
-    response
-        .into_inner()
-        .networks
+    networks
         .into_iter()
         .map(|n| {
             let name = n.spec.map(|s| s.name).unwrap_or_default();

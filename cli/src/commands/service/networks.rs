@@ -7,10 +7,11 @@
 //! [`network_ids`] asks the manager for them.
 
 use anyhow::Result;
-use shoal_proto::{ContainerSpec, DnsConfig, Empty, NetworkAttachmentConfig, ServiceSpec};
+use shoal_proto::{ContainerSpec, DnsConfig, NetworkAttachmentConfig, ServiceSpec};
 
 use super::args::UpdateArgs;
-use crate::client::{Client, RpcResult};
+use crate::client::Client;
+use crate::commands::network::list_networks;
 
 /// `--network` / `--network-add`: `NAME`, or `name=NAME,alias=A,…` (`target=` is `name=`).
 pub fn parse_network(s: &str) -> Result<NetworkAttachmentConfig, String> {
@@ -100,12 +101,7 @@ pub async fn network_ids(client: &Client, keys: &[String]) -> Result<Vec<String>
     if keys.is_empty() {
         return Ok(Vec::new());
     }
-    let networks = client
-        .control()
-        .list_networks(Empty {})
-        .await
-        .or_daemon_error()?
-        .networks;
+    let networks = list_networks(client).await?;
     let name =
         |n: &shoal_proto::Network| n.spec.as_ref().map_or("", |s| s.name.as_str()).to_string();
     Ok(keys
