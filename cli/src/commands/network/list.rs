@@ -19,7 +19,7 @@ const NETWORK_COLUMNS: &[(&str, &str)] = &[
 ];
 
 pub(super) async fn ls(client: &Client, args: LsArgs) -> Result<()> {
-    let networks = super::list_networks(client).await?;
+    let networks = crate::commands::list_networks(client).await?;
     let listing = network_listing(&networks, args.no_trunc);
     if args.quiet {
         for row in &listing.rows {

@@ -15,7 +15,7 @@ use clap::{Args, Subcommand};
 use shoal_proto::validate::network::{
     network_create, NetworkError, NetworkRequest, OVERLAY_DRIVER,
 };
-use shoal_proto::{CreateNetworkRequest, Empty, Network, NetworkRef, NetworkSpec};
+use shoal_proto::{CreateNetworkRequest, Network, NetworkRef, NetworkSpec};
 
 use crate::client::{Client, RpcResult};
 use crate::commands::flags::parse_label;
@@ -140,16 +140,6 @@ async fn create(client: &Client, spec: NetworkSpec) -> Result<()> {
         .or_daemon_error()?;
     println!("{}", network.id);
     Ok(())
-}
-
-/// Every network of the swarm (`network ls`, and the commands that map names to IDs).
-pub async fn list_networks(client: &Client) -> Result<Vec<Network>> {
-    Ok(client
-        .control()
-        .list_networks(Empty {})
-        .await
-        .or_daemon_error()?
-        .networks)
 }
 
 async fn get_network(client: &Client, name: &str) -> Result<Network> {

@@ -12,7 +12,7 @@ use super::get_service;
 use super::list::familiar_image;
 use crate::client::Client;
 use crate::commands::flags::cpus_text;
-use crate::commands::network::list_networks;
+use crate::commands::list_networks;
 use crate::commands::{each, print_inspected, report_each};
 use crate::output::{self, Pretty};
 

@@ -11,7 +11,7 @@ use shoal_proto::{ContainerSpec, DnsConfig, NetworkAttachmentConfig, ServiceSpec
 
 use super::args::UpdateArgs;
 use crate::client::Client;
-use crate::commands::network::list_networks;
+use crate::commands::list_networks;
 
 /// `--network` / `--network-add`: `NAME`, or `name=NAME,alias=A,…` (`target=` is `name=`).
 pub fn parse_network(s: &str) -> Result<NetworkAttachmentConfig, String> {
