@@ -1,7 +1,7 @@
 //! The flags and arguments of each `service` subcommand, and the value parsers only they use.
 //! `--limit-*`/`--reserve-*` and the `--autoscale-*` flags are shared by `create` and
-//! `update`; applying them to a spec is here too, next to their meaning. The networking
-//! flags' parsers and how an update applies them are in `networks`.
+//! `update`; applying them to a spec is here too, next to their meaning. How an update applies
+//! the networking flags is in `networks`.
 
 use std::time::Duration;
 
@@ -9,8 +9,6 @@ use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use shoal_proto::validate::autoscale::ZERO_WINDOW_MS;
 use shoal_proto::{AutoscalePolicy, NetworkAttachmentConfig, ResourceAmounts, Resources};
-
-use super::networks::parse_network;
 
 use crate::commands::flags::{
     parse_cpus, parse_duration_flag, parse_env, parse_label, parse_memory, parse_percent,
@@ -417,6 +415,45 @@ pub struct LogsArgs {
 pub enum ModeArg {
     Replicated,
     Global,
+}
+
+/// `--network` / `--network-add`: `NAME`, or `name=NAME,alias=A,…` (`target=` is `name=`).
+pub fn parse_network(s: &str) -> Result<NetworkAttachmentConfig, String> {
+    let bad = |why: &str| format!("invalid --network value {s:?}: {why}");
+    if !s.contains('=') && !s.contains(',') {
+        if s.trim().is_empty() {
+            return Err(bad("give a network name or ID"));
+        }
+        return Ok(NetworkAttachmentConfig {
+            target: s.to_string(),
+            aliases: Vec::new(),
+        });
+    }
+    let mut attachment = NetworkAttachmentConfig::default();
+    for field in s.split(',') {
+        let (key, value) = field
+            .split_once('=')
+            .ok_or_else(|| bad(&format!("{field:?} is not KEY=VALUE")))?;
+        if value.is_empty() {
+            return Err(bad(&format!("{key}= needs a value")));
+        }
+        match key.trim().to_ascii_lowercase().as_str() {
+            "name" | "target" if attachment.target.is_empty() => {
+                attachment.target = value.to_string()
+            }
+            "name" | "target" => return Err(bad("name= is given twice")),
+            "alias" => attachment.aliases.push(value.to_string()),
+            other => {
+                return Err(bad(&format!(
+                    "unknown key {other:?} (name=, target= and alias= are supported)"
+                )))
+            }
+        }
+    }
+    if attachment.target.is_empty() {
+        return Err(bad("name= is required"));
+    }
+    Ok(attachment)
 }
 
 fn parse_max_attempts(s: &str) -> Result<u64, String> {

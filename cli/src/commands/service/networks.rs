@@ -1,56 +1,18 @@
-//! The networking flags of `service create` and `service update`: `--network` (a name, or
-//! docker's long form `name=N,alias=A,alias=B`), `--network-add/--network-rm`, the `--dns*`
-//! flags and their `-add/-rm` forms, and how an update applies them to a spec.
+//! How the networking flags of `service create` and `service update` become a spec:
+//! `--network` (parsed by `args::parse_network`: a name, or docker's long form
+//! `name=N,alias=A,alias=B`), `--network-add/--network-rm`, the `--dns*` flags and their
+//! `-add/-rm` forms.
 //!
 //! Network names are sent as given; the manager resolves them to IDs (it knows the networks).
 //! Only `--network-rm` needs the IDs here, to find the attachment the stored spec names by ID:
 //! [`network_ids`] asks the manager for them.
 
 use anyhow::Result;
-use shoal_proto::{ContainerSpec, DnsConfig, NetworkAttachmentConfig, ServiceSpec};
+use shoal_proto::{ContainerSpec, DnsConfig, ServiceSpec};
 
 use super::args::UpdateArgs;
 use crate::client::Client;
 use crate::commands::list_networks;
-
-/// `--network` / `--network-add`: `NAME`, or `name=NAME,alias=A,…` (`target=` is `name=`).
-pub fn parse_network(s: &str) -> Result<NetworkAttachmentConfig, String> {
-    let bad = |why: &str| format!("invalid --network value {s:?}: {why}");
-    if !s.contains('=') && !s.contains(',') {
-        if s.trim().is_empty() {
-            return Err(bad("give a network name or ID"));
-        }
-        return Ok(NetworkAttachmentConfig {
-            target: s.to_string(),
-            aliases: Vec::new(),
-        });
-    }
-    let mut attachment = NetworkAttachmentConfig::default();
-    for field in s.split(',') {
-        let (key, value) = field
-            .split_once('=')
-            .ok_or_else(|| bad(&format!("{field:?} is not KEY=VALUE")))?;
-        if value.is_empty() {
-            return Err(bad(&format!("{key}= needs a value")));
-        }
-        match key.trim().to_ascii_lowercase().as_str() {
-            "name" | "target" if attachment.target.is_empty() => {
-                attachment.target = value.to_string()
-            }
-            "name" | "target" => return Err(bad("name= is given twice")),
-            "alias" => attachment.aliases.push(value.to_string()),
-            other => {
-                return Err(bad(&format!(
-                    "unknown key {other:?} (name=, target= and alias= are supported)"
-                )))
-            }
-        }
-    }
-    if attachment.target.is_empty() {
-        return Err(bad("name= is required"));
-    }
-    Ok(attachment)
-}
 
 /// The `--dns*` settings, or none when no flag was given (the node's DNS stays the default).
 pub fn dns_config(
@@ -122,8 +84,10 @@ pub async fn network_ids(client: &Client, keys: &[String]) -> Result<Vec<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::commands::service::args::parse_network;
     use crate::commands::service::spec::{apply_update, build_spec};
     use crate::commands::service::testing::{create_args, parse, update_args};
+    use shoal_proto::NetworkAttachmentConfig;
 
     fn attach(target: &str, aliases: &[&str]) -> NetworkAttachmentConfig {
         NetworkAttachmentConfig {
