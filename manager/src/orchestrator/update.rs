@@ -31,16 +31,11 @@ use shoal_proto::{Service, Task, TaskState};
 /// other networks (or with other aliases) than the service now names.
 pub(crate) fn outdated(service: &Service, t: &Task) -> bool {
     let current = service.spec.as_ref().and_then(|s| s.container.as_ref());
-    t.spec.as_ref() != current || !same_networks(service, t)
-}
-
-/// The task's attachments, by network ID and aliases, are the service's `--network`s in order.
-fn same_networks(service: &Service, t: &Task) -> bool {
-    let wanted = service.spec.as_ref().map_or(&[][..], |s| &s.networks[..]);
-    wanted.len() == t.networks.len()
-        && wanted.iter().zip(&t.networks).all(|(w, a)| {
-            a.network.as_ref().is_some_and(|n| n.id == w.target) && a.aliases == w.aliases
-        })
+    let same_networks = service
+        .spec
+        .as_ref()
+        .map_or(t.networks.is_empty(), |s| t.has_networks_of(s));
+    t.spec.as_ref() != current || !same_networks
 }
 
 /// An old-spec task that was shut down and is still stopping on a node: under stop-first its
