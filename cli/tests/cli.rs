@@ -140,6 +140,53 @@ fn local_validation_happens_before_connecting() {
 }
 
 #[test]
+fn bad_networking_flags_fail_before_connecting() {
+    let nowhere = ["-H", "unix:///nonexistent/s.sock"];
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["create", "--name", "web", "--network", "alias=x", "busybox"],
+            "invalid --network value \"alias=x\": name= is required",
+        ),
+        (
+            &[
+                "create",
+                "--name",
+                "web",
+                "--network",
+                "name=a,ip=1.2.3.4",
+                "busybox",
+            ],
+            "invalid --network value \"name=a,ip=1.2.3.4\": unknown key \"ip\"",
+        ),
+        (
+            &["update", "--network-add", "alias=x", "web"],
+            "invalid --network value \"alias=x\": name= is required",
+        ),
+        (
+            &[
+                "create",
+                "--name",
+                "web",
+                "--dns",
+                "resolver.example",
+                "busybox",
+            ],
+            "invalid --dns value \"resolver.example\": a DNS server is an IP address",
+        ),
+    ];
+    for (args, message) in cases {
+        let (code, stdout, stderr) = run(shoal().args(nowhere).arg("service").args(*args));
+        assert_ne!(code, 0, "{args:?}");
+        assert_eq!(stdout, "", "{args:?}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("nonexistent"),
+            "{args:?} dialled: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn log_driver_is_hidden_and_runs_without_a_runtime() {
     let (_, help, _) = run(shoal().arg("--help"));
     assert!(!help.contains("log-driver"), "{help}");

@@ -4,7 +4,12 @@
 //! again whenever that set changes; it reports progress with `UpdateTaskStatus`. The local
 //! worker of a manager uses this same protocol, so one path serves every node.
 //!
+//! With the tasks go the peer tables of their networks ([`peers`]): who else is on each
+//! network, at which address, behind which node.
+//!
 //! A node whose heartbeats stop for three periods is marked DOWN.
+
+pub mod peers;
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -14,9 +19,9 @@ use std::time::{Duration, Instant};
 use futures::Stream;
 use shoal_proto::leader_hint;
 use shoal_proto::{
-    dispatcher_server, store_action::Action, Empty, HeartbeatRequest, HeartbeatResponse, NodeRole,
-    NodeState, NodeStatusUpdate, SessionMessage, SessionRequest, StoreAction, Task, TaskState,
-    UpdateTaskStatusRequest, UsageReport,
+    dispatcher_server, store_action::Action, Empty, HeartbeatRequest, HeartbeatResponse,
+    NetworkPeers, NodeRole, NodeState, NodeStatusUpdate, SessionMessage, SessionRequest,
+    StoreAction, Task, TaskState, UpdateTaskStatusRequest, UsageReport,
 };
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
@@ -190,6 +195,9 @@ impl Dispatcher {
     }
 }
 
+/// What a session last sent: task IDs and versions, managers, the renew flag, peer tables.
+type SentKey = (Vec<(String, u64)>, Vec<String>, bool, Vec<NetworkPeers>);
+
 type SessionStream = Pin<Box<dyn Stream<Item = Result<SessionMessage, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -243,7 +251,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         let mut raft = self.raft.clone();
         tokio::spawn(async move {
             // What the node was last sent; a change in any part sends the whole again.
-            let mut last: Option<(Vec<(String, u64)>, Vec<String>, bool)> = None;
+            let mut last: Option<SentKey> = None;
             loop {
                 // A newer session of the same node replaces this one.
                 if this.sessions().get(&node_id).map(|s| &s.id) != Some(&session_id) {
@@ -259,6 +267,8 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                     });
                     manager != (r == shoal_tls::Role::Manager)
                 });
+                // Peers change with tasks on other nodes too, so they are part of the key.
+                let networks = this.store.view(|st| peers::peer_tables(st, &node_id));
                 let key = (
                     tasks
                         .iter()
@@ -266,6 +276,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                         .collect::<Vec<_>>(),
                     managers.clone(),
                     renew_certificate,
+                    networks.clone(),
                 );
                 if last.as_ref() != Some(&key) {
                     let msg = SessionMessage {
@@ -274,7 +285,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                         tasks,
                         managers,
                         renew_certificate,
-                        networks: Vec::new(),
+                        networks,
                     };
                     if tx.send(Ok(msg)).await.is_err() {
                         return;

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::allocator::PoolConfig;
+use crate::allocator::{self, PoolConfig};
 use crate::autoscaler::{self, AutoscalerStats};
 use crate::dispatcher::Dispatcher;
 use crate::ids::now_ms;
@@ -80,10 +80,14 @@ async fn supervise(
         let leading = status.borrow_and_update().is_leader;
         match (leading, running.is_some()) {
             (true, false) => {
-                info!("leading: starting orchestrator, scheduler, autoscaler and dispatcher");
+                info!(
+                    "leading: starting orchestrator, allocator, scheduler, autoscaler and \
+                     dispatcher"
+                );
                 let (tx, rx) = watch::channel(false);
                 let roles = vec![
                     tokio::spawn(orchestrator::run(store.clone(), rx.clone())),
+                    tokio::spawn(allocator::role::run(store.clone(), rx.clone())),
                     tokio::spawn(scheduler::run(store.clone(), rx.clone())),
                     tokio::spawn(autoscaler::run(
                         store.clone(),

@@ -18,6 +18,10 @@
 //! error, most frequent refusal first, e.g. "no suitable node (scheduling constraints not
 //! satisfied on 3 nodes; 1 node not available for new tasks)", which `service ps` shows.
 //!
+//! A task with a network attachment still lacking an address waits for the allocator (which
+//! makes it PENDING) and is not even marked pending here; tasks without networks are placed
+//! from NEW as before.
+//!
 //! A global task comes with its node set by the orchestrator: the scheduler only checks that
 //! node against the same filters and assigns it there, or leaves it PENDING with the reason.
 //!
@@ -35,6 +39,7 @@ use shoal_proto::{
 use tokio::sync::watch;
 use tracing::warn;
 
+use crate::allocator::role::needs_allocation;
 use crate::constraint::{ConstraintError, Constraints};
 use crate::ids::now_ms;
 use crate::store::{Store, StoreState};
@@ -259,6 +264,9 @@ pub fn plan(state: &StoreState, now_ms: i64) -> Vec<StoreAction> {
         .tasks
         .values()
         .filter(|t| t.state() <= TaskState::Pending && t.desired() <= TaskState::Running)
+        // A task joins its networks with the addresses the allocator gives it (then PENDING):
+        // until then it is not the scheduler's.
+        .filter(|t| !needs_allocation(t))
         .collect();
     // Oldest first, then by slot, so replicas fill in order.
     pending.sort_by_key(|t| {
@@ -778,5 +786,29 @@ mod tests {
             vec![task("t1", "gone", "", TaskState::New)],
         );
         assert!(plan(&s, 0).is_empty());
+    }
+
+    #[test]
+    fn tasks_wait_for_their_network_addresses() {
+        let attachment = |address: &str| shoal_proto::NetworkAttachment {
+            network: Some(shoal_proto::Network {
+                id: "n1".into(),
+                ..Default::default()
+            }),
+            address: address.into(),
+            aliases: vec![],
+        };
+        let mut waiting = task("t1", "s", "", TaskState::New);
+        waiting.networks = vec![attachment("")];
+        let mut allocated = task("t2", "s", "", TaskState::Pending);
+        allocated.networks = vec![attachment("198.18.128.2/24")];
+        let s = state(
+            vec![service("s", &[], 0)],
+            vec![ready("a")],
+            vec![waiting, allocated],
+        );
+        let actions = plan(&s, 0);
+        assert_eq!(assignments(&actions), vec![pair("t2", "a")]);
+        assert!(pending(&actions).is_empty(), "not even marked pending");
     }
 }

@@ -45,6 +45,26 @@ impl Task {
     pub fn desired(&self) -> TaskState {
         TaskState::try_from(self.desired_state).unwrap_or(TaskState::New)
     }
+
+    /// Whether the task is attached to the networks `spec` names, in order and with the same
+    /// aliases (by network ID, as stored): part of what makes a task "up to date" for the
+    /// orchestrator's rolling update and the CLI's progress display.
+    pub fn has_networks_of(&self, spec: &ServiceSpec) -> bool {
+        spec.networks.len() == self.networks.len()
+            && spec.networks.iter().zip(&self.networks).all(|(w, a)| {
+                a.network.as_ref().is_some_and(|n| n.id == w.target) && a.aliases == w.aliases
+            })
+    }
+
+    /// Docker's task name, which its container and DNS answer to: `SERVICE.SLOT.TASKID` for a
+    /// replicated task, `SERVICE.NODEID.TASKID` for a global one (slot 0).
+    pub fn name(&self) -> String {
+        if self.slot == 0 && !self.node_id.is_empty() {
+            format!("{}.{}.{}", self.service_name, self.node_id, self.id)
+        } else {
+            format!("{}.{}.{}", self.service_name, self.slot, self.id)
+        }
+    }
 }
 
 pub mod leader_hint;

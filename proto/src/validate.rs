@@ -49,6 +49,10 @@ pub enum SpecError {
     Autoscale(#[from] PolicyError),
     #[error(transparent)]
     Placement(#[from] PlacementError),
+    #[error("invalid --dns value {0:?}: a DNS server is an IP address, e.g. 198.18.0.53")]
+    InvalidNameserver(String),
+    #[error("a service cannot attach to network {0:?}: give a network name or ID")]
+    EmptyNetwork(String),
 }
 
 /// Docker's rule for service names (they become DNS names later).
@@ -114,15 +118,31 @@ pub fn image(spec: &ServiceSpec) -> Result<(), SpecError> {
     Ok(())
 }
 
+/// `--dns` servers are IP addresses (resolv.conf takes nothing else), and every `--network`
+/// names a network.
+pub fn networking(spec: &ServiceSpec) -> Result<(), SpecError> {
+    let dns = spec.container.as_ref().and_then(|c| c.dns.as_ref());
+    for server in dns.map_or(&[][..], |d| &d.nameservers[..]) {
+        if server.parse::<std::net::IpAddr>().is_err() {
+            return Err(SpecError::InvalidNameserver(server.clone()));
+        }
+    }
+    if let Some(n) = spec.networks.iter().find(|n| n.target.trim().is_empty()) {
+        return Err(SpecError::EmptyNetwork(n.target.clone()));
+    }
+    Ok(())
+}
+
 /// Everything about a spec that can be checked on its own, in the order the control API has
 /// always checked it (so the first error reported stays the same): name, resources, autoscale
-/// policy, mode and placement, image.
+/// policy, mode and placement, image, then DNS servers and networks.
 pub fn service_spec(spec: &ServiceSpec) -> Result<(), SpecError> {
     service_name(&spec.name)?;
     resources(spec)?;
     autoscale::validate(spec)?;
     constraint::validate_placement(spec)?;
-    image(spec)
+    image(spec)?;
+    networking(spec)
 }
 
 /// What an update may not change about a stored spec: its mode, and the replica count of an
@@ -205,5 +225,32 @@ mod tests {
             image(&spec("BusyBox")),
             Err(SpecError::InvalidImage { .. })
         ));
+    }
+
+    #[test]
+    fn dns_servers_are_ips_and_networks_are_named() {
+        let mut spec = ServiceSpec {
+            container: Some(ContainerSpec {
+                dns: Some(crate::DnsConfig {
+                    nameservers: vec!["198.18.0.53".into(), "fd00::53".into()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(networking(&spec), Ok(()));
+        if let Some(dns) = spec.container.as_mut().and_then(|c| c.dns.as_mut()) {
+            dns.nameservers.push("dns.example.com".into());
+        }
+        let err = networking(&spec).unwrap_err();
+        assert_eq!(err, SpecError::InvalidNameserver("dns.example.com".into()));
+        assert!(err.to_string().contains("invalid --dns value"), "{err}");
+        spec.container = None;
+        spec.networks = vec![crate::NetworkAttachmentConfig::default()];
+        assert_eq!(
+            networking(&spec),
+            Err(SpecError::EmptyNetwork(String::new()))
+        );
     }
 }

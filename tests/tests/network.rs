@@ -1,10 +1,13 @@
 //! `shoal network` against a real daemon: overlay networks are created with the subnet, gateway
 //! and VXLAN ID the allocator gives them, listed, inspected and removed; bad input is refused
 //! with what was wrong and what to do, and leaves the stored networks as they were. Every subnet
-//! here is inside 198.18.0.0/15. (No task attaches to a network yet: that comes with the
-//! worker's network setup.)
+//! here is inside 198.18.0.0/15. Services attach to networks: each task gets an address the
+//! allocator hands out, shown by `network inspect`, never one a live task holds; a network in
+//! use is not removed. (The worker does not plumb the addresses into the tasks here: these tests
+//! check what the managers record.)
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use serde_json::Value;
 use shoal_tests::daemon::{words, ShoalHost};
@@ -198,4 +201,122 @@ fn subnets_come_from_the_swarms_address_pool() {
         info.contains("Swarm: inactive"),
         "a refused swarm init left the node in a swarm:\n{info}"
     );
+}
+
+/// The live tasks `network inspect` lists on `network`: task ID → address (CIDR).
+fn attached(host: &ShoalHost, network: &str) -> BTreeMap<String, String> {
+    inspect(host, network)["Containers"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(id, e)| (id.clone(), e["IPv4Address"].as_str().unwrap_or("").into()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn wait_attached(host: &ShoalHost, network: &str, n: usize) -> BTreeMap<String, String> {
+    let mut last = BTreeMap::new();
+    host.wait_for(
+        Duration::from_secs(30),
+        &format!("{n} tasks with addresses on {network}"),
+        || {
+            last = attached(host, network);
+            last.len() == n
+        },
+    );
+    last
+}
+
+#[test]
+fn service_tasks_get_addresses_on_their_network_and_never_share_one() {
+    let host = ShoalHost::start_swarm();
+    host.load_busybox();
+    host.shoal_ok(&words("network create --subnet 198.18.70.0/24 front"));
+    host.shoal_ok(&words(
+        "service create -d --name web --replicas 3 --network name=front,alias=www busybox sleep 600",
+    ));
+    let first = wait_attached(&host, "front", 3);
+    let addrs: BTreeSet<&String> = first.values().collect();
+    assert_eq!(addrs.len(), 3, "three tasks, three addresses: {first:?}");
+    for a in &addrs {
+        assert!(
+            a.starts_with("198.18.70.") && a.ends_with("/24") && a.as_str() != "198.18.70.1/24",
+            "{a} is not a task address of 198.18.70.0/24"
+        );
+    }
+    let pretty = host.shoal_ok(&words("service inspect --pretty web"));
+    assert!(pretty.contains("front (aliases: www)"), "{pretty}");
+
+    // Scale down and up again: the new tasks never take an address a live task holds.
+    host.shoal_ok(&words("service scale -d web=1"));
+    let one = wait_attached(&host, "front", 1);
+    host.shoal_ok(&words("service scale -d web=3"));
+    let again = wait_attached(&host, "front", 3);
+    let again_addrs: BTreeSet<&String> = again.values().collect();
+    assert_eq!(again_addrs.len(), 3, "{again:?}");
+    for (id, addr) in &one {
+        assert_eq!(
+            again.get(id),
+            Some(addr),
+            "the surviving task kept its address"
+        );
+    }
+}
+
+#[test]
+fn networks_in_use_stay_and_unknown_networks_create_nothing() {
+    let host = ShoalHost::start_swarm();
+    host.load_busybox();
+    host.shoal_ok(&words("network create --subnet 198.18.71.0/24 front"));
+
+    let err = host.shoal_err(&words(
+        "service create -d --name ghost --network nosuchnet busybox sleep 600",
+    ));
+    assert!(err.contains("network nosuchnet not found"), "{err}");
+    let err = host.shoal_err(&words(
+        "service create -d --name twice --network front --network name=front,alias=x busybox",
+    ));
+    assert!(err.contains("front") && err.contains("twice"), "{err}");
+    let err = host.shoal_err(&words(
+        "service create -d --name bad --network alias=x busybox",
+    ));
+    assert!(err.contains("name= is required"), "{err}");
+    let err = host.shoal_err(&words("service create -d --name bad --dns nope busybox"));
+    assert!(err.contains("invalid --dns value"), "{err}");
+    assert!(
+        host.service_ls().is_empty(),
+        "a refused create stored a service"
+    );
+
+    host.shoal_ok(&words(
+        "service create -d --name web --network front busybox sleep 600",
+    ));
+    wait_attached(&host, "front", 1);
+    let err = host.shoal_err(&words("network rm front"));
+    assert!(
+        err.contains("in use by service web") && err.contains("--network-rm front web"),
+        "{err}"
+    );
+    assert!(
+        networks(&host).contains_key("front"),
+        "a network in use was removed"
+    );
+
+    // Leaving the network by update: the task is replaced by one without it.
+    host.shoal_ok(&words("service update -d --network-rm front web"));
+    wait_attached(&host, "front", 0);
+    host.shoal_ok(&words(
+        "service update -d --network-add front --hostname h1 web",
+    ));
+    wait_attached(&host, "front", 1);
+
+    host.shoal_ok(&words("service rm web"));
+    // The task still holds its address until its worker has stopped it.
+    host.wait_for(
+        Duration::from_secs(30),
+        "network rm once the tasks stopped",
+        || host.shoal(&words("network rm front")).status.success(),
+    );
+    assert!(!networks(&host).contains_key("front"));
 }

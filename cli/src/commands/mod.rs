@@ -2,7 +2,8 @@
 //!
 //! What the groups share lives here or beside them, never in another group: the flag parsers
 //! in [`flags`], following a service's convergence in [`progress`], and below, acting on
-//! several names with docker's error reporting ([`each`], [`remove_each`], [`report_each`]).
+//! several names with docker's error reporting ([`each`], [`remove_each`], [`report_each`]),
+//! and [`list_networks`] (`network ls`, and `service` mapping network names and IDs).
 
 #[cfg(test)]
 mod fixtures;
@@ -17,6 +18,20 @@ pub mod swarm;
 
 use std::fmt;
 use std::future::Future;
+
+use shoal_proto::{Empty, Network};
+
+use crate::client::{Client, RpcResult};
+
+/// Every network of the swarm.
+pub async fn list_networks(client: &Client) -> anyhow::Result<Vec<Network>> {
+    Ok(client
+        .control()
+        .list_networks(Empty {})
+        .await
+        .or_daemon_error()?
+        .networks)
+}
 
 /// The command has already printed its errors (e.g. `service rm a b` with one unknown name):
 /// `main` only sets the exit status.

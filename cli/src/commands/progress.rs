@@ -107,8 +107,8 @@ pub fn bar(current: usize, total: usize) -> String {
     )
 }
 
-/// One look at the service's tasks. Tasks count when their container spec is the service's
-/// current one (docker's "up to date"): scaling leaves the existing tasks valid, a new spec does
+/// One look at the service's tasks. Tasks count when their container spec and networks are the
+/// service's current ones (docker's "up to date"): scaling leaves the existing tasks valid, a new spec does
 /// not. Only failures of tasks created at or after `since_ms` (the change being waited for)
 /// count towards giving up.
 pub fn assess(service: &Service, tasks: &[Task], since_ms: i64) -> Assessment {
@@ -117,7 +117,7 @@ pub fn assess(service: &Service, tasks: &[Task], since_ms: i64) -> Assessment {
     let name = spec.name.as_str();
     let restart = spec.restart.unwrap_or_default();
     let condition = Condition::try_from(restart.condition).unwrap_or(Condition::Any);
-    let up_to_date = |t: &Task| t.spec == spec.container;
+    let up_to_date = |t: &Task| t.spec == spec.container && t.has_networks_of(&spec);
     let live = |t: &Task| t.desired() <= TaskState::Running && !t.state().is_terminal();
 
     let mut by_slot: HashMap<u64, Vec<&Task>> = HashMap::new();
@@ -514,6 +514,28 @@ mod tests {
         let a = assess(&service(1, Condition::Any), &[t], 0);
         assert_eq!(a.running, 0);
         assert!(!a.converged);
+    }
+
+    #[test]
+    fn tasks_on_other_networks_do_not_count() {
+        let mut s = service(1, Condition::Any);
+        if let Some(spec) = s.spec.as_mut() {
+            spec.networks = vec![shoal_proto::NetworkAttachmentConfig {
+                target: "net1".into(),
+                aliases: vec![],
+            }];
+        }
+        let mut t = task("a", 1, 10, Running, Running);
+        assert!(!assess(&s, std::slice::from_ref(&t), 0).converged);
+        t.networks = vec![shoal_proto::NetworkAttachment {
+            network: Some(shoal_proto::Network {
+                id: "net1".into(),
+                ..Default::default()
+            }),
+            address: "198.18.128.2/24".into(),
+            aliases: vec![],
+        }];
+        assert!(assess(&s, &[t], 0).converged);
     }
 
     #[test]

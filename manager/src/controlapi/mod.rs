@@ -327,7 +327,10 @@ impl control_server::Control for ControlApi {
             .into_inner()
             .spec
             .ok_or_else(|| Status::invalid_argument("no service spec given"))?;
+        let mut spec = spec;
         validate::service_spec(&spec).map_err(spec_status)?;
+        m.store
+            .view(|st| networks::resolve_attachments(st, &mut spec))?;
         check_query_policy(&m, None, &spec).await?;
         let now = now_ms();
         let service = Service {
@@ -396,11 +399,14 @@ impl control_server::Control for ControlApi {
         let m = self.active()?;
         forward!(m, request, update_service);
         let req = request.into_inner();
-        let spec = req
+        let mut spec = req
             .spec
             .ok_or_else(|| Status::invalid_argument("no service spec given"))?;
         validate::service_spec(&spec).map_err(spec_status)?;
-        let current = m.store.view(|st| find_service(st, &req.service))?;
+        let current = m.store.view(|st| {
+            networks::resolve_attachments(st, &mut spec)?;
+            find_service(st, &req.service)
+        })?;
         let current_name = current.spec.as_ref().map_or("", |s| &s.name);
         if spec.name != current_name {
             return Err(Status::invalid_argument(format!(

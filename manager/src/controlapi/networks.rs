@@ -2,10 +2,12 @@
 //! subnet, gateway and VXLAN ID here, on the leader, from allocators rebuilt from the networks
 //! the store holds (reconcile, don't replay: there is no allocator state to lose on a leader
 //! change); the entry that creates the network carries the allocation, and applying it refuses
-//! anything another network took meanwhile.
+//! anything another network took meanwhile. A network named by a service or attached to a
+//! live task is not removed. Services name their networks by ID: `resolve_attachments` turns
+//! the user's `--network` names into IDs before a service is stored.
 
 use shoal_proto::validate::network::{self as checks, NetworkError, NetworkRequest};
-use shoal_proto::{store_action::Action, Meta, Network, NetworkSpec};
+use shoal_proto::{store_action::Action, Meta, Network, NetworkSpec, ServiceSpec};
 use tonic::Status;
 
 use super::{act, lookup, store_status, ActiveManager};
@@ -130,9 +132,15 @@ pub(super) fn find(st: &StoreState, key: &str) -> Result<Network, Status> {
     lookup(st.networks.values(), key, |n| &n.id, name_of, "network").cloned()
 }
 
-/// Removes a network.
+/// Removes a network, unless a service names it or a live task is still attached (checked
+/// here for a clean refusal; applying the entry checks again).
 pub(super) async fn remove(m: &ActiveManager, key: &str) -> Result<(), Status> {
-    let id = m.store.view(|st| find(st, key).map(|n| n.id))?;
+    let id = m.store.view(|st| {
+        let id = find(st, key)?.id;
+        st.check_network_unused(&id)
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        Ok::<_, Status>(id)
+    })?;
     m.store
         .propose(vec![act(Action::DeleteNetwork(id))])
         .await
@@ -142,4 +150,29 @@ pub(super) async fn remove(m: &ActiveManager, key: &str) -> Result<(), Status> {
 
 fn name_of(n: &Network) -> &str {
     n.spec.as_ref().map_or("", |s| s.name.as_str())
+}
+
+/// The service's `--network` targets (name, ID or unique ID prefix, as `network inspect`
+/// takes them) replaced by network IDs, which is what the store keeps. An unknown network or
+/// one named twice is refused, and nothing is stored.
+pub(super) fn resolve_attachments(st: &StoreState, spec: &mut ServiceSpec) -> Result<(), Status> {
+    let mut seen: Vec<(String, String)> = Vec::new();
+    for attachment in &mut spec.networks {
+        let given = attachment.target.clone();
+        let network = find(st, &given).map_err(|e| match e.code() {
+            tonic::Code::NotFound => Status::not_found(format!("network {given} not found")),
+            _ => e,
+        })?;
+        if let Some((first, _)) = seen.iter().find(|(_, id)| *id == network.id) {
+            return Err(Status::invalid_argument(format!(
+                "network {} is given twice ({first} and {given}): attach a service to a network \
+                 once, with all its aliases in one --network name={},alias=…",
+                name_of(&network),
+                name_of(&network)
+            )));
+        }
+        seen.push((given, network.id.clone()));
+        attachment.target = network.id;
+    }
+    Ok(())
 }

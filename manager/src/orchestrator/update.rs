@@ -15,8 +15,9 @@
 //!   by itself once a restarted task runs; a spec that never runs stops the rollout after its
 //!   first slot, leaving the other tasks on the old spec.
 //!
-//! Only the container spec counts (`Task.spec` against `ServiceSpec.container`, what `service
-//! ps` and the CLI's progress call "up to date"): scaling leaves tasks alone, and changed
+//! Only the container spec and the networks count (`Task.spec` against
+//! `ServiceSpec.container`, and the task's attachments — network IDs and aliases, in order —
+//! against `ServiceSpec.networks`; what `service ps` and the CLI's progress call "up to date"): scaling leaves tasks alone, and changed
 //! placement moves tasks through the orchestrator's node-fate rules instead. Tasks that are
 //! replaced for other reasons (failure, lost node, drain) come back with the current spec
 //! anyway.
@@ -26,10 +27,15 @@
 
 use shoal_proto::{Service, Task, TaskState};
 
-/// Whether `t` runs a container spec other than the service's current one.
+/// Whether `t` runs a container spec other than the service's current one, or is attached to
+/// other networks (or with other aliases) than the service now names.
 pub(crate) fn outdated(service: &Service, t: &Task) -> bool {
     let current = service.spec.as_ref().and_then(|s| s.container.as_ref());
-    t.spec.as_ref() != current
+    let same_networks = service
+        .spec
+        .as_ref()
+        .map_or(t.networks.is_empty(), |s| t.has_networks_of(s));
+    t.spec.as_ref() != current || !same_networks
 }
 
 /// An old-spec task that was shut down and is still stopping on a node: under stop-first its
@@ -273,5 +279,33 @@ mod tests {
             ],
         );
         assert_eq!(shut_down(&plan(&next, 14)), vec!["gb"]);
+    }
+
+    #[test]
+    fn a_change_of_networks_or_aliases_rolls_the_tasks() {
+        let mut service = updated(ServiceMode::Replicated, 1);
+        let spec = service.spec.as_mut().unwrap();
+        spec.networks = vec![shoal_proto::NetworkAttachmentConfig {
+            target: "net1".into(),
+            aliases: vec!["db".into()],
+        }];
+        let running = new("t1", 1, "n1", TaskState::Running, 0);
+        assert!(outdated(&service, &running), "a network was added");
+        let mut attached = running.clone();
+        attached.networks = vec![shoal_proto::NetworkAttachment {
+            network: Some(shoal_proto::Network {
+                id: "net1".into(),
+                subnet: "198.18.128.0/24".into(),
+                ..Default::default()
+            }),
+            address: "198.18.128.2/24".into(),
+            aliases: vec!["db".into()],
+        }];
+        assert!(!outdated(&service, &attached), "allocated, same network");
+        attached.networks[0].aliases.clear();
+        assert!(outdated(&service, &attached), "an alias was removed");
+
+        let st = state(vec![service], vec![ready("n1")], vec![running]);
+        assert_eq!(shut_down(&plan(&st, 10)), vec!["t1"]);
     }
 }

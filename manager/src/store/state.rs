@@ -8,6 +8,8 @@
 //! grows and freezes once past RUNNING; a desired state only grows; a task is assigned at most
 //! once. Late or duplicated updates (a worker retrying a batch) are therefore harmless no-ops.
 
+mod attachments;
+
 use std::collections::BTreeMap;
 
 use ipnet::Ipv4Net;
@@ -15,6 +17,8 @@ use shoal_proto::{
     store_action::Action, Cluster, Meta, Network, Node, NodeAvailability, NodeRole, Proposal,
     Service, StoreSnapshot, Task, TaskState, TaskStatus,
 };
+
+pub use attachments::{attachment_ip, attachment_network_id, holds_addresses};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApplyError {
@@ -55,6 +59,43 @@ pub enum ApplyError {
     VniTaken { vni: u32, other: String },
     #[error("network {name} has no valid subnet ({subnet:?})")]
     InvalidSubnet { name: String, subnet: String },
+    #[error("task {0} does not exist")]
+    NoSuchTask(String),
+    #[error("task {task} is already {state}: only a NEW task is given network addresses")]
+    TaskNotNew { task: String, state: String },
+    #[error(
+        "the allocation for task {task} names networks [{given}], but the task is attached to \
+         [{wanted}] (same networks, same order)"
+    )]
+    AttachmentsMismatch {
+        task: String,
+        wanted: String,
+        given: String,
+    },
+    #[error("address {address:?} for task {task} on network {network} ({subnet}) is {why}")]
+    BadTaskAddress {
+        task: String,
+        address: String,
+        network: String,
+        subnet: String,
+        why: &'static str,
+    },
+    #[error("address {address} on network {network} is already held by task {holder}")]
+    AddressInUse {
+        address: String,
+        network: String,
+        holder: String,
+    },
+    #[error(
+        "network {network} is in use by service {service}; remove the service or \
+         `service update --network-rm {network} {service}` first"
+    )]
+    NetworkInUseByService { network: String, service: String },
+    #[error(
+        "network {network} is still in use by task {task}; wait until the task has stopped, \
+         then remove the network"
+    )]
+    NetworkInUseByTask { network: String, task: String },
     #[error("empty store action in log entry")]
     EmptyAction,
 }
@@ -279,6 +320,7 @@ impl StoreState {
                 }
             }
             Action::CreateService(s) => {
+                self.check_service_networks(s)?;
                 let name = service_name(s);
                 if self.service_by_name(&name).is_some() {
                     return Err(ApplyError::ServiceNameTaken(name));
@@ -307,6 +349,7 @@ impl StoreState {
                         found,
                     });
                 }
+                self.check_service_networks(s)?;
                 let name = service_name(s);
                 if self
                     .service_by_name(&name)
@@ -338,14 +381,35 @@ impl StoreState {
                 ));
             }
             Action::DeleteNetwork(id) => {
+                self.check_network_unused(id)?;
                 let old = self
                     .networks
                     .remove(id)
                     .ok_or_else(|| ApplyError::NoSuchNetwork(id.clone()))?;
                 undo.push(Undo::Network(id.clone(), Some(old)));
             }
-            // Interim: refused until the allocator role lands (issue 8, in progress).
-            Action::AllocateTask(_) => return Err(ApplyError::EmptyAction),
+            Action::AllocateTask(alloc) if !alloc.error.is_empty() => {
+                // Why the task cannot be allocated yet; it stays NEW and is tried again.
+                self.change_task(index, &alloc.task_id, undo, |t| {
+                    let same = t.status.as_ref().is_some_and(|s| s.err == alloc.error);
+                    if t.state() != TaskState::New || same {
+                        return false;
+                    }
+                    let mut st = t.status.clone().unwrap_or_default();
+                    st.err = alloc.error.clone();
+                    t.status = Some(st);
+                    true
+                });
+            }
+            Action::AllocateTask(alloc) => {
+                let networks = self.checked_allocation(alloc)?;
+                self.change_task(index, &alloc.task_id, undo, |t| {
+                    t.networks = networks;
+                    // swarmkit's words once the allocator is done: the scheduler's turn.
+                    set_status(t, TaskState::Pending, "pending task scheduling", None);
+                    true
+                });
+            }
             Action::CreateTask(t) => {
                 if self.tasks.contains_key(&t.id) {
                     return Err(ApplyError::TaskIdTaken(t.id.clone()));
@@ -476,283 +540,4 @@ fn set_status(t: &mut Task, state: TaskState, message: &str, timestamp_ms: Optio
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use shoal_proto::{
-        ServiceSpec, StoreAction, TaskAssignment, TaskDesiredState, TaskStatusUpdate,
-    };
-
-    fn act(a: Action) -> StoreAction {
-        StoreAction { action: Some(a) }
-    }
-
-    fn service(id: &str, name: &str) -> Service {
-        Service {
-            id: id.into(),
-            spec: Some(ServiceSpec {
-                name: name.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
-    fn task(id: &str) -> Task {
-        Task {
-            id: id.into(),
-            service_id: "s1".into(),
-            desired_state: TaskState::Running as i32,
-            ..Default::default()
-        }
-    }
-
-    fn status(id: &str, state: TaskState) -> Action {
-        Action::UpdateTaskStatus(TaskStatusUpdate {
-            task_id: id.into(),
-            status: Some(TaskStatus {
-                state: state as i32,
-                ..Default::default()
-            }),
-        })
-    }
-
-    fn one(s: &mut StoreState, index: u64, a: Action) -> Result<(), ApplyError> {
-        s.apply(
-            index,
-            &Proposal {
-                actions: vec![act(a)],
-            },
-        )
-    }
-
-    #[test]
-    fn duplicate_service_name_refuses_whole_entry() {
-        let mut s = StoreState::default();
-        one(&mut s, 1, Action::CreateService(service("s1", "web"))).unwrap();
-        let before = s.clone();
-        let err = s
-            .apply(
-                2,
-                &Proposal {
-                    actions: vec![
-                        act(Action::CreateTask(task("t1"))),
-                        act(Action::CreateService(service("s2", "web"))),
-                    ],
-                },
-            )
-            .unwrap_err();
-        assert_eq!(err, ApplyError::ServiceNameTaken("web".into()));
-        assert_eq!(
-            s.tasks, before.tasks,
-            "the task of a refused entry is rolled back"
-        );
-        assert_eq!(s.services, before.services);
-    }
-
-    #[test]
-    fn stale_service_update_is_refused() {
-        let mut s = StoreState::default();
-        one(&mut s, 1, Action::CreateService(service("s1", "web"))).unwrap();
-        let mut stale = s.services["s1"].clone();
-        one(&mut s, 2, Action::UpdateService(stale.clone())).unwrap();
-        assert_eq!(s.services["s1"].meta.as_ref().unwrap().version, 2);
-        stale.spec.as_mut().unwrap().replicas = 9;
-        let err = one(&mut s, 3, Action::UpdateService(stale)).unwrap_err();
-        assert!(matches!(
-            err,
-            ApplyError::VersionConflict {
-                expected: 1,
-                found: 2,
-                ..
-            }
-        ));
-        assert_eq!(s.services["s1"].spec.as_ref().unwrap().replicas, 0);
-    }
-
-    #[test]
-    fn task_state_only_moves_forward_and_freezes_when_terminal() {
-        let mut s = StoreState::default();
-        one(&mut s, 1, Action::CreateTask(task("t1"))).unwrap();
-        one(&mut s, 2, status("t1", TaskState::Running)).unwrap();
-        one(&mut s, 3, status("t1", TaskState::Starting)).unwrap();
-        assert_eq!(s.tasks["t1"].state(), TaskState::Running);
-        one(&mut s, 4, status("t1", TaskState::Failed)).unwrap();
-        one(&mut s, 5, status("t1", TaskState::Rejected)).unwrap();
-        assert_eq!(s.tasks["t1"].state(), TaskState::Failed);
-    }
-
-    #[test]
-    fn assignment_happens_once_and_desired_state_only_grows() {
-        let mut s = StoreState::default();
-        one(&mut s, 1, Action::CreateTask(task("t1"))).unwrap();
-        let assign = |node: &str| {
-            Action::AssignTask(TaskAssignment {
-                task_id: "t1".into(),
-                node_id: node.into(),
-                message: String::new(),
-            })
-        };
-        one(&mut s, 2, assign("n1")).unwrap();
-        one(&mut s, 3, assign("n2")).unwrap();
-        assert_eq!(s.tasks["t1"].node_id, "n1");
-        assert_eq!(s.tasks["t1"].state(), TaskState::Assigned);
-        let desire = |st: TaskState| {
-            Action::SetTaskDesiredState(TaskDesiredState {
-                task_id: "t1".into(),
-                desired_state: st as i32,
-            })
-        };
-        one(&mut s, 4, desire(TaskState::Shutdown)).unwrap();
-        one(&mut s, 5, desire(TaskState::Running)).unwrap();
-        assert_eq!(s.tasks["t1"].desired(), TaskState::Shutdown);
-    }
-
-    #[test]
-    fn node_status_keeps_role_and_availability() {
-        let mut s = StoreState::default();
-        let manager = Node {
-            id: "n1".into(),
-            role: NodeRole::Manager as i32,
-            availability: NodeAvailability::Drain as i32,
-            ..Default::default()
-        };
-        one(&mut s, 1, Action::PutNode(manager)).unwrap();
-        let report = |id: &str| {
-            Action::NodeStatus(shoal_proto::NodeStatusUpdate {
-                node_id: id.into(),
-                addr: "198.18.0.1:2377".into(),
-                state: shoal_proto::NodeState::Ready as i32,
-                ..Default::default()
-            })
-        };
-        one(&mut s, 2, report("n1")).unwrap();
-        one(&mut s, 3, report("n2")).unwrap();
-        assert_eq!(s.nodes["n1"].role, NodeRole::Manager as i32);
-        assert_eq!(s.nodes["n1"].availability, NodeAvailability::Drain as i32);
-        assert_eq!(s.nodes["n1"].addr, "198.18.0.1:2377");
-        assert_eq!(s.nodes["n2"].role, NodeRole::Worker as i32);
-        assert_eq!(s.nodes["n2"].state, shoal_proto::NodeState::Ready as i32);
-    }
-
-    #[test]
-    fn updates_of_missing_tasks_are_no_ops() {
-        let mut s = StoreState::default();
-        one(&mut s, 1, status("gone", TaskState::Running)).unwrap();
-        assert!(s.tasks.is_empty());
-    }
-
-    #[test]
-    fn snapshot_round_trip() {
-        let mut s = StoreState::default();
-        one(&mut s, 1, Action::CreateService(service("s1", "web"))).unwrap();
-        one(&mut s, 2, Action::CreateTask(task("t1"))).unwrap();
-        assert_eq!(
-            StoreState::from_snapshot(s.to_snapshot(), s.applied_index),
-            s
-        );
-    }
-
-    fn network(id: &str, name: &str, subnet: &str, vni: u32) -> Network {
-        Network {
-            id: id.into(),
-            spec: Some(shoal_proto::NetworkSpec {
-                name: name.into(),
-                driver: "overlay".into(),
-                ..Default::default()
-            }),
-            subnet: subnet.into(),
-            vni,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn networks_keep_their_names_subnets_and_vnis_to_themselves() {
-        let mut s = StoreState::default();
-        one(
-            &mut s,
-            1,
-            Action::CreateNetwork(network("n1", "front", "198.18.8.0/24", 4096)),
-        )
-        .unwrap();
-        let before = s.clone();
-        let refusals = [
-            (
-                network("n2", "front", "198.18.9.0/24", 4097),
-                ApplyError::NetworkNameTaken("front".into()),
-            ),
-            (
-                network("n2", "back", "198.18.8.128/25", 4097),
-                ApplyError::SubnetOverlap {
-                    subnet: "198.18.8.128/25".into(),
-                    other: "front".into(),
-                    other_subnet: "198.18.8.0/24".into(),
-                },
-            ),
-            (
-                network("n2", "back", "198.18.0.0/16", 4097),
-                ApplyError::SubnetOverlap {
-                    subnet: "198.18.0.0/16".into(),
-                    other: "front".into(),
-                    other_subnet: "198.18.8.0/24".into(),
-                },
-            ),
-            (
-                network("n2", "back", "198.18.9.0/24", 4096),
-                ApplyError::VniTaken {
-                    vni: 4096,
-                    other: "front".into(),
-                },
-            ),
-            (
-                network("n2", "back", "not-a-cidr", 4097),
-                ApplyError::InvalidSubnet {
-                    name: "back".into(),
-                    subnet: "not-a-cidr".into(),
-                },
-            ),
-        ];
-        for (i, (n, want)) in refusals.into_iter().enumerate() {
-            let err = one(&mut s, 2 + i as u64, Action::CreateNetwork(n)).unwrap_err();
-            assert_eq!(err, want);
-            assert_eq!(
-                s.networks, before.networks,
-                "a refused entry changes nothing"
-            );
-        }
-        one(
-            &mut s,
-            10,
-            Action::CreateNetwork(network("n2", "back", "198.18.9.0/24", 4097)),
-        )
-        .unwrap();
-        assert_eq!(s.networks.len(), 2);
-        assert_eq!(s.network_by_name("back").map(|n| n.id.as_str()), Some("n2"));
-    }
-
-    #[test]
-    fn networks_survive_a_snapshot_and_go_with_delete() {
-        let mut s = StoreState::default();
-        one(
-            &mut s,
-            1,
-            Action::CreateNetwork(network("n1", "front", "198.18.8.0/24", 4096)),
-        )
-        .unwrap();
-        let restored = StoreState::from_snapshot(s.to_snapshot(), 1);
-        assert_eq!(restored.networks, s.networks);
-        one(&mut s, 2, Action::DeleteNetwork("n1".into())).unwrap();
-        assert!(s.networks.is_empty());
-        assert_eq!(
-            one(&mut s, 3, Action::DeleteNetwork("n1".into())).unwrap_err(),
-            ApplyError::NoSuchNetwork("n1".into())
-        );
-        // The freed subnet and VNI may be taken again.
-        one(
-            &mut s,
-            4,
-            Action::CreateNetwork(network("n3", "front", "198.18.8.0/24", 4096)),
-        )
-        .unwrap();
-    }
-}
+mod tests;

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 
 use anyhow::Result;
 use serde_json::{Map, Value};
-use shoal_proto::{Empty, Network, NetworkSpec};
+use shoal_proto::{Network, NetworkSpec};
 
 use super::{LsArgs, SCOPE};
-use crate::client::{Client, RpcResult};
+use crate::client::Client;
 use crate::output::{self, Format, Listing, Row};
 
 const NETWORK_COLUMNS: &[(&str, &str)] = &[
@@ -19,12 +19,7 @@ const NETWORK_COLUMNS: &[(&str, &str)] = &[
 ];
 
 pub(super) async fn ls(client: &Client, args: LsArgs) -> Result<()> {
-    let networks = client
-        .control()
-        .list_networks(Empty {})
-        .await
-        .or_daemon_error()?
-        .networks;
+    let networks = crate::commands::list_networks(client).await?;
     let listing = network_listing(&networks, args.no_trunc);
     if args.quiet {
         for row in &listing.rows {

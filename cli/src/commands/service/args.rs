@@ -1,13 +1,14 @@
 //! The flags and arguments of each `service` subcommand, and the value parsers only they use.
 //! `--limit-*`/`--reserve-*` and the `--autoscale-*` flags are shared by `create` and
-//! `update`; applying them to a spec is here too, next to their meaning.
+//! `update`; applying them to a spec is here too, next to their meaning. How an update applies
+//! the networking flags is in `networks`.
 
 use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use shoal_proto::validate::autoscale::ZERO_WINDOW_MS;
-use shoal_proto::{AutoscalePolicy, ResourceAmounts, Resources};
+use shoal_proto::{AutoscalePolicy, NetworkAttachmentConfig, ResourceAmounts, Resources};
 
 use crate::commands::flags::{
     parse_cpus, parse_duration_flag, parse_env, parse_label, parse_memory, parse_percent,
@@ -77,6 +78,18 @@ pub struct CreateArgs {
     /// Container hostname
     #[arg(long)]
     pub hostname: Option<String>,
+    /// Network attachments: NAME, or name=NAME,alias=ALIAS,…
+    #[arg(long = "network", value_name = "NETWORK", value_parser = parse_network)]
+    pub network: Vec<NetworkAttachmentConfig>,
+    /// Set custom DNS servers
+    #[arg(long = "dns", value_name = "IP")]
+    pub dns: Vec<String>,
+    /// Set custom DNS search domains
+    #[arg(long = "dns-search", value_name = "DOMAIN")]
+    pub dns_search: Vec<String>,
+    /// Set DNS options
+    #[arg(long = "dns-option", value_name = "OPTION")]
+    pub dns_option: Vec<String>,
     #[command(flatten)]
     pub resources: ResourceFlags,
     #[command(flatten)]
@@ -275,6 +288,33 @@ pub struct UpdateArgs {
     /// Remove the autoscale policy (the replica count stays where it is)
     #[arg(long)]
     pub autoscale_disable: bool,
+    /// Container hostname
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Add a network: NAME, or name=NAME,alias=ALIAS,…
+    #[arg(long = "network-add", value_name = "NETWORK", value_parser = parse_network)]
+    pub network_add: Vec<NetworkAttachmentConfig>,
+    /// Remove a network (name or ID)
+    #[arg(long = "network-rm", value_name = "NETWORK")]
+    pub network_rm: Vec<String>,
+    /// Add or update a custom DNS server
+    #[arg(long = "dns-add", value_name = "IP")]
+    pub dns_add: Vec<String>,
+    /// Remove a custom DNS server
+    #[arg(long = "dns-rm", value_name = "IP")]
+    pub dns_rm: Vec<String>,
+    /// Add or update a custom DNS search domain
+    #[arg(long = "dns-search-add", value_name = "DOMAIN")]
+    pub dns_search_add: Vec<String>,
+    /// Remove a DNS search domain
+    #[arg(long = "dns-search-rm", value_name = "DOMAIN")]
+    pub dns_search_rm: Vec<String>,
+    /// Add or update a DNS option
+    #[arg(long = "dns-option-add", value_name = "OPTION")]
+    pub dns_option_add: Vec<String>,
+    /// Remove a DNS option
+    #[arg(long = "dns-option-rm", value_name = "OPTION")]
+    pub dns_option_rm: Vec<String>,
     /// Exit immediately instead of waiting for the service to converge
     #[arg(short, long)]
     pub detach: bool,
@@ -375,6 +415,45 @@ pub struct LogsArgs {
 pub enum ModeArg {
     Replicated,
     Global,
+}
+
+/// `--network` / `--network-add`: `NAME`, or `name=NAME,alias=A,…` (`target=` is `name=`).
+pub fn parse_network(s: &str) -> Result<NetworkAttachmentConfig, String> {
+    let bad = |why: &str| format!("invalid --network value {s:?}: {why}");
+    if !s.contains('=') && !s.contains(',') {
+        if s.trim().is_empty() {
+            return Err(bad("give a network name or ID"));
+        }
+        return Ok(NetworkAttachmentConfig {
+            target: s.to_string(),
+            aliases: Vec::new(),
+        });
+    }
+    let mut attachment = NetworkAttachmentConfig::default();
+    for field in s.split(',') {
+        let (key, value) = field
+            .split_once('=')
+            .ok_or_else(|| bad(&format!("{field:?} is not KEY=VALUE")))?;
+        if value.is_empty() {
+            return Err(bad(&format!("{key}= needs a value")));
+        }
+        match key.trim().to_ascii_lowercase().as_str() {
+            "name" | "target" if attachment.target.is_empty() => {
+                attachment.target = value.to_string()
+            }
+            "name" | "target" => return Err(bad("name= is given twice")),
+            "alias" => attachment.aliases.push(value.to_string()),
+            other => {
+                return Err(bad(&format!(
+                    "unknown key {other:?} (name=, target= and alias= are supported)"
+                )))
+            }
+        }
+    }
+    if attachment.target.is_empty() {
+        return Err(bad("name= is required"));
+    }
+    Ok(attachment)
 }
 
 fn parse_max_attempts(s: &str) -> Result<u64, String> {

@@ -5,6 +5,7 @@ use anyhow::{anyhow, Result};
 use shoal_proto::{CreateServiceRequest, ServiceMode, ServiceSpec};
 
 use super::args::{CreateArgs, ModeArg, UpdateArgs};
+use super::networks::{apply_network_update, network_ids};
 use super::spec::apply_update;
 use super::{get_service, update_spec};
 use crate::client::{Client, RpcResult};
@@ -36,6 +37,8 @@ fn is_version_conflict(status: &tonic::Status) -> bool {
 }
 
 pub(super) async fn update(client: &Client, args: &UpdateArgs) -> Result<()> {
+    // The stored spec names networks by ID; `--network-rm` may give a name.
+    let removed = network_ids(client, &args.network_rm).await?;
     let mut attempt = 0;
     let (current, updated) = loop {
         attempt += 1;
@@ -46,7 +49,8 @@ pub(super) async fn update(client: &Client, args: &UpdateArgs) -> Result<()> {
             .ok_or_else(|| anyhow!("service {} has no spec", args.service))?;
         // The flags are relative to the current spec: applying them again to a newer one
         // loses nothing.
-        let spec = apply_update(&current, args)?;
+        let mut spec = apply_update(&current, args)?;
+        apply_network_update(&mut spec, args, &removed);
         match update_spec(client, &service, spec).await {
             Err(status) if is_version_conflict(&status) && attempt < UPDATE_ATTEMPTS => continue,
             other => break (current, other.or_daemon_error()?),

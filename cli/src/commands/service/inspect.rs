@@ -1,5 +1,7 @@
-//! `service inspect`: the service as JSON, or docker's `--pretty` layout with the resources and
-//! the autoscale policy and its recent decisions.
+//! `service inspect`: the service as JSON, or docker's `--pretty` layout with the resources,
+//! DNS settings, networks (by name) and the autoscale policy and its recent decisions.
+
+use std::collections::HashMap;
 
 use anyhow::Result;
 use shoal_proto::validate::autoscale::{Policy, Target};
@@ -10,18 +12,34 @@ use super::get_service;
 use super::list::familiar_image;
 use crate::client::Client;
 use crate::commands::flags::cpus_text;
-use crate::commands::{each, print_inspected};
+use crate::commands::list_networks;
+use crate::commands::{each, print_inspected, report_each};
 use crate::output::{self, Pretty};
 
 pub(super) async fn inspect(client: &Client, args: InspectArgs) -> Result<()> {
     let (found, errors) = each(&args.services, |name| get_service(client, name)).await;
-    let pretty_fn: fn(&Service) -> String = pretty;
-    print_inspected(
-        &found,
-        &errors,
-        args.pretty.then_some(pretty_fn),
-        output::inspect_json,
-    )
+    if args.pretty {
+        // The spec names networks by ID; people know them by name.
+        let names = network_names(client).await;
+        let blocks: Vec<String> = found.iter().map(|s| pretty_with(s, &names)).collect();
+        print!("{}", blocks.join("\n"));
+        return report_each(&errors);
+    }
+    print_inspected(&found, &errors, None, output::inspect_json)
+}
+
+/// Network names by ID; none if they cannot be read (the IDs are shown instead).
+async fn network_names(client: &Client) -> HashMap<String, String> {
+    let Ok(networks) = list_networks(client).await else {
+        return HashMap::new();
+    };
+    networks
+        .into_iter()
+        .map(|n| {
+            let name = n.spec.map(|s| s.name).unwrap_or_default();
+            (n.id, name)
+        })
+        .collect()
 }
 
 /// Words joined by spaces, each quoted when it would otherwise read as several (or as none).
@@ -40,7 +58,13 @@ fn words(items: &[String]) -> String {
 }
 
 /// Docker's `service inspect --pretty` layout, for what a Shoal service has.
+#[cfg(test)]
 pub fn pretty(service: &Service) -> String {
+    pretty_with(service, &HashMap::new())
+}
+
+/// The layout, with network IDs shown by the names in `network_names` where known.
+pub fn pretty_with(service: &Service, network_names: &HashMap<String, String>) -> String {
     let spec = service.spec.clone().unwrap_or_default();
     let c = spec.container.clone().unwrap_or_default();
     let mut p = Pretty::default();
@@ -93,6 +117,18 @@ pub fn pretty(service: &Service) -> String {
         p.field(1, "Hostname", c.hostname.clone());
     }
     p.labels(1, &c.labels);
+    if let Some(dns) = &c.dns {
+        p.section(1, "DNS");
+        for (key, values) in [
+            ("Nameservers", &dns.nameservers),
+            ("Search", &dns.search),
+            ("Options", &dns.options),
+        ] {
+            if !values.is_empty() {
+                p.field(2, key, values.join(" "));
+            }
+        }
+    }
     if c.stop_grace_period_ms > 0 {
         p.field(
             1,
@@ -115,6 +151,21 @@ pub fn pretty(service: &Service) -> String {
                 p.field(2, "Memory", output::bytes_size(a.memory_bytes));
             }
         }
+    }
+    if !spec.networks.is_empty() {
+        let networks: Vec<String> = spec
+            .networks
+            .iter()
+            .map(|n| {
+                let name = network_names.get(&n.target).unwrap_or(&n.target);
+                if n.aliases.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{name} (aliases: {})", n.aliases.join(", "))
+                }
+            })
+            .collect();
+        p.field(0, "Networks", networks.join(" "));
     }
     if let Some(raw) = &spec.autoscale {
         pretty_autoscale(&mut p, raw, service.autoscale_status.as_ref());
@@ -272,5 +323,40 @@ mod tests {
         );
         assert!(out.contains(" Condition:") && out.contains("any"), "{out}");
         assert!(out.contains(" Delay:") && out.contains("5s"), "{out}");
+    }
+
+    #[test]
+    fn pretty_shows_networks_by_name_and_dns() {
+        let mut spec = build_spec(&create_args(&[
+            "--name",
+            "web",
+            "--network",
+            "name=front,alias=www",
+            "--network",
+            "back",
+            "--dns",
+            "198.18.0.53",
+            "--dns-search",
+            "example.com",
+            "busybox",
+        ]))
+        .unwrap();
+        spec.networks[0].target = "id-front".into();
+        let service = Service {
+            id: "sid".into(),
+            spec: Some(spec),
+            ..Default::default()
+        };
+        let names = HashMap::from([("id-front".to_string(), "front".to_string())]);
+        let out = pretty_with(&service, &names);
+        assert!(
+            out.contains("\nNetworks:") && out.contains("front (aliases: www) back\n"),
+            "{out}"
+        );
+        assert!(out.contains("\n DNS:\n  Nameservers:"), "{out}");
+        assert!(
+            out.contains("198.18.0.53\n") && out.contains("example.com\n"),
+            "{out}"
+        );
     }
 }

@@ -7,6 +7,7 @@
 //! hand the replica count to the manager's autoscaler.
 //!
 //! One file per concern: [`args`] (flags), [`spec`] (flags → spec, checked offline),
+//! [`networks`] (`--network*`, `--dns*`),
 //! [`create`] (create, update), [`scale`] (scale, rm), [`list`] (ls, ps), [`inspect`],
 //! [`logs`].
 
@@ -15,6 +16,7 @@ mod create;
 mod inspect;
 mod list;
 mod logs;
+mod networks;
 mod scale;
 mod spec;
 

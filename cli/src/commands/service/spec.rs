@@ -12,6 +12,7 @@ use shoal_proto::{
 };
 
 use super::args::{CreateArgs, ModeArg, RestartCondition, UpdateArgs};
+use super::networks::{apply_container_update, dns_config};
 
 /// Docker's defaults, sent explicitly so that `inspect` shows what the service really does.
 const DEFAULT_RESTART_DELAY: Duration = Duration::from_secs(5);
@@ -65,7 +66,7 @@ pub fn build_spec(args: &CreateArgs) -> Result<ServiceSpec> {
             labels: args.container_label.iter().cloned().collect(),
             hostname: args.hostname.clone().unwrap_or_default(),
             resources: args.resources.apply(None),
-            dns: None,
+            dns: dns_config(&args.dns, &args.dns_search, &args.dns_option),
         }),
         restart: Some(RestartPolicy {
             condition: condition as i32,
@@ -80,7 +81,7 @@ pub fn build_spec(args: &CreateArgs) -> Result<ServiceSpec> {
             constraints: args.constraint.clone(),
             max_replicas_per_node: args.replicas_max_per_node,
         }),
-        networks: Vec::new(),
+        networks: args.network.clone(),
     };
     check_locally(&spec)?;
     Ok(spec)
@@ -90,6 +91,7 @@ pub fn build_spec(args: &CreateArgs) -> Result<ServiceSpec> {
 fn check_locally(spec: &ServiceSpec) -> Result<()> {
     validate::resources(spec)?;
     validate::autoscale::validate(spec)?;
+    validate::networking(spec)?;
     Ok(())
 }
 
@@ -124,6 +126,7 @@ pub fn apply_update(spec: &ServiceSpec, args: &UpdateArgs) -> Result<ServiceSpec
         }
     }
     container.resources = args.resources.apply(container.resources.take());
+    apply_container_update(container, args);
     if args.autoscale_disable {
         spec.autoscale = None;
     } else if args.autoscale.any() {

@@ -1,0 +1,233 @@
+//! Per-network peer tables for a worker's session: for each network a live task of the node
+//! is attached to, every live task on that network with an address and a node — on any node,
+//! this one included — with its address and the underlay IP of its node. Workers program their
+//! overlay's FDB and neighbour entries and answer DNS from these; they are a pure function of
+//! the store, so the session resends them whenever they change.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+use shoal_proto::{Network, NetworkEndpoint, NetworkPeers, TaskState};
+
+use crate::store::state::{attachment_ip, attachment_network_id, holds_addresses};
+use crate::store::StoreState;
+
+/// The tables `node_id` needs, sorted by network ID, endpoints sorted by task ID.
+pub fn peer_tables(st: &StoreState, node_id: &str) -> Vec<NetworkPeers> {
+    // The networks this node's live tasks are on; the stored network if it is still there,
+    // else the copy the task carries (the worker still has to tear it down cleanly).
+    let mut wanted: BTreeMap<&str, Network> = BTreeMap::new();
+    for t in st.tasks.values() {
+        if t.node_id != node_id || t.state() < TaskState::Assigned || !holds_addresses(t) {
+            continue;
+        }
+        for a in &t.networks {
+            let id = attachment_network_id(a);
+            if id.is_empty() || wanted.contains_key(id) {
+                continue;
+            }
+            let network = st
+                .networks
+                .get(id)
+                .or(a.network.as_ref())
+                .cloned()
+                .unwrap_or_default();
+            wanted.insert(id, network);
+        }
+    }
+    let mut tables: BTreeMap<&str, NetworkPeers> = wanted
+        .into_iter()
+        .map(|(id, network)| {
+            let table = NetworkPeers {
+                network: Some(network),
+                endpoints: Vec::new(),
+            };
+            (id, table)
+        })
+        .collect();
+    // Tasks are kept by ID, so every table's endpoints come out sorted by task ID.
+    for t in st.tasks.values() {
+        if t.node_id.is_empty() || !holds_addresses(t) {
+            continue;
+        }
+        for a in &t.networks {
+            let (Some(table), Some(ip)) =
+                (tables.get_mut(attachment_network_id(a)), attachment_ip(a))
+            else {
+                continue;
+            };
+            table.endpoints.push(NetworkEndpoint {
+                task_id: t.id.clone(),
+                task_name: t.name(),
+                service_name: t.service_name.clone(),
+                aliases: a.aliases.clone(),
+                address: ip.to_string(),
+                node_addr: st
+                    .nodes
+                    .get(&t.node_id)
+                    .map(|n| underlay_ip(&n.addr))
+                    .unwrap_or_default(),
+                running: t.state() == TaskState::Running,
+            });
+        }
+    }
+    tables.into_values().collect()
+}
+
+/// The IP of a node's advertised address: `198.18.0.2:2377` → `198.18.0.2`, `[fd00::2]:2377`
+/// → `fd00::2`; a bare IP stays as it is.
+pub fn underlay_ip(addr: &str) -> String {
+    if let Ok(sa) = addr.parse::<SocketAddr>() {
+        return sa.ip().to_string();
+    }
+    if let Ok(ip) = addr
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
+        return ip.to_string();
+    }
+    // A host name with a port: the name is what there is.
+    addr.rsplit_once(':')
+        .map_or(addr, |(host, _)| host)
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_proto::{NetworkAttachment, Node, Task, TaskStatus};
+
+    use super::*;
+
+    fn network(id: &str) -> Network {
+        Network {
+            id: id.into(),
+            subnet: "198.18.128.0/24".into(),
+            vni: 4096,
+            ..Default::default()
+        }
+    }
+
+    fn task(id: &str, node: &str, state: TaskState, on: &[(&str, &str)]) -> Task {
+        Task {
+            id: id.into(),
+            service_name: "web".into(),
+            slot: 1,
+            node_id: node.into(),
+            desired_state: TaskState::Running as i32,
+            status: Some(TaskStatus {
+                state: state as i32,
+                ..Default::default()
+            }),
+            networks: on
+                .iter()
+                .map(|(n, a)| NetworkAttachment {
+                    network: Some(network(n)),
+                    address: a.to_string(),
+                    aliases: vec!["www".into()],
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn node(id: &str, addr: &str) -> Node {
+        Node {
+            id: id.into(),
+            addr: addr.into(),
+            ..Default::default()
+        }
+    }
+
+    fn state(tasks: Vec<Task>) -> StoreState {
+        StoreState {
+            nodes: [node("n1", "198.18.0.1:2377"), node("n2", "198.18.0.2:2377")]
+                .into_iter()
+                .map(|n| (n.id.clone(), n))
+                .collect(),
+            networks: [network("a"), network("b"), network("c")]
+                .into_iter()
+                .map(|n| (n.id.clone(), n))
+                .collect(),
+            tasks: tasks.into_iter().map(|t| (t.id.clone(), t)).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// (network, [(task, address, node_addr, running)]) per table.
+    type Table = (String, Vec<(String, String, String, bool)>);
+
+    fn summary(tables: &[NetworkPeers]) -> Vec<Table> {
+        tables
+            .iter()
+            .map(|t| {
+                (
+                    t.network.as_ref().map(|n| n.id.clone()).unwrap_or_default(),
+                    t.endpoints
+                        .iter()
+                        .map(|e| {
+                            (
+                                e.task_id.clone(),
+                                e.address.clone(),
+                                e.node_addr.clone(),
+                                e.running,
+                            )
+                        })
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    fn ep(task: &str, addr: &str, node: &str, running: bool) -> (String, String, String, bool) {
+        (task.into(), addr.into(), node.into(), running)
+    }
+
+    #[test]
+    fn a_node_gets_every_live_peer_of_its_networks_on_any_node() {
+        let st = state(vec![
+            task("t3", "n1", TaskState::Running, &[("a", "198.18.128.4/24")]),
+            task("t1", "n2", TaskState::Starting, &[("a", "198.18.128.2/24")]),
+            // Finished: its address is free, it is nobody's peer.
+            task("t0", "n2", TaskState::Failed, &[("a", "198.18.128.9/24")]),
+            // Not placed yet: no tunnel end to give.
+            task("t5", "", TaskState::Pending, &[("a", "198.18.128.6/24")]),
+            // On n2 only: n1 has no task on network b.
+            task("t2", "n2", TaskState::Running, &[("b", "198.18.128.3/24")]),
+            // On n1 but not sent yet (not assigned): network c is not n1's.
+            task("t4", "n1", TaskState::Pending, &[("c", "198.18.128.5/24")]),
+        ]);
+        assert_eq!(
+            summary(&peer_tables(&st, "n1")),
+            [(
+                "a".to_string(),
+                vec![
+                    ep("t1", "198.18.128.2", "198.18.0.2", false),
+                    ep("t3", "198.18.128.4", "198.18.0.1", true),
+                ]
+            )]
+        );
+        let tables = peer_tables(&st, "n2");
+        assert_eq!(
+            summary(&tables)
+                .iter()
+                .map(|t| t.0.as_str())
+                .collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        let e = &tables[0].endpoints[0];
+        assert_eq!(e.task_name, "web.1.t1");
+        assert_eq!(e.service_name, "web");
+        assert_eq!(e.aliases, ["www"]);
+        assert!(peer_tables(&st, "n3").is_empty());
+    }
+
+    #[test]
+    fn underlay_ips_lose_their_port() {
+        assert_eq!(underlay_ip("198.18.0.1:2377"), "198.18.0.1");
+        assert_eq!(underlay_ip("[fd00::1]:2377"), "fd00::1");
+        assert_eq!(underlay_ip("198.18.0.1"), "198.18.0.1");
+        assert_eq!(underlay_ip("[fd00::1]"), "fd00::1");
+        assert_eq!(underlay_ip("manager-1:2377"), "manager-1");
+    }
+}
