@@ -268,7 +268,7 @@ done
 [[ -n $task ]] || die "the client task did not start; see $STATE/logs/shoal.log"
 ctr_ tasks exec --exec-id "demo-$$" "$task" nslookup tasks.web || true
 for n in 1 2 3; do
-  ctr_ tasks exec --exec-id "demo-$$-$n" "$task" wget -q -T 5 -O - http://web/ ||
+  ctr_ tasks exec --exec-id "demo-$$-$n" "$task" timeout 10 wget -q -O - http://web/ ||
     die "the client could not reach web by name"
 done
 

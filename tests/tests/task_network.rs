@@ -12,6 +12,9 @@ use shoal_tests::daemon::{wait_until, words, Container, ShoalHost};
 
 const WAIT: Duration = Duration::from_secs(60);
 
+// Debian's static busybox 1.35 `wget` crashes when given its own timeout (-T): the probes bound
+// it with busybox `timeout` instead.
+
 fn running(host: &ShoalHost, service: &str, n: usize) -> Vec<Container> {
     let mut found = Vec::new();
     host.wait_for(WAIT, &format!("{n} running tasks of {service}"), || {
@@ -182,7 +185,7 @@ fn overlay_tasks_reach_each_other_by_ip_and_name_across_hosts_and_overlays_are_i
             .expect("the client reaches a web task by IP");
     }
     let page = w
-        .sh_in_task(&client, "wget -q -T 5 -O - http://web/")
+        .sh_in_task(&client, "timeout 10 wget -q -O - http://web/")
         .expect("the client reaches web by name");
     assert!(!page.trim().is_empty());
     assert_eq!(lookup(w, &client, "tasks.web"), web_ips);
@@ -221,7 +224,7 @@ fn overlay_tasks_reach_each_other_by_ip_and_name_across_hosts_and_overlays_are_i
     let (m, w) = (cluster.host(0), cluster.host(1));
     assert!(
         wait_until(WAIT, || w
-            .sh_in_task(&client, "wget -q -T 2 -O - http://web/")
+            .sh_in_task(&client, "timeout 3 wget -q -O - http://web/")
             .is_ok()),
         "the client reaches web by name after its daemon's kill -9 and restart"
     );
