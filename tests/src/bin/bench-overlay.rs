@@ -146,29 +146,28 @@ fn iperf(server_ns: &Path, client_ns: &Path, addr: &str, seconds: u64) -> Result
         .spawn()
         .context("starting iperf3 -s")?;
     let secs = seconds.to_string();
+    // The server may not listen yet: the client is retried until it reports a transfer.
     let mut result = Err(anyhow::anyhow!("iperf3 client did not run"));
     for _ in 0..50 {
-        match output(in_netns(
+        result = output(in_netns(
             client_ns,
             "iperf3",
             &["-c", addr, "-t", &secs, "-J"],
-        )) {
-            Ok(json) => {
-                result = Ok(json);
-                break;
-            }
-            Err(e) => {
-                result = Err(e);
-                std::thread::sleep(Duration::from_millis(100));
-            }
+        ))
+        .and_then(|json| {
+            let report: Value = serde_json::from_str(&json).context("iperf3 -J output")?;
+            report["end"]["sum_received"]["bits_per_second"]
+                .as_f64()
+                .with_context(|| format!("no transfer in iperf3's report: {}", report["error"]))
+        });
+        if result.is_ok() {
+            break;
         }
+        std::thread::sleep(Duration::from_millis(100));
     }
     let _ = server.kill();
     let _ = server.wait();
-    let report: Value = serde_json::from_str(&result?).context("iperf3 -J output")?;
-    let bps = report["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .context("no sum_received in iperf3's report")?;
+    let bps = result?;
     let mbit = bps / 1e6;
     println!("  iperf3 {seconds} s: {mbit:.0} Mbit/s");
     Ok(mbit)
