@@ -20,6 +20,7 @@ PACKAGES=(
   procps            # ps/pgrep used by scripts and the benchmark
   prometheus        # promtool and a real server for the metrics tests
   iperf3            # the overlay benchmark's throughput
+  ethtool           # test hosts' NICs get GRO on, as real NICs have
 )
 
 missing=()
