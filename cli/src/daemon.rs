@@ -86,3 +86,39 @@ pub async fn run(host: &str, args: DaemonArgs) -> Result<()> {
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bip_is_the_bridges_own_address_with_a_usable_prefix() {
+        assert_eq!(
+            parse_bip("198.19.0.1/24").expect("valid").to_string(),
+            "198.19.0.1/24"
+        );
+        let not_cidr = parse_bip("198.19.0.1").unwrap_err();
+        assert!(not_cidr.contains("prefix length"), "{not_cidr}");
+        let network = parse_bip("198.19.0.0/24").unwrap_err();
+        assert!(
+            network.contains("not the subnet's network") && network.contains("198.19.0.1/24"),
+            "{network}"
+        );
+        let broadcast = parse_bip("198.19.0.255/24").unwrap_err();
+        assert!(broadcast.contains("broadcast"), "{broadcast}");
+        let tiny = parse_bip("198.19.0.1/31").unwrap_err();
+        assert!(tiny.contains("too small"), "{tiny}");
+    }
+
+    #[test]
+    fn bridge_names_fit_the_kernels_rules() {
+        assert_eq!(
+            parse_bridge("shoal_gwbridge").expect("valid"),
+            "shoal_gwbridge"
+        );
+        for bad in ["", "a-name-longer-than-15", "has space", "slash/no"] {
+            let err = parse_bridge(bad).unwrap_err();
+            assert!(err.contains("not a valid interface name"), "{bad}: {err}");
+        }
+    }
+}

@@ -33,7 +33,10 @@ fn gateway(host: &ShoalHost) -> String {
 #[test]
 fn every_task_gets_a_namespace_on_the_outbound_bridge_and_the_nodes_dns() {
     let host = ShoalHost::start_swarm();
-    host.shoal_ok(&words("service create --name solo busybox sleep 3600"));
+    host.shoal_ok(&words(
+        "service create --name solo --hostname solo-host --dns-search corp.test \
+         --dns-option ndots:2 busybox sleep 3600",
+    ));
     let task = running(&host, "solo", 1).remove(0).id;
 
     // The namespace the worker built, named after the task, is the container's.
@@ -45,6 +48,14 @@ fn every_task_gets_a_namespace_on_the_outbound_bridge_and_the_nodes_dns() {
     assert!(
         resolv.contains(&format!("nameserver {gw}")),
         "the task's resolv.conf points at the node's DNS server on {gw}:\n{resolv}"
+    );
+    assert!(
+        resolv.contains("search corp.test") && resolv.contains("options ndots:2"),
+        "--dns-search and --dns-option reach resolv.conf:\n{resolv}"
+    );
+    assert_eq!(
+        host.sh_in_task(&task, "hostname").expect("hostname").trim(),
+        "solo-host"
     );
     let addrs = host
         .sh_in_task(&task, "ip -o -4 addr show")
