@@ -208,6 +208,31 @@ fn overlay_tasks_reach_each_other_by_ip_and_name_across_hosts_and_overlays_are_i
         .is_err());
     assert!(lookup(w, &client, "other").is_empty());
 
+    // An internal network's task resolves names but never leaves its node.
+    m.shoal_ok(&words("network create --driver overlay --internal sealed"));
+    m.shoal_ok(&words(&format!(
+        "service create --name vault --network sealed --constraint node.role==worker \
+         {no_dns} busybox sleep 3600"
+    )));
+    let vault = running(w, "vault", 1).remove(0).id;
+    let vault_ip = eth0_addr(w, &vault);
+    assert_eq!(lookup(w, &vault, "vault"), vec![vault_ip]);
+    let routes = w.sh_in_task(&vault, "ip route").expect("routes");
+    assert!(!routes.contains("default"), "{routes}");
+    // And should it craft packets anyway, the node drops what it would forward for it.
+    let rules = w.nft_ruleset();
+    assert!(
+        rules.contains("ip saddr") && rules.contains("drop"),
+        "{rules}"
+    );
+    assert!(w
+        .sh_in_task(
+            &vault,
+            &format!("ping -c 1 -W 1 {}", cluster.net().host_addr(0))
+        )
+        .is_err());
+    m.shoal_ok(&words("service rm vault"));
+
     // Scale down: the gone task leaves DNS; scale up again: a fresh address, no conflict.
     m.shoal_ok(&words("service scale web=1"));
     assert!(
@@ -249,5 +274,5 @@ fn overlay_tasks_reach_each_other_by_ip_and_name_across_hosts_and_overlays_are_i
             node_state(host)
         );
     }
-    m.shoal_ok(&words("network rm front back"));
+    m.shoal_ok(&words("network rm front back sealed"));
 }

@@ -131,9 +131,17 @@ impl NodeNetwork {
             networks.push(network.id.clone());
         }
         let outbound_if = format!("eth{}", task.networks.len());
+        // docker's `--internal`: a task on internal networks only never leaves the node.
+        let internal = !task.networks.is_empty()
+            && task.networks.iter().all(|a| {
+                a.network
+                    .as_ref()
+                    .and_then(|n| n.spec.as_ref())
+                    .is_some_and(|s| s.internal)
+            });
         let outbound = st
             .outbound
-            .attach(&self.host, &ns, &inside, &task.id, &outbound_if)
+            .attach(&self.host, &ns, &inside, &task.id, &outbound_if, internal)
             .await?;
         addresses.push(outbound);
         let dns_config = task.spec.as_ref().and_then(|s| s.dns.as_ref());

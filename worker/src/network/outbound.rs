@@ -1,6 +1,7 @@
 //! The node's outbound bridge, docker_gwbridge's role: every task has a veth into it, an
 //! address of its subnet and its default route through the bridge's address; nftables
-//! masquerades what leaves the node. The ports are isolated from each other (docker's
+//! masquerades what leaves the node. A task whose networks are all `--internal` is attached
+//! too, for the node's DNS server, but gets no default route and is never forwarded. The ports are isolated from each other (docker's
 //! `icc=false` there), so tasks on different overlays cannot meet through this bridge.
 //!
 //! Addresses on it are the node's own business (docker allocates them locally too): handed
@@ -19,7 +20,10 @@ use super::{nft, short_id, NetworkError};
 pub(super) struct Outbound {
     bridge: String,
     bip: Ipv4Net,
+    table: String,
     used: BTreeSet<Ipv4Addr>,
+    /// Addresses of tasks on internal networks only.
+    internal: BTreeSet<Ipv4Addr>,
     /// The last address handed out: the next search starts after it, so a freed address is the
     /// last to be reused.
     last: u32,
@@ -31,11 +35,6 @@ impl Outbound {
         host.ensure_bridge(&cfg.bridge, None).await?;
         host.ensure_address(&cfg.bridge, cfg.bip).await?;
         host.set_up(&cfg.bridge).await?;
-        nft::apply(&nft::masquerade_script(
-            &cfg.nft_table(),
-            &cfg.bridge,
-            cfg.bip.trunc(),
-        ))?;
         // Per network namespace: this enables forwarding where the daemon runs, as dockerd does.
         let forward = "/proc/sys/net/ipv4/ip_forward";
         std::fs::write(forward, "1").map_err(|source| NetworkError::Io {
@@ -43,13 +42,27 @@ impl Outbound {
             path: forward.into(),
             source,
         })?;
-        info!(bridge = %cfg.bridge, address = %cfg.bip, "outbound bridge ready");
-        Ok(Self {
+        let outbound = Self {
             bridge: cfg.bridge.clone(),
             bip: cfg.bip,
+            table: cfg.nft_table(),
             used: BTreeSet::new(),
+            internal: BTreeSet::new(),
             last: u32::from(cfg.bip.addr()),
-        })
+        };
+        outbound.write_rules()?;
+        info!(bridge = %cfg.bridge, address = %cfg.bip, "outbound bridge ready");
+        Ok(outbound)
+    }
+
+    /// Writes the bridge's nftables table as it should be now, in one transaction.
+    fn write_rules(&self) -> Result<(), NetworkError> {
+        nft::apply(&nft::bridge_script(
+            &self.table,
+            &self.bridge,
+            self.bip.trunc(),
+            &self.internal,
+        ))
     }
 
     /// The bridge's address: the tasks' default gateway and where the DNS server listens.
@@ -62,8 +75,9 @@ impl Outbound {
         format!("gw{}", short_id(task_id))
     }
 
-    /// Wires the task into the bridge as `ifname` (its last interface) with the default route;
-    /// returns its address, the one it already has when it is found wired.
+    /// Wires the task into the bridge as `ifname` (its last interface) with the default route,
+    /// or, when `internal`, with neither route nor forwarding; returns its address, the one it
+    /// already has when it is found wired.
     pub(super) async fn attach(
         &mut self,
         host: &Netlink,
@@ -71,6 +85,7 @@ impl Outbound {
         inside: &Netlink,
         task_id: &str,
         ifname: &str,
+        internal: bool,
     ) -> Result<Ipv4Addr, NetworkError> {
         let link = Self::host_link(task_id);
         host.ensure_veth(&link, task, ifname, None).await?;
@@ -94,9 +109,15 @@ impl Outbound {
         })?;
         inside.ensure_address(ifname, net).await?;
         inside.set_up(ifname).await?;
-        inside
-            .ensure_route(&Route::default_via(self.gateway()))
-            .await?;
+        if internal {
+            if self.internal.insert(addr) {
+                self.write_rules()?;
+            }
+        } else {
+            inside
+                .ensure_route(&Route::default_via(self.gateway()))
+                .await?;
+        }
         Ok(addr)
     }
 
@@ -110,6 +131,9 @@ impl Outbound {
         host.delete_link(&Self::host_link(task_id)).await?;
         if let Some(a) = addr {
             self.used.remove(&a);
+            if self.internal.remove(&a) {
+                self.write_rules()?;
+            }
         }
         Ok(())
     }
@@ -146,7 +170,9 @@ mod tests {
         Outbound {
             bridge: "gw".into(),
             bip,
+            table: "shoal_gw".into(),
             used: BTreeSet::new(),
+            internal: BTreeSet::new(),
             last: u32::from(bip.addr()),
         }
     }
