@@ -73,18 +73,17 @@ async fn exchange_tcp(
     request: DnsRequest,
     timeout: Duration,
 ) -> Result<Message, NetError> {
-    let connect = TcpClientStream::exchange(
-        upstream,
-        None,
-        timeout,
-        None,
-        TokioRuntimeProvider::new(),
-    );
+    // The provider owns the task that drives the connection: it must live until the answer
+    // is in, or the connection is dropped under the request.
+    let provider = TokioRuntimeProvider::new();
+    let connect = TcpClientStream::exchange(upstream, None, timeout, None, provider.clone());
     let client = match tokio::time::timeout(timeout, connect).await {
         Ok(client) => client?,
         Err(_) => return Err(NetError::from("timed out connecting over TCP")),
     };
-    first_answer(client, request, timeout).await
+    let answer = first_answer(client, request, timeout).await;
+    drop(provider);
+    answer
 }
 
 /// The first response of an exchange, bounded by `timeout` whatever the transport does.
