@@ -100,7 +100,10 @@ mod tests {
             "nameserver 198.18.0.1\nsearch corp.example lab.example\noptions ndots:0\n"
         );
         // An empty DnsConfig is the same as none.
-        assert_eq!(resolv_conf(node_dns(), Some(&DnsConfig::default()), HOST), text);
+        assert_eq!(
+            resolv_conf(node_dns(), Some(&DnsConfig::default()), HOST),
+            text
+        );
     }
 
     #[test]
@@ -122,6 +125,9 @@ mod tests {
         let text = resolv_conf(node_dns(), None, "nameserver 198.18.0.9\n");
         assert_eq!(text, "nameserver 198.18.0.1\noptions ndots:0\n");
         let domain = resolv_conf(node_dns(), None, "domain example.org\n");
-        assert_eq!(domain, "nameserver 198.18.0.1\nsearch example.org\noptions ndots:0\n");
+        assert_eq!(
+            domain,
+            "nameserver 198.18.0.1\nsearch example.org\noptions ndots:0\n"
+        );
     }
 }

@@ -31,7 +31,11 @@ fn endpoint(task_name: &str, service: &str, address: &str, running: bool) -> Net
         task_id: task_name.rsplit('.').next().unwrap_or_default().to_string(),
         task_name: task_name.to_string(),
         service_name: service.to_string(),
-        aliases: if service == "web" { vec!["www".into()] } else { vec![] },
+        aliases: if service == "web" {
+            vec!["www".into()]
+        } else {
+            vec![]
+        },
         address: address.to_string(),
         node_addr: "198.18.0.2".to_string(),
         running,
@@ -96,13 +100,21 @@ fn table(web3_running: bool) -> DnsTable {
 async fn start(table: DnsTable, upstream: Vec<SocketAddr>) -> (DnsServer, SocketAddr) {
     let mut config = DnsServerConfig::new(vec!["127.0.0.1:0".parse().expect("literal")], upstream);
     config.forward_timeout = Duration::from_millis(500);
-    let server = DnsServer::start(config, table).await.expect("DNS server starts");
+    let server = DnsServer::start(config, table)
+        .await
+        .expect("DNS server starts");
     let addr = server.local_addrs()[0];
     (server, addr)
 }
 
 /// Asks `server` for `name`/`qtype` from source IP `from`, over UDP or TCP.
-async fn ask(server: SocketAddr, from: [u8; 4], name: &str, qtype: RecordType, tcp: bool) -> Message {
+async fn ask(
+    server: SocketAddr,
+    from: [u8; 4],
+    name: &str,
+    qtype: RecordType,
+    tcp: bool,
+) -> Message {
     let bind = SocketAddr::from((from, 0));
     let name = Name::from_ascii(name).expect("test names are valid");
     let request = DnsRequest::new(
@@ -154,7 +166,10 @@ async fn a(server: SocketAddr, from: [u8; 4], name: &str) -> (ResponseCode, Vec<
 }
 
 fn ips(list: &[[u8; 4]]) -> (ResponseCode, Vec<Ipv4Addr>) {
-    (ResponseCode::NoError, list.iter().map(|&o| Ipv4Addr::from(o)).collect())
+    (
+        ResponseCode::NoError,
+        list.iter().map(|&o| Ipv4Addr::from(o)).collect(),
+    )
 }
 
 #[tokio::test]
@@ -162,7 +177,15 @@ async fn answers_the_clients_own_networks_names() {
     let upstream = upstream::start().await;
     let (server, addr) = start(table(false), vec![upstream.addr]).await;
     let web = ips(&[[198, 18, 1, 2], [198, 18, 1, 3]]);
-    for name in ["web", "web.front", "WEB.Front.", "web.", "www", "www.front", "tasks.www"] {
+    for name in [
+        "web",
+        "web.front",
+        "WEB.Front.",
+        "web.",
+        "www",
+        "www.front",
+        "tasks.www",
+    ] {
         assert_eq!(a(addr, TASK_A, name).await, web, "{name}");
     }
     assert_eq!(a(addr, TASK_A, "tasks.web").await, web);

@@ -54,6 +54,9 @@ async fn servfail_when_no_upstream_answers() {
     // No upstream at all (a host without resolv.conf entries): SERVFAIL at once.
     let (server, addr) = start(table(false), vec![]).await;
     assert_eq!(a(addr, TASK_A, FIXED_NAME).await, servfail);
+    // A task whose --dns names the node's own server: no forwarding loop, SERVFAIL.
+    server.update(DnsTable::new(&peers(false), clients(vec![addr])));
+    assert_eq!(a(addr, TASK_B, FIXED_NAME).await, servfail);
     server.shutdown().await;
 }
 
