@@ -1,7 +1,7 @@
 //! Forwarding the names the node does not own to upstream DNS servers.
 //!
-//! The query goes out as the task asked it (question, recursion flag, EDNS) through hickory's
-//! client, over the protocol the task used; a truncated UDP answer is asked again over TCP so
+//! The task's question and recursion flag go out through hickory's client (with its own EDNS),
+//! over the protocol the task used; a truncated UDP answer is asked again over TCP so
 //! the task gets the whole answer in one exchange. Upstreams are tried in order, each with a
 //! timeout, and the first answer wins whatever its code (an NXDOMAIN is an answer too).
 
@@ -16,9 +16,6 @@ use hickory_server::net::xfer::Protocol;
 use hickory_server::net::{DnsHandle, NetError};
 use hickory_server::proto::op::{DnsRequest, DnsRequestOptions, Message, Query};
 
-/// One upstream answer, to be relayed to the task.
-pub(super) type Answer = Message;
-
 /// Asks `upstreams` in order for `queries`; `None` when none answered within `timeout` each.
 pub(super) async fn forward(
     upstreams: &[SocketAddr],
@@ -26,7 +23,7 @@ pub(super) async fn forward(
     recursion_desired: bool,
     protocol: Protocol,
     timeout: Duration,
-) -> Option<Answer> {
+) -> Option<Message> {
     for &upstream in upstreams {
         let request = || request(queries.clone(), recursion_desired);
         let answer = match protocol {
@@ -73,13 +70,17 @@ async fn exchange_tcp(
     request: DnsRequest,
     timeout: Duration,
 ) -> Result<Message, NetError> {
-    let connect =
-        TcpClientStream::exchange(upstream, None, timeout, None, TokioRuntimeProvider::new());
+    // The provider owns the task that drives the connection: it must live until the answer
+    // is in, or the connection is dropped under the request.
+    let provider = TokioRuntimeProvider::new();
+    let connect = TcpClientStream::exchange(upstream, None, timeout, None, provider.clone());
     let client = match tokio::time::timeout(timeout, connect).await {
         Ok(client) => client?,
         Err(_) => return Err(NetError::from("timed out connecting over TCP")),
     };
-    first_answer(client, request, timeout).await
+    let answer = first_answer(client, request, timeout).await;
+    drop(provider);
+    answer
 }
 
 /// The first response of an exchange, bounded by `timeout` whatever the transport does.

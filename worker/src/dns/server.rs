@@ -68,19 +68,23 @@ impl DnsServer {
     /// Binds every listen address (UDP and TCP) and starts answering from `table`.
     pub async fn start(config: DnsServerConfig, table: DnsTable) -> Result<Self, DnsError> {
         let table = Arc::new(RwLock::new(Arc::new(table)));
+        let mut sockets = Vec::with_capacity(config.listen.len());
+        let mut local_addrs = Vec::with_capacity(config.listen.len());
+        for addr in config.listen {
+            let (udp, tcp) = bind_pair(addr).await?;
+            local_addrs.push(udp.local_addr().map_err(|e| DnsError::Bind(addr, e))?);
+            sockets.push((udp, tcp));
+        }
         let handler = Handler {
             table: table.clone(),
             upstream: config.upstream,
             forward_timeout: config.forward_timeout,
+            own: local_addrs.clone(),
         };
         let mut server = Server::new(handler);
-        let mut local_addrs = Vec::with_capacity(config.listen.len());
-        for addr in config.listen {
-            let (udp, tcp) = bind_pair(addr).await?;
-            let local = udp.local_addr().map_err(|e| DnsError::Bind(addr, e))?;
+        for (udp, tcp) in sockets {
             server.register_socket(udp);
             server.register_listener(tcp, TCP_IDLE, TCP_RESPONSE_BUFFER);
-            local_addrs.push(local);
         }
         tracing::info!(addrs = ?local_addrs, "DNS server listening");
         let (stop, stopped) = oneshot::channel();
@@ -159,6 +163,8 @@ struct Handler {
     table: Arc<RwLock<Arc<DnsTable>>>,
     upstream: Vec<SocketAddr>,
     forward_timeout: Duration,
+    /// Our own listen addresses: never an upstream, or a query would loop through us forever.
+    own: Vec<SocketAddr>,
 }
 
 impl Handler {
@@ -167,6 +173,16 @@ impl Handler {
             Ok(table) => table.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
+    }
+
+    /// `upstream` without our own addresses (also when we listen on the unspecified address).
+    fn upstreams(&self, upstream: &[SocketAddr]) -> Vec<SocketAddr> {
+        let is_own = |u: &SocketAddr| {
+            self.own.iter().any(|own| {
+                own.port() == u.port() && (own.ip() == u.ip() || own.ip().is_unspecified())
+            })
+        };
+        upstream.iter().copied().filter(|u| !is_own(u)).collect()
     }
 }
 
@@ -211,8 +227,8 @@ impl RequestHandler for Handler {
                 let reply = builder().build(metadata, records.iter(), [], [], []);
                 return send(&mut response, reply, request).await;
             }
-            Resolution::Forward([]) => self.upstream.clone(),
-            Resolution::Forward(own) => own.to_vec(),
+            Resolution::Forward([]) => self.upstreams(&self.upstream),
+            Resolution::Forward(own) => self.upstreams(own),
         };
         drop(table);
         let queries = vec![query.original().clone()];
