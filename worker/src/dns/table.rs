@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use shoal_proto::{NetworkEndpoint, NetworkPeers};
 
@@ -32,11 +33,14 @@ pub enum Resolution<'a> {
 }
 
 /// Every network's names, and which networks each client may see.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct DnsTable {
     /// Network ID → (normalised name → addresses, in endpoint order).
     networks: HashMap<String, HashMap<String, Vec<Ipv4Addr>>>,
     clients: HashMap<IpAddr, Client>,
+    /// Turns the answers' order round, query by query, so that clients taking the first address
+    /// spread over a service's tasks (docker's DNS round robin).
+    turn: AtomicUsize,
 }
 
 impl DnsTable {
@@ -53,7 +57,11 @@ impl DnsTable {
             })
             .collect();
         let clients = clients.into_iter().map(|c| (c.addr, c)).collect();
-        DnsTable { networks, clients }
+        DnsTable {
+            networks,
+            clients,
+            turn: AtomicUsize::new(0),
+        }
     }
 
     /// What to do with a query for `name` (any case, trailing dot or not) from `src`.
@@ -77,7 +85,13 @@ impl DnsTable {
             }
         }
         match found {
-            Some(addrs) if want_a => Resolution::Local(addrs),
+            Some(mut addrs) if want_a => {
+                if addrs.len() > 1 {
+                    let turn = self.turn.fetch_add(1, Ordering::Relaxed) % addrs.len();
+                    addrs.rotate_left(turn);
+                }
+                Resolution::Local(addrs)
+            }
             Some(_) => Resolution::Local(Vec::new()),
             None => Resolution::Forward(&client.upstream),
         }
