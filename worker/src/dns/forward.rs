@@ -1,20 +1,20 @@
 //! Forwarding the names the node does not own to upstream DNS servers.
 //!
-//! The task's question and recursion flag go out through hickory's client (with its own EDNS),
-//! over the protocol the task used; a truncated UDP answer is asked again over TCP so
+//! The task's question and recursion flag go out over the protocol the task used (UDP from a
+//! connected socket of our own, so a dead upstream fails at once; TCP through hickory's client); a truncated UDP answer is asked again over TCP so
 //! the task gets the whole answer in one exchange. Upstreams are tried in order, each with a
 //! timeout, and the first answer wins whatever its code (an NXDOMAIN is an answer too).
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use futures::StreamExt;
 use hickory_server::net::runtime::TokioRuntimeProvider;
 use hickory_server::net::tcp::TcpClientStream;
-use hickory_server::net::udp::UdpClientStream;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::net::{DnsHandle, NetError};
-use hickory_server::proto::op::{DnsRequest, DnsRequestOptions, Message, Query};
+use hickory_server::proto::op::{DnsRequest, DnsRequestOptions, Edns, Message, Query};
+use tokio::net::UdpSocket;
 
 /// Asks `upstreams` in order for `queries`; `None` when none answered within `timeout` each.
 pub(super) async fn forward(
@@ -54,15 +54,46 @@ fn request(queries: Vec<Query>, recursion_desired: bool) -> DnsRequest {
     DnsRequest::new(message, options)
 }
 
+/// Largest UDP answer asked for (the EDNS payload size DNS flag day 2020 settled on).
+const UDP_PAYLOAD: u16 = 1232;
+
+/// One question over UDP from a socket connected to `upstream`, so that a server that is down
+/// (ICMP port unreachable) fails the exchange at once rather than after the timeout. Only an
+/// answer with the question's ID and questions is taken; anything else is ignored.
 async fn exchange_udp(
     upstream: SocketAddr,
     request: DnsRequest,
     timeout: Duration,
 ) -> Result<Message, NetError> {
-    let client = UdpClientStream::builder(upstream, TokioRuntimeProvider::new())
-        .with_timeout(Some(timeout))
-        .exchange();
-    first_answer(client, request, timeout).await
+    let (mut message, options) = request.into_parts();
+    message.metadata.id = rand::random();
+    if options.use_edns && message.edns.is_none() {
+        let mut edns = Edns::new();
+        edns.set_max_payload(UDP_PAYLOAD);
+        message.set_edns(edns);
+    }
+    let bytes = message.to_vec()?;
+    let local: SocketAddr = match upstream {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = UdpSocket::bind(local).await?;
+    socket.connect(upstream).await?;
+    socket.send(&bytes).await?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = vec![0u8; usize::from(UDP_PAYLOAD.max(512)) * 4];
+    loop {
+        let n = match tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
+            Ok(received) => received?,
+            Err(_) => return Err(NetError::from("timed out")),
+        };
+        let Some(answer) = buf.get(..n).and_then(|b| Message::from_vec(b).ok()) else {
+            continue;
+        };
+        if answer.metadata.id == message.metadata.id && answer.queries == message.queries {
+            return Ok(answer);
+        }
+    }
 }
 
 async fn exchange_tcp(

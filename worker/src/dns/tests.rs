@@ -98,8 +98,17 @@ fn table(web3_running: bool) -> DnsTable {
 
 /// Starts our server on 127.0.0.1:0 forwarding to `upstream`, with a short timeout for tests.
 async fn start(table: DnsTable, upstream: Vec<SocketAddr>) -> (DnsServer, SocketAddr) {
+    start_with_timeout(table, upstream, Duration::from_millis(500)).await
+}
+
+/// As [`start`], giving each upstream `forward_timeout` to answer.
+async fn start_with_timeout(
+    table: DnsTable,
+    upstream: Vec<SocketAddr>,
+    forward_timeout: Duration,
+) -> (DnsServer, SocketAddr) {
     let mut config = DnsServerConfig::new(vec!["127.0.0.1:0".parse().expect("literal")], upstream);
-    config.forward_timeout = Duration::from_millis(500);
+    config.forward_timeout = forward_timeout;
     let server = DnsServer::start(config, table)
         .await
         .expect("DNS server starts");

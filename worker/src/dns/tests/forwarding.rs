@@ -1,13 +1,16 @@
 //! Names the node does not own go to the task's `--dns` servers or the node's upstreams, with
 //! SERVFAIL when none answers in time.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use hickory_server::proto::op::ResponseCode;
 use hickory_server::proto::rr::RecordType;
 
 use super::upstream::{self, FIXED_NAME};
-use super::{a, addrs, ask, clients, ips, peers, start, table, STRANGER, TASK_A, TASK_B};
+use super::{
+    a, addrs, ask, clients, ips, peers, start, start_with_timeout, table, STRANGER, TASK_A, TASK_B,
+};
 use crate::dns::DnsTable;
 
 #[tokio::test]
@@ -65,6 +68,28 @@ async fn the_next_upstream_answers_when_the_first_is_dead() {
     let silent = upstream::silent().await;
     let good = upstream::start().await;
     let (server, addr) = start(table(false), vec![silent.addr, good.addr]).await;
+    assert_eq!(a(addr, TASK_A, FIXED_NAME).await, ips(&[[198, 18, 0, 99]]));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_upstream_that_refuses_fails_at_once_and_the_next_one_answers() {
+    // A port nothing listens on: the kernel answers "port unreachable", which a connected
+    // socket sees at once. The forward timeout is far longer than the test client's own
+    // (5 s): an answer at all means the refusal was not waited out.
+    let refused: SocketAddr = {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a free port");
+        socket.local_addr().expect("its address")
+    };
+    let good = upstream::start().await;
+    let long = Duration::from_secs(60);
+    let (server, addr) = start_with_timeout(table(false), vec![refused], long).await;
+    assert_eq!(
+        a(addr, TASK_A, FIXED_NAME).await,
+        (ResponseCode::ServFail, vec![])
+    );
+    server.shutdown().await;
+    let (server, addr) = start_with_timeout(table(false), vec![refused, good.addr], long).await;
     assert_eq!(a(addr, TASK_A, FIXED_NAME).await, ips(&[[198, 18, 0, 99]]));
     server.shutdown().await;
 }
