@@ -231,7 +231,6 @@ fn overlay_tasks_reach_each_other_by_ip_and_name_across_hosts_and_overlays_are_i
             &format!("ping -c 1 -W 1 {}", cluster.net().host_addr(0))
         )
         .is_err());
-    m.shoal_ok(&words("service rm vault"));
 
     // Scale down: the gone task leaves DNS; scale up again: a fresh address, no conflict.
     m.shoal_ok(&words("service scale web=1"));
@@ -254,8 +253,10 @@ fn overlay_tasks_reach_each_other_by_ip_and_name_across_hosts_and_overlays_are_i
             .expect("a re-scaled web task is reachable");
     }
 
-    // A worker daemon killed with -9 and started again adopts its tasks, networks and all.
+    // A worker daemon killed with -9 and started again adopts its tasks, networks and all; a
+    // task removed while it was down loses its container and network namespace on restart.
     cluster.host_mut(1).kill9();
+    cluster.host(0).shoal_ok(&words("service rm vault"));
     cluster.host_mut(1).restart();
     let (m, w) = (cluster.host(0), cluster.host(1));
     assert!(
@@ -264,6 +265,9 @@ fn overlay_tasks_reach_each_other_by_ip_and_name_across_hosts_and_overlays_are_i
             .is_ok()),
         "the client reaches web by name after its daemon's kill -9 and restart"
     );
+    w.wait_for(WAIT, "the removed task's namespace to go", || {
+        !w.namespaces("tasks").contains(&vault)
+    });
 
     // Removing the services and the networks leaves each node as it was with no task.
     m.shoal_ok(&words("service rm web client other"));
