@@ -53,6 +53,13 @@ pub enum SpecError {
     InvalidNameserver(String),
     #[error("a service cannot attach to network {0:?}: give a network name or ID")]
     EmptyNetwork(String),
+    #[error(
+        "--network none gives tasks loopback only and cannot be combined with other networks \
+         ({0}); drop one or the other"
+    )]
+    NoneWithNetworks(String),
+    #[error("unknown network mode {0:?}: the only mode is \"none\" (`--network none`)")]
+    UnknownNetworkMode(String),
 }
 
 /// Docker's rule for service names (they become DNS names later).
@@ -130,8 +137,24 @@ pub fn networking(spec: &ServiceSpec) -> Result<(), SpecError> {
     if let Some(n) = spec.networks.iter().find(|n| n.target.trim().is_empty()) {
         return Err(SpecError::EmptyNetwork(n.target.clone()));
     }
+    match spec
+        .container
+        .as_ref()
+        .map_or("", |c| c.network_mode.as_str())
+    {
+        "" => {}
+        NETWORK_NONE if spec.networks.is_empty() => {}
+        NETWORK_NONE => {
+            let names: Vec<&str> = spec.networks.iter().map(|n| n.target.as_str()).collect();
+            return Err(SpecError::NoneWithNetworks(names.join(", ")));
+        }
+        other => return Err(SpecError::UnknownNetworkMode(other.to_string())),
+    }
     Ok(())
 }
+
+/// `--network none`'s network mode: loopback only.
+pub const NETWORK_NONE: &str = "none";
 
 /// Everything about a spec that can be checked on its own, in the order the control API has
 /// always checked it (so the first error reported stays the same): name, resources, autoscale
@@ -225,6 +248,34 @@ mod tests {
             image(&spec("BusyBox")),
             Err(SpecError::InvalidImage { .. })
         ));
+    }
+
+    #[test]
+    fn network_none_stands_alone() {
+        let mut spec = ServiceSpec {
+            container: Some(ContainerSpec {
+                network_mode: NETWORK_NONE.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(networking(&spec), Ok(()));
+        spec.networks = vec![crate::NetworkAttachmentConfig {
+            target: "front".into(),
+            aliases: vec![],
+        }];
+        let err = networking(&spec).unwrap_err();
+        assert_eq!(err, SpecError::NoneWithNetworks("front".into()));
+        assert!(err.to_string().contains("cannot be combined"), "{err}");
+        spec.networks.clear();
+        if let Some(c) = spec.container.as_mut() {
+            c.network_mode = "host".into();
+        }
+        let err = networking(&spec).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown network mode \"host\""),
+            "{err}"
+        );
     }
 
     #[test]

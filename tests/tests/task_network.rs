@@ -80,6 +80,23 @@ fn every_task_gets_a_namespace_on_the_outbound_bridge_and_the_nodes_dns() {
         host.host_links()
     );
 
+    // `--network none`: loopback only, no namespace of ours, no bridge port.
+    let err = host.shoal_err(&words(
+        "service create --name bad --network none --network front busybox sleep 1",
+    ));
+    assert!(
+        err.contains("cannot be combined with other networks"),
+        "{err}"
+    );
+    host.shoal_ok(&words(
+        "service create --name dark --network none busybox sleep 3600",
+    ));
+    let dark = running(&host, "dark", 1).remove(0).id;
+    let links = host.sh_in_task(&dark, "ip -o link show").expect("links");
+    assert_eq!(links.lines().count(), 1, "loopback only:\n{links}");
+    assert!(!host.namespaces("tasks").contains(&dark));
+    host.shoal_ok(&["service", "rm", "dark"]);
+
     host.shoal_ok(&["service", "rm", "solo"]);
     host.wait_for(WAIT, "the task's namespace and veth to go", || {
         host.namespaces("tasks").is_empty() && !host.host_links().contains(&host_end)

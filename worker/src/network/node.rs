@@ -92,6 +92,11 @@ impl NodeNetwork {
         st: &mut State,
         task: &Task,
     ) -> Result<TaskNetwork, NetworkError> {
+        let mode = task.spec.as_ref().map_or("", |s| s.network_mode.as_str());
+        if mode == shoal_proto::validate::NETWORK_NONE {
+            // `--network none`: runc makes an empty namespace (loopback only); no DNS server.
+            return Ok(TaskNetwork::default());
+        }
         let ns = self.tasks_dir.ensure(&task.id)?;
         let inside = Netlink::open(&ns)?;
         inside.set_up("lo").await?;

@@ -167,6 +167,9 @@ pub fn pretty_with(service: &Service, network_names: &HashMap<String, String>) -
             .collect();
         p.field(0, "Networks", networks.join(" "));
     }
+    if c.network_mode == shoal_proto::validate::NETWORK_NONE {
+        p.field(0, "Networks", "none (loopback only)".to_string());
+    }
     if let Some(raw) = &spec.autoscale {
         pretty_autoscale(&mut p, raw, service.autoscale_status.as_ref());
     }

@@ -8,7 +8,8 @@
 //! [`network_ids`] asks the manager for them.
 
 use anyhow::Result;
-use shoal_proto::{ContainerSpec, DnsConfig, ServiceSpec};
+use shoal_proto::validate::NETWORK_NONE;
+use shoal_proto::{ContainerSpec, DnsConfig, NetworkAttachmentConfig, ServiceSpec};
 
 use super::args::UpdateArgs;
 use crate::client::Client;
@@ -49,12 +50,38 @@ pub fn apply_container_update(container: &mut ContainerSpec, args: &UpdateArgs) 
     container.dns = dns_config(&dns.nameservers, &dns.search, &dns.options);
 }
 
+/// `--network none` (docker's "none" network) is the container's network mode, not a network:
+/// "none" when it is among the `--network` values.
+pub fn network_mode(networks: &[NetworkAttachmentConfig]) -> String {
+    if networks.iter().any(is_none) {
+        NETWORK_NONE.to_string()
+    } else {
+        String::new()
+    }
+}
+
+/// The `--network` values that are networks (all but `none`).
+pub fn without_none(networks: &[NetworkAttachmentConfig]) -> Vec<NetworkAttachmentConfig> {
+    networks.iter().filter(|n| !is_none(n)).cloned().collect()
+}
+
+fn is_none(n: &NetworkAttachmentConfig) -> bool {
+    n.target == NETWORK_NONE
+}
+
 /// `service update`'s `--network-rm` (by the IDs `removed` resolves them to, or as given), then
-/// `--network-add`.
+/// `--network-add`; `none` in either sets or clears the network mode.
 pub fn apply_network_update(spec: &mut ServiceSpec, args: &UpdateArgs, removed: &[String]) {
     spec.networks
         .retain(|n| !removed.contains(&n.target) && !args.network_rm.contains(&n.target));
-    spec.networks.extend(args.network_add.iter().cloned());
+    spec.networks.extend(without_none(&args.network_add));
+    let container = spec.container.get_or_insert_with(Default::default);
+    if args.network_rm.iter().any(|n| n == NETWORK_NONE) {
+        container.network_mode.clear();
+    }
+    if !network_mode(&args.network_add).is_empty() {
+        container.network_mode = NETWORK_NONE.to_string();
+    }
 }
 
 /// The IDs of the networks `keys` name (exact ID, exact name or unique ID prefix, the
@@ -87,7 +114,6 @@ mod tests {
     use crate::commands::service::args::parse_network;
     use crate::commands::service::spec::{apply_update, build_spec};
     use crate::commands::service::testing::{create_args, parse, update_args};
-    use shoal_proto::NetworkAttachmentConfig;
 
     fn attach(target: &str, aliases: &[&str]) -> NetworkAttachmentConfig {
         NetworkAttachmentConfig {
@@ -182,6 +208,45 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("invalid --dns value \"nope\""), "{err}");
+    }
+
+    #[test]
+    fn network_none_is_the_network_mode_and_stands_alone() {
+        let spec = build_spec(&create_args(&[
+            "--name",
+            "dark",
+            "--network",
+            "none",
+            "busybox",
+        ]))
+        .unwrap();
+        assert!(spec.networks.is_empty());
+        assert_eq!(spec.container.as_ref().unwrap().network_mode, "none");
+        let err = build_spec(&create_args(&[
+            "--name",
+            "dark",
+            "--network",
+            "none",
+            "--network",
+            "front",
+            "busybox",
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("cannot be combined with other networks (front)"),
+            "{err}"
+        );
+
+        let mut back = spec.clone();
+        let args = update_args(&["--network-rm", "none", "--network-add", "front", "dark"]);
+        apply_network_update(&mut back, &args, &[]);
+        assert_eq!(back.networks, [attach("front", &[])]);
+        assert_eq!(back.container.as_ref().unwrap().network_mode, "");
+        let args = update_args(&["--network-rm", "front", "--network-add", "none", "dark"]);
+        apply_network_update(&mut back, &args, &[]);
+        assert!(back.networks.is_empty());
+        assert_eq!(back.container.unwrap().network_mode, "none");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use shoal_proto::{
 };
 
 use super::args::{CreateArgs, ModeArg, RestartCondition, UpdateArgs};
-use super::networks::{apply_container_update, dns_config};
+use super::networks::{apply_container_update, dns_config, network_mode, without_none};
 
 /// Docker's defaults, sent explicitly so that `inspect` shows what the service really does.
 const DEFAULT_RESTART_DELAY: Duration = Duration::from_secs(5);
@@ -67,6 +67,7 @@ pub fn build_spec(args: &CreateArgs) -> Result<ServiceSpec> {
             hostname: args.hostname.clone().unwrap_or_default(),
             resources: args.resources.apply(None),
             dns: dns_config(&args.dns, &args.dns_search, &args.dns_option),
+            network_mode: network_mode(&args.network),
         }),
         restart: Some(RestartPolicy {
             condition: condition as i32,
@@ -81,7 +82,7 @@ pub fn build_spec(args: &CreateArgs) -> Result<ServiceSpec> {
             constraints: args.constraint.clone(),
             max_replicas_per_node: args.replicas_max_per_node,
         }),
-        networks: args.network.clone(),
+        networks: without_none(&args.network),
     };
     check_locally(&spec)?;
     Ok(spec)
