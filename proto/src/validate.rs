@@ -7,10 +7,12 @@
 
 pub mod autoscale;
 pub mod constraint;
+pub mod endpoint;
 pub mod network;
 
 pub use autoscale::PolicyError;
 pub use constraint::{ConstraintError, PlacementError};
+pub use endpoint::EndpointError;
 
 use crate::reference::{self, ReferenceError};
 use crate::ServiceSpec;
@@ -49,6 +51,8 @@ pub enum SpecError {
     Autoscale(#[from] PolicyError),
     #[error(transparent)]
     Placement(#[from] PlacementError),
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
     #[error("invalid --dns value {0:?}: a DNS server is an IP address, e.g. 198.18.0.53")]
     InvalidNameserver(String),
     #[error("a service cannot attach to network {0:?}: give a network name or ID")]
@@ -158,14 +162,15 @@ pub const NETWORK_NONE: &str = "none";
 
 /// Everything about a spec that can be checked on its own, in the order the control API has
 /// always checked it (so the first error reported stays the same): name, resources, autoscale
-/// policy, mode and placement, image, then DNS servers and networks.
+/// policy, mode and placement, image, DNS servers and networks, then published ports.
 pub fn service_spec(spec: &ServiceSpec) -> Result<(), SpecError> {
     service_name(&spec.name)?;
     resources(spec)?;
     autoscale::validate(spec)?;
     constraint::validate_placement(spec)?;
     image(spec)?;
-    networking(spec)
+    networking(spec)?;
+    Ok(endpoint::endpoint(spec)?)
 }
 
 /// What an update may not change about a stored spec: its mode, and the replica count of an

@@ -10,17 +10,20 @@
 //! - [`pool`]: subnets for networks ([`SubnetPool`], [`PoolConfig`]);
 //! - [`ipam`]: the gateway and task addresses of one network ([`NetworkAddresses`]);
 //! - [`vni`]: VXLAN IDs ([`VniAllocator`]);
+//! - [`endpoint`]: a service's published ports and VIPs ([`allocate_endpoint`]);
 //! - [`role`]: the writer role giving NEW tasks their addresses ([`TaskAllocator`]).
 //!
 //! Input checks shared with the CLI (names, CIDRs, gateways) live in
 //! `shoal_proto::validate::network`; the allocators reuse them for what they are given.
 
+pub mod endpoint;
 pub mod ipam;
 pub mod pool;
 pub mod role;
 mod serial;
 pub mod vni;
 
+pub use endpoint::{allocate_endpoint, EndpointAllocError};
 pub use ipam::{IpamError, NetworkAddresses};
 pub use pool::{PoolConfig, PoolError, SubnetPool};
 pub use role::TaskAllocator;

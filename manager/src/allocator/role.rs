@@ -156,7 +156,7 @@ impl TaskAllocator {
     }
 
     /// Brings the addresses in line with the store: networks added and removed, addresses held
-    /// by live tasks reserved, the rest released.
+    /// by live tasks and services' VIPs reserved, the rest released.
     fn sync(&mut self, st: &StoreState) {
         let mut held: BTreeMap<&str, BTreeSet<Ipv4Addr>> = BTreeMap::new();
         for t in st.tasks.values().filter(|t| holds_addresses(t)) {
@@ -165,6 +165,11 @@ impl TaskAllocator {
                     held.entry(attachment_network_id(a)).or_default().insert(ip);
                 }
             }
+        }
+        // Services' VIPs share the address space: no task may get one.
+        for id in st.networks.keys() {
+            let vips = super::endpoint::vips_on(st, id, "");
+            held.entry(id.as_str()).or_default().extend(vips);
         }
         self.networks.retain(|id, _| st.networks.contains_key(id));
         for (id, network) in &st.networks {
@@ -202,8 +207,11 @@ impl TaskAllocator {
     }
 }
 
-/// A network's addresses from the store: its subnet, gateway and the addresses live tasks hold.
-fn rebuild(network: &Network, held: BTreeSet<Ipv4Addr>) -> Result<NetworkAddresses, IpamError> {
+/// A network's addresses from the store: its subnet, gateway and the addresses held on it.
+pub(super) fn rebuild(
+    network: &Network,
+    held: BTreeSet<Ipv4Addr>,
+) -> Result<NetworkAddresses, IpamError> {
     let subnet = shoal_proto::validate::network::subnet(&network.subnet)?;
     let gateway: Ipv4Addr = network.gateway.parse().unwrap_or_else(|_| {
         // Every stored network has a gateway; the first host is what IPAM would have chosen.

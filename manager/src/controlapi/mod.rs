@@ -27,6 +27,7 @@ use crate::store::{ApplyError, Store, StoreError, StoreState};
 use crate::tokens;
 use shoal_proto::control_client::ControlClient;
 
+mod endpoints;
 mod networks;
 
 pub const NOT_A_MANAGER: &str = "This node is not a swarm manager. Use `shoal swarm init` to \
@@ -343,12 +344,10 @@ impl control_server::Control for ControlApi {
             spec: Some(spec),
             previous_spec: None,
             autoscale_status: None,
+            endpoint: None,
         };
         let id = service.id.clone();
-        m.store
-            .propose(vec![act(Action::CreateService(service))])
-            .await
-            .map_err(store_status)?;
+        endpoints::propose_with_endpoint(&m, service, None, Action::CreateService).await?;
         let stored = m
             .store
             .view(|st| st.services.get(&id).cloned())
@@ -424,10 +423,13 @@ impl control_server::Control for ControlApi {
         updated.previous_spec = current.spec.clone();
         updated.spec = Some(spec);
         let id = updated.id.clone();
-        m.store
-            .propose(vec![act(Action::UpdateService(updated))])
-            .await
-            .map_err(store_status)?;
+        endpoints::propose_with_endpoint(
+            &m,
+            updated,
+            current.endpoint.as_ref(),
+            Action::UpdateService,
+        )
+        .await?;
         let stored = m
             .store
             .view(|st| st.services.get(&id).cloned())

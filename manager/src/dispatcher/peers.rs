@@ -1,15 +1,17 @@
 //! Per-network peer tables for a worker's session: for each network a live task of the node
 //! is attached to, every live task on that network with an address and a node — on any node,
 //! this one included — with its address and the underlay IP of its node. Workers program their
-//! overlay's FDB and neighbour entries and answer DNS from these; they are a pure function of
+//! overlay's FDB and neighbour entries and answer DNS from these. Each table also lists the
+//! services with a VIP on the network (VIP, aliases, published ports), for load balancing and
+//! DNS answers in `vip` mode. The tables are a pure function of
 //! the store, so the session resends them whenever they change.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
-use shoal_proto::{Network, NetworkEndpoint, NetworkPeers, TaskState};
+use shoal_proto::{Network, NetworkEndpoint, NetworkPeers, ServiceVip, TaskState};
 
-use crate::store::state::{attachment_ip, attachment_network_id, holds_addresses};
+use crate::store::state::{attachment_ip, attachment_network_id, holds_addresses, vip_ip};
 use crate::store::StoreState;
 
 /// The tables `node_id` needs, sorted by network ID, endpoints sorted by task ID.
@@ -41,6 +43,7 @@ pub fn peer_tables(st: &StoreState, node_id: &str) -> Vec<NetworkPeers> {
             let table = NetworkPeers {
                 network: Some(network),
                 endpoints: Vec::new(),
+                services: Vec::new(),
             };
             (id, table)
         })
@@ -68,6 +71,28 @@ pub fn peer_tables(st: &StoreState, node_id: &str) -> Vec<NetworkPeers> {
                     .map(|n| underlay_ip(&n.addr))
                     .unwrap_or_default(),
                 running: t.state() == TaskState::Running,
+            });
+        }
+    }
+    // Services are kept by ID too, so every table's services come out sorted by service ID.
+    for s in st.services.values() {
+        for v in s.endpoint.iter().flat_map(|e| e.virtual_ips.iter()) {
+            let (Some(table), Some(ip)) = (tables.get_mut(v.network_id.as_str()), vip_ip(v)) else {
+                continue;
+            };
+            let spec = s.spec.clone().unwrap_or_default();
+            let aliases = spec
+                .networks
+                .iter()
+                .find(|n| n.target == v.network_id)
+                .map(|n| n.aliases.clone())
+                .unwrap_or_default();
+            table.services.push(ServiceVip {
+                service_id: s.id.clone(),
+                service_name: spec.name,
+                aliases,
+                vip: ip.to_string(),
+                ports: s.endpoint.as_ref().map(|e| e.ports.clone()).unwrap_or_default(),
             });
         }
     }
@@ -220,6 +245,76 @@ mod tests {
         assert_eq!(e.service_name, "web");
         assert_eq!(e.aliases, ["www"]);
         assert!(peer_tables(&st, "n3").is_empty());
+    }
+
+    fn vip_service(id: &str, vips: &[(&str, &str)]) -> shoal_proto::Service {
+        use shoal_proto::{Endpoint, NetworkAttachmentConfig, PortConfig, ServiceSpec, VirtualIp};
+        shoal_proto::Service {
+            id: id.into(),
+            spec: Some(ServiceSpec {
+                name: format!("svc-{id}"),
+                networks: vips
+                    .iter()
+                    .map(|(n, _)| NetworkAttachmentConfig {
+                        target: n.to_string(),
+                        aliases: vec![format!("alias-{id}")],
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+            endpoint: Some(Endpoint {
+                ports: vec![PortConfig {
+                    target_port: 80,
+                    published_port: 8080,
+                    ..Default::default()
+                }],
+                virtual_ips: vips
+                    .iter()
+                    .map(|(n, a)| VirtualIp {
+                        network_id: n.to_string(),
+                        addr: a.to_string(),
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn tables_list_the_services_with_a_vip_on_the_network() {
+        let mut st = state(vec![task(
+            "t1",
+            "n1",
+            TaskState::Running,
+            &[("a", "198.18.128.4/24")],
+        )]);
+        for s in [
+            vip_service("s2", &[("a", "198.18.128.20/24")]),
+            vip_service("s1", &[("b", "198.18.128.30/24"), ("a", "198.18.128.10/24")]),
+            // On network c only, which n1 has no task on.
+            vip_service("s3", &[("c", "198.18.128.40/24")]),
+            // dnsrr: no VIP.
+            vip_service("s4", &[]),
+        ] {
+            st.services.insert(s.id.clone(), s);
+        }
+        let tables = peer_tables(&st, "n1");
+        assert_eq!(tables.len(), 1);
+        let got: Vec<(&str, &str, &str)> = tables[0]
+            .services
+            .iter()
+            .map(|s| (s.service_id.as_str(), s.service_name.as_str(), s.vip.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("s1", "svc-s1", "198.18.128.10"),
+                ("s2", "svc-s2", "198.18.128.20")
+            ]
+        );
+        assert_eq!(tables[0].services[0].aliases, ["alias-s1"]);
+        assert_eq!(tables[0].services[0].ports[0].published_port, 8080);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! once. Late or duplicated updates (a worker retrying a batch) are therefore harmless no-ops.
 
 mod attachments;
+mod endpoints;
 
 use std::collections::BTreeMap;
 
@@ -19,6 +20,7 @@ use shoal_proto::{
 };
 
 pub use attachments::{attachment_ip, attachment_network_id, holds_addresses};
+pub use endpoints::vip_ip;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApplyError {
@@ -96,6 +98,32 @@ pub enum ApplyError {
          then remove the network"
     )]
     NetworkInUseByTask { network: String, task: String },
+    #[error("port {port}/{protocol} is already published by service {service}")]
+    PortInUse {
+        port: u32,
+        protocol: &'static str,
+        service: String,
+    },
+    #[error("the published port for target port {target} was not allocated")]
+    PortNotAllocated { target: u32 },
+    #[error("VIP {address:?} on network {network} is {why}")]
+    BadVip {
+        address: String,
+        network: String,
+        why: &'static str,
+    },
+    #[error("VIP {address} on network {network} is already held by {holder}")]
+    VipInUse {
+        address: String,
+        network: String,
+        holder: String,
+    },
+    #[error("address {address} on network {network} is the VIP of service {service}")]
+    AddressIsVip {
+        address: String,
+        network: String,
+        service: String,
+    },
     #[error("empty store action in log entry")]
     EmptyAction,
 }
@@ -321,6 +349,7 @@ impl StoreState {
             }
             Action::CreateService(s) => {
                 self.check_service_networks(s)?;
+                self.check_service_endpoint(s)?;
                 let name = service_name(s);
                 if self.service_by_name(&name).is_some() {
                     return Err(ApplyError::ServiceNameTaken(name));
@@ -350,6 +379,7 @@ impl StoreState {
                     });
                 }
                 self.check_service_networks(s)?;
+                self.check_service_endpoint(s)?;
                 let name = service_name(s);
                 if self
                     .service_by_name(&name)

@@ -53,6 +53,7 @@ fn network(id: &str, name: &str, endpoints: Vec<NetworkEndpoint>) -> NetworkPeer
             ..Default::default()
         }),
         endpoints,
+        services: Vec::new(),
     }
 }
 

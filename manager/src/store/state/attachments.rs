@@ -1,5 +1,6 @@
 //! The rules for tasks' network attachments: an allocation (`allocate_task`) is applied only if
-//! every address is a task address of its network that no other live task holds, and a network
+//! every address is a task address of its network that no other live task (and no service's
+//! VIP) holds, and a network
 //! is removed only once no service names it and no live task is attached to it.
 //!
 //! These checks at apply time are what make the allocator safe across leader changes and
@@ -89,6 +90,13 @@ impl StoreState {
                     holder,
                 });
             }
+            if let Some(service) = self.vip_holder(network_id, ip, "") {
+                return Err(ApplyError::AddressIsVip {
+                    address: ip.to_string(),
+                    network: name.to_string(),
+                    service: super::service_name(service),
+                });
+            }
             if out
                 .iter()
                 .any(|o| attachment_network_id(o) == network_id && attachment_ip(o) == Some(ip))
@@ -110,7 +118,7 @@ impl StoreState {
     }
 
     /// Another live task holding `ip` on network `network_id`.
-    fn address_holder(&self, network_id: &str, ip: Ipv4Addr, except: &str) -> Option<String> {
+    pub(super) fn address_holder(&self, network_id: &str, ip: Ipv4Addr, except: &str) -> Option<String> {
         self.tasks
             .values()
             .filter(|t| t.id != except && holds_addresses(t))
