@@ -215,3 +215,25 @@ fn tasks_being_shut_down_or_already_placed_are_left_alone() {
     let st = state(vec![front()], vec![stopping, placed]);
     assert!(TaskAllocator::default().plan(&st).is_empty());
 }
+
+#[test]
+fn tasks_never_get_a_services_vip() {
+    let mut st = state(vec![front()], vec![task("t1", 1, &["n1"])]);
+    let vip_service = shoal_proto::Service {
+        id: "s9".into(),
+        endpoint: Some(shoal_proto::Endpoint {
+            virtual_ips: vec![shoal_proto::VirtualIp {
+                network_id: "n1".into(),
+                addr: "198.18.128.2/24".into(),
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    st.services.insert(vip_service.id.clone(), vip_service);
+    let mut allocator = TaskAllocator::default();
+    assert_eq!(
+        proposed(&allocator.plan(&st)),
+        [("t1".to_string(), vec!["198.18.128.3/24".to_string()], String::new())]
+    );
+}
