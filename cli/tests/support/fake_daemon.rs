@@ -184,6 +184,7 @@ impl Control for Fake {
             spec: r.into_inner().spec,
             previous_spec: None,
             autoscale_status: None,
+            endpoint: None,
         };
         st.services.push(service.clone());
         let index = st.services.len() - 1;

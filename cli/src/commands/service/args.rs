@@ -8,7 +8,12 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use shoal_proto::validate::autoscale::ZERO_WINDOW_MS;
-use shoal_proto::{AutoscalePolicy, NetworkAttachmentConfig, ResourceAmounts, Resources};
+use shoal_proto::{
+    endpoint_spec, AutoscalePolicy, NetworkAttachmentConfig, PortConfig, ResourceAmounts,
+    Resources,
+};
+
+use super::publish::{parse_endpoint_mode, parse_publish, parse_publish_rm};
 
 use crate::commands::flags::{
     parse_cpus, parse_duration_flag, parse_env, parse_label, parse_memory, parse_percent,
@@ -81,6 +86,13 @@ pub struct CreateArgs {
     /// Network attachments: NAME, or name=NAME,alias=ALIAS,…
     #[arg(long = "network", value_name = "NETWORK", value_parser = parse_network)]
     pub network: Vec<NetworkAttachmentConfig>,
+    /// Publish a port: [PUBLISHED:]TARGET[/PROTOCOL], or
+    /// mode=ingress|host,published=P,target=T,protocol=tcp|udp
+    #[arg(short = 'p', long = "publish", value_name = "PORT", value_parser = parse_publish)]
+    pub publish: Vec<PortConfig>,
+    /// Endpoint mode: vip (one virtual IP per network) or dnsrr (DNS round robin)
+    #[arg(long, value_name = "MODE", value_parser = parse_endpoint_mode)]
+    pub endpoint_mode: Option<endpoint_spec::Mode>,
     /// Set custom DNS servers
     #[arg(long = "dns", value_name = "IP")]
     pub dns: Vec<String>,
@@ -297,6 +309,15 @@ pub struct UpdateArgs {
     /// Remove a network (name or ID)
     #[arg(long = "network-rm", value_name = "NETWORK")]
     pub network_rm: Vec<String>,
+    /// Add or update a published port: [PUBLISHED:]TARGET[/PROTOCOL] or the long form
+    #[arg(long = "publish-add", value_name = "PORT", value_parser = parse_publish)]
+    pub publish_add: Vec<PortConfig>,
+    /// Remove a published port by its published or target port: PORT[/PROTOCOL]
+    #[arg(long = "publish-rm", value_name = "PORT", value_parser = parse_publish_rm)]
+    pub publish_rm: Vec<PortConfig>,
+    /// Endpoint mode: vip or dnsrr
+    #[arg(long, value_name = "MODE", value_parser = parse_endpoint_mode)]
+    pub endpoint_mode: Option<endpoint_spec::Mode>,
     /// Add or update a custom DNS server
     #[arg(long = "dns-add", value_name = "IP")]
     pub dns_add: Vec<String>,

@@ -10,6 +10,7 @@ use shoal_proto::{restart_policy::Condition, AutoscalePolicy, Service};
 use super::args::InspectArgs;
 use super::get_service;
 use super::list::familiar_image;
+use super::publish;
 use crate::client::Client;
 use crate::commands::flags::cpus_text;
 use crate::commands::list_networks;
@@ -25,7 +26,28 @@ pub(super) async fn inspect(client: &Client, args: InspectArgs) -> Result<()> {
         print!("{}", blocks.join("\n"));
         return report_each(&errors);
     }
-    print_inspected(&found, &errors, None, output::inspect_json)
+    print_inspected(&found, &errors, None, service_json)
+}
+
+/// The service as JSON, with its endpoint (allocated and asked for) in docker's shape.
+fn service_json(service: &Service) -> Result<serde_json::Value> {
+    let mut value = output::inspect_json(service)?;
+    if let Some(map) = value.as_object_mut() {
+        map.remove("endpoint");
+        map.insert(
+            "Endpoint".into(),
+            publish::endpoint_json(service.endpoint.as_ref()),
+        );
+    }
+    let spec_endpoint = service.spec.as_ref().and_then(|s| s.endpoint.as_ref());
+    if let Some(spec) = value.get_mut("spec").and_then(|v| v.as_object_mut()) {
+        spec.remove("endpoint");
+        spec.insert(
+            "EndpointSpec".into(),
+            publish::endpoint_spec_json(spec_endpoint),
+        );
+    }
+    Ok(value)
 }
 
 /// Network names by ID; none if they cannot be read (the IDs are shown instead).
@@ -170,6 +192,7 @@ pub fn pretty_with(service: &Service, network_names: &HashMap<String, String>) -
     if c.network_mode == shoal_proto::validate::NETWORK_NONE {
         p.field(0, "Networks", "none (loopback only)".to_string());
     }
+    publish::pretty_endpoint(&mut p, &spec, service.endpoint.as_ref());
     if let Some(raw) = &spec.autoscale {
         pretty_autoscale(&mut p, raw, service.autoscale_status.as_ref());
     }

@@ -59,7 +59,7 @@ pub fn service_listing(services: &[(Service, u64, u64)]) -> Listing {
                 "replicated".to_string(),
                 format!("{running}/{desired}"),
                 familiar_image(image, true),
-                String::new(),
+                super::publish::ls_ports(service.endpoint.as_ref()),
             ];
             Row {
                 fields: fields(SERVICE_COLUMNS, &cells),

@@ -7,7 +7,7 @@
 //! hand the replica count to the manager's autoscaler.
 //!
 //! One file per concern: [`args`] (flags), [`spec`] (flags → spec, checked offline),
-//! [`networks`] (`--network*`, `--dns*`),
+//! [`networks`] (`--network*`, `--dns*`), [`publish`] (`--publish*`, `--endpoint-mode`),
 //! [`create`] (create, update), [`scale`] (scale, rm), [`list`] (ls, ps), [`inspect`],
 //! [`logs`].
 
@@ -17,6 +17,7 @@ mod inspect;
 mod list;
 mod logs;
 mod networks;
+mod publish;
 mod scale;
 mod spec;
 

@@ -13,6 +13,7 @@ use shoal_proto::{
 
 use super::args::{CreateArgs, ModeArg, RestartCondition, UpdateArgs};
 use super::networks::{apply_container_update, dns_config, network_mode, without_none};
+use super::publish::{apply_endpoint_update, create_endpoint};
 
 /// Docker's defaults, sent explicitly so that `inspect` shows what the service really does.
 const DEFAULT_RESTART_DELAY: Duration = Duration::from_secs(5);
@@ -83,6 +84,7 @@ pub fn build_spec(args: &CreateArgs) -> Result<ServiceSpec> {
             max_replicas_per_node: args.replicas_max_per_node,
         }),
         networks: without_none(&args.network),
+        endpoint: create_endpoint(args.endpoint_mode, &args.publish),
     };
     check_locally(&spec)?;
     Ok(spec)
@@ -93,6 +95,7 @@ fn check_locally(spec: &ServiceSpec) -> Result<()> {
     validate::resources(spec)?;
     validate::autoscale::validate(spec)?;
     validate::networking(spec)?;
+    validate::endpoint::endpoint(spec)?;
     Ok(())
 }
 
@@ -128,6 +131,12 @@ pub fn apply_update(spec: &ServiceSpec, args: &UpdateArgs) -> Result<ServiceSpec
     }
     container.resources = args.resources.apply(container.resources.take());
     apply_container_update(container, args);
+    apply_endpoint_update(
+        &mut spec,
+        &args.publish_add,
+        &args.publish_rm,
+        args.endpoint_mode,
+    );
     if args.autoscale_disable {
         spec.autoscale = None;
     } else if args.autoscale.any() {
@@ -462,5 +471,75 @@ mod tests {
             "web"
         ])
         .is_ok());
+    }
+
+    #[test]
+    fn publish_flags_on_create_and_update() {
+        let spec = build_spec(&create_args(&[
+            "--name",
+            "web",
+            "--publish",
+            "8080:80",
+            "-p",
+            "mode=host,published=9090,target=90",
+            "busybox",
+        ]))
+        .unwrap();
+        let e = spec.endpoint.clone().unwrap();
+        assert_eq!(e.mode, 0);
+        assert_eq!(
+            e.ports
+                .iter()
+                .map(|p| (p.published_port, p.target_port, p.publish_mode))
+                .collect::<Vec<_>>(),
+            [(8080, 80, 0), (9090, 90, 1)]
+        );
+        // dnsrr refuses routing-mesh ports before the daemon is dialled.
+        let err = build_spec(&create_args(&[
+            "--name",
+            "web",
+            "--endpoint-mode",
+            "dnsrr",
+            "-p",
+            "8080:80",
+            "busybox",
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("port published with ingress mode can't be used with dnsrr mode"),
+            "{err}"
+        );
+        let err = build_spec(&create_args(&[
+            "--name", "web", "-p", "8080:80", "-p", "8080:81", "busybox",
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert_eq!(err, "port 8080/tcp is published more than once in this service");
+        let err = parse(&["create", "-p", "80/sctp", "busybox"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("invalid protocol \"sctp\""), "{err}");
+        let updated = apply_update(
+            &spec,
+            &update_args(&[
+                "--publish-rm",
+                "8080",
+                "--publish-add",
+                "81",
+                "--endpoint-mode",
+                "vip",
+                "web",
+            ]),
+        )
+        .unwrap();
+        let ports: Vec<(u32, u32)> = updated
+            .endpoint
+            .unwrap()
+            .ports
+            .iter()
+            .map(|p| (p.published_port, p.target_port))
+            .collect();
+        assert_eq!(ports, [(9090, 90), (0, 81)]);
     }
 }
