@@ -52,8 +52,14 @@ fn published_ports_are_allocated_once_and_shown_as_docker_does() {
     assert_eq!(port["PublishMode"], "ingress");
     assert_eq!(web["Endpoint"]["Spec"]["Mode"], "vip");
     let pretty = host.shoal_ok(&words("service inspect --pretty web"));
-    assert!(pretty.contains("Endpoint Mode:") && pretty.contains("vip"), "{pretty}");
-    assert!(pretty.contains("PublishedPort:") && pretty.contains("8080"), "{pretty}");
+    assert!(
+        pretty.contains("Endpoint Mode:") && pretty.contains("vip"),
+        "{pretty}"
+    );
+    assert!(
+        pretty.contains("PublishedPort:") && pretty.contains("8080"),
+        "{pretty}"
+    );
 
     // Another service may not publish 8080/tcp; nothing is stored.
     let err = host.shoal_err(&words(
@@ -94,7 +100,10 @@ fn bad_publish_values_are_refused_and_store_nothing() {
     let host = ShoalHost::start_swarm();
     for (flags, want) in [
         ("--publish 0", "invalid port 0: ports are 1 to 65535"),
-        ("--publish 70000", "invalid port 70000: ports are 1 to 65535"),
+        (
+            "--publish 70000",
+            "invalid port 70000: ports are 1 to 65535",
+        ),
         ("--publish 8080:70000", "invalid port 70000"),
         ("--publish 80/sctp", "invalid protocol \"sctp\""),
         (
@@ -116,7 +125,10 @@ fn bad_publish_values_are_refused_and_store_nothing() {
         )));
         assert!(err.contains(want), "{flags}: {err}");
     }
-    assert!(host.service_ls().is_empty(), "a refused create stored a service");
+    assert!(
+        host.service_ls().is_empty(),
+        "a refused create stored a service"
+    );
 }
 
 #[test]
@@ -131,7 +143,10 @@ fn vip_mode_gives_a_vip_no_task_holds_and_dnsrr_none() {
         "service create -d --name web --replicas 3 --network front busybox sleep 600",
     ));
     let web = inspect_service(&host, "web");
-    let vips = web["Endpoint"]["VirtualIPs"].as_array().cloned().unwrap_or_default();
+    let vips = web["Endpoint"]["VirtualIPs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(vips.len(), 1, "{web:#}");
     assert_eq!(vips[0]["NetworkID"], front_id.as_str());
     let vip = vips[0]["Addr"].as_str().unwrap_or_default().to_string();
@@ -168,12 +183,17 @@ fn vip_mode_gives_a_vip_no_task_holds_and_dnsrr_none() {
 
     // Switching web to dnsrr frees its VIP; back to vip, it gets one again, still no task's.
     host.shoal_ok(&words("service update -d --endpoint-mode dnsrr web"));
-    assert!(inspect_service(&host, "web")["Endpoint"].get("VirtualIPs").is_none());
+    assert!(inspect_service(&host, "web")["Endpoint"]
+        .get("VirtualIPs")
+        .is_none());
     host.shoal_ok(&words("service update -d --endpoint-mode vip web"));
     let again = inspect_service(&host, "web")["Endpoint"]["VirtualIPs"][0]["Addr"]
         .as_str()
         .unwrap_or_default()
         .to_string();
     assert!(again.starts_with("198.18.72."), "{again}");
-    assert!(!tasks.contains(&again), "the VIP {again} is a task's: {tasks:?}");
+    assert!(
+        !tasks.contains(&again),
+        "the VIP {again} is a task's: {tasks:?}"
+    );
 }

@@ -92,7 +92,11 @@ pub fn peer_tables(st: &StoreState, node_id: &str) -> Vec<NetworkPeers> {
                 service_name: spec.name,
                 aliases,
                 vip: ip.to_string(),
-                ports: s.endpoint.as_ref().map(|e| e.ports.clone()).unwrap_or_default(),
+                ports: s
+                    .endpoint
+                    .as_ref()
+                    .map(|e| e.ports.clone())
+                    .unwrap_or_default(),
             });
         }
     }
@@ -291,7 +295,10 @@ mod tests {
         )]);
         for s in [
             vip_service("s2", &[("a", "198.18.128.20/24")]),
-            vip_service("s1", &[("b", "198.18.128.30/24"), ("a", "198.18.128.10/24")]),
+            vip_service(
+                "s1",
+                &[("b", "198.18.128.30/24"), ("a", "198.18.128.10/24")],
+            ),
             // On network c only, which n1 has no task on.
             vip_service("s3", &[("c", "198.18.128.40/24")]),
             // dnsrr: no VIP.
@@ -304,7 +311,13 @@ mod tests {
         let got: Vec<(&str, &str, &str)> = tables[0]
             .services
             .iter()
-            .map(|s| (s.service_id.as_str(), s.service_name.as_str(), s.vip.as_str()))
+            .map(|s| {
+                (
+                    s.service_id.as_str(),
+                    s.service_name.as_str(),
+                    s.vip.as_str(),
+                )
+            })
             .collect();
         assert_eq!(
             got,

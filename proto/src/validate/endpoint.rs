@@ -112,7 +112,9 @@ pub fn wants_vips(spec: &ServiceSpec) -> bool {
 
 /// The spec's ports (none when there is no endpoint spec).
 pub fn ports(spec: &ServiceSpec) -> &[PortConfig] {
-    spec.endpoint.as_ref().map_or(&[], |e: &EndpointSpec| &e.ports)
+    spec.endpoint
+        .as_ref()
+        .map_or(&[], |e: &EndpointSpec| &e.ports)
 }
 
 #[cfg(test)]
@@ -149,7 +151,12 @@ mod tests {
         };
         let s = spec(
             VIP,
-            vec![tcp(8080, 80), same_port_other_protocol, tcp(0, 81), tcp(0, 82)],
+            vec![
+                tcp(8080, 80),
+                same_port_other_protocol,
+                tcp(0, 81),
+                tcp(0, 82),
+            ],
         );
         assert_eq!(endpoint(&s), Ok(()));
         let host = PortConfig {
@@ -165,8 +172,14 @@ mod tests {
     fn bad_ports_are_refused() {
         let check = |p: PortConfig| endpoint(&spec(VIP, vec![p])).unwrap_err();
         assert_eq!(check(tcp(8080, 0)), EndpointError::NoTarget);
-        assert_eq!(check(tcp(8080, 70_000)), EndpointError::PortOutOfRange(70_000));
-        assert_eq!(check(tcp(70_000, 80)), EndpointError::PortOutOfRange(70_000));
+        assert_eq!(
+            check(tcp(8080, 70_000)),
+            EndpointError::PortOutOfRange(70_000)
+        );
+        assert_eq!(
+            check(tcp(70_000, 80)),
+            EndpointError::PortOutOfRange(70_000)
+        );
         let err = check(PortConfig {
             protocol: 7,
             ..tcp(8080, 80)

@@ -9,8 +9,7 @@ use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use shoal_proto::validate::autoscale::ZERO_WINDOW_MS;
 use shoal_proto::{
-    endpoint_spec, AutoscalePolicy, NetworkAttachmentConfig, PortConfig, ResourceAmounts,
-    Resources,
+    endpoint_spec, AutoscalePolicy, NetworkAttachmentConfig, PortConfig, ResourceAmounts, Resources,
 };
 
 use super::publish::{parse_endpoint_mode, parse_publish, parse_publish_rm};

@@ -37,16 +37,15 @@ fn parse_short(s: &str) -> Result<PortConfig, String> {
         Some((ports, protocol)) => (ports, parse_protocol(protocol)?),
         None => (s, port_config::Protocol::Tcp),
     };
-    let (published, target) = match ports.split(':').collect::<Vec<_>>()[..] {
-        [target] => (0, parse_port(target)?),
-        [published, target] => (parse_port(published)?, parse_port(target)?),
-        _ => {
-            return Err(
+    let (published, target) =
+        match ports.split(':').collect::<Vec<_>>()[..] {
+            [target] => (0, parse_port(target)?),
+            [published, target] => (parse_port(published)?, parse_port(target)?),
+            _ => return Err(
                 "expected [PUBLISHED:]TARGET[/PROTOCOL] (binding to one host IP is not supported)"
                     .into(),
-            )
-        }
-    };
+            ),
+        };
     Ok(PortConfig {
         protocol: protocol as i32,
         target_port: target,
@@ -284,7 +283,11 @@ pub fn pretty_endpoint(p: &mut Pretty, spec: &ServiceSpec, endpoint: Option<&End
         p.field(1, "PublishedPort", port.published_port.to_string());
         p.field(2, "Protocol", protocol_name(port.protocol).to_string());
         p.field(2, "TargetPort", port.target_port.to_string());
-        p.field(2, "PublishMode", publish_mode_word(port.publish_mode).to_string());
+        p.field(
+            2,
+            "PublishMode",
+            publish_mode_word(port.publish_mode).to_string(),
+        );
     }
 }
 
@@ -328,17 +331,27 @@ mod tests {
             ("0:80", "invalid port 0: ports are 1 to 65535"),
             ("70000", "invalid port 70000: ports are 1 to 65535"),
             ("8080:70000", "invalid port 70000"),
-            ("80/sctp", "invalid protocol \"sctp\": the protocols are tcp and udp"),
-            ("mode=bridge,target=80", "invalid publish mode \"bridge\": the modes are ingress and host"),
+            (
+                "80/sctp",
+                "invalid protocol \"sctp\": the protocols are tcp and udp",
+            ),
+            (
+                "mode=bridge,target=80",
+                "invalid publish mode \"bridge\": the modes are ingress and host",
+            ),
             ("published=8080", "target= is required"),
             ("colour=red,target=80", "unknown key \"colour\""),
             ("http", "a port is a number"),
-            ("127.0.0.1:8080:80", "binding to one host IP is not supported"),
+            (
+                "127.0.0.1:8080:80",
+                "binding to one host IP is not supported",
+            ),
             ("target=80,published=x", "invalid port \"x\""),
         ] {
             let err = parse_publish(value).unwrap_err();
             assert!(
-                err.starts_with(&format!("invalid --publish value {value:?}: ")) && err.contains(want),
+                err.starts_with(&format!("invalid --publish value {value:?}: "))
+                    && err.contains(want),
                 "{value}: {err}"
             );
         }
@@ -375,7 +388,10 @@ mod tests {
         assert_eq!(left(&spec), ["*:53->53/udp", "*:9090->90/tcp"]);
         apply_endpoint_update(
             &mut spec,
-            &[parse_publish("9090:91").unwrap(), parse_publish("82").unwrap()],
+            &[
+                parse_publish("9090:91").unwrap(),
+                parse_publish("82").unwrap(),
+            ],
             &[rm("53/udp")],
             Some(endpoint_spec::Mode::Dnsrr),
         );
@@ -402,10 +418,7 @@ mod tests {
                 addr: "198.18.128.9/24".into(),
             }],
         };
-        assert_eq!(
-            ls_ports(Some(&endpoint)),
-            "*:30000->80/tcp, *:53->53/udp"
-        );
+        assert_eq!(ls_ports(Some(&endpoint)), "*:30000->80/tcp, *:53->53/udp");
         assert_eq!(ls_ports(None), "");
         let v = endpoint_json(Some(&endpoint));
         assert_eq!(v["Spec"]["Mode"], "vip");

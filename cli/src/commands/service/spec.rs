@@ -515,7 +515,10 @@ mod tests {
         ]))
         .unwrap_err()
         .to_string();
-        assert_eq!(err, "port 8080/tcp is published more than once in this service");
+        assert_eq!(
+            err,
+            "port 8080/tcp is published more than once in this service"
+        );
         let err = parse(&["create", "-p", "80/sctp", "busybox"])
             .unwrap_err()
             .to_string();

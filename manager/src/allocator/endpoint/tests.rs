@@ -2,9 +2,9 @@
 //! allocate from the state, then apply the service carrying the result.
 
 use shoal_proto::{
-    endpoint_spec, port_config, store_action::Action, EndpointSpec, Network,
-    NetworkAttachment, NetworkAttachmentConfig, NetworkSpec, Proposal, Service, StoreAction,
-    Task, TaskAllocation, TaskState, TaskStatus,
+    endpoint_spec, port_config, store_action::Action, EndpointSpec, Network, NetworkAttachment,
+    NetworkAttachmentConfig, NetworkSpec, Proposal, Service, StoreAction, Task, TaskAllocation,
+    TaskState, TaskStatus,
 };
 
 use super::*;
@@ -42,7 +42,12 @@ fn port(published: u32, target: u32) -> PortConfig {
     }
 }
 
-fn spec(name: &str, mode: endpoint_spec::Mode, ports: Vec<PortConfig>, nets: &[&str]) -> ServiceSpec {
+fn spec(
+    name: &str,
+    mode: endpoint_spec::Mode,
+    ports: Vec<PortConfig>,
+    nets: &[&str],
+) -> ServiceSpec {
     ServiceSpec {
         name: name.into(),
         endpoint: Some(EndpointSpec {
@@ -79,8 +84,8 @@ fn create(st: &mut StoreState, id: &str, spec: ServiceSpec) -> Result<Endpoint, 
 /// Allocates for the new spec keeping the stored endpoint, and updates service `id`.
 fn update(st: &mut StoreState, id: &str, spec: ServiceSpec) -> Result<Endpoint, String> {
     let mut service = st.services.get(id).cloned().ok_or("no service")?;
-    let endpoint = allocate_endpoint(st, id, &spec, service.endpoint.as_ref())
-        .map_err(|e| e.to_string())?;
+    let endpoint =
+        allocate_endpoint(st, id, &spec, service.endpoint.as_ref()).map_err(|e| e.to_string())?;
     service.spec = Some(spec);
     service.endpoint = Some(endpoint.clone());
     apply(st, Action::UpdateService(service)).map_err(|e| e.to_string())?;
@@ -155,7 +160,12 @@ fn unpublished_ports_get_the_lowest_free_dynamic_port_and_keep_it() {
     let mut st = StoreState::default();
     let e = create(&mut st, "s1", spec("a", VIP, vec![port(30000, 1)], &[])).unwrap();
     assert_eq!(published(&e), [30000]);
-    let e = create(&mut st, "s2", spec("b", VIP, vec![port(0, 80), port(0, 81)], &[])).unwrap();
+    let e = create(
+        &mut st,
+        "s2",
+        spec("b", VIP, vec![port(0, 80), port(0, 81)], &[]),
+    )
+    .unwrap();
     assert_eq!(published(&e), [30001, 30002]);
     // The spec keeps asking for "any port": the endpoint's spec is the user's.
     assert_eq!(e.spec.as_ref().map(|s| s.ports[0].published_port), Some(0));
@@ -178,8 +188,8 @@ fn the_dynamic_range_runs_out() {
     let mut st = StoreState::default();
     let all: Vec<PortConfig> = DYNAMIC_PORTS.map(|p| port(p, 80)).collect();
     create(&mut st, "s1", spec("all", VIP, all, &[])).unwrap();
-    let err = allocate_endpoint(&st, "s2", &spec("b", VIP, vec![port(0, 80)], &[]), None)
-        .unwrap_err();
+    let err =
+        allocate_endpoint(&st, "s2", &spec("b", VIP, vec![port(0, 80)], &[]), None).unwrap_err();
     assert_eq!(err, EndpointAllocError::NoFreePort { protocol: "tcp" });
     // Outside the range a port is still free.
     create(&mut st, "s2", spec("b", VIP, vec![port(29999, 80)], &[])).unwrap();
@@ -236,7 +246,10 @@ fn vips_share_the_address_space_with_tasks() {
         }),
         ..Default::default()
     };
-    for (addr, holder) in [("198.18.8.2/29", "task t1"), ("198.18.8.3/29", "service web")] {
+    for (addr, holder) in [
+        ("198.18.8.2/29", "task t1"),
+        ("198.18.8.3/29", "service web"),
+    ] {
         let err = apply(&mut st, Action::CreateService(taken(addr))).unwrap_err();
         assert!(err.to_string().ends_with(holder), "{err}");
     }
@@ -256,7 +269,12 @@ fn vips_are_kept_on_update_and_freed_on_leave_dnsrr_and_remove() {
     let e = create(&mut st, "s1", spec("web", VIP, vec![port(0, 80)], &["n1"])).unwrap();
     assert_eq!(vips(&e), ["198.18.8.2/29"]);
     // A change of ports keeps the VIP.
-    let e = update(&mut st, "s1", spec("web", VIP, vec![port(8080, 80)], &["n1"])).unwrap();
+    let e = update(
+        &mut st,
+        "s1",
+        spec("web", VIP, vec![port(8080, 80)], &["n1"]),
+    )
+    .unwrap();
     assert_eq!(vips(&e), ["198.18.8.2/29"]);
     // dnsrr: no VIP; the address is free again for another service.
     let e = update(&mut st, "s1", spec("web", DNSRR, vec![], &["n1"])).unwrap();

@@ -234,6 +234,10 @@ fn tasks_never_get_a_services_vip() {
     let mut allocator = TaskAllocator::default();
     assert_eq!(
         proposed(&allocator.plan(&st)),
-        [("t1".to_string(), vec!["198.18.128.3/24".to_string()], String::new())]
+        [(
+            "t1".to_string(),
+            vec!["198.18.128.3/24".to_string()],
+            String::new()
+        )]
     );
 }

@@ -118,7 +118,12 @@ impl StoreState {
     }
 
     /// Another live task holding `ip` on network `network_id`.
-    pub(super) fn address_holder(&self, network_id: &str, ip: Ipv4Addr, except: &str) -> Option<String> {
+    pub(super) fn address_holder(
+        &self,
+        network_id: &str,
+        ip: Ipv4Addr,
+        except: &str,
+    ) -> Option<String> {
         self.tasks
             .values()
             .filter(|t| t.id != except && holds_addresses(t))

@@ -71,7 +71,10 @@ impl StoreState {
         }
         for (i, v) in e.virtual_ips.iter().enumerate() {
             self.check_vip(s, v)?;
-            if e.virtual_ips[..i].iter().any(|o| o.network_id == v.network_id) {
+            if e.virtual_ips[..i]
+                .iter()
+                .any(|o| o.network_id == v.network_id)
+            {
                 return Err(ApplyError::BadVip {
                     address: v.addr.clone(),
                     network: v.network_id.clone(),
