@@ -93,6 +93,21 @@ fn published_ports_are_allocated_once_and_shown_as_docker_does() {
     assert_eq!(ls_ports(&host, "api"), "*:8080->81/tcp");
     host.shoal_ok(&words("service update -d --publish-rm 8080 api"));
     assert_eq!(ls_ports(&host, "api"), "");
+
+    // Host mode: not in `service ls` (docker shows it per task, in `service ps`).
+    host.shoal_ok(&words(
+        "service create -d --name local --publish mode=host,published=9090,target=90 busybox \
+         sleep 600",
+    ));
+    assert_eq!(ls_ports(&host, "local"), "");
+    host.wait_for(
+        Duration::from_secs(30),
+        "the host-mode port on the running task",
+        || {
+            host.shoal_ok(&words("service ps local"))
+                .contains("*:9090->90/tcp")
+        },
+    );
 }
 
 #[test]

@@ -115,10 +115,13 @@ const TASK_COLUMNS: &[(&str, &str)] = &[
 /// Docker truncates task errors to this many characters in tables.
 const MAX_ERR_LENGTH: usize = 30;
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct PsOptions {
     pub no_trunc: bool,
     pub no_resolve: bool,
+    /// Host-mode ports by service ID (`*:8080->80/tcp`), shown on the service's running tasks
+    /// as docker shows them.
+    pub host_ports: HashMap<String, String>,
 }
 
 pub(super) async fn ps(client: &Client, args: PsArgs) -> Result<()> {
@@ -148,9 +151,19 @@ pub(super) async fn ps(client: &Client, args: PsArgs) -> Result<()> {
         .into_iter()
         .filter(|t| task_matches(t, &args.filter, &node_names))
         .collect();
+    let host_ports = services
+        .iter()
+        .map(|s| {
+            (
+                s.id.clone(),
+                super::publish::host_ports(s.endpoint.as_ref()),
+            )
+        })
+        .collect();
     let opts = PsOptions {
         no_trunc: args.no_trunc,
         no_resolve: args.no_resolve,
+        host_ports,
     };
     let listing = task_listing(&tasks, &node_names, opts, output::now_ms());
     if args.quiet {
@@ -263,6 +276,11 @@ pub fn task_listing(
             task.spec.as_ref().map_or("", |c| c.image.as_str()),
             !opts.no_trunc,
         );
+        let running = task.state() == TaskState::Running && task.desired() == TaskState::Running;
+        let ports = match opts.host_ports.get(&task.service_id) {
+            Some(p) if running => p.clone(),
+            _ => String::new(),
+        };
         let mut cells = vec![
             id,
             name.clone(),
@@ -271,7 +289,7 @@ pub fn task_listing(
             task.desired().display_name().to_string(),
             current,
             error,
-            String::new(),
+            ports,
         ];
         let fields = fields(TASK_COLUMNS, &cells);
         if is_history {
@@ -342,6 +360,21 @@ t10aaaaaaaaa   web.10      busybox:latest   node1     Running         Pending 2 
         let second: Value = serde_json::from_str(json.lines().nth(1).unwrap()).unwrap();
         assert_eq!(second["Name"], "web.1", "json has no tree drawing");
         assert_eq!(second["Node"], "node1");
+    }
+
+    #[test]
+    fn ps_shows_host_ports_on_running_tasks() {
+        let mut running = task("t1", 1, 1_000, TaskState::Running, TaskState::Running);
+        let mut pending = task("t2", 2, 1_000, TaskState::Pending, TaskState::Running);
+        running.service_id = "s1".into();
+        pending.service_id = "s1".into();
+        let opts = PsOptions {
+            host_ports: [("s1".to_string(), "*:8080->80/tcp".to_string())].into(),
+            ..Default::default()
+        };
+        let listing = task_listing(&[running, pending], &HashMap::new(), opts, 2_000);
+        let ports: Vec<&Value> = listing.rows.iter().map(|r| &r.fields["Ports"]).collect();
+        assert_eq!(ports, ["*:8080->80/tcp", ""]);
     }
 
     #[test]

@@ -212,6 +212,20 @@ pub fn ls_ports(endpoint: Option<&Endpoint>) -> String {
         .unwrap_or_default()
 }
 
+/// `service ps`'s PORTS: the host-mode ports, bound on the node of each running task.
+pub fn host_ports(endpoint: Option<&Endpoint>) -> String {
+    endpoint
+        .map(|e| {
+            e.ports
+                .iter()
+                .filter(|p| !is_ingress(p))
+                .map(port_text)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
 fn mode_word(mode: i32) -> &'static str {
     match endpoint_spec::Mode::try_from(mode) {
         Ok(endpoint_spec::Mode::Dnsrr) => "dnsrr",
@@ -420,6 +434,7 @@ mod tests {
         };
         assert_eq!(ls_ports(Some(&endpoint)), "*:30000->80/tcp, *:53->53/udp");
         assert_eq!(ls_ports(None), "");
+        assert_eq!(host_ports(Some(&endpoint)), "*:8080->81/tcp");
         let v = endpoint_json(Some(&endpoint));
         assert_eq!(v["Spec"]["Mode"], "vip");
         assert_eq!(v["Spec"]["Ports"][0]["PublishedPort"], 0);
