@@ -625,3 +625,26 @@ fn network_create_refusals_never_reach_the_daemon() {
     assert_eq!(code, 1);
     assert!(stderr.starts_with("network driver \"macvlan\""), "{stderr}");
 }
+
+#[test]
+fn publishing_warns_that_ports_are_not_served_yet() {
+    let d = FakeDaemon::start();
+    let (code, _, stderr) = d.shoal(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "pub",
+        "--publish",
+        "8080:80",
+        "busybox",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("published ports are allocated and listed, but not served yet"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = d.shoal(&["service", "create", "-d", "--name", "quiet", "busybox"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("published ports"), "{stderr}");
+}
