@@ -104,9 +104,8 @@ impl Outbound {
             }
             None => self.allocate()?,
         };
-        let net = Ipv4Net::new(addr, self.bip.prefix_len()).map_err(|_| {
-            NetworkError::OutboundFull(self.bip.to_string()) // unreachable: prefix from bip
-        })?;
+        // The prefix comes from a valid Ipv4Net, so it is at most 32.
+        let net = Ipv4Net::new_assert(addr, self.bip.prefix_len());
         inside.ensure_address(ifname, net).await?;
         inside.set_up(ifname).await?;
         if internal {
