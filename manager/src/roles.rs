@@ -215,6 +215,7 @@ impl Manager {
             state: NodeState::Unknown as i32,
             status_message: String::new(),
             addr: addr.to_string(),
+            attachments: Vec::new(),
             manager_status: Some(ManagerStatus {
                 raft_id: self.raft.id(),
                 addr: addr.to_string(),

@@ -44,6 +44,7 @@ pub fn peer_tables(st: &StoreState, node_id: &str) -> Vec<NetworkPeers> {
                 network: Some(network),
                 endpoints: Vec::new(),
                 services: Vec::new(),
+                local_address: String::new(),
             };
             (id, table)
         })
@@ -70,7 +71,9 @@ pub fn peer_tables(st: &StoreState, node_id: &str) -> Vec<NetworkPeers> {
                     .get(&t.node_id)
                     .map(|n| underlay_ip(&n.addr))
                     .unwrap_or_default(),
-                running: t.state() == TaskState::Running,
+                running: t.state() == TaskState::Running && t.desired() == TaskState::Running,
+                service_id: t.service_id.clone(),
+                node_id: t.node_id.clone(),
             });
         }
     }

@@ -239,6 +239,7 @@ pub fn new_task(service: &Service, slot: u64, node_id: &str, now_ms: i64) -> Tas
                 aliases: n.aliases.clone(),
             })
             .collect(),
+        endpoint: service.endpoint.clone(),
     }
 }
 

@@ -39,6 +39,8 @@ fn endpoint(task_name: &str, service: &str, address: &str, running: bool) -> Net
         address: address.to_string(),
         node_addr: "198.18.0.2".to_string(),
         running,
+        service_id: format!("id-{service}"),
+        node_id: "node-1".to_string(),
     }
 }
 
@@ -54,6 +56,7 @@ fn network(id: &str, name: &str, endpoints: Vec<NetworkEndpoint>) -> NetworkPeer
         }),
         endpoints,
         services: Vec::new(),
+        local_address: String::new(),
     }
 }
 

@@ -129,6 +129,7 @@ pub fn create_spec(args: &CreateArgs) -> Result<NetworkSpec, NetworkError> {
         attachable: args.attachable,
         internal: args.internal,
         labels: checked.labels.into_iter().collect(),
+        ingress: false,
     })
 }
 
