@@ -37,6 +37,7 @@ mod mac;
 mod namespace;
 mod netlink;
 mod route;
+mod rule;
 mod vxlan;
 
 pub use error::{Error, Result};
@@ -47,4 +48,5 @@ pub use mac::MacAddr;
 pub use namespace::{Netns, NetnsDir};
 pub use netlink::Netlink;
 pub use route::Route;
+pub use rule::FwmarkRule;
 pub use vxlan::{Vxlan, VXLAN_PORT};

@@ -8,12 +8,13 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
+use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sched::{unshare, CloneFlags};
+use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::statfs::FsType;
 
 use crate::error::{Error, Result};
@@ -154,6 +155,37 @@ impl Netns {
     /// `linux.namespaces[network].path`.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Sets a network sysctl inside the namespace, e.g. `("net/ipv4/ip_forward", "1")`:
+    /// `/proc/sys/net` shows the namespace of the thread that opens it, so a short-lived
+    /// helper thread enters the namespace and writes it (libnetwork does the same).
+    pub fn write_sysctl(&self, key: &str, value: &str) -> Result<()> {
+        let file = self.open()?;
+        let path = Path::new("/proc/sys").join(key);
+        let value = value.to_string();
+        let ns_path = self.path.clone();
+        std::thread::Builder::new()
+            .name("shoal-netns-sysctl".into())
+            .spawn(move || {
+                setns(file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|source| Error::Sys {
+                    op: "entering network namespace",
+                    path: ns_path,
+                    source,
+                })?;
+                fs::write(&path, value).map_err(|source| Error::Io {
+                    op: "writing sysctl",
+                    path,
+                    source,
+                })
+            })
+            .map_err(|source| Error::Io {
+                op: "starting helper thread for",
+                path: self.path.clone(),
+                source,
+            })?
+            .join()
+            .map_err(|_| Error::HelperPanicked(self.name.clone()))?
     }
 
     /// Opens the namespace file, for `setns` or to move a link into the namespace.

@@ -12,14 +12,15 @@ use crate::error::{errno, Result};
 use crate::link::validate_ifname;
 use crate::netlink::Netlink;
 
-/// An IPv4 route in the main table: where to (`destination`), through which `gateway` and/or
-/// out of which `device`. A route without a gateway is a link-scope route (`ip route add …
-/// dev X`).
+/// An IPv4 route: where to (`destination`), through which `gateway` and/or out of which
+/// `device`, in the main table unless `table` says otherwise (policy routing). A route without
+/// a gateway is a link-scope route (`ip route add … dev X`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     pub destination: Ipv4Net,
     pub gateway: Option<Ipv4Addr>,
     pub device: Option<String>,
+    pub table: Option<u32>,
 }
 
 impl Route {
@@ -29,6 +30,7 @@ impl Route {
             destination: Ipv4Net::default(),
             gateway: Some(gateway),
             device: None,
+            table: None,
         }
     }
 
@@ -38,6 +40,15 @@ impl Route {
             destination,
             gateway: None,
             device: Some(device.into()),
+            table: None,
+        }
+    }
+
+    /// The same route in routing table `table` instead of the main one.
+    pub fn in_table(self, table: u32) -> Self {
+        Self {
+            table: Some(table),
+            ..self
         }
     }
 }
@@ -83,6 +94,9 @@ impl Netlink {
         if let Some(device) = &route.device {
             validate_ifname(device)?;
             builder = builder.output_interface(self.index_of(device).await?);
+        }
+        if let Some(table) = route.table {
+            builder = builder.table_id(table);
         }
         Ok(builder.build())
     }

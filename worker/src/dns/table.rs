@@ -45,15 +45,20 @@ pub struct DnsTable {
 
 impl DnsTable {
     /// Builds the table from the session's peer tables (`SessionMessage.networks`) and the
-    /// node's local tasks. Only running endpoints get names; an endpoint whose address does
-    /// not parse as IPv4 is skipped (logged), never a panic.
+    /// node's local tasks. Only serving endpoints get names; an endpoint whose address does
+    /// not parse as IPv4 is skipped (logged), never a panic. The ingress network has no names
+    /// (as under docker: it only carries the routing mesh).
     pub fn new(peers: &[NetworkPeers], clients: impl IntoIterator<Item = Client>) -> Self {
         let networks = peers
             .iter()
             .filter_map(|p| {
                 let network = p.network.as_ref()?;
-                let name = network.spec.as_ref().map_or("", |s| s.name.as_str());
-                Some((network.id.clone(), network_names(name, &p.endpoints)))
+                let spec = network.spec.as_ref();
+                if spec.is_some_and(|s| s.ingress) {
+                    return None;
+                }
+                let name = spec.map_or("", |s| s.name.as_str());
+                Some((network.id.clone(), network_names(name, p)))
             })
             .collect();
         let clients = clients.into_iter().map(|c| (c.addr, c)).collect();
@@ -109,8 +114,10 @@ fn normalise(name: &str) -> String {
 }
 
 /// Every name one network answers: service names (and their aliases), `tasks.` names and task
-/// names, each also suffixed with the network's name where docker does so.
-fn network_names(network: &str, endpoints: &[NetworkEndpoint]) -> HashMap<String, Vec<Ipv4Addr>> {
+/// names, each also suffixed with the network's name where docker does so. A service with a
+/// VIP on the network (`vip` mode) answers its VIP, even with no task running (connections are
+/// then refused at once); one without (`dnsrr`) answers its serving tasks' addresses.
+fn network_names(network: &str, peers: &NetworkPeers) -> HashMap<String, Vec<Ipv4Addr>> {
     let network = normalise(network);
     let mut names: HashMap<String, Vec<Ipv4Addr>> = HashMap::new();
     let mut add = |name: &str, addrs: &[Ipv4Addr]| {
@@ -124,41 +131,45 @@ fn network_names(network: &str, endpoints: &[NetworkEndpoint]) -> HashMap<String
             }
         }
     };
-    let mut services: HashMap<&str, Vec<&NetworkEndpoint>> = HashMap::new();
-    for ep in endpoints.iter().filter(|ep| ep.running) {
+    // Service name → (VIP if any, serving task addresses, labels).
+    let mut services: HashMap<&str, (Vec<Ipv4Addr>, Vec<Ipv4Addr>, Vec<String>)> = HashMap::new();
+    for svc in &peers.services {
+        let Ok(vip) = svc.vip.parse::<Ipv4Addr>() else {
+            continue;
+        };
+        let entry = services.entry(&svc.service_name).or_default();
+        entry.0.push(vip);
+        entry.2.extend(svc.aliases.iter().cloned());
+    }
+    for ep in peers.endpoints.iter().filter(|ep| ep.running) {
         let Some(addr) = endpoint_addr(ep) else {
             continue;
         };
         add(&ep.task_name, &[addr]);
-        services.entry(&ep.service_name).or_default().push(ep);
+        let entry = services.entry(&ep.service_name).or_default();
+        entry.1.push(addr);
+        // Aliases are per network and the same on every endpoint of the service; take them
+        // all so that a peer table caught mid-update still answers every alias it names.
+        entry.2.extend(ep.aliases.iter().cloned());
     }
-    for (service, eps) in services {
-        let tasks: Vec<Ipv4Addr> = eps.iter().filter_map(|ep| endpoint_addr(ep)).collect();
-        let service_addrs = service_addresses(&tasks);
-        // Aliases are per network and the same on every endpoint of the service; take them all
-        // so that a peer table caught mid-update still answers every alias it names.
+    for (service, (vips, tasks, aliases)) in services {
+        let service_addrs = if vips.is_empty() { &tasks } else { &vips };
         let mut labels = vec![service.to_string()];
-        for alias in eps.iter().flat_map(|ep| ep.aliases.iter()) {
-            if !labels.contains(alias) {
-                labels.push(alias.clone());
+        for alias in aliases {
+            if !labels.contains(&alias) {
+                labels.push(alias);
             }
         }
         for label in labels.iter().filter(|l| !l.is_empty()) {
-            add(label, &service_addrs);
+            add(label, service_addrs);
             add(&format!("tasks.{label}"), &tasks);
             if !network.is_empty() {
-                add(&format!("{label}.{network}"), &service_addrs);
+                add(&format!("{label}.{network}"), service_addrs);
                 add(&format!("tasks.{label}.{network}"), &tasks);
             }
         }
     }
     names
-}
-
-/// What the bare service name (and its aliases) resolves to. For now the running tasks' IPs;
-/// the next issue returns the service's VIP here instead, and nothing else changes.
-fn service_addresses(task_addrs: &[Ipv4Addr]) -> Vec<Ipv4Addr> {
-    task_addrs.to_vec()
 }
 
 fn endpoint_addr(ep: &NetworkEndpoint) -> Option<Ipv4Addr> {

@@ -17,7 +17,7 @@ use hickory_server::proto::op::{DnsRequest, DnsRequestOptions, Message, Query, R
 use hickory_server::proto::rr::{Name, RData, RecordType};
 use shoal_proto::{Network, NetworkEndpoint, NetworkPeers, NetworkSpec};
 
-use super::{Client, DnsServer, DnsServerConfig, DnsTable};
+use super::{Client, DnsServer, DnsServerConfig, DnsTable, Resolution};
 
 /// Task A: on the "front" network.
 const TASK_A: [u8; 4] = [127, 0, 0, 2];
@@ -264,4 +264,57 @@ async fn answers_over_tcp() {
     let answer = ask(addr, TASK_A, "tasks.web", RecordType::A, true).await;
     assert_eq!(addrs(&answer), ips(&[[198, 18, 1, 2], [198, 18, 1, 3]]));
     server.shutdown().await;
+}
+
+#[test]
+fn vip_services_answer_their_vip_and_dnsrr_ones_their_tasks() {
+    let mut tables = peers(false);
+    tables[0].services.push(shoal_proto::ServiceVip {
+        service_id: "id-web".into(),
+        service_name: "web".into(),
+        aliases: vec!["www".into()],
+        vip: "198.18.1.100".into(),
+        ports: vec![],
+    });
+    // A VIP service with no task running still answers (its VIP refuses connections at once).
+    tables[0].services.push(shoal_proto::ServiceVip {
+        service_id: "id-idle".into(),
+        service_name: "idle".into(),
+        aliases: vec![],
+        vip: "198.18.1.101".into(),
+        ports: vec![],
+    });
+    let mut ingress = network("net-ingress", "ingress", vec![]);
+    if let Some(spec) = ingress.network.as_mut().and_then(|n| n.spec.as_mut()) {
+        spec.ingress = true;
+    }
+    ingress.endpoints = vec![endpoint("mesh.1.fff", "mesh", "198.18.3.2", true)];
+    tables.push(ingress);
+    let mut c = clients(vec![]);
+    c[0].networks.push("net-ingress".into());
+    let table = DnsTable::new(&tables, c);
+    let local = |name: &str| match table.resolve(IpAddr::from(TASK_A), name, true) {
+        Resolution::Local(mut a) => {
+            a.sort();
+            Some(a)
+        }
+        Resolution::Forward(_) => None,
+    };
+    let vip = vec![Ipv4Addr::new(198, 18, 1, 100)];
+    assert_eq!(local("web"), Some(vip.clone()));
+    assert_eq!(local("www.front"), Some(vip));
+    assert_eq!(
+        local("tasks.web"),
+        Some(vec![
+            Ipv4Addr::new(198, 18, 1, 2),
+            Ipv4Addr::new(198, 18, 1, 3)
+        ])
+    );
+    assert_eq!(local("idle"), Some(vec![Ipv4Addr::new(198, 18, 1, 101)]));
+    // db has no VIP (dnsrr): its task's address.
+    assert_eq!(
+        table.resolve(IpAddr::from(TASK_B), "db", true),
+        Resolution::Local(vec![Ipv4Addr::new(198, 18, 2, 2)])
+    );
+    assert_eq!(local("mesh"), None, "the ingress network has no names");
 }

@@ -15,8 +15,12 @@
 //! kill -9 attaches its adopted tasks again (finding their addresses in place) and removes the
 //! namespaces of tasks it no longer has.
 
+mod backends;
+mod balancing;
 mod config;
 mod host_resolv;
+mod ingress;
+mod lb;
 mod nft;
 mod node;
 mod outbound;

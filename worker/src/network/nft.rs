@@ -4,50 +4,86 @@
 //! table never exists.
 
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 use std::io::Write;
 use std::net::Ipv4Addr;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use ipnet::Ipv4Net;
 
+use super::lb::{self, PortForward};
 use super::NetworkError;
 
 /// The bridge's table: what tasks send out of the node (from the bridge's subnet, leaving
-/// through any other interface) takes the node's address, as under Docker; and tasks whose
+/// through any other interface) takes the node's address, as under Docker; tasks whose
 /// networks are all `--internal` (their addresses on the bridge in `internal`) are never
 /// forwarded anywhere: they reach the node's DNS server on the bridge, nothing beyond.
+///
+/// It also holds the node's published ports (`ports`): a connection to any of the node's own
+/// addresses on such a port, from outside or from the node itself, is DNATed to the ingress
+/// load balancer (routing mesh) or to the local task (host mode), both on the bridge. Nobody
+/// SNATs it, so the task sees the client's address; only a client on the node's loopback
+/// takes the bridge's address, as 127.0.0.1 cannot leave the node.
 pub(super) fn bridge_script(
     table: &str,
     bridge: &str,
     subnet: Ipv4Net,
     internal: &BTreeSet<Ipv4Addr>,
+    ports: &[PortForward],
 ) -> String {
-    let mut s = format!(
-        "table ip {table}\n\
-         delete table ip {table}\n\
-         table ip {table} {{\n\
+    let mut s = lb::replace_header(table);
+    let _ = write!(
+        s,
+        "table ip {table} {{\n\
          \tchain postrouting {{\n\
          \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
          \t\tip saddr {subnet} oifname != \"{bridge}\" masquerade\n\
+         \t\tip saddr 127.0.0.0/8 oifname \"{bridge}\" masquerade\n\
          \t}}\n"
     );
     if !internal.is_empty() {
         let addrs: Vec<String> = internal.iter().map(Ipv4Addr::to_string).collect();
-        s.push_str(&format!(
+        let _ = write!(
+            s,
             "\tchain forward {{\n\
              \t\ttype filter hook forward priority filter; policy accept;\n\
              \t\tiifname \"{bridge}\" ip saddr {{ {} }} drop\n\
              \t}}\n",
             addrs.join(", ")
-        ));
+        );
+    }
+    let (map, chains) = lb::port_chains("fib daddr type local ", ports);
+    if !map.is_empty() {
+        let _ = write!(
+            s,
+            "\tchain published {{\n\
+             \t\ttype nat hook prerouting priority dstnat; policy accept;\n\
+             \t\t{map}\n\
+             \t}}\n\
+             \tchain published_local {{\n\
+             \t\ttype nat hook output priority -100; policy accept;\n\
+             \t\t{map}\n\
+             \t}}\n\
+             {chains}"
+        );
     }
     s.push_str("}\n");
     s
 }
 
-/// Runs one `nft -f -` transaction.
-pub(super) fn apply(script: &str) -> Result<(), NetworkError> {
-    let mut child = Command::new("nft")
+/// Runs one `nft -f -` transaction, in the namespace mounted at `netns` (through `nsenter`)
+/// or, with `None`, in the daemon's own.
+pub(super) fn apply(script: &str, netns: Option<&Path>) -> Result<(), NetworkError> {
+    let mut command = match netns {
+        Some(ns) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net={}", ns.display())).arg("nft");
+            c
+        }
+        None => Command::new("nft"),
+    };
+    let mut child = command
         .args(["-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -83,7 +119,7 @@ mod tests {
     #[test]
     fn the_bridge_table_is_replaced_whole() {
         let subnet = "198.19.0.0/24".parse().expect("cidr");
-        let s = bridge_script("shoal_gw", "gw", subnet, &BTreeSet::new());
+        let s = bridge_script("shoal_gw", "gw", subnet, &BTreeSet::new(), &[]);
         let lines: Vec<&str> = s.lines().collect();
         assert_eq!(lines[0], "table ip shoal_gw");
         assert_eq!(lines[1], "delete table ip shoal_gw");
@@ -91,6 +127,29 @@ mod tests {
         assert!(
             !s.contains("forward"),
             "no forward chain without internal tasks:\n{s}"
+        );
+        assert!(!s.contains("published"), "no ports, no DNAT:\n{s}");
+    }
+
+    #[test]
+    fn published_ports_reach_the_node_from_outside_and_from_itself() {
+        let subnet = "198.19.0.0/24".parse().expect("cidr");
+        let ports = [PortForward {
+            protocol: "tcp",
+            port: 8080,
+            backends: vec!["198.19.0.2:8080".parse().expect("sa")],
+        }];
+        let s = bridge_script("shoal_gw", "gw", subnet, &BTreeSet::new(), &ports);
+        let map =
+            "fib daddr type local meta l4proto . th dport vmap { tcp . 8080 : goto port_tcp_8080 }";
+        assert_eq!(s.matches(map).count(), 2, "prerouting and output:\n{s}");
+        assert!(
+            s.contains("meta l4proto tcp dnat ip to 198.19.0.2:8080"),
+            "{s}"
+        );
+        assert!(
+            s.contains("ip saddr 127.0.0.0/8 oifname \"gw\" masquerade"),
+            "{s}"
         );
     }
 
@@ -101,7 +160,7 @@ mod tests {
             "198.19.0.3".parse().expect("ip"),
             "198.19.0.2".parse().expect("ip"),
         ]);
-        let s = bridge_script("shoal_gw", "gw", subnet, &internal);
+        let s = bridge_script("shoal_gw", "gw", subnet, &internal, &[]);
         assert!(
             s.contains("iifname \"gw\" ip saddr { 198.19.0.2, 198.19.0.3 } drop"),
             "{s}"

@@ -7,16 +7,20 @@
 //! service's order, then the outbound bridge's interface last, which carries the default route.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 
 use ipnet::Ipv4Net;
-use shoal_netns::{Netlink, NetnsDir};
+use shoal_netns::{Netlink, Netns, NetnsDir};
 use shoal_proto::{NetworkPeers, Task};
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
+use super::backends;
+use super::balancing::TaskBalancing;
 use super::config::NetworkConfig;
+use super::ingress::IngressBalancer;
+use super::lb::PortForward;
 use super::outbound::Outbound;
 use super::overlay::OverlayNs;
 use super::{NetFuture, NetworkError, TaskNetwork, TaskNetworks};
@@ -30,6 +34,8 @@ pub struct NodeNetwork {
     host: Netlink,
     tasks_dir: NetnsDir,
     networks_dir: NetnsDir,
+    /// Where the ingress load balancer's namespace lives.
+    lb_dir: NetnsDir,
     /// The overlays' MTU.
     mtu: u32,
     /// The host's resolv.conf, for the tasks' search domains.
@@ -43,14 +49,21 @@ struct State {
     overlays: HashMap<String, OverlayNs>,
     peers: HashMap<String, NetworkPeers>,
     tasks: HashMap<String, Attached>,
+    /// The routing mesh's load balancer, while some service publishes an ingress port.
+    balancer: Option<IngressBalancer>,
 }
 
-/// What a task was given, to undo it and to answer its DNS queries.
+/// What a task was given, to undo it, to answer its DNS queries and to balance its traffic.
 struct Attached {
+    ns: Netns,
     outbound: Ipv4Addr,
     /// Network IDs, in interface order.
     networks: Vec<String>,
     upstream: Vec<SocketAddr>,
+    /// Its host-mode ports: (protocol, published, target).
+    host_ports: Vec<(&'static str, u16, u16)>,
+    /// Its load balancing table and mesh reply rules as last written.
+    lb: TaskBalancing,
 }
 
 impl NodeNetwork {
@@ -59,6 +72,7 @@ impl NodeNetwork {
         let host = Netlink::current()?;
         let tasks_dir = NetnsDir::new(cfg.netns_dir.join("tasks"))?;
         let networks_dir = NetnsDir::new(cfg.netns_dir.join("networks"))?;
+        let lb_dir = NetnsDir::new(cfg.netns_dir.join("lb"))?;
         let outbound = Outbound::ensure(&host, &cfg).await?;
         let underlay_mtu = underlay_mtu(&host, cfg.underlay).await;
         let host_resolv = super::host_resolv_conf();
@@ -76,6 +90,7 @@ impl NodeNetwork {
             host,
             tasks_dir,
             networks_dir,
+            lb_dir,
             host_resolv,
             dns,
             state: Mutex::new(State {
@@ -83,6 +98,7 @@ impl NodeNetwork {
                 overlays: HashMap::new(),
                 peers: HashMap::new(),
                 tasks: HashMap::new(),
+                balancer: None,
             }),
         }))
     }
@@ -146,7 +162,15 @@ impl NodeNetwork {
             });
         let outbound = st
             .outbound
-            .attach(&self.host, &ns, &inside, &task.id, &outbound_if, internal)
+            .attach(
+                &self.host,
+                &ns,
+                &inside,
+                &task.id,
+                &outbound_if,
+                internal,
+                true,
+            )
             .await?;
         addresses.push(outbound);
         let dns_config = task.spec.as_ref().and_then(|s| s.dns.as_ref());
@@ -162,11 +186,19 @@ impl NodeNetwork {
         st.tasks.insert(
             task.id.clone(),
             Attached {
+                ns: ns.clone(),
                 outbound,
                 networks,
                 upstream,
+                host_ports: task
+                    .endpoint
+                    .as_ref()
+                    .map(|e| backends::host_ports(&e.ports))
+                    .unwrap_or_default(),
+                lb: TaskBalancing::default(),
             },
         );
+        self.sync_balancing(st).await;
         self.refresh_dns(st);
         Ok(TaskNetwork {
             netns: Some(ns.path().to_path_buf()),
@@ -192,6 +224,7 @@ impl NodeNetwork {
             }
         }
         self.tasks_dir.delete(task_id)?;
+        self.sync_balancing(st).await;
         self.drop_unused_overlays(st)?;
         self.refresh_dns(st);
         Ok(())
@@ -199,7 +232,12 @@ impl NodeNetwork {
 
     /// Overlay namespaces no attached task needs any more go (with their bridge and tunnel).
     fn drop_unused_overlays(&self, st: &mut State) -> Result<(), NetworkError> {
-        let used: HashSet<&String> = st.tasks.values().flat_map(|a| &a.networks).collect();
+        let used: HashSet<&String> = st
+            .tasks
+            .values()
+            .flat_map(|a| &a.networks)
+            .chain(st.balancer.as_ref().map(|b| &b.network_id))
+            .collect();
         let unused: Vec<String> = st
             .overlays
             .keys()
@@ -210,6 +248,107 @@ impl NodeNetwork {
             st.overlays.remove(&id);
             self.networks_dir.delete(&id)?;
             info!(network = %id, "overlay network removed from this node");
+        }
+        Ok(())
+    }
+
+    /// Brings every load balancer of the node in line with the peer tables and the attached
+    /// tasks: the ingress balancer (built while some service publishes an ingress port), the
+    /// node's published ports, each task's VIPs and mesh replies. A failure is logged and the
+    /// rest goes on: one broken task must not stop the others' traffic.
+    async fn sync_balancing(&self, st: &mut State) {
+        if let Err(e) = self.sync_ingress(st).await {
+            warn!(error = %e, "programming the routing mesh failed");
+        }
+        let mesh = backends::ingress(&st.peers)
+            .map(backends::mesh_ports)
+            .unwrap_or_default();
+        let mut forwards = st
+            .balancer
+            .as_ref()
+            .map(|b| b.node_forwards(&mesh))
+            .unwrap_or_default();
+        for a in st.tasks.values() {
+            for (protocol, published, target) in &a.host_ports {
+                forwards.push(PortForward {
+                    protocol,
+                    port: *published,
+                    backends: vec![SocketAddrV4::new(a.outbound, *target)],
+                });
+            }
+        }
+        if let Err(e) = st.outbound.set_ports(forwards) {
+            warn!(error = %e, "publishing the node's ports failed");
+        }
+        let State { tasks, peers, .. } = st;
+        for (id, a) in tasks.iter_mut() {
+            let vips = backends::task_vips(peers, &a.networks);
+            let mesh = backends::mesh_return(peers, &a.networks);
+            if let Err(e) = a.lb.sync(&a.ns, &vips, mesh).await {
+                warn!(task = %id, error = %e, "programming the task's load balancing failed");
+            }
+        }
+    }
+
+    /// The ingress balancer: there while the ingress table gives this node an address and
+    /// some service publishes an ingress port, rebuilt if its network or address changed.
+    async fn sync_ingress(&self, st: &mut State) -> Result<(), NetworkError> {
+        let wanted = backends::ingress(&st.peers).and_then(|p| {
+            let address: Ipv4Net = p.local_address.parse().ok()?;
+            let network = p.network.clone()?;
+            (!backends::mesh_ports(p).is_empty()).then_some((network, address))
+        });
+        let keep = match (&st.balancer, &wanted) {
+            (Some(b), Some((n, a))) => b.network_id == n.id && b.address == *a,
+            _ => false,
+        };
+        if !keep {
+            if let Some(old) = st.balancer.take() {
+                let overlay = st.overlays.get(&old.network_id);
+                old.remove(&self.lb_dir, &self.host, &mut st.outbound, overlay)
+                    .await?;
+            }
+        }
+        let Some((network, address)) = wanted else {
+            return Ok(());
+        };
+        if st.balancer.is_none() {
+            if !st.overlays.contains_key(&network.id) {
+                let ov = OverlayNs::ensure(&self.networks_dir, &network.id, self.mtu).await?;
+                st.overlays.insert(network.id.clone(), ov);
+            }
+            let State {
+                overlays,
+                peers,
+                outbound,
+                ..
+            } = &mut *st;
+            let Some(ov) = overlays.get_mut(&network.id) else {
+                return Ok(());
+            };
+            if let Some(p) = peers.get(&network.id) {
+                ov.program(&self.host, &network, p, self.cfg.underlay, self.mtu)
+                    .await?;
+            }
+            let wiring_id = format!("lb{:08x}", u32::from(self.cfg.bip.addr()));
+            let balancer = IngressBalancer::ensure(
+                &self.lb_dir,
+                &self.host,
+                outbound,
+                ov,
+                &network.id,
+                address,
+                &wiring_id,
+                self.mtu,
+            )
+            .await?;
+            st.balancer = Some(balancer);
+        }
+        let ports = backends::ingress(&st.peers)
+            .map(backends::mesh_ports)
+            .unwrap_or_default();
+        if let Some(b) = st.balancer.as_mut() {
+            b.program(&ports)?;
         }
         Ok(())
     }
@@ -269,6 +408,10 @@ impl TaskNetworks for NodeNetwork {
                     warn!(network = %id, error = %e, "programming the overlay's peers failed");
                 }
             }
+            self.sync_balancing(&mut st).await;
+            if let Err(e) = self.drop_unused_overlays(&mut st) {
+                warn!(error = %e, "removing unused overlays failed");
+            }
             self.refresh_dns(&st);
             Ok(())
         })
@@ -289,6 +432,12 @@ impl TaskNetworks for NodeNetwork {
                 .flat_map(|t| &t.networks)
                 .filter_map(|a| Some(a.network.as_ref()?.id.clone()))
                 .collect();
+            if st.balancer.is_none() {
+                for name in self.lb_dir.list()? {
+                    info!(netns = %name, "removing an ingress load balancer no service needs");
+                    self.lb_dir.delete(&name)?;
+                }
+            }
             for name in self.networks_dir.list()? {
                 if !networks.contains(&name) && !st.overlays.contains_key(&name) {
                     info!(network = %name, "removing an overlay namespace no task needs");

@@ -15,6 +15,7 @@ use shoal_netns::{Netlink, Netns, Route};
 use tracing::info;
 
 use super::config::NetworkConfig;
+use super::lb::PortForward;
 use super::{nft, short_id, NetworkError};
 
 pub(super) struct Outbound {
@@ -24,6 +25,8 @@ pub(super) struct Outbound {
     used: BTreeSet<Ipv4Addr>,
     /// Addresses of tasks on internal networks only.
     internal: BTreeSet<Ipv4Addr>,
+    /// The node's published ports and where they go (see [`nft::bridge_script`]).
+    ports: Vec<PortForward>,
     /// The last address handed out: the next search starts after it, so a freed address is the
     /// last to be reused.
     last: u32,
@@ -36,18 +39,21 @@ impl Outbound {
         host.ensure_address(&cfg.bridge, cfg.bip).await?;
         host.set_up(&cfg.bridge).await?;
         // Per network namespace: this enables forwarding where the daemon runs, as dockerd does.
-        let forward = "/proc/sys/net/ipv4/ip_forward";
-        std::fs::write(forward, "1").map_err(|source| NetworkError::Io {
-            what: "cannot enable IP forwarding in",
-            path: forward.into(),
-            source,
-        })?;
+        write_sysctl("/proc/sys/net/ipv4/ip_forward")?;
+        // Published ports answer on 127.0.0.1 too: DNATed to the bridge, the packet keeps its
+        // loopback source until the table masquerades it, which the kernel only routes with
+        // this (kube-proxy sets it for node ports on localhost).
+        write_sysctl(&format!(
+            "/proc/sys/net/ipv4/conf/{}/route_localnet",
+            cfg.bridge
+        ))?;
         let outbound = Self {
             bridge: cfg.bridge.clone(),
             bip: cfg.bip,
             table: cfg.nft_table(),
             used: BTreeSet::new(),
             internal: BTreeSet::new(),
+            ports: Vec::new(),
             last: u32::from(cfg.bip.addr()),
         };
         outbound.write_rules()?;
@@ -57,12 +63,41 @@ impl Outbound {
 
     /// Writes the bridge's nftables table as it should be now, in one transaction.
     fn write_rules(&self) -> Result<(), NetworkError> {
-        nft::apply(&nft::bridge_script(
-            &self.table,
-            &self.bridge,
-            self.bip.trunc(),
-            &self.internal,
-        ))
+        nft::apply(
+            &nft::bridge_script(
+                &self.table,
+                &self.bridge,
+                self.bip.trunc(),
+                &self.internal,
+                &self.ports,
+            ),
+            None,
+        )
+    }
+
+    /// Publishes `ports` on the node (replacing what was published); rewrites the table only
+    /// when they changed.
+    pub(super) fn set_ports(&mut self, mut ports: Vec<PortForward>) -> Result<(), NetworkError> {
+        // One port, one destination: a host-mode port that another service publishes on the
+        // mesh too loses (the caller lists the mesh's ports first).
+        let mut seen = BTreeSet::new();
+        ports.retain(|p| {
+            let first = seen.insert((p.protocol, p.port));
+            if !first {
+                tracing::warn!(
+                    port = p.port,
+                    protocol = p.protocol,
+                    "port published twice on this node; the second is ignored"
+                );
+            }
+            first
+        });
+        ports.sort();
+        if ports != self.ports {
+            self.ports = ports;
+            self.write_rules()?;
+        }
+        Ok(())
     }
 
     /// The bridge's address: the tasks' default gateway and where the DNS server listens.
@@ -77,7 +112,9 @@ impl Outbound {
 
     /// Wires the task into the bridge as `ifname` (its last interface) with the default route,
     /// or, when `internal`, with neither route nor forwarding; returns its address, the one it
-    /// already has when it is found wired.
+    /// already has when it is found wired. Task ports are isolated; the ingress load balancer's
+    /// is not (`isolated` false), as it must answer mesh clients that are tasks of this node.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn attach(
         &mut self,
         host: &Netlink,
@@ -86,11 +123,14 @@ impl Outbound {
         task_id: &str,
         ifname: &str,
         internal: bool,
+        isolated: bool,
     ) -> Result<Ipv4Addr, NetworkError> {
         let link = Self::host_link(task_id);
         host.ensure_veth(&link, task, ifname, None).await?;
         host.attach_to_bridge(&link, &self.bridge).await?;
-        host.isolate_bridge_port(&link).await?;
+        if isolated {
+            host.isolate_bridge_port(&link).await?;
+        }
         host.set_up(&link).await?;
         let existing = inside
             .addresses(ifname)
@@ -160,6 +200,15 @@ impl Outbound {
     }
 }
 
+/// Sets a sysctl of the daemon's own network namespace to 1.
+fn write_sysctl(path: &str) -> Result<(), NetworkError> {
+    std::fs::write(path, "1").map_err(|source| NetworkError::Io {
+        what: "cannot set",
+        path: path.into(),
+        source,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,6 +221,7 @@ mod tests {
             table: "shoal_gw".into(),
             used: BTreeSet::new(),
             internal: BTreeSet::new(),
+            ports: Vec::new(),
             last: u32::from(bip.addr()),
         }
     }
