@@ -131,15 +131,14 @@ fn network_names(network: &str, peers: &NetworkPeers) -> HashMap<String, Vec<Ipv
             }
         }
     };
-    // Service name → (VIP if any, serving task addresses, labels).
-    let mut services: HashMap<&str, (Vec<Ipv4Addr>, Vec<Ipv4Addr>, Vec<String>)> = HashMap::new();
+    let mut services: HashMap<&str, ServiceNames> = HashMap::new();
     for svc in &peers.services {
         let Ok(vip) = svc.vip.parse::<Ipv4Addr>() else {
             continue;
         };
         let entry = services.entry(&svc.service_name).or_default();
-        entry.0.push(vip);
-        entry.2.extend(svc.aliases.iter().cloned());
+        entry.vips.push(vip);
+        entry.aliases.extend(svc.aliases.iter().cloned());
     }
     for ep in peers.endpoints.iter().filter(|ep| ep.running) {
         let Some(addr) = endpoint_addr(ep) else {
@@ -147,12 +146,20 @@ fn network_names(network: &str, peers: &NetworkPeers) -> HashMap<String, Vec<Ipv
         };
         add(&ep.task_name, &[addr]);
         let entry = services.entry(&ep.service_name).or_default();
-        entry.1.push(addr);
+        entry.tasks.push(addr);
         // Aliases are per network and the same on every endpoint of the service; take them
         // all so that a peer table caught mid-update still answers every alias it names.
-        entry.2.extend(ep.aliases.iter().cloned());
+        entry.aliases.extend(ep.aliases.iter().cloned());
     }
-    for (service, (vips, tasks, aliases)) in services {
+    for (
+        service,
+        ServiceNames {
+            vips,
+            tasks,
+            aliases,
+        },
+    ) in services
+    {
         let service_addrs = if vips.is_empty() { &tasks } else { &vips };
         let mut labels = vec![service.to_string()];
         for alias in aliases {
@@ -170,6 +177,16 @@ fn network_names(network: &str, peers: &NetworkPeers) -> HashMap<String, Vec<Ipv
         }
     }
     names
+}
+
+/// What one service's names answer on a network.
+#[derive(Default)]
+struct ServiceNames {
+    /// Its VIP (`vip` mode), or none (`dnsrr`).
+    vips: Vec<Ipv4Addr>,
+    /// Its serving tasks' addresses.
+    tasks: Vec<Ipv4Addr>,
+    aliases: Vec<String>,
 }
 
 fn endpoint_addr(ep: &NetworkEndpoint) -> Option<Ipv4Addr> {
