@@ -16,6 +16,16 @@ impl ShoalHost {
     /// Runs `args` inside task `task_id`'s container (`ctr task exec`); `None` when it did not
     /// finish in time.
     pub fn exec_in_task(&self, task_id: &str, args: &[&str]) -> Option<Output> {
+        self.exec_in_task_within(task_id, args, EXEC_TIMEOUT)
+    }
+
+    /// As [`Self::exec_in_task`], for a command that may take up to `timeout`.
+    pub fn exec_in_task_within(
+        &self,
+        task_id: &str,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Option<Output> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let exec_id = format!(
             "probe-{}-{}",
@@ -24,12 +34,22 @@ impl ShoalHost {
         );
         let mut full = vec!["task", "exec", "--exec-id", &exec_id, task_id];
         full.extend_from_slice(args);
-        run_with_deadline(&mut self.ctr_command(&full), EXEC_TIMEOUT)
+        run_with_deadline(&mut self.ctr_command(&full), timeout)
     }
 
     /// `sh -c SCRIPT` inside the task; stdout when it exits 0, else `Err` with its output.
     pub fn sh_in_task(&self, task_id: &str, script: &str) -> Result<String, String> {
-        match self.exec_in_task(task_id, &["sh", "-c", script]) {
+        self.sh_in_task_within(task_id, script, EXEC_TIMEOUT)
+    }
+
+    /// As [`Self::sh_in_task`], for a script that may take up to `timeout`.
+    pub fn sh_in_task_within(
+        &self,
+        task_id: &str,
+        script: &str,
+        timeout: Duration,
+    ) -> Result<String, String> {
+        match self.exec_in_task_within(task_id, &["sh", "-c", script], timeout) {
             Some(out) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout).into()),
             Some(out) => Err(format!(
                 "`{script}` in task {task_id} failed ({}): {}{}",
@@ -99,4 +119,72 @@ impl ShoalHost {
     pub fn nft_ruleset(&self) -> String {
         self.host_output("nft", &["list", "ruleset"])
     }
+}
+
+/// The task's address on its first network (`eth0`), without prefix.
+pub fn eth0_addr(host: &ShoalHost, task: &str) -> String {
+    let out = host
+        .sh_in_task(task, "ip -o -4 addr show eth0")
+        .unwrap_or_else(|e| panic!("{e}"));
+    out.split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|cidr| cidr.split('/').next())
+        .unwrap_or_else(|| panic!("no IPv4 address on eth0 of {task}: {out}"))
+        .to_string()
+}
+
+/// `nslookup NAME` inside the task: the addresses answered (the server's own line excluded).
+pub fn lookup(host: &ShoalHost, task: &str, name: &str) -> Vec<String> {
+    let Ok(out) = host.sh_in_task(task, &format!("nslookup {name}")) else {
+        return Vec::new();
+    };
+    let mut addrs: Vec<String> = out
+        .split("Name:")
+        .skip(1)
+        .flat_map(|answer| {
+            answer
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("Address:"))
+                .map(|a| a.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    addrs.sort();
+    addrs
+}
+
+/// What a node holds for task networking, to compare before and after.
+#[derive(Debug, PartialEq)]
+pub struct NodeNetworkState {
+    pub links: Vec<String>,
+    pub ruleset: String,
+    pub task_namespaces: Vec<String>,
+    pub network_namespaces: Vec<String>,
+    pub balancer_namespaces: Vec<String>,
+}
+
+pub fn node_state(host: &ShoalHost) -> NodeNetworkState {
+    NodeNetworkState {
+        links: host.host_links(),
+        ruleset: host.nft_ruleset(),
+        task_namespaces: host.namespaces("tasks"),
+        network_namespaces: host.namespaces("networks"),
+        balancer_namespaces: host.namespaces("lb"),
+    }
+}
+
+/// The service's VIPs (without prefix), as `service inspect` shows them.
+pub fn service_vips(host: &ShoalHost, service: &str) -> Vec<String> {
+    let out = host.shoal_ok(&["service", "inspect", service]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    v[0]["Endpoint"]["VirtualIPs"]
+        .as_array()
+        .map(|vips| {
+            vips.iter()
+                .filter_map(|vip| vip["Addr"].as_str())
+                .map(|a| a.split('/').next().unwrap_or(a).to_string())
+                .collect()
+        })
+        .unwrap_or_default()
 }
