@@ -184,7 +184,8 @@ fn overlay_tasks_reach_each_other_by_ip_and_name_across_hosts_and_overlays_are_i
     )));
     let vault = running(w, "vault", 1).remove(0).id;
     let vault_ip = eth0_addr(w, &vault);
-    assert_eq!(lookup(w, &vault, "vault"), vec![vault_ip]);
+    assert_eq!(lookup(w, &vault, "tasks.vault"), vec![vault_ip]);
+    assert_eq!(lookup(w, &vault, "vault"), service_vips(m, "vault"));
     let routes = w.sh_in_task(&vault, "ip route").expect("routes");
     assert!(!routes.contains("default"), "{routes}");
     // And should it craft packets anyway, the node drops what it would forward for it.
