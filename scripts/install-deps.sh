@@ -21,6 +21,7 @@ PACKAGES=(
   prometheus        # promtool and a real server for the metrics tests
   iperf3            # the overlay benchmark's throughput
   ethtool           # test hosts' NICs get GRO on, as real NICs have
+  wrk               # the load balancing benchmark's HTTP load generator
 )
 
 missing=()

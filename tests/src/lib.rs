@@ -2,6 +2,7 @@
 //! each started with private paths and cleaned up on drop; and the helpers the end-to-end tests
 //! (`tests/`) and the benchmarks (`src/bin/`) share to drive and read them.
 
+pub mod bench;
 pub mod cluster;
 pub mod containerd;
 pub mod daemon;

@@ -162,6 +162,8 @@ pub struct NodeNetworkState {
     pub task_namespaces: Vec<String>,
     pub network_namespaces: Vec<String>,
     pub balancer_namespaces: Vec<String>,
+    pub routes: String,
+    pub rules: String,
 }
 
 pub fn node_state(host: &ShoalHost) -> NodeNetworkState {
@@ -171,6 +173,8 @@ pub fn node_state(host: &ShoalHost) -> NodeNetworkState {
         task_namespaces: host.namespaces("tasks"),
         network_namespaces: host.namespaces("networks"),
         balancer_namespaces: host.namespaces("lb"),
+        routes: host.host_output("ip", &["-4", "route", "show", "table", "all"]),
+        rules: host.host_output("ip", &["-4", "rule"]),
     }
 }
 

@@ -13,16 +13,17 @@
 //! Prints every figure and the overlay/underlay ratios. Not a test: it asserts nothing about
 //! speed. Usage: `bench-overlay [--seconds N]` (run by `bench/overlay.sh`).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
-use shoal_tests::cluster::{ClusterHost, TestCluster};
+use shoal_tests::bench::{
+    gateway, in_netns, output, overlay_addr, running_task, task_netns, TIMEOUT,
+};
+use shoal_tests::cluster::TestCluster;
 use shoal_tests::daemon::{wait_until, words};
-
-const TIMEOUT: Duration = Duration::from_secs(120);
 
 fn main() -> Result<()> {
     let seconds = parse_args()?;
@@ -84,59 +85,6 @@ fn parse_args() -> Result<u64> {
         }
     }
     Ok(seconds)
-}
-
-fn running_task(host: &ClusterHost, service: &str) -> Result<String> {
-    let mut found = None;
-    if !wait_until(TIMEOUT, || {
-        found = host.running_containers_of(service).into_iter().next();
-        found.is_some()
-    }) {
-        bail!("no running task of {service}");
-    }
-    Ok(found.map(|c| c.id).unwrap_or_default())
-}
-
-fn task_netns(host: &ClusterHost, task: &str) -> PathBuf {
-    host.netns_dir().join("tasks").join(task)
-}
-
-/// The outbound bridge's address of `host`: its DNS server.
-fn gateway(host: &ClusterHost) -> String {
-    let (_, bip) = host.bridge();
-    bip.split('/').next().unwrap_or(bip).to_string()
-}
-
-/// `program args` inside the network namespace at `ns`.
-fn in_netns(ns: &Path, program: &str, args: &[&str]) -> Command {
-    let mut c = Command::new("nsenter");
-    c.arg(format!("--net={}", ns.display()))
-        .arg(program)
-        .args(args);
-    c
-}
-
-fn output(mut cmd: Command) -> Result<String> {
-    let out = cmd.output().context("running a probe")?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// eth0's address in a task's namespace.
-fn overlay_addr(ns: &Path) -> Result<String> {
-    let out = output(in_netns(ns, "ip", &["-o", "-4", "addr", "show", "eth0"]))?;
-    out.split_whitespace()
-        .skip_while(|w| *w != "inet")
-        .nth(1)
-        .and_then(|c| c.split('/').next())
-        .map(str::to_string)
-        .with_context(|| format!("no address on eth0: {out}"))
 }
 
 /// Mbit/s received by an iperf3 server in `server_ns` from a client in `client_ns`.

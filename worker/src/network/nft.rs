@@ -24,7 +24,9 @@ use super::NetworkError;
 /// addresses on such a port, from outside or from the node itself, is DNATed to the ingress
 /// load balancer (routing mesh) or to the local task (host mode), both on the bridge. Nobody
 /// SNATs it, so the task sees the client's address; only a client on the node's loopback
-/// takes the bridge's address, as 127.0.0.1 cannot leave the node.
+/// takes the bridge's address, as 127.0.0.1 cannot leave the node, and so does a task of this
+/// node calling a published port of its own node (hairpin): the reply must come back through
+/// the node to be un-DNATed, not straight across the bridge.
 pub(super) fn bridge_script(
     table: &str,
     bridge: &str,
@@ -40,6 +42,7 @@ pub(super) fn bridge_script(
          \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
          \t\tip saddr {subnet} oifname != \"{bridge}\" masquerade\n\
          \t\tip saddr 127.0.0.0/8 oifname \"{bridge}\" masquerade\n\
+         \t\tip saddr {subnet} oifname \"{bridge}\" ct status dnat masquerade\n\
          \t}}\n"
     );
     if !internal.is_empty() {
