@@ -112,9 +112,8 @@ impl Outbound {
 
     /// Wires the task into the bridge as `ifname` (its last interface) with the default route,
     /// or, when `internal`, with neither route nor forwarding; returns its address, the one it
-    /// already has when it is found wired. Task ports are isolated; the ingress load balancer's
-    /// is not (`isolated` false), as it must answer mesh clients that are tasks of this node.
-    #[allow(clippy::too_many_arguments)]
+    /// already has when it is found wired. Every port is isolated, the ingress load balancer's
+    /// too: its replies go through the node, which undoes its DNAT.
     pub(super) async fn attach(
         &mut self,
         host: &Netlink,
@@ -123,14 +122,11 @@ impl Outbound {
         task_id: &str,
         ifname: &str,
         internal: bool,
-        isolated: bool,
     ) -> Result<Ipv4Addr, NetworkError> {
         let link = Self::host_link(task_id);
         host.ensure_veth(&link, task, ifname, None).await?;
         host.attach_to_bridge(&link, &self.bridge).await?;
-        if isolated {
-            host.isolate_bridge_port(&link).await?;
-        }
+        host.isolate_bridge_port(&link).await?;
         host.set_up(&link).await?;
         let existing = inside
             .addresses(ifname)
