@@ -68,7 +68,7 @@ impl IngressBalancer {
             .attach_task(&ns, &inside, wiring_id, 0, address, mtu)
             .await?;
         let bridge_addr = outbound
-            .attach(host, &ns, &inside, wiring_id, BRIDGE_IF, false, false)
+            .attach(host, &ns, &inside, wiring_id, BRIDGE_IF, false)
             .await?;
         info!(%address, %bridge_addr, "ingress load balancer ready");
         Ok(Self {

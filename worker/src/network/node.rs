@@ -162,15 +162,7 @@ impl NodeNetwork {
             });
         let outbound = st
             .outbound
-            .attach(
-                &self.host,
-                &ns,
-                &inside,
-                &task.id,
-                &outbound_if,
-                internal,
-                true,
-            )
+            .attach(&self.host, &ns, &inside, &task.id, &outbound_if, internal)
             .await?;
         addresses.push(outbound);
         let dns_config = task.spec.as_ref().and_then(|s| s.dns.as_ref());
