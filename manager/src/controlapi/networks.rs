@@ -5,6 +5,10 @@
 //! anything another network took meanwhile. A network named by a service or attached to a
 //! live task is not removed. Services name their networks by ID: `resolve_attachments` turns
 //! the user's `--network` names into IDs before a service is stored.
+//!
+//! The ingress network (the routing mesh's, docker's `ingress`) is made by `swarm init` in the
+//! entry that creates the cluster ([`initial_ingress`]), or by `network create --ingress` when
+//! there is none; services never name it (their routing-mesh ports attach their tasks to it).
 
 use shoal_proto::validate::network::{self as checks, NetworkError, NetworkRequest};
 use shoal_proto::{store_action::Action, Meta, Network, NetworkSpec, ServiceSpec};
@@ -13,6 +17,7 @@ use tonic::Status;
 use super::{act, lookup, store_status, ActiveManager};
 use crate::allocator::{NetworkAddresses, PoolConfig, SubnetPool, VniAllocator};
 use crate::ids::{new_id, now_ms};
+use crate::store::state::is_ingress_network;
 use crate::store::StoreState;
 
 fn invalid(e: NetworkError) -> Status {
@@ -42,23 +47,16 @@ pub(super) async fn create(m: &ActiveManager, spec: NetworkSpec) -> Result<Netwo
                 checked.name, checked.name
             )));
         }
-        let (subnet, gateway, vni) = allocate(st, &checked)?;
-        let now = now_ms();
-        Ok(Network {
-            id: new_id(),
-            meta: Some(Meta {
-                version: 0,
-                created_at_ms: now,
-                updated_at_ms: now,
-            }),
-            spec: Some(NetworkSpec {
-                driver: checked.driver.to_string(),
-                ..spec
-            }),
-            subnet,
-            gateway,
-            vni,
-        })
+        if let Some(other) = st.ingress_network().filter(|_| spec.ingress) {
+            return Err(Status::already_exists(format!(
+                "an ingress network already exists: {}; the routing mesh has one (remove it \
+                 first with `shoal network rm {}` to replace it)",
+                name_of(other),
+                name_of(other)
+            )));
+        }
+        let (subnet, gateway, vni) = allocate(st, pool_config(st)?, &checked)?;
+        Ok(new_network(spec, &checked, subnet, gateway, vni))
     })?;
     let id = network.id.clone();
     m.store
@@ -70,10 +68,61 @@ pub(super) async fn create(m: &ActiveManager, spec: NetworkSpec) -> Result<Netwo
         .ok_or_else(|| Status::internal("network vanished right after creation"))
 }
 
+/// The network as stored, stamped now with a new ID.
+fn new_network(
+    spec: NetworkSpec,
+    checked: &checks::CheckedNetwork,
+    subnet: String,
+    gateway: String,
+    vni: u32,
+) -> Network {
+    let now = now_ms();
+    Network {
+        id: new_id(),
+        meta: Some(Meta {
+            version: 0,
+            created_at_ms: now,
+            updated_at_ms: now,
+        }),
+        spec: Some(NetworkSpec {
+            driver: checked.driver.to_string(),
+            ..spec
+        }),
+        subnet,
+        gateway,
+        vni,
+    }
+}
+
+/// The name swarm init gives the ingress network, as docker.
+pub const INGRESS_NAME: &str = "ingress";
+
+/// Swarm init's ingress network: the first subnet of the cluster's address pool, allocated as
+/// any network's (the swarm has none yet), for the entry that creates the cluster.
+pub(crate) fn initial_ingress(pool: PoolConfig) -> Result<Network, Status> {
+    let spec = NetworkSpec {
+        name: INGRESS_NAME.to_string(),
+        driver: checks::OVERLAY_DRIVER.to_string(),
+        ingress: true,
+        ..Default::default()
+    };
+    let checked = checks::network_create(&NetworkRequest {
+        name: &spec.name,
+        driver: &spec.driver,
+        subnet: None,
+        gateway: None,
+        labels: &[],
+    })
+    .map_err(invalid)?;
+    let (subnet, gateway, vni) = allocate(&StoreState::default(), pool, &checked)?;
+    Ok(new_network(spec, &checked, subnet, gateway, vni))
+}
+
 /// The subnet (the user's, checked against every other network's, or the lowest free one of
-/// the default pool), the gateway and a VXLAN ID, as text and number for the store.
+/// the address pool), the gateway and a VXLAN ID, as text and number for the store.
 fn allocate(
     st: &StoreState,
+    pool: PoolConfig,
     checked: &checks::CheckedNetwork,
 ) -> Result<(String, String, u32), Status> {
     let existing = st.networks.values().filter_map(|n| {
@@ -83,7 +132,7 @@ fn allocate(
             .ok()
             .map(|subnet| (name.to_string(), subnet))
     });
-    let mut pool = SubnetPool::from_allocated(pool_config(st)?, existing)
+    let mut pool = SubnetPool::from_allocated(pool, existing)
         .map_err(|e| Status::internal(format!("the stored networks are inconsistent: {e}")))?;
     let subnet = match checked.subnet {
         Some(subnet) => {
@@ -163,6 +212,14 @@ pub(super) fn resolve_attachments(st: &StoreState, spec: &mut ServiceSpec) -> Re
             tonic::Code::NotFound => Status::not_found(format!("network {given} not found")),
             _ => e,
         })?;
+        if is_ingress_network(&network) {
+            // Docker's rule and words: the routing mesh attaches tasks to it by their ports.
+            return Err(Status::invalid_argument(format!(
+                "service cannot be explicitly attached to the ingress network {:?}: publish a \
+                 port (--publish P:T) and its tasks join it by themselves",
+                name_of(&network)
+            )));
+        }
         if let Some((first, _)) = seen.iter().find(|(_, id)| *id == network.id) {
             return Err(Status::invalid_argument(format!(
                 "network {} is given twice ({first} and {given}): attach a service to a network \

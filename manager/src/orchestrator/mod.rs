@@ -40,6 +40,7 @@ use tracing::warn;
 
 use crate::constraint::Constraints;
 use crate::ids::{new_id, now_ms};
+use crate::store::state::has_ingress_ports;
 use crate::store::{Store, StoreState};
 
 pub use restart::DEFAULT_RESTART_DELAY_MS;
@@ -142,7 +143,36 @@ pub fn plan(state: &StoreState, now_ms: i64) -> Plan {
         }
     }
     report_for_lost_nodes(state, now_ms, &mut plan);
+    attach_to_ingress(state, &mut plan);
     plan
+}
+
+/// New tasks of services with routing-mesh ports join the ingress network first (docker makes
+/// it the task's eth0), with no aliases: the routing mesh reaches them there. The network is
+/// copied whole, so the attachment shows what it is before the allocator fills in the address.
+fn attach_to_ingress(state: &StoreState, plan: &mut Plan) {
+    let Some(ingress) = state.ingress_network() else {
+        return;
+    };
+    for a in &mut plan.actions {
+        let Some(Action::CreateTask(t)) = a.action.as_mut() else {
+            continue;
+        };
+        let wants = state
+            .services
+            .get(&t.service_id)
+            .is_some_and(has_ingress_ports);
+        if wants && !t.networks.iter().any(shoal_proto::is_ingress_attachment) {
+            t.networks.insert(
+                0,
+                NetworkAttachment {
+                    network: Some(ingress.clone()),
+                    address: String::new(),
+                    aliases: Vec::new(),
+                },
+            );
+        }
+    }
 }
 
 fn mode(service: &Service) -> ServiceMode {

@@ -15,9 +15,12 @@
 //!   by itself once a restarted task runs; a spec that never runs stops the rollout after its
 //!   first slot, leaving the other tasks on the old spec.
 //!
-//! Only the container spec and the networks count (`Task.spec` against
-//! `ServiceSpec.container`, and the task's attachments — network IDs and aliases, in order —
-//! against `ServiceSpec.networks`; what `service ps` and the CLI's progress call "up to date"): scaling leaves tasks alone, and changed
+//! Only the container spec, the networks and the endpoint count (`Task.spec` against
+//! `ServiceSpec.container`, the task's attachments — network IDs and aliases, in order —
+//! against `ServiceSpec.networks`, and the published ports and endpoint mode the task was
+//! created with against the service's, since workers bind host-mode ports and the routing mesh
+//! attaches tasks from them; what `service ps` and the CLI's progress call "up to date"):
+//! scaling leaves tasks alone, and changed
 //! placement moves tasks through the orchestrator's node-fate rules instead. Tasks that are
 //! replaced for other reasons (failure, lost node, drain) come back with the current spec
 //! anyway.
@@ -25,17 +28,30 @@
 //! The step is a pure function of the store, like the rest of the orchestrator: a leader change
 //! mid-rollout simply carries on from what the tasks show.
 
-use shoal_proto::{Service, Task, TaskState};
+use shoal_proto::{endpoint_spec, Endpoint, PortConfig, Service, Task, TaskState};
 
-/// Whether `t` runs a container spec other than the service's current one, or is attached to
-/// other networks (or with other aliases) than the service now names.
+/// Whether `t` runs a container spec other than the service's current one, is attached to
+/// other networks (or with other aliases) than the service now names, or was created for
+/// other published ports or another endpoint mode.
 pub(crate) fn outdated(service: &Service, t: &Task) -> bool {
     let current = service.spec.as_ref().and_then(|s| s.container.as_ref());
     let same_networks = service
         .spec
         .as_ref()
         .map_or(t.networks.is_empty(), |s| t.has_networks_of(s));
-    t.spec.as_ref() != current || !same_networks
+    t.spec.as_ref() != current
+        || !same_networks
+        || endpoint_key(t.endpoint.as_ref()) != endpoint_key(service.endpoint.as_ref())
+}
+
+/// What of an endpoint a task depends on: its ports as allocated and the endpoint mode. Not
+/// the VIPs (the service's own, moved only with its networks, which count already); no
+/// endpoint is VIP mode without ports, so tasks from before endpoints existed stay current.
+fn endpoint_key(e: Option<&Endpoint>) -> (i32, &[PortConfig]) {
+    let mode = e
+        .and_then(|e| e.spec.as_ref())
+        .map_or(endpoint_spec::Mode::Vip as i32, |s| s.mode);
+    (mode, e.map_or(&[][..], |e| &e.ports[..]))
 }
 
 /// An old-spec task that was shut down and is still stopping on a node: under stop-first its
