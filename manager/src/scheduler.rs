@@ -7,7 +7,10 @@
 //!    the node's CPUs and memory (as its worker described them) less the reservations of the
 //!    tasks it holds, counting the tasks placed earlier in the same round ("insufficient
 //!    resources on N nodes");
-//! 4. it runs fewer than `max_replicas_per_node` live tasks of the service (counting the tasks
+//! 4. no live task on it publishes one of the task's host-mode ports, same protocol
+//!    ([`host_ports`], swarmkit's HostPortFilter; counting the tasks placed earlier in the same
+//!    round): "host-mode port 8080/tcp already in use on 2 nodes";
+//! 5. it runs fewer than `max_replicas_per_node` live tasks of the service (counting the tasks
 //!    placed earlier in the same round).
 //!
 //! Reservations are promises the scheduler keeps, not measurements: a task without one takes
@@ -39,6 +42,11 @@ use shoal_proto::{
 use tokio::sync::watch;
 use tracing::warn;
 
+mod host_ports;
+
+use shoal_proto::validate::endpoint::protocol_name;
+
+use self::host_ports::HostPorts;
 use crate::allocator::role::needs_allocation;
 use crate::constraint::{ConstraintError, Constraints};
 use crate::ids::now_ms;
@@ -49,6 +57,8 @@ use crate::store::{Store, StoreState};
 enum Refusal {
     Constraints,
     Resources,
+    /// A host-mode port (protocol, port) the task publishes is taken on the node.
+    HostPort(i32, u32),
     MaxReplicas,
     NotAvailable,
 }
@@ -65,6 +75,13 @@ impl Refusal {
                 "insufficient resources on 1 node".to_string(),
                 format!("insufficient resources on {nodes} nodes"),
             ),
+            Refusal::HostPort(protocol, port) => {
+                let what = format!("host-mode port {port}/{}", protocol_name(protocol));
+                (
+                    format!("{what} already in use on 1 node"),
+                    format!("{what} already in use on {nodes} nodes"),
+                )
+            }
             Refusal::MaxReplicas => (
                 "max replicas per node limit exceed on 1 node".to_string(),
                 format!("max replicas per node limit exceed on {nodes} nodes"),
@@ -104,6 +121,7 @@ struct Load<'a> {
     per_service: HashMap<(&'a str, &'a str), u64>,
     per_node: HashMap<&'a str, u64>,
     reserved: HashMap<&'a str, ResourceAmounts>,
+    host_ports: HostPorts<'a>,
 }
 
 /// What a task reserves on its node (its own spec: the one it was created with).
@@ -135,6 +153,7 @@ impl<'a> Load<'a> {
         let used = self.reserved.entry(node).or_default();
         used.nano_cpus = used.nano_cpus.saturating_add(r.nano_cpus);
         used.memory_bytes = used.memory_bytes.saturating_add(r.memory_bytes);
+        self.host_ports.add(node, task);
     }
 
     /// Whether `node` has room left for reservation `want`.
@@ -185,6 +204,9 @@ fn check(
     }
     if !load.fits(node, reservation(task)) {
         return Err(Refusal::Resources);
+    }
+    if let Some((protocol, port)) = load.host_ports.conflict(&node.id, task) {
+        return Err(Refusal::HostPort(protocol, port));
     }
     if max_per_node > 0 && load.of_service(&node.id, service_id) >= max_per_node {
         return Err(Refusal::MaxReplicas);

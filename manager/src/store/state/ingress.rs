@@ -185,3 +185,6 @@ impl StoreState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
