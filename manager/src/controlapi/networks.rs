@@ -40,23 +40,9 @@ pub(super) async fn create(m: &ActiveManager, spec: NetworkSpec) -> Result<Netwo
     })
     .map_err(invalid)?;
     let network = m.store.view(|st| {
-        if st.network_by_name(&checked.name).is_some() {
-            return Err(Status::already_exists(format!(
-                "network with name {} already exists; choose another name or remove it with \
-                 `shoal network rm {}`",
-                checked.name, checked.name
-            )));
-        }
-        if let Some(other) = st.ingress_network().filter(|_| spec.ingress) {
-            return Err(Status::already_exists(format!(
-                "an ingress network already exists: {}; the routing mesh has one (remove it \
-                 first with `shoal network rm {}` to replace it)",
-                name_of(other),
-                name_of(other)
-            )));
-        }
+        check_new(st, &checked.name, spec.ingress)?;
         let (subnet, gateway, vni) = allocate(st, pool_config(st)?, &checked)?;
-        Ok(new_network(spec, &checked, subnet, gateway, vni))
+        Ok::<_, Status>(new_network(spec, &checked, subnet, gateway, vni))
     })?;
     let id = network.id.clone();
     m.store
@@ -66,6 +52,26 @@ pub(super) async fn create(m: &ActiveManager, spec: NetworkSpec) -> Result<Netwo
     m.store
         .view(|st| st.networks.get(&id).cloned())
         .ok_or_else(|| Status::internal("network vanished right after creation"))
+}
+
+/// A new network's name is free, and a new ingress network is the only one (the store checks
+/// both again when it applies the entry).
+fn check_new(st: &StoreState, name: &str, ingress: bool) -> Result<(), Status> {
+    if st.network_by_name(name).is_some() {
+        return Err(Status::already_exists(format!(
+            "network with name {name} already exists; choose another name or remove it with \
+             `shoal network rm {name}`"
+        )));
+    }
+    if let Some(other) = st.ingress_network().filter(|_| ingress) {
+        return Err(Status::already_exists(format!(
+            "an ingress network already exists: {}; the routing mesh has one (remove it first \
+             with `shoal network rm {}` to replace it)",
+            name_of(other),
+            name_of(other)
+        )));
+    }
+    Ok(())
 }
 
 /// The network as stored, stamped now with a new ID.
@@ -232,4 +238,71 @@ pub(super) fn resolve_attachments(st: &StoreState, spec: &mut ServiceSpec) -> Re
         attachment.target = network.id;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_proto::NetworkAttachmentConfig;
+
+    use super::*;
+
+    fn with_ingress() -> StoreState {
+        let mut st = StoreState::default();
+        let mut ingress = initial_ingress(PoolConfig::docker_default()).unwrap();
+        ingress.id = "ing".into();
+        st.networks.insert(ingress.id.clone(), ingress);
+        st
+    }
+
+    #[test]
+    fn swarm_init_makes_ingress_from_the_first_subnet_of_the_pool() {
+        let st = with_ingress();
+        let n = &st.networks["ing"];
+        assert!(is_ingress_network(n));
+        assert_eq!(name_of(n), "ingress");
+        assert_eq!(n.subnet, "10.0.0.0/24");
+        assert_eq!(n.gateway, "10.0.0.1");
+        assert_eq!(n.vni, crate::allocator::VNI_FIRST);
+        assert_eq!(n.spec.as_ref().map(|s| s.driver.as_str()), Some("overlay"));
+    }
+
+    #[test]
+    fn a_second_ingress_network_is_refused_but_other_networks_are_not() {
+        let st = with_ingress();
+        let err = check_new(&st, "mesh", true).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::AlreadyExists);
+        assert!(
+            err.message()
+                .starts_with("an ingress network already exists: ingress"),
+            "{}",
+            err.message()
+        );
+        check_new(&st, "front", false).unwrap();
+        check_new(&StoreState::default(), "mesh", true).unwrap();
+        let err = check_new(&st, "ingress", false).unwrap_err();
+        assert!(err.message().contains("already exists"), "{}", err.message());
+    }
+
+    #[test]
+    fn services_cannot_name_the_ingress_network() {
+        let st = with_ingress();
+        for given in ["ingress", "ing"] {
+            let mut spec = ServiceSpec {
+                networks: vec![NetworkAttachmentConfig {
+                    target: given.into(),
+                    aliases: vec![],
+                }],
+                ..Default::default()
+            };
+            let err = resolve_attachments(&st, &mut spec).unwrap_err();
+            assert_eq!(err.code(), tonic::Code::InvalidArgument);
+            assert!(
+                err.message().starts_with(
+                    "service cannot be explicitly attached to the ingress network \"ingress\""
+                ),
+                "{}",
+                err.message()
+            );
+        }
+    }
 }

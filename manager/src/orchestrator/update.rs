@@ -324,4 +324,64 @@ mod tests {
         let st = state(vec![service], vec![ready("n1")], vec![running]);
         assert_eq!(shut_down(&plan(&st, 10)), vec!["t1"]);
     }
+
+    fn with_ports(mut s: Service, ports: Vec<shoal_proto::PortConfig>) -> Service {
+        s.endpoint = Some(shoal_proto::Endpoint {
+            spec: Some(shoal_proto::EndpointSpec {
+                mode: shoal_proto::endpoint_spec::Mode::Vip as i32,
+                ports: ports.clone(),
+            }),
+            ports,
+            virtual_ips: vec![],
+        });
+        s
+    }
+
+    fn tcp(published: u32) -> shoal_proto::PortConfig {
+        shoal_proto::PortConfig {
+            target_port: 80,
+            published_port: published,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_change_of_ports_or_endpoint_mode_rolls_the_tasks() {
+        let service = with_ports(updated(ServiceMode::Replicated, 1), vec![tcp(8080)]);
+        let mut current = new("t1", 1, "n1", TaskState::Running, 0);
+        current.endpoint = service.endpoint.clone();
+        assert!(!outdated(&service, &current));
+        // Ports only: the container spec and networks are the same.
+        let moved = with_ports(updated(ServiceMode::Replicated, 1), vec![tcp(8081)]);
+        assert!(outdated(&moved, &current), "a published port changed");
+        let none = with_ports(updated(ServiceMode::Replicated, 1), vec![]);
+        assert!(outdated(&none, &current), "the port was unpublished");
+        let mut dnsrr = with_ports(updated(ServiceMode::Replicated, 1), vec![]);
+        if let Some(e) = dnsrr.endpoint.as_mut().and_then(|e| e.spec.as_mut()) {
+            e.mode = shoal_proto::endpoint_spec::Mode::Dnsrr as i32;
+        }
+        let mut plain = new("t2", 1, "n1", TaskState::Running, 0);
+        plain.endpoint = none.endpoint.clone();
+        assert!(!outdated(&none, &plain));
+        assert!(outdated(&dnsrr, &plain), "the endpoint mode changed");
+        // A task from before endpoints were recorded is current for a service with none.
+        plain.endpoint = None;
+        assert!(!outdated(&none, &plain));
+        // The VIPs are not the task's concern.
+        let mut with_vip = none.clone();
+        if let Some(e) = with_vip.endpoint.as_mut() {
+            e.virtual_ips.push(shoal_proto::VirtualIp {
+                network_id: "n".into(),
+                addr: "198.18.128.2/24".into(),
+            });
+        }
+        assert!(!outdated(&with_vip, &plain));
+        // The rollout replaces the running task like any other change.
+        let st = replicated(vec![current]);
+        let st = StoreState {
+            services: [("s1".to_string(), moved)].into(),
+            ..st
+        };
+        assert_eq!(shut_down(&plan(&st, 10)), vec!["t1"]);
+    }
 }
