@@ -351,5 +351,6 @@ fn a_change_of_ports_alone_replaces_the_tasks() {
             now.len() == 2 && now.is_disjoint(&first)
         },
     );
-    assert_eq!(ls_ports(&host, "web"), "*:8080->80/tcp, *:8081->81/tcp");
+    let ports = inspect_service(&host, "web")["Endpoint"]["Ports"].clone();
+    assert_eq!(ports[1]["PublishedPort"], 8081, "{ports:#}");
 }

@@ -211,7 +211,9 @@ impl TaskAllocator {
         for id in st.networks.keys() {
             let vips = super::endpoint::vips_on(st, id, "");
             let nodes = super::endpoint::node_addresses_on(st, id);
-            held.entry(id.as_str()).or_default().extend(vips.chain(nodes));
+            held.entry(id.as_str())
+                .or_default()
+                .extend(vips.chain(nodes));
         }
         self.networks.retain(|id, _| st.networks.contains_key(id));
         for (id, network) in &st.networks {

@@ -280,7 +280,11 @@ mod tests {
         check_new(&st, "front", false).unwrap();
         check_new(&StoreState::default(), "mesh", true).unwrap();
         let err = check_new(&st, "ingress", false).unwrap_err();
-        assert!(err.message().contains("already exists"), "{}", err.message());
+        assert!(
+            err.message().contains("already exists"),
+            "{}",
+            err.message()
+        );
     }
 
     #[test]

@@ -25,7 +25,10 @@ pub fn peer_tables(st: &StoreState, node_id: &str) -> Vec<NetworkPeers> {
     // The networks this node's live tasks are on; the stored network if it is still there,
     // else the copy the task carries (the worker still has to tear it down cleanly).
     let mut wanted: BTreeMap<&str, Network> = BTreeMap::new();
-    let own = st.nodes.get(node_id).map_or(&[][..], |n| &n.attachments[..]);
+    let own = st
+        .nodes
+        .get(node_id)
+        .map_or(&[][..], |n| &n.attachments[..]);
     for a in own {
         if let Some(network) = st.networks.get(attachment_network_id(a)) {
             wanted.insert(&network.id, network.clone());

@@ -510,7 +510,11 @@ mod tests {
                         .iter()
                         .map(|a| {
                             let n = a.network.clone().unwrap_or_default();
-                            (n.id, shoal_proto::is_ingress_attachment(a), a.aliases.clone())
+                            (
+                                n.id,
+                                shoal_proto::is_ingress_attachment(a),
+                                a.aliases.clone(),
+                            )
                         })
                         .collect(),
                 )),

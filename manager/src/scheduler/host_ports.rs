@@ -175,7 +175,13 @@ mod tests {
         let st = state(
             &["a"],
             vec![
-                task("o1", "other", "a", TaskState::Running, &[port(8080, HOST, UDP)]),
+                task(
+                    "o1",
+                    "other",
+                    "a",
+                    TaskState::Running,
+                    &[port(8080, HOST, UDP)],
+                ),
                 task("o2", "other", "a", TaskState::Failed, &[host.clone()]),
                 stopping,
                 // An ingress port is not bound per node by the task.

@@ -226,7 +226,11 @@ mod tests {
         assert_eq!(bare.gateway, "");
         assert!(!bare.attachable && !bare.internal && bare.labels.is_empty());
         assert!(!bare.ingress);
-        assert!(create_spec(&create_args(&["--ingress", "mesh"])).unwrap().ingress);
+        assert!(
+            create_spec(&create_args(&["--ingress", "mesh"]))
+                .unwrap()
+                .ingress
+        );
     }
 
     #[test]

@@ -346,8 +346,17 @@ fn a_full_network_has_no_vip_to_give() {
 fn routing_mesh_ports_get_a_vip_on_ingress_first_in_either_mode() {
     let mut st = with_ingress();
     apply(&mut st, Action::CreateNetwork(front())).unwrap();
-    let e = create(&mut st, "s1", spec("web", VIP, vec![port(8080, 80)], &["n1"])).unwrap();
-    let nets: Vec<&str> = e.virtual_ips.iter().map(|v| v.network_id.as_str()).collect();
+    let e = create(
+        &mut st,
+        "s1",
+        spec("web", VIP, vec![port(8080, 80)], &["n1"]),
+    )
+    .unwrap();
+    let nets: Vec<&str> = e
+        .virtual_ips
+        .iter()
+        .map(|v| v.network_id.as_str())
+        .collect();
     assert_eq!(nets, ["ing", "n1"]);
     // dnsrr (the validator refuses it with ingress ports, but the allocator does not rely on
     // that): the ingress VIP only, for the routing mesh.
@@ -374,8 +383,13 @@ fn routing_mesh_ports_get_a_vip_on_ingress_first_in_either_mode() {
 #[test]
 fn routing_mesh_ports_without_an_ingress_network_are_refused() {
     let st = StoreState::default();
-    let err = allocate_endpoint(&st, "s1", &spec("web", VIP, vec![port(8080, 80)], &[]), None)
-        .unwrap_err();
+    let err = allocate_endpoint(
+        &st,
+        "s1",
+        &spec("web", VIP, vec![port(8080, 80)], &[]),
+        None,
+    )
+    .unwrap_err();
     assert_eq!(
         err,
         EndpointAllocError::NoIngressNetwork {
@@ -384,7 +398,8 @@ fn routing_mesh_ports_without_an_ingress_network_are_refused() {
         }
     );
     assert!(
-        err.to_string().contains("network create --driver overlay --ingress"),
+        err.to_string()
+            .contains("network create --driver overlay --ingress"),
         "{err}"
     );
     let host = PortConfig {
@@ -426,7 +441,11 @@ fn node_addresses_are_taken_for_vips() {
     assert_eq!(vips(&e), ["198.18.16.3/24"]);
     // The store refuses a VIP that is a node's address.
     let mut stale = st.services["s1"].clone();
-    if let Some(v) = stale.endpoint.as_mut().and_then(|e| e.virtual_ips.first_mut()) {
+    if let Some(v) = stale
+        .endpoint
+        .as_mut()
+        .and_then(|e| e.virtual_ips.first_mut())
+    {
         v.addr = "198.18.16.2/24".into();
     }
     let err = apply(&mut st, Action::UpdateService(stale)).unwrap_err();

@@ -332,5 +332,8 @@ fn no_ingress_network_no_node_addresses_and_a_new_one_gives_new_ones() {
     let Some(Action::AllocateNode(x)) = &actions[0].action else {
         panic!("not a node allocation: {actions:?}");
     };
-    assert_eq!(x.attachments[0].network.as_ref().map(|n| n.id.as_str()), Some("ing2"));
+    assert_eq!(
+        x.attachments[0].network.as_ref().map(|n| n.id.as_str()),
+        Some("ing2")
+    );
 }

@@ -67,7 +67,10 @@ impl StoreState {
 
     /// The ingress network stays while a service publishes a port through it.
     pub(super) fn check_ingress_unused(&self, network_id: &str) -> Result<(), ApplyError> {
-        let Some(network) = self.networks.get(network_id).filter(|n| is_ingress_network(n))
+        let Some(network) = self
+            .networks
+            .get(network_id)
+            .filter(|n| is_ingress_network(n))
         else {
             return Ok(());
         };

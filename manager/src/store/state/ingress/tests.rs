@@ -219,7 +219,9 @@ fn one_ingress_network_kept_while_services_publish_through_it() {
     )
     .unwrap_err();
     assert_eq!(err, ApplyError::IngressExists("ingress".into()));
-    assert!(err.to_string().starts_with("an ingress network already exists: ingress"));
+    assert!(err
+        .to_string()
+        .starts_with("an ingress network already exists: ingress"));
     apply(&mut st, Action::CreateService(publisher("s1", "web"))).unwrap();
     apply(&mut st, Action::CreateService(publisher("s22", "api"))).unwrap();
     let err = apply(&mut st, Action::DeleteNetwork("ing".into())).unwrap_err();
