@@ -500,7 +500,8 @@ mod tests {
         let mut st = state(vec![published, host_only], vec![ready("n1")], vec![]);
         st.networks.insert("ing".into(), ingress.clone());
         let p = plan(&st, 0);
-        let networks: Vec<(String, Vec<(String, bool, Vec<String>)>)> = p
+        type Attachment = (String, bool, Vec<String>);
+        let networks: Vec<(String, Vec<Attachment>)> = p
             .actions
             .iter()
             .filter_map(|a| match &a.action {

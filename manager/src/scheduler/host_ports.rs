@@ -64,7 +64,7 @@ mod tests {
         }
     }
 
-    fn task(id: &str, service: &str, node: &str, state: TaskState, ports: &[PortConfig]) -> Task {
+    fn task(id: &str, service: &str, node: &str, state: TaskState, ports: Vec<PortConfig>) -> Task {
         Task {
             id: id.into(),
             service_id: service.into(),
@@ -76,7 +76,7 @@ mod tests {
                 ..Default::default()
             }),
             endpoint: Some(Endpoint {
-                ports: ports.to_vec(),
+                ports,
                 ..Default::default()
             }),
             ..Default::default()
@@ -111,8 +111,10 @@ mod tests {
         }
     }
 
+    type Pairs = Vec<(String, String)>;
+
     /// (task, node) assigned and (task, reason) left pending.
-    fn outcome(st: &StoreState) -> (Vec<(String, String)>, Vec<(String, String)>) {
+    fn outcome(st: &StoreState) -> (Pairs, Pairs) {
         let (mut assigned, mut pending) = (Vec::new(), Vec::new());
         for a in plan(st, 0) {
             match a.action {
@@ -137,8 +139,8 @@ mod tests {
             &["a", "b"],
             vec![
                 // Another service's live task holds 8080/tcp on a.
-                task("o1", "other", "a", TaskState::Running, &[p.clone()]),
-                task("t1", "s", "", TaskState::Pending, &[p.clone()]),
+                task("o1", "other", "a", TaskState::Running, vec![p.clone()]),
+                task("t1", "s", "", TaskState::Pending, vec![p.clone()]),
             ],
         );
         assert_eq!(outcome(&st), (vec![pair("t1", "b")], vec![]));
@@ -150,9 +152,9 @@ mod tests {
         let st = state(
             &["a", "b"],
             vec![
-                task("t1", "s", "", TaskState::Pending, &[p.clone()]),
-                task("t2", "s", "", TaskState::Pending, &[p.clone()]),
-                task("t3", "s", "", TaskState::Pending, &[p.clone()]),
+                task("t1", "s", "", TaskState::Pending, vec![p.clone()]),
+                task("t2", "s", "", TaskState::Pending, vec![p.clone()]),
+                task("t3", "s", "", TaskState::Pending, vec![p.clone()]),
             ],
         );
         assert_eq!(
@@ -170,7 +172,7 @@ mod tests {
     #[test]
     fn other_protocols_ingress_ports_and_finished_or_stopping_tasks_do_not_conflict() {
         let host = port(8080, HOST, 0);
-        let mut stopping = task("o3", "other", "a", TaskState::Running, &[host.clone()]);
+        let mut stopping = task("o3", "other", "a", TaskState::Running, vec![host.clone()]);
         stopping.desired_state = TaskState::Shutdown as i32;
         let st = state(
             &["a"],
@@ -180,13 +182,19 @@ mod tests {
                     "other",
                     "a",
                     TaskState::Running,
-                    &[port(8080, HOST, UDP)],
+                    vec![port(8080, HOST, UDP)],
                 ),
-                task("o2", "other", "a", TaskState::Failed, &[host.clone()]),
+                task("o2", "other", "a", TaskState::Failed, vec![host.clone()]),
                 stopping,
                 // An ingress port is not bound per node by the task.
-                task("o4", "other", "a", TaskState::Running, &[port(8080, 0, 0)]),
-                task("t1", "s", "", TaskState::Pending, &[host]),
+                task(
+                    "o4",
+                    "other",
+                    "a",
+                    TaskState::Running,
+                    vec![port(8080, 0, 0)],
+                ),
+                task("t1", "s", "", TaskState::Pending, vec![host]),
             ],
         );
         assert_eq!(outcome(&st), (vec![pair("t1", "a")], vec![]));
@@ -198,8 +206,8 @@ mod tests {
         let st = state(
             &["a"],
             vec![
-                task("o1", "other", "a", TaskState::Running, &[p.clone()]),
-                task("g1", "s", "a", TaskState::New, &[p]),
+                task("o1", "other", "a", TaskState::Running, vec![p.clone()]),
+                task("g1", "s", "a", TaskState::New, vec![p]),
             ],
         );
         assert_eq!(
