@@ -63,6 +63,20 @@ impl Task {
             })
     }
 
+    /// Whether the task was created for the service's current published ports and endpoint
+    /// mode (its `endpoint`, copied at creation, against the service's): the rest of what
+    /// makes a task "up to date". Not the VIPs, which move only with the networks; no
+    /// endpoint counts as VIP mode without ports.
+    pub fn has_endpoint_of(&self, service: &Service) -> bool {
+        fn key(e: Option<&Endpoint>) -> (i32, &[PortConfig]) {
+            let mode = e
+                .and_then(|e| e.spec.as_ref())
+                .map_or(endpoint_spec::Mode::Vip as i32, |s| s.mode);
+            (mode, e.map_or(&[][..], |e| &e.ports[..]))
+        }
+        key(self.endpoint.as_ref()) == key(service.endpoint.as_ref())
+    }
+
     /// Docker's task name, which its container and DNS answer to: `SERVICE.SLOT.TASKID` for a
     /// replicated task, `SERVICE.NODEID.TASKID` for a global one (slot 0).
     pub fn name(&self) -> String {

@@ -107,8 +107,8 @@ pub fn bar(current: usize, total: usize) -> String {
     )
 }
 
-/// One look at the service's tasks. Tasks count when their container spec and networks are the
-/// service's current ones (docker's "up to date"): scaling leaves the existing tasks valid, a new spec does
+/// One look at the service's tasks. Tasks count when their container spec, networks and
+/// published ports are the service's current ones (docker's "up to date"): scaling leaves the existing tasks valid, a new spec does
 /// not. Only failures of tasks created at or after `since_ms` (the change being waited for)
 /// count towards giving up.
 pub fn assess(service: &Service, tasks: &[Task], since_ms: i64) -> Assessment {
@@ -117,7 +117,9 @@ pub fn assess(service: &Service, tasks: &[Task], since_ms: i64) -> Assessment {
     let name = spec.name.as_str();
     let restart = spec.restart.unwrap_or_default();
     let condition = Condition::try_from(restart.condition).unwrap_or(Condition::Any);
-    let up_to_date = |t: &Task| t.spec == spec.container && t.has_networks_of(&spec);
+    let up_to_date = |t: &Task| {
+        t.spec == spec.container && t.has_networks_of(&spec) && t.has_endpoint_of(service)
+    };
     let live = |t: &Task| t.desired() <= TaskState::Running && !t.state().is_terminal();
 
     let mut by_slot: HashMap<u64, Vec<&Task>> = HashMap::new();

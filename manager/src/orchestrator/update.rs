@@ -28,7 +28,7 @@
 //! The step is a pure function of the store, like the rest of the orchestrator: a leader change
 //! mid-rollout simply carries on from what the tasks show.
 
-use shoal_proto::{endpoint_spec, Endpoint, PortConfig, Service, Task, TaskState};
+use shoal_proto::{Service, Task, TaskState};
 
 /// Whether `t` runs a container spec other than the service's current one, is attached to
 /// other networks (or with other aliases) than the service now names, or was created for
@@ -39,19 +39,7 @@ pub(crate) fn outdated(service: &Service, t: &Task) -> bool {
         .spec
         .as_ref()
         .map_or(t.networks.is_empty(), |s| t.has_networks_of(s));
-    t.spec.as_ref() != current
-        || !same_networks
-        || endpoint_key(t.endpoint.as_ref()) != endpoint_key(service.endpoint.as_ref())
-}
-
-/// What of an endpoint a task depends on: its ports as allocated and the endpoint mode. Not
-/// the VIPs (the service's own, moved only with its networks, which count already); no
-/// endpoint is VIP mode without ports, so tasks from before endpoints existed stay current.
-fn endpoint_key(e: Option<&Endpoint>) -> (i32, &[PortConfig]) {
-    let mode = e
-        .and_then(|e| e.spec.as_ref())
-        .map_or(endpoint_spec::Mode::Vip as i32, |s| s.mode);
-    (mode, e.map_or(&[][..], |e| &e.ports[..]))
+    t.spec.as_ref() != current || !same_networks || !t.has_endpoint_of(service)
 }
 
 /// An old-spec task that was shut down and is still stopping on a node: under stop-first its
