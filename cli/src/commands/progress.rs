@@ -541,6 +541,42 @@ mod tests {
     }
 
     #[test]
+    fn tasks_for_other_ports_do_not_count_and_ingress_is_not_a_spec_network() {
+        let port = |published: u32| shoal_proto::PortConfig {
+            target_port: 80,
+            published_port: published,
+            ..Default::default()
+        };
+        let mut s = service(1, Condition::Any);
+        s.endpoint = Some(shoal_proto::Endpoint {
+            ports: vec![port(8081)],
+            ..Default::default()
+        });
+        let mut t = task("a", 1, 10, Running, Running);
+        t.endpoint = Some(shoal_proto::Endpoint {
+            ports: vec![port(8080)],
+            ..Default::default()
+        });
+        assert!(!assess(&s, std::slice::from_ref(&t), 0).converged);
+        t.endpoint = s.endpoint.clone();
+        // The routing mesh's attachment comes with the ports, not the spec's networks.
+        t.networks = vec![shoal_proto::NetworkAttachment {
+            network: Some(shoal_proto::Network {
+                id: "ing".into(),
+                spec: Some(shoal_proto::NetworkSpec {
+                    name: "ingress".into(),
+                    ingress: true,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            address: "198.18.128.3/24".into(),
+            aliases: vec![],
+        }];
+        assert!(assess(&s, &[t], 0).converged);
+    }
+
+    #[test]
     fn image_rejection_is_fatal_at_once() {
         let tasks = vec![failed(
             "a",
