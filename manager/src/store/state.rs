@@ -340,6 +340,13 @@ impl StoreState {
                     });
                 }
                 let mut n = n.clone();
+                // A node's own addresses are the allocator's (`allocate_node`): a node update
+                // never changes them, whatever copy it was made from.
+                n.attachments = self
+                    .nodes
+                    .get(&n.id)
+                    .map(|o| o.attachments.clone())
+                    .unwrap_or_default();
                 stamp(&mut n.meta, index);
                 undo.push(Undo::Node(n.id.clone(), self.nodes.insert(n.id.clone(), n)));
             }

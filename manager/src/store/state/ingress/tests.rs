@@ -239,6 +239,18 @@ fn one_ingress_network_kept_while_services_publish_through_it() {
 }
 
 #[test]
+fn node_updates_leave_the_nodes_addresses_alone() {
+    let mut st = swarm();
+    apply(&mut st, give_node("a", &[("ing", "198.18.16.2/24")])).unwrap();
+    let mut updated = st.nodes["a"].clone();
+    updated.labels.insert("zone".into(), "east".into());
+    updated.attachments.clear();
+    apply(&mut st, Action::PutNode(updated)).unwrap();
+    assert_eq!(st.nodes["a"].labels["zone"], "east");
+    assert_eq!(st.nodes["a"].attachments[0].address, "198.18.16.2/24");
+}
+
+#[test]
 fn node_addresses_go_with_the_node_and_with_the_network() {
     let mut st = swarm();
     apply(&mut st, give_node("a", &[("ing", "198.18.16.2/24")])).unwrap();
