@@ -37,6 +37,11 @@ pub enum ManagerError {
     Bootstrap(#[from] StoreError),
     #[error("could not create the cluster CA: {0}")]
     Ca(#[from] shoal_tls::TlsError),
+    #[error(
+        "could not allocate the ingress network from the address pool: {0}; choose another \
+         --default-addr-pool"
+    )]
+    Ingress(String),
 }
 
 pub struct ManagerConfig {
@@ -172,8 +177,9 @@ impl Manager {
         })
     }
 
-    /// Writes the cluster object (with its root CA) and this node as its first manager,
-    /// once: a manager that restarts from its log already has them.
+    /// Writes the cluster object (with its root CA), this node as its first manager and the
+    /// ingress network (docker's `ingress`, the routing mesh's), in one entry, once: a manager
+    /// that restarts from its log already has them.
     pub async fn bootstrap(
         &self,
         node_id: &str,
@@ -186,6 +192,8 @@ impl Manager {
         if self.store.view(|st| st.cluster.is_some()) {
             return Ok(());
         }
+        let ingress = crate::controlapi::initial_ingress(addr_pool)
+            .map_err(|e| ManagerError::Ingress(e.message().to_string()))?;
         let now = now_ms();
         let meta = Some(Meta {
             version: 0,
@@ -230,6 +238,9 @@ impl Manager {
                 },
                 StoreAction {
                     action: Some(Action::PutNode(node)),
+                },
+                StoreAction {
+                    action: Some(Action::CreateNetwork(ingress)),
                 },
             ])
             .await?;

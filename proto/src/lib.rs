@@ -48,12 +48,33 @@ impl Task {
 
     /// Whether the task is attached to the networks `spec` names, in order and with the same
     /// aliases (by network ID, as stored): part of what makes a task "up to date" for the
-    /// orchestrator's rolling update and the CLI's progress display.
+    /// orchestrator's rolling update and the CLI's progress display. The ingress network's
+    /// attachment (first, for a service with routing-mesh ports) is not the spec's: it follows
+    /// the published ports, which the task's `endpoint` records.
     pub fn has_networks_of(&self, spec: &ServiceSpec) -> bool {
-        spec.networks.len() == self.networks.len()
-            && spec.networks.iter().zip(&self.networks).all(|(w, a)| {
+        let own: Vec<&NetworkAttachment> = self
+            .networks
+            .iter()
+            .filter(|a| !is_ingress_attachment(a))
+            .collect();
+        spec.networks.len() == own.len()
+            && spec.networks.iter().zip(own).all(|(w, a)| {
                 a.network.as_ref().is_some_and(|n| n.id == w.target) && a.aliases == w.aliases
             })
+    }
+
+    /// Whether the task was created for the service's current published ports and endpoint
+    /// mode (its `endpoint`, copied at creation, against the service's): the rest of what
+    /// makes a task "up to date". Not the VIPs, which move only with the networks; no
+    /// endpoint counts as VIP mode without ports.
+    pub fn has_endpoint_of(&self, service: &Service) -> bool {
+        fn key(e: Option<&Endpoint>) -> (i32, &[PortConfig]) {
+            let mode = e
+                .and_then(|e| e.spec.as_ref())
+                .map_or(endpoint_spec::Mode::Vip as i32, |s| s.mode);
+            (mode, e.map_or(&[][..], |e| &e.ports[..]))
+        }
+        key(self.endpoint.as_ref()) == key(service.endpoint.as_ref())
     }
 
     /// Docker's task name, which its container and DNS answer to: `SERVICE.SLOT.TASKID` for a
@@ -65,6 +86,15 @@ impl Task {
             format!("{}.{}.{}", self.service_name, self.slot, self.id)
         }
     }
+}
+
+/// Whether an attachment is to the ingress network (the routing mesh's), by the network copy
+/// it carries.
+pub fn is_ingress_attachment(a: &NetworkAttachment) -> bool {
+    a.network
+        .as_ref()
+        .and_then(|n| n.spec.as_ref())
+        .is_some_and(|s| s.ingress)
 }
 
 pub mod leader_hint;

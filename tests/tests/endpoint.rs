@@ -3,8 +3,11 @@
 //! removed service frees its port), `--network` in vip mode gives the service a VIP from the
 //! network's subnet that no task holds, dnsrr gives none, and bad `--publish` values are
 //! refused with what was wrong, storing nothing. `service ls` and `service inspect` show it as
-//! docker does. These check what the managers record; the data path (load balancing, routing
-//! mesh) is not built yet. Every address is inside 198.18.0.0/15.
+//! docker does. Swarm init makes the `ingress` network (the routing mesh's): services with
+//! routing-mesh ports get a VIP on it and their tasks an address, it cannot be named by a
+//! service nor removed while a service publishes through it, and a change of ports alone
+//! replaces the tasks. These check what the managers record; the data path is tested apart.
+//! Every address is inside 198.18.0.0/15.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -134,6 +137,10 @@ fn bad_publish_values_are_refused_and_store_nothing() {
             "port published with ingress mode can't be used with dnsrr mode",
         ),
         ("--endpoint-mode roundrobin", "invalid endpoint mode"),
+        (
+            "--publish mode=host,target=80",
+            "mode=host,published=P,target=80",
+        ),
     ] {
         let err = host.shoal_err(&words(&format!(
             "service create -d --name bad {flags} busybox sleep 600"
@@ -211,4 +218,139 @@ fn vip_mode_gives_a_vip_no_task_holds_and_dnsrr_none() {
         !tasks.contains(&again),
         "the VIP {again} is a task's: {tasks:?}"
     );
+}
+
+fn inspect_network(host: &ShoalHost, name: &str) -> Value {
+    let out = host.shoal_ok(&["network", "inspect", name]);
+    let all: Value = serde_json::from_str(&out).expect("network inspect prints JSON");
+    all[0].clone()
+}
+
+/// The addresses of the live tasks `network inspect` shows on `name`.
+fn attached(host: &ShoalHost, name: &str) -> BTreeSet<String> {
+    inspect_network(host, name)["Containers"]
+        .as_object()
+        .map(|m| {
+            m.values()
+                .filter_map(|e| e["IPv4Address"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn swarm_init_makes_the_ingress_network_and_it_guards_the_routing_mesh() {
+    let host = ShoalHost::start_swarm();
+    let ls = host.shoal_ok(&words("network ls"));
+    let row = ls
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("ingress"))
+        .unwrap_or_else(|| panic!("no ingress in network ls:\n{ls}"));
+    assert!(row.contains("overlay") && row.contains("swarm"), "{row}");
+    let ingress = inspect_network(&host, "ingress");
+    assert_eq!(ingress["Ingress"], true, "{ingress:#}");
+    // The first subnet of the swarm's address pool (the harness's 198.18.128.0/17).
+    assert_eq!(ingress["IPAM"]["Config"][0]["Subnet"], "198.18.128.0/24");
+    let ingress_id = ingress["Id"].as_str().unwrap_or_default().to_string();
+
+    // One ingress network; services never name it.
+    let err = host.shoal_err(&words("network create --ingress mesh"));
+    assert!(
+        err.contains("an ingress network already exists: ingress"),
+        "{err}"
+    );
+    let err = host.shoal_err(&words(
+        "service create -d --name bad --network ingress busybox sleep 600",
+    ));
+    assert!(
+        err.contains("service cannot be explicitly attached to the ingress network"),
+        "{err}"
+    );
+    assert!(host.service_ls().is_empty());
+
+    // A routing-mesh port: a VIP on ingress, and the task gets an address on it.
+    host.shoal_ok(&words(
+        "service create -d --name web --publish 8080:80 busybox sleep 600",
+    ));
+    let web = inspect_service(&host, "web");
+    let vips = web["Endpoint"]["VirtualIPs"].clone();
+    assert_eq!(vips[0]["NetworkID"], ingress_id.as_str(), "{web:#}");
+    let vip = vips[0]["Addr"].as_str().unwrap_or_default().to_string();
+    assert!(vip.starts_with("198.18.128."), "{vip}");
+    host.wait_for(Duration::from_secs(30), "web's task on ingress", || {
+        attached(&host, "ingress").len() == 1
+    });
+    assert!(!attached(&host, "ingress").contains(&vip));
+
+    // Not removed while web publishes through it.
+    let err = host.shoal_err(&words("network rm ingress"));
+    assert!(
+        err.contains("ingress-mode published ports") && err.contains("web"),
+        "{err}"
+    );
+    // Once nothing publishes, it may go (when the task has stopped), as docker allows.
+    host.shoal_ok(&words("service rm web"));
+    host.wait_for(
+        Duration::from_secs(30),
+        "network rm ingress once web's task stopped",
+        || host.shoal(&words("network rm ingress")).status.success(),
+    );
+    // Without one, routing-mesh ports are refused with what to do; host mode needs none.
+    let err = host.shoal_err(&words(
+        "service create -d --name web --publish 8080:80 busybox sleep 600",
+    ));
+    assert!(
+        err.contains("no ingress network")
+            && err.contains("network create --driver overlay --ingress"),
+        "{err}"
+    );
+    assert!(host.service_ls().is_empty());
+    host.shoal_ok(&words(
+        "service create -d --name local --publish mode=host,published=9090,target=90 busybox \
+         sleep 600",
+    ));
+    // `network create --ingress` makes a new one; publishing works again.
+    host.shoal_ok(&words("network create --ingress mesh"));
+    assert_eq!(inspect_network(&host, "mesh")["Ingress"], true);
+    host.shoal_ok(&words(
+        "service create -d --name web --publish 8080:80 busybox sleep 600",
+    ));
+    let mesh_id = inspect_network(&host, "mesh")["Id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        inspect_service(&host, "web")["Endpoint"]["VirtualIPs"][0]["NetworkID"],
+        mesh_id.as_str()
+    );
+}
+
+#[test]
+fn a_change_of_ports_alone_replaces_the_tasks() {
+    let host = ShoalHost::start_swarm();
+    host.shoal_ok(&words(
+        "service create -d --name web --replicas 2 --publish 8080:80 busybox sleep 600",
+    ));
+    let running_ids = |host: &ShoalHost| -> BTreeSet<String> {
+        host.running_containers_of("web")
+            .iter()
+            .filter_map(|c| c.task_id().map(String::from))
+            .collect()
+    };
+    let mut first = BTreeSet::new();
+    host.wait_for(Duration::from_secs(60), "two web tasks running", || {
+        first = running_ids(&host);
+        first.len() == 2
+    });
+    host.shoal_ok(&words("service update -d --publish-add 8081:81 web"));
+    host.wait_for(
+        Duration::from_secs(90),
+        "both tasks replaced after a ports-only update",
+        || {
+            let now = running_ids(&host);
+            now.len() == 2 && now.is_disjoint(&first)
+        },
+    );
+    let ports = inspect_service(&host, "web")["Endpoint"]["Ports"].clone();
+    assert_eq!(ports[1]["PublishedPort"], 8081, "{ports:#}");
 }

@@ -52,15 +52,19 @@ fn networks_are_created_listed_inspected_and_removed() {
         "network create --subnet 198.18.65.0/24 --gateway 198.18.65.254 --attachable back",
     ));
 
+    // With swarm init's `ingress`, the routing mesh's network.
     let listed = networks(&host);
-    assert_eq!(listed.keys().collect::<Vec<_>>(), ["back", "front"]);
+    assert_eq!(
+        listed.keys().collect::<Vec<_>>(),
+        ["back", "front", "ingress"]
+    );
     for row in listed.values() {
         assert_eq!(row["DRIVER"], "overlay");
         assert_eq!(row["SCOPE"], "swarm");
     }
     assert!(id.starts_with(&listed["front"]["NETWORK ID"]));
     let quiet = host.shoal_ok(&["network", "ls", "-q"]);
-    assert_eq!(quiet.lines().count(), 2, "{quiet}");
+    assert_eq!(quiet.lines().count(), 3, "{quiet}");
 
     let front = inspect(&host, "front");
     assert_eq!(front["Name"], "front");
@@ -82,7 +86,10 @@ fn networks_are_created_listed_inspected_and_removed() {
 
     let removed = host.shoal_ok(&["network", "rm", "front"]);
     assert_eq!(removed.trim(), "front");
-    assert_eq!(networks(&host).keys().collect::<Vec<_>>(), ["back"]);
+    assert_eq!(
+        networks(&host).keys().collect::<Vec<_>>(),
+        ["back", "ingress"]
+    );
     let err = host.shoal_err(&["network", "inspect", "front"]);
     assert!(err.contains("front"), "{err}");
     // Its subnet is free again.
@@ -104,8 +111,9 @@ fn bad_network_input_is_refused_and_creates_nothing() {
             &["198.18.64.128/25", "overlaps", "front"],
         ),
         (
+            // Overlaps front and ingress both; either may be named.
             "network create --subnet 198.18.0.0/15 back",
-            &["overlaps", "front"],
+            &["overlaps", "198.18.0.0/15"],
         ),
         (
             "network create --subnet nonsense back",
@@ -168,15 +176,17 @@ fn subnets_come_from_the_swarms_address_pool() {
     // The harness's `swarm init` passes --default-addr-pool TEST_ADDR_POOL (198.18.128.0/17).
     let host = ShoalHost::start_swarm();
     host.shoal_ok(&words("network create first"));
-    host.shoal_ok(&words("network create --subnet 198.18.129.0/24 mine"));
+    host.shoal_ok(&words("network create --subnet 198.18.130.0/24 mine"));
     host.shoal_ok(&words("network create third"));
     let subnet = |name: &str| inspect(&host, name)["IPAM"]["Config"][0]["Subnet"].clone();
-    assert_eq!(subnet("first"), "198.18.128.0/24");
+    // Swarm init's ingress network took the pool's first subnet.
+    assert_eq!(subnet("ingress"), "198.18.128.0/24");
+    assert_eq!(subnet("first"), "198.18.129.0/24");
     // The user's subnet inside the pool is skipped by the allocator.
-    assert_eq!(subnet("third"), "198.18.130.0/24");
+    assert_eq!(subnet("third"), "198.18.131.0/24");
     assert_eq!(
         inspect(&host, "third")["IPAM"]["Config"][0]["Gateway"],
-        "198.18.130.1"
+        "198.18.131.1"
     );
 
     // A pool the flags describe wrongly is refused before anything starts.

@@ -107,8 +107,8 @@ pub fn bar(current: usize, total: usize) -> String {
     )
 }
 
-/// One look at the service's tasks. Tasks count when their container spec and networks are the
-/// service's current ones (docker's "up to date"): scaling leaves the existing tasks valid, a new spec does
+/// One look at the service's tasks. Tasks count when their container spec, networks and
+/// published ports are the service's current ones (docker's "up to date"): scaling leaves the existing tasks valid, a new spec does
 /// not. Only failures of tasks created at or after `since_ms` (the change being waited for)
 /// count towards giving up.
 pub fn assess(service: &Service, tasks: &[Task], since_ms: i64) -> Assessment {
@@ -117,7 +117,9 @@ pub fn assess(service: &Service, tasks: &[Task], since_ms: i64) -> Assessment {
     let name = spec.name.as_str();
     let restart = spec.restart.unwrap_or_default();
     let condition = Condition::try_from(restart.condition).unwrap_or(Condition::Any);
-    let up_to_date = |t: &Task| t.spec == spec.container && t.has_networks_of(&spec);
+    let up_to_date = |t: &Task| {
+        t.spec == spec.container && t.has_networks_of(&spec) && t.has_endpoint_of(service)
+    };
     let live = |t: &Task| t.desired() <= TaskState::Running && !t.state().is_terminal();
 
     let mut by_slot: HashMap<u64, Vec<&Task>> = HashMap::new();
@@ -533,6 +535,42 @@ mod tests {
                 ..Default::default()
             }),
             address: "198.18.128.2/24".into(),
+            aliases: vec![],
+        }];
+        assert!(assess(&s, &[t], 0).converged);
+    }
+
+    #[test]
+    fn tasks_for_other_ports_do_not_count_and_ingress_is_not_a_spec_network() {
+        let port = |published: u32| shoal_proto::PortConfig {
+            target_port: 80,
+            published_port: published,
+            ..Default::default()
+        };
+        let mut s = service(1, Condition::Any);
+        s.endpoint = Some(shoal_proto::Endpoint {
+            ports: vec![port(8081)],
+            ..Default::default()
+        });
+        let mut t = task("a", 1, 10, Running, Running);
+        t.endpoint = Some(shoal_proto::Endpoint {
+            ports: vec![port(8080)],
+            ..Default::default()
+        });
+        assert!(!assess(&s, std::slice::from_ref(&t), 0).converged);
+        t.endpoint = s.endpoint.clone();
+        // The routing mesh's attachment comes with the ports, not the spec's networks.
+        t.networks = vec![shoal_proto::NetworkAttachment {
+            network: Some(shoal_proto::Network {
+                id: "ing".into(),
+                spec: Some(shoal_proto::NetworkSpec {
+                    name: "ingress".into(),
+                    ingress: true,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            address: "198.18.128.3/24".into(),
             aliases: vec![],
         }];
         assert!(assess(&s, &[t], 0).converged);

@@ -6,7 +6,10 @@
 //!   given as 0 gets the lowest free one of 30000-32767; host-mode ports are not reserved
 //!   cluster-wide (they are bound only where a task runs);
 //! - a VIP is an address of its network's subnet, from the same address space as the task
-//!   addresses (so no task ever gets a VIP, nor a VIP a task's address);
+//!   addresses and the nodes' own (so no task or node ever gets a VIP, nor a VIP theirs);
+//! - a service with routing-mesh ports has a VIP on the ingress network too, first, in either
+//!   endpoint mode (the routing mesh balances over its tasks there, as docker's); it is refused
+//!   when there is no ingress network;
 //! - an update keeps what did not change: the ports chosen for `--publish 80` and the VIPs on
 //!   networks the service stays on. What is not carried over is free once the entry applies,
 //!   as is everything of a removed service.
@@ -47,6 +50,12 @@ pub enum EndpointAllocError {
     NoFreeAddress(String),
     #[error("network {network}: {error}")]
     Ipam { network: String, error: IpamError },
+    #[error(
+        "port {port}/{protocol} is published through the routing mesh, but the swarm has no \
+         ingress network: create one with `shoal network create --driver overlay --ingress \
+         ingress`, or publish with mode=host"
+    )]
+    NoIngressNetwork { port: u32, protocol: &'static str },
 }
 
 /// The endpoint for `spec` of service `service_id`, keeping what `current` (the stored
@@ -132,20 +141,30 @@ fn allocate_ports(
     Ok(out)
 }
 
-/// One VIP per network of the spec in `vip` mode (none in `dnsrr` mode), in the spec's order.
+/// One VIP on the ingress network when the spec publishes a port through the routing mesh,
+/// then one per network of the spec in `vip` mode (none in `dnsrr` mode), in the spec's order.
 fn allocate_vips(
     st: &StoreState,
     service_id: &str,
     spec: &ServiceSpec,
     current: Option<&Endpoint>,
 ) -> Result<Vec<VirtualIp>, EndpointAllocError> {
-    if !wants_vips(spec) {
-        return Ok(Vec::new());
+    let mut wanted: Vec<&str> = Vec::with_capacity(spec.networks.len() + 1);
+    if let Some(p) = ports(spec).iter().find(|p| is_ingress(p)) {
+        let ingress = st
+            .ingress_network()
+            .ok_or(EndpointAllocError::NoIngressNetwork {
+                port: p.published_port,
+                protocol: protocol_name(p.protocol),
+            })?;
+        wanted.push(&ingress.id);
+    }
+    if wants_vips(spec) {
+        wanted.extend(spec.networks.iter().map(|n| n.target.as_str()));
     }
     let held = current.map_or(&[][..], |e| &e.virtual_ips[..]);
-    let mut out = Vec::with_capacity(spec.networks.len());
-    for n in &spec.networks {
-        let id = n.target.as_str();
+    let mut out = Vec::with_capacity(wanted.len());
+    for id in wanted {
         let network = st
             .networks
             .get(id)
@@ -181,7 +200,7 @@ fn allocate_vips(
     Ok(out)
 }
 
-/// The addresses of network `network_id` that live tasks and other services' VIPs hold.
+/// The addresses of network `network_id` that live tasks, nodes and other services' VIPs hold.
 fn taken_addresses(st: &StoreState, network_id: &str, service_id: &str) -> BTreeSet<Ipv4Addr> {
     let tasks = st
         .tasks
@@ -190,7 +209,22 @@ fn taken_addresses(st: &StoreState, network_id: &str, service_id: &str) -> BTree
         .flat_map(|t| t.networks.iter())
         .filter(|a| attachment_network_id(a) == network_id)
         .filter_map(attachment_ip);
-    tasks.chain(vips_on(st, network_id, service_id)).collect()
+    tasks
+        .chain(node_addresses_on(st, network_id))
+        .chain(vips_on(st, network_id, service_id))
+        .collect()
+}
+
+/// The nodes' own addresses on `network_id` (their routing-mesh load balancers').
+pub fn node_addresses_on<'a>(
+    st: &'a StoreState,
+    network_id: &'a str,
+) -> impl Iterator<Item = Ipv4Addr> + 'a {
+    st.nodes
+        .values()
+        .flat_map(|n| n.attachments.iter())
+        .filter(move |a| attachment_network_id(a) == network_id)
+        .filter_map(attachment_ip)
 }
 
 /// The VIPs on `network_id` of every service but `except` (all of them with "").

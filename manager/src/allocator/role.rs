@@ -14,6 +14,11 @@
 //!
 //! A task that cannot be allocated (its network was removed, or has no free address) stays NEW
 //! with the reason as its status error, which `service ps` shows, and is tried again each round.
+//!
+//! Nodes get their own address on the ingress network the same way (`allocate_node`), one per
+//! node, for their routing-mesh load balancer: node and task addresses share the network's
+//! address space, so each counts as taken for the other. A node's address is freed with the
+//! node (`node rm`) or the network; a new ingress network gives every node a new one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -22,7 +27,8 @@ use std::time::Duration;
 
 use ipnet::Ipv4Net;
 use shoal_proto::{
-    store_action::Action, Network, NetworkAttachment, StoreAction, Task, TaskAllocation, TaskState,
+    store_action::Action, Network, NetworkAttachment, Node, NodeAllocation, StoreAction, Task,
+    TaskAllocation, TaskState,
 };
 use tokio::sync::watch;
 use tracing::warn;
@@ -61,6 +67,7 @@ impl TaskAllocator {
     /// is refused the next round's sync releases them.
     pub fn plan(&mut self, st: &StoreState) -> Vec<StoreAction> {
         self.sync(st);
+        let mut actions = self.plan_nodes(st);
         let mut waiting: Vec<&Task> = st.tasks.values().filter(|t| needs_allocation(t)).collect();
         waiting.sort_by_key(|t| {
             (
@@ -69,7 +76,6 @@ impl TaskAllocator {
                 t.id.as_str(),
             )
         });
-        let mut actions = Vec::new();
         for task in waiting {
             let alloc = match self.allocate(st, task) {
                 Ok(networks) => TaskAllocation {
@@ -92,6 +98,41 @@ impl TaskAllocator {
             actions.push(StoreAction {
                 action: Some(Action::AllocateTask(alloc)),
             });
+        }
+        actions
+    }
+
+    /// An `allocate_node` for every node without an address on the ingress network (if there
+    /// is one), nodes by ID.
+    fn plan_nodes(&mut self, st: &StoreState) -> Vec<StoreAction> {
+        let Some(ingress) = st.ingress_network() else {
+            return Vec::new();
+        };
+        let missing = |n: &&Node| {
+            !n.attachments
+                .iter()
+                .any(|a| attachment_network_id(a) == ingress.id && attachment_ip(a).is_some())
+        };
+        let mut actions = Vec::new();
+        for node in st.nodes.values().filter(missing) {
+            let wanted = NetworkAttachment {
+                network: Some(Network {
+                    id: ingress.id.clone(),
+                    ..Default::default()
+                }),
+                address: String::new(),
+                aliases: Vec::new(),
+            };
+            match self.allocate_one(st, &wanted) {
+                Ok((attachment, _)) => actions.push(StoreAction {
+                    action: Some(Action::AllocateNode(NodeAllocation {
+                        node_id: node.id.clone(),
+                        attachments: vec![attachment],
+                    })),
+                }),
+                // Tried again next round; the network may get addresses back meanwhile.
+                Err(why) => warn!(node = %node.id, error = %why, "no ingress address for the node"),
+            }
         }
         actions
     }
@@ -166,10 +207,13 @@ impl TaskAllocator {
                 }
             }
         }
-        // Services' VIPs share the address space: no task may get one.
+        // Services' VIPs and nodes' own addresses share the address space: no task may get one.
         for id in st.networks.keys() {
             let vips = super::endpoint::vips_on(st, id, "");
-            held.entry(id.as_str()).or_default().extend(vips);
+            let nodes = super::endpoint::node_addresses_on(st, id);
+            held.entry(id.as_str())
+                .or_default()
+                .extend(vips.chain(nodes));
         }
         self.networks.retain(|id, _| st.networks.contains_key(id));
         for (id, network) in &st.networks {

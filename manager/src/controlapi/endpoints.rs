@@ -18,6 +18,7 @@ fn endpoint_status(e: EndpointAllocError) -> Status {
     match e {
         EndpointAllocError::PortInUse { .. } => Status::already_exists(e.to_string()),
         EndpointAllocError::NoSuchNetwork(_) => Status::not_found(e.to_string()),
+        EndpointAllocError::NoIngressNetwork { .. } => Status::failed_precondition(e.to_string()),
         _ => Status::resource_exhausted(e.to_string()),
     }
 }

@@ -30,6 +30,9 @@ use shoal_proto::control_client::ControlClient;
 mod endpoints;
 mod networks;
 
+pub(crate) use networks::initial_ingress;
+pub use networks::INGRESS_NAME;
+
 pub const NOT_A_MANAGER: &str = "This node is not a swarm manager. Use `shoal swarm init` to \
      create a single-node swarm on this node, or `shoal swarm join` to connect this node to a \
      swarm and try again.";

@@ -5,6 +5,10 @@
 //! anything another network took meanwhile. A network named by a service or attached to a
 //! live task is not removed. Services name their networks by ID: `resolve_attachments` turns
 //! the user's `--network` names into IDs before a service is stored.
+//!
+//! The ingress network (the routing mesh's, docker's `ingress`) is made by `swarm init` in the
+//! entry that creates the cluster ([`initial_ingress`]), or by `network create --ingress` when
+//! there is none; services never name it (their routing-mesh ports attach their tasks to it).
 
 use shoal_proto::validate::network::{self as checks, NetworkError, NetworkRequest};
 use shoal_proto::{store_action::Action, Meta, Network, NetworkSpec, ServiceSpec};
@@ -13,6 +17,7 @@ use tonic::Status;
 use super::{act, lookup, store_status, ActiveManager};
 use crate::allocator::{NetworkAddresses, PoolConfig, SubnetPool, VniAllocator};
 use crate::ids::{new_id, now_ms};
+use crate::store::state::is_ingress_network;
 use crate::store::StoreState;
 
 fn invalid(e: NetworkError) -> Status {
@@ -35,30 +40,9 @@ pub(super) async fn create(m: &ActiveManager, spec: NetworkSpec) -> Result<Netwo
     })
     .map_err(invalid)?;
     let network = m.store.view(|st| {
-        if st.network_by_name(&checked.name).is_some() {
-            return Err(Status::already_exists(format!(
-                "network with name {} already exists; choose another name or remove it with \
-                 `shoal network rm {}`",
-                checked.name, checked.name
-            )));
-        }
-        let (subnet, gateway, vni) = allocate(st, &checked)?;
-        let now = now_ms();
-        Ok(Network {
-            id: new_id(),
-            meta: Some(Meta {
-                version: 0,
-                created_at_ms: now,
-                updated_at_ms: now,
-            }),
-            spec: Some(NetworkSpec {
-                driver: checked.driver.to_string(),
-                ..spec
-            }),
-            subnet,
-            gateway,
-            vni,
-        })
+        check_new(st, &checked.name, spec.ingress)?;
+        let (subnet, gateway, vni) = allocate(st, pool_config(st)?, &checked)?;
+        Ok::<_, Status>(new_network(spec, &checked, subnet, gateway, vni))
     })?;
     let id = network.id.clone();
     m.store
@@ -70,10 +54,81 @@ pub(super) async fn create(m: &ActiveManager, spec: NetworkSpec) -> Result<Netwo
         .ok_or_else(|| Status::internal("network vanished right after creation"))
 }
 
+/// A new network's name is free, and a new ingress network is the only one (the store checks
+/// both again when it applies the entry).
+fn check_new(st: &StoreState, name: &str, ingress: bool) -> Result<(), Status> {
+    if st.network_by_name(name).is_some() {
+        return Err(Status::already_exists(format!(
+            "network with name {name} already exists; choose another name or remove it with \
+             `shoal network rm {name}`"
+        )));
+    }
+    if let Some(other) = st.ingress_network().filter(|_| ingress) {
+        return Err(Status::already_exists(format!(
+            "an ingress network already exists: {}; the routing mesh has one (remove it first \
+             with `shoal network rm {}` to replace it)",
+            name_of(other),
+            name_of(other)
+        )));
+    }
+    Ok(())
+}
+
+/// The network as stored, stamped now with a new ID.
+fn new_network(
+    spec: NetworkSpec,
+    checked: &checks::CheckedNetwork,
+    subnet: String,
+    gateway: String,
+    vni: u32,
+) -> Network {
+    let now = now_ms();
+    Network {
+        id: new_id(),
+        meta: Some(Meta {
+            version: 0,
+            created_at_ms: now,
+            updated_at_ms: now,
+        }),
+        spec: Some(NetworkSpec {
+            driver: checked.driver.to_string(),
+            ..spec
+        }),
+        subnet,
+        gateway,
+        vni,
+    }
+}
+
+/// The name swarm init gives the ingress network, as docker.
+pub const INGRESS_NAME: &str = "ingress";
+
+/// Swarm init's ingress network: the first subnet of the cluster's address pool, allocated as
+/// any network's (the swarm has none yet), for the entry that creates the cluster.
+pub(crate) fn initial_ingress(pool: PoolConfig) -> Result<Network, Status> {
+    let spec = NetworkSpec {
+        name: INGRESS_NAME.to_string(),
+        driver: checks::OVERLAY_DRIVER.to_string(),
+        ingress: true,
+        ..Default::default()
+    };
+    let checked = checks::network_create(&NetworkRequest {
+        name: &spec.name,
+        driver: &spec.driver,
+        subnet: None,
+        gateway: None,
+        labels: &[],
+    })
+    .map_err(invalid)?;
+    let (subnet, gateway, vni) = allocate(&StoreState::default(), pool, &checked)?;
+    Ok(new_network(spec, &checked, subnet, gateway, vni))
+}
+
 /// The subnet (the user's, checked against every other network's, or the lowest free one of
-/// the default pool), the gateway and a VXLAN ID, as text and number for the store.
+/// the address pool), the gateway and a VXLAN ID, as text and number for the store.
 fn allocate(
     st: &StoreState,
+    pool: PoolConfig,
     checked: &checks::CheckedNetwork,
 ) -> Result<(String, String, u32), Status> {
     let existing = st.networks.values().filter_map(|n| {
@@ -83,7 +138,7 @@ fn allocate(
             .ok()
             .map(|subnet| (name.to_string(), subnet))
     });
-    let mut pool = SubnetPool::from_allocated(pool_config(st)?, existing)
+    let mut pool = SubnetPool::from_allocated(pool, existing)
         .map_err(|e| Status::internal(format!("the stored networks are inconsistent: {e}")))?;
     let subnet = match checked.subnet {
         Some(subnet) => {
@@ -163,6 +218,14 @@ pub(super) fn resolve_attachments(st: &StoreState, spec: &mut ServiceSpec) -> Re
             tonic::Code::NotFound => Status::not_found(format!("network {given} not found")),
             _ => e,
         })?;
+        if is_ingress_network(&network) {
+            // Docker's rule and words: the routing mesh attaches tasks to it by their ports.
+            return Err(Status::invalid_argument(format!(
+                "service cannot be explicitly attached to the ingress network {:?}: publish a \
+                 port (--publish P:T) and its tasks join it by themselves",
+                name_of(&network)
+            )));
+        }
         if let Some((first, _)) = seen.iter().find(|(_, id)| *id == network.id) {
             return Err(Status::invalid_argument(format!(
                 "network {} is given twice ({first} and {given}): attach a service to a network \
@@ -175,4 +238,75 @@ pub(super) fn resolve_attachments(st: &StoreState, spec: &mut ServiceSpec) -> Re
         attachment.target = network.id;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_proto::NetworkAttachmentConfig;
+
+    use super::*;
+
+    fn with_ingress() -> StoreState {
+        let mut st = StoreState::default();
+        let mut ingress = initial_ingress(PoolConfig::docker_default()).unwrap();
+        ingress.id = "ing".into();
+        st.networks.insert(ingress.id.clone(), ingress);
+        st
+    }
+
+    #[test]
+    fn swarm_init_makes_ingress_from_the_first_subnet_of_the_pool() {
+        let st = with_ingress();
+        let n = &st.networks["ing"];
+        assert!(is_ingress_network(n));
+        assert_eq!(name_of(n), "ingress");
+        assert_eq!(n.subnet, "10.0.0.0/24");
+        assert_eq!(n.gateway, "10.0.0.1");
+        assert_eq!(n.vni, crate::allocator::VNI_FIRST);
+        assert_eq!(n.spec.as_ref().map(|s| s.driver.as_str()), Some("overlay"));
+    }
+
+    #[test]
+    fn a_second_ingress_network_is_refused_but_other_networks_are_not() {
+        let st = with_ingress();
+        let err = check_new(&st, "mesh", true).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::AlreadyExists);
+        assert!(
+            err.message()
+                .starts_with("an ingress network already exists: ingress"),
+            "{}",
+            err.message()
+        );
+        check_new(&st, "front", false).unwrap();
+        check_new(&StoreState::default(), "mesh", true).unwrap();
+        let err = check_new(&st, "ingress", false).unwrap_err();
+        assert!(
+            err.message().contains("already exists"),
+            "{}",
+            err.message()
+        );
+    }
+
+    #[test]
+    fn services_cannot_name_the_ingress_network() {
+        let st = with_ingress();
+        for given in ["ingress", "ing"] {
+            let mut spec = ServiceSpec {
+                networks: vec![NetworkAttachmentConfig {
+                    target: given.into(),
+                    aliases: vec![],
+                }],
+                ..Default::default()
+            };
+            let err = resolve_attachments(&st, &mut spec).unwrap_err();
+            assert_eq!(err.code(), tonic::Code::InvalidArgument);
+            assert!(
+                err.message().starts_with(
+                    "service cannot be explicitly attached to the ingress network \"ingress\""
+                ),
+                "{}",
+                err.message()
+            );
+        }
+    }
 }

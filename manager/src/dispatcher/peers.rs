@@ -5,6 +5,11 @@
 //! services with a VIP on the network (VIP, aliases, published ports), for load balancing and
 //! DNS answers in `vip` mode. The tables are a pure function of
 //! the store, so the session resends them whenever they change.
+//!
+//! The ingress network's table goes to every node with an address of its own on it, task or
+//! no task (every node accepts the routing mesh's ports), with that address as the table's
+//! `local_address`; every node's address is in it as an endpoint with no task (for the
+//! neighbour entries between load balancers), before the tasks.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -14,11 +19,21 @@ use shoal_proto::{Network, NetworkEndpoint, NetworkPeers, ServiceVip, TaskState}
 use crate::store::state::{attachment_ip, attachment_network_id, holds_addresses, vip_ip};
 use crate::store::StoreState;
 
-/// The tables `node_id` needs, sorted by network ID, endpoints sorted by task ID.
+/// The tables `node_id` needs, sorted by network ID; endpoints are the nodes' own addresses
+/// by node ID, then the tasks' by task ID.
 pub fn peer_tables(st: &StoreState, node_id: &str) -> Vec<NetworkPeers> {
     // The networks this node's live tasks are on; the stored network if it is still there,
     // else the copy the task carries (the worker still has to tear it down cleanly).
     let mut wanted: BTreeMap<&str, Network> = BTreeMap::new();
+    let own = st
+        .nodes
+        .get(node_id)
+        .map_or(&[][..], |n| &n.attachments[..]);
+    for a in own {
+        if let Some(network) = st.networks.get(attachment_network_id(a)) {
+            wanted.insert(&network.id, network.clone());
+        }
+    }
     for t in st.tasks.values() {
         if t.node_id != node_id || t.state() < TaskState::Assigned || !holds_addresses(t) {
             continue;
@@ -40,15 +55,41 @@ pub fn peer_tables(st: &StoreState, node_id: &str) -> Vec<NetworkPeers> {
     let mut tables: BTreeMap<&str, NetworkPeers> = wanted
         .into_iter()
         .map(|(id, network)| {
+            let local_address = own
+                .iter()
+                .find(|a| attachment_network_id(a) == id)
+                .map(|a| a.address.clone())
+                .unwrap_or_default();
             let table = NetworkPeers {
                 network: Some(network),
                 endpoints: Vec::new(),
                 services: Vec::new(),
-                local_address: String::new(),
+                local_address,
             };
             (id, table)
         })
         .collect();
+    // Nodes' own addresses first (nodes are kept by ID, so sorted by node ID).
+    for n in st.nodes.values() {
+        for a in &n.attachments {
+            let (Some(table), Some(ip)) =
+                (tables.get_mut(attachment_network_id(a)), attachment_ip(a))
+            else {
+                continue;
+            };
+            table.endpoints.push(NetworkEndpoint {
+                task_id: String::new(),
+                task_name: String::new(),
+                service_name: String::new(),
+                aliases: Vec::new(),
+                address: ip.to_string(),
+                node_addr: underlay_ip(&n.addr),
+                running: false,
+                service_id: String::new(),
+                node_id: n.id.clone(),
+            });
+        }
+    }
     // Tasks are kept by ID, so every table's endpoints come out sorted by task ID.
     for t in st.tasks.values() {
         if t.node_id.is_empty() || !holds_addresses(t) {
@@ -144,6 +185,7 @@ mod tests {
         Task {
             id: id.into(),
             service_name: "web".into(),
+            service_id: "s1".into(),
             slot: 1,
             node_id: node.into(),
             desired_state: TaskState::Running as i32,
@@ -331,6 +373,94 @@ mod tests {
         );
         assert_eq!(tables[0].services[0].aliases, ["alias-s1"]);
         assert_eq!(tables[0].services[0].ports[0].published_port, 8080);
+    }
+
+    #[test]
+    fn a_task_told_to_stop_is_not_serving_while_it_still_runs() {
+        let mut stopping = task("t1", "n1", TaskState::Running, &[("a", "198.18.128.4/24")]);
+        stopping.desired_state = TaskState::Shutdown as i32;
+        let st = state(vec![
+            stopping,
+            task("t2", "n2", TaskState::Running, &[("a", "198.18.128.5/24")]),
+        ]);
+        assert_eq!(
+            summary(&peer_tables(&st, "n2")),
+            [(
+                "a".to_string(),
+                vec![
+                    // Still in the table (its neighbour entries stay until it stops), but no
+                    // longer load-balanced to nor answered in DNS.
+                    ep("t1", "198.18.128.4", "198.18.0.1", false),
+                    ep("t2", "198.18.128.5", "198.18.0.2", true),
+                ]
+            )]
+        );
+        let e = &peer_tables(&st, "n2")[0].endpoints[1];
+        assert_eq!((e.service_id.as_str(), e.node_id.as_str()), ("s1", "n2"));
+    }
+
+    fn ingress_state() -> StoreState {
+        let mut ingress = network("ing");
+        ingress.spec = Some(shoal_proto::NetworkSpec {
+            name: "ingress".into(),
+            ingress: true,
+            ..Default::default()
+        });
+        let mut st = state(vec![task(
+            "t1",
+            "n2",
+            TaskState::Running,
+            &[("ing", "198.18.128.7/24"), ("a", "198.18.128.8/24")],
+        )]);
+        st.networks.insert("ing".into(), ingress.clone());
+        for (id, addr) in [("n1", "198.18.128.2/24"), ("n2", "198.18.128.3/24")] {
+            if let Some(n) = st.nodes.get_mut(id) {
+                n.attachments = vec![NetworkAttachment {
+                    network: Some(ingress.clone()),
+                    address: addr.into(),
+                    aliases: Vec::new(),
+                }];
+            }
+        }
+        st
+    }
+
+    #[test]
+    fn every_node_with_an_ingress_address_gets_the_ingress_table() {
+        let st = ingress_state();
+        // n1 has no task at all: it still gets ingress, with its own address.
+        let tables = peer_tables(&st, "n1");
+        assert_eq!(tables.len(), 1);
+        assert_eq!(tables[0].local_address, "198.18.128.2/24");
+        assert_eq!(
+            summary(&tables),
+            [(
+                "ing".to_string(),
+                vec![
+                    ep("", "198.18.128.2", "198.18.0.1", false),
+                    ep("", "198.18.128.3", "198.18.0.2", false),
+                    ep("t1", "198.18.128.7", "198.18.0.2", true),
+                ]
+            )]
+        );
+        let node_ep = &tables[0].endpoints[1];
+        assert_eq!(node_ep.node_id, "n2");
+        assert!(node_ep.task_name.is_empty() && node_ep.service_name.is_empty());
+        assert!(node_ep.service_id.is_empty() && node_ep.aliases.is_empty());
+        // n2 has the task: ingress and network a; only ingress has a local address.
+        let tables = peer_tables(&st, "n2");
+        let got: Vec<(&str, &str)> = tables
+            .iter()
+            .map(|t| {
+                (
+                    t.network.as_ref().map_or("", |n| n.id.as_str()),
+                    t.local_address.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(got, [("a", ""), ("ing", "198.18.128.3/24")]);
+        // A node with no address (not allocated yet) and no task gets nothing.
+        assert!(peer_tables(&st, "n3").is_empty());
     }
 
     #[test]

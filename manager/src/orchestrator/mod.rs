@@ -40,6 +40,7 @@ use tracing::warn;
 
 use crate::constraint::Constraints;
 use crate::ids::{new_id, now_ms};
+use crate::store::state::has_ingress_ports;
 use crate::store::{Store, StoreState};
 
 pub use restart::DEFAULT_RESTART_DELAY_MS;
@@ -142,7 +143,36 @@ pub fn plan(state: &StoreState, now_ms: i64) -> Plan {
         }
     }
     report_for_lost_nodes(state, now_ms, &mut plan);
+    attach_to_ingress(state, &mut plan);
     plan
+}
+
+/// New tasks of services with routing-mesh ports join the ingress network first (docker makes
+/// it the task's eth0), with no aliases: the routing mesh reaches them there. The network is
+/// copied whole, so the attachment shows what it is before the allocator fills in the address.
+fn attach_to_ingress(state: &StoreState, plan: &mut Plan) {
+    let Some(ingress) = state.ingress_network() else {
+        return;
+    };
+    for a in &mut plan.actions {
+        let Some(Action::CreateTask(t)) = a.action.as_mut() else {
+            continue;
+        };
+        let wants = state
+            .services
+            .get(&t.service_id)
+            .is_some_and(has_ingress_ports);
+        if wants && !t.networks.iter().any(shoal_proto::is_ingress_attachment) {
+            t.networks.insert(
+                0,
+                NetworkAttachment {
+                    network: Some(ingress.clone()),
+                    address: String::new(),
+                    aliases: Vec::new(),
+                },
+            );
+        }
+    }
 }
 
 fn mode(service: &Service) -> ServiceMode {
@@ -432,5 +462,87 @@ mod tests {
         );
         assert_eq!(desired_tasks(&s, &s.services["g"]), 1);
         assert_eq!(desired_tasks(&s, &s.services["r"]), 4);
+    }
+
+    #[test]
+    fn tasks_of_services_with_routing_mesh_ports_join_ingress_first() {
+        let ingress = Network {
+            id: "ing".into(),
+            spec: Some(shoal_proto::NetworkSpec {
+                name: "ingress".into(),
+                ingress: true,
+                ..Default::default()
+            }),
+            subnet: "198.18.16.0/24".into(),
+            ..Default::default()
+        };
+        let mut web = service("s1", ServiceMode::Replicated, 1);
+        if let Some(spec) = web.spec.as_mut() {
+            spec.networks = vec![shoal_proto::NetworkAttachmentConfig {
+                target: "n1".into(),
+                aliases: vec!["www".into()],
+            }];
+        }
+        let mut published = web.clone();
+        published.endpoint = Some(shoal_proto::Endpoint {
+            ports: vec![shoal_proto::PortConfig {
+                target_port: 80,
+                published_port: 8080,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        let mut host_only = published.clone();
+        host_only.id = "s2".into();
+        if let Some(e) = host_only.endpoint.as_mut() {
+            e.ports[0].publish_mode = shoal_proto::port_config::PublishMode::Host as i32;
+        }
+        let mut st = state(vec![published, host_only], vec![ready("n1")], vec![]);
+        st.networks.insert("ing".into(), ingress.clone());
+        let p = plan(&st, 0);
+        type Attachment = (String, bool, Vec<String>);
+        let networks: Vec<(String, Vec<Attachment>)> = p
+            .actions
+            .iter()
+            .filter_map(|a| match &a.action {
+                Some(Action::CreateTask(t)) => Some((
+                    t.service_id.clone(),
+                    t.networks
+                        .iter()
+                        .map(|a| {
+                            let n = a.network.clone().unwrap_or_default();
+                            (
+                                n.id,
+                                shoal_proto::is_ingress_attachment(a),
+                                a.aliases.clone(),
+                            )
+                        })
+                        .collect(),
+                )),
+                _ => None,
+            })
+            .collect();
+        let att = |id: &str, ingress: bool, aliases: &[&str]| {
+            (
+                id.to_string(),
+                ingress,
+                aliases.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(
+            networks,
+            [
+                (
+                    "s1".to_string(),
+                    vec![att("ing", true, &[]), att("n1", false, &["www"])]
+                ),
+                ("s2".to_string(), vec![att("n1", false, &["www"])]),
+            ]
+        );
+        // The ingress attachment is not the spec's: the new task is up to date.
+        let Some(Action::CreateTask(t)) = &p.actions[0].action else {
+            panic!("no task created");
+        };
+        assert!(!update::outdated(&st.services["s1"], t));
     }
 }

@@ -15,9 +15,12 @@
 //!   by itself once a restarted task runs; a spec that never runs stops the rollout after its
 //!   first slot, leaving the other tasks on the old spec.
 //!
-//! Only the container spec and the networks count (`Task.spec` against
-//! `ServiceSpec.container`, and the task's attachments — network IDs and aliases, in order —
-//! against `ServiceSpec.networks`; what `service ps` and the CLI's progress call "up to date"): scaling leaves tasks alone, and changed
+//! Only the container spec, the networks and the endpoint count (`Task.spec` against
+//! `ServiceSpec.container`, the task's attachments — network IDs and aliases, in order —
+//! against `ServiceSpec.networks`, and the published ports and endpoint mode the task was
+//! created with against the service's, since workers bind host-mode ports and the routing mesh
+//! attaches tasks from them; what `service ps` and the CLI's progress call "up to date"):
+//! scaling leaves tasks alone, and changed
 //! placement moves tasks through the orchestrator's node-fate rules instead. Tasks that are
 //! replaced for other reasons (failure, lost node, drain) come back with the current spec
 //! anyway.
@@ -27,15 +30,16 @@
 
 use shoal_proto::{Service, Task, TaskState};
 
-/// Whether `t` runs a container spec other than the service's current one, or is attached to
-/// other networks (or with other aliases) than the service now names.
+/// Whether `t` runs a container spec other than the service's current one, is attached to
+/// other networks (or with other aliases) than the service now names, or was created for
+/// other published ports or another endpoint mode.
 pub(crate) fn outdated(service: &Service, t: &Task) -> bool {
     let current = service.spec.as_ref().and_then(|s| s.container.as_ref());
     let same_networks = service
         .spec
         .as_ref()
         .map_or(t.networks.is_empty(), |s| t.has_networks_of(s));
-    t.spec.as_ref() != current || !same_networks
+    t.spec.as_ref() != current || !same_networks || !t.has_endpoint_of(service)
 }
 
 /// An old-spec task that was shut down and is still stopping on a node: under stop-first its
@@ -306,6 +310,66 @@ mod tests {
         assert!(outdated(&service, &attached), "an alias was removed");
 
         let st = state(vec![service], vec![ready("n1")], vec![running]);
+        assert_eq!(shut_down(&plan(&st, 10)), vec!["t1"]);
+    }
+
+    fn with_ports(mut s: Service, ports: Vec<shoal_proto::PortConfig>) -> Service {
+        s.endpoint = Some(shoal_proto::Endpoint {
+            spec: Some(shoal_proto::EndpointSpec {
+                mode: shoal_proto::endpoint_spec::Mode::Vip as i32,
+                ports: ports.clone(),
+            }),
+            ports,
+            virtual_ips: vec![],
+        });
+        s
+    }
+
+    fn tcp(published: u32) -> shoal_proto::PortConfig {
+        shoal_proto::PortConfig {
+            target_port: 80,
+            published_port: published,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_change_of_ports_or_endpoint_mode_rolls_the_tasks() {
+        let service = with_ports(updated(ServiceMode::Replicated, 1), vec![tcp(8080)]);
+        let mut current = new("t1", 1, "n1", TaskState::Running, 0);
+        current.endpoint = service.endpoint.clone();
+        assert!(!outdated(&service, &current));
+        // Ports only: the container spec and networks are the same.
+        let moved = with_ports(updated(ServiceMode::Replicated, 1), vec![tcp(8081)]);
+        assert!(outdated(&moved, &current), "a published port changed");
+        let none = with_ports(updated(ServiceMode::Replicated, 1), vec![]);
+        assert!(outdated(&none, &current), "the port was unpublished");
+        let mut dnsrr = with_ports(updated(ServiceMode::Replicated, 1), vec![]);
+        if let Some(e) = dnsrr.endpoint.as_mut().and_then(|e| e.spec.as_mut()) {
+            e.mode = shoal_proto::endpoint_spec::Mode::Dnsrr as i32;
+        }
+        let mut plain = new("t2", 1, "n1", TaskState::Running, 0);
+        plain.endpoint = none.endpoint.clone();
+        assert!(!outdated(&none, &plain));
+        assert!(outdated(&dnsrr, &plain), "the endpoint mode changed");
+        // A task from before endpoints were recorded is current for a service with none.
+        plain.endpoint = None;
+        assert!(!outdated(&none, &plain));
+        // The VIPs are not the task's concern.
+        let mut with_vip = none.clone();
+        if let Some(e) = with_vip.endpoint.as_mut() {
+            e.virtual_ips.push(shoal_proto::VirtualIp {
+                network_id: "n".into(),
+                addr: "198.18.128.2/24".into(),
+            });
+        }
+        assert!(!outdated(&with_vip, &plain));
+        // The rollout replaces the running task like any other change.
+        let st = replicated(vec![current]);
+        let st = StoreState {
+            services: [("s1".to_string(), moved)].into(),
+            ..st
+        };
         assert_eq!(shut_down(&plan(&st, 10)), vec!["t1"]);
     }
 }

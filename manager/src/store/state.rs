@@ -10,6 +10,7 @@
 
 mod attachments;
 mod endpoints;
+mod ingress;
 
 use std::collections::BTreeMap;
 
@@ -21,6 +22,7 @@ use shoal_proto::{
 
 pub use attachments::{attachment_ip, attachment_network_id, holds_addresses};
 pub use endpoints::vip_ip;
+pub use ingress::{has_ingress_ports, is_ingress_network};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApplyError {
@@ -124,6 +126,33 @@ pub enum ApplyError {
         network: String,
         service: String,
     },
+    #[error("address {address} on network {network} is node {node}'s own")]
+    AddressOfNode {
+        address: String,
+        network: String,
+        node: String,
+    },
+    #[error("node {0} does not exist")]
+    NoSuchNode(String),
+    #[error("address {address:?} for node {node} on network {network} ({subnet}) is {why}")]
+    BadNodeAddress {
+        node: String,
+        address: String,
+        network: String,
+        subnet: String,
+        why: &'static str,
+    },
+    #[error(
+        "an ingress network already exists: {0}; the routing mesh has one (remove it first \
+         with `shoal network rm {0}` to replace it)"
+    )]
+    IngressExists(String),
+    #[error(
+        "network {network} is the routing mesh of services with ingress-mode published ports \
+         ({services}); remove those services or their published ports (`service update \
+         --publish-rm`) first"
+    )]
+    IngressInUse { network: String, services: String },
     #[error("empty store action in log entry")]
     EmptyAction,
 }
@@ -220,6 +249,7 @@ impl StoreState {
         if self.networks.contains_key(&n.id) {
             return Err(ApplyError::NetworkIdTaken(n.id.clone()));
         }
+        self.check_one_ingress(n)?;
         let subnet = network_subnet(n)?;
         for other in self.networks.values() {
             let other_name = other.spec.as_ref().map_or("", |s| s.name.as_str());
@@ -310,6 +340,13 @@ impl StoreState {
                     });
                 }
                 let mut n = n.clone();
+                // A node's own addresses are the allocator's (`allocate_node`): a node update
+                // never changes them, whatever copy it was made from.
+                n.attachments = self
+                    .nodes
+                    .get(&n.id)
+                    .map(|o| o.attachments.clone())
+                    .unwrap_or_default();
                 stamp(&mut n.meta, index);
                 undo.push(Undo::Node(n.id.clone(), self.nodes.insert(n.id.clone(), n)));
             }
@@ -417,6 +454,18 @@ impl StoreState {
                     .remove(id)
                     .ok_or_else(|| ApplyError::NoSuchNetwork(id.clone()))?;
                 undo.push(Undo::Network(id.clone(), Some(old)));
+                self.drop_node_attachments(index, id, undo);
+            }
+            Action::AllocateNode(alloc) => {
+                let attachments = self.checked_node_allocation(alloc)?;
+                if let Some(node) = self.nodes.get_mut(&alloc.node_id) {
+                    if node.attachments != attachments {
+                        let before = node.clone();
+                        node.attachments = attachments;
+                        stamp(&mut node.meta, index);
+                        undo.push(Undo::Node(alloc.node_id.clone(), Some(before)));
+                    }
+                }
             }
             Action::AllocateTask(alloc) if !alloc.error.is_empty() => {
                 // Why the task cannot be allocated yet; it stays NEW and is tried again.

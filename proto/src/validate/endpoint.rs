@@ -32,6 +32,11 @@ pub enum EndpointError {
          publish it with mode=host, or use --endpoint-mode vip"
     )]
     IngressWithDnsrr { port: u32, protocol: &'static str },
+    #[error(
+        "host-mode port {target}/{protocol} has no published port: a host-mode port is bound on \
+         the node as given, so give one (mode=host,published=P,target={target})"
+    )]
+    HostWithoutPublished { target: u32, protocol: &'static str },
 }
 
 /// "tcp" or "udp" (the name docker shows), "?" for a value no protocol has.
@@ -57,6 +62,14 @@ pub fn endpoint(spec: &ServiceSpec) -> Result<(), EndpointError> {
         .map_err(|_| EndpointError::UnknownEndpointMode(e.mode))?;
     for (i, p) in e.ports.iter().enumerate() {
         port(p)?;
+        // The swarm picks ports only for the routing mesh, where they are unique cluster-wide;
+        // a host-mode port is bound on each node that runs a task, so it must be known.
+        if !is_ingress(p) && p.published_port == 0 {
+            return Err(EndpointError::HostWithoutPublished {
+                target: p.target_port,
+                protocol: protocol_name(p.protocol),
+            });
+        }
         if mode == endpoint_spec::Mode::Dnsrr && is_ingress(p) {
             return Err(EndpointError::IngressWithDnsrr {
                 port: p.published_port,
@@ -215,6 +228,26 @@ mod tests {
         assert!(
             err.to_string()
                 .starts_with("port published with ingress mode can't be used with dnsrr mode"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn host_mode_needs_a_published_port() {
+        let host = PortConfig {
+            publish_mode: HOST,
+            ..tcp(0, 80)
+        };
+        let err = endpoint(&spec(VIP, vec![host])).unwrap_err();
+        assert_eq!(
+            err,
+            EndpointError::HostWithoutPublished {
+                target: 80,
+                protocol: "tcp"
+            }
+        );
+        assert!(
+            err.to_string().contains("mode=host,published=P,target=80"),
             "{err}"
         );
     }

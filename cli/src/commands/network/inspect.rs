@@ -71,7 +71,7 @@ pub fn network_json_with(network: &Network, tasks: &[Task]) -> Result<Value> {
         "IPAM": { "Driver": "default", "Options": null, "Config": config },
         "Internal": spec.internal,
         "Attachable": spec.attachable,
-        "Ingress": false,
+        "Ingress": spec.ingress,
         "Options": options,
         "Labels": labels,
         "Containers": endpoints(network, tasks),
@@ -123,6 +123,11 @@ mod tests {
         assert_eq!(v["Driver"], "overlay");
         assert_eq!(v["Scope"], "swarm");
         assert_eq!(v["Attachable"], true);
+        assert_eq!(v["Ingress"], false);
+        if let Some(spec) = n.spec.as_mut() {
+            spec.ingress = true;
+        }
+        assert_eq!(network_json(&n).unwrap()["Ingress"], true);
         assert_eq!(v["Internal"], false);
         assert_eq!(v["Labels"], json!({"env": "prod"}));
         assert_eq!(

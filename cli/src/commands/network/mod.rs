@@ -55,6 +55,9 @@ pub struct CreateArgs {
     /// Restrict external access to the network
     #[arg(long)]
     pub internal: bool,
+    /// Create swarm routing-mesh network (there is one at most; swarm init makes `ingress`)
+    #[arg(long)]
+    pub ingress: bool,
     /// Set metadata on a network
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
@@ -129,7 +132,7 @@ pub fn create_spec(args: &CreateArgs) -> Result<NetworkSpec, NetworkError> {
         attachable: args.attachable,
         internal: args.internal,
         labels: checked.labels.into_iter().collect(),
-        ingress: false,
+        ingress: args.ingress,
     })
 }
 
@@ -222,6 +225,12 @@ mod tests {
         );
         assert_eq!(bare.gateway, "");
         assert!(!bare.attachable && !bare.internal && bare.labels.is_empty());
+        assert!(!bare.ingress);
+        assert!(
+            create_spec(&create_args(&["--ingress", "mesh"]))
+                .unwrap()
+                .ingress
+        );
     }
 
     #[test]

@@ -34,6 +34,37 @@ fn front() -> Network {
     }
 }
 
+fn ingress() -> Network {
+    Network {
+        id: "ing".into(),
+        spec: Some(NetworkSpec {
+            name: "ingress".into(),
+            ingress: true,
+            ..Default::default()
+        }),
+        subnet: "198.18.16.0/24".into(),
+        gateway: "198.18.16.1".into(),
+        vni: 4097,
+        ..Default::default()
+    }
+}
+
+/// A store with the ingress network, as swarm init leaves it.
+fn with_ingress() -> StoreState {
+    let mut st = StoreState::default();
+    apply(&mut st, Action::CreateNetwork(ingress())).unwrap();
+    st
+}
+
+/// The service's VIPs on one network.
+fn vips_of<'a>(e: &'a Endpoint, network: &str) -> Vec<&'a str> {
+    e.virtual_ips
+        .iter()
+        .filter(|v| v.network_id == network)
+        .map(|v| v.addr.as_str())
+        .collect()
+}
+
 fn port(published: u32, target: u32) -> PortConfig {
     PortConfig {
         target_port: target,
@@ -132,7 +163,7 @@ fn task_on_front(st: &mut StoreState, id: &str, addr: &str) -> Result<(), ApplyE
 
 #[test]
 fn ingress_ports_are_unique_per_protocol_across_services() {
-    let mut st = StoreState::default();
+    let mut st = with_ingress();
     let e = create(&mut st, "s1", spec("web", VIP, vec![port(8080, 80)], &[])).unwrap();
     assert_eq!(published(&e), [8080]);
     let err = create(&mut st, "s2", spec("api", VIP, vec![port(8080, 81)], &[])).unwrap_err();
@@ -157,7 +188,7 @@ fn ingress_ports_are_unique_per_protocol_across_services() {
 
 #[test]
 fn unpublished_ports_get_the_lowest_free_dynamic_port_and_keep_it() {
-    let mut st = StoreState::default();
+    let mut st = with_ingress();
     let e = create(&mut st, "s1", spec("a", VIP, vec![port(30000, 1)], &[])).unwrap();
     assert_eq!(published(&e), [30000]);
     let e = create(
@@ -185,7 +216,7 @@ fn unpublished_ports_get_the_lowest_free_dynamic_port_and_keep_it() {
 
 #[test]
 fn the_dynamic_range_runs_out() {
-    let mut st = StoreState::default();
+    let mut st = with_ingress();
     let all: Vec<PortConfig> = DYNAMIC_PORTS.map(|p| port(p, 80)).collect();
     create(&mut st, "s1", spec("all", VIP, all, &[])).unwrap();
     let err =
@@ -197,7 +228,7 @@ fn the_dynamic_range_runs_out() {
 
 #[test]
 fn the_store_refuses_a_port_published_meanwhile() {
-    let mut st = StoreState::default();
+    let mut st = with_ingress();
     // Both allocated from the same state, as two racing creates would.
     let a = spec("a", VIP, vec![port(0, 80)], &[]);
     let b = spec("b", VIP, vec![port(0, 80)], &[]);
@@ -264,18 +295,18 @@ fn vips_share_the_address_space_with_tasks() {
 
 #[test]
 fn vips_are_kept_on_update_and_freed_on_leave_dnsrr_and_remove() {
-    let mut st = StoreState::default();
+    let mut st = with_ingress();
     apply(&mut st, Action::CreateNetwork(front())).unwrap();
     let e = create(&mut st, "s1", spec("web", VIP, vec![port(0, 80)], &["n1"])).unwrap();
-    assert_eq!(vips(&e), ["198.18.8.2/29"]);
-    // A change of ports keeps the VIP.
+    assert_eq!(vips(&e), ["198.18.16.2/24", "198.18.8.2/29"]);
+    // A change of ports keeps the VIPs.
     let e = update(
         &mut st,
         "s1",
         spec("web", VIP, vec![port(8080, 80)], &["n1"]),
     )
     .unwrap();
-    assert_eq!(vips(&e), ["198.18.8.2/29"]);
+    assert_eq!(vips(&e), ["198.18.16.2/24", "198.18.8.2/29"]);
     // dnsrr: no VIP; the address is free again for another service.
     let e = update(&mut st, "s1", spec("web", DNSRR, vec![], &["n1"])).unwrap();
     assert!(e.virtual_ips.is_empty());
@@ -309,4 +340,117 @@ fn a_full_network_has_no_vip_to_give() {
     );
     // dnsrr needs no address.
     create(&mut st, "s1", spec("web", DNSRR, vec![], &["n1"])).unwrap();
+}
+
+#[test]
+fn routing_mesh_ports_get_a_vip_on_ingress_first_in_either_mode() {
+    let mut st = with_ingress();
+    apply(&mut st, Action::CreateNetwork(front())).unwrap();
+    let e = create(
+        &mut st,
+        "s1",
+        spec("web", VIP, vec![port(8080, 80)], &["n1"]),
+    )
+    .unwrap();
+    let nets: Vec<&str> = e
+        .virtual_ips
+        .iter()
+        .map(|v| v.network_id.as_str())
+        .collect();
+    assert_eq!(nets, ["ing", "n1"]);
+    // dnsrr (the validator refuses it with ingress ports, but the allocator does not rely on
+    // that): the ingress VIP only, for the routing mesh.
+    let e = allocate_endpoint(
+        &st,
+        "s2",
+        &spec("api", DNSRR, vec![port(8081, 80)], &["n1"]),
+        None,
+    )
+    .unwrap();
+    assert_eq!(vips(&e), ["198.18.16.3/24"]);
+    assert_eq!(e.virtual_ips[0].network_id, "ing");
+    // Host-mode ports need no ingress VIP; unpublishing frees it.
+    let host = PortConfig {
+        publish_mode: port_config::PublishMode::Host as i32,
+        ..port(9090, 90)
+    };
+    let e = update(&mut st, "s1", spec("web", VIP, vec![host], &["n1"])).unwrap();
+    assert!(vips_of(&e, "ing").is_empty(), "{e:?}");
+    let e = create(&mut st, "s3", spec("db", VIP, vec![port(0, 80)], &[])).unwrap();
+    assert_eq!(vips(&e), ["198.18.16.2/24"]);
+}
+
+#[test]
+fn routing_mesh_ports_without_an_ingress_network_are_refused() {
+    let st = StoreState::default();
+    let err = allocate_endpoint(
+        &st,
+        "s1",
+        &spec("web", VIP, vec![port(8080, 80)], &[]),
+        None,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        EndpointAllocError::NoIngressNetwork {
+            port: 8080,
+            protocol: "tcp"
+        }
+    );
+    assert!(
+        err.to_string()
+            .contains("network create --driver overlay --ingress"),
+        "{err}"
+    );
+    let host = PortConfig {
+        publish_mode: port_config::PublishMode::Host as i32,
+        ..port(9090, 90)
+    };
+    allocate_endpoint(&st, "s1", &spec("web", VIP, vec![host], &[]), None).unwrap();
+}
+
+#[test]
+fn node_addresses_are_taken_for_vips() {
+    use shoal_proto::{Node, NodeAllocation};
+    let mut st = with_ingress();
+    apply(
+        &mut st,
+        Action::PutNode(Node {
+            id: "node-1".into(),
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    let attachment = |address: &str| NetworkAttachment {
+        network: Some(Network {
+            id: "ing".into(),
+            ..Default::default()
+        }),
+        address: address.into(),
+        aliases: vec![],
+    };
+    apply(
+        &mut st,
+        Action::AllocateNode(NodeAllocation {
+            node_id: "node-1".into(),
+            attachments: vec![attachment("198.18.16.2/24")],
+        }),
+    )
+    .unwrap();
+    let e = create(&mut st, "s1", spec("web", VIP, vec![port(8080, 80)], &[])).unwrap();
+    assert_eq!(vips(&e), ["198.18.16.3/24"]);
+    // The store refuses a VIP that is a node's address.
+    let mut stale = st.services["s1"].clone();
+    if let Some(v) = stale
+        .endpoint
+        .as_mut()
+        .and_then(|e| e.virtual_ips.first_mut())
+    {
+        v.addr = "198.18.16.2/24".into();
+    }
+    let err = apply(&mut st, Action::UpdateService(stale)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "VIP 198.18.16.2 on network ingress is already held by node node-1"
+    );
 }

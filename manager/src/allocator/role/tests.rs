@@ -241,3 +241,99 @@ fn tasks_never_get_a_services_vip() {
         )]
     );
 }
+
+fn ingress() -> Network {
+    let mut n = network("ing", "ingress", "198.18.131.0/24", "198.18.131.1");
+    n.vni = 4097;
+    if let Some(spec) = n.spec.as_mut() {
+        spec.ingress = true;
+    }
+    n
+}
+
+fn node(id: &str) -> shoal_proto::Node {
+    shoal_proto::Node {
+        id: id.into(),
+        ..Default::default()
+    }
+}
+
+/// (node, [addresses]) of each proposed node allocation.
+fn nodes_given(actions: &[StoreAction]) -> Vec<(String, Vec<String>)> {
+    actions
+        .iter()
+        .filter_map(|a| match &a.action {
+            Some(Action::AllocateNode(x)) => Some((
+                x.node_id.clone(),
+                x.attachments.iter().map(|n| n.address.clone()).collect(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn every_node_gets_one_ingress_address_and_tasks_skip_them() {
+    let mut st = state(vec![ingress()], vec![task("t1", 1, &["ing"])]);
+    for id in ["b", "a"] {
+        st.nodes.insert(id.into(), node(id));
+    }
+    let mut role = TaskAllocator::default();
+    let actions = role.plan(&st);
+    assert_eq!(
+        nodes_given(&actions),
+        [
+            ("a".to_string(), vec!["198.18.131.2/24".to_string()]),
+            ("b".to_string(), vec!["198.18.131.3/24".to_string()])
+        ]
+    );
+    assert_eq!(proposed(&actions), [ok("t1", &["198.18.131.4/24"])]);
+    apply(&mut st, actions);
+    assert_eq!(st.nodes["a"].attachments[0].address, "198.18.131.2/24");
+    assert!(role.plan(&st).is_empty(), "given once");
+
+    // A new leader reserves the nodes' addresses too.
+    st.nodes.insert("c".into(), node("c"));
+    st.tasks.insert("t2".into(), task("t2", 2, &["ing"]));
+    let actions = TaskAllocator::default().plan(&st);
+    assert_eq!(
+        nodes_given(&actions),
+        [("c".to_string(), vec!["198.18.131.5/24".to_string()])]
+    );
+    assert_eq!(proposed(&actions), [ok("t2", &["198.18.131.6/24"])]);
+}
+
+#[test]
+fn no_ingress_network_no_node_addresses_and_a_new_one_gives_new_ones() {
+    let mut st = state(vec![front()], vec![]);
+    st.nodes.insert("a".into(), node("a"));
+    let mut role = TaskAllocator::default();
+    assert!(role.plan(&st).is_empty());
+    st.networks.insert("ing".into(), ingress());
+    let actions = role.plan(&st);
+    assert_eq!(
+        nodes_given(&actions),
+        [("a".to_string(), vec!["198.18.131.2/24".to_string()])]
+    );
+    apply(&mut st, actions);
+    // Removed (the store drops the nodes' addresses with it), then created again.
+    apply(
+        &mut st,
+        vec![StoreAction {
+            action: Some(Action::DeleteNetwork("ing".into())),
+        }],
+    );
+    assert!(st.nodes["a"].attachments.is_empty());
+    assert!(role.plan(&st).is_empty());
+    let mut again = ingress();
+    again.id = "ing2".into();
+    st.networks.insert("ing2".into(), again);
+    let actions = role.plan(&st);
+    let Some(Action::AllocateNode(x)) = &actions[0].action else {
+        panic!("not a node allocation: {actions:?}");
+    };
+    assert_eq!(
+        x.attachments[0].network.as_ref().map(|n| n.id.as_str()),
+        Some("ing2")
+    );
+}

@@ -97,6 +97,13 @@ impl StoreState {
                     service: super::service_name(service),
                 });
             }
+            if let Some(node) = self.node_address_holder(network_id, ip, "") {
+                return Err(ApplyError::AddressOfNode {
+                    address: ip.to_string(),
+                    network: name.to_string(),
+                    node,
+                });
+            }
             if out
                 .iter()
                 .any(|o| attachment_network_id(o) == network_id && attachment_ip(o) == Some(ip))
@@ -151,8 +158,10 @@ impl StoreState {
         }
     }
 
-    /// A network may go only when no service names it and no live task is attached to it.
+    /// A network may go only when no service names it (nor, for the ingress network, publishes
+    /// a port through it) and no live task is attached to it.
     pub fn check_network_unused(&self, network_id: &str) -> Result<(), ApplyError> {
+        self.check_ingress_unused(network_id)?;
         let name = self
             .networks
             .get(network_id)

@@ -115,6 +115,13 @@ impl StoreState {
                 holder: format!("task {task}"),
             });
         }
+        if let Some(node) = self.node_address_holder(&v.network_id, ip, "") {
+            return Err(ApplyError::VipInUse {
+                address: ip.to_string(),
+                network: name.to_string(),
+                holder: format!("node {node}"),
+            });
+        }
         if let Some(other) = self.vip_holder(&v.network_id, ip, &s.id) {
             return Err(ApplyError::VipInUse {
                 address: ip.to_string(),
