@@ -173,7 +173,10 @@ pub fn node_state(host: &ShoalHost) -> NodeNetworkState {
         task_namespaces: host.namespaces("tasks"),
         network_namespaces: host.namespaces("networks"),
         balancer_namespaces: host.namespaces("lb"),
-        routes: host.host_output("ip", &["-4", "route", "show", "table", "all"]),
+        // A bridge whose last port went is "linkdown": its state, not something left behind.
+        routes: host
+            .host_output("ip", &["-4", "route", "show", "table", "all"])
+            .replace(" linkdown", ""),
         rules: host.host_output("ip", &["-4", "rule"]),
     }
 }

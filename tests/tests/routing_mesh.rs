@@ -28,7 +28,9 @@ fn serving(m: &ShoalHost, service: &str) -> usize {
         .count()
 }
 
-/// `wget URL` from harness host `from`'s namespace: the body, or `Err` with what wget said.
+/// `wget URL` from harness host `from`'s namespace: the body (an address the CGI script prints
+/// as httpd's IPv6-mapped `[::ffff:A.B.C.D]` is given as `A.B.C.D`), or `Err` with what wget
+/// said.
 fn fetch(cluster: &TestCluster, from: usize, url: &str) -> Result<String, String> {
     let out = cluster
         .net()
@@ -38,7 +40,9 @@ fn fetch(cluster: &TestCluster, from: usize, url: &str) -> Result<String, String
         )
         .map_err(|e| e.to_string())?;
     if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        let body = String::from_utf8_lossy(&out.stdout);
+        let body = body.trim().trim_start_matches('[').trim_end_matches(']');
+        Ok(body.strip_prefix("::ffff:").unwrap_or(body).to_string())
     } else {
         Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
     }
@@ -104,14 +108,14 @@ fn published_ports_answer_everywhere_with_the_clients_address_and_host_mode_only
     std::thread::scope(|s| {
         // An idle connection through the mesh of the node without a task survives a pause.
         let idle_conn = s.spawn(|| {
+            let url = format!("http://{addr1}:8080/cgi-bin/ip");
+            let mut last = Err(String::new());
             assert!(
-                wait_until(WAIT, || fetch(
-                    &cluster,
-                    0,
-                    &format!("http://{addr1}:8080/")
-                )
-                .is_ok()),
-                "the mesh never answered"
+                wait_until(WAIT, || {
+                    last = fetch(&cluster, 0, &url);
+                    last.is_ok()
+                }),
+                "the mesh never answered: {last:?}"
             );
             let script = format!(
                 "(echo before; sleep 30; echo after; sleep 1) | timeout 45 busybox nc {addr1} 7001"
