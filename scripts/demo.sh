@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Shoal on this machine: a private containerd, a `shoal daemon`, a one-node swarm, an
-# overlay network, a three-replica web service on it, and a second service whose task reaches
-# the web service by name through Shoal's DNS.
+# overlay network, a three-replica web service on it publishing port 8080 through the routing
+# mesh, a second service whose task reaches the web service by name through Shoal's DNS and
+# VIP, and requests from this host to the published port.
 #
 #   scripts/demo.sh          start everything (again) and show the service
 #   scripts/demo.sh stop     remove the service, stop the daemon and containerd, unmount
@@ -233,11 +234,15 @@ fi
 if "$SHOAL" service inspect web >/dev/null 2>&1; then
   log "service web exists already"
 else
-  log "shoal service create --name web --network $NETWORK --replicas 3 busybox sh -c '…httpd…'"
+  log "shoal service create --name web --network $NETWORK --publish 8080:80 --replicas 3 busybox sh -c '…httpd…'"
   # Each replica serves a page with its own hostname, so the answers show who replied.
   # shellcheck disable=SC2016 # $(hostname) is for the container's shell, not this one
-  "$SHOAL" service create --name web --network "$NETWORK" --replicas 3 busybox \
+  "$SHOAL" service create --name web --network "$NETWORK" --publish 8080:80 --replicas 3 busybox \
     sh -c 'mkdir -p /www && echo "hello from $(hostname)" >/www/index.html && httpd -f -p 80 -h /www'
+fi
+if ! "$SHOAL" service ls | grep -q '8080->80'; then
+  log "shoal service update --publish-add 8080:80 web   (web from an earlier demo)"
+  "$SHOAL" service update --publish-add 8080:80 web
 fi
 
 if "$SHOAL" service inspect client >/dev/null 2>&1; then
@@ -259,7 +264,7 @@ client_task() {
   return 1
 }
 
-log "the client task asks for http://web/ three times (by name, through Shoal's DNS)"
+log "the client task asks for http://web/ three times (by name: Shoal's DNS answers the VIP)"
 task=""
 for ((i = 0; i < 100; i++)); do
   task=$(client_task) && break
@@ -270,6 +275,19 @@ ctr_ tasks exec --exec-id "demo-$$" "$task" nslookup tasks.web || true
 for n in 1 2 3; do
   ctr_ tasks exec --exec-id "demo-$$-$n" "$task" timeout 10 wget -q -O - http://web/ ||
     die "the client could not reach web by name"
+done
+
+log "this host asks for http://127.0.0.1:8080/ three times (the routing mesh's published port)"
+for n in 1 2 3; do
+  ok=""
+  for ((i = 0; i < 50; i++)); do
+    if busybox wget -q -O - http://127.0.0.1:8080/ 2>/dev/null; then
+      ok=1
+      break
+    fi
+    sleep 0.2
+  done
+  [[ -n $ok ]] || die "the published port 8080 did not answer; see $STATE/logs/shoal.log"
 done
 
 log "shoal service ls"
@@ -286,6 +304,7 @@ Shoal is running. To use it from this shell:
   $SHOAL network inspect $NETWORK
   $SHOAL service logs web
   $SHOAL service scale web=5
+  busybox wget -q -O - http://127.0.0.1:8080/     # any address of this host works
   $SHOAL node ls
 
 Logs: $STATE/logs/shoal.log (daemon), $STATE/logs/containerd.log

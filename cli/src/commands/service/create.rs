@@ -11,19 +11,7 @@ use super::{get_service, update_spec};
 use crate::client::{Client, RpcResult};
 use crate::commands::progress;
 
-/// Said on stderr whenever a spec publishes ports: they are allocated and shown, but no node
-/// serves them yet (issue 9 builds the load balancing and the routing mesh).
-fn warn_ports_not_served(spec: &ServiceSpec) {
-    if spec.endpoint.as_ref().is_some_and(|e| !e.ports.is_empty()) {
-        eprintln!(
-            "warning: published ports are allocated and listed, but not served yet: the \
-             routing mesh and load balancing are still being built"
-        );
-    }
-}
-
 pub(super) async fn create(client: &Client, args: &CreateArgs, spec: ServiceSpec) -> Result<()> {
-    warn_ports_not_served(&spec);
     let service = client
         .control()
         .create_service(CreateServiceRequest { spec: Some(spec) })
@@ -64,8 +52,7 @@ pub(super) async fn update(client: &Client, args: &UpdateArgs) -> Result<()> {
         let mut spec = apply_update(&current, args)?;
         apply_network_update(&mut spec, args, &removed);
         if attempt == 1 {
-            warn_ports_not_served(&spec);
-        }
+                }
         match update_spec(client, &service, spec).await {
             Err(status) if is_version_conflict(&status) && attempt < UPDATE_ATTEMPTS => continue,
             other => break (current, other.or_daemon_error()?),
