@@ -4,7 +4,7 @@
 # through the routing mesh from the node without a task, and the ratios to direct. Needs root.
 # Addresses: 198.18.0.0/15 only. See tests/src/bin/bench-lb.rs.
 #
-#   bench/lb.sh [--seconds N] [--rounds N]
+#   bench/lb.sh [--seconds N] [--rounds N]     (defaults: 5 s, 5 rounds)
 set -euo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
