@@ -51,7 +51,6 @@ pub(super) async fn update(client: &Client, args: &UpdateArgs) -> Result<()> {
         // loses nothing.
         let mut spec = apply_update(&current, args)?;
         apply_network_update(&mut spec, args, &removed);
-        if attempt == 1 {}
         match update_spec(client, &service, spec).await {
             Err(status) if is_version_conflict(&status) && attempt < UPDATE_ATTEMPTS => continue,
             other => break (current, other.or_daemon_error()?),
