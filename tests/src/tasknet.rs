@@ -195,3 +195,31 @@ pub fn service_vips(host: &ShoalHost, service: &str) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// Tasks of `service` running and wanted running (serving), as `service ps` shows them.
+pub fn serving(m: &ShoalHost, service: &str) -> usize {
+    m.service_ps(service)
+        .iter()
+        .filter(|r| {
+            r.get("DESIRED STATE").map(String::as_str) == Some("Running")
+                && r.get("CURRENT STATE")
+                    .is_some_and(|s| s.starts_with("Running"))
+        })
+        .count()
+}
+
+/// Waits (up to a minute each) until every host's networking state is `before` again: what a
+/// test made is gone, nothing left behind.
+pub fn wait_back_to<H: std::ops::Deref<Target = ShoalHost>>(
+    hosts: &[&H],
+    before: &[NodeNetworkState],
+    what: &str,
+) {
+    for (host, before) in hosts.iter().zip(before) {
+        assert!(
+            crate::daemon::wait_until(Duration::from_secs(60), || node_state(host) == *before),
+            "a node kept {what} state: {:#?}\nexpected {before:#?}",
+            node_state(host)
+        );
+    }
+}

@@ -9,24 +9,12 @@ use std::time::Duration;
 
 use shoal_tests::cluster::TestCluster;
 use shoal_tests::daemon::{wait_until, words, ShoalHost};
-use shoal_tests::tasknet::{lookup, node_state, service_vips};
+use shoal_tests::tasknet::{lookup, node_state, service_vips, serving, wait_back_to};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 /// busybox httpd answering its container's hostname (the task's ID).
 const WEB: &str = "mkdir -p /www && hostname > /www/index.html && httpd -f -p 80 -h /www";
-
-/// Tasks of `service` running and wanted running, as `service ps` shows them.
-fn serving(m: &ShoalHost, service: &str) -> usize {
-    m.service_ps(service)
-        .iter()
-        .filter(|r| {
-            r.get("DESIRED STATE").map(String::as_str) == Some("Running")
-                && r.get("CURRENT STATE")
-                    .is_some_and(|s| s.starts_with("Running"))
-        })
-        .count()
-}
 
 /// `n` requests to `url` from the task, each a new connection: who answered how often, and how
 /// many failed.
@@ -213,12 +201,6 @@ fn a_vip_spreads_over_running_tasks_follows_scaling_and_refuses_when_none_runs()
 
     // Removing everything leaves each node as it was: no table, rule, route or namespace.
     m.shoal_ok(&words("service rm web client echo db"));
-    for (host, before) in [m, w].into_iter().zip(&idle) {
-        assert!(
-            wait_until(WAIT, || node_state(host) == *before),
-            "a node kept load balancing state: {:#?}\nexpected {before:#?}",
-            node_state(host)
-        );
-    }
+    wait_back_to(&[m, w], &idle, "load balancing");
     m.shoal_ok(&words("network rm front"));
 }

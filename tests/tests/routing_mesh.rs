@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use shoal_tests::cluster::TestCluster;
 use shoal_tests::daemon::{wait_until, words, ShoalHost};
-use shoal_tests::tasknet::node_state;
+use shoal_tests::tasknet::{node_state, serving, wait_back_to};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -16,17 +16,6 @@ const WAIT: Duration = Duration::from_secs(60);
 const WHOAMI: &str = "mkdir -p /www/cgi-bin && \
      printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho $REMOTE_ADDR\\n' \
      > /www/cgi-bin/ip && chmod +x /www/cgi-bin/ip && httpd -f -p 80 -h /www";
-
-fn serving(m: &ShoalHost, service: &str) -> usize {
-    m.service_ps(service)
-        .iter()
-        .filter(|r| {
-            r.get("DESIRED STATE").map(String::as_str) == Some("Running")
-                && r.get("CURRENT STATE")
-                    .is_some_and(|s| s.starts_with("Running"))
-        })
-        .count()
-}
 
 /// `wget URL` from harness host `from`'s namespace: the body (an address the CGI script prints
 /// as httpd's IPv6-mapped `[::ffff:A.B.C.D]` is given as `A.B.C.D`), or `Err` with what wget
@@ -224,11 +213,5 @@ fn published_ports_answer_everywhere_with_the_clients_address_and_host_mode_only
 
     // Removing the services leaves each node as it was: no rule, route, mark or namespace.
     m.shoal_ok(&words("service rm web hostweb echo"));
-    for (host, before) in [m, w].into_iter().zip(&idle) {
-        assert!(
-            wait_until(WAIT, || node_state(host) == *before),
-            "a node kept routing mesh state: {:#?}\nexpected {before:#?}",
-            node_state(host)
-        );
-    }
+    wait_back_to(&[m, w], &idle, "routing mesh");
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use shoal_tests::cluster::TestCluster;
 use shoal_tests::daemon::{wait_until, words, Container, ShoalHost};
-use shoal_tests::tasknet::{eth0_addr, lookup, node_state, service_vips};
+use shoal_tests::tasknet::{eth0_addr, lookup, node_state, service_vips, wait_back_to};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -240,12 +240,6 @@ fn overlay_tasks_reach_each_other_by_ip_and_name_across_hosts_and_overlays_are_i
 
     // Removing the services and the networks leaves each node as it was with no task.
     m.shoal_ok(&words("service rm web client other"));
-    for (host, before) in [m, w].into_iter().zip(&idle) {
-        assert!(
-            wait_until(WAIT, || node_state(host) == *before),
-            "a node kept task networking state: {:#?}\nexpected {before:#?}",
-            node_state(host)
-        );
-    }
+    wait_back_to(&[m, w], &idle, "task networking");
     m.shoal_ok(&words("network rm front back sealed"));
 }

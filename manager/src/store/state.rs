@@ -590,6 +590,28 @@ fn network_subnet(n: &Network) -> Result<Ipv4Net, ApplyError> {
     })
 }
 
+/// Whether `address` (a CIDR) may be handed out on `network` (subnet `subnet`) at all: the
+/// parsed address, or why not. Task addresses, VIPs and node addresses all obey this; who holds it is
+/// each caller's check.
+fn usable_address(
+    network: &Network,
+    subnet: Ipv4Net,
+    address: &str,
+) -> Result<Ipv4Net, &'static str> {
+    let addr: Ipv4Net = address.parse().map_err(|_| "not an IPv4 CIDR")?;
+    let ip = addr.addr();
+    if addr.prefix_len() != subnet.prefix_len() || !subnet.contains(&ip) {
+        return Err("outside the network's subnet");
+    }
+    if ip == subnet.network() || ip == subnet.broadcast() {
+        return Err("the subnet's network or broadcast address");
+    }
+    if network.gateway.parse::<std::net::Ipv4Addr>().ok() == Some(ip) {
+        return Err("the network's gateway");
+    }
+    Ok(addr)
+}
+
 fn restore<T>(map: &mut BTreeMap<String, T>, id: String, old: Option<T>) {
     match old {
         Some(v) => {

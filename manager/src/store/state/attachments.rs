@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use shoal_proto::{NetworkAttachment, Service, Task, TaskAllocation, TaskState};
 
-use super::{network_subnet, ApplyError, StoreState};
+use super::{network_subnet, usable_address, ApplyError, StoreState};
 
 /// Whether a task's addresses count as taken: until the task is terminal (COMPLETE, SHUTDOWN,
 /// FAILED, REJECTED). The attachments stay on a finished task, for inspect, but are free.
@@ -72,17 +72,8 @@ impl StoreState {
                 subnet: subnet.to_string(),
                 why,
             };
-            let addr: Ipv4Net = a.address.parse().map_err(|_| bad("not an IPv4 CIDR"))?;
-            if addr.prefix_len() != subnet.prefix_len() || !subnet.contains(&addr.addr()) {
-                return Err(bad("outside the network's subnet"));
-            }
+            let addr = usable_address(network, subnet, &a.address).map_err(bad)?;
             let ip = addr.addr();
-            if ip == subnet.network() || ip == subnet.broadcast() {
-                return Err(bad("the subnet's network or broadcast address"));
-            }
-            if network.gateway.parse::<Ipv4Addr>().ok() == Some(ip) {
-                return Err(bad("the network's gateway"));
-            }
             if let Some(holder) = self.address_holder(network_id, ip, task_id) {
                 return Err(ApplyError::AddressInUse {
                     address: ip.to_string(),

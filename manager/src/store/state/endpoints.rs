@@ -11,7 +11,7 @@ use ipnet::Ipv4Net;
 use shoal_proto::validate::endpoint::{is_ingress, protocol_name};
 use shoal_proto::{Service, VirtualIp};
 
-use super::{network_subnet, service_name, ApplyError, StoreState};
+use super::{network_subnet, service_name, usable_address, ApplyError, StoreState};
 
 /// The IP of a VIP ("198.18.128.9/24" → 198.18.128.9), if it is one.
 pub fn vip_ip(v: &VirtualIp) -> Option<Ipv4Addr> {
@@ -97,17 +97,9 @@ impl StoreState {
             network: name.to_string(),
             why,
         };
-        let addr: Ipv4Net = v.addr.parse().map_err(|_| bad("not an IPv4 CIDR"))?;
-        let ip = addr.addr();
-        if addr.prefix_len() != subnet.prefix_len() || !subnet.contains(&ip) {
-            return Err(bad("outside the network's subnet"));
-        }
-        if ip == subnet.network() || ip == subnet.broadcast() {
-            return Err(bad("the subnet's network or broadcast address"));
-        }
-        if network.gateway.parse::<Ipv4Addr>().ok() == Some(ip) {
-            return Err(bad("the network's gateway"));
-        }
+        let ip = usable_address(network, subnet, &v.addr)
+            .map_err(bad)?
+            .addr();
         if let Some(task) = self.address_holder(&v.network_id, ip, "") {
             return Err(ApplyError::VipInUse {
                 address: ip.to_string(),

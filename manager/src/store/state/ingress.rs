@@ -9,12 +9,11 @@
 
 use std::net::Ipv4Addr;
 
-use ipnet::Ipv4Net;
 use shoal_proto::validate::endpoint::is_ingress as is_ingress_port;
 use shoal_proto::{Network, NetworkAttachment, NodeAllocation, Service};
 
 use super::attachments::{attachment_ip, attachment_network_id};
-use super::{network_subnet, service_name, ApplyError, StoreState, Undo};
+use super::{network_subnet, service_name, usable_address, ApplyError, StoreState, Undo};
 
 /// Whether `n` is an ingress network (`network create --ingress`, or swarm init's `ingress`).
 pub fn is_ingress_network(n: &Network) -> bool {
@@ -123,17 +122,8 @@ impl StoreState {
             if out.iter().any(|o| attachment_network_id(o) == network_id) {
                 return Err(bad("a second address of the node on the network"));
             }
-            let addr: Ipv4Net = a.address.parse().map_err(|_| bad("not an IPv4 CIDR"))?;
+            let addr = usable_address(network, subnet, &a.address).map_err(bad)?;
             let ip = addr.addr();
-            if addr.prefix_len() != subnet.prefix_len() || !subnet.contains(&ip) {
-                return Err(bad("outside the network's subnet"));
-            }
-            if ip == subnet.network() || ip == subnet.broadcast() {
-                return Err(bad("the subnet's network or broadcast address"));
-            }
-            if network.gateway.parse::<Ipv4Addr>().ok() == Some(ip) {
-                return Err(bad("the network's gateway"));
-            }
             if let Some(holder) = self.address_holder(network_id, ip, "") {
                 return Err(ApplyError::AddressInUse {
                     address: ip.to_string(),
