@@ -27,13 +27,17 @@ use super::NetworkError;
 /// takes the bridge's address, as 127.0.0.1 cannot leave the node, and so does a task of this
 /// node calling a published port of its own node (hairpin): the reply must come back through
 /// the node to be un-DNATed, not straight across the bridge.
+///
+/// The bridge's own address (`bip`) is left out of the published ports: it is where the tasks'
+/// DNS server listens, which a service publishing 53/udp must not take over.
 pub(super) fn bridge_script(
     table: &str,
     bridge: &str,
-    subnet: Ipv4Net,
+    bip: Ipv4Net,
     internal: &BTreeSet<Ipv4Addr>,
     ports: &[PortForward],
 ) -> String {
+    let (subnet, gateway) = (bip.trunc(), bip.addr());
     let mut s = lb::replace_header(table);
     let _ = write!(
         s,
@@ -56,7 +60,8 @@ pub(super) fn bridge_script(
             addrs.join(", ")
         );
     }
-    let (map, chains) = lb::port_chains("fib daddr type local ", ports);
+    let matching = format!("fib daddr type local ip daddr != {gateway} ");
+    let (map, chains) = lb::port_chains(&matching, ports);
     if !map.is_empty() {
         let _ = write!(
             s,
@@ -121,7 +126,7 @@ mod tests {
 
     #[test]
     fn the_bridge_table_is_replaced_whole() {
-        let subnet = "198.19.0.0/24".parse().expect("cidr");
+        let subnet = "198.19.0.1/24".parse().expect("cidr");
         let s = bridge_script("shoal_gw", "gw", subnet, &BTreeSet::new(), &[]);
         let lines: Vec<&str> = s.lines().collect();
         assert_eq!(lines[0], "table ip shoal_gw");
@@ -136,15 +141,16 @@ mod tests {
 
     #[test]
     fn published_ports_reach_the_node_from_outside_and_from_itself() {
-        let subnet = "198.19.0.0/24".parse().expect("cidr");
+        let subnet = "198.19.0.1/24".parse().expect("cidr");
         let ports = [PortForward {
             protocol: "tcp",
             port: 8080,
             backends: vec!["198.19.0.2:8080".parse().expect("sa")],
         }];
         let s = bridge_script("shoal_gw", "gw", subnet, &BTreeSet::new(), &ports);
-        let map =
-            "fib daddr type local meta l4proto . th dport vmap { tcp . 8080 : goto port_tcp_8080 }";
+        // The bridge's own address (the DNS server's) is never a published port's.
+        let map = "fib daddr type local ip daddr != 198.19.0.1 meta l4proto . th dport vmap \
+                   { tcp . 8080 : goto port_tcp_8080 }";
         assert_eq!(s.matches(map).count(), 2, "prerouting and output:\n{s}");
         assert!(
             s.contains("meta l4proto tcp dnat ip to 198.19.0.2:8080"),
@@ -158,7 +164,7 @@ mod tests {
 
     #[test]
     fn internal_tasks_are_never_forwarded() {
-        let subnet = "198.19.0.0/24".parse().expect("cidr");
+        let subnet = "198.19.0.1/24".parse().expect("cidr");
         let internal = BTreeSet::from([
             "198.19.0.3".parse().expect("ip"),
             "198.19.0.2".parse().expect("ip"),

@@ -67,7 +67,7 @@ impl Outbound {
             &nft::bridge_script(
                 &self.table,
                 &self.bridge,
-                self.bip.trunc(),
+                self.bip,
                 &self.internal,
                 &self.ports,
             ),
