@@ -590,6 +590,22 @@ fn network_subnet(n: &Network) -> Result<Ipv4Net, ApplyError> {
     })
 }
 
+impl StoreState {
+    /// A stored network by ID, with its name and subnet, for the entries that give out its
+    /// addresses.
+    fn network_for_addresses(
+        &self,
+        network_id: &str,
+    ) -> Result<(&Network, &str, Ipv4Net), ApplyError> {
+        let network = self
+            .networks
+            .get(network_id)
+            .ok_or_else(|| ApplyError::NoSuchNetwork(network_id.to_string()))?;
+        let name = network.spec.as_ref().map_or("", |s| s.name.as_str());
+        Ok((network, name, network_subnet(network)?))
+    }
+}
+
 /// Whether `address` (a CIDR) may be handed out on `network` (subnet `subnet`) at all: the
 /// parsed address, or why not. Task addresses, VIPs and node addresses all obey this; who holds it is
 /// each caller's check.

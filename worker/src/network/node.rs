@@ -249,12 +249,12 @@ impl NodeNetwork {
     /// node's published ports, each task's VIPs and mesh replies. A failure is logged and the
     /// rest goes on: one broken task must not stop the others' traffic.
     async fn sync_balancing(&self, st: &mut State) {
-        if let Err(e) = self.sync_ingress(st).await {
-            warn!(error = %e, "programming the routing mesh failed");
-        }
         let mesh = backends::ingress(&st.peers)
             .map(backends::mesh_ports)
             .unwrap_or_default();
+        if let Err(e) = self.sync_ingress(st, &mesh).await {
+            warn!(error = %e, "programming the routing mesh failed");
+        }
         let mut forwards = st
             .balancer
             .as_ref()
@@ -283,12 +283,12 @@ impl NodeNetwork {
     }
 
     /// The ingress balancer: there while the ingress table gives this node an address and
-    /// some service publishes an ingress port, rebuilt if its network or address changed.
-    async fn sync_ingress(&self, st: &mut State) -> Result<(), NetworkError> {
+    /// some service publishes a mesh port (`mesh`), rebuilt if its network or address changed.
+    async fn sync_ingress(&self, st: &mut State, mesh: &[PortForward]) -> Result<(), NetworkError> {
         let wanted = backends::ingress(&st.peers).and_then(|p| {
             let address: Ipv4Net = p.local_address.parse().ok()?;
             let network = p.network.clone()?;
-            (!backends::mesh_ports(p).is_empty()).then_some((network, address))
+            (!mesh.is_empty()).then_some((network, address))
         });
         let keep = match (&st.balancer, &wanted) {
             (Some(b), Some((n, a))) => b.network_id == n.id && b.address == *a,
@@ -336,11 +336,8 @@ impl NodeNetwork {
             .await?;
             st.balancer = Some(balancer);
         }
-        let ports = backends::ingress(&st.peers)
-            .map(backends::mesh_ports)
-            .unwrap_or_default();
         if let Some(b) = st.balancer.as_mut() {
-            b.program(&ports)?;
+            b.program(mesh)?;
         }
         Ok(())
     }

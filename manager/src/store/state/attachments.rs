@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use shoal_proto::{NetworkAttachment, Service, Task, TaskAllocation, TaskState};
 
-use super::{network_subnet, usable_address, ApplyError, StoreState};
+use super::{usable_address, ApplyError, StoreState};
 
 /// Whether a task's addresses count as taken: until the task is terminal (COMPLETE, SHUTDOWN,
 /// FAILED, REJECTED). The attachments stay on a finished task, for inspect, but are free.
@@ -59,12 +59,7 @@ impl StoreState {
         let mut out: Vec<NetworkAttachment> = Vec::with_capacity(alloc.networks.len());
         for (a, current) in alloc.networks.iter().zip(&task.networks) {
             let network_id = attachment_network_id(a);
-            let network = self
-                .networks
-                .get(network_id)
-                .ok_or_else(|| ApplyError::NoSuchNetwork(network_id.to_string()))?;
-            let name = network.spec.as_ref().map_or("", |s| s.name.as_str());
-            let subnet = network_subnet(network)?;
+            let (network, name, subnet) = self.network_for_addresses(network_id)?;
             let bad = |why: &'static str| ApplyError::BadTaskAddress {
                 task: task_id.to_string(),
                 address: a.address.clone(),

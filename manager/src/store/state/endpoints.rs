@@ -11,7 +11,7 @@ use ipnet::Ipv4Net;
 use shoal_proto::validate::endpoint::{is_ingress, protocol_name};
 use shoal_proto::{Service, VirtualIp};
 
-use super::{network_subnet, service_name, usable_address, ApplyError, StoreState};
+use super::{service_name, usable_address, ApplyError, StoreState};
 
 /// The IP of a VIP ("198.18.128.9/24" → 198.18.128.9), if it is one.
 pub fn vip_ip(v: &VirtualIp) -> Option<Ipv4Addr> {
@@ -86,12 +86,7 @@ impl StoreState {
     }
 
     fn check_vip(&self, s: &Service, v: &VirtualIp) -> Result<(), ApplyError> {
-        let network = self
-            .networks
-            .get(&v.network_id)
-            .ok_or_else(|| ApplyError::NoSuchNetwork(v.network_id.clone()))?;
-        let name = network.spec.as_ref().map_or("", |n| n.name.as_str());
-        let subnet = network_subnet(network)?;
+        let (network, name, subnet) = self.network_for_addresses(&v.network_id)?;
         let bad = |why: &'static str| ApplyError::BadVip {
             address: v.addr.clone(),
             network: name.to_string(),

@@ -13,7 +13,7 @@ use shoal_proto::validate::endpoint::is_ingress as is_ingress_port;
 use shoal_proto::{Network, NetworkAttachment, NodeAllocation, Service};
 
 use super::attachments::{attachment_ip, attachment_network_id};
-use super::{network_subnet, service_name, usable_address, ApplyError, StoreState, Undo};
+use super::{service_name, usable_address, ApplyError, StoreState, Undo};
 
 /// Whether `n` is an ingress network (`network create --ingress`, or swarm init's `ingress`).
 pub fn is_ingress_network(n: &Network) -> bool {
@@ -103,12 +103,7 @@ impl StoreState {
         let mut out: Vec<NetworkAttachment> = Vec::with_capacity(alloc.attachments.len());
         for a in &alloc.attachments {
             let network_id = attachment_network_id(a);
-            let network = self
-                .networks
-                .get(network_id)
-                .ok_or_else(|| ApplyError::NoSuchNetwork(network_id.to_string()))?;
-            let name = network.spec.as_ref().map_or("", |s| s.name.as_str());
-            let subnet = network_subnet(network)?;
+            let (network, name, subnet) = self.network_for_addresses(network_id)?;
             let bad = |why: &'static str| ApplyError::BadNodeAddress {
                 node: node_id.to_string(),
                 address: a.address.clone(),
