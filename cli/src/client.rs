@@ -62,7 +62,7 @@ fn connect_error(host: &str, err: &(dyn std::error::Error + 'static)) -> anyhow:
             match io.kind() {
                 std::io::ErrorKind::PermissionDenied => {
                     return anyhow::anyhow!(
-                        "permission denied while trying to connect to the Shoal daemon socket at {host}: run the command as root"
+                        "permission denied while trying to connect to the Shoal daemon socket at {host}: run the command as root, or as a member of the daemon's group (`shoal` unless `shoal daemon --group` names another)"
                     );
                 }
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {

@@ -33,6 +33,10 @@ pub struct DaemonArgs {
     /// are masqueraded behind the node's address.
     #[arg(long, default_value = shoal_worker::network::DEFAULT_BIP, value_name = "CIDR", value_parser = parse_bip)]
     pub bip: ipnet::Ipv4Net,
+    /// Group whose members may use the API socket (mode 0660, as docker's `docker` group); when
+    /// the default group does not exist the socket is root's only (0600).
+    #[arg(short = 'G', long, default_value = shoal_node::DEFAULT_GROUP, value_name = "GROUP")]
+    pub group: String,
 }
 
 /// An interface name the kernel takes.
@@ -83,6 +87,7 @@ pub async fn run(host: &str, args: DaemonArgs) -> Result<()> {
         metrics_addr: args.metrics_addr,
         bridge: args.bridge,
         bip: args.bip,
+        group: args.group,
     })
     .await
 }

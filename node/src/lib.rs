@@ -6,6 +6,8 @@
 //! parses the daemon's flags into a [`Config`] and calls [`run`]. Like a binary, it reports
 //! failures with `anyhow` and context: its errors end at the daemon's exit or in a gRPC status.
 
+mod access;
+pub use access::DEFAULT_GROUP;
 mod api;
 mod describe;
 mod identity;
@@ -48,6 +50,8 @@ pub struct Config {
     pub bridge: String,
     /// Its address and subnet (`--bip`).
     pub bip: ipnet::Ipv4Net,
+    /// The group whose members may use the API socket (`--group`, docker's `-G`).
+    pub group: String,
 }
 
 /// Everything the API handlers and the swarm lifecycle share.
@@ -89,8 +93,9 @@ fn init_tracing() {
         .try_init();
 }
 
-/// Binds the API socket, refusing to steal it from a daemon that is still running.
-async fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+/// Binds the API socket, refusing to steal it from a daemon that is still running, and gives
+/// it to root and `group` only.
+async fn bind(path: &Path, group: &str) -> anyhow::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -105,15 +110,17 @@ async fn bind(path: &Path) -> anyhow::Result<UnixListener> {
         std::fs::remove_file(path)
             .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
     }
-    UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
+    access::api_socket(path, group)?;
+    Ok(listener)
 }
 
 /// Runs the daemon until SIGTERM or Ctrl-C.
 pub async fn run(args: Config) -> anyhow::Result<()> {
     init_tracing();
     let sock = args.socket.clone();
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("cannot create data dir {}", args.data_dir.display()))?;
+    access::private_dir(&args.data_dir)?;
     let identity = identity::Identity::load(&args.data_dir)?;
     // Bound before anything starts, so a taken address fails the start rather than later.
     let metrics_listener = match &args.metrics_addr {
@@ -145,7 +152,7 @@ pub async fn run(args: Config) -> anyhow::Result<()> {
     let metrics_server = metrics_listener.map(|l| metrics_http::spawn(l, daemon.metrics.clone()));
     swarm::resume(&daemon).await?;
 
-    let listener = bind(&sock).await?;
+    let listener = bind(&sock, &args.group).await?;
     info!(socket = %sock.display(), data_dir = %args.data_dir.display(), "shoal daemon listening");
 
     let logs = Arc::new(logs::NodeLogs::new(daemon.clone()));

@@ -90,6 +90,8 @@ fn serve_local_dispatcher(
     let _ = std::fs::remove_file(&sock);
     let listener = tokio::net::UnixListener::bind(&sock)
         .with_context(|| format!("cannot listen on {}", sock.display()))?;
+    // Only this daemon's own agent speaks on it.
+    crate::access::private_socket(&sock)?;
     let server = tonic::transport::Server::builder()
         .layer(daemon.metrics.api_layer("dispatcher"))
         .add_service(DispatcherServer::new(m.dispatcher()));

@@ -96,6 +96,15 @@ impl RaftStorage {
         })?;
         let path = data_dir.join(DATA_FILE);
         let db = open_database(&path)?;
+        // The log holds the root CA key and the join tokens: the owner's only, whatever the
+        // umask made of the file (and of the directory).
+        for (p, mode) in [(data_dir, 0o700), (path.as_path(), 0o600)] {
+            std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .map_err(|source| RaftError::Io {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+        }
         let mut storage = RaftStorage {
             db,
             path,

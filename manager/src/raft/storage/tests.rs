@@ -202,3 +202,17 @@ fn raft_storage_reports_a_log_gap_as_corrupt() {
     let err = RaftStorage::open(dir.path(), 1).expect_err("gap");
     assert!(err.to_string().contains("not contiguous"), "{err}");
 }
+
+#[test]
+fn the_raft_file_and_its_directory_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let raft = dir.path().join("raft");
+    std::fs::create_dir(&raft).expect("mkdir");
+    std::fs::set_permissions(&raft, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    drop(RaftStorage::open(&raft, 1).expect("open"));
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(&raft), 0o700);
+    assert_eq!(mode(&raft.join(DATA_FILE)), 0o600);
+}
