@@ -21,7 +21,7 @@ use shoal_proto::leader_hint;
 use shoal_proto::{
     dispatcher_server, store_action::Action, Empty, HeartbeatRequest, HeartbeatResponse,
     NetworkPeers, NodeRole, NodeState, NodeStatusUpdate, SessionMessage, SessionRequest,
-    StoreAction, Task, TaskState, UpdateTaskStatusRequest, UsageReport,
+    StoreAction, Task, TaskState, TaskUsage, UpdateTaskStatusRequest, UsageReport,
 };
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
@@ -32,7 +32,7 @@ use crate::raft::RaftStatus;
 use crate::usage::UsageStore;
 use shoal_tls::Caller;
 
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoreState};
 
 /// Docker Swarm's default `--dispatcher-heartbeat`.
 pub const DEFAULT_HEARTBEAT_PERIOD: Duration = Duration::from_secs(5);
@@ -361,7 +361,59 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         authorize(&request, &request.get_ref().node_id)?;
         let req = request.into_inner();
         self.check_session(&req.node_id, &req.session_id)?;
-        self.usage.record(&req.node_id, req.tasks);
+        let tasks = self
+            .store
+            .view(|st| assigned_usage(st, &req.node_id, req.tasks));
+        self.usage.record(&req.node_id, tasks);
         Ok(Response::new(Empty {}))
+    }
+}
+
+/// The samples of a usage report that are about tasks assigned to the reporting node: like a
+/// status report, a node speaks only of its own tasks, so a compromised worker cannot feed the
+/// metrics and the autoscaler numbers for other nodes' tasks.
+fn assigned_usage(st: &StoreState, node_id: &str, tasks: Vec<TaskUsage>) -> Vec<TaskUsage> {
+    let (own, foreign): (Vec<TaskUsage>, Vec<TaskUsage>) = tasks.into_iter().partition(|u| {
+        st.tasks
+            .get(&u.task_id)
+            .is_some_and(|t| t.node_id == node_id)
+    });
+    if !foreign.is_empty() {
+        warn!(node = %node_id, refused = foreign.len(),
+            "usage report about tasks not assigned to the node; those samples are dropped");
+    }
+    own
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_of_tasks_on_other_nodes_is_dropped() {
+        let task = |id: &str, node: &str| Task {
+            id: id.into(),
+            node_id: node.into(),
+            ..Default::default()
+        };
+        let st = StoreState {
+            tasks: [task("mine", "n1"), task("theirs", "n2")]
+                .into_iter()
+                .map(|t| (t.id.clone(), t))
+                .collect(),
+            ..Default::default()
+        };
+        let usage = |id: &str| TaskUsage {
+            task_id: id.into(),
+            cpu_seconds_total: 1.0,
+            ..Default::default()
+        };
+        let kept = assigned_usage(
+            &st,
+            "n1",
+            vec![usage("mine"), usage("theirs"), usage("ghost")],
+        );
+        let ids: Vec<&str> = kept.iter().map(|u| u.task_id.as_str()).collect();
+        assert_eq!(ids, ["mine"]);
     }
 }
