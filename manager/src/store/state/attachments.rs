@@ -25,6 +25,22 @@ pub fn attachment_network_id(a: &NetworkAttachment) -> &str {
 }
 
 /// The IP of an attachment's address ("198.18.128.5/24" → 198.18.128.5), if it has one.
+/// Of `(ID, attachments)` pairs (tasks, nodes), the ID of the first holding `ip` on
+/// `network_id`.
+pub(super) fn holder_of<'a>(
+    mut holders: impl Iterator<Item = (&'a str, &'a [NetworkAttachment])>,
+    network_id: &str,
+    ip: Ipv4Addr,
+) -> Option<String> {
+    holders
+        .find(|(_, attachments)| {
+            attachments
+                .iter()
+                .any(|a| attachment_network_id(a) == network_id && attachment_ip(a) == Some(ip))
+        })
+        .map(|(id, _)| id.to_string())
+}
+
 pub fn attachment_ip(a: &NetworkAttachment) -> Option<Ipv4Addr> {
     a.address.parse::<Ipv4Net>().ok().map(|n| n.addr())
 }
@@ -117,15 +133,14 @@ impl StoreState {
         ip: Ipv4Addr,
         except: &str,
     ) -> Option<String> {
-        self.tasks
-            .values()
-            .filter(|t| t.id != except && holds_addresses(t))
-            .find(|t| {
-                t.networks
-                    .iter()
-                    .any(|a| attachment_network_id(a) == network_id && attachment_ip(a) == Some(ip))
-            })
-            .map(|t| t.id.clone())
+        holder_of(
+            self.tasks
+                .values()
+                .filter(|t| t.id != except && holds_addresses(t))
+                .map(|t| (t.id.as_str(), t.networks.as_slice())),
+            network_id,
+            ip,
+        )
     }
 
     /// A service names only networks that exist (by ID): a network removed while the service

@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 use shoal_proto::validate::endpoint::is_ingress as is_ingress_port;
 use shoal_proto::{Network, NetworkAttachment, NodeAllocation, Service};
 
-use super::attachments::{attachment_ip, attachment_network_id};
+use super::attachments::{attachment_network_id, holder_of};
 use super::{service_name, usable_address, ApplyError, StoreState, Undo};
 
 /// Whether `n` is an ingress network (`network create --ingress`, or swarm init's `ingress`).
@@ -40,15 +40,14 @@ impl StoreState {
         ip: Ipv4Addr,
         except: &str,
     ) -> Option<String> {
-        self.nodes
-            .values()
-            .filter(|n| n.id != except)
-            .find(|n| {
-                n.attachments
-                    .iter()
-                    .any(|a| attachment_network_id(a) == network_id && attachment_ip(a) == Some(ip))
-            })
-            .map(|n| n.id.clone())
+        holder_of(
+            self.nodes
+                .values()
+                .filter(|n| n.id != except)
+                .map(|n| (n.id.as_str(), n.attachments.as_slice())),
+            network_id,
+            ip,
+        )
     }
 
     /// A second ingress network is refused: the routing mesh has one.
