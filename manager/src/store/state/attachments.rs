@@ -85,27 +85,7 @@ impl StoreState {
             };
             let addr = usable_address(network, subnet, &a.address).map_err(bad)?;
             let ip = addr.addr();
-            if let Some(holder) = self.address_holder(network_id, ip, task_id) {
-                return Err(ApplyError::AddressInUse {
-                    address: ip.to_string(),
-                    network: name.to_string(),
-                    holder,
-                });
-            }
-            if let Some(service) = self.vip_holder(network_id, ip, "") {
-                return Err(ApplyError::AddressIsVip {
-                    address: ip.to_string(),
-                    network: name.to_string(),
-                    service: super::service_name(service),
-                });
-            }
-            if let Some(node) = self.node_address_holder(network_id, ip, "") {
-                return Err(ApplyError::AddressOfNode {
-                    address: ip.to_string(),
-                    network: name.to_string(),
-                    node,
-                });
-            }
+            self.check_address_free(network_id, name, ip, task_id, "")?;
             if out
                 .iter()
                 .any(|o| attachment_network_id(o) == network_id && attachment_ip(o) == Some(ip))
@@ -124,6 +104,40 @@ impl StoreState {
             });
         }
         Ok(out)
+    }
+
+    /// `ip` on network `network_id` (named `name`) is held by no live task but `except_task`,
+    /// no VIP and no node but `except_node`: an address is given out once, whoever takes it.
+    pub(super) fn check_address_free(
+        &self,
+        network_id: &str,
+        name: &str,
+        ip: Ipv4Addr,
+        except_task: &str,
+        except_node: &str,
+    ) -> Result<(), ApplyError> {
+        if let Some(holder) = self.address_holder(network_id, ip, except_task) {
+            return Err(ApplyError::AddressInUse {
+                address: ip.to_string(),
+                network: name.to_string(),
+                holder,
+            });
+        }
+        if let Some(service) = self.vip_holder(network_id, ip, "") {
+            return Err(ApplyError::AddressIsVip {
+                address: ip.to_string(),
+                network: name.to_string(),
+                service: super::service_name(service),
+            });
+        }
+        if let Some(node) = self.node_address_holder(network_id, ip, except_node) {
+            return Err(ApplyError::AddressOfNode {
+                address: ip.to_string(),
+                network: name.to_string(),
+                node,
+            });
+        }
+        Ok(())
     }
 
     /// Another live task holding `ip` on network `network_id`.

@@ -118,27 +118,7 @@ impl StoreState {
             }
             let addr = usable_address(network, subnet, &a.address).map_err(bad)?;
             let ip = addr.addr();
-            if let Some(holder) = self.address_holder(network_id, ip, "") {
-                return Err(ApplyError::AddressInUse {
-                    address: ip.to_string(),
-                    network: name.to_string(),
-                    holder,
-                });
-            }
-            if let Some(service) = self.vip_holder(network_id, ip, "") {
-                return Err(ApplyError::AddressIsVip {
-                    address: ip.to_string(),
-                    network: name.to_string(),
-                    service: service_name(service),
-                });
-            }
-            if let Some(node) = self.node_address_holder(network_id, ip, node_id) {
-                return Err(ApplyError::AddressOfNode {
-                    address: ip.to_string(),
-                    network: name.to_string(),
-                    node,
-                });
-            }
+            self.check_address_free(network_id, name, ip, "", node_id)?;
             out.push(NetworkAttachment {
                 network: Some(network.clone()),
                 address: addr.to_string(),
