@@ -74,17 +74,20 @@ pub async fn serve(
     if let Some(m) = manager {
         let logs = Arc::new(super::logs::NodeLogs::new(daemon.clone()));
         let control = shoal_manager::controlapi::ControlApi::new(daemon.manager_slot.clone(), logs);
+        let authority = m.authority();
         router = router
             .add_service(ControlServer::with_interceptor(
                 control,
-                RequireRole(Role::Manager),
+                authority.interceptor(Role::Manager),
             ))
             .add_service(DispatcherServer::new(m.dispatcher()))
             .add_service(MembershipServer::new(
                 shoal_manager::membership::MembershipApi::new(daemon.manager_slot.clone()),
             ))
             .add_service(InterceptedService::new(
-                RaftService::new(m.raft().clone()).into_server(),
+                RaftService::new(m.raft().clone())
+                    .with_sender_check(authority.raft_sender_check())
+                    .into_server(),
                 RequireRole(Role::Manager),
             ));
     }
