@@ -94,7 +94,10 @@ fn serve_local_dispatcher(
     crate::access::private_socket(&sock)?;
     let server = tonic::transport::Server::builder()
         .layer(daemon.metrics.api_layer("dispatcher"))
-        .add_service(DispatcherServer::new(m.dispatcher()));
+        .add_service(
+            DispatcherServer::new(m.dispatcher())
+                .max_decoding_message_size(shoal_proto::MAX_REQUEST_BYTES),
+        );
     Ok(tokio::spawn(async move {
         let shutdown = async move {
             let _ = stop.changed().await;

@@ -6,11 +6,13 @@
 //! service exist, does Prometheus accept a query) stay with the manager.
 
 pub mod autoscale;
+pub mod bounds;
 pub mod constraint;
 pub mod endpoint;
 pub mod network;
 
 pub use autoscale::PolicyError;
+pub use bounds::BoundsError;
 pub use constraint::{ConstraintError, PlacementError};
 pub use endpoint::EndpointError;
 
@@ -47,6 +49,8 @@ pub enum SpecError {
     },
     #[error("image reference {image:?} is not normalised (expected {expected})")]
     ImageNotNormalised { image: String, expected: String },
+    #[error(transparent)]
+    Bounds(#[from] BoundsError),
     #[error(transparent)]
     Autoscale(#[from] PolicyError),
     #[error(transparent)]
@@ -161,10 +165,11 @@ pub fn networking(spec: &ServiceSpec) -> Result<(), SpecError> {
 pub const NETWORK_NONE: &str = "none";
 
 /// Everything about a spec that can be checked on its own, in the order the control API has
-/// always checked it (so the first error reported stays the same): name, resources, autoscale
-/// policy, mode and placement, image, DNS servers and networks, then published ports.
+/// always checked it (so the first error reported stays the same): name, bounds, resources,
+/// autoscale policy, mode and placement, image, DNS servers and networks, then published ports.
 pub fn service_spec(spec: &ServiceSpec) -> Result<(), SpecError> {
     service_name(&spec.name)?;
+    bounds::check(spec)?;
     resources(spec)?;
     autoscale::validate(spec)?;
     constraint::validate_placement(spec)?;
