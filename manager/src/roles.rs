@@ -44,6 +44,17 @@ pub enum ManagerError {
     Ingress(String),
 }
 
+/// What `swarm init` decides for the new cluster.
+#[derive(Debug, Clone)]
+pub struct InitSettings {
+    /// Lifetime of the node certificates the CA signs (`--cert-expiry`).
+    pub cert_expiry: Duration,
+    /// Where network subnets come from (`--default-addr-pool`…).
+    pub addr_pool: PoolConfig,
+    /// `--dispatcher-heartbeat` in ms; 0 = each manager's own `shoal daemon` setting.
+    pub dispatcher_heartbeat_ms: u64,
+}
+
 pub struct ManagerConfig {
     pub raft_dir: PathBuf,
     pub raft_id: u64,
@@ -186,12 +197,12 @@ impl Manager {
         addr: &str,
         description: NodeDescription,
         ca: &RootCa,
-        cert_expiry: Duration,
-        addr_pool: PoolConfig,
+        settings: &InitSettings,
     ) -> Result<(), ManagerError> {
         if self.store.view(|st| st.cluster.is_some()) {
             return Ok(());
         }
+        let (cert_expiry, addr_pool) = (settings.cert_expiry, settings.addr_pool);
         let ingress = crate::controlapi::initial_ingress(addr_pool)
             .map_err(|e| ManagerError::Ingress(e.message().to_string()))?;
         let now = now_ms();
@@ -213,6 +224,7 @@ impl Manager {
             default_addr_pool: addr_pool.base().to_string(),
             default_addr_pool_mask_len: u32::from(addr_pool.subnet_len()),
             removed_nodes: Default::default(),
+            dispatcher_heartbeat_ms: settings.dispatcher_heartbeat_ms,
         };
         let node = Node {
             id: node_id.to_string(),

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rand::Rng;
-use shoal_manager::allocator::PoolConfig;
 use shoal_manager::controlapi::ActiveManager;
 use shoal_manager::leader::LeaderLink;
 use shoal_manager::raft::RaftHandle;
+use shoal_manager::roles::InitSettings;
 use shoal_manager::{Manager, ManagerConfig};
 use shoal_proto::{
     dispatcher_client::DispatcherClient, dispatcher_server::DispatcherServer,
@@ -72,7 +72,7 @@ impl SwarmState {
 /// How `start` came about.
 enum Start<'a> {
     /// `swarm init`: write the cluster, its CA, certificate lifetime and address pool.
-    Init(&'a RootCa, Duration, PoolConfig),
+    Init(&'a RootCa, InitSettings),
     /// `swarm join` as a manager: become a Raft voter.
     JoinManager,
     /// `swarm init --force-new-cluster`: this manager alone, keeping the state.
@@ -235,15 +235,14 @@ async fn start(daemon: &Arc<Daemon>, state: &mut SwarmState, how: Start<'_>) -> 
             )
         })?;
         tasks.push(serve_local_dispatcher(daemon, &m, stop_rx.clone())?);
-        if let Start::Init(ca, expiry, addr_pool) = how {
+        if let Start::Init(ca, settings) = &how {
             // Before the agent registers this node as a plain worker.
             m.bootstrap(
                 &node_id,
                 &membership.advertise_addr,
                 description.clone(),
                 ca,
-                expiry,
-                addr_pool,
+                settings,
             )
             .await?;
         }
@@ -445,10 +444,10 @@ pub async fn init(
     daemon: &Arc<Daemon>,
     advertise: &str,
     listen: &str,
-    cert_expiry: Duration,
-    addr_pool: PoolConfig,
+    settings: InitSettings,
     force_new_cluster: bool,
 ) -> Result<InitOutcome, tonic::Status> {
+    let cert_expiry = settings.cert_expiry;
     if force_new_cluster && daemon.swarm.lock().await.identity.swarm.is_some() {
         return force_new_cluster_here(daemon).await;
     }
@@ -487,7 +486,7 @@ pub async fn init(
         raft_id: random_raft_id(),
         managers: vec![addr.clone()],
     });
-    start_or_undo(daemon, &mut state, Start::Init(&ca, cert_expiry, addr_pool)).await?;
+    start_or_undo(daemon, &mut state, Start::Init(&ca, settings)).await?;
     Ok(init_outcome(&state, &addr))
 }
 

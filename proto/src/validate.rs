@@ -7,6 +7,7 @@
 
 pub mod autoscale;
 pub mod bounds;
+pub mod cluster;
 pub mod constraint;
 pub mod endpoint;
 pub mod network;

@@ -32,6 +32,9 @@ pub struct UpdateArgs {
     /// (e.g. http://127.0.0.1:9090; "" removes it)
     #[arg(long, value_name = "URL")]
     pub prometheus_url: Option<String>,
+    /// Dispatcher heartbeat period (e.g. 5s): a worker silent for three periods is down
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub dispatcher_heartbeat: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -55,6 +58,9 @@ pub struct InitArgs {
     /// Default address pool subnet mask length (default 24)
     #[arg(long, value_name = "N", default_value_t = 24)]
     pub default_addr_pool_mask_length: u8,
+    /// Dispatcher heartbeat period (default 5s): a worker silent for three periods is down
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub dispatcher_heartbeat: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -109,10 +115,13 @@ pub async fn run(host: &str, command: SwarmCommand) -> Result<()> {
             Ok(())
         }
         SwarmCommand::Update(args) => {
+            let dispatcher_heartbeat_ms =
+                args.dispatcher_heartbeat.map(heartbeat_ms).transpose()?;
             client
                 .control()
                 .update_cluster(UpdateClusterRequest {
                     prometheus_url: args.prometheus_url,
+                    dispatcher_heartbeat_ms,
                 })
                 .await
                 .or_daemon_error()?;
@@ -126,6 +135,7 @@ async fn init(client: &Client, args: InitArgs) -> Result<()> {
     // Checked before dialling, with the words the daemon would use.
     let pool = args.default_addr_pool.unwrap_or_default();
     default_addr_pool(&pool, args.default_addr_pool_mask_length)?;
+    let dispatcher_heartbeat_ms = args.dispatcher_heartbeat.map(heartbeat_ms).transpose()?;
     let response = client
         .daemon()
         .swarm_init(SwarmInitRequest {
@@ -137,6 +147,7 @@ async fn init(client: &Client, args: InitArgs) -> Result<()> {
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             default_addr_pool: pool,
             default_addr_pool_mask_len: u32::from(args.default_addr_pool_mask_length),
+            dispatcher_heartbeat_ms: dispatcher_heartbeat_ms.unwrap_or(0),
         })
         .await
         .or_daemon_error()?;
@@ -145,6 +156,13 @@ async fn init(client: &Client, args: InitArgs) -> Result<()> {
         init_message(&response.node_id, &response.worker_join_command)
     );
     Ok(())
+}
+
+/// `--dispatcher-heartbeat` as the API carries it, checked before dialling.
+fn heartbeat_ms(d: std::time::Duration) -> Result<u64> {
+    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    shoal_proto::validate::cluster::dispatcher_heartbeat(ms)?;
+    Ok(ms)
 }
 
 fn init_message(node_id: &str, join_command: &str) -> String {

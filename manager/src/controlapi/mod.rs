@@ -716,9 +716,16 @@ impl control_server::Control for ControlApi {
             }
             None => None,
         };
+        if let Some(ms) = req.dispatcher_heartbeat_ms {
+            validate::cluster::dispatcher_heartbeat(ms)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
         cluster::update(&m, |c| {
             if let Some(url) = &url {
                 c.prometheus_url = url.clone();
+            }
+            if let Some(ms) = req.dispatcher_heartbeat_ms {
+                c.dispatcher_heartbeat_ms = ms;
             }
             Ok(())
         })
