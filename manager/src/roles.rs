@@ -93,7 +93,10 @@ async fn supervise(
 ) {
     let mut running: Option<(watch::Sender<bool>, Vec<JoinHandle<()>>)> = None;
     loop {
-        let leading = status.borrow_and_update().is_leader;
+        // A new leader plans only from a complete store: once it has applied its term's first
+        // entry, everything committed under earlier leaders is applied too. Planning earlier
+        // would, for example, create again a task whose creation it has not applied yet.
+        let leading = status.borrow_and_update().leader_ready;
         match (leading, running.is_some()) {
             (true, false) => {
                 info!(

@@ -30,8 +30,16 @@ pub enum StoreError {
     NotLeader { leader: String },
     #[error("the Raft log is not running on this manager")]
     Stopped,
-    #[error("no quorum: the proposal was not committed within {0:?}; are a majority of managers reachable?")]
+    #[error(
+        "no quorum: the change was not confirmed within {0:?}, so it may or may not take effect; \
+         check (e.g. `shoal service ls`) before retrying. Are a majority of managers reachable?"
+    )]
     Timeout(std::time::Duration),
+    #[error(
+        "the leader lost its office before this change was confirmed (the leader is now \
+         {leader}): it may or may not take effect; check before retrying"
+    )]
+    Indeterminate { leader: String },
     #[error("raft storage failed: {0}")]
     Storage(String),
 }
