@@ -75,7 +75,9 @@ pub enum SecurityError {
     InvalidSeccompProfile { origin: String, reason: String },
     #[error("a custom seccomp profile (--security-opt seccomp=PATH) needs the profile's content")]
     MissingSeccompProfile,
-    #[error("a seccomp profile is given but the mode is not custom: use --security-opt seccomp=PATH")]
+    #[error(
+        "a seccomp profile is given but the mode is not custom: use --security-opt seccomp=PATH"
+    )]
     UnexpectedSeccompProfile,
 }
 
@@ -406,7 +408,10 @@ mod tests {
             Err(SecurityError::UnexpectedSeccompProfile)
         );
         let err = container(&with_seccomp(Mode::Custom, "{")).unwrap_err();
-        assert!(err.to_string().starts_with("invalid seccomp profile: "), "{err}");
+        assert!(
+            err.to_string().starts_with("invalid seccomp profile: "),
+            "{err}"
+        );
     }
 
     #[test]
@@ -414,7 +419,10 @@ mod tests {
         let err = |json| seccomp_profile(json, " in p.json").unwrap_err().to_string();
         assert!(err("{}").contains("missing field `defaultAction`"));
         let e = err(r#"{"defaultAction":"SCMP_ACT_MAYBE"}"#);
-        assert!(e.starts_with("invalid seccomp profile in p.json: unknown variant"), "{e}");
+        assert!(
+            e.starts_with("invalid seccomp profile in p.json: unknown variant"),
+            "{e}"
+        );
         assert!(err(
             r#"{"defaultAction":"SCMP_ACT_ERRNO","architectures":["SCMP_ARCH_X86"],
                 "archMap":[{"architecture":"SCMP_ARCH_X86_64"}]}"#

@@ -33,10 +33,7 @@ pub enum AppArmorState {
 
 /// The profile a container runs under: [`PROFILE_NAME`] where AppArmor is on, unless the
 /// service says `--security-opt apparmor=unconfined`.
-pub fn profile_for(
-    state: &AppArmorState,
-    cs: &ContainerSpec,
-) -> Result<Option<String>, SpecError> {
+pub fn profile_for(state: &AppArmorState, cs: &ContainerSpec) -> Result<Option<String>, SpecError> {
     let disabled = cs
         .privileges
         .as_ref()
@@ -227,7 +224,10 @@ mod tests {
             Some(PROFILE_NAME.to_string())
         );
         assert_eq!(profile_for(&AppArmorState::Disabled, &plain).unwrap(), None);
-        assert_eq!(profile_for(&AppArmorState::Loaded, &unconfined()).unwrap(), None);
+        assert_eq!(
+            profile_for(&AppArmorState::Loaded, &unconfined()).unwrap(),
+            None
+        );
         let failed = AppArmorState::Failed("no apparmor_parser".into());
         assert_eq!(profile_for(&failed, &unconfined()).unwrap(), None);
         let err = profile_for(&failed, &plain).unwrap_err().to_string();
@@ -249,14 +249,26 @@ mod tests {
         assert!(old.starts_with("@{PROC}=/proc/\n"));
         assert!(!old.contains("signal") && !old.contains("ptrace") && !old.contains("#include"));
         let confined = render_profile(PROFILE_NAME, "shoald (enforce)", 300_000, false, false);
-        assert!(confined.contains("signal (receive) peer=shoald,"), "{confined}");
+        assert!(
+            confined.contains("signal (receive) peer=shoald,"),
+            "{confined}"
+        );
     }
 
     #[test]
     fn parser_versions() {
-        assert_eq!(parse_parser_version("AppArmor parser version 2.13.3\nCopyright"), Ok(213_003));
-        assert_eq!(parse_parser_version("AppArmor parser version 3.0.8"), Ok(300_008));
-        assert_eq!(parse_parser_version("AppArmor parser version 4.1.0~beta5"), Ok(401_000));
+        assert_eq!(
+            parse_parser_version("AppArmor parser version 2.13.3\nCopyright"),
+            Ok(213_003)
+        );
+        assert_eq!(
+            parse_parser_version("AppArmor parser version 3.0.8"),
+            Ok(300_008)
+        );
+        assert_eq!(
+            parse_parser_version("AppArmor parser version 4.1.0~beta5"),
+            Ok(401_000)
+        );
         assert!(parse_parser_version("").is_err());
     }
 }

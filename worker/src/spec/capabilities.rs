@@ -41,7 +41,11 @@ fn parse(name: &str) -> Result<Capability, SpecError> {
 
 /// Every capability the node's kernel has (`ALL`): those up to `last_cap`.
 fn all(last_cap: usize) -> Result<HashSet<Capability>, SpecError> {
-    CAPABILITIES.iter().take(last_cap + 1).map(|c| parse(c)).collect()
+    CAPABILITIES
+        .iter()
+        .take(last_cap + 1)
+        .map(|c| parse(c))
+        .collect()
 }
 
 /// The container's capability set: the defaults, then `--cap-drop` (`ALL` drops every one),

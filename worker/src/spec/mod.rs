@@ -85,7 +85,9 @@ pub enum SpecError {
     InvalidSignal { signal: String },
     #[error("cannot build the OCI runtime spec: {0}")]
     Oci(#[from] oci_spec::OciSpecError),
-    #[error("unknown capability {0:?}: the service's --cap-add/--cap-drop must name a Linux capability")]
+    #[error(
+        "unknown capability {0:?}: the service's --cap-add/--cap-drop must name a Linux capability"
+    )]
     Capability(String),
     #[error("cannot apply the seccomp profile: {0}")]
     Seccomp(String),

@@ -52,7 +52,14 @@ fn the_default_profile_denies_by_default_for_this_arch() {
 fn syscalls_follow_the_capabilities_as_docker() {
     let h = host("amd64", 6, 1);
     let plain = default_with(&[], &h);
-    for name in ["mount", "unshare", "setns", "umount2", "reboot", "process_vm_readv"] {
+    for name in [
+        "mount",
+        "unshare",
+        "setns",
+        "umount2",
+        "reboot",
+        "process_vm_readv",
+    ] {
         assert!(!allowed(&plain, name), "{name} allowed by default");
     }
     // clone is allowed only without namespace flags (an argument condition).
@@ -119,7 +126,10 @@ fn services_choose_default_unconfined_or_their_own() {
     let s = for_container(&own, &caps, &h).unwrap().unwrap();
     assert_eq!(s.default_action(), LinuxSeccompAction::ScmpActAllow);
     assert_eq!(s.default_errno_ret(), Some(1));
-    assert_eq!(s.architectures().as_deref(), Some(&[Arch::ScmpArchX86_64][..]));
+    assert_eq!(
+        s.architectures().as_deref(),
+        Some(&[Arch::ScmpArchX86_64][..])
+    );
     let rules = s.syscalls().clone().unwrap_or_default();
     assert_eq!(rules.len(), 1, "the chmod rule needs CAP_SYS_ADMIN");
     assert_eq!(rules[0].names(), &["mkdir"]);
