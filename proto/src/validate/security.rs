@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{privileges, ContainerSpec};
+use crate::{privileges, ContainerSpec, Privileges};
 
 /// Every capability docker 20.10 knows, in kernel order (bit 0 first); `ALL` means all of them
 /// that the node's kernel has.
@@ -129,6 +129,19 @@ pub fn container(c: &ContainerSpec) -> Result<(), SecurityError> {
         }
         (_, true) => Ok(()),
         (_, false) => Err(SecurityError::UnexpectedSeccompProfile),
+    }
+}
+
+impl Privileges {
+    /// Only a seccomp choice (`profile`: the JSON of a custom one), AppArmor left as default.
+    pub fn seccomp_only(mode: privileges::seccomp::Mode, profile: impl Into<String>) -> Self {
+        Privileges {
+            seccomp: Some(privileges::Seccomp {
+                mode: mode as i32,
+                profile: profile.into(),
+            }),
+            apparmor: None,
+        }
     }
 }
 
@@ -346,7 +359,6 @@ pub fn seccomp_profile(json: &str, origin: &str) -> Result<SeccompProfile, Secur
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Privileges;
 
     #[test]
     fn capabilities_are_normalised_as_docker_does() {
@@ -382,13 +394,7 @@ mod tests {
 
     fn with_seccomp(mode: privileges::seccomp::Mode, profile: &str) -> ContainerSpec {
         ContainerSpec {
-            privileges: Some(Privileges {
-                seccomp: Some(privileges::Seccomp {
-                    mode: mode as i32,
-                    profile: profile.into(),
-                }),
-                apparmor: None,
-            }),
+            privileges: Some(Privileges::seccomp_only(mode, profile)),
             ..Default::default()
         }
     }

@@ -95,34 +95,31 @@ fn kernel_conditions_use_the_nodes_version() {
     assert!(err.contains("kernel version cannot be read"), "{err}");
 }
 
-fn with_seccomp(mode: privileges::seccomp::Mode, profile: &str) -> ContainerSpec {
-    ContainerSpec {
-        privileges: Some(Privileges {
-            seccomp: Some(privileges::Seccomp {
-                mode: mode as i32,
-                profile: profile.into(),
-            }),
-            apparmor: None,
-        }),
-        ..Default::default()
-    }
-}
-
 #[test]
 fn services_choose_default_unconfined_or_their_own() {
     let h = host("amd64", 6, 1);
     let caps = default_capabilities();
     let default = for_container(&ContainerSpec::default(), &caps, &h).unwrap();
     assert_eq!(default, Some(default_with(&[], &h)));
-    let unconfined = with_seccomp(privileges::seccomp::Mode::Unconfined, "");
+    let unconfined = ContainerSpec {
+        privileges: Some(Privileges::seccomp_only(
+            privileges::seccomp::Mode::Unconfined,
+            "",
+        )),
+        ..Default::default()
+    };
     assert_eq!(for_container(&unconfined, &caps, &h).unwrap(), None);
-    let own = with_seccomp(
+    let own = Privileges::seccomp_only(
         privileges::seccomp::Mode::Custom,
         r#"{"defaultAction":"SCMP_ACT_ALLOW","defaultErrnoRet":1,
             "architectures":["SCMP_ARCH_X86_64"],
             "syscalls":[{"name":"mkdir","action":"SCMP_ACT_ERRNO","errnoRet":13,"args":null},
                         {"names":["chmod"],"action":"SCMP_ACT_KILL","includes":{"caps":["CAP_SYS_ADMIN"]}}]}"#,
     );
+    let own = ContainerSpec {
+        privileges: Some(own),
+        ..Default::default()
+    };
     let s = for_container(&own, &caps, &h).unwrap().unwrap();
     assert_eq!(s.default_action(), LinuxSeccompAction::ScmpActAllow);
     assert_eq!(s.default_errno_ret(), Some(1));
