@@ -269,4 +269,27 @@ mod tests {
         update_capabilities(&mut c, &[], &[]);
         assert_eq!(c, before);
     }
+
+    #[test]
+    fn inspect_uses_dockers_names() {
+        let c = ContainerSpec {
+            capability_add: strs(&["CAP_SYS_ADMIN"]),
+            privileges: Some(Privileges::seccomp_only(
+                privileges::seccomp::Mode::Unconfined,
+                "",
+            )),
+            ..Default::default()
+        };
+        let mut json = match serde_json::to_value(&c) {
+            Ok(Value::Object(map)) => map,
+            other => panic!("not an object: {other:?}"),
+        };
+        docker_json(&mut json, &c);
+        assert_eq!(json["CapabilityAdd"], json!(["CAP_SYS_ADMIN"]));
+        assert!(!json.contains_key("CapabilityDrop") && !json.contains_key("capability_add"));
+        assert_eq!(
+            json["Privileges"],
+            json!({"Seccomp": {"Mode": "unconfined"}})
+        );
+    }
 }
