@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
+use crate::authority::Authority;
 use crate::ids::new_id;
 use crate::raft::RaftStatus;
 use crate::usage::UsageStore;
@@ -58,9 +59,11 @@ pub struct Dispatcher {
     usage: UsageStore,
 }
 
-/// The caller must be the node it speaks for (or the local daemon on the unix socket).
-fn authorize<T>(request: &Request<T>, node_id: &str) -> Result<(), Status> {
-    match shoal_tls::require_role(request, shoal_tls::Role::Worker)? {
+/// The caller must be the node it speaks for (or the local daemon on the unix socket), and a
+/// member in the store: a removed or unknown node gets no session, however valid its
+/// certificate.
+fn authorize<T>(authority: &Authority, request: &Request<T>, node_id: &str) -> Result<(), Status> {
+    match authority.require(request, shoal_tls::Role::Worker)? {
         Caller::Local => Ok(()),
         Caller::Node(peer) if peer.node_id == node_id => Ok(()),
         Caller::Node(peer) => Err(Status::permission_denied(format!(
@@ -92,6 +95,10 @@ impl Dispatcher {
             raft,
             usage,
         }
+    }
+
+    fn authority(&self) -> Authority {
+        Authority::new(self.store.clone(), self.raft.clone())
     }
 
     fn check_leader(&self) -> Result<(), Status> {
@@ -209,7 +216,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         request: Request<SessionRequest>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         self.check_leader()?;
-        authorize(&request, &request.get_ref().node_id)?;
+        authorize(&self.authority(), &request, &request.get_ref().node_id)?;
         // The role the node's certificate grants; when the store says otherwise (promote,
         // demote) the node is told to renew its certificate.
         let cert_role = shoal_tls::peer_identity(&request).map(|p| p.role);
@@ -320,7 +327,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
         self.check_leader()?;
-        authorize(&request, &request.get_ref().node_id)?;
+        authorize(&self.authority(), &request, &request.get_ref().node_id)?;
         let req = request.into_inner();
         self.check_session(&req.node_id, &req.session_id)?;
         Ok(Response::new(HeartbeatResponse {
@@ -333,7 +340,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         request: Request<UpdateTaskStatusRequest>,
     ) -> Result<Response<Empty>, Status> {
         self.check_leader()?;
-        authorize(&request, &request.get_ref().node_id)?;
+        authorize(&self.authority(), &request, &request.get_ref().node_id)?;
         let req = request.into_inner();
         self.check_session(&req.node_id, &req.session_id)?;
         // A worker reports only on its own tasks.
@@ -358,7 +365,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
 
     async fn report_usage(&self, request: Request<UsageReport>) -> Result<Response<Empty>, Status> {
         self.check_leader()?;
-        authorize(&request, &request.get_ref().node_id)?;
+        authorize(&self.authority(), &request, &request.get_ref().node_id)?;
         let req = request.into_inner();
         self.check_session(&req.node_id, &req.session_id)?;
         let tasks = self

@@ -6,6 +6,7 @@
 //! state, so a restart or leader change needs no special path.
 
 pub mod allocator;
+pub mod authority;
 pub mod autoscaler;
 pub mod constraint;
 pub mod controlapi;

@@ -12,7 +12,7 @@ use shoal_proto::{
     IssueCertificateRequest, IssueCertificateResponse, JoinRaftRequest, JoinRaftResponse,
     ManagerStatus, Meta, Node, NodeAvailability, NodeRole, NodeState, RaftMember, StoreAction,
 };
-use shoal_tls::{require_node, require_role, Caller, Role, RootCa, DEFAULT_CERT_EXPIRY};
+use shoal_tls::{require_node, Caller, Role, RootCa, DEFAULT_CERT_EXPIRY};
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
@@ -51,7 +51,10 @@ impl membership_server::Membership for MembershipApi {
         let m = self.active()?;
         // Renewal proves who the node is by its current certificate; joining by the token.
         let renewing_node = if request.get_ref().token.is_empty() {
-            match require_node(&request)? {
+            let caller = require_node(&request)?;
+            // A removed node's certificate buys no new one.
+            m.authority().admit(&caller, Role::Worker)?;
+            match caller {
                 Caller::Node(peer) => Some(peer.node_id),
                 Caller::Local => {
                     return Err(Status::invalid_argument(
@@ -154,7 +157,7 @@ impl membership_server::Membership for MembershipApi {
         request: Request<JoinRaftRequest>,
     ) -> Result<Response<JoinRaftResponse>, Status> {
         let m = self.active()?;
-        let caller = require_role(&request, Role::Manager)?;
+        let caller = m.authority().require(&request, Role::Manager)?;
         if let Caller::Node(peer) = &caller {
             if peer.node_id != request.get_ref().node_id {
                 return Err(Status::permission_denied(format!(

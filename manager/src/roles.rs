@@ -212,6 +212,7 @@ impl Manager {
             prometheus_url: String::new(),
             default_addr_pool: addr_pool.base().to_string(),
             default_addr_pool_mask_len: u32::from(addr_pool.subnet_len()),
+            removed_nodes: Default::default(),
         };
         let node = Node {
             id: node_id.to_string(),
@@ -249,6 +250,11 @@ impl Manager {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// What node-to-node callers are checked against (`crate::authority`).
+    pub fn authority(&self) -> crate::authority::Authority {
+        crate::authority::Authority::new(self.store.clone(), self.raft.subscribe_status())
     }
 
     pub fn dispatcher(&self) -> Dispatcher {

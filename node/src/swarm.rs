@@ -94,7 +94,10 @@ fn serve_local_dispatcher(
     crate::access::private_socket(&sock)?;
     let server = tonic::transport::Server::builder()
         .layer(daemon.metrics.api_layer("dispatcher"))
-        .add_service(DispatcherServer::new(m.dispatcher()));
+        .add_service(
+            DispatcherServer::new(m.dispatcher())
+                .max_decoding_message_size(shoal_proto::MAX_REQUEST_BYTES),
+        );
     Ok(tokio::spawn(async move {
         let shutdown = async move {
             let _ = stop.changed().await;
@@ -108,44 +111,38 @@ fn serve_local_dispatcher(
     }))
 }
 
-/// Asks a manager to add this one to the Raft configuration, then waits to be a voter.
+/// Asks the leader (found through the managers the join named) to add this manager to the Raft
+/// configuration, then waits to be a voter. Only the leader is sure to know this node already:
+/// a follower may not have applied the entry that made it a member yet, and says so with a
+/// leader hint.
 async fn join_raft(
     membership: &Membership,
     node_id: &str,
     m: &Manager,
-    channels: &Arc<dyn shoal_manager::raft::grpc::ChannelFactory>,
+    cert: &Arc<LiveCert>,
 ) -> anyhow::Result<()> {
-    let mut last_err = anyhow::anyhow!("no manager address is known");
-    for addr in &membership.managers {
-        let ch = match channels.channel(addr) {
-            Ok(ch) => ch,
-            Err(e) => {
-                last_err = e.into();
-                continue;
-            }
-        };
-        let req = JoinRaftRequest {
-            node_id: node_id.to_string(),
-            addr: membership.advertise_addr.clone(),
-            raft_id: membership.raft_id,
-        };
-        match MembershipClient::new(ch).join_raft(req).await {
-            Ok(resp) => {
-                for member in resp.into_inner().members {
-                    m.transport().add_peer(member.raft_id, &member.addr);
-                }
-                let mut status = m.raft().subscribe_status();
-                let me = membership.raft_id;
-                tokio::time::timeout(JOIN_TIMEOUT, status.wait_for(|s| s.voters.contains(&me)))
-                    .await
-                    .context("timed out waiting to become a Raft voter")?
-                    .context("the Raft log stopped while joining")?;
-                return Ok(());
-            }
-            Err(e) => last_err = anyhow::anyhow!("{addr}: {}", e.message()),
-        }
+    let config = Arc::new(shoal_tls::client_config_live(cert.clone())?);
+    let req = JoinRaftRequest {
+        node_id: node_id.to_string(),
+        addr: membership.advertise_addr.clone(),
+        raft_id: membership.raft_id,
+    };
+    let resp = leader_search::call_leader(membership.managers.clone(), &config, |ch| {
+        let req = req.clone();
+        async move { MembershipClient::new(ch).join_raft(req).await }
+    })
+    .await
+    .map_err(|reasons| anyhow::anyhow!("cannot join the managers' Raft cluster: {reasons}"))?;
+    for member in resp.into_inner().members {
+        m.transport().add_peer(member.raft_id, &member.addr);
     }
-    Err(last_err.context("cannot join the managers' Raft cluster"))
+    let mut status = m.raft().subscribe_status();
+    let me = membership.raft_id;
+    tokio::time::timeout(JOIN_TIMEOUT, status.wait_for(|s| s.voters.contains(&me)))
+        .await
+        .context("timed out waiting to become a Raft voter")?
+        .context("the Raft log stopped while joining")?;
+    Ok(())
 }
 
 /// How the agent finds the dispatcher: the local one while this manager leads, else the
@@ -271,7 +268,7 @@ async fn start(daemon: &Arc<Daemon>, state: &mut SwarmState, how: Start<'_>) -> 
         .await?,
     );
     if let (Start::JoinManager, Some(m)) = (&how, manager.as_ref()) {
-        join_raft(&membership, &node_id, m, &channels).await?;
+        join_raft(&membership, &node_id, m, &cert).await?;
     }
 
     let managers = Arc::new(Mutex::new(membership.managers.clone()));

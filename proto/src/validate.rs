@@ -6,12 +6,14 @@
 //! service exist, does Prometheus accept a query) stay with the manager.
 
 pub mod autoscale;
+pub mod bounds;
 pub mod constraint;
 pub mod endpoint;
 pub mod network;
 pub mod security;
 
 pub use autoscale::PolicyError;
+pub use bounds::BoundsError;
 pub use constraint::{ConstraintError, PlacementError};
 pub use endpoint::EndpointError;
 pub use security::SecurityError;
@@ -49,6 +51,8 @@ pub enum SpecError {
     },
     #[error("image reference {image:?} is not normalised (expected {expected})")]
     ImageNotNormalised { image: String, expected: String },
+    #[error(transparent)]
+    Bounds(#[from] BoundsError),
     #[error(transparent)]
     Autoscale(#[from] PolicyError),
     #[error(transparent)]
@@ -174,11 +178,12 @@ pub fn security(spec: &ServiceSpec) -> Result<(), SpecError> {
 pub const NETWORK_NONE: &str = "none";
 
 /// Everything about a spec that can be checked on its own, in the order the control API has
-/// always checked it (so the first error reported stays the same): name, resources, autoscale
-/// policy, mode and placement, image, DNS servers and networks, published ports, then the
-/// security settings.
+/// always checked it (so the first error reported stays the same): name, bounds, resources,
+/// autoscale policy, mode and placement, image, DNS servers and networks, published ports,
+/// then the security settings.
 pub fn service_spec(spec: &ServiceSpec) -> Result<(), SpecError> {
     service_name(&spec.name)?;
+    bounds::check(spec)?;
     resources(spec)?;
     autoscale::validate(spec)?;
     constraint::validate_placement(spec)?;

@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod http;
 pub mod image;
 pub mod listing;
+pub mod mtls;
 pub mod netns;
 pub mod process;
 pub mod prometheus;

@@ -25,12 +25,12 @@ use std::time::Duration;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;
-use shoal_proto::control_client::ControlClient;
 use shoal_proto::{ContainerSpec, CreateServiceRequest, Empty, JoinTokenRequest, ServiceSpec};
 use shoal_tests::cluster::{ClusterHost, TestCluster};
 use shoal_tests::daemon::words;
 use shoal_tests::listing::{by_node_id, service_names};
-use shoal_tls::{NodeCert, Role, RootCa};
+use shoal_tests::mtls::{certs_dir, control, node_cert, node_client_config, runtime};
+use shoal_tls::{Role, RootCa};
 use tonic::{Code, Status};
 
 // ---------------------------------------------------------------------------------------------
@@ -85,23 +85,6 @@ fn with_other_digest(token: &str) -> String {
     format!("{}-{}-{}-{}", parts[0], parts[1], digest, parts[3])
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
-
-fn certs_dir(host: &ClusterHost) -> std::path::PathBuf {
-    host.data_dir().join("certificates")
-}
-
-/// The node's own certificate, key and CA, as its daemon stored them.
-fn node_cert(host: &ClusterHost) -> NodeCert {
-    let dir = certs_dir(host);
-    NodeCert::load(&dir).unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()))
-}
-
 /// A client config that trusts `server_ca_pem` and presents `client` (certificate chain and
 /// key PEMs), or no certificate. Built with rustls directly, so that it can present a
 /// certificate that `shoal_tls::NodeCert` would refuse to pair with the server's CA.
@@ -137,22 +120,6 @@ fn raw_client_config(
     Arc::new(config)
 }
 
-/// A config that presents `cert` (and trusts its CA), as a node's own would.
-fn node_client_config(cert: &NodeCert) -> Arc<rustls::ClientConfig> {
-    Arc::new(shoal_tls::client_config(cert).expect("client config"))
-}
-
-/// A control API client over mutual TLS to `addr`, verifying the server as a manager.
-async fn control(
-    addr: &str,
-    config: Arc<rustls::ClientConfig>,
-) -> Result<ControlClient<tonic::transport::Channel>, Status> {
-    let channel = shoal_tls::connect(addr, config, Role::Manager.server_name())
-        .await
-        .map_err(|e| Status::unavailable(format!("connect: {e}")))?;
-    Ok(ControlClient::new(channel))
-}
-
 /// `Control.ListServices` on `addr` with `config`: the service names, or the refusal.
 fn list_services(
     rt: &tokio::runtime::Runtime,
@@ -180,6 +147,17 @@ fn create_service(
     config: Arc<rustls::ClientConfig>,
     name: &str,
 ) -> Result<(), Status> {
+    create_service_labelled(rt, addr, config, name, "")
+}
+
+/// `Control.CreateService` of an empty busybox service, with one label of value `label`.
+fn create_service_labelled(
+    rt: &tokio::runtime::Runtime,
+    addr: &str,
+    config: Arc<rustls::ClientConfig>,
+    name: &str,
+    label: &str,
+) -> Result<(), Status> {
     let spec = ServiceSpec {
         name: name.to_string(),
         container: Some(ContainerSpec {
@@ -187,6 +165,9 @@ fn create_service(
             ..Default::default()
         }),
         replicas: 0,
+        labels: [("big".to_string(), label.to_string())]
+            .into_iter()
+            .collect(),
         ..Default::default()
     };
     rt.block_on(async {
@@ -486,16 +467,32 @@ fn only_valid_manager_certificates_of_this_swarm_may_call_the_control_api() {
     // An expired manager certificate signed by this swarm's CA.
     let ca = cluster_ca_from_disk(manager);
     assert_eq!(ca.cluster_id(), manager_cert.cluster_id());
+    let own_id = manager_cert.node_id().to_string();
     let fresh = ca
-        .issue("forgedmanager1", Role::Manager, Duration::from_secs(3600))
+        .issue(&own_id, Role::Manager, Duration::from_secs(3600))
         .expect("issue a certificate");
     let short = ca
-        .issue("forgedmanager2", Role::Manager, Duration::from_secs(1))
+        .issue(&own_id, Role::Manager, Duration::from_secs(1))
         .expect("issue a certificate");
-    // Accepted while valid: the CA is the real one and such a certificate is honoured…
+    // Accepted while valid: the CA is the real one and the node is a manager in the store…
     assert_eq!(
         list_services(&rt, &addr, node_client_config(&fresh)).expect("a fresh CA-signed cert"),
         services_before
+    );
+    // …but a CA-signed manager certificate for a node the store has never seen is not: the
+    // store, not the certificate, says who is a member.
+    let stranger = ca
+        .issue("forgedmanager1", Role::Manager, Duration::from_secs(3600))
+        .expect("issue a certificate");
+    let status = assert_refused(
+        "ListServices with a CA-signed certificate of an unknown node",
+        list_services(&rt, &addr, node_client_config(&stranger)),
+    );
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(
+        status.message().contains("not a member of this swarm"),
+        "{}",
+        status.message()
     );
     // …and refused once expired (X.509 times have whole seconds).
     std::thread::sleep(Duration::from_millis(2500));
@@ -515,6 +512,19 @@ fn only_valid_manager_certificates_of_this_swarm_may_call_the_control_api() {
         "certificate expired",
         expired_before,
         "expired cert",
+    );
+
+    // A manager's certificate, but a request larger than any server decodes.
+    let huge = "x".repeat(shoal_proto::MAX_REQUEST_BYTES + 1);
+    let status = assert_refused(
+        "CreateService of more than MAX_REQUEST_BYTES",
+        create_service_labelled(&rt, &addr, node_client_config(&manager_cert), "huge", &huge),
+    );
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(
+        status.message().contains("too large"),
+        "{}",
+        status.message()
     );
 
     // Nothing a refused caller asked for happened.

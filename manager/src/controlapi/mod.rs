@@ -13,20 +13,22 @@ use shoal_proto::validate::{self, PolicyError, SpecError};
 use shoal_proto::{
     control_server, store_action::Action, CreateNetworkRequest, CreateServiceRequest, Empty,
     GetNodeRequest, JoinTokenRequest, JoinTokenResponse, ListNodesResponse, ListServicesResponse,
-    ListTasksRequest, ListTasksResponse, LogMessage, Node, NodeAvailability, NodeRole, NodeState,
-    RemoveNodeRequest, Service, ServiceLogsRequest, ServiceRef, ServiceSpec, ServiceSummary,
-    StoreAction, TaskDesiredState, TaskLogsRequest, TaskState, UpdateClusterRequest,
-    UpdateNodeRequest, UpdateServiceRequest,
+    ListTasksRequest, ListTasksResponse, LogMessage, Node, NodeAvailability, NodeRemoval, NodeRole,
+    NodeState, RemoveNodeRequest, Service, ServiceLogsRequest, ServiceRef, ServiceSpec,
+    ServiceSummary, StoreAction, TaskDesiredState, TaskLogsRequest, TaskState,
+    UpdateClusterRequest, UpdateNodeRequest, UpdateServiceRequest,
 };
 use shoal_proto::{ListNetworksResponse, Network, NetworkRef};
 use tonic::{Request, Response, Status};
 
+use crate::authority::Authority;
 use crate::ids::{new_id, now_ms};
 use crate::leader::LeaderLink;
 use crate::store::{ApplyError, Store, StoreError, StoreState};
 use crate::tokens;
 use shoal_proto::control_client::ControlClient;
 
+mod cluster;
 mod endpoints;
 mod networks;
 
@@ -54,6 +56,11 @@ pub struct ActiveManager {
 }
 
 impl ActiveManager {
+    /// What callers are checked against: this manager's store and Raft status.
+    pub fn authority(&self) -> Authority {
+        Authority::new(self.store.clone(), self.leader.raft().subscribe_status())
+    }
+
     /// Reads see every write acknowledged before they began (Raft ReadIndex): a leader that
     /// was deposed without knowing it yet cannot answer from a stale state.
     async fn linearizable(&self) -> Result<(), Status> {
@@ -230,6 +237,22 @@ fn act(a: Action) -> StoreAction {
     StoreAction { action: Some(a) }
 }
 
+/// `node rm`'s entry: the node goes, and its certificates stay refused for as long as one
+/// issued just before could live.
+fn removal(m: &ActiveManager, node_id: String) -> NodeRemoval {
+    let lifetime = m
+        .store
+        .view(|st| st.cluster.as_ref().map(crate::membership::cert_expiry))
+        .unwrap_or_default();
+    let now = u64::try_from(now_ms()).unwrap_or(0);
+    NodeRemoval {
+        node_id,
+        removed_at_ms: now,
+        revoked_until_ms: now
+            .saturating_add(u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX)),
+    }
+}
+
 #[tonic::async_trait]
 impl control_server::Control for ControlApi {
     async fn get_join_token(
@@ -247,33 +270,35 @@ impl control_server::Control for ControlApi {
                 )))
             }
         };
-        let (mut cluster, addr) = m.store.view(|st| {
-            let addr = st
-                .nodes
+        let cluster = if req.rotate {
+            cluster::update(&m, |c| {
+                let current = if role == "worker" {
+                    &mut c.worker_join_token
+                } else {
+                    &mut c.manager_join_token
+                };
+                *current = tokens::rotate(current).map_err(|e| Status::internal(e.to_string()))?;
+                Ok(())
+            })
+            .await?
+        } else {
+            // A token read is linearizable like every other read: a token rotated just before
+            // is never answered with the old one by a leader that was deposed meanwhile.
+            m.linearizable().await?;
+            m.store
+                .view(|st| st.cluster.clone())
+                .ok_or_else(|| Status::failed_precondition(NOT_A_MANAGER))?
+        };
+        let addr = m.store.view(|st| {
+            st.nodes
                 .get(&m.node_id)
                 .map(|n| n.addr.clone())
-                .unwrap_or_default();
-            (st.cluster.clone(), addr)
+                .unwrap_or_default()
         });
-        let c = cluster
-            .as_mut()
-            .ok_or_else(|| Status::failed_precondition(NOT_A_MANAGER))?;
-        if req.rotate {
-            let current = if role == "worker" {
-                &mut c.worker_join_token
-            } else {
-                &mut c.manager_join_token
-            };
-            *current = tokens::rotate(current).map_err(|e| Status::internal(e.to_string()))?;
-            m.store
-                .propose(vec![act(Action::PutCluster(c.clone()))])
-                .await
-                .map_err(store_status)?;
-        }
         let token = if role == "worker" {
-            c.worker_join_token.clone()
+            cluster.worker_join_token
         } else {
-            c.manager_join_token.clone()
+            cluster.manager_join_token
         };
         Ok(Response::new(JoinTokenResponse {
             join_command: tokens::join_command(&token, &addr),
@@ -625,7 +650,7 @@ impl control_server::Control for ControlApi {
             )));
         }
         m.store
-            .propose(vec![act(Action::DeleteNode(node.id))])
+            .propose(vec![act(Action::RemoveNode(removal(&m, node.id)))])
             .await
             .map_err(store_status)?;
         Ok(Response::new(Empty {}))
@@ -680,22 +705,24 @@ impl control_server::Control for ControlApi {
         let m = self.active()?;
         forward!(m, request, update_cluster);
         let req = request.into_inner();
-        let mut cluster = m
-            .store
-            .view(|st| st.cluster.clone())
-            .ok_or_else(|| Status::failed_precondition(NOT_A_MANAGER))?;
-        if let Some(url) = req.prometheus_url {
-            let url = url.trim().to_string();
-            if !url.is_empty() {
-                crate::autoscaler::prometheus::validate_url(&url)
-                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let url = match req.prometheus_url {
+            Some(url) => {
+                let url = url.trim().to_string();
+                if !url.is_empty() {
+                    crate::autoscaler::prometheus::validate_url(&url)
+                        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                }
+                Some(url)
             }
-            cluster.prometheus_url = url;
-        }
-        m.store
-            .propose(vec![act(Action::PutCluster(cluster))])
-            .await
-            .map_err(store_status)?;
+            None => None,
+        };
+        cluster::update(&m, |c| {
+            if let Some(url) = &url {
+                c.prometheus_url = url.clone();
+            }
+            Ok(())
+        })
+        .await?;
         Ok(Response::new(Empty {}))
     }
 

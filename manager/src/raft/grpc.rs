@@ -466,15 +466,54 @@ impl PeerLink {
     }
 }
 
+/// Decides whether the caller of a Raft call (its verified certificate, if any) may speak as
+/// Raft node `from`; `Err` holds the reason it may not. The manager builds it from its store
+/// (`crate::authority`), which this module does not see.
+pub type SenderCheck =
+    Arc<dyn Fn(Option<&shoal_tls::PeerIdentity>, u64) -> Result<(), String> + Send + Sync>;
+
 /// The Raft gRPC service of one manager: feeds what peers send into its Raft loop.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RaftService {
     handle: RaftHandle,
+    sender_check: Option<SenderCheck>,
+}
+
+impl std::fmt::Debug for RaftService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftService")
+            .field("id", &self.handle.id())
+            .field("checks_senders", &self.sender_check.is_some())
+            .finish()
+    }
 }
 
 impl RaftService {
     pub fn new(handle: RaftHandle) -> Self {
-        RaftService { handle }
+        RaftService {
+            handle,
+            sender_check: None,
+        }
+    }
+
+    /// Refuses batches and snapshots whose sender `check` does not accept.
+    pub fn with_sender_check(mut self, check: SenderCheck) -> Self {
+        self.sender_check = Some(check);
+        self
+    }
+
+    fn check_sender(
+        &self,
+        peer: Option<&shoal_tls::PeerIdentity>,
+        from: u64,
+    ) -> Result<(), Status> {
+        let Some(check) = &self.sender_check else {
+            return Ok(());
+        };
+        check(peer, from).map_err(|reason| {
+            warn!(from = format_args!("{from:x}"), %reason, "raft message refused");
+            Status::permission_denied(reason)
+        })
     }
 
     /// The tonic service, with message size limits fit for Raft batches.
@@ -493,8 +532,8 @@ impl RaftService {
         )))
     }
 
-    fn step(&self, message: &[u8]) -> Result<(), Status> {
-        self.handle.step(message).map_err(|e| match e {
+    fn step(&self, message: &[u8], from: u64) -> Result<(), Status> {
+        self.handle.step(message, from).map_err(|e| match e {
             RaftError::BadMessage(_) => Status::invalid_argument(e.to_string()),
             _ => Status::unavailable(e.to_string()),
         })
@@ -507,10 +546,12 @@ impl Raft for RaftService {
         &self,
         request: Request<RaftBatch>,
     ) -> Result<Response<Empty>, Status> {
+        let peer = shoal_tls::peer_identity(&request).cloned();
         let batch = request.into_inner();
         self.check_addressee(batch.to)?;
+        self.check_sender(peer.as_ref(), batch.from)?;
         for message in &batch.messages {
-            self.step(message)?;
+            self.step(message, batch.from)?;
         }
         Ok(Response::new(Empty {}))
     }
@@ -519,6 +560,7 @@ impl Raft for RaftService {
         &self,
         request: Request<Streaming<RaftSnapshotChunk>>,
     ) -> Result<Response<Empty>, Status> {
+        let peer = shoal_tls::peer_identity(&request).cloned();
         let mut chunks = request.into_inner();
         let first = chunks
             .message()
@@ -526,6 +568,7 @@ impl Raft for RaftService {
             .ok_or_else(|| Status::invalid_argument("the snapshot stream carried no chunk"))?;
         self.check_addressee(first.to)?;
         let (from, total) = (first.from, first.total_bytes);
+        self.check_sender(peer.as_ref(), from)?;
         if total == 0 || total > MAX_SNAPSHOT_BYTES {
             return Err(Status::invalid_argument(format!(
                 "a raft snapshot of {total} bytes is refused: it must be between 1 byte and \
@@ -550,7 +593,7 @@ impl Raft for RaftService {
                 data.len()
             )));
         }
-        self.step(&data)?;
+        self.step(&data, from)?;
         info!(from, bytes = expected, "raft snapshot received");
         Ok(Response::new(Empty {}))
     }

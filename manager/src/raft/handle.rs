@@ -109,8 +109,9 @@ impl RaftHandle {
         })
     }
 
-    /// Hands the loop a message a peer sent (the bytes its [`super::RaftTransport`] carried).
-    pub fn step(&self, message: &[u8]) -> Result<(), RaftError> {
+    /// Hands the loop a message raft node `sender` sent (the bytes its
+    /// [`super::RaftTransport`] carried); a message claiming another sender is refused.
+    pub fn step(&self, message: &[u8], sender: u64) -> Result<(), RaftError> {
         let message =
             Message::parse_from_bytes(message).map_err(|e| RaftError::BadMessage(e.to_string()))?;
         if message.to != self.id {
@@ -119,9 +120,9 @@ impl RaftHandle {
                 message.to, self.id
             )));
         }
-        if message.from == 0 || message.from == self.id {
+        if message.from == 0 || message.from == self.id || message.from != sender {
             return Err(RaftError::BadMessage(format!(
-                "a message claims to come from raft node {}",
+                "a message from raft node {sender} claims to come from raft node {}",
                 message.from
             )));
         }

@@ -101,7 +101,27 @@ impl Store {
             .map_err(|_| StoreError::Stopped)?;
         rx.await.map_err(|_| StoreError::Stopped)?
     }
+
+    /// Commits independent `actions` in entries of at most `batch` actions, one after the
+    /// other, stopping at the first refusal. A role's plan can be as large as the cluster
+    /// (scaling a service up by thousands of tasks); bounded entries keep each Raft message,
+    /// each apply and each snapshot-free stretch of the log small.
+    pub async fn propose_batched(
+        &self,
+        actions: Vec<StoreAction>,
+        batch: usize,
+    ) -> Result<(), StoreError> {
+        let mut actions = actions.into_iter().peekable();
+        while actions.peek().is_some() {
+            self.propose(actions.by_ref().take(batch.max(1)).collect())
+                .await?;
+        }
+        Ok(())
+    }
 }
+
+/// Actions per entry for the writer roles' plans (task creations, assignments, status).
+pub const MAX_ENTRY_ACTIONS: usize = 500;
 
 impl StoreApplier {
     /// Applies one committed entry; returns whether it was accepted. Rejected entries change

@@ -11,13 +11,14 @@
 mod attachments;
 mod endpoints;
 mod ingress;
+mod nodes;
 
 use std::collections::BTreeMap;
 
 use ipnet::Ipv4Net;
 use shoal_proto::{
-    store_action::Action, Cluster, Meta, Network, Node, NodeAvailability, NodeRole, Proposal,
-    Service, StoreSnapshot, Task, TaskState, TaskStatus,
+    store_action::Action, Cluster, Meta, Network, Node, NodeRole, Proposal, Service, StoreSnapshot,
+    Task, TaskState, TaskStatus,
 };
 
 pub use attachments::{attachment_ip, attachment_network_id, holds_addresses};
@@ -134,6 +135,11 @@ pub enum ApplyError {
     },
     #[error("node {0} does not exist")]
     NoSuchNode(String),
+    #[error(
+        "node {0} was removed from the swarm (`node rm`) and its certificates are revoked; \
+         it must join again with a join token, as a new node"
+    )]
+    NodeRemoved(String),
     #[error("address {address:?} for node {node} on network {network} ({subnet}) is {why}")]
     BadNodeAddress {
         node: String,
@@ -320,6 +326,20 @@ impl StoreState {
     ) -> Result<(), ApplyError> {
         match action.ok_or(ApplyError::EmptyAction)? {
             Action::PutCluster(c) => {
+                // Compare-and-set: the version read before the change (0 creates the cluster),
+                // so concurrent token rotations and `swarm update`s cannot undo one another.
+                let (expected, found) = (
+                    version(&c.meta),
+                    self.cluster.as_ref().map_or(0, |o| version(&o.meta)),
+                );
+                if expected != found {
+                    return Err(ApplyError::VersionConflict {
+                        kind: "cluster",
+                        id: c.id.clone(),
+                        expected,
+                        found,
+                    });
+                }
                 let mut c = c.clone();
                 stamp(&mut c.meta, index);
                 undo.push(Undo::Cluster(self.cluster.replace(c)));
@@ -339,6 +359,7 @@ impl StoreState {
                         found,
                     });
                 }
+                self.check_not_removed(n)?;
                 let mut n = n.clone();
                 // A node's own addresses are the allocator's (`allocate_node`): a node update
                 // never changes them, whatever copy it was made from.
@@ -350,40 +371,8 @@ impl StoreState {
                 stamp(&mut n.meta, index);
                 undo.push(Undo::Node(n.id.clone(), self.nodes.insert(n.id.clone(), n)));
             }
-            Action::NodeStatus(u) => {
-                let old = self.nodes.get(&u.node_id).cloned();
-                let mut n = old.clone().unwrap_or_else(|| Node {
-                    id: u.node_id.clone(),
-                    role: NodeRole::Worker as i32,
-                    availability: NodeAvailability::Active as i32,
-                    meta: Some(Meta {
-                        created_at_ms: u.timestamp_ms,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                });
-                if u.description.is_some() {
-                    n.description = u.description.clone();
-                }
-                if !u.addr.is_empty() {
-                    n.addr = u.addr.clone();
-                }
-                n.state = u.state;
-                n.status_message = u.message.clone();
-                if let Some(m) = n.meta.as_mut() {
-                    m.updated_at_ms = u.timestamp_ms;
-                }
-                stamp(&mut n.meta, index);
-                undo.push(Undo::Node(
-                    u.node_id.clone(),
-                    self.nodes.insert(u.node_id.clone(), n),
-                ));
-            }
-            Action::DeleteNode(id) => {
-                if let Some(old) = self.nodes.remove(id) {
-                    undo.push(Undo::Node(id.clone(), Some(old)));
-                }
-            }
+            Action::NodeStatus(u) => self.apply_node_status(index, u, undo)?,
+            Action::RemoveNode(r) => self.apply_remove_node(r, undo)?,
             Action::CreateService(s) => {
                 self.check_service_networks(s)?;
                 self.check_service_endpoint(s)?;

@@ -445,4 +445,40 @@ mod tests {
         )
         .contains("invalid kernel version \"4\""));
     }
+
+    #[test]
+    fn profiles_and_capability_lists_are_bounded() {
+        use crate::validate::bounds::{self, BoundsError, MAX_STRING};
+        let spec = |c: ContainerSpec| crate::ServiceSpec {
+            container: Some(c),
+            ..Default::default()
+        };
+        let huge = format!(
+            "{{\"defaultAction\":\"SCMP_ACT_ALLOW\"{}}}",
+            " ".repeat(MAX_STRING)
+        );
+        let err = bounds::check(&spec(with_seccomp(
+            privileges::seccomp::Mode::Custom,
+            &huge,
+        )))
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            BoundsError::TooLong {
+                flag: "--security-opt seccomp=PATH",
+                ..
+            }
+        ));
+        let many = ContainerSpec {
+            capability_drop: vec!["CAP_CHOWN".into(); 1_001],
+            ..Default::default()
+        };
+        assert!(matches!(
+            bounds::check(&spec(many)),
+            Err(BoundsError::TooMany {
+                flag: "--cap-drop",
+                ..
+            })
+        ));
+    }
 }

@@ -98,6 +98,7 @@ pub fn build_spec(args: &CreateArgs) -> Result<ServiceSpec> {
 
 /// The checks the manager makes that need no network, so a bad flag fails before dialling.
 fn check_locally(spec: &ServiceSpec) -> Result<()> {
+    validate::bounds::check(spec)?;
     validate::resources(spec)?;
     validate::autoscale::validate(spec)?;
     validate::networking(spec)?;

@@ -128,31 +128,113 @@ fn assignment_happens_once_and_desired_state_only_grows() {
     assert_eq!(s.tasks["t1"].desired(), TaskState::Shutdown);
 }
 
+fn node_report(id: &str) -> Action {
+    Action::NodeStatus(shoal_proto::NodeStatusUpdate {
+        node_id: id.into(),
+        addr: "198.18.0.1:2377".into(),
+        state: shoal_proto::NodeState::Ready as i32,
+        ..Default::default()
+    })
+}
+
+fn removal(id: &str, at: u64, until: u64) -> Action {
+    Action::RemoveNode(shoal_proto::NodeRemoval {
+        node_id: id.into(),
+        removed_at_ms: at,
+        revoked_until_ms: until,
+    })
+}
+
 #[test]
 fn node_status_keeps_role_and_availability() {
     let mut s = StoreState::default();
     let manager = Node {
         id: "n1".into(),
         role: NodeRole::Manager as i32,
-        availability: NodeAvailability::Drain as i32,
+        availability: shoal_proto::NodeAvailability::Drain as i32,
         ..Default::default()
     };
     one(&mut s, 1, Action::PutNode(manager)).unwrap();
-    let report = |id: &str| {
-        Action::NodeStatus(shoal_proto::NodeStatusUpdate {
-            node_id: id.into(),
-            addr: "198.18.0.1:2377".into(),
-            state: shoal_proto::NodeState::Ready as i32,
-            ..Default::default()
-        })
-    };
-    one(&mut s, 2, report("n1")).unwrap();
-    one(&mut s, 3, report("n2")).unwrap();
+    one(&mut s, 2, node_report("n1")).unwrap();
     assert_eq!(s.nodes["n1"].role, NodeRole::Manager as i32);
-    assert_eq!(s.nodes["n1"].availability, NodeAvailability::Drain as i32);
+    assert_eq!(
+        s.nodes["n1"].availability,
+        shoal_proto::NodeAvailability::Drain as i32
+    );
     assert_eq!(s.nodes["n1"].addr, "198.18.0.1:2377");
-    assert_eq!(s.nodes["n2"].role, NodeRole::Worker as i32);
-    assert_eq!(s.nodes["n2"].state, shoal_proto::NodeState::Ready as i32);
+    assert_eq!(s.nodes["n1"].state, shoal_proto::NodeState::Ready as i32);
+}
+
+#[test]
+fn a_status_report_never_creates_a_node() {
+    // A certificate is not membership: a node the store does not know (never joined, or
+    // removed) cannot make itself one by reporting.
+    let mut s = StoreState::default();
+    let err = one(&mut s, 1, node_report("stranger")).unwrap_err();
+    assert_eq!(err, ApplyError::NoSuchNode("stranger".into()));
+    assert!(s.nodes.is_empty());
+}
+
+#[test]
+fn node_rm_revokes_the_node_until_its_certificates_expire() {
+    let mut s = StoreState::default();
+    one(&mut s, 1, Action::PutCluster(Cluster::default())).unwrap();
+    for id in ["a", "b"] {
+        let node = Node {
+            id: id.into(),
+            ..Default::default()
+        };
+        one(&mut s, 2, Action::PutNode(node)).unwrap();
+    }
+    one(&mut s, 3, removal("a", 1_000, 5_000)).unwrap();
+    assert!(!s.nodes.contains_key("a"));
+    assert!(s.is_removed_node("a"));
+    // Neither its session's report nor a put brings it back, and nothing else changes.
+    let before = s.clone();
+    assert_eq!(
+        one(&mut s, 4, node_report("a")).unwrap_err(),
+        ApplyError::NodeRemoved("a".into())
+    );
+    let back = Node {
+        id: "a".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        one(&mut s, 5, Action::PutNode(back)).unwrap_err(),
+        ApplyError::NodeRemoved("a".into())
+    );
+    assert_eq!(s.nodes, before.nodes);
+    assert_eq!(s.cluster, before.cluster);
+    // A later removal drops entries whose certificates have all expired.
+    one(&mut s, 6, removal("b", 6_000, 9_000)).unwrap();
+    assert!(!s.is_removed_node("a"));
+    assert!(s.is_removed_node("b"));
+}
+
+#[test]
+fn cluster_changes_are_compare_and_set() {
+    let mut s = StoreState::default();
+    one(&mut s, 1, Action::PutCluster(Cluster::default())).unwrap();
+    let read = s.cluster.clone().unwrap();
+    let mut first = read.clone();
+    first.worker_join_token = "SWMTKN-first".into();
+    one(&mut s, 2, Action::PutCluster(first)).unwrap();
+    // A second writer that read before the first wrote is refused, not silently applied.
+    let mut second = read;
+    second.manager_join_token = "SWMTKN-second".into();
+    let err = one(&mut s, 3, Action::PutCluster(second)).unwrap_err();
+    assert!(matches!(
+        err,
+        ApplyError::VersionConflict {
+            kind: "cluster",
+            expected: 1,
+            found: 2,
+            ..
+        }
+    ));
+    let stored = s.cluster.as_ref().unwrap();
+    assert_eq!(stored.worker_join_token, "SWMTKN-first");
+    assert_eq!(stored.manager_join_token, "");
 }
 
 #[test]

@@ -55,6 +55,7 @@ fn give_node(node: &str, addrs: &[(&str, &str)]) -> Action {
 /// Ingress `ing` (198.18.16.0/24), overlay `n1` (198.18.8.0/24), nodes a and b.
 fn swarm() -> StoreState {
     let mut st = StoreState::default();
+    apply(&mut st, Action::PutCluster(shoal_proto::Cluster::default())).unwrap();
     let ing = network("ing", "ingress", "198.18.16.0/24", 4096, true);
     apply(&mut st, Action::CreateNetwork(ing)).unwrap();
     let n1 = network("n1", "front", "198.18.8.0/24", 4097, false);
@@ -256,7 +257,11 @@ fn node_addresses_go_with_the_node_and_with_the_network() {
     apply(&mut st, give_node("a", &[("ing", "198.18.16.2/24")])).unwrap();
     apply(&mut st, give_node("b", &[("ing", "198.18.16.3/24")])).unwrap();
     // node rm: the address is free for another node.
-    apply(&mut st, Action::DeleteNode("b".into())).unwrap();
+    let removal = shoal_proto::NodeRemoval {
+        node_id: "b".into(),
+        ..Default::default()
+    };
+    apply(&mut st, Action::RemoveNode(removal)).unwrap();
     apply(&mut st, give_node("a", &[("ing", "198.18.16.3/24")])).unwrap();
     assert_eq!(st.nodes["a"].attachments[0].address, "198.18.16.3/24");
     // The network removed: no node keeps an address on it; a refused removal keeps them.

@@ -1,0 +1,189 @@
+//! The store, not the certificate, decides who may call a manager.
+//!
+//! A node certificate stays CA-signed and unexpired for up to 90 days, whatever happens to the
+//! node. On a swarm of two managers and a worker, the test keeps each node's certificate as it
+//! was and presents it itself, over mutual TLS, after the store changed:
+//! - Raft: a manager may send Raft messages only as its own Raft ID (the one the store gives
+//!   its node), and only while that ID is a member;
+//! - `node demote`: the demoted manager's (still valid) manager certificate is refused on the
+//!   control API at once, and its Raft messages are refused;
+//! - `node rm --force` of a worker whose daemon still runs: its certificate opens no session
+//!   and renews no certificate (it is on the revocation list), and the worker, which keeps
+//!   trying, never comes back in `node ls`.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use shoal_proto::{Empty, GetNodeRequest, IssueCertificateRequest, RaftBatch, SessionRequest};
+use shoal_tests::cluster::{ClusterHost, TestCluster};
+use shoal_tests::daemon::{wait_until, words};
+use shoal_tests::listing::service_names;
+use shoal_tests::mtls::{control, dispatcher, node_cert, node_client_config, raft, runtime};
+use shoal_tls::NodeCert;
+use tonic::{Code, Status};
+
+const CONVERGE: Duration = Duration::from_secs(30);
+
+/// The Raft ID the store gives node `id`, read through the leader's control API.
+fn raft_id(rt: &tokio::runtime::Runtime, leader: &ClusterHost, cert: &NodeCert, id: &str) -> u64 {
+    rt.block_on(async {
+        let mut c = control(&leader.swarm_addr(), node_client_config(cert)).await?;
+        c.get_node(GetNodeRequest { node: id.into() }).await
+    })
+    .unwrap_or_else(|e| panic!("get_node {id}: {e:?}"))
+    .into_inner()
+    .manager_status
+    .unwrap_or_else(|| panic!("node {id} has no manager status"))
+    .raft_id
+}
+
+/// An empty Raft batch to `to` at `host`, sent with `cert`, claiming to come from `from`.
+fn raft_batch(
+    rt: &tokio::runtime::Runtime,
+    host: &ClusterHost,
+    cert: &NodeCert,
+    from: u64,
+    to: u64,
+) -> Result<(), Status> {
+    rt.block_on(async {
+        let mut c = raft(&host.swarm_addr(), node_client_config(cert)).await?;
+        c.process_messages(RaftBatch {
+            from,
+            to,
+            messages: Vec::new(),
+        })
+        .await
+        .map(|_| ())
+    })
+}
+
+fn list_services(
+    rt: &tokio::runtime::Runtime,
+    host: &ClusterHost,
+    cert: &NodeCert,
+) -> Result<usize, Status> {
+    rt.block_on(async {
+        let mut c = control(&host.swarm_addr(), node_client_config(cert)).await?;
+        c.list_services(Empty {}).await
+    })
+    .map(|r| r.into_inner().services.len())
+}
+
+fn assert_denied(what: &str, result: Result<impl std::fmt::Debug, Status>, says: &str) {
+    match result {
+        Ok(v) => panic!("{what} was accepted: {v:?}"),
+        Err(status) => {
+            assert_eq!(status.code(), Code::PermissionDenied, "{what}: {status:?}");
+            assert!(
+                status.message().contains(says),
+                "{what}: the refusal does not say {says:?}: {}",
+                status.message()
+            );
+        }
+    }
+}
+
+fn node_ids_listed(host: &ClusterHost) -> BTreeSet<String> {
+    host.nodes()
+        .iter()
+        .filter_map(|n| n["ID"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn the_store_not_the_certificate_decides_who_may_call() {
+    let cluster = TestCluster::new(3);
+    cluster.form(2, 1);
+    let ids = cluster.node_ids();
+    let (leader, second, worker) = (cluster.host(0), cluster.host(1), cluster.host(2));
+    leader.shoal_ok(&words(
+        "service create -d --name probe --replicas 0 busybox",
+    ));
+    let rt = runtime();
+    let leader_cert = node_cert(leader);
+    let second_cert = node_cert(second);
+    let worker_cert = node_cert(worker);
+    let leader_raft = raft_id(&rt, leader, &leader_cert, &ids[0]);
+    let second_raft = raft_id(&rt, leader, &leader_cert, &ids[1]);
+
+    // Raft: the control case, a manager speaking as itself, is let in…
+    raft_batch(&rt, leader, &second_cert, second_raft, leader_raft)
+        .expect("a manager's Raft batch under its own Raft ID");
+    // …but a manager's certificate cannot speak as another member.
+    assert_denied(
+        "a Raft batch from the leader's certificate claiming the second manager's Raft ID",
+        raft_batch(&rt, leader, &leader_cert, second_raft, leader_raft),
+        "belongs to node",
+    );
+    assert_denied(
+        "a Raft batch claiming a Raft ID that is no member",
+        raft_batch(&rt, leader, &second_cert, 0x5eed, leader_raft),
+        "not a member",
+    );
+
+    // Demotion takes away manager rights at once, whatever the certificate says.
+    assert_eq!(
+        list_services(&rt, leader, &second_cert).expect("a manager's list"),
+        1
+    );
+    leader.shoal_ok(&["node", "demote", &ids[1]]);
+    assert_denied(
+        "the control API with the demoted manager's certificate",
+        list_services(&rt, leader, &second_cert),
+        "is a worker in this swarm",
+    );
+    let refused = wait_until(CONVERGE, || {
+        raft_batch(&rt, leader, &second_cert, second_raft, leader_raft)
+            .is_err_and(|s| s.code() == Code::PermissionDenied)
+    });
+    assert!(
+        refused,
+        "the demoted manager's Raft batches are still accepted"
+    );
+
+    // node rm of a worker whose daemon runs: revoked, never re-created.
+    assert!(node_ids_listed(leader).contains(&ids[2]));
+    leader.shoal_ok(&["node", "rm", "--force", &ids[2]]);
+    let session = rt.block_on(async {
+        let mut d = dispatcher(&leader.swarm_addr(), node_client_config(&worker_cert)).await?;
+        d.session(SessionRequest {
+            node_id: ids[2].clone(),
+            ..Default::default()
+        })
+        .await
+        .map(|_| ())
+    });
+    assert_denied(
+        "a session of the removed worker",
+        session,
+        "was removed from the swarm",
+    );
+    let renewal = rt.block_on(async {
+        let channel = shoal_tls::connect(
+            &leader.swarm_addr(),
+            node_client_config(&worker_cert),
+            shoal_tls::Role::Manager.server_name(),
+        )
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+        shoal_proto::membership_client::MembershipClient::new(channel)
+            .issue_certificate(IssueCertificateRequest::default())
+            .await
+            .map(|_| ())
+    });
+    assert_denied(
+        "a certificate renewal of the removed worker",
+        renewal,
+        "was removed",
+    );
+    // The worker's agent keeps trying to open a session: it must never come back.
+    let came_back = wait_until(Duration::from_secs(4), || {
+        node_ids_listed(leader).contains(&ids[2])
+    });
+    assert!(
+        !came_back,
+        "the removed worker is listed again: {:?}",
+        leader.nodes()
+    );
+    assert!(service_names(leader).contains("probe"));
+}
