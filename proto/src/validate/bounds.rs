@@ -126,6 +126,25 @@ pub fn check(spec: &ServiceSpec) -> Result<(), BoundsError> {
             )?;
             list("DNS options", "--dns-option", d.options.iter(), MAX_LIST)?;
         }
+        list(
+            "capabilities",
+            "--cap-add",
+            c.capability_add.iter(),
+            MAX_LIST,
+        )?;
+        list(
+            "capabilities",
+            "--cap-drop",
+            c.capability_drop.iter(),
+            MAX_LIST,
+        )?;
+        if let Some(s) = c.privileges.as_ref().and_then(|p| p.seccomp.as_ref()) {
+            strings(
+                "the seccomp profile",
+                "--security-opt seccomp=PATH",
+                [&s.profile].into_iter(),
+            )?;
+        }
     }
     if let Some(p) = &spec.placement {
         list(
