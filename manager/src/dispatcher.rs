@@ -243,7 +243,12 @@ impl Dispatcher {
 }
 
 /// What a session last sent: task IDs and versions, managers, the renew flag, peer tables.
-type SentKey = (Vec<(String, u64)>, Vec<String>, bool, Vec<NetworkPeers>);
+type SentKey = (
+    Vec<(String, u64)>,
+    (Vec<String>, Vec<String>),
+    bool,
+    Vec<NetworkPeers>,
+);
 
 type SessionStream = Pin<Box<dyn Stream<Item = Result<SessionMessage, Status>> + Send>>;
 
@@ -307,6 +312,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                 }
                 let tasks = this.assigned(&node_id);
                 let managers = this.manager_addrs();
+                let manager_ids = this.store.view(|st| st.manager_ids());
                 let renew_certificate = cert_role.is_some_and(|r| {
                     let manager = this.store.view(|st| {
                         st.nodes
@@ -322,7 +328,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                         .iter()
                         .map(|t| (t.id.clone(), t.meta.as_ref().map_or(0, |m| m.version)))
                         .collect::<Vec<_>>(),
-                    managers.clone(),
+                    (managers.clone(), manager_ids.clone()),
                     renew_certificate,
                     networks.clone(),
                 );
@@ -334,6 +340,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                         managers,
                         renew_certificate,
                         networks,
+                        manager_ids,
                     };
                     if tx.send(Ok(msg)).await.is_err() {
                         this.session_closed(&node_id, &session_id).await;

@@ -70,6 +70,9 @@ pub struct Daemon {
     pub cert: std::sync::RwLock<Option<Arc<shoal_tls::LiveCert>>>,
     /// The node's metrics registry (served with `--metrics-addr`; kept up to date either way).
     pub metrics: Arc<shoal_manager::metrics::NodeMetrics>,
+    /// The swarm's managers as the leader last said (`SessionMessage.manager_ids`): the only
+    /// callers this node's Agent service admits (`net::KnownManagers`).
+    pub managers: net::ManagerIds,
 }
 
 impl Daemon {
@@ -148,6 +151,7 @@ pub async fn run(args: Config) -> anyhow::Result<()> {
         swarm: tokio::sync::Mutex::new(swarm::SwarmState::new(identity)),
         cert: Default::default(),
         metrics: Arc::new(shoal_manager::metrics::NodeMetrics::new()),
+        managers: Default::default(),
     });
     let metrics_server = metrics_listener.map(|l| metrics_http::spawn(l, daemon.metrics.clone()));
     swarm::resume(&daemon).await?;

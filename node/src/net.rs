@@ -5,6 +5,7 @@
 //! Control and Raft (managers only), the Dispatcher (any node, for itself) and Membership
 //! (joining needs no certificate: the join token is the credential).
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -51,6 +52,46 @@ pub fn manager_channels(cert: &Arc<LiveCert>) -> anyhow::Result<Arc<dyn ChannelF
     }))
 }
 
+/// The swarm's managers as this node last heard from the leader (node IDs).
+#[derive(Clone, Default)]
+pub struct ManagerIds(Arc<std::sync::RwLock<HashSet<String>>>);
+
+impl ManagerIds {
+    /// What the leader's latest session message says.
+    pub fn replace(&self, ids: &[String]) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = ids.iter().cloned().collect();
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(id)
+    }
+}
+
+/// The Agent service's gate: a manager's certificate, of a node the swarm's store holds as a
+/// manager now (relayed by the leader with each session message). A worker has no store of its
+/// own, so this is how a demoted or removed manager's still-valid certificate is refused here.
+#[derive(Clone)]
+pub struct KnownManagers(pub ManagerIds);
+
+impl tonic::service::Interceptor for KnownManagers {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let shoal_tls::Caller::Node(peer) = shoal_tls::require_role(&request, Role::Manager)? {
+            if !self.0.contains(&peer.node_id) {
+                warn!(node_id = %peer.node_id, "agent call from a node that is not a manager now");
+                return Err(tonic::Status::permission_denied(format!(
+                    "node {} is not a manager of this swarm (as its leader last said): only \
+                     managers may read this node's task logs",
+                    peer.node_id
+                )));
+            }
+        }
+        Ok(request)
+    }
+}
+
 /// Serves the node's TCP port until `stop` flips.
 pub async fn serve(
     daemon: &Arc<Daemon>,
@@ -69,7 +110,7 @@ pub async fn serve(
         .layer(daemon.metrics.api_layer("cluster"))
         .add_service(InterceptedService::new(
             AgentServer::new(agent).max_decoding_message_size(MAX_REQUEST_BYTES),
-            RequireRole(Role::Manager),
+            KnownManagers(daemon.managers.clone()),
         ));
     if let Some(m) = manager {
         let logs = Arc::new(super::logs::NodeLogs::new(daemon.clone()));

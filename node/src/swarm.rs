@@ -274,6 +274,7 @@ async fn start(daemon: &Arc<Daemon>, state: &mut SwarmState, how: Start<'_>) -> 
     let role_changed = Arc::new(tokio::sync::Notify::new());
     let observer: shoal_worker::agent::SessionObserver = {
         let (managers, role_changed) = (managers.clone(), role_changed.clone());
+        let known = daemon.managers.clone();
         Arc::new(move |msg: &shoal_proto::SessionMessage| {
             if !msg.managers.is_empty() {
                 *managers.lock().unwrap_or_else(|e| e.into_inner()) = msg.managers.clone();
@@ -281,6 +282,7 @@ async fn start(daemon: &Arc<Daemon>, state: &mut SwarmState, how: Start<'_>) -> 
             if msg.renew_certificate {
                 role_changed.notify_one();
             }
+            known.replace(&msg.manager_ids);
         })
     };
     let local_raft = manager.as_ref().map(|m| m.raft().clone());

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod cluster;
 pub mod containerd;
 pub mod daemon;
+pub mod history;
 pub mod http;
 pub mod image;
 pub mod listing;

@@ -6,7 +6,8 @@
 //! - Raft: a manager may send Raft messages only as its own Raft ID (the one the store gives
 //!   its node), and only while that ID is a member;
 //! - `node demote`: the demoted manager's (still valid) manager certificate is refused on the
-//!   control API at once, and its Raft messages are refused;
+//!   control API at once, its Raft messages are refused, and so are its calls to a worker's
+//!   Agent service (the worker admits the managers its leader last named);
 //! - `node rm --force` of a worker whose daemon still runs: its certificate opens no session
 //!   and renews no certificate (it is on the revocation list), and the worker, which keeps
 //!   trying, never comes back in `node ls`.
@@ -54,6 +55,24 @@ fn raft_batch(
         })
         .await
         .map(|_| ())
+    })
+}
+
+/// `Agent.TaskLogs` (no task) on `host`, node `node_id`, presenting `cert`.
+fn task_logs(
+    rt: &tokio::runtime::Runtime,
+    host: &ClusterHost,
+    node_id: &str,
+    cert: &NodeCert,
+) -> Result<(), Status> {
+    rt.block_on(async {
+        let channel = shoal_tls::connect(&host.swarm_addr(), node_client_config(cert), node_id)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        shoal_proto::agent_client::AgentClient::new(channel)
+            .task_logs(shoal_proto::TaskLogsRequest::default())
+            .await
+            .map(|_| ())
     })
 }
 
@@ -140,6 +159,18 @@ fn the_store_not_the_certificate_decides_who_may_call() {
         refused,
         "the demoted manager's Raft batches are still accepted"
     );
+    // A worker has no store: it admits the managers the leader last named, so the demoted
+    // manager's certificate cannot read its task logs either; a manager's can.
+    let refused = wait_until(CONVERGE, || {
+        task_logs(&rt, worker, &ids[2], &second_cert)
+            .is_err_and(|s| s.code() == Code::PermissionDenied)
+    });
+    assert!(
+        refused,
+        "the worker still serves the demoted manager: {:?}",
+        task_logs(&rt, worker, &ids[2], &second_cert)
+    );
+    task_logs(&rt, worker, &ids[2], &leader_cert).expect("the leader reads a worker's task logs");
 
     // node rm of a worker whose daemon runs: revoked, never re-created.
     assert!(node_ids_listed(leader).contains(&ids[2]));

@@ -287,6 +287,15 @@ impl StoreState {
             .collect()
     }
 
+    /// The node IDs of the managers, as the store holds them.
+    pub fn manager_ids(&self) -> Vec<String> {
+        self.nodes
+            .values()
+            .filter(|n| n.role == NodeRole::Manager as i32)
+            .map(|n| n.id.clone())
+            .collect()
+    }
+
     pub fn tasks_of_service<'a>(&'a self, service_id: &'a str) -> impl Iterator<Item = &'a Task> {
         self.tasks
             .values()
