@@ -28,6 +28,7 @@ cargo build --workspace --all-targets
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
+rm -f "$ROOT/target/tmp/fault-injection-summary.txt"
 cargo test --workspace --no-fail-fast -- --test-threads="${SHOAL_TEST_THREADS:-2}" 2>&1 | tee "$log" || status=$?
 
 # cargo ends on the doc-test binaries, most of which hold no test: close with the totals.
@@ -38,4 +39,10 @@ awk '/^test result:/ {
        }
      }
      END { printf "total: %d passed, %d failed\n", passed, failed }' "$log"
+# The fault-injection suite's counts (its output is captured when it passes).
+summary="$ROOT/target/tmp/fault-injection-summary.txt"
+if [[ -f "$summary" ]]; then
+  cat "$summary"
+  rm -f "$summary"
+fi
 exit "$status"

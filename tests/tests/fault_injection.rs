@@ -83,11 +83,13 @@ fn client(
     let mut rng = Rng(seed);
     let mut mine: Vec<String> = Vec::new();
     let mut seq = 0u64;
+    let mut created = 0usize;
     while !stop.load(Ordering::Relaxed) {
         let api = &managers[rng.below(managers.len())];
         let roll = rng.below(10);
         let (service, request, args) = if mine.len() < 2 || roll == 0 {
-            let name = format!("c{c}s{}", mine.len());
+            created += 1;
+            let name = format!("c{c}s{created}");
             mine.push(name.clone());
             let args = strings(&[
                 "service",
@@ -128,6 +130,15 @@ fn client(
             Request::Read(_) => Request::Read(read_version(&out)),
             other => other,
         };
+        if let Outcome::Unknown(why) = &outcome {
+            if why.contains("no such service") {
+                // Its create was not acknowledged and did not land: stop using the name.
+                mine.retain(|n| *n != service);
+            } else {
+                // A daemon that is down refuses at once: do not spin on it.
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
         log.lock().unwrap_or_else(|e| e.into_inner()).push(Op {
             client: c,
             service,
@@ -360,6 +371,20 @@ fn a_swarm_under_faults_keeps_every_acknowledged_write_and_one_task_per_slot() {
         faults.len(),
         finals.len(),
         found.len()
+    );
+    // Also kept in a file, which scripts/test.sh prints: a passing test's output is captured.
+    let summary = format!(
+        "fault injection (seed {seed}): {} operations ({acked} acknowledged), {} faults \
+         injected ({}), {} services, {} anomalies\n",
+        ops.len(),
+        faults.len(),
+        faults.join("; "),
+        finals.len(),
+        found.len()
+    );
+    let _ = std::fs::write(
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("fault-injection-summary.txt"),
+        &summary,
     );
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     for op in &ops {

@@ -3,6 +3,7 @@
 //! A node certificate stays CA-signed and unexpired for up to 90 days, whatever happens to the
 //! node. On a swarm of two managers and a worker, the test keeps each node's certificate as it
 //! was and presents it itself, over mutual TLS, after the store changed:
+//! - concurrent `join-token --rotate`s through both managers: none is lost;
 //! - Raft: a manager may send Raft messages only as its own Raft ID (the one the store gives
 //!   its node), and only while that ID is a member;
 //! - `node demote`: the demoted manager's (still valid) manager certificate is refused on the
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use shoal_proto::{Empty, GetNodeRequest, IssueCertificateRequest, RaftBatch, SessionRequest};
 use shoal_tests::cluster::{ClusterHost, TestCluster};
-use shoal_tests::daemon::{wait_until, words};
+use shoal_tests::daemon::{run_with_timeout, shoal_bin, wait_until, words};
 use shoal_tests::listing::service_names;
 use shoal_tests::mtls::{control, dispatcher, node_cert, node_client_config, raft, runtime};
 use shoal_tls::NodeCert;
@@ -102,6 +103,20 @@ fn assert_denied(what: &str, result: Result<impl std::fmt::Debug, Status>, says:
     }
 }
 
+/// `swarm join-token -q --rotate ROLE` `times` times through the daemon at `api`; the token
+/// each rotation printed.
+fn rotate(api: &str, role: &str, times: usize) -> Vec<String> {
+    (0..times)
+        .map(|_| {
+            let mut cmd = std::process::Command::new(shoal_bin());
+            cmd.args(["-H", api, "swarm", "join-token", "-q", "--rotate", role]);
+            let out = run_with_timeout(&mut cmd, Duration::from_secs(60));
+            assert!(out.status.success(), "rotate {role}: {out:?}");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        })
+        .collect()
+}
+
 fn node_ids_listed(host: &ClusterHost) -> BTreeSet<String> {
     host.nodes()
         .iter()
@@ -123,6 +138,32 @@ fn the_store_not_the_certificate_decides_who_may_call() {
     let second_cert = node_cert(second);
     let worker_cert = node_cert(worker);
     let leader_raft = raft_id(&rt, leader, &leader_cert, &ids[0]);
+
+    // Token rotations through both managers at once: the cluster object is written
+    // compare-and-set, so none undoes another, and the last token each printed is current.
+    let (a, b) = (leader.api_url(), second.api_url());
+    let (workers, managers) = std::thread::scope(|s| {
+        let w = s.spawn(|| rotate(&a, "worker", 6));
+        let m = s.spawn(|| rotate(&b, "manager", 6));
+        (
+            w.join().expect("worker rotations"),
+            m.join().expect("manager rotations"),
+        )
+    });
+    let current = |role: &str| {
+        leader
+            .shoal_ok(&["swarm", "join-token", "-q", role])
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        workers.last().map(String::as_str),
+        Some(current("worker").as_str())
+    );
+    assert_eq!(
+        managers.last().map(String::as_str),
+        Some(current("manager").as_str())
+    );
     let second_raft = raft_id(&rt, leader, &leader_cert, &ids[1]);
 
     // Raft: the control case, a manager speaking as itself, is let in…
