@@ -12,6 +12,7 @@ pub mod constraint;
 pub mod controlapi;
 pub mod dispatcher;
 pub mod ids;
+mod key_keeper;
 pub mod leader;
 pub mod membership;
 pub mod metrics;
@@ -24,4 +25,4 @@ pub mod store;
 pub mod tokens;
 pub mod usage;
 
-pub use roles::{Manager, ManagerConfig, ManagerError};
+pub use roles::{InitialCluster, Manager, ManagerConfig, ManagerError};

@@ -20,6 +20,8 @@ use crate::dispatcher::Dispatcher;
 use crate::ids::now_ms;
 use crate::orchestrator::reaper::DEFAULT_TASK_HISTORY_LIMIT;
 use crate::raft::grpc::{ChannelFactory, GrpcTransport};
+use crate::raft::keys::{self, UnlockKey};
+use crate::raft::storage::DATA_FILE;
 use crate::raft::{self, RaftConfig, RaftHandle, RaftStatus};
 use crate::store::{Store, StoreError};
 use crate::usage::UsageStore;
@@ -57,6 +59,18 @@ pub struct ManagerConfig {
     pub heartbeat_period: Duration,
     /// Channels to the other managers (mutual TLS in the daemon).
     pub channels: Arc<dyn ChannelFactory>,
+    /// The cluster's unlock key, for a Raft log locked with it (`swarm unlock`); a new log is
+    /// wrapped with it from the start.
+    pub unlock_key: Option<UnlockKey>,
+}
+
+/// What `swarm init` writes into the new cluster object.
+pub struct InitialCluster<'a> {
+    pub ca: &'a RootCa,
+    pub cert_expiry: Duration,
+    pub addr_pool: PoolConfig,
+    /// `--autolock`: the unlock key every manager's log is to be wrapped with.
+    pub unlock_key: Option<UnlockKey>,
 }
 
 pub struct Manager {
@@ -66,6 +80,7 @@ pub struct Manager {
     dispatcher: Dispatcher,
     shutdown: watch::Sender<bool>,
     supervisor: JoinHandle<()>,
+    key_keeper: JoinHandle<()>,
     usage: UsageStore,
     autoscaler_stats: Arc<AutoscalerStats>,
 }
@@ -136,6 +151,16 @@ impl Manager {
         rc.addr = cfg.addr.clone();
         rc.join = cfg.join;
         rc.force_new_cluster = cfg.force_new_cluster;
+        let (dir, unlock) = (cfg.raft_dir.clone(), cfg.unlock_key.clone());
+        let dek = tokio::task::spawn_blocking(move || {
+            keys::open_data_key(&dir, unlock.as_ref(), dir.join(DATA_FILE).exists())
+        })
+        .await
+        .map_err(|e| raft::RaftError::Failed {
+            reason: format!("reading the raft key files did not finish: {e}"),
+        })?
+        .map_err(raft::RaftError::from)?;
+        rc.data_key = Some(dek.clone());
         let transport = GrpcTransport::new(cfg.raft_id, cfg.channels.clone())?;
         let (store, raft) = raft::start_with_transport(rc, Box::new(transport.clone())).await?;
         let status = raft.status();
@@ -156,6 +181,13 @@ impl Manager {
             usage.clone(),
         );
         let autoscaler_stats = Arc::new(AutoscalerStats::default());
+        let key_keeper = tokio::spawn(crate::key_keeper::run(
+            store.clone(),
+            cfg.raft_dir.clone(),
+            dek,
+            cfg.unlock_key.clone(),
+            rx.clone(),
+        ));
         let supervisor = tokio::spawn(supervise(
             store.clone(),
             dispatcher.clone(),
@@ -173,6 +205,7 @@ impl Manager {
             shutdown,
             usage,
             supervisor,
+            key_keeper,
             autoscaler_stats,
         })
     }
@@ -185,10 +218,14 @@ impl Manager {
         node_id: &str,
         addr: &str,
         description: NodeDescription,
-        ca: &RootCa,
-        cert_expiry: Duration,
-        addr_pool: PoolConfig,
+        init: InitialCluster<'_>,
     ) -> Result<(), ManagerError> {
+        let InitialCluster {
+            ca,
+            cert_expiry,
+            addr_pool,
+            unlock_key,
+        } = init;
         if self.store.view(|st| st.cluster.is_some()) {
             return Ok(());
         }
@@ -213,6 +250,8 @@ impl Manager {
             default_addr_pool: addr_pool.base().to_string(),
             default_addr_pool_mask_len: u32::from(addr_pool.subnet_len()),
             removed_nodes: Default::default(),
+            autolock: unlock_key.is_some(),
+            unlock_key: unlock_key.map(|k| k.to_string()).unwrap_or_default(),
         };
         let node = Node {
             id: node_id.to_string(),
@@ -285,6 +324,7 @@ impl Manager {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.supervisor.await;
+        let _ = self.key_keeper.await;
         if let Err(e) = self.raft.shutdown().await {
             warn!(error = %e, "raft loop did not stop cleanly");
         }
