@@ -65,6 +65,7 @@ pub struct ManagerConfig {
 }
 
 /// What `swarm init` writes into the new cluster object.
+#[derive(Clone)]
 pub struct InitialCluster<'a> {
     pub ca: &'a RootCa,
     pub cert_expiry: Duration,

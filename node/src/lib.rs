@@ -12,6 +12,7 @@ mod api;
 mod describe;
 mod identity;
 mod leader_search;
+mod lock;
 mod logs;
 mod metrics_http;
 mod net;
@@ -70,6 +71,8 @@ pub struct Daemon {
     pub cert: std::sync::RwLock<Option<Arc<shoal_tls::LiveCert>>>,
     /// The node's metrics registry (served with `--metrics-addr`; kept up to date either way).
     pub metrics: Arc<shoal_manager::metrics::NodeMetrics>,
+    /// Set while this manager waits for `swarm unlock` (autolock).
+    pub locked: lock::LockFlag,
 }
 
 impl Daemon {
@@ -148,6 +151,7 @@ pub async fn run(args: Config) -> anyhow::Result<()> {
         swarm: tokio::sync::Mutex::new(swarm::SwarmState::new(identity)),
         cert: Default::default(),
         metrics: Arc::new(shoal_manager::metrics::NodeMetrics::new()),
+        locked: lock::LockFlag::default(),
     });
     let metrics_server = metrics_listener.map(|l| metrics_http::spawn(l, daemon.metrics.clone()));
     swarm::resume(&daemon).await?;
@@ -157,6 +161,7 @@ pub async fn run(args: Config) -> anyhow::Result<()> {
 
     let logs = Arc::new(logs::NodeLogs::new(daemon.clone()));
     let control = ControlApi::new(daemon.manager_slot.clone(), logs);
+    let locked = daemon.locked.clone();
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("installing a SIGTERM handler cannot fail in a running process");
@@ -169,7 +174,9 @@ pub async fn run(args: Config) -> anyhow::Result<()> {
     tonic::transport::Server::builder()
         .layer(daemon.metrics.api_layer("local"))
         .add_service(DaemonServer::new(api::DaemonApi::new(daemon.clone())))
-        .add_service(ControlServer::new(control))
+        .add_service(ControlServer::with_interceptor(control, move |req| {
+            locked.refuse_while_locked(req)
+        }))
         .add_service(AgentServer::new(
             shoal_worker::agent_service::AgentService::new(daemon.executor.clone()),
         ))

@@ -265,6 +265,13 @@ impl Control for Fake {
         Err(Status::unimplemented("the fake has no cluster settings"))
     }
 
+    async fn get_unlock_key(
+        &self,
+        _: Request<Empty>,
+    ) -> Result<Response<shoal_proto::UnlockKeyResponse>, Status> {
+        Err(Status::unimplemented("the fake has no unlock key"))
+    }
+
     async fn remove_node(&self, r: Request<RemoveNodeRequest>) -> Result<Response<Empty>, Status> {
         let req = r.into_inner();
         if req.force {
@@ -463,6 +470,13 @@ impl Daemon for Fake {
             ));
         }
         Ok(Response::new(Empty {}))
+    }
+
+    async fn swarm_unlock(
+        &self,
+        _: Request<shoal_proto::SwarmUnlockRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        Err(Status::failed_precondition("swarm is not locked"))
     }
 
     async fn swarm_join(&self, r: Request<SwarmJoinRequest>) -> Result<Response<Empty>, Status> {
