@@ -460,6 +460,7 @@ impl Daemon for Fake {
         Ok(Response::new(SwarmInitResponse {
             node_id: SELF_ID.into(),
             worker_join_command: "shoal swarm join --token SWMTKN-1-worker 10.0.0.1:2377".into(),
+            unlock_key: String::new(),
         }))
     }
 
