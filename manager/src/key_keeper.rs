@@ -51,7 +51,9 @@ pub(crate) async fn run(
                         );
                         current = wanted;
                     }
-                    Ok(Err(e)) => warn!(error = %e, "could not re-wrap the raft data key; retrying at the next change"),
+                    Ok(Err(e)) => {
+                        warn!(error = %e, "could not re-wrap the raft data key; retrying at the next change")
+                    }
                     Err(e) => warn!(error = %e, "re-wrapping the raft data key did not finish"),
                 }
             }

@@ -9,8 +9,8 @@ use shoal_manager::allocator::PoolConfig;
 use shoal_proto::validate::network::default_addr_pool;
 use shoal_proto::{
     daemon_server, Empty, ImageChunk, InfoResponse, ListImagesResponse, LoadImageResponse,
-    NodeRole, SwarmInitRequest, SwarmInitResponse, SwarmJoinRequest, SwarmLeaveRequest, SwarmUnlockRequest,
-    TaskState,
+    NodeRole, SwarmInitRequest, SwarmInitResponse, SwarmJoinRequest, SwarmLeaveRequest,
+    SwarmUnlockRequest, TaskState,
 };
 use tonic::{Request, Response, Status, Streaming};
 

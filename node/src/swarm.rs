@@ -13,8 +13,8 @@ use rand::Rng;
 use shoal_manager::allocator::PoolConfig;
 use shoal_manager::controlapi::ActiveManager;
 use shoal_manager::leader::LeaderLink;
-use shoal_manager::raft::RaftHandle;
 use shoal_manager::raft::keys::{self, UnlockKey};
+use shoal_manager::raft::RaftHandle;
 use shoal_manager::{InitialCluster, Manager, ManagerConfig};
 use shoal_proto::{
     dispatcher_client::DispatcherClient, dispatcher_server::DispatcherServer,

@@ -98,6 +98,7 @@ pub fn is_ingress_attachment(a: &NetworkAttachment) -> bool {
 }
 
 pub mod leader_hint;
+mod redact;
 pub mod reference;
 
 pub mod validate;

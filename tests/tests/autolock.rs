@@ -107,9 +107,17 @@ fn wait_rewrapped(host: &ShoalHost, before: usize) {
 
 fn assert_locked(host: &ShoalHost) {
     assert_eq!(swarm_state(host), "locked");
-    for cmd in ["service ls", "node ls", "swarm unlock-key", "swarm join-token worker"] {
+    for cmd in [
+        "service ls",
+        "node ls",
+        "swarm unlock-key",
+        "swarm join-token worker",
+    ] {
         let err = host.shoal_err(&words(cmd));
-        assert!(err.contains(LOCKED), "`{cmd}` on a locked node said:\n{err}");
+        assert!(
+            err.contains(LOCKED),
+            "`{cmd}` on a locked node said:\n{err}"
+        );
     }
 }
 
@@ -200,12 +208,18 @@ fn autolock_keeps_a_restarted_manager_locked_until_unlocked() {
         let raw = base64::engine::general_purpose::STANDARD_NO_PAD
             .decode(key.trim_start_matches("SWMKEY-1-"))
             .expect("base64 key");
-        assert_eq!(files_containing(&data, key.as_bytes()), Vec::<String>::new());
+        assert_eq!(
+            files_containing(&data, key.as_bytes()),
+            Vec::<String>::new()
+        );
         assert_eq!(files_containing(&data, &raw), Vec::<String>::new());
     };
     assert_key_off_disk(&key);
     // Not printed either.
-    for out in [host.daemon_log(), host.shoal_ok(&words("info --format json"))] {
+    for out in [
+        host.daemon_log(),
+        host.shoal_ok(&words("info --format json")),
+    ] {
         assert!(!out.contains(&key), "the unlock key is printed:\n{out}");
     }
     let err = unlock_err(&host, &format!("{key}\n"));

@@ -202,7 +202,9 @@ fn read_unlock_key() -> Result<String> {
     }
     let key = line.trim().to_string();
     if key.is_empty() {
-        anyhow::bail!("no unlock key given: type it, or pipe it in (`shoal swarm unlock-key -q` prints it)");
+        anyhow::bail!(
+            "no unlock key given: type it, or pipe it in (`shoal swarm unlock-key -q` prints it)"
+        );
     }
     Ok(key)
 }
@@ -378,7 +380,10 @@ mod tests {
         assert_eq!(parse_autolock("true"), Ok(true));
         assert_eq!(parse_autolock("false"), Ok(false));
         let err = parse_autolock("maybe").expect_err("maybe");
-        assert!(err.contains("use --autolock=true or --autolock=false"), "{err}");
+        assert!(
+            err.contains("use --autolock=true or --autolock=false"),
+            "{err}"
+        );
     }
 
     #[test]

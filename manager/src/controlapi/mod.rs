@@ -15,8 +15,8 @@ use shoal_proto::{
     GetNodeRequest, JoinTokenRequest, JoinTokenResponse, ListNodesResponse, ListServicesResponse,
     ListTasksRequest, ListTasksResponse, LogMessage, Node, NodeAvailability, NodeRemoval, NodeRole,
     NodeState, RemoveNodeRequest, Service, ServiceLogsRequest, ServiceRef, ServiceSpec,
-    ServiceSummary, StoreAction, TaskDesiredState, TaskLogsRequest, TaskState,
-    UnlockKeyResponse, UpdateClusterRequest, UpdateNodeRequest, UpdateServiceRequest,
+    ServiceSummary, StoreAction, TaskDesiredState, TaskLogsRequest, TaskState, UnlockKeyResponse,
+    UpdateClusterRequest, UpdateNodeRequest, UpdateServiceRequest,
 };
 use shoal_proto::{ListNetworksResponse, Network, NetworkRef};
 use tonic::{Request, Response, Status};

@@ -127,7 +127,10 @@ mod tests {
         assert_eq!(key.open(&flipped, b"entry 7"), Err(CipherError::Open));
         assert_eq!(key.open(&sealed[..10], b"entry 7"), Err(CipherError::Open));
         // The same record sealed twice differs (a fresh nonce each time).
-        assert_ne!(key.seal(b"x", b"a").expect("seal"), key.seal(b"x", b"a").expect("seal"));
+        assert_ne!(
+            key.seal(b"x", b"a").expect("seal"),
+            key.seal(b"x", b"a").expect("seal")
+        );
         assert_eq!(format!("{key:?}"), "DataKey([REDACTED])");
     }
 }

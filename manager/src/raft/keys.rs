@@ -187,7 +187,11 @@ pub fn open_data_key(
 /// Wraps `dek` anew: with `unlock` (then `kek` is deleted: the KEK exists only as the unlock
 /// key), or with a new random KEK written to `kek`. Each file is replaced atomically, in an
 /// order where a crash leaves a `dek` that still opens.
-pub fn wrap_data_key(dir: &Path, dek: &DataKey, unlock: Option<&UnlockKey>) -> Result<(), KeyError> {
+pub fn wrap_data_key(
+    dir: &Path,
+    dek: &DataKey,
+    unlock: Option<&UnlockKey>,
+) -> Result<(), KeyError> {
     let Some(key) = unlock else {
         // Already wrapped with the `kek` file: keep that KEK (a new one would leave a window
         // where the two files disagree).

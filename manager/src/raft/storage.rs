@@ -266,7 +266,12 @@ impl RaftStorage {
         }
         let encoded: Vec<(u64, Vec<u8>)> = ents
             .iter()
-            .map(|e| Ok((e.index, self.seal(&encode(e, &self.path)?, &entry_aad(e.index))?)))
+            .map(|e| {
+                Ok((
+                    e.index,
+                    self.seal(&encode(e, &self.path)?, &entry_aad(e.index))?,
+                ))
+            })
             .collect::<Result<_, RaftError>>()?;
         let hs_bytes = hs.map(|hs| encode(hs, &self.path)).transpose()?;
         let old_last = self.last();

@@ -4,10 +4,13 @@
 use super::*;
 
 fn dir_contains(dir: &Path, needle: &[u8]) -> bool {
-    std::fs::read_dir(dir).expect("read dir").flatten().any(|e| {
-        let bytes = std::fs::read(e.path()).unwrap_or_default();
-        bytes.windows(needle.len()).any(|w| w == needle)
-    })
+    std::fs::read_dir(dir)
+        .expect("read dir")
+        .flatten()
+        .any(|e| {
+            let bytes = std::fs::read(e.path()).unwrap_or_default();
+            bytes.windows(needle.len()).any(|w| w == needle)
+        })
 }
 
 #[test]
@@ -15,7 +18,10 @@ fn a_new_directory_gets_a_data_key_wrapped_by_a_kek_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     assert_eq!(wrapping(dir.path()).expect("wrapping"), None);
     let dek = open_data_key(dir.path(), None, false).expect("new key");
-    assert_eq!(wrapping(dir.path()).expect("wrapping"), Some(Wrapping::KekFile));
+    assert_eq!(
+        wrapping(dir.path()).expect("wrapping"),
+        Some(Wrapping::KekFile)
+    );
     assert!(!is_locked(dir.path()).expect("locked?"));
     assert!(dir.path().join(KEK_FILE).exists());
     // The data key itself is never on disk in the clear.
@@ -44,7 +50,10 @@ fn autolock_keeps_the_kek_off_disk_and_needs_the_unlock_key() {
     let wrong = UnlockKey::generate().expect("unlock key");
     let err = open_data_key(dir.path(), Some(&wrong), true).expect_err("wrong key");
     assert_eq!(err.to_string(), "invalid key, unable to unlock swarm");
-    assert_eq!(std::fs::read(dir.path().join(DEK_FILE)).expect("dek"), before);
+    assert_eq!(
+        std::fs::read(dir.path().join(DEK_FILE)).expect("dek"),
+        before
+    );
 
     let opened = open_data_key(dir.path(), Some(&unlock), true).expect("unlock");
     assert_eq!(opened.bytes(), dek.bytes());
@@ -73,7 +82,10 @@ fn unlock_keys_print_and_parse_as_swarm_and_never_debug() {
     assert!(text.starts_with("SWMKEY-1-"), "{text}");
     assert_eq!(text.len(), "SWMKEY-1-".len() + 43);
     assert_eq!(text.parse::<UnlockKey>().expect("parse"), key);
-    assert_eq!(format!(" {text}\n").parse::<UnlockKey>().expect("trimmed"), key);
+    assert_eq!(
+        format!(" {text}\n").parse::<UnlockKey>().expect("trimmed"),
+        key
+    );
     assert_eq!(format!("{key:?}"), "UnlockKey([REDACTED])");
     for (bad, says) in [
         ("", "does not start with SWMKEY-1-"),
@@ -98,5 +110,8 @@ fn damaged_key_files_are_refused_with_their_path() {
     assert!(err.to_string().contains("kek"), "{err}");
     std::fs::write(dir.path().join(DEK_FILE), b"garbage").expect("damage dek");
     let err = wrapping(dir.path()).expect_err("not a dek");
-    assert!(err.to_string().contains("not a shoal data key file"), "{err}");
+    assert!(
+        err.to_string().contains("not a shoal data key file"),
+        "{err}"
+    );
 }

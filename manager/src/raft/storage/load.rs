@@ -13,9 +13,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use tracing::info;
 
 use super::{
-    entry_aad, members, panic_message, Members, RaftError, RaftStorage, CACHE_BYTES, ENTRIES, FORMAT_VERSION,
-    KEY_CONF_STATE, KEY_FORMAT, KEY_HARD_STATE, KEY_MEMBERS, KEY_RAFT_ID, KEY_RETIRED,
-    KEY_SNAPSHOT, KEY_TRUNCATED, META,
+    entry_aad, members, panic_message, Members, RaftError, RaftStorage, CACHE_BYTES, ENTRIES,
+    FORMAT_VERSION, KEY_CONF_STATE, KEY_FORMAT, KEY_HARD_STATE, KEY_MEMBERS, KEY_RAFT_ID,
+    KEY_RETIRED, KEY_SNAPSHOT, KEY_TRUNCATED, META,
 };
 
 impl RaftStorage {
@@ -121,7 +121,8 @@ impl RaftStorage {
         for (expected, item) in (truncated_index + 1..).zip(rows) {
             let (key, value) = item.map_err(|e| self.corrupt(format!("reading entries: {e}")))?;
             let key = key.value();
-            let plain = self.open_record(value.value(), &entry_aad(key), &format!("entry {key}"))?;
+            let plain =
+                self.open_record(value.value(), &entry_aad(key), &format!("entry {key}"))?;
             let entry = Entry::parse_from_bytes(&plain)
                 .map_err(|e| self.corrupt(format!("entry {key} cannot be decoded: {e}")))?;
             if key != expected || entry.index != key {

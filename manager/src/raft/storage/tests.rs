@@ -247,7 +247,10 @@ fn entries_and_snapshots_are_sealed_on_disk() {
     }
     let file = dir.path().join(DATA_FILE);
     assert!(!file_contains(&file, secret_entry), "entry in plaintext");
-    assert!(!file_contains(&file, secret_snapshot), "snapshot in plaintext");
+    assert!(
+        !file_contains(&file, secret_snapshot),
+        "snapshot in plaintext"
+    );
     // What the manager reads back, and what someone holding the whole directory can read.
     let s = RaftStorage::open_unlocked(dir.path(), 1).expect("reopen");
     assert_eq!(s.entries[0].data.as_ref(), secret_entry);
@@ -269,7 +272,10 @@ fn a_record_moved_to_another_index_or_opened_with_another_key_is_corrupt() {
         // Entry 1's sealed value copied over entry 2.
         s.write(|txn| {
             let mut table = txn.open_table(ENTRIES)?;
-            let one = table.get(1u64)?.map(|v| v.value().to_vec()).unwrap_or_default();
+            let one = table
+                .get(1u64)?
+                .map(|v| v.value().to_vec())
+                .unwrap_or_default();
             table.insert(2u64, one.as_slice())?;
             Ok(())
         })
@@ -277,7 +283,10 @@ fn a_record_moved_to_another_index_or_opened_with_another_key_is_corrupt() {
     }
     let err = RaftStorage::open_unlocked(dir.path(), 1).expect_err("moved record");
     assert!(matches!(err, RaftError::Corrupt { .. }), "{err}");
-    assert!(err.to_string().contains("entry 2 cannot be decrypted"), "{err}");
+    assert!(
+        err.to_string().contains("entry 2 cannot be decrypted"),
+        "{err}"
+    );
 
     let other = tempfile::tempdir().expect("tempdir");
     {
@@ -286,7 +295,10 @@ fn a_record_moved_to_another_index_or_opened_with_another_key_is_corrupt() {
     }
     let stranger = DataKey::generate().expect("key");
     let err = RaftStorage::open(other.path(), 1, stranger).expect_err("another key");
-    assert!(err.to_string().contains("entry 1 cannot be decrypted"), "{err}");
+    assert!(
+        err.to_string().contains("entry 1 cannot be decrypted"),
+        "{err}"
+    );
 }
 
 #[test]
