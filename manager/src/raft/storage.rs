@@ -147,8 +147,20 @@ impl RaftStorage {
     /// `kek` file there (a new directory gets new key files). A log locked with an unlock key is
     /// refused ([`super::keys::KeyError::Locked`]).
     pub fn open_unlocked(data_dir: &Path, raft_id: u64) -> Result<Self, RaftError> {
-        let has_log = data_dir.join(DATA_FILE).exists();
-        let key = super::keys::open_data_key(data_dir, None, has_log)?;
+        let path = data_dir.join(DATA_FILE);
+        let key = match super::keys::open_data_key(data_dir, None, path.exists()) {
+            // The data file cannot be read without it: the file is as good as damaged.
+            Err(super::keys::KeyError::Missing { dir }) => {
+                return Err(RaftError::Corrupt {
+                    path,
+                    reason: format!(
+                        "its key file {} is missing, so it cannot be decrypted",
+                        dir.join(super::keys::DEK_FILE).display()
+                    ),
+                })
+            }
+            other => other?,
+        };
         Self::open(data_dir, raft_id, key)
     }
 
