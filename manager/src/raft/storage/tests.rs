@@ -13,6 +13,16 @@ fn entry(index: u64, term: u64) -> Entry {
     }
 }
 
+/// A log of node 1 holding entries 1 and 2, then changed by `damage` behind the storage's back.
+fn two_entries_then(
+    dir: &std::path::Path,
+    damage: impl FnOnce(&WriteTransaction) -> Result<(), redb::Error>,
+) {
+    let mut s = RaftStorage::open_unlocked(dir, 1).expect("open");
+    s.append(&[entry(1, 1), entry(2, 1)]).expect("append");
+    s.write(damage).expect("damage the log");
+}
+
 fn indices_terms(s: &RaftStorage) -> Vec<(u64, u64)> {
     s.entries.iter().map(|e| (e.index, e.term)).collect()
 }
@@ -169,16 +179,11 @@ fn raft_storage_refuses_another_nodes_data() {
 #[test]
 fn raft_storage_reports_an_undecodable_entry_as_corrupt() {
     let dir = tempfile::tempdir().expect("tempdir");
-    {
-        let mut s = RaftStorage::open_unlocked(dir.path(), 1).expect("open");
-        s.append(&[entry(1, 1), entry(2, 1)]).expect("append");
-        s.write(|txn| {
-            txn.open_table(ENTRIES)?
-                .insert(2u64, [0xffu8, 0xff, 0xff].as_slice())?;
-            Ok(())
-        })
-        .expect("damage entry");
-    }
+    two_entries_then(dir.path(), |txn| {
+        txn.open_table(ENTRIES)?
+            .insert(2u64, [0xffu8, 0xff, 0xff].as_slice())?;
+        Ok(())
+    });
     let err = RaftStorage::open_unlocked(dir.path(), 1).expect_err("corrupt");
     let msg = err.to_string();
     assert!(matches!(err, RaftError::Corrupt { .. }), "{msg}");
@@ -266,21 +271,16 @@ fn entries_and_snapshots_are_sealed_on_disk() {
 #[test]
 fn a_record_moved_to_another_index_or_opened_with_another_key_is_corrupt() {
     let dir = tempfile::tempdir().expect("tempdir");
-    {
-        let mut s = RaftStorage::open_unlocked(dir.path(), 1).expect("open");
-        s.append(&[entry(1, 1), entry(2, 1)]).expect("append");
-        // Entry 1's sealed value copied over entry 2.
-        s.write(|txn| {
-            let mut table = txn.open_table(ENTRIES)?;
-            let one = table
-                .get(1u64)?
-                .map(|v| v.value().to_vec())
-                .unwrap_or_default();
-            table.insert(2u64, one.as_slice())?;
-            Ok(())
-        })
-        .expect("swap entry");
-    }
+    // Entry 1's sealed value copied over entry 2.
+    two_entries_then(dir.path(), |txn| {
+        let mut table = txn.open_table(ENTRIES)?;
+        let one = table
+            .get(1u64)?
+            .map(|v| v.value().to_vec())
+            .unwrap_or_default();
+        table.insert(2u64, one.as_slice())?;
+        Ok(())
+    });
     let err = RaftStorage::open_unlocked(dir.path(), 1).expect_err("moved record");
     assert!(matches!(err, RaftError::Corrupt { .. }), "{err}");
     assert!(
