@@ -11,7 +11,12 @@
 //!   then a restart: the old key is refused, the new one works. `swarm update --autolock=false`
 //!   then a restart: no key needed. Bad flag values and requests that make no sense are refused.
 //!
-//! Each test has its own host, so they run in parallel.
+//! - In a swarm of three managers, turning autolock on (on one manager) re-wraps every manager's
+//!   key files, followers too: none keeps a `kek`. A restarted follower is locked while the
+//!   others serve, and rejoins once unlocked; after a rotation each manager takes only the new
+//!   key.
+//!
+//! Each test has its own hosts, so they run in parallel.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -19,6 +24,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use base64::Engine as _;
+use shoal_tests::cluster::TestCluster;
 use shoal_tests::daemon::{free_loopback_port, shoal_bin, words, ShoalHost, TEST_ADDR_POOL};
 
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -303,4 +309,58 @@ fn autolock_keeps_a_restarted_manager_locked_until_unlocked() {
     assert!(out.status.success(), "{out:?}");
     wait_web(&host, "2/2");
     host.shoal_ok(&words("service rm web"));
+}
+
+#[test]
+fn every_manager_rewraps_its_key_and_a_locked_one_rejoins_once_unlocked() {
+    let mut cluster = TestCluster::new(3);
+    cluster.form(3, 0);
+    let first = cluster.host(0);
+    let update = first.shoal_ok(&words("swarm update --autolock=true"));
+    let key = key_in(&update);
+    let all_wrapped = |cluster: &TestCluster, key: &str| {
+        for host in cluster.hosts() {
+            let raft = host.data_dir().join("raft");
+            host.wait_for(CONVERGE, "the kek file to go", || {
+                !raft.join("kek").exists()
+            });
+            assert_eq!(
+                files_containing(&host.data_dir(), key.as_bytes()),
+                Vec::<String>::new()
+            );
+        }
+    };
+    all_wrapped(&cluster, &key);
+
+    cluster.host_mut(1).restart();
+    assert_locked(cluster.host(1));
+    // The others still serve.
+    cluster.host(0).shoal_ok(&words("service ls"));
+    let out = unlock(cluster.host(1), &format!("{key}\n"));
+    assert!(out.status.success(), "{out:?}");
+    let second = cluster.host(1);
+    second.wait_for(CONVERGE, "the unlocked manager to answer", || {
+        second.shoal(&words("node ls")).status.success()
+    });
+
+    // A rotation reaches every manager: each takes only the new key after a restart.
+    let before: Vec<usize> = cluster.hosts().iter().map(|h| rewraps(h)).collect();
+    let rotated = cluster
+        .host(0)
+        .shoal_ok(&words("swarm unlock-key --rotate"));
+    let new_key = key_in(&rotated);
+    for (host, before) in cluster.hosts().iter().zip(before) {
+        wait_rewrapped(host, before);
+    }
+    all_wrapped(&cluster, &new_key);
+    cluster.host_mut(2).restart();
+    assert_locked(cluster.host(2));
+    let err = unlock_err(cluster.host(2), &format!("{key}\n"));
+    assert!(err.contains("invalid key, unable to unlock swarm"), "{err}");
+    let out = unlock(cluster.host(2), &format!("{new_key}\n"));
+    assert!(out.status.success(), "{out:?}");
+    let third = cluster.host(2);
+    third.wait_for(CONVERGE, "the unlocked manager to answer", || {
+        third.shoal(&words("node ls")).status.success()
+    });
 }
