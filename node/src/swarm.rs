@@ -477,6 +477,7 @@ async fn start_or_undo(
     if let Err(e) = outcome {
         halt(daemon, state).await;
         state.identity.swarm = None;
+        state.unlock_key = None;
         let _ = forget_swarm(daemon);
         return Err(tonic::Status::internal(format!("{e:#}")));
     }
@@ -759,6 +760,10 @@ async fn force_new_cluster_here(daemon: &Arc<Daemon>) -> Result<InitOutcome, ton
             "--force-new-cluster recovers a swarm from one of its managers; this node is a \
              worker. Run it on a surviving manager.",
         ));
+    }
+    if daemon.locked.is_locked() {
+        // Its log cannot be read until then.
+        return Err(tonic::Status::failed_precondition(crate::lock::LOCKED));
     }
     halt(daemon, &mut state).await;
     membership.managers = vec![membership.advertise_addr.clone()];

@@ -247,6 +247,8 @@ fn autolock_keeps_a_restarted_manager_locked_until_unlocked() {
     assert!(err.contains("SWMKEY-1-"), "{err}");
     let err = unlock_err(&host, "\n");
     assert!(err.contains("no unlock key given"), "{err}");
+    let err = host.shoal_err(&words("swarm init --force-new-cluster"));
+    assert!(err.contains(LOCKED), "{err}");
     assert_locked(&host);
 
     let out = unlock(&host, &format!("{key}\n"));
