@@ -504,6 +504,12 @@ pub async fn init(
     force_new_cluster: bool,
     autolock: bool,
 ) -> Result<InitOutcome, tonic::Status> {
+    if force_new_cluster && autolock {
+        return Err(tonic::Status::invalid_argument(
+            "--autolock cannot be combined with --force-new-cluster: recover the swarm first, \
+             then turn autolock on with `shoal swarm update --autolock=true`",
+        ));
+    }
     if force_new_cluster && daemon.swarm.lock().await.identity.swarm.is_some() {
         return force_new_cluster_here(daemon).await;
     }

@@ -186,6 +186,12 @@ fn autolock_keeps_a_restarted_manager_locked_until_unlocked() {
     host.load_busybox();
     let err = unlock_err(&host, "SWMKEY-1-whatever\n");
     assert!(err.contains("This node is not part of a swarm"), "{err}");
+    let err = host.shoal_err(&words("swarm init --autolock --force-new-cluster"));
+    assert!(
+        err.contains("--autolock cannot be combined with --force-new-cluster"),
+        "{err}"
+    );
+    assert_eq!(swarm_state(&host), "inactive");
 
     let listen = format!("127.0.0.1:{}", free_loopback_port());
     let init = host.shoal_ok(&[
