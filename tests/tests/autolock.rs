@@ -24,6 +24,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use base64::Engine as _;
+use shoal_proto::control_client::ControlClient;
+use shoal_proto::UpdateClusterRequest;
 use shoal_tests::cluster::TestCluster;
 use shoal_tests::daemon::{free_loopback_port, shoal_bin, words, ShoalHost, TEST_ADDR_POOL};
 
@@ -80,6 +82,28 @@ fn unlock_err(host: &ShoalHost, input: &str) -> String {
     let out = unlock(host, input);
     assert!(!out.status.success(), "unlock with {input:?} succeeded");
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `UpdateCluster` asking to rotate the unlock key and turn autolock off at once, straight over
+/// the API socket.
+fn both_rotate_and_off(host: &ShoalHost) -> tonic::Status {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let channel = shoal_worker::containerd::connect_unix(&host.api_socket())
+            .await
+            .expect("connect to the API socket");
+        ControlClient::new(channel)
+            .update_cluster(UpdateClusterRequest {
+                autolock: Some(false),
+                rotate_unlock_key: true,
+                ..Default::default()
+            })
+            .await
+            .expect_err("rotating while turning autolock off")
+    })
 }
 
 fn swarm_state(host: &ShoalHost) -> String {
@@ -288,6 +312,15 @@ fn autolock_keeps_a_restarted_manager_locked_until_unlocked() {
     assert!(
         err.contains("use --autolock=true or --autolock=false"),
         "{err}"
+    );
+    // A request no CLI command makes: rotating while turning autolock off.
+    let status = both_rotate_and_off(&host);
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("cannot rotate the unlock key while turning autolock off"),
+        "{status:?}"
     );
     assert_eq!(host.shoal_ok(&words("swarm unlock-key -q")).trim(), new_key);
 
