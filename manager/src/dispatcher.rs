@@ -7,8 +7,10 @@
 //! With the tasks go the peer tables of their networks ([`peers`]): who else is on each
 //! network, at which address, behind which node.
 //!
-//! A node whose heartbeats stop for three periods is marked DOWN.
+//! A node is marked DOWN when its session's connection closes and it does not come back within
+//! a short grace, or when its heartbeats stop for three periods ([`liveness`]).
 
+mod liveness;
 pub mod peers;
 
 use std::collections::HashMap;
@@ -43,10 +45,8 @@ const MONITOR_CHECKS_PER_PERIOD: u32 = 10;
 /// ... but not more often than this.
 const MONITOR_MIN_CHECK: Duration = Duration::from_millis(100);
 
-struct Session {
-    id: String,
-    last_heartbeat: Instant,
-}
+use liveness::Session;
+pub use liveness::CLOSED_GRACE;
 
 #[derive(Clone)]
 pub struct Dispatcher {
@@ -70,6 +70,12 @@ fn authorize<T>(authority: &Authority, request: &Request<T>, node_id: &str) -> R
             "node {} cannot speak for node {node_id}",
             peer.node_id
         ))),
+    }
+}
+
+fn node_status(update: NodeStatusUpdate) -> StoreAction {
+    StoreAction {
+        action: Some(Action::NodeStatus(update)),
     }
 }
 
@@ -120,7 +126,7 @@ impl Dispatcher {
 
     fn check_session(&self, node_id: &str, session_id: &str) -> Result<(), Status> {
         match self.sessions().get_mut(node_id) {
-            Some(s) if s.id == session_id => {
+            Some(s) if s.id == session_id && s.closed_at.is_none() => {
                 s.last_heartbeat = Instant::now();
                 Ok(())
             }
@@ -146,57 +152,91 @@ impl Dispatcher {
         })
     }
 
-    /// Marks nodes DOWN whose heartbeats stopped. Runs on the leader beside the other roles.
+    /// The heartbeat period: the cluster's (`swarm init/update --dispatcher-heartbeat`), else
+    /// this daemon's `--dispatcher-heartbeat`.
+    fn period(&self) -> Duration {
+        self.store
+            .view(|st| st.cluster.as_ref().map(|c| c.dispatcher_heartbeat_ms))
+            .filter(|&ms| ms > 0)
+            .map_or(self.period, Duration::from_millis)
+    }
+
+    /// The session's connection closed (the worker's daemon died or restarts): the node goes
+    /// Unknown now, and Down if no new session comes within the grace.
+    async fn session_closed(&self, node_id: &str, session_id: &str) {
+        {
+            let mut sessions = self.sessions();
+            match sessions.get_mut(node_id) {
+                Some(s) if s.id == session_id => s.closed_at = Some(Instant::now()),
+                _ => return,
+            }
+        }
+        let grace = liveness::closed_grace(self.period());
+        info!(node = %node_id, ?grace, "worker session closed; node unknown until it comes back");
+        let update = NodeStatusUpdate {
+            node_id: node_id.to_string(),
+            state: NodeState::Unknown as i32,
+            message: format!("session closed; waiting {grace:?} for the node to come back"),
+            timestamp_ms: crate::ids::now_ms(),
+            ..Default::default()
+        };
+        if let Err(e) = self.store.propose(vec![node_status(update)]).await {
+            warn!(node = %node_id, error = %e, "could not mark the node unknown");
+        }
+    }
+
+    /// Marks nodes DOWN whose session closed or went silent ([`liveness`]), and Ready again
+    /// those connected but left otherwise by a race. Runs on the leader beside the other roles.
     pub async fn monitor(self, mut shutdown: watch::Receiver<bool>) {
-        let started = Instant::now();
-        let grace = self.period * 3;
+        let leader_since = Instant::now();
         // Sessions held with an earlier term's leadership are gone: every node reconnects.
         self.sessions().clear();
-        // Checked several times per period, so that a node is marked DOWN within a fraction
-        // of a period of its grace running out (checking once per period added up to a whole
-        // period: 15–20 s instead of 15 s after the last heartbeat at the defaults).
-        let check_every = (self.period / MONITOR_CHECKS_PER_PERIOD).max(MONITOR_MIN_CHECK);
         loop {
+            // Checked several times per period, so that a node is marked DOWN within a
+            // fraction of a period of its grace running out.
+            let period = self.period();
+            let check_every = (period / MONITOR_CHECKS_PER_PERIOD)
+                .min(liveness::closed_grace(period) / 4)
+                .max(MONITOR_MIN_CHECK);
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = tokio::time::sleep(check_every) => {}
             }
-            let now = Instant::now();
-            let expired: Vec<String> = {
+            let check = liveness::Check {
+                now: Instant::now(),
+                now_ms: crate::ids::now_ms(),
+                period,
+                leader_since,
+            };
+            let (down, up) = {
                 let mut sessions = self.sessions();
-                sessions.retain(|_, s| now.duration_since(s.last_heartbeat) < grace);
-                let connected: Vec<String> = sessions.keys().cloned().collect();
                 self.store.view(|st| {
-                    st.nodes
-                        .values()
-                        .filter(|n| n.state == NodeState::Ready as i32)
-                        .filter(|n| !connected.contains(&n.id))
-                        // A new leader gives every node a full grace period to reconnect.
-                        .filter(|_| now.duration_since(started) >= grace)
-                        .map(|n| n.id.clone())
-                        .collect()
+                    let down = liveness::expire(&mut sessions, st, &check);
+                    (down, liveness::connected_not_ready(&sessions, st))
                 })
             };
-            if expired.is_empty() {
-                continue;
-            }
-            let actions = expired
+            let actions: Vec<StoreAction> = down
                 .into_iter()
-                .map(|node_id| {
-                    warn!(node = %node_id, "heartbeat expired; marking node down");
-                    StoreAction {
-                        action: Some(Action::NodeStatus(NodeStatusUpdate {
-                            node_id,
-                            state: NodeState::Down as i32,
-                            message: "heartbeat failure".into(),
-                            timestamp_ms: crate::ids::now_ms(),
-                            ..Default::default()
-                        })),
-                    }
+                .map(|(node_id, why)| {
+                    warn!(node = %node_id, reason = why, "marking node down");
+                    (node_id, NodeState::Down, why)
+                })
+                .chain(up.into_iter().map(|n| (n, NodeState::Ready, "")))
+                .map(|(node_id, state, why)| {
+                    node_status(NodeStatusUpdate {
+                        node_id,
+                        state: state as i32,
+                        message: why.into(),
+                        timestamp_ms: check.now_ms,
+                        ..Default::default()
+                    })
                 })
                 .collect();
+            if actions.is_empty() {
+                continue;
+            }
             if let Err(e) = self.store.propose(actions).await {
-                warn!(error = %e, "could not mark nodes down");
+                warn!(error = %e, "could not update node states");
             }
         }
     }
@@ -247,6 +287,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
             Session {
                 id: session_id.clone(),
                 last_heartbeat: Instant::now(),
+                closed_at: None,
             },
         );
         info!(node = %req.node_id, session = %session_id, "worker session opened");
@@ -288,19 +329,23 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                 if last.as_ref() != Some(&key) {
                     let msg = SessionMessage {
                         session_id: session_id.clone(),
-                        heartbeat_period_ms: this.period.as_millis() as u64,
+                        heartbeat_period_ms: this.period().as_millis() as u64,
                         tasks,
                         managers,
                         renew_certificate,
                         networks,
                     };
                     if tx.send(Ok(msg)).await.is_err() {
+                        this.session_closed(&node_id, &session_id).await;
                         return;
                     }
                     last = Some(key);
                 }
                 tokio::select! {
-                    _ = tx.closed() => return,
+                    _ = tx.closed() => {
+                        this.session_closed(&node_id, &session_id).await;
+                        return;
+                    }
                     changed = raft.changed() => {
                         if changed.is_ok() && raft.borrow().is_leader {
                             continue;
@@ -331,7 +376,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         let req = request.into_inner();
         self.check_session(&req.node_id, &req.session_id)?;
         Ok(Response::new(HeartbeatResponse {
-            period_ms: self.period.as_millis() as u64,
+            period_ms: self.period().as_millis() as u64,
         }))
     }
 

@@ -25,4 +25,4 @@ pub mod store;
 pub mod tokens;
 pub mod usage;
 
-pub use roles::{InitialCluster, Manager, ManagerConfig, ManagerError};
+pub use roles::{Manager, ManagerConfig, ManagerError};

@@ -46,6 +46,19 @@ pub enum ManagerError {
     Ingress(String),
 }
 
+/// What `swarm init` decides for the new cluster.
+#[derive(Debug, Clone)]
+pub struct InitSettings {
+    /// Lifetime of the node certificates the CA signs (`--cert-expiry`).
+    pub cert_expiry: Duration,
+    /// Where network subnets come from (`--default-addr-pool`…).
+    pub addr_pool: PoolConfig,
+    /// `--dispatcher-heartbeat` in ms; 0 = each manager's own `shoal daemon` setting.
+    pub dispatcher_heartbeat_ms: u64,
+    /// `--autolock`: the unlock key every manager's log is to be wrapped with.
+    pub unlock_key: Option<UnlockKey>,
+}
+
 pub struct ManagerConfig {
     pub raft_dir: PathBuf,
     pub raft_id: u64,
@@ -61,16 +74,6 @@ pub struct ManagerConfig {
     pub channels: Arc<dyn ChannelFactory>,
     /// The cluster's unlock key, for a Raft log locked with it (`swarm unlock`); a new log is
     /// wrapped with it from the start.
-    pub unlock_key: Option<UnlockKey>,
-}
-
-/// What `swarm init` writes into the new cluster object.
-#[derive(Clone)]
-pub struct InitialCluster<'a> {
-    pub ca: &'a RootCa,
-    pub cert_expiry: Duration,
-    pub addr_pool: PoolConfig,
-    /// `--autolock`: the unlock key every manager's log is to be wrapped with.
     pub unlock_key: Option<UnlockKey>,
 }
 
@@ -98,7 +101,10 @@ async fn supervise(
 ) {
     let mut running: Option<(watch::Sender<bool>, Vec<JoinHandle<()>>)> = None;
     loop {
-        let leading = status.borrow_and_update().is_leader;
+        // A new leader plans only from a complete store: once it has applied its term's first
+        // entry, everything committed under earlier leaders is applied too. Planning earlier
+        // would, for example, create again a task whose creation it has not applied yet.
+        let leading = status.borrow_and_update().leader_ready;
         match (leading, running.is_some()) {
             (true, false) => {
                 info!(
@@ -219,17 +225,13 @@ impl Manager {
         node_id: &str,
         addr: &str,
         description: NodeDescription,
-        init: InitialCluster<'_>,
+        ca: &RootCa,
+        settings: &InitSettings,
     ) -> Result<(), ManagerError> {
-        let InitialCluster {
-            ca,
-            cert_expiry,
-            addr_pool,
-            unlock_key,
-        } = init;
         if self.store.view(|st| st.cluster.is_some()) {
             return Ok(());
         }
+        let (cert_expiry, addr_pool) = (settings.cert_expiry, settings.addr_pool);
         let ingress = crate::controlapi::initial_ingress(addr_pool)
             .map_err(|e| ManagerError::Ingress(e.message().to_string()))?;
         let now = now_ms();
@@ -251,8 +253,13 @@ impl Manager {
             default_addr_pool: addr_pool.base().to_string(),
             default_addr_pool_mask_len: u32::from(addr_pool.subnet_len()),
             removed_nodes: Default::default(),
-            autolock: unlock_key.is_some(),
-            unlock_key: unlock_key.map(|k| k.to_string()).unwrap_or_default(),
+            autolock: settings.unlock_key.is_some(),
+            unlock_key: settings
+                .unlock_key
+                .as_ref()
+                .map(|k| k.to_string())
+                .unwrap_or_default(),
+            dispatcher_heartbeat_ms: settings.dispatcher_heartbeat_ms,
         };
         let node = Node {
             id: node_id.to_string(),

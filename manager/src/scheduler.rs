@@ -50,7 +50,7 @@ use self::host_ports::HostPorts;
 use crate::allocator::role::needs_allocation;
 use crate::constraint::{ConstraintError, Constraints};
 use crate::ids::now_ms;
-use crate::store::{Store, StoreState};
+use crate::store::{Store, StoreState, MAX_ENTRY_ACTIONS};
 
 /// Why a filter refused a node. The order is the tie order in explanations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -346,7 +346,7 @@ pub async fn run(store: Store, shutdown: watch::Receiver<bool>) {
             if actions.is_empty() {
                 return;
             }
-            if let Err(e) = store.propose(actions).await {
+            if let Err(e) = store.propose_batched(actions, MAX_ENTRY_ACTIONS).await {
                 warn!(error = %e, "scheduler proposal failed; retrying next round");
             }
         }

@@ -96,12 +96,21 @@ impl daemon_server::Daemon for DaemonApi {
             0 => shoal_tls::DEFAULT_CERT_EXPIRY,
             ms => std::time::Duration::from_millis(ms),
         };
+        if req.dispatcher_heartbeat_ms != 0 {
+            shoal_proto::validate::cluster::dispatcher_heartbeat(req.dispatcher_heartbeat_ms)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
         let out = swarm::init(
             &self.daemon,
             &req.advertise_addr,
             &req.listen_addr,
-            expiry,
-            addr_pool(&req.default_addr_pool, req.default_addr_pool_mask_len)?,
+            shoal_manager::roles::InitSettings {
+                cert_expiry: expiry,
+                addr_pool: addr_pool(&req.default_addr_pool, req.default_addr_pool_mask_len)?,
+                dispatcher_heartbeat_ms: req.dispatcher_heartbeat_ms,
+                // `swarm::init` makes the key when `--autolock` asks for one.
+                unlock_key: None,
+            },
             req.force_new_cluster,
             req.autolock,
         )

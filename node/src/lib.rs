@@ -173,13 +173,20 @@ pub async fn run(args: Config) -> anyhow::Result<()> {
     };
     tonic::transport::Server::builder()
         .layer(daemon.metrics.api_layer("local"))
-        .add_service(DaemonServer::new(api::DaemonApi::new(daemon.clone())))
-        .add_service(ControlServer::with_interceptor(control, move |req| {
-            locked.refuse_while_locked(req)
-        }))
-        .add_service(AgentServer::new(
-            shoal_worker::agent_service::AgentService::new(daemon.executor.clone()),
+        .add_service(
+            DaemonServer::new(api::DaemonApi::new(daemon.clone()))
+                .max_decoding_message_size(shoal_proto::MAX_REQUEST_BYTES),
+        )
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            ControlServer::new(control).max_decoding_message_size(shoal_proto::MAX_REQUEST_BYTES),
+            move |req| locked.refuse_while_locked(req),
         ))
+        .add_service(
+            AgentServer::new(shoal_worker::agent_service::AgentService::new(
+                daemon.executor.clone(),
+            ))
+            .max_decoding_message_size(shoal_proto::MAX_REQUEST_BYTES),
+        )
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await
         .context("the API server failed")?;

@@ -13,7 +13,7 @@ use shoal_manager::raft::grpc::{ChannelFactory, RaftService, TransportError};
 use shoal_manager::Manager;
 use shoal_proto::{
     agent_server::AgentServer, control_server::ControlServer, dispatcher_server::DispatcherServer,
-    membership_server::MembershipServer,
+    membership_server::MembershipServer, MAX_REQUEST_BYTES,
 };
 use shoal_tls::{ClientAuth, LiveCert, NodeCert, RequireRole, Role, TlsIncoming};
 use tokio::sync::watch;
@@ -67,8 +67,8 @@ pub async fn serve(
     let agent = shoal_worker::agent_service::AgentService::new(daemon.executor.clone());
     let mut router = tonic::transport::Server::builder()
         .layer(daemon.metrics.api_layer("cluster"))
-        .add_service(AgentServer::with_interceptor(
-            agent,
+        .add_service(InterceptedService::new(
+            AgentServer::new(agent).max_decoding_message_size(MAX_REQUEST_BYTES),
             RequireRole(Role::Manager),
         ));
     if let Some(m) = manager {
@@ -76,14 +76,19 @@ pub async fn serve(
         let control = shoal_manager::controlapi::ControlApi::new(daemon.manager_slot.clone(), logs);
         let authority = m.authority();
         router = router
-            .add_service(ControlServer::with_interceptor(
-                control,
+            .add_service(InterceptedService::new(
+                ControlServer::new(control).max_decoding_message_size(MAX_REQUEST_BYTES),
                 authority.interceptor(Role::Manager),
             ))
-            .add_service(DispatcherServer::new(m.dispatcher()))
-            .add_service(MembershipServer::new(
-                shoal_manager::membership::MembershipApi::new(daemon.manager_slot.clone()),
-            ))
+            .add_service(
+                DispatcherServer::new(m.dispatcher()).max_decoding_message_size(MAX_REQUEST_BYTES),
+            )
+            .add_service(
+                MembershipServer::new(shoal_manager::membership::MembershipApi::new(
+                    daemon.manager_slot.clone(),
+                ))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+            )
             .add_service(InterceptedService::new(
                 RaftService::new(m.raft().clone())
                     .with_sender_check(authority.raft_sender_check())

@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rand::Rng;
-use shoal_manager::allocator::PoolConfig;
 use shoal_manager::controlapi::ActiveManager;
 use shoal_manager::leader::LeaderLink;
 use shoal_manager::raft::keys::{self, UnlockKey};
 use shoal_manager::raft::RaftHandle;
-use shoal_manager::{InitialCluster, Manager, ManagerConfig};
+use shoal_manager::roles::InitSettings;
+use shoal_manager::{Manager, ManagerConfig};
 use shoal_proto::{
     dispatcher_client::DispatcherClient, dispatcher_server::DispatcherServer,
     membership_client::MembershipClient, HeartbeatRequest, IssueCertificateRequest,
@@ -77,7 +77,7 @@ impl SwarmState {
 enum Start<'a> {
     /// `swarm init`: write the cluster, its CA, certificate lifetime, address pool and unlock
     /// key.
-    Init(InitialCluster<'a>),
+    Init(&'a RootCa, InitSettings),
     /// `swarm join` as a manager: become a Raft voter.
     JoinManager,
     /// `swarm init --force-new-cluster`: this manager alone, keeping the state.
@@ -99,7 +99,10 @@ fn serve_local_dispatcher(
     crate::access::private_socket(&sock)?;
     let server = tonic::transport::Server::builder()
         .layer(daemon.metrics.api_layer("dispatcher"))
-        .add_service(DispatcherServer::new(m.dispatcher()));
+        .add_service(
+            DispatcherServer::new(m.dispatcher())
+                .max_decoding_message_size(shoal_proto::MAX_REQUEST_BYTES),
+        );
     Ok(tokio::spawn(async move {
         let shutdown = async move {
             let _ = stop.changed().await;
@@ -113,44 +116,38 @@ fn serve_local_dispatcher(
     }))
 }
 
-/// Asks a manager to add this one to the Raft configuration, then waits to be a voter.
+/// Asks the leader (found through the managers the join named) to add this manager to the Raft
+/// configuration, then waits to be a voter. Only the leader is sure to know this node already:
+/// a follower may not have applied the entry that made it a member yet, and says so with a
+/// leader hint.
 async fn join_raft(
     membership: &Membership,
     node_id: &str,
     m: &Manager,
-    channels: &Arc<dyn shoal_manager::raft::grpc::ChannelFactory>,
+    cert: &Arc<LiveCert>,
 ) -> anyhow::Result<()> {
-    let mut last_err = anyhow::anyhow!("no manager address is known");
-    for addr in &membership.managers {
-        let ch = match channels.channel(addr) {
-            Ok(ch) => ch,
-            Err(e) => {
-                last_err = e.into();
-                continue;
-            }
-        };
-        let req = JoinRaftRequest {
-            node_id: node_id.to_string(),
-            addr: membership.advertise_addr.clone(),
-            raft_id: membership.raft_id,
-        };
-        match MembershipClient::new(ch).join_raft(req).await {
-            Ok(resp) => {
-                for member in resp.into_inner().members {
-                    m.transport().add_peer(member.raft_id, &member.addr);
-                }
-                let mut status = m.raft().subscribe_status();
-                let me = membership.raft_id;
-                tokio::time::timeout(JOIN_TIMEOUT, status.wait_for(|s| s.voters.contains(&me)))
-                    .await
-                    .context("timed out waiting to become a Raft voter")?
-                    .context("the Raft log stopped while joining")?;
-                return Ok(());
-            }
-            Err(e) => last_err = anyhow::anyhow!("{addr}: {}", e.message()),
-        }
+    let config = Arc::new(shoal_tls::client_config_live(cert.clone())?);
+    let req = JoinRaftRequest {
+        node_id: node_id.to_string(),
+        addr: membership.advertise_addr.clone(),
+        raft_id: membership.raft_id,
+    };
+    let resp = leader_search::call_leader(membership.managers.clone(), &config, |ch| {
+        let req = req.clone();
+        async move { MembershipClient::new(ch).join_raft(req).await }
+    })
+    .await
+    .map_err(|reasons| anyhow::anyhow!("cannot join the managers' Raft cluster: {reasons}"))?;
+    for member in resp.into_inner().members {
+        m.transport().add_peer(member.raft_id, &member.addr);
     }
-    Err(last_err.context("cannot join the managers' Raft cluster"))
+    let mut status = m.raft().subscribe_status();
+    let me = membership.raft_id;
+    tokio::time::timeout(JOIN_TIMEOUT, status.wait_for(|s| s.voters.contains(&me)))
+        .await
+        .context("timed out waiting to become a Raft voter")?
+        .context("the Raft log stopped while joining")?;
+    Ok(())
 }
 
 /// How the agent finds the dispatcher: the local one while this manager leads, else the
@@ -236,7 +233,7 @@ async fn start(daemon: &Arc<Daemon>, state: &mut SwarmState, how: Start<'_>) -> 
             channels: channels.clone(),
             // With `init --autolock` the new log is wrapped with the key from the start.
             unlock_key: match &how {
-                Start::Init(init) => init.unlock_key.clone(),
+                Start::Init(_, settings) => settings.unlock_key.clone(),
                 _ => state.unlock_key.clone(),
             },
         })
@@ -248,13 +245,14 @@ async fn start(daemon: &Arc<Daemon>, state: &mut SwarmState, how: Start<'_>) -> 
             )
         })?;
         tasks.push(serve_local_dispatcher(daemon, &m, stop_rx.clone())?);
-        if let Start::Init(init) = &how {
+        if let Start::Init(ca, settings) = &how {
             // Before the agent registers this node as a plain worker.
             m.bootstrap(
                 &node_id,
                 &membership.advertise_addr,
                 description.clone(),
-                init.clone(),
+                ca,
+                settings,
             )
             .await?;
         }
@@ -279,7 +277,7 @@ async fn start(daemon: &Arc<Daemon>, state: &mut SwarmState, how: Start<'_>) -> 
         .await?,
     );
     if let (Start::JoinManager, Some(m)) = (&how, manager.as_ref()) {
-        join_raft(&membership, &node_id, m, &channels).await?;
+        join_raft(&membership, &node_id, m, &cert).await?;
     }
 
     let managers = Arc::new(Mutex::new(membership.managers.clone()));
@@ -499,8 +497,7 @@ pub async fn init(
     daemon: &Arc<Daemon>,
     advertise: &str,
     listen: &str,
-    cert_expiry: Duration,
-    addr_pool: PoolConfig,
+    settings: InitSettings,
     force_new_cluster: bool,
     autolock: bool,
 ) -> Result<InitOutcome, tonic::Status> {
@@ -510,6 +507,7 @@ pub async fn init(
              then turn autolock on with `shoal swarm update --autolock=true`",
         ));
     }
+    let cert_expiry = settings.cert_expiry;
     if force_new_cluster && daemon.swarm.lock().await.identity.swarm.is_some() {
         return force_new_cluster_here(daemon).await;
     }
@@ -552,14 +550,12 @@ pub async fn init(
         .then(UnlockKey::generate)
         .transpose()
         .map_err(|e| tonic::Status::internal(e.to_string()))?;
-    let init = InitialCluster {
-        ca: &ca,
-        cert_expiry,
-        addr_pool,
+    let settings = InitSettings {
         unlock_key: unlock_key.clone(),
+        ..settings
     };
     state.unlock_key = unlock_key.clone();
-    start_or_undo(daemon, &mut state, Start::Init(init)).await?;
+    start_or_undo(daemon, &mut state, Start::Init(&ca, settings)).await?;
     let mut outcome = init_outcome(&state, &addr);
     outcome.unlock_key = unlock_key.map(|k| k.to_string()).unwrap_or_default();
     Ok(outcome)

@@ -97,6 +97,12 @@ pub fn is_ingress_attachment(a: &NetworkAttachment) -> bool {
         .is_some_and(|s| s.ingress)
 }
 
+/// The largest request message any Shoal gRPC server decodes (tonic's default, made explicit
+/// and set on every server, so no peer can make a daemon buffer more): a service spec is
+/// bounded far below it (`validate::bounds`), image archives travel in chunks, and Raft, whose
+/// batches and snapshots are larger, sets its own limit.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
 pub mod leader_hint;
 mod redact;
 pub mod reference;

@@ -37,7 +37,8 @@ macro_rules! redacted_debug {
 
 redacted_debug!(Cluster {
     id, meta, task_history_limit, root_ca_cert_pem, node_cert_expiry_ms, prometheus_url,
-    default_addr_pool, default_addr_pool_mask_len, removed_nodes, autolock
+    default_addr_pool, default_addr_pool_mask_len, removed_nodes, autolock,
+    dispatcher_heartbeat_ms
 } secret { worker_join_token, manager_join_token, root_ca_key_pem, unlock_key });
 redacted_debug!(JoinTokenResponse {} secret { token, join_command });
 redacted_debug!(IssueCertificateRequest { csr_pem, addr, description } secret { token });

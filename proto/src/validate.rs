@@ -6,13 +6,18 @@
 //! service exist, does Prometheus accept a query) stay with the manager.
 
 pub mod autoscale;
+pub mod bounds;
+pub mod cluster;
 pub mod constraint;
 pub mod endpoint;
 pub mod network;
+pub mod security;
 
 pub use autoscale::PolicyError;
+pub use bounds::BoundsError;
 pub use constraint::{ConstraintError, PlacementError};
 pub use endpoint::EndpointError;
+pub use security::SecurityError;
 
 use crate::reference::{self, ReferenceError};
 use crate::ServiceSpec;
@@ -48,6 +53,8 @@ pub enum SpecError {
     #[error("image reference {image:?} is not normalised (expected {expected})")]
     ImageNotNormalised { image: String, expected: String },
     #[error(transparent)]
+    Bounds(#[from] BoundsError),
+    #[error(transparent)]
     Autoscale(#[from] PolicyError),
     #[error(transparent)]
     Placement(#[from] PlacementError),
@@ -64,6 +71,8 @@ pub enum SpecError {
     NoneWithNetworks(String),
     #[error("unknown network mode {0:?}: the only mode is \"none\" (`--network none`)")]
     UnknownNetworkMode(String),
+    #[error(transparent)]
+    Security(#[from] SecurityError),
 }
 
 /// Docker's rule for service names (they become DNS names later).
@@ -157,20 +166,32 @@ pub fn networking(spec: &ServiceSpec) -> Result<(), SpecError> {
     Ok(())
 }
 
+/// `--cap-add`/`--cap-drop` name known capabilities and a `--security-opt seccomp=PATH`
+/// profile parses (see [`security`]).
+pub fn security(spec: &ServiceSpec) -> Result<(), SpecError> {
+    match &spec.container {
+        Some(c) => Ok(security::container(c)?),
+        None => Ok(()),
+    }
+}
+
 /// `--network none`'s network mode: loopback only.
 pub const NETWORK_NONE: &str = "none";
 
 /// Everything about a spec that can be checked on its own, in the order the control API has
-/// always checked it (so the first error reported stays the same): name, resources, autoscale
-/// policy, mode and placement, image, DNS servers and networks, then published ports.
+/// always checked it (so the first error reported stays the same): name, bounds, resources,
+/// autoscale policy, mode and placement, image, DNS servers and networks, published ports,
+/// then the security settings.
 pub fn service_spec(spec: &ServiceSpec) -> Result<(), SpecError> {
     service_name(&spec.name)?;
+    bounds::check(spec)?;
     resources(spec)?;
     autoscale::validate(spec)?;
     constraint::validate_placement(spec)?;
     image(spec)?;
     networking(spec)?;
-    Ok(endpoint::endpoint(spec)?)
+    endpoint::endpoint(spec)?;
+    security(spec)
 }
 
 /// What an update may not change about a stored spec: its mode, and the replica count of an

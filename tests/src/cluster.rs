@@ -125,9 +125,14 @@ impl ClusterHost {
 
     /// `shoal swarm init`, advertising and listening on the host's test address.
     pub fn swarm_init(&self) -> String {
+        self.swarm_init_with(&[])
+    }
+
+    /// [`ClusterHost::swarm_init`] with more flags (`--dispatcher-heartbeat 30s`…).
+    pub fn swarm_init_with(&self, extra: &[&str]) -> String {
         let listen = self.swarm_addr();
         let advertise = self.addr.to_string();
-        self.shoal_ok(&[
+        let mut args = vec![
             "swarm",
             "init",
             "--advertise-addr",
@@ -136,7 +141,9 @@ impl ClusterHost {
             &listen,
             "--default-addr-pool",
             TEST_ADDR_POOL,
-        ])
+        ];
+        args.extend_from_slice(extra);
+        self.shoal_ok(&args)
     }
 
     /// `shoal swarm join --token TOKEN MANAGER`, advertising and listening on the host's test

@@ -86,6 +86,40 @@ fn bad_input_is_refused_and_loses_nothing() {
         &["replicas", "abc"],
     );
     refused(&host, &before, &words("service scale web=-1"), &["web=-1"]);
+    // …and bounded: a huge count once became one Raft entry of that many task creations.
+    refused(
+        &host,
+        &before,
+        &words("service scale web=100000000"),
+        &["100000000 replicas", "limit of 100000 per service"],
+    );
+    refused(
+        &host,
+        &before,
+        &words("service create --name huge --replicas 100001 busybox"),
+        &["100001 replicas", "limit of 100000"],
+    );
+    refused(
+        &host,
+        &before,
+        &words("service create --name auto --autoscale-max 1000000 --autoscale-cpu 50 busybox"),
+        &["--autoscale-max 1000000", "limit of 100000"],
+    );
+    let envs: Vec<String> = (0..1001).map(|i| format!("V{i}=1")).collect();
+    let mut many_env = words("service create --name envs");
+    for env in &envs {
+        many_env.extend(["--env", env.as_str()]);
+    }
+    many_env.push("busybox");
+    refused(
+        &host,
+        &before,
+        &many_env,
+        &[
+            "too many environment variables (1001, --env)",
+            "at most 1000",
+        ],
+    );
     refused(
         &host,
         &before,

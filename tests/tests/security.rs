@@ -148,6 +148,17 @@ fn create_service(
     config: Arc<rustls::ClientConfig>,
     name: &str,
 ) -> Result<(), Status> {
+    create_service_labelled(rt, addr, config, name, "")
+}
+
+/// `Control.CreateService` of an empty busybox service, with one label of value `label`.
+fn create_service_labelled(
+    rt: &tokio::runtime::Runtime,
+    addr: &str,
+    config: Arc<rustls::ClientConfig>,
+    name: &str,
+    label: &str,
+) -> Result<(), Status> {
     let spec = ServiceSpec {
         name: name.to_string(),
         container: Some(ContainerSpec {
@@ -155,6 +166,9 @@ fn create_service(
             ..Default::default()
         }),
         replicas: 0,
+        labels: [("big".to_string(), label.to_string())]
+            .into_iter()
+            .collect(),
         ..Default::default()
     };
     rt.block_on(async {
@@ -494,6 +508,19 @@ fn only_valid_manager_certificates_of_this_swarm_may_call_the_control_api() {
         "certificate expired",
         expired_before,
         "expired cert",
+    );
+
+    // A manager's certificate, but a request larger than any server decodes.
+    let huge = "x".repeat(shoal_proto::MAX_REQUEST_BYTES + 1);
+    let status = assert_refused(
+        "CreateService of more than MAX_REQUEST_BYTES",
+        create_service_labelled(&rt, &addr, node_client_config(&manager_cert), "huge", &huge),
+    );
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(
+        status.message().contains("too large"),
+        "{}",
+        status.message()
     );
 
     // Nothing a refused caller asked for happened.

@@ -36,6 +36,9 @@ pub struct UpdateArgs {
     /// (e.g. http://127.0.0.1:9090; "" removes it)
     #[arg(long, value_name = "URL")]
     pub prometheus_url: Option<String>,
+    /// Dispatcher heartbeat period (e.g. 5s): a worker silent for three periods is down
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub dispatcher_heartbeat: Option<std::time::Duration>,
     /// Change manager autolocking setting (true|false)
     #[arg(long, value_name = "true|false", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", value_parser = parse_autolock)]
@@ -87,6 +90,9 @@ pub struct InitArgs {
     /// Enable manager autolocking (requiring an unlock key to start a stopped manager)
     #[arg(long)]
     pub autolock: bool,
+    /// Dispatcher heartbeat period (default 5s): a worker silent for three periods is down
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub dispatcher_heartbeat: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -141,12 +147,15 @@ pub async fn run(host: &str, command: SwarmCommand) -> Result<()> {
             Ok(())
         }
         SwarmCommand::Update(args) => {
+            let dispatcher_heartbeat_ms =
+                args.dispatcher_heartbeat.map(heartbeat_ms).transpose()?;
             client
                 .control()
                 .update_cluster(UpdateClusterRequest {
                     prometheus_url: args.prometheus_url,
                     autolock: args.autolock,
                     rotate_unlock_key: false,
+                    dispatcher_heartbeat_ms,
                 })
                 .await
                 .or_daemon_error()?;
@@ -281,6 +290,7 @@ async fn init(client: &Client, args: InitArgs) -> Result<()> {
     // Checked before dialling, with the words the daemon would use.
     let pool = args.default_addr_pool.unwrap_or_default();
     default_addr_pool(&pool, args.default_addr_pool_mask_length)?;
+    let dispatcher_heartbeat_ms = args.dispatcher_heartbeat.map(heartbeat_ms).transpose()?;
     let response = client
         .daemon()
         .swarm_init(SwarmInitRequest {
@@ -293,6 +303,7 @@ async fn init(client: &Client, args: InitArgs) -> Result<()> {
             default_addr_pool: pool,
             default_addr_pool_mask_len: u32::from(args.default_addr_pool_mask_length),
             autolock: args.autolock,
+            dispatcher_heartbeat_ms: dispatcher_heartbeat_ms.unwrap_or(0),
         })
         .await
         .or_daemon_error()?;
@@ -304,6 +315,13 @@ async fn init(client: &Client, args: InitArgs) -> Result<()> {
         print!("{}", unlock_message(&response.unlock_key));
     }
     Ok(())
+}
+
+/// `--dispatcher-heartbeat` as the API carries it, checked before dialling.
+fn heartbeat_ms(d: std::time::Duration) -> Result<u64> {
+    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    shoal_proto::validate::cluster::dispatcher_heartbeat(ms)?;
+    Ok(ms)
 }
 
 fn init_message(node_id: &str, join_command: &str) -> String {

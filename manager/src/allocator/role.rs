@@ -274,12 +274,8 @@ pub async fn run(store: Store, shutdown: watch::Receiver<bool>) {
         async move {
             let actions =
                 store.view(|st| allocator.lock().unwrap_or_else(|e| e.into_inner()).plan(st));
-            let mut actions = actions.into_iter().peekable();
-            while actions.peek().is_some() {
-                let batch: Vec<StoreAction> = actions.by_ref().take(BATCH).collect();
-                if let Err(e) = store.propose(batch).await {
-                    warn!(error = %e, "allocator proposal failed; retrying next round");
-                }
+            if let Err(e) = store.propose_batched(actions, BATCH).await {
+                warn!(error = %e, "allocator proposal failed; retrying next round");
             }
         }
     })

@@ -67,6 +67,10 @@ pub(super) async fn update_settings(
         }
         None => None,
     };
+    if let Some(ms) = req.dispatcher_heartbeat_ms {
+        shoal_proto::validate::cluster::dispatcher_heartbeat(ms)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    }
     if req.rotate_unlock_key && req.autolock == Some(false) {
         return Err(Status::invalid_argument(
             "cannot rotate the unlock key while turning autolock off: do one or the other",
@@ -79,6 +83,9 @@ pub(super) async fn update_settings(
     update(m, |c| {
         if let Some(url) = &url {
             c.prometheus_url = url.clone();
+        }
+        if let Some(ms) = req.dispatcher_heartbeat_ms {
+            c.dispatcher_heartbeat_ms = ms;
         }
         match req.autolock {
             // Already on: the key stays (as Swarm), so nobody's stored key goes stale.

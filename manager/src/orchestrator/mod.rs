@@ -41,7 +41,7 @@ use tracing::warn;
 use crate::constraint::Constraints;
 use crate::ids::{new_id, now_ms};
 use crate::store::state::has_ingress_ports;
-use crate::store::{Store, StoreState};
+use crate::store::{Store, StoreState, MAX_ENTRY_ACTIONS};
 
 pub use restart::DEFAULT_RESTART_DELAY_MS;
 
@@ -287,9 +287,10 @@ pub async fn run(store: Store, shutdown: watch::Receiver<bool>) {
             if actions.is_empty() {
                 return;
             }
-            // Deletes and creates are independent of each other: one entry serves both.
+            // Deletes and creates are independent of each other, so any split into bounded
+            // entries is as good as one.
             actions.dedup();
-            if let Err(e) = store.propose(actions).await {
+            if let Err(e) = store.propose_batched(actions, MAX_ENTRY_ACTIONS).await {
                 warn!(error = %e, "orchestrator proposal failed; retrying next round");
             }
         }

@@ -93,11 +93,17 @@ pub(super) fn plan_service(
                 Fate::Move => moves.push(*t),
             }
         }
-        if !stays.is_empty() {
-            // The slot is served; anything else in it is surplus.
+        if let Some(kept) = serving(&stays) {
+            // The slot is served; anything else in it is surplus: tasks to move, and a second
+            // task that stays (a plan made from a store missing the first one's creation, or a
+            // proposal that timed out and yet committed, can give a slot two).
             moves.iter().for_each(|t| plan.shut_down(t));
-            if let Some(old) = stays.iter().find(|t| update::outdated(service, t)) {
-                outdated_slots.push(old);
+            stays
+                .iter()
+                .filter(|t| t.id != kept.id)
+                .for_each(|t| plan.shut_down(t));
+            if update::outdated(service, kept) {
+                outdated_slots.push(kept);
             }
         } else if moves.is_empty() {
             // Every live task was lost with its node.
@@ -122,6 +128,16 @@ pub(super) fn plan_service(
             plan.shut_down(old);
         }
     }
+}
+
+/// The task a slot keeps when several could serve it: the furthest along (a running task
+/// over one still starting), and of those the newest (`stays` is newest first).
+fn serving<'a>(stays: &[&'a Task]) -> Option<&'a Task> {
+    stays
+        .iter()
+        .enumerate()
+        .max_by_key(|(i, t)| (t.state(), std::cmp::Reverse(*i)))
+        .map(|(_, t)| *t)
 }
 
 #[cfg(test)]
@@ -163,6 +179,21 @@ mod tests {
             created(&p).iter().all(|(_, n)| n.is_empty()),
             "the scheduler picks the node"
         );
+    }
+
+    #[test]
+    fn a_slot_with_two_live_tasks_keeps_one() {
+        // Slot 1: a running task and a newer one still starting: the running one stays.
+        // Slot 2: two running tasks: the newer stays.
+        let tasks = vec![
+            task("t1", 1, "", TaskState::Running, 1_000),
+            task("t2", 1, "", TaskState::Assigned, 2_000),
+            task("t3", 2, "", TaskState::Running, 1_000),
+            task("t4", 2, "", TaskState::Running, 2_000),
+        ];
+        let p = plan(&state_with(svc(2, None), tasks), 3_000);
+        assert!(created(&p).is_empty());
+        assert_eq!(shut_down(&p), vec!["t2", "t3"]);
     }
 
     #[test]

@@ -182,16 +182,17 @@ impl PendingProposals {
         if self.waiting.is_empty() {
             return;
         }
-        // Proposals of a deposed leader may never commit: tell their proposers now (they retry
-        // against the new leader; a store change that did land is then refused as a duplicate
-        // or a stale version) rather than after the full timeout.
+        // Proposals of a deposed leader may or may not commit (the new leader may hold them in
+        // its log): tell their proposers now that nobody knows, rather than after the full
+        // timeout. The writer roles re-plan from the store, whatever landed; a user's retry
+        // of a change that did land is refused as a duplicate or a stale version.
         let leader = leader_label(node, leader_id);
         warn!(
             pending = self.waiting.len(),
             leader, "lost raft leadership with proposals in flight"
         );
         for (_, p) in self.waiting.drain() {
-            p.waiter.answer(Err(StoreError::NotLeader {
+            p.waiter.answer(Err(StoreError::Indeterminate {
                 leader: leader.clone(),
             }));
         }

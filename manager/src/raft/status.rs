@@ -22,6 +22,10 @@ pub struct RaftStatus {
     pub commit: u64,
     pub applied: u64,
     pub is_leader: bool,
+    /// A leader that has applied an entry of its own term (the empty entry raft appends when
+    /// it is elected), so everything committed before its term is applied too and the store
+    /// is complete: only then may it plan from the store.
+    pub leader_ready: bool,
     pub last_index: u64,
     pub snapshot_index: u64,
     /// Voting members, sorted (the incoming ones while a joint change is under way).
@@ -107,6 +111,7 @@ impl StatusPublisher {
             commit: raft.raft_log.committed,
             applied,
             is_leader,
+            leader_ready: is_leader && raft.raft_log.term(applied).unwrap_or(0) == raft.term,
             last_index: raft.raft_log.last_index(),
             snapshot_index: storage.snapshot_index(),
             voters: sorted(&cs.voters),

@@ -30,8 +30,16 @@ pub enum StoreError {
     NotLeader { leader: String },
     #[error("the Raft log is not running on this manager")]
     Stopped,
-    #[error("no quorum: the proposal was not committed within {0:?}; are a majority of managers reachable?")]
+    #[error(
+        "no quorum: the change was not confirmed within {0:?}, so it may or may not take effect; \
+         check (e.g. `shoal service ls`) before retrying. Are a majority of managers reachable?"
+    )]
     Timeout(std::time::Duration),
+    #[error(
+        "the leader lost its office before this change was confirmed (the leader is now \
+         {leader}): it may or may not take effect; check before retrying"
+    )]
+    Indeterminate { leader: String },
     #[error("raft storage failed: {0}")]
     Storage(String),
 }
@@ -101,7 +109,27 @@ impl Store {
             .map_err(|_| StoreError::Stopped)?;
         rx.await.map_err(|_| StoreError::Stopped)?
     }
+
+    /// Commits independent `actions` in entries of at most `batch` actions, one after the
+    /// other, stopping at the first refusal. A role's plan can be as large as the cluster
+    /// (scaling a service up by thousands of tasks); bounded entries keep each Raft message,
+    /// each apply and each snapshot-free stretch of the log small.
+    pub async fn propose_batched(
+        &self,
+        actions: Vec<StoreAction>,
+        batch: usize,
+    ) -> Result<(), StoreError> {
+        let mut actions = actions.into_iter().peekable();
+        while actions.peek().is_some() {
+            self.propose(actions.by_ref().take(batch.max(1)).collect())
+                .await?;
+        }
+        Ok(())
+    }
 }
+
+/// Actions per entry for the writer roles' plans (task creations, assignments, status).
+pub const MAX_ENTRY_ACTIONS: usize = 500;
 
 impl StoreApplier {
     /// Applies one committed entry; returns whether it was accepted. Rejected entries change

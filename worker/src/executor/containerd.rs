@@ -294,6 +294,7 @@ impl ContainerdExecutor {
             task_dir: &task_dir,
             nofile: spec::nofile_limit(),
             netns,
+            host: spec::Host::current(),
         })?;
         let spec_json = serde_json::to_vec(&oci).map_err(|e| {
             ExecutorError::Spec(SpecError::Oci(oci_spec::OciSpecError::Other(e.to_string())))

@@ -13,7 +13,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
+    LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
     LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResources,
     LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
     ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
@@ -23,6 +23,14 @@ use shoal_proto::{ContainerSpec, Task};
 use crate::network::{host_resolv_conf, TaskNetwork};
 
 use crate::image::ResolvedImage;
+
+pub mod apparmor;
+pub mod capabilities;
+pub mod host;
+pub mod seccomp;
+
+pub use capabilities::default_capabilities;
+pub use host::Host;
 
 /// PATH given to a process whose image and task set none (Docker's default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -77,6 +85,14 @@ pub enum SpecError {
     InvalidSignal { signal: String },
     #[error("cannot build the OCI runtime spec: {0}")]
     Oci(#[from] oci_spec::OciSpecError),
+    #[error(
+        "unknown capability {0:?}: the service's --cap-add/--cap-drop must name a Linux capability"
+    )]
+    Capability(String),
+    #[error("cannot apply the seccomp profile: {0}")]
+    Seccomp(String),
+    #[error("{0}")]
+    AppArmor(String),
 }
 
 /// The process identity a container runs as.
@@ -378,28 +394,6 @@ pub fn cgroups_path(task_id: &str) -> PathBuf {
     PathBuf::from(format!("/shoal/{task_id}"))
 }
 
-/// Docker's default capability set for unprivileged containers.
-pub fn default_capabilities() -> HashSet<Capability> {
-    [
-        Capability::Chown,
-        Capability::DacOverride,
-        Capability::Fsetid,
-        Capability::Fowner,
-        Capability::Mknod,
-        Capability::NetRaw,
-        Capability::Setgid,
-        Capability::Setuid,
-        Capability::Setfcap,
-        Capability::Setpcap,
-        Capability::NetBindService,
-        Capability::SysChroot,
-        Capability::Kill,
-        Capability::AuditWrite,
-    ]
-    .into_iter()
-    .collect()
-}
-
 fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount, SpecError> {
     Ok(MountBuilder::default()
         .destination(dest)
@@ -608,6 +602,8 @@ pub struct SpecInput<'a> {
     pub nofile: u64,
     /// The network namespace the worker built for the task; `None`: runc makes an empty one.
     pub netns: Option<&'a Path>,
+    /// The node's facts the security settings depend on, normally [`Host::current`].
+    pub host: &'a Host,
 }
 
 /// Builds the OCI runtime spec of a task's container.
@@ -622,7 +618,9 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         .unwrap_or("/")
         .to_string();
 
-    let caps = default_capabilities();
+    // Seccomp rules depend on the final capabilities, so they come first (as docker).
+    let caps = capabilities::container_capabilities(cs, input.host.last_cap)?;
+    let seccomp = seccomp::for_container(cs, &caps, input.host)?;
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
         .effective(caps.clone())
@@ -634,7 +632,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     if !input.user.additional_gids.is_empty() {
         user = user.additional_gids(input.user.additional_gids.clone());
     }
-    let process = ProcessBuilder::default()
+    let mut process = ProcessBuilder::default()
         .terminal(false)
         .user(user.build()?)
         .args(args)
@@ -646,8 +644,10 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
             .soft(input.nofile)
             .hard(input.nofile)
             .build()?])
-        .no_new_privileges(false)
-        .build()?;
+        .no_new_privileges(false);
+    if let Some(profile) = apparmor::profile_for(&input.host.apparmor, cs)? {
+        process = process.apparmor_profile(profile);
+    }
 
     let namespaces = [
         LinuxNamespaceType::Mount,
@@ -667,7 +667,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     })
     .collect::<Result<Vec<_>, _>>()?;
 
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .cgroups_path(cgroups_path(&input.task.id))
         .resources(linux_resources(cs, swap_accounting())?)
@@ -700,8 +700,10 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
             .iter()
             .map(|s| s.to_string())
             .collect::<Vec<_>>(),
-        )
-        .build()?;
+        );
+    if let Some(seccomp) = seccomp {
+        linux = linux.seccomp(seccomp);
+    }
 
     Ok(SpecBuilder::default()
         // The spec version runc 1.1 implements.
@@ -714,8 +716,8 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         )
         .hostname(input.hostname)
         .mounts(mounts(input.task_dir)?)
-        .process(process)
-        .linux(linux)
+        .process(process.build()?)
+        .linux(linux.build()?)
         .build()?)
 }
 

@@ -200,9 +200,21 @@ fn spec_has_docker_defaults() {
         task_dir: Path::new("/data/tasks/t1234567890abcdef"),
         nofile: 4096,
         netns: None,
+        host: &Host {
+            arch: "amd64",
+            kernel: Some(shoal_proto::validate::security::KernelVersion {
+                kernel: 6,
+                major: 1,
+            }),
+            last_cap: 40,
+            apparmor: apparmor::AppArmorState::Loaded,
+        },
     })
     .unwrap();
     let json = serde_json::to_value(&spec).unwrap();
+    // Docker's seccomp profile and AppArmor profile, by default.
+    assert_eq!(json["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+    assert_eq!(json["process"]["apparmorProfile"], "shoal-default");
     assert_eq!(json["process"]["args"], serde_json::json!(["sh"]));
     assert_eq!(json["process"]["cwd"], "/work");
     assert_eq!(json["hostname"], "t1234567890a");

@@ -13,6 +13,7 @@ use shoal_proto::{
 };
 
 use super::publish::{parse_endpoint_mode, parse_publish, parse_publish_rm};
+use super::security::{parse_cap_add, parse_cap_drop, parse_security_opt, SecurityOpt};
 
 use crate::commands::flags::{
     parse_cpus, parse_duration_flag, parse_env, parse_label, parse_memory, parse_percent,
@@ -105,6 +106,12 @@ pub struct CreateArgs {
     pub resources: ResourceFlags,
     #[command(flatten)]
     pub autoscale: AutoscaleFlags,
+    #[command(flatten)]
+    pub caps: CapabilityFlags,
+    /// Security options: seccomp=unconfined, seccomp=PATH (a profile in docker's JSON format,
+    /// read here and sent with the spec), apparmor=unconfined
+    #[arg(long = "security-opt", value_name = "OPTION", value_parser = parse_security_opt)]
+    pub security_opt: Vec<SecurityOpt>,
     /// Exit immediately instead of waiting for the service to converge
     #[arg(short, long)]
     pub detach: bool,
@@ -158,6 +165,17 @@ impl ResourceFlags {
         r.reservations = some(reservations);
         (r.limits.is_some() || r.reservations.is_some()).then_some(r)
     }
+}
+
+/// `--cap-add` and `--cap-drop`, on `create` and `update`.
+#[derive(Debug, Args, Default)]
+pub struct CapabilityFlags {
+    /// Add Linux capabilities (e.g. NET_ADMIN or CAP_NET_ADMIN, or ALL)
+    #[arg(long = "cap-add", value_name = "CAPABILITY", value_parser = parse_cap_add)]
+    pub cap_add: Vec<String>,
+    /// Drop Linux capabilities (e.g. NET_RAW, or ALL)
+    #[arg(long = "cap-drop", value_name = "CAPABILITY", value_parser = parse_cap_drop)]
+    pub cap_drop: Vec<String>,
 }
 
 /// The autoscale policy flags.
@@ -299,6 +317,8 @@ pub struct UpdateArgs {
     /// Remove the autoscale policy (the replica count stays where it is)
     #[arg(long)]
     pub autoscale_disable: bool,
+    #[command(flatten)]
+    pub caps: CapabilityFlags,
     /// Container hostname
     #[arg(long)]
     pub hostname: Option<String>,

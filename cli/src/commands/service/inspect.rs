@@ -11,6 +11,7 @@ use super::args::InspectArgs;
 use super::get_service;
 use super::list::familiar_image;
 use super::publish;
+use super::security;
 use crate::client::Client;
 use crate::commands::flags::cpus_text;
 use crate::commands::list_networks;
@@ -46,6 +47,13 @@ fn service_json(service: &Service) -> Result<serde_json::Value> {
             "EndpointSpec".into(),
             publish::endpoint_spec_json(spec_endpoint),
         );
+        let container = service.spec.as_ref().and_then(|s| s.container.as_ref());
+        if let (Some(json), Some(c)) = (
+            spec.get_mut("container").and_then(|v| v.as_object_mut()),
+            container,
+        ) {
+            security::docker_json(json, c);
+        }
     }
     Ok(value)
 }
@@ -161,6 +169,7 @@ pub fn pretty_with(service: &Service, network_names: &HashMap<String, String>) -
     if !c.stop_signal.is_empty() {
         p.field(1, "StopSignal", c.stop_signal.clone());
     }
+    pretty_security(&mut p, &c);
     if let Some(r) = &c.resources {
         p.section(0, "Resources");
         for (name, amounts) in [("Reservations", r.reservations), ("Limits", r.limits)] {
@@ -197,6 +206,26 @@ pub fn pretty_with(service: &Service, network_names: &HashMap<String, String>) -
         pretty_autoscale(&mut p, raw, service.autoscale_status.as_ref());
     }
     p.render()
+}
+
+/// Docker's `Capabilities:` block, and the security options that are not the defaults.
+fn pretty_security(p: &mut Pretty, c: &shoal_proto::ContainerSpec) {
+    if !c.capability_add.is_empty() || !c.capability_drop.is_empty() {
+        p.section(1, "Capabilities");
+        if !c.capability_add.is_empty() {
+            p.field(2, "Add", c.capability_add.join(", "));
+        }
+        if !c.capability_drop.is_empty() {
+            p.field(2, "Drop", c.capability_drop.join(", "));
+        }
+    }
+    let privileges = c.privileges.clone().unwrap_or_default();
+    if let Some(s) = &privileges.seccomp {
+        p.field(1, "Seccomp", security::seccomp_mode(s));
+    }
+    if let Some(a) = &privileges.apparmor {
+        p.field(1, "AppArmor", security::apparmor_mode(a));
+    }
 }
 
 fn pretty_autoscale(

@@ -19,6 +19,7 @@ mod logs;
 mod networks;
 mod publish;
 mod scale;
+mod security;
 mod spec;
 
 use anyhow::Result;

@@ -14,6 +14,7 @@ use shoal_proto::{
 use super::args::{CreateArgs, ModeArg, RestartCondition, UpdateArgs};
 use super::networks::{apply_container_update, dns_config, network_mode, without_none};
 use super::publish::{apply_endpoint_update, create_endpoint};
+use super::security::{effective_add_drop, privileges, update_capabilities};
 
 /// Docker's defaults, sent explicitly so that `inspect` shows what the service really does.
 const DEFAULT_RESTART_DELAY: Duration = Duration::from_secs(5);
@@ -52,6 +53,8 @@ pub fn build_spec(args: &CreateArgs) -> Result<ServiceSpec> {
         RestartCondition::None => Condition::None,
         RestartCondition::OnFailure => Condition::OnFailure,
     };
+    let (capability_add, capability_drop) =
+        effective_add_drop(&args.caps.cap_add, &args.caps.cap_drop);
     let spec = ServiceSpec {
         name,
         labels: args.label.iter().cloned().collect(),
@@ -69,6 +72,9 @@ pub fn build_spec(args: &CreateArgs) -> Result<ServiceSpec> {
             resources: args.resources.apply(None),
             dns: dns_config(&args.dns, &args.dns_search, &args.dns_option),
             network_mode: network_mode(&args.network),
+            capability_add,
+            capability_drop,
+            privileges: privileges(&args.security_opt)?,
         }),
         restart: Some(RestartPolicy {
             condition: condition as i32,
@@ -92,10 +98,12 @@ pub fn build_spec(args: &CreateArgs) -> Result<ServiceSpec> {
 
 /// The checks the manager makes that need no network, so a bad flag fails before dialling.
 fn check_locally(spec: &ServiceSpec) -> Result<()> {
+    validate::bounds::check(spec)?;
     validate::resources(spec)?;
     validate::autoscale::validate(spec)?;
     validate::networking(spec)?;
     validate::endpoint::endpoint(spec)?;
+    validate::security(spec)?;
     Ok(())
 }
 
@@ -131,6 +139,7 @@ pub fn apply_update(spec: &ServiceSpec, args: &UpdateArgs) -> Result<ServiceSpec
     }
     container.resources = args.resources.apply(container.resources.take());
     apply_container_update(container, args);
+    update_capabilities(container, &args.caps.cap_add, &args.caps.cap_drop);
     apply_endpoint_update(
         &mut spec,
         &args.publish_add,
@@ -544,5 +553,67 @@ mod tests {
             .map(|p| (p.published_port, p.target_port))
             .collect();
         assert_eq!(ports, [(9090, 90), (0, 81)]);
+    }
+
+    #[test]
+    fn capabilities_and_security_options() {
+        let spec = build_spec(&create_args(&[
+            "--name",
+            "web",
+            "--cap-add",
+            "net_admin",
+            "--cap-add",
+            "CAP_SYS_ADMIN",
+            "--cap-drop",
+            "NET_RAW",
+            "--cap-drop",
+            "sys_admin",
+            "--security-opt",
+            "seccomp=unconfined",
+            "busybox",
+        ]))
+        .unwrap();
+        let c = spec.container.clone().unwrap();
+        assert_eq!(c.capability_add, vec!["CAP_NET_ADMIN", "CAP_SYS_ADMIN"]);
+        assert_eq!(c.capability_drop, vec!["CAP_NET_RAW"], "adding wins");
+        let seccomp = c.privileges.unwrap().seccomp.unwrap();
+        assert_eq!(
+            seccomp.mode(),
+            shoal_proto::privileges::seccomp::Mode::Unconfined
+        );
+        let updated = apply_update(
+            &spec,
+            &update_args(&["--cap-add", "NET_RAW", "--cap-drop", "NET_ADMIN", "web"]),
+        )
+        .unwrap();
+        let c = updated.container.unwrap();
+        assert_eq!(c.capability_add, vec!["CAP_NET_RAW", "CAP_SYS_ADMIN"]);
+        assert_eq!(c.capability_drop, vec!["CAP_NET_ADMIN"]);
+        for (flag, value, words) in [
+            (
+                "--cap-add",
+                "CAP_FLY",
+                "unknown capability \"CAP_FLY\" in --cap-add",
+            ),
+            (
+                "--cap-drop",
+                "bogus",
+                "unknown capability \"bogus\" in --cap-drop",
+            ),
+            (
+                "--security-opt",
+                "no-new-privileges",
+                "not supported for services",
+            ),
+        ] {
+            let err = parse(&["create", flag, value, "busybox"])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(words), "{err}");
+        }
+        let err = parse(&["update", "--cap-add", "nope", "web"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown capability \"nope\""), "{err}");
     }
 }
