@@ -3,6 +3,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // serde lets the CLI print `inspect` output as JSON straight from the wire types.
         .type_attribute(".", "#[derive(serde::Serialize, serde::Deserialize)]")
+        // Messages that carry a join token, the CA key or the unlock key: their `Debug` is
+        // written by hand (`redact.rs`) so that no log line can print one.
+        .skip_debug(crate_redacted())
         .compile_protos(&["shoal.proto"], &["."])?;
     Ok(())
+}
+
+/// The messages `src/redact.rs` gives a redacting `Debug`.
+fn crate_redacted() -> Vec<String> {
+    [
+        "Cluster",
+        "JoinTokenResponse",
+        "IssueCertificateRequest",
+        "SwarmJoinRequest",
+        "SwarmInitResponse",
+        "SwarmUnlockRequest",
+        "UnlockKeyResponse",
+    ]
+    .iter()
+    .map(|m| format!(".shoal.v1.{m}"))
+    .collect()
 }

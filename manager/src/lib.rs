@@ -12,6 +12,7 @@ pub mod constraint;
 pub mod controlapi;
 pub mod dispatcher;
 pub mod ids;
+mod key_keeper;
 pub mod leader;
 pub mod membership;
 pub mod metrics;

@@ -20,6 +20,8 @@ use crate::dispatcher::Dispatcher;
 use crate::ids::now_ms;
 use crate::orchestrator::reaper::DEFAULT_TASK_HISTORY_LIMIT;
 use crate::raft::grpc::{ChannelFactory, GrpcTransport};
+use crate::raft::keys::{self, UnlockKey};
+use crate::raft::storage::DATA_FILE;
 use crate::raft::{self, RaftConfig, RaftHandle, RaftStatus};
 use crate::store::{Store, StoreError};
 use crate::usage::UsageStore;
@@ -53,6 +55,8 @@ pub struct InitSettings {
     pub addr_pool: PoolConfig,
     /// `--dispatcher-heartbeat` in ms; 0 = each manager's own `shoal daemon` setting.
     pub dispatcher_heartbeat_ms: u64,
+    /// `--autolock`: the unlock key every manager's log is to be wrapped with.
+    pub unlock_key: Option<UnlockKey>,
 }
 
 pub struct ManagerConfig {
@@ -68,6 +72,9 @@ pub struct ManagerConfig {
     pub heartbeat_period: Duration,
     /// Channels to the other managers (mutual TLS in the daemon).
     pub channels: Arc<dyn ChannelFactory>,
+    /// The cluster's unlock key, for a Raft log locked with it (`swarm unlock`); a new log is
+    /// wrapped with it from the start.
+    pub unlock_key: Option<UnlockKey>,
 }
 
 pub struct Manager {
@@ -77,6 +84,7 @@ pub struct Manager {
     dispatcher: Dispatcher,
     shutdown: watch::Sender<bool>,
     supervisor: JoinHandle<()>,
+    key_keeper: JoinHandle<()>,
     usage: UsageStore,
     autoscaler_stats: Arc<AutoscalerStats>,
 }
@@ -150,6 +158,16 @@ impl Manager {
         rc.addr = cfg.addr.clone();
         rc.join = cfg.join;
         rc.force_new_cluster = cfg.force_new_cluster;
+        let (dir, unlock) = (cfg.raft_dir.clone(), cfg.unlock_key.clone());
+        let dek = tokio::task::spawn_blocking(move || {
+            keys::open_data_key(&dir, unlock.as_ref(), dir.join(DATA_FILE).exists())
+        })
+        .await
+        .map_err(|e| raft::RaftError::Failed {
+            reason: format!("reading the raft key files did not finish: {e}"),
+        })?
+        .map_err(raft::RaftError::from)?;
+        rc.data_key = Some(dek.clone());
         let transport = GrpcTransport::new(cfg.raft_id, cfg.channels.clone())?;
         let (store, raft) = raft::start_with_transport(rc, Box::new(transport.clone())).await?;
         let status = raft.status();
@@ -170,6 +188,13 @@ impl Manager {
             usage.clone(),
         );
         let autoscaler_stats = Arc::new(AutoscalerStats::default());
+        let key_keeper = tokio::spawn(crate::key_keeper::run(
+            store.clone(),
+            cfg.raft_dir.clone(),
+            dek,
+            cfg.unlock_key.clone(),
+            rx.clone(),
+        ));
         let supervisor = tokio::spawn(supervise(
             store.clone(),
             dispatcher.clone(),
@@ -187,6 +212,7 @@ impl Manager {
             shutdown,
             usage,
             supervisor,
+            key_keeper,
             autoscaler_stats,
         })
     }
@@ -227,6 +253,12 @@ impl Manager {
             default_addr_pool: addr_pool.base().to_string(),
             default_addr_pool_mask_len: u32::from(addr_pool.subnet_len()),
             removed_nodes: Default::default(),
+            autolock: settings.unlock_key.is_some(),
+            unlock_key: settings
+                .unlock_key
+                .as_ref()
+                .map(|k| k.to_string())
+                .unwrap_or_default(),
             dispatcher_heartbeat_ms: settings.dispatcher_heartbeat_ms,
         };
         let node = Node {
@@ -300,6 +332,7 @@ impl Manager {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.supervisor.await;
+        let _ = self.key_keeper.await;
         if let Err(e) = self.raft.shutdown().await {
             warn!(error = %e, "raft loop did not stop cleanly");
         }

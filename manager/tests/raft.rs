@@ -160,7 +160,7 @@ async fn raft_snapshots_and_compacts_then_recovers_from_snapshot_and_tail() {
 
     // On disk: the log starts right after the snapshot, which holds the state at its index.
     let snapshot_index = {
-        let storage = RaftStorage::open(dir.path(), 1).expect("storage reopens");
+        let storage = RaftStorage::open_unlocked(dir.path(), 1).expect("storage reopens");
         let snapshot_index = storage.snapshot_index();
         assert!(snapshot_index >= 20);
         use ::raft::Storage as _;
@@ -287,7 +287,7 @@ async fn raft_follower_without_quorum_answers_not_leader() {
     let dir = tempfile::tempdir().expect("tempdir");
     // A two-voter configuration whose other voter never answers: this node cannot win.
     {
-        let mut storage = RaftStorage::open(dir.path(), 1).expect("open");
+        let mut storage = RaftStorage::open_unlocked(dir.path(), 1).expect("open");
         storage
             .bootstrap(::raft::eraftpb::ConfState {
                 voters: vec![1, 2],

@@ -9,7 +9,8 @@ use shoal_manager::allocator::PoolConfig;
 use shoal_proto::validate::network::default_addr_pool;
 use shoal_proto::{
     daemon_server, Empty, ImageChunk, InfoResponse, ListImagesResponse, LoadImageResponse,
-    NodeRole, SwarmInitRequest, SwarmInitResponse, SwarmJoinRequest, SwarmLeaveRequest, TaskState,
+    NodeRole, SwarmInitRequest, SwarmInitResponse, SwarmJoinRequest, SwarmLeaveRequest,
+    SwarmUnlockRequest, TaskState,
 };
 use tonic::{Request, Response, Status, Streaming};
 
@@ -32,7 +33,9 @@ impl daemon_server::Daemon for DaemonApi {
         let state = d.swarm.lock().await;
         let mut info = InfoResponse {
             node_id: state.identity.node_id.clone(),
-            swarm_state: if state.identity.swarm.is_some() {
+            swarm_state: if d.locked.is_locked() {
+                "locked"
+            } else if state.identity.swarm.is_some() {
                 "active"
             } else {
                 "inactive"
@@ -105,14 +108,26 @@ impl daemon_server::Daemon for DaemonApi {
                 cert_expiry: expiry,
                 addr_pool: addr_pool(&req.default_addr_pool, req.default_addr_pool_mask_len)?,
                 dispatcher_heartbeat_ms: req.dispatcher_heartbeat_ms,
+                // `swarm::init` makes the key when `--autolock` asks for one.
+                unlock_key: None,
             },
             req.force_new_cluster,
+            req.autolock,
         )
         .await?;
         Ok(Response::new(SwarmInitResponse {
             node_id: out.node_id,
             worker_join_command: out.join_command,
+            unlock_key: out.unlock_key,
         }))
+    }
+
+    async fn swarm_unlock(
+        &self,
+        request: Request<SwarmUnlockRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        swarm::unlock(&self.daemon, &request.into_inner().unlock_key).await?;
+        Ok(Response::new(Empty {}))
     }
 
     async fn swarm_leave(

@@ -12,6 +12,7 @@ mod api;
 mod describe;
 mod identity;
 mod leader_search;
+mod lock;
 mod logs;
 mod metrics_http;
 mod net;
@@ -73,6 +74,8 @@ pub struct Daemon {
     /// The swarm's managers as the leader last said (`SessionMessage.manager_ids`): the only
     /// callers this node's Agent service admits (`net::KnownManagers`).
     pub managers: net::ManagerIds,
+    /// Set while this manager waits for `swarm unlock` (autolock).
+    pub locked: lock::LockFlag,
 }
 
 impl Daemon {
@@ -152,6 +155,7 @@ pub async fn run(args: Config) -> anyhow::Result<()> {
         cert: Default::default(),
         metrics: Arc::new(shoal_manager::metrics::NodeMetrics::new()),
         managers: Default::default(),
+        locked: lock::LockFlag::default(),
     });
     let metrics_server = metrics_listener.map(|l| metrics_http::spawn(l, daemon.metrics.clone()));
     swarm::resume(&daemon).await?;
@@ -161,6 +165,7 @@ pub async fn run(args: Config) -> anyhow::Result<()> {
 
     let logs = Arc::new(logs::NodeLogs::new(daemon.clone()));
     let control = ControlApi::new(daemon.manager_slot.clone(), logs);
+    let locked = daemon.locked.clone();
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("installing a SIGTERM handler cannot fail in a running process");
@@ -176,9 +181,10 @@ pub async fn run(args: Config) -> anyhow::Result<()> {
             DaemonServer::new(api::DaemonApi::new(daemon.clone()))
                 .max_decoding_message_size(shoal_proto::MAX_REQUEST_BYTES),
         )
-        .add_service(
+        .add_service(tonic::service::interceptor::InterceptedService::new(
             ControlServer::new(control).max_decoding_message_size(shoal_proto::MAX_REQUEST_BYTES),
-        )
+            move |req| locked.refuse_while_locked(req),
+        ))
         .add_service(
             AgentServer::new(shoal_worker::agent_service::AgentService::new(
                 daemon.executor.clone(),

@@ -12,6 +12,7 @@ use anyhow::Context;
 use rand::Rng;
 use shoal_manager::controlapi::ActiveManager;
 use shoal_manager::leader::LeaderLink;
+use shoal_manager::raft::keys::{self, UnlockKey};
 use shoal_manager::raft::RaftHandle;
 use shoal_manager::roles::InitSettings;
 use shoal_manager::{Manager, ManagerConfig};
@@ -54,6 +55,8 @@ struct Running {
 pub struct SwarmState {
     pub identity: Identity,
     running: Option<Running>,
+    /// The unlock key this manager was unlocked with (autolock), for restarting its manager.
+    unlock_key: Option<UnlockKey>,
 }
 
 impl SwarmState {
@@ -61,6 +64,7 @@ impl SwarmState {
         SwarmState {
             identity,
             running: None,
+            unlock_key: None,
         }
     }
 
@@ -71,7 +75,8 @@ impl SwarmState {
 
 /// How `start` came about.
 enum Start<'a> {
-    /// `swarm init`: write the cluster, its CA, certificate lifetime and address pool.
+    /// `swarm init`: write the cluster, its CA, certificate lifetime, address pool and unlock
+    /// key.
     Init(&'a RootCa, InitSettings),
     /// `swarm join` as a manager: become a Raft voter.
     JoinManager,
@@ -226,6 +231,11 @@ async fn start(daemon: &Arc<Daemon>, state: &mut SwarmState, how: Start<'_>) -> 
             force_new_cluster: matches!(how, Start::ForceNewCluster),
             heartbeat_period: daemon.args.dispatcher_heartbeat,
             channels: channels.clone(),
+            // With `init --autolock` the new log is wrapped with the key from the start.
+            unlock_key: match &how {
+                Start::Init(_, settings) => settings.unlock_key.clone(),
+                _ => state.unlock_key.clone(),
+            },
         })
         .await
         .with_context(|| {
@@ -392,10 +402,50 @@ async fn halt(daemon: &Daemon, state: &mut SwarmState) {
     let _ = std::fs::remove_file(daemon.dispatcher_socket());
 }
 
-/// At daemon start: rejoin the swarm recorded in node.json.
+/// At daemon start: rejoin the swarm recorded in node.json. A manager whose log is locked with
+/// the unlock key (autolock) waits, swarm side and all, for `swarm unlock`.
 pub async fn resume(daemon: &Arc<Daemon>) -> anyhow::Result<()> {
     let mut state = daemon.swarm.lock().await;
+    let manager = state.identity.swarm.as_ref().is_some_and(|m| m.manager);
+    if manager && keys::is_locked(&daemon.raft_dir())? {
+        daemon.locked.set(true);
+        warn!("{}", crate::lock::LOCKED);
+        return Ok(());
+    }
     start(daemon, &mut state, Start::Resume).await
+}
+
+/// `swarm unlock`: checks `key` against the locked log's key file, then starts the manager and
+/// the agent as a restart would. A wrong key changes nothing: the node stays locked.
+pub async fn unlock(daemon: &Arc<Daemon>, key: &str) -> Result<(), tonic::Status> {
+    let mut state = daemon.swarm.lock().await;
+    if state.identity.swarm.is_none() {
+        return Err(tonic::Status::failed_precondition(NOT_IN_SWARM));
+    }
+    if !daemon.locked.is_locked() {
+        return Err(tonic::Status::failed_precondition(crate::lock::NOT_LOCKED));
+    }
+    let key: UnlockKey = key
+        .parse()
+        .map_err(|e: keys::KeyError| tonic::Status::invalid_argument(e.to_string()))?;
+    let (dir, candidate) = (daemon.raft_dir(), key.clone());
+    tokio::task::spawn_blocking(move || keys::open_data_key(&dir, Some(&candidate), true))
+        .await
+        .map_err(|e| tonic::Status::internal(format!("checking the unlock key failed: {e}")))?
+        .map_err(|e| match e {
+            keys::KeyError::WrongKey => tonic::Status::invalid_argument(e.to_string()),
+            other => tonic::Status::internal(other.to_string()),
+        })?;
+    state.unlock_key = Some(key);
+    if let Err(e) = start(daemon, &mut state, Start::Resume).await {
+        halt(daemon, &mut state).await;
+        return Err(tonic::Status::internal(format!(
+            "the key is right but the swarm could not start: {e:#}"
+        )));
+    }
+    daemon.locked.set(false);
+    info!("swarm unlocked");
+    Ok(())
 }
 
 pub async fn stop(daemon: &Daemon) {
@@ -427,6 +477,7 @@ async fn start_or_undo(
     if let Err(e) = outcome {
         halt(daemon, state).await;
         state.identity.swarm = None;
+        state.unlock_key = None;
         let _ = forget_swarm(daemon);
         return Err(tonic::Status::internal(format!("{e:#}")));
     }
@@ -440,6 +491,8 @@ fn random_raft_id() -> u64 {
 pub struct InitOutcome {
     pub node_id: String,
     pub join_command: String,
+    /// With `--autolock`: the key `swarm unlock` takes.
+    pub unlock_key: String,
 }
 
 pub async fn init(
@@ -448,7 +501,14 @@ pub async fn init(
     listen: &str,
     settings: InitSettings,
     force_new_cluster: bool,
+    autolock: bool,
 ) -> Result<InitOutcome, tonic::Status> {
+    if force_new_cluster && autolock {
+        return Err(tonic::Status::invalid_argument(
+            "--autolock cannot be combined with --force-new-cluster: recover the swarm first, \
+             then turn autolock on with `shoal swarm update --autolock=true`",
+        ));
+    }
     let cert_expiry = settings.cert_expiry;
     if force_new_cluster && daemon.swarm.lock().await.identity.swarm.is_some() {
         return force_new_cluster_here(daemon).await;
@@ -488,8 +548,19 @@ pub async fn init(
         raft_id: random_raft_id(),
         managers: vec![addr.clone()],
     });
+    let unlock_key = autolock
+        .then(UnlockKey::generate)
+        .transpose()
+        .map_err(|e| tonic::Status::internal(e.to_string()))?;
+    let settings = InitSettings {
+        unlock_key: unlock_key.clone(),
+        ..settings
+    };
+    state.unlock_key = unlock_key.clone();
     start_or_undo(daemon, &mut state, Start::Init(&ca, settings)).await?;
-    Ok(init_outcome(&state, &addr))
+    let mut outcome = init_outcome(&state, &addr);
+    outcome.unlock_key = unlock_key.map(|k| k.to_string()).unwrap_or_default();
+    Ok(outcome)
 }
 
 /// What `swarm init` answers: this node's ID and the command workers join with.
@@ -504,6 +575,7 @@ fn init_outcome(state: &SwarmState, manager_addr: &str) -> InitOutcome {
     InitOutcome {
         node_id: state.identity.node_id.clone(),
         join_command: shoal_manager::tokens::join_command(&token, manager_addr),
+        unlock_key: String::new(),
     }
 }
 
@@ -624,6 +696,8 @@ pub async fn leave(daemon: &Arc<Daemon>, force: bool) -> Result<(), tonic::Statu
     forget_swarm(daemon)
         .map_err(|e| tonic::Status::internal(format!("cannot remove swarm state: {e}")))?;
     state.identity.swarm = None;
+    state.unlock_key = None;
+    daemon.locked.set(false);
     state
         .identity
         .save(&daemon.args.data_dir)
@@ -690,6 +764,10 @@ async fn force_new_cluster_here(daemon: &Arc<Daemon>) -> Result<InitOutcome, ton
             "--force-new-cluster recovers a swarm from one of its managers; this node is a \
              worker. Run it on a surviving manager.",
         ));
+    }
+    if daemon.locked.is_locked() {
+        // Its log cannot be read until then.
+        return Err(tonic::Status::failed_precondition(crate::lock::LOCKED));
     }
     halt(daemon, &mut state).await;
     membership.managers = vec![membership.advertise_addr.clone()];

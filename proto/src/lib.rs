@@ -104,6 +104,7 @@ pub fn is_ingress_attachment(a: &NetworkAttachment) -> bool {
 pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
 pub mod leader_hint;
+mod redact;
 pub mod reference;
 
 pub mod validate;

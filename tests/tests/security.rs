@@ -12,13 +12,14 @@
 //!
 //! The expired certificate: the cluster CA's key lives only in the replicated store (the
 //! `Cluster` object), which no API hands out. The test reads it the way someone holding a
-//! manager's disk could: it scans the manager's Raft data file for PEM private keys and keeps
-//! the one that matches the CA certificate (`certificates/root-ca.crt`). With that CA it issues
+//! manager's whole disk could: it decrypts the manager's Raft log with the key files beside it
+//! (`shoal_manager::raft::storage::decrypted_records`; the log is sealed at rest), scans the
+//! records for PEM private keys and keeps the one that matches the CA certificate
+//! (`certificates/root-ca.crt`). With that CA it issues
 //! a manager certificate valid for one second, waits for it to expire, and also a fresh one
 //! (which must be accepted, so that expiry is the only difference).
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -196,13 +197,17 @@ fn manager_token(
     })
 }
 
-/// The cluster CA, recovered from a manager's Raft data file (see the module docs).
+/// The cluster CA, recovered from a manager's Raft log (see the module docs).
 fn cluster_ca_from_disk(manager: &ClusterHost) -> RootCa {
     let ca_pem = std::fs::read_to_string(certs_dir(manager).join("root-ca.crt"))
         .expect("the manager's root-ca.crt");
     let raft_dir = manager.data_dir().join("raft");
+    let records = shoal_manager::raft::storage::decrypted_records(&raft_dir, None)
+        .unwrap_or_else(|e| panic!("read the raft log in {}: {e}", raft_dir.display()));
     let mut candidates = Vec::new();
-    collect_pem_keys(&raft_dir, &mut candidates);
+    for record in &records {
+        collect_pem_keys(&String::from_utf8_lossy(record), &mut candidates);
+    }
     assert!(
         !candidates.is_empty(),
         "no PEM private key found in {}",
@@ -220,26 +225,17 @@ fn cluster_ca_from_disk(manager: &ClusterHost) -> RootCa {
         })
 }
 
-fn collect_pem_keys(dir: &Path, out: &mut Vec<String>) {
+fn collect_pem_keys(text: &str, out: &mut Vec<String>) {
     const BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
     const END: &str = "-----END PRIVATE KEY-----";
-    for entry in std::fs::read_dir(dir).expect("read the raft dir").flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            collect_pem_keys(&path, out);
-            continue;
-        }
-        let bytes = std::fs::read(&path).unwrap_or_default();
-        let text = String::from_utf8_lossy(&bytes);
-        let mut rest: &str = &text;
-        while let Some(start) = rest.find(BEGIN) {
-            let Some(len) = rest[start..].find(END) else {
-                break;
-            };
-            let pem = &rest[start..start + len + END.len()];
-            out.push(format!("{pem}\n"));
-            rest = &rest[start + len + END.len()..];
-        }
+    let mut rest = text;
+    while let Some(start) = rest.find(BEGIN) {
+        let Some(len) = rest[start..].find(END) else {
+            break;
+        };
+        let pem = &rest[start..start + len + END.len()];
+        out.push(format!("{pem}\n"));
+        rest = &rest[start + len + END.len()..];
     }
 }
 

@@ -265,6 +265,13 @@ impl Control for Fake {
         Err(Status::unimplemented("the fake has no cluster settings"))
     }
 
+    async fn get_unlock_key(
+        &self,
+        _: Request<Empty>,
+    ) -> Result<Response<shoal_proto::UnlockKeyResponse>, Status> {
+        Err(Status::unimplemented("the fake has no unlock key"))
+    }
+
     async fn remove_node(&self, r: Request<RemoveNodeRequest>) -> Result<Response<Empty>, Status> {
         let req = r.into_inner();
         if req.force {
@@ -453,6 +460,7 @@ impl Daemon for Fake {
         Ok(Response::new(SwarmInitResponse {
             node_id: SELF_ID.into(),
             worker_join_command: "shoal swarm join --token SWMTKN-1-worker 10.0.0.1:2377".into(),
+            unlock_key: String::new(),
         }))
     }
 
@@ -463,6 +471,13 @@ impl Daemon for Fake {
             ));
         }
         Ok(Response::new(Empty {}))
+    }
+
+    async fn swarm_unlock(
+        &self,
+        _: Request<shoal_proto::SwarmUnlockRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        Err(Status::failed_precondition("swarm is not locked"))
     }
 
     async fn swarm_join(&self, r: Request<SwarmJoinRequest>) -> Result<Response<Empty>, Status> {

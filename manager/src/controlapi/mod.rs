@@ -15,7 +15,7 @@ use shoal_proto::{
     GetNodeRequest, JoinTokenRequest, JoinTokenResponse, ListNodesResponse, ListServicesResponse,
     ListTasksRequest, ListTasksResponse, LogMessage, Node, NodeAvailability, NodeRemoval, NodeRole,
     NodeState, RemoveNodeRequest, Service, ServiceLogsRequest, ServiceRef, ServiceSpec,
-    ServiceSummary, StoreAction, TaskDesiredState, TaskLogsRequest, TaskState,
+    ServiceSummary, StoreAction, TaskDesiredState, TaskLogsRequest, TaskState, UnlockKeyResponse,
     UpdateClusterRequest, UpdateNodeRequest, UpdateServiceRequest,
 };
 use shoal_proto::{ListNetworksResponse, Network, NetworkRef};
@@ -698,38 +698,23 @@ impl control_server::Control for ControlApi {
         Ok(Response::new(Empty {}))
     }
 
+    async fn get_unlock_key(
+        &self,
+        request: Request<Empty>,
+    ) -> Result<Response<UnlockKeyResponse>, Status> {
+        let m = self.active()?;
+        forward!(m, request, get_unlock_key);
+        m.linearizable().await?;
+        Ok(Response::new(cluster::unlock_key(&m)?))
+    }
+
     async fn update_cluster(
         &self,
         request: Request<UpdateClusterRequest>,
     ) -> Result<Response<Empty>, Status> {
         let m = self.active()?;
         forward!(m, request, update_cluster);
-        let req = request.into_inner();
-        let url = match req.prometheus_url {
-            Some(url) => {
-                let url = url.trim().to_string();
-                if !url.is_empty() {
-                    crate::autoscaler::prometheus::validate_url(&url)
-                        .map_err(|e| Status::invalid_argument(e.to_string()))?;
-                }
-                Some(url)
-            }
-            None => None,
-        };
-        if let Some(ms) = req.dispatcher_heartbeat_ms {
-            validate::cluster::dispatcher_heartbeat(ms)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        }
-        cluster::update(&m, |c| {
-            if let Some(url) = &url {
-                c.prometheus_url = url.clone();
-            }
-            if let Some(ms) = req.dispatcher_heartbeat_ms {
-                c.dispatcher_heartbeat_ms = ms;
-            }
-            Ok(())
-        })
-        .await?;
+        cluster::update_settings(&m, request.into_inner()).await?;
         Ok(Response::new(Empty {}))
     }
 

@@ -21,10 +21,12 @@
 //! membership ([`RaftHandle::add_voter`], [`RaftHandle::remove_voter`]) and the members' Raft
 //! addresses ([`members`]) are replicated through the log itself.
 
+pub mod cipher;
 mod conf_change;
 pub mod grpc;
 mod handle;
 mod instruments;
+pub mod keys;
 mod logger;
 pub mod members;
 mod membership;
@@ -43,6 +45,7 @@ pub mod transport;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use cipher::DataKey;
 pub use grpc::{ChannelFactory, GrpcTransport, PlainHttp, RaftService, TransportError};
 pub use handle::RaftHandle;
 pub use instruments::RaftInstruments;
@@ -90,6 +93,10 @@ pub struct RaftConfig {
     /// every restart, or managers that joined since are dropped again. An uninitialized data
     /// directory is refused ([`RaftError::NothingToRecover`]); `join` is ignored.
     pub force_new_cluster: bool,
+    /// The key that seals the log and snapshots at rest. `None`: the one in `data_dir`'s key
+    /// files, unwrapped with the `kek` file there (a new directory gets new key files); a
+    /// locked log ([`keys::Wrapping::UnlockKey`]) needs it given.
+    pub data_key: Option<DataKey>,
 }
 
 impl RaftConfig {
@@ -107,6 +114,7 @@ impl RaftConfig {
             join: false,
             catch_up_timeout: Duration::from_secs(60),
             force_new_cluster: false,
+            data_key: None,
         }
     }
 
@@ -175,6 +183,8 @@ pub enum RaftError {
     NothingToRecover { path: PathBuf },
     #[error("raft: {0}")]
     Raft(#[from] raft::Error),
+    #[error(transparent)]
+    Keys(#[from] keys::KeyError),
     #[error("cannot start the raft loop thread: {0}")]
     Spawn(#[source] std::io::Error),
     #[error("the raft loop is not running")]

@@ -155,7 +155,10 @@ fn open_storage(cfg: &RaftConfig) -> Result<RaftStorage, RaftError> {
             path: cfg.data_dir.join(DATA_FILE),
         });
     }
-    let mut storage = RaftStorage::open(&cfg.data_dir, cfg.raft_id)?;
+    let mut storage = match &cfg.data_key {
+        Some(key) => RaftStorage::open(&cfg.data_dir, cfg.raft_id, key.clone())?,
+        None => RaftStorage::open_unlocked(&cfg.data_dir, cfg.raft_id)?,
+    };
     if cfg.force_new_cluster {
         // Refuses an uninitialized log, which the branch below would otherwise bootstrap.
         recovery::force_new_cluster(&mut storage, cfg)?;

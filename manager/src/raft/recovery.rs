@@ -263,7 +263,7 @@ mod tests {
     /// A follower's log: a snapshot at 3 (voters 1, 2, 3), entries 4 to 8, of which 4 to 6 are
     /// known committed here; entry 5 adds voter 4 (unapplied), entry 8 repeats a name (refused).
     fn follower_log(dir: &std::path::Path) {
-        let mut s = RaftStorage::open(dir, 2).expect("open");
+        let mut s = RaftStorage::open_unlocked(dir, 2).expect("open");
         s.bootstrap(ConfState {
             voters: vec![1, 2, 3],
             ..Default::default()
@@ -317,7 +317,7 @@ mod tests {
         let mut cfg = RaftConfig::new(dir.path(), 2);
         cfg.addr = "10.0.0.9:9".into();
         {
-            let mut s = RaftStorage::open(dir.path(), 2).expect("reopen");
+            let mut s = RaftStorage::open_unlocked(dir.path(), 2).expect("reopen");
             let got = force_new_cluster(&mut s, &cfg).expect("recover");
             assert_eq!(
                 got,
@@ -331,7 +331,7 @@ mod tests {
             );
         }
         // Durable: what a restart (with or without the flag) starts from.
-        let s = RaftStorage::open(dir.path(), 2).expect("reopen after recovery");
+        let s = RaftStorage::open_unlocked(dir.path(), 2).expect("reopen after recovery");
         assert_eq!(s.conf_state().voters, vec![2]);
         assert!(s.conf_state().learners.is_empty());
         assert_eq!(s.members(), &Members::from([(2, "10.0.0.9:9".to_string())]));
@@ -359,7 +359,7 @@ mod tests {
         follower_log(dir.path());
         // No address configured: the one the old cluster knew stays.
         let cfg = RaftConfig::new(dir.path(), 2);
-        let mut s = RaftStorage::open(dir.path(), 2).expect("open");
+        let mut s = RaftStorage::open_unlocked(dir.path(), 2).expect("open");
         force_new_cluster(&mut s, &cfg).expect("first recovery");
         let again = force_new_cluster(&mut s, &cfg).expect("second recovery");
         assert_eq!(again.index, 8);
@@ -374,7 +374,7 @@ mod tests {
     fn force_new_cluster_refuses_a_log_that_never_joined_a_cluster() {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = RaftConfig::new(dir.path(), 5);
-        let mut s = RaftStorage::open(dir.path(), 5).expect("open");
+        let mut s = RaftStorage::open_unlocked(dir.path(), 5).expect("open");
         let err = force_new_cluster(&mut s, &cfg).expect_err("nothing to recover");
         assert!(matches!(err, RaftError::NothingToRecover { .. }), "{err}");
         assert!(

@@ -13,6 +13,12 @@
 //! ("truncated": the index and term of the last entry dropped, which is never past the
 //! snapshot) and the retired Raft IDs (members of the cluster this node left by forcing a new
 //! one, as little-endian u64s back to back; absent until it did).
+//!
+//! The entries and the snapshot hold the cluster's secrets (root CA key, join tokens), so they
+//! are sealed at rest with the log's data key (`cipher.rs`; the key files are `keys.rs`): each
+//! value is `nonce || ciphertext || tag`, bound to its place (the entry's index, the snapshot's
+//! key) so values cannot be swapped. The hard state, conf state, members and the other
+//! bookkeeping stay plain: they hold no secret, and raft-rs needs them before anything else.
 
 use std::cell::Cell;
 use std::collections::BTreeSet;
@@ -24,6 +30,7 @@ use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 use redb::{Database, Durability, TableDefinition, WriteTransaction};
 use tracing::{debug, info};
 
+use super::cipher::DataKey;
 use super::members::{self, Members};
 use super::RaftError;
 use load::open_database;
@@ -43,8 +50,8 @@ const KEY_TRUNCATED: &str = "truncated";
 const KEY_MEMBERS: &str = "members";
 const KEY_RETIRED: &str = "retired";
 
-/// Bumped whenever the layout above changes incompatibly.
-const FORMAT_VERSION: u32 = 1;
+/// Bumped whenever the layout above changes incompatibly (2: entries and snapshot sealed).
+const FORMAT_VERSION: u32 = 2;
 
 /// redb's page cache. The log is compacted every few thousand entries, so the file stays small
 /// and the default (1 GiB) would only be a ceiling nobody reaches; keep the ceiling modest.
@@ -53,6 +60,8 @@ const CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// A redb-backed [`Storage`] for one Raft node.
 pub struct RaftStorage {
     db: Database,
+    /// Seals the entries and the snapshot on disk.
+    key: DataKey,
     path: PathBuf,
     raft_id: u64,
     hard_state: HardState,
@@ -85,11 +94,12 @@ impl std::fmt::Debug for RaftStorage {
 }
 
 impl RaftStorage {
-    /// Opens (creating if needed) the Raft data file in `data_dir` for node `raft_id`.
+    /// Opens (creating if needed) the Raft data file in `data_dir` for node `raft_id`, whose
+    /// entries and snapshot are sealed with `key` (see `keys.rs` for where it comes from).
     ///
     /// A file that cannot be read back whole and consistent is refused with
     /// [`RaftError::Corrupt`] naming it: starting empty instead would silently forget the swarm.
-    pub fn open(data_dir: &Path, raft_id: u64) -> Result<Self, RaftError> {
+    pub fn open(data_dir: &Path, raft_id: u64, key: DataKey) -> Result<Self, RaftError> {
         std::fs::create_dir_all(data_dir).map_err(|source| RaftError::Io {
             path: data_dir.to_path_buf(),
             source,
@@ -107,6 +117,7 @@ impl RaftStorage {
         }
         let mut storage = RaftStorage {
             db,
+            key,
             path,
             raft_id,
             hard_state: HardState::default(),
@@ -130,6 +141,27 @@ impl RaftStorage {
             "raft storage opened"
         );
         Ok(storage)
+    }
+
+    /// [`RaftStorage::open`] with the data key in `data_dir`'s key files, unwrapped with the
+    /// `kek` file there (a new directory gets new key files). A log locked with an unlock key is
+    /// refused ([`super::keys::KeyError::Locked`]).
+    pub fn open_unlocked(data_dir: &Path, raft_id: u64) -> Result<Self, RaftError> {
+        let path = data_dir.join(DATA_FILE);
+        let key = match super::keys::open_data_key(data_dir, None, path.exists()) {
+            // The data file cannot be read without it: the file is as good as damaged.
+            Err(super::keys::KeyError::Missing { dir }) => {
+                return Err(RaftError::Corrupt {
+                    path,
+                    reason: format!(
+                        "its key file {} is missing, so it cannot be decrypted",
+                        dir.join(super::keys::DEK_FILE).display()
+                    ),
+                })
+            }
+            other => other?,
+        };
+        Self::open(data_dir, raft_id, key)
     }
 
     /// The data file.
@@ -246,7 +278,12 @@ impl RaftStorage {
         }
         let encoded: Vec<(u64, Vec<u8>)> = ents
             .iter()
-            .map(|e| Ok((e.index, encode(e, &self.path)?)))
+            .map(|e| {
+                Ok((
+                    e.index,
+                    self.seal(&encode(e, &self.path)?, &entry_aad(e.index))?,
+                ))
+            })
             .collect::<Result<_, RaftError>>()?;
         let hs_bytes = hs.map(|hs| encode(hs, &self.path)).transpose()?;
         let old_last = self.last();
@@ -350,7 +387,7 @@ impl RaftStorage {
         hs.term = hs.term.max(term);
         hs.commit = index;
         let retired_bytes: Vec<u8> = retired.iter().flat_map(|id| id.to_le_bytes()).collect();
-        let snap_bytes = encode(&snapshot, &self.path)?;
+        let snap_bytes = self.seal(&encode(&snapshot, &self.path)?, KEY_SNAPSHOT.as_bytes())?;
         let cs_bytes = encode(&conf_state, &self.path)?;
         let hs_bytes = encode(&hs, &self.path)?;
         let member_bytes = members::encode(&members);
@@ -411,7 +448,7 @@ impl RaftStorage {
         meta.index = index;
         meta.term = term;
         meta.set_conf_state(conf_state);
-        let bytes = encode(&snapshot, &self.path)?;
+        let bytes = self.seal(&encode(&snapshot, &self.path)?, KEY_SNAPSHOT.as_bytes())?;
         self.write_meta(&[(KEY_SNAPSHOT, &bytes)])?;
         self.snapshot = snapshot;
         Ok(())
@@ -475,6 +512,13 @@ impl RaftStorage {
             return Err(self.invalid(&format!("entries from {first} are not contiguous")));
         }
         Ok(())
+    }
+
+    /// Seals a value for the file, bound to `aad` (where it goes).
+    fn seal(&self, plain: &[u8], aad: &[u8]) -> Result<Vec<u8>, RaftError> {
+        self.key
+            .seal(plain, aad)
+            .map_err(|e| self.invalid(&format!("cannot encrypt a raft record: {e}")))
     }
 
     fn invalid(&self, reason: &str) -> RaftError {
@@ -626,6 +670,12 @@ fn remove_entries(txn: &WriteTransaction, indexes: RangeInclusive<u64>) -> Resul
     Ok(())
 }
 
+/// The associated data of entry `index`'s sealed value: an entry read from another index fails
+/// to open.
+fn entry_aad(index: u64) -> [u8; 8] {
+    index.to_le_bytes()
+}
+
 fn truncated_bytes(index: u64, term: u64) -> [u8; 16] {
     let mut b = [0u8; 16];
     b[..8].copy_from_slice(&index.to_le_bytes());
@@ -633,6 +683,8 @@ fn truncated_bytes(index: u64, term: u64) -> [u8; 16] {
     b
 }
 
+mod inspect;
 mod load;
+pub use inspect::decrypted_records;
 #[cfg(test)]
 mod tests;

@@ -13,9 +13,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use tracing::info;
 
 use super::{
-    members, panic_message, Members, RaftError, RaftStorage, CACHE_BYTES, ENTRIES, FORMAT_VERSION,
-    KEY_CONF_STATE, KEY_FORMAT, KEY_HARD_STATE, KEY_MEMBERS, KEY_RAFT_ID, KEY_RETIRED,
-    KEY_SNAPSHOT, KEY_TRUNCATED, META,
+    entry_aad, members, panic_message, Members, RaftError, RaftStorage, CACHE_BYTES, ENTRIES,
+    FORMAT_VERSION, KEY_CONF_STATE, KEY_FORMAT, KEY_HARD_STATE, KEY_MEMBERS, KEY_RAFT_ID,
+    KEY_RETIRED, KEY_SNAPSHOT, KEY_TRUNCATED, META,
 };
 
 impl RaftStorage {
@@ -78,7 +78,10 @@ impl RaftStorage {
 
         let mut hard_state: HardState = decode_opt(get(KEY_HARD_STATE)?, "hard state", self)?;
         let conf_state: ConfState = decode_opt(get(KEY_CONF_STATE)?, "conf state", self)?;
-        let snapshot: Snapshot = decode_opt(get(KEY_SNAPSHOT)?, "snapshot", self)?;
+        let snapshot = get(KEY_SNAPSHOT)?
+            .map(|b| self.open_record(&b, KEY_SNAPSHOT.as_bytes(), "the snapshot"))
+            .transpose()?;
+        let snapshot: Snapshot = decode_opt(snapshot, "snapshot", self)?;
         let members = match get(KEY_MEMBERS)? {
             None => Members::new(),
             Some(b) => members::decode(&b)
@@ -118,7 +121,9 @@ impl RaftStorage {
         for (expected, item) in (truncated_index + 1..).zip(rows) {
             let (key, value) = item.map_err(|e| self.corrupt(format!("reading entries: {e}")))?;
             let key = key.value();
-            let entry = Entry::parse_from_bytes(value.value())
+            let plain =
+                self.open_record(value.value(), &entry_aad(key), &format!("entry {key}"))?;
+            let entry = Entry::parse_from_bytes(&plain)
                 .map_err(|e| self.corrupt(format!("entry {key} cannot be decoded: {e}")))?;
             if key != expected || entry.index != key {
                 return Err(self.corrupt(format!(
@@ -170,6 +175,19 @@ impl RaftStorage {
         self.truncated_term = truncated_term;
         self.entries = log;
         Ok(())
+    }
+}
+
+impl RaftStorage {
+    /// Opens a sealed value of the file; one that does not open was damaged, moved, or sealed
+    /// with another data key.
+    fn open_record(&self, sealed: &[u8], aad: &[u8], what: &str) -> Result<Vec<u8>, RaftError> {
+        self.key.open(sealed, aad).map_err(|_| {
+            self.corrupt(format!(
+                "{what} cannot be decrypted with the data key in `dek`: the file was damaged, \
+                 or the key files belong to another raft log"
+            ))
+        })
     }
 }
 

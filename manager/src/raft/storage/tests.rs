@@ -2,6 +2,7 @@
 //! reopening, and refusing damaged or foreign data.
 
 use super::*;
+use redb::ReadableTable as _;
 
 fn entry(index: u64, term: u64) -> Entry {
     Entry {
@@ -12,6 +13,16 @@ fn entry(index: u64, term: u64) -> Entry {
     }
 }
 
+/// A log of node 1 holding entries 1 and 2, then changed by `damage` behind the storage's back.
+fn two_entries_then(
+    dir: &std::path::Path,
+    damage: impl FnOnce(&WriteTransaction) -> Result<(), redb::Error>,
+) {
+    let mut s = RaftStorage::open_unlocked(dir, 1).expect("open");
+    s.append(&[entry(1, 1), entry(2, 1)]).expect("append");
+    s.write(damage).expect("damage the log");
+}
+
 fn indices_terms(s: &RaftStorage) -> Vec<(u64, u64)> {
     s.entries.iter().map(|e| (e.index, e.term)).collect()
 }
@@ -20,7 +31,7 @@ fn indices_terms(s: &RaftStorage) -> Vec<(u64, u64)> {
 fn raft_storage_append_truncates_conflicting_suffix_and_survives_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
-        let mut s = RaftStorage::open(dir.path(), 1).expect("open");
+        let mut s = RaftStorage::open_unlocked(dir.path(), 1).expect("open");
         assert!(!s.is_initialized());
         s.bootstrap(ConfState {
             voters: vec![1],
@@ -45,7 +56,7 @@ fn raft_storage_append_truncates_conflicting_suffix_and_survives_reopen() {
             Err(RaftError::InvalidWrite { .. })
         ));
     }
-    let s = RaftStorage::open(dir.path(), 1).expect("reopen");
+    let s = RaftStorage::open_unlocked(dir.path(), 1).expect("reopen");
     assert!(s.is_initialized());
     assert_eq!(s.conf_state().voters, vec![1]);
     assert_eq!(indices_terms(&s), vec![(1, 1), (2, 2)]);
@@ -65,7 +76,7 @@ fn raft_storage_append_truncates_conflicting_suffix_and_survives_reopen() {
 fn raft_storage_snapshot_then_compact_keeps_the_tail() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
-        let mut s = RaftStorage::open(dir.path(), 7).expect("open");
+        let mut s = RaftStorage::open_unlocked(dir.path(), 7).expect("open");
         s.bootstrap(ConfState {
             voters: vec![7],
             ..Default::default()
@@ -97,7 +108,7 @@ fn raft_storage_snapshot_then_compact_keeps_the_tail() {
             Err(raft::Error::Store(StorageError::Compacted))
         );
     }
-    let s = RaftStorage::open(dir.path(), 7).expect("reopen");
+    let s = RaftStorage::open_unlocked(dir.path(), 7).expect("reopen");
     assert_eq!(s.first_index().ok(), Some(7));
     assert_eq!(s.last_index().ok(), Some(10));
     assert_eq!(s.snapshot_index(), 6);
@@ -123,7 +134,7 @@ fn raft_storage_snapshot_then_compact_keeps_the_tail() {
 fn raft_storage_apply_snapshot_replaces_the_log() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
-        let mut s = RaftStorage::open(dir.path(), 2).expect("open");
+        let mut s = RaftStorage::open_unlocked(dir.path(), 2).expect("open");
         s.append(&[entry(1, 1), entry(2, 1)]).expect("append");
         let mut snap = Snapshot {
             data: b"leader state".to_vec().into(),
@@ -139,7 +150,7 @@ fn raft_storage_apply_snapshot_replaces_the_log() {
         assert_eq!(s.hard_state().commit, 20);
         s.append(&[entry(21, 3)]).expect("append after snapshot");
     }
-    let s = RaftStorage::open(dir.path(), 2).expect("reopen");
+    let s = RaftStorage::open_unlocked(dir.path(), 2).expect("reopen");
     assert_eq!(s.conf_state().voters, vec![1, 2, 3]);
     assert_eq!(
         s.members().get(&1).map(String::as_str),
@@ -153,8 +164,8 @@ fn raft_storage_apply_snapshot_replaces_the_log() {
 #[test]
 fn raft_storage_refuses_another_nodes_data() {
     let dir = tempfile::tempdir().expect("tempdir");
-    drop(RaftStorage::open(dir.path(), 1).expect("open"));
-    let err = RaftStorage::open(dir.path(), 2).expect_err("wrong node");
+    drop(RaftStorage::open_unlocked(dir.path(), 1).expect("open"));
+    let err = RaftStorage::open_unlocked(dir.path(), 2).expect_err("wrong node");
     assert!(matches!(
         err,
         RaftError::WrongNode {
@@ -168,17 +179,12 @@ fn raft_storage_refuses_another_nodes_data() {
 #[test]
 fn raft_storage_reports_an_undecodable_entry_as_corrupt() {
     let dir = tempfile::tempdir().expect("tempdir");
-    {
-        let mut s = RaftStorage::open(dir.path(), 1).expect("open");
-        s.append(&[entry(1, 1), entry(2, 1)]).expect("append");
-        s.write(|txn| {
-            txn.open_table(ENTRIES)?
-                .insert(2u64, [0xffu8, 0xff, 0xff].as_slice())?;
-            Ok(())
-        })
-        .expect("damage entry");
-    }
-    let err = RaftStorage::open(dir.path(), 1).expect_err("corrupt");
+    two_entries_then(dir.path(), |txn| {
+        txn.open_table(ENTRIES)?
+            .insert(2u64, [0xffu8, 0xff, 0xff].as_slice())?;
+        Ok(())
+    });
+    let err = RaftStorage::open_unlocked(dir.path(), 1).expect_err("corrupt");
     let msg = err.to_string();
     assert!(matches!(err, RaftError::Corrupt { .. }), "{msg}");
     assert!(msg.contains("entry 2"), "{msg}");
@@ -190,7 +196,7 @@ fn raft_storage_reports_an_undecodable_entry_as_corrupt() {
 fn raft_storage_reports_a_log_gap_as_corrupt() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
-        let mut s = RaftStorage::open(dir.path(), 1).expect("open");
+        let mut s = RaftStorage::open_unlocked(dir.path(), 1).expect("open");
         s.append(&[entry(1, 1), entry(2, 1), entry(3, 1)])
             .expect("append");
         s.write(|txn| {
@@ -199,7 +205,7 @@ fn raft_storage_reports_a_log_gap_as_corrupt() {
         })
         .expect("remove entry");
     }
-    let err = RaftStorage::open(dir.path(), 1).expect_err("gap");
+    let err = RaftStorage::open_unlocked(dir.path(), 1).expect_err("gap");
     assert!(err.to_string().contains("not contiguous"), "{err}");
 }
 
@@ -210,9 +216,114 @@ fn the_raft_file_and_its_directory_are_private() {
     let raft = dir.path().join("raft");
     std::fs::create_dir(&raft).expect("mkdir");
     std::fs::set_permissions(&raft, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    drop(RaftStorage::open(&raft, 1).expect("open"));
+    drop(RaftStorage::open_unlocked(&raft, 1).expect("open"));
     let mode =
         |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
     assert_eq!(mode(&raft), 0o700);
     assert_eq!(mode(&raft.join(DATA_FILE)), 0o600);
+    assert_eq!(mode(&raft.join(crate::raft::keys::DEK_FILE)), 0o600);
+    assert_eq!(mode(&raft.join(crate::raft::keys::KEK_FILE)), 0o600);
+}
+
+/// Whether `needle` occurs anywhere in `path`'s bytes.
+fn file_contains(path: &std::path::Path, needle: &[u8]) -> bool {
+    let bytes = std::fs::read(path).expect("read file");
+    bytes.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn entries_and_snapshots_are_sealed_on_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret_entry = b"-----BEGIN PRIVATE KEY----- entry secret";
+    let secret_snapshot = b"SHOAL-1-snapshot-secret";
+    {
+        let mut s = RaftStorage::open_unlocked(dir.path(), 1).expect("open");
+        s.bootstrap(ConfState {
+            voters: vec![1],
+            ..Default::default()
+        })
+        .expect("bootstrap");
+        let mut e = entry(1, 1);
+        e.data = secret_entry.to_vec().into();
+        s.append(&[e, entry(2, 1)]).expect("append");
+        s.set_commit(2).expect("commit");
+        s.create_snapshot(1, s.conf_state().clone(), secret_snapshot.to_vec())
+            .expect("snapshot");
+    }
+    let file = dir.path().join(DATA_FILE);
+    assert!(!file_contains(&file, secret_entry), "entry in plaintext");
+    assert!(
+        !file_contains(&file, secret_snapshot),
+        "snapshot in plaintext"
+    );
+    // What the manager reads back, and what someone holding the whole directory can read.
+    let s = RaftStorage::open_unlocked(dir.path(), 1).expect("reopen");
+    assert_eq!(s.entries[0].data.as_ref(), secret_entry);
+    assert_eq!(s.snapshot_ref().data.as_ref(), secret_snapshot);
+    drop(s);
+    let records = decrypted_records(dir.path(), None).expect("read as the disk's holder");
+    assert_eq!(records.len(), 3);
+    assert!(records
+        .iter()
+        .any(|r| r.windows(secret_entry.len()).any(|w| w == secret_entry)));
+}
+
+#[test]
+fn a_record_moved_to_another_index_or_opened_with_another_key_is_corrupt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Entry 1's sealed value copied over entry 2.
+    two_entries_then(dir.path(), |txn| {
+        let mut table = txn.open_table(ENTRIES)?;
+        let one = table
+            .get(1u64)?
+            .map(|v| v.value().to_vec())
+            .unwrap_or_default();
+        table.insert(2u64, one.as_slice())?;
+        Ok(())
+    });
+    let err = RaftStorage::open_unlocked(dir.path(), 1).expect_err("moved record");
+    assert!(matches!(err, RaftError::Corrupt { .. }), "{err}");
+    assert!(
+        err.to_string().contains("entry 2 cannot be decrypted"),
+        "{err}"
+    );
+
+    let other = tempfile::tempdir().expect("tempdir");
+    {
+        let mut s = RaftStorage::open_unlocked(other.path(), 1).expect("open");
+        s.append(&[entry(1, 1)]).expect("append");
+    }
+    let stranger = DataKey::generate().expect("key");
+    let err = RaftStorage::open(other.path(), 1, stranger).expect_err("another key");
+    assert!(
+        err.to_string().contains("entry 1 cannot be decrypted"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_format_1_file_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let s = RaftStorage::open_unlocked(dir.path(), 1).expect("open");
+        s.write_meta(&[(KEY_FORMAT, &1u32.to_le_bytes())])
+            .expect("old format");
+    }
+    let err = RaftStorage::open_unlocked(dir.path(), 1).expect_err("format 1");
+    assert!(
+        err.to_string()
+            .contains("it uses data format 1, this shoal reads format 2"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_log_without_its_key_file_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(RaftStorage::open_unlocked(dir.path(), 1).expect("open"));
+    std::fs::remove_file(dir.path().join(crate::raft::keys::DEK_FILE)).expect("rm dek");
+    let err = RaftStorage::open_unlocked(dir.path(), 1).expect_err("no dek");
+    assert!(matches!(err, RaftError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("key file"), "{err}");
+    assert!(err.to_string().contains("is missing"), "{err}");
 }
