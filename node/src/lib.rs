@@ -14,6 +14,7 @@ mod identity;
 mod leader_search;
 mod lock;
 mod logs;
+mod manager_link;
 mod metrics_http;
 mod net;
 mod renew;

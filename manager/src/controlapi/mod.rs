@@ -13,10 +13,10 @@ use shoal_proto::validate::{self, PolicyError, SpecError};
 use shoal_proto::{
     control_server, store_action::Action, CreateNetworkRequest, CreateServiceRequest, Empty,
     GetNodeRequest, JoinTokenRequest, JoinTokenResponse, ListNodesResponse, ListServicesResponse,
-    ListTasksRequest, ListTasksResponse, LogMessage, Node, NodeAvailability, NodeRemoval, NodeRole,
-    NodeState, RemoveNodeRequest, Service, ServiceLogsRequest, ServiceRef, ServiceSpec,
-    ServiceSummary, StoreAction, TaskDesiredState, TaskLogsRequest, TaskState, UnlockKeyResponse,
-    UpdateClusterRequest, UpdateNodeRequest, UpdateServiceRequest,
+    ListTasksRequest, ListTasksResponse, LogMessage, Node, RemoveNodeRequest, Service,
+    ServiceLogsRequest, ServiceRef, ServiceSpec, ServiceSummary, StoreAction, TaskDesiredState,
+    TaskLogsRequest, TaskState, UnlockKeyResponse, UpdateClusterRequest, UpdateNodeRequest,
+    UpdateServiceRequest,
 };
 use shoal_proto::{ListNetworksResponse, Network, NetworkRef};
 use tonic::{Request, Response, Status};
@@ -26,11 +26,13 @@ use crate::ids::{new_id, now_ms};
 use crate::leader::LeaderLink;
 use crate::store::{ApplyError, Store, StoreError, StoreState};
 use crate::tokens;
+use nodes::find_node;
 use shoal_proto::control_client::ControlClient;
 
 mod cluster;
 mod endpoints;
 mod networks;
+mod nodes;
 
 pub(crate) use networks::initial_ingress;
 pub use networks::INGRESS_NAME;
@@ -196,18 +198,6 @@ fn find_service(st: &StoreState, key: &str) -> Result<Service, Status> {
     .cloned()
 }
 
-fn find_node(st: &StoreState, key: &str, self_id: &str) -> Result<Node, Status> {
-    let key = if key == "self" { self_id } else { key };
-    lookup(
-        st.nodes.values(),
-        key,
-        |n| &n.id,
-        |n| n.description.as_ref().map_or("", |d| &d.hostname),
-        "node",
-    )
-    .cloned()
-}
-
 /// A query policy needs a Prometheus that answers and accepts the query.
 async fn check_query_policy(
     m: &ActiveManager,
@@ -235,22 +225,6 @@ async fn check_query_policy(
 
 fn act(a: Action) -> StoreAction {
     StoreAction { action: Some(a) }
-}
-
-/// `node rm`'s entry: the node goes, and its certificates stay refused for as long as one
-/// issued just before could live.
-fn removal(m: &ActiveManager, node_id: String) -> NodeRemoval {
-    let lifetime = m
-        .store
-        .view(|st| st.cluster.as_ref().map(crate::membership::cert_expiry))
-        .unwrap_or_default();
-    let now = u64::try_from(now_ms()).unwrap_or(0);
-    NodeRemoval {
-        node_id,
-        removed_at_ms: now,
-        revoked_until_ms: now
-            .saturating_add(u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX)),
-    }
 }
 
 #[tonic::async_trait]
@@ -539,92 +513,9 @@ impl control_server::Control for ControlApi {
     ) -> Result<Response<Node>, Status> {
         let m = self.active()?;
         forward!(m, request, update_node);
-        let req = request.into_inner();
-        let (node, managers) = m.store.view(|st| {
-            let node = find_node(st, &req.node, &m.node_id)?;
-            let managers = st
-                .nodes
-                .values()
-                .filter(|n| n.role == NodeRole::Manager as i32)
-                .count();
-            Ok::<_, Status>((node, managers))
-        })?;
-        let mut updated = node.clone();
-        match req.availability.as_str() {
-            "" => {}
-            "active" => updated.availability = NodeAvailability::Active as i32,
-            "pause" => updated.availability = NodeAvailability::Pause as i32,
-            "drain" => updated.availability = NodeAvailability::Drain as i32,
-            other => {
-                return Err(Status::invalid_argument(format!(
-                    "invalid availability {other:?}: use active, pause or drain"
-                )))
-            }
-        }
-        match req.role.as_str() {
-            "" => {}
-            "manager" => updated.role = NodeRole::Manager as i32,
-            "worker" => {
-                if node.role == NodeRole::Manager as i32 && managers <= 1 {
-                    return Err(Status::failed_precondition(format!(
-                        "attempting to demote the last manager of the swarm (node {}); promote \
-                         another node first",
-                        node.id
-                    )));
-                }
-                if let Some(raft_id) = node
-                    .manager_status
-                    .as_ref()
-                    .map(|ms| ms.raft_id)
-                    .filter(|&id| id != 0 && node.role == NodeRole::Manager as i32)
-                {
-                    let raft = m.leader.raft();
-                    if raft_id == raft.id() {
-                        // The leader cannot remove itself: hand leadership over, then let the
-                        // new leader carry out the demotion.
-                        raft.transfer_leadership(None)
-                            .await
-                            .map_err(|e| Status::unavailable(e.to_string()))?;
-                        let ch = m.leader.forward()?.ok_or_else(|| {
-                            Status::unavailable("leadership did not move; run the command again")
-                        })?;
-                        let mut fwd = req.clone();
-                        fwd.node = node.id.clone();
-                        return ControlClient::new(ch).update_node(fwd).await;
-                    }
-                    // Shrink the Raft configuration first, so quorum never counts a manager
-                    // that is about to stop voting.
-                    raft.remove_voter(raft_id)
-                        .await
-                        .map_err(|e| Status::unavailable(e.to_string()))?;
-                }
-                updated.role = NodeRole::Worker as i32;
-                updated.manager_status = None;
-            }
-            other => {
-                return Err(Status::invalid_argument(format!(
-                    "invalid role {other:?}: use worker or manager"
-                )))
-            }
-        }
-        for key in &req.label_rm {
-            if updated.labels.remove(key).is_none() {
-                return Err(Status::invalid_argument(format!(
-                    "key {key} doesn't exist in node's labels"
-                )));
-            }
-        }
-        updated.labels.extend(req.label_add);
-        let id = updated.id.clone();
-        m.store
-            .propose(vec![act(Action::PutNode(updated))])
-            .await
-            .map_err(store_status)?;
-        let stored = m
-            .store
-            .view(|st| st.nodes.get(&id).cloned())
-            .ok_or_else(|| Status::not_found(format!("node {id} was removed meanwhile")))?;
-        Ok(Response::new(stored))
+        Ok(Response::new(
+            nodes::update(&m, request.into_inner()).await?,
+        ))
     }
 
     async fn remove_node(
@@ -633,26 +524,7 @@ impl control_server::Control for ControlApi {
     ) -> Result<Response<Empty>, Status> {
         let m = self.active()?;
         forward!(m, request, remove_node);
-        let req = request.into_inner();
-        let node = m.store.view(|st| find_node(st, &req.node, &m.node_id))?;
-        if node.role == NodeRole::Manager as i32 {
-            return Err(Status::failed_precondition(format!(
-                "rejected removal of node {}: it is a swarm manager and a member of the Raft \
-                 cluster; demote it first (`shoal node demote {}`)",
-                node.id, node.id
-            )));
-        }
-        if node.state == NodeState::Ready as i32 && !req.force {
-            return Err(Status::failed_precondition(format!(
-                "node {} is not down and can't be removed; drain it, stop its daemon, or use \
-                 --force",
-                node.id
-            )));
-        }
-        m.store
-            .propose(vec![act(Action::RemoveNode(removal(&m, node.id)))])
-            .await
-            .map_err(store_status)?;
+        nodes::remove(&m, request.into_inner()).await?;
         Ok(Response::new(Empty {}))
     }
 
