@@ -468,6 +468,22 @@ impl TestCluster {
         self.hosts.is_empty()
     }
 
+    /// Waits until each of the first `managers` hosts lists every one of `nodes` nodes Ready,
+    /// one Leader and the other managers Reachable; false if that takes over `timeout`.
+    pub fn wait_healthy(&self, managers: usize, nodes: usize, timeout: Duration) -> bool {
+        wait_until(timeout, || {
+            (0..managers).all(|i| {
+                crate::listing::try_nodes(self.host(i)).is_some_and(|listed| {
+                    let status = crate::listing::manager_statuses(&listed);
+                    listed.len() == nodes
+                        && listed.iter().all(|n| n["Status"] == "Ready")
+                        && status.values().filter(|s| *s == "Leader").count() == 1
+                        && status.values().filter(|s| *s == "Reachable").count() == managers - 1
+                })
+            })
+        })
+    }
+
     /// Every host's node ID, by host index; panics if a host is in no swarm.
     pub fn node_ids(&self) -> Vec<String> {
         let ids: Vec<String> = self.hosts.iter().map(|h| h.node_id()).collect();

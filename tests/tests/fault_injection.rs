@@ -28,7 +28,7 @@ use serde_json::Value;
 use shoal_tests::cluster::TestCluster;
 use shoal_tests::daemon::{run_with_deadline, shoal_bin, wait_until, words, ShoalHost};
 use shoal_tests::history::{anomalies, Final, Op, Outcome, Request};
-use shoal_tests::listing::{leader_seen_by, live_tasks, manager_statuses, try_nodes};
+use shoal_tests::listing::{leader_seen_by, live_tasks};
 use shoal_tests::tasknet::{node_state, NodeNetworkState};
 
 const CLIENTS: usize = 3;
@@ -162,18 +162,10 @@ fn read_version(out: &str) -> Option<(String, u64)> {
 
 /// Waits until every node is Ready and the three managers show one leader, two Reachable.
 fn wait_healthy(cluster: &TestCluster) {
-    let healthy = wait_until(HEALTHY, || {
-        (0..3).all(|i| {
-            try_nodes(cluster.host(i)).is_some_and(|nodes| {
-                let status = manager_statuses(&nodes);
-                nodes.len() == 5
-                    && nodes.iter().all(|n| n["Status"] == "Ready")
-                    && status.values().filter(|s| *s == "Leader").count() == 1
-                    && status.values().filter(|s| *s == "Reachable").count() == 2
-            })
-        })
-    });
-    assert!(healthy, "the swarm did not recover within {HEALTHY:?}");
+    assert!(
+        cluster.wait_healthy(3, 5, HEALTHY),
+        "the swarm did not recover within {HEALTHY:?}"
+    );
 }
 
 /// The host index of the leader, and of a follower.

@@ -28,7 +28,7 @@ use anyhow::{bail, Context, Result};
 use shoal_tests::cluster::{ClusterHost, TestCluster};
 use shoal_tests::daemon::wait_until;
 use shoal_tests::listing::{
-    create_zero_replicas, leader_seen_by, manager_statuses, placement, replica_counts, try_nodes,
+    create_zero_replicas, leader_seen_by, placement, replica_counts, try_nodes,
 };
 
 /// How often the CLI is polled while timing: short against the seconds measured, long enough
@@ -148,18 +148,7 @@ fn bench_leader_failover(runs: usize) -> Result<Vec<Duration>> {
 
 /// Waits until every manager lists one leader and the other two Reachable, all Ready.
 fn wait_healthy_managers(cluster: &TestCluster, ids: &[String]) -> Result<()> {
-    let healthy = wait_until(TIMEOUT, || {
-        (0..3).all(|i| {
-            try_nodes(cluster.host(i)).is_some_and(|nodes| {
-                let status = manager_statuses(&nodes);
-                nodes.len() == ids.len()
-                    && nodes.iter().all(|n| n["Status"] == "Ready")
-                    && status.values().filter(|s| *s == "Leader").count() == 1
-                    && status.values().filter(|s| *s == "Reachable").count() == 2
-            })
-        })
-    });
-    if !healthy {
+    if !cluster.wait_healthy(3, ids.len(), TIMEOUT) {
         bail!("the managers did not all become Reachable again within {TIMEOUT:?}");
     }
     Ok(())
