@@ -14,6 +14,7 @@ pub mod mtls;
 pub mod netns;
 pub mod process;
 pub mod prometheus;
+pub mod swarm;
 pub mod table;
 pub mod tasknet;
 pub mod workloads;

@@ -1,16 +1,26 @@
-//! Benchmark: how long Shoal takes to bring a 30-replica service up, against the time the same
-//! containers take to start when one client drives containerd directly.
+//! Benchmark: how long Shoal takes to bring an N-replica service up and to remove it, against
+//! the floor (the same containers started straight through containerd) and against Docker Swarm,
+//! for several N in one run.
 //!
-//! On one private containerd (the test fixture's), in one run:
-//! - (A) `shoal service create -d --replicas N busybox sleep 3600`, then `service ls` polled until
-//!   it shows N/N (checked against containerd);
-//! - (B) the same N containers (same image, args and log driver) started straight through
-//!   `shoal_worker::executor::ContainerdExecutor`, all at once from one client, then removed.
+//! On one private containerd (the test fixture's), one after the other so that only one of
+//! them acts on containerd at a time:
+//! - (A) Shoal: `shoal service create -d --replicas N busybox sleep 3600`, then `service ls`
+//!   polled until it shows N/N (checked against containerd); then `service rm` until containerd
+//!   holds none of its containers;
+//! - (B) the floor: the same N containers (same image, args and log driver) started straight
+//!   through `shoal_worker::executor::ContainerdExecutor`, all at once from one client;
+//! - (C) Docker Swarm: Debian's dockerd on the same containerd (see `shoal_tests::swarm`), the
+//!   same image loaded with `docker load`, `docker service create -d --replicas N` polled with
+//!   `docker service ls` until N/N (checked against containerd's `moby` namespace); then
+//!   `docker service rm` until containerd holds none of its containers.
 //!
-//! Both run after a warm-up container, so neither pays for unpacking the image. Prints both
-//! times, the ratio A/B, and the daemon's memory. Not a test: it asserts nothing about speed.
+//! Each side runs after a warm-up container, so none pays for unpacking the image. Both
+//! orchestrators are polled every 50 ms by their own CLI. Prints the times, the ratios
+//! Shoal/floor and Swarm/Shoal, and the daemon's memory. Not a test: it asserts nothing about
+//! speed.
 //!
-//! Usage: `bench-service-create [--replicas N]` (run by `bench/service_create.sh`).
+//! Usage: `bench-service-create [--replicas 1,10,30,100] [--quick]` (`--quick`: N = 1 and 3);
+//! run by `bench/service_create.sh`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -19,132 +29,230 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::Signal;
 use shoal_proto::{ContainerSpec, Task};
-use shoal_tests::daemon::{shoal_bin, wait_until, wait_until_every, ShoalHost, NAMESPACE};
+use shoal_tests::daemon::{shoal_bin, wait_until_every, ShoalHost, NAMESPACE};
+use shoal_tests::swarm::{
+    container_count, running_task_count, wait_namespace_empty, DockerSwarm, DOCKER_IMAGE,
+    DOCKER_NAMESPACE,
+};
 use shoal_worker::containerd::Containerd;
 use shoal_worker::executor::ContainerdExecutor;
 
 const IMAGE: &str = "docker.io/library/busybox:latest";
-/// How often `service ls` is polled while timing (A): short against the seconds measured, long
-/// enough that the polling CLI does not compete with the daemon for the two cores.
+/// How often the orchestrators are polled while timing: short against the seconds measured,
+/// long enough that the polling CLI does not compete with the daemon for the two cores.
 const POLL: Duration = Duration::from_millis(50);
 const TIMEOUT: Duration = Duration::from_secs(300);
+const USAGE: &str = "usage: bench-service-create [--replicas N[,N…]] [--quick]";
+
+/// What one orchestrator took for one N.
+struct Timing {
+    create: Duration,
+    remove: Duration,
+}
 
 fn main() -> Result<()> {
-    let replicas = parse_args()?;
-    let replicas_arg = replicas.to_string();
+    let counts = parse_args()?;
     let mut host = ShoalHost::start_swarm();
+    let socket = host.containerd_socket();
 
-    // Warm-up: the first container unpacks the image into a snapshot; neither side should pay.
-    host.shoal_ok(&[
-        "service", "create", "-d", "--name", "warmup", "busybox", "sleep", "3600",
-    ]);
-    wait_or_bail(&host, "the warm-up task to run", || {
-        host.running_containers_of("warmup").len() == 1
-    })?;
-    host.shoal_ok(&["service", "rm", "warmup"]);
-    wait_or_bail(&host, "the warm-up container to go", || {
-        host.containers().is_empty()
-    })?;
+    // (A) Shoal, every N.
+    shoal_service(&host, "warmup", 1)?;
+    let mut shoal = Vec::new();
+    let mut memory = Vec::new();
+    for &n in &counts {
+        shoal.push(shoal_service(&host, "bench", n)?);
+        let pid = host.daemon_pid().context("the daemon runs")?;
+        memory.push(memory_kib(pid)?);
+    }
+    // Nothing else may act on containerd while (B) and (C) run.
+    host.stop_daemon();
 
-    // (A) through Shoal.
-    let expected = format!("{replicas}/{replicas}");
+    // (B) the floor, every N.
+    let direct_dir = host.dir().join("bench-direct");
+    let runtime = tokio::runtime::Runtime::new().context("start a tokio runtime")?;
+    let mut floor = Vec::new();
+    for &n in &counts {
+        floor.push(runtime.block_on(start_directly(&socket, &direct_dir, n))?);
+    }
+
+    // (C) Docker Swarm, every N. Declared after `host`, so it is dropped (and cleaned up)
+    // before the containerd it uses.
+    let mut swarm = DockerSwarm::start(&socket)?;
+    swarm.load_busybox()?;
+    swarm_service(&swarm, &socket, "warmup", 1)?;
+    let mut docker = Vec::new();
+    for &n in &counts {
+        docker.push(swarm_service(&swarm, &socket, "bench", n)?);
+    }
+    swarm.shutdown()?;
+
+    print_table(&counts, &shoal, &floor, &docker, &memory);
+    Ok(())
+}
+
+fn parse_args() -> Result<Vec<usize>> {
+    let mut counts = vec![1, 10, 30, 100];
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--replicas" => {
+                let value = args.next().context(USAGE)?;
+                counts = value
+                    .split(',')
+                    .map(|n| n.trim().parse())
+                    .collect::<Result<_, _>>()
+                    .with_context(|| format!("--replicas {value}: not a list of numbers"))?;
+            }
+            "--quick" => counts = vec![1, 3],
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other}\n{USAGE}"),
+        }
+    }
+    if counts.is_empty() || counts.contains(&0) {
+        bail!("--replicas: every count must be at least 1");
+    }
+    Ok(counts)
+}
+
+/// Times `shoal service create` until `n`/`n` run, then `service rm` until containerd holds
+/// none of the service's containers.
+fn shoal_service(host: &ShoalHost, name: &str, n: usize) -> Result<Timing> {
+    let socket = host.containerd_socket();
+    let n_arg = n.to_string();
+    let expected = format!("{n}/{n}");
     let started = Instant::now();
     host.shoal_ok(&[
         "service",
         "create",
         "-d",
         "--name",
-        "bench",
+        name,
         "--replicas",
-        &replicas_arg,
+        &n_arg,
         "busybox",
         "sleep",
         "3600",
     ]);
     let converged = wait_until_every(POLL, TIMEOUT, || {
-        host.replicas("bench").as_deref() == Some(&expected)
+        host.replicas(name).as_deref() == Some(&expected)
     });
-    let shoal_time = started.elapsed();
+    let create = started.elapsed();
     if !converged {
-        bail!("the service did not reach {expected} within {TIMEOUT:?}");
-    }
-    let running = host.running_containers_of("bench").len();
-    if running != replicas {
-        bail!("`service ls` says {expected} but containerd runs {running} containers");
-    }
-    let pid = host.daemon_pid().context("the daemon runs")?;
-    let (rss_kib, peak_kib) = memory_kib(pid)?;
-
-    host.shoal_ok(&["service", "rm", "bench"]);
-    wait_or_bail(&host, "the service's containers to go", || {
-        host.containers().is_empty()
-    })?;
-    // Nothing else may act on the namespace while (B) runs.
-    host.stop_daemon();
-
-    // (B) straight through containerd.
-    let direct_dir = host.dir().join("bench-direct");
-    let runtime = tokio::runtime::Runtime::new().context("start a tokio runtime")?;
-    let direct_time = runtime.block_on(start_directly(
-        &host.containerd_socket(),
-        &direct_dir,
-        replicas,
-    ))?;
-
-    let ratio = shoal_time.as_secs_f64() / direct_time.as_secs_f64();
-    let rows = [
-        (
-            format!("(A) shoal service create until {expected} running"),
-            format!("{:.3} s", shoal_time.as_secs_f64()),
-        ),
-        (
-            format!("(B) {replicas} containers started directly"),
-            format!("{:.3} s", direct_time.as_secs_f64()),
-        ),
-        ("ratio A/B".to_string(), format!("{ratio:.2}")),
-        (
-            format!("daemon RSS with {replicas} tasks"),
-            format!(
-                "{:.1} MiB (peak {:.1} MiB)",
-                rss_kib as f64 / 1024.0,
-                peak_kib as f64 / 1024.0
-            ),
-        ),
-    ];
-    for (label, value) in rows {
-        println!("{label:<44} {value}");
-    }
-    Ok(())
-}
-
-fn parse_args() -> Result<usize> {
-    let mut replicas = 30;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--replicas" => {
-                let value = args.next().context("--replicas needs a number")?;
-                replicas = value
-                    .parse()
-                    .with_context(|| format!("--replicas {value}: not a number"))?;
-            }
-            other => bail!("unknown argument {other}; usage: bench-service-create [--replicas N]"),
-        }
-    }
-    if replicas == 0 {
-        bail!("--replicas must be at least 1");
-    }
-    Ok(replicas)
-}
-
-fn wait_or_bail(host: &ShoalHost, what: &str, cond: impl FnMut() -> bool) -> Result<()> {
-    if wait_until(Duration::from_secs(120), cond) {
-        Ok(())
-    } else {
         bail!(
-            "timed out waiting for {what}; daemon log:\n{}",
+            "shoal: {name} did not reach {expected} within {TIMEOUT:?}; daemon log:\n{}",
             shoal_tests::daemon::tail(&host.daemon_log(), 40)
-        )
+        );
+    }
+    let running = running_task_count(&socket, NAMESPACE)?;
+    if running != n {
+        bail!("shoal: `service ls` says {expected} but containerd runs {running} tasks");
+    }
+
+    let started = Instant::now();
+    host.shoal_ok(&["service", "rm", name]);
+    let remove = wait_gone(&socket, NAMESPACE, started)?;
+    Ok(Timing { create, remove })
+}
+
+/// The same for Docker Swarm.
+fn swarm_service(swarm: &DockerSwarm, socket: &Path, name: &str, n: usize) -> Result<Timing> {
+    let n_arg = n.to_string();
+    let expected = format!("{n}/{n}");
+    let started = Instant::now();
+    swarm.docker_ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        name,
+        "--replicas",
+        &n_arg,
+        DOCKER_IMAGE,
+        "sleep",
+        "3600",
+    ])?;
+    let mut polled = Ok(None);
+    let converged = wait_until_every(POLL, TIMEOUT, || {
+        polled = swarm.replicas(name);
+        matches!(&polled, Ok(Some(r)) if *r == expected)
+    });
+    let create = started.elapsed();
+    polled?;
+    if !converged {
+        bail!(
+            "swarm: {name} did not reach {expected} within {TIMEOUT:?}; dockerd log:\n{}",
+            swarm.log_tail(40)
+        );
+    }
+    let running = running_task_count(socket, DOCKER_NAMESPACE)?;
+    if running != n {
+        bail!("swarm: `service ls` says {expected} but containerd runs {running} tasks");
+    }
+
+    let started = Instant::now();
+    swarm.docker_ok(&["service", "rm", name])?;
+    let remove = wait_gone(socket, DOCKER_NAMESPACE, started)?;
+    Ok(Timing { create, remove })
+}
+
+/// Polls containerd every [`POLL`] until `namespace` holds no container; the time since
+/// `started`.
+fn wait_gone(socket: &Path, namespace: &str, started: Instant) -> Result<Duration> {
+    let gone = wait_until_every(POLL, TIMEOUT, || {
+        container_count(socket, namespace).is_ok_and(|c| c == 0)
+    });
+    let elapsed = started.elapsed();
+    if !gone {
+        // Once more, for the error message.
+        wait_namespace_empty(socket, namespace, Duration::ZERO)?;
+    }
+    Ok(elapsed)
+}
+
+fn print_table(
+    counts: &[usize],
+    shoal: &[Timing],
+    floor: &[Duration],
+    swarm: &[Timing],
+    memory: &[(u64, u64)],
+) {
+    let s = |d: Duration| format!("{:.3}", d.as_secs_f64());
+    let ratio = |a: Duration, b: Duration| format!("{:.2}", a.as_secs_f64() / b.as_secs_f64());
+    println!("seconds from `service create` until N/N running, and from `service rm` until");
+    println!("containerd holds none of the service's containers (stop grace period 10 s, both)");
+    println!(
+        "{:>5} {:>8} {:>8} {:>8} {:>11} {:>11} {:>8} {:>8} {:>11} {:>10}",
+        "N",
+        "shoal",
+        "floor",
+        "swarm",
+        "shoal/floor",
+        "swarm/shoal",
+        "shoal rm",
+        "swarm rm",
+        "swarm/shoal",
+        "shoal RSS"
+    );
+    for (i, n) in counts.iter().enumerate() {
+        let (a, b, c) = (&shoal[i], floor[i], &swarm[i]);
+        println!(
+            "{n:>5} {:>8} {:>8} {:>8} {:>11} {:>11} {:>8} {:>8} {:>11} {:>6.1} MiB",
+            s(a.create),
+            s(b),
+            s(c.create),
+            ratio(a.create, b),
+            ratio(c.create, a.create),
+            s(a.remove),
+            s(c.remove),
+            ratio(c.remove, a.remove),
+            memory[i].0 as f64 / 1024.0,
+        );
+    }
+    if let Some((_, peak)) = memory.last() {
+        println!("shoal daemon peak RSS: {:.1} MiB", *peak as f64 / 1024.0);
     }
 }
 
