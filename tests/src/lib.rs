@@ -12,6 +12,7 @@ pub mod image;
 pub mod listing;
 pub mod mtls;
 pub mod netns;
+pub mod phases;
 pub mod process;
 pub mod prometheus;
 pub mod swarm;

@@ -34,6 +34,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// The Debian package's client, which matches its daemon's API version (another `docker` may
 /// be first on PATH).
 const DOCKER_CLI: &str = "/usr/bin/docker";
+const DOCKERD: &str = "/usr/sbin/dockerd";
 
 /// A private dockerd in swarm mode; see the module documentation.
 pub struct DockerSwarm {
@@ -46,9 +47,7 @@ impl DockerSwarm {
     /// Starts dockerd against the containerd at `containerd_socket`, waits until it answers,
     /// and makes it a single-node swarm manager.
     pub fn start(containerd_socket: &Path) -> Result<Self> {
-        if !Path::new("/usr/sbin/dockerd").exists() || !Path::new(DOCKER_CLI).exists() {
-            bail!("dockerd or {DOCKER_CLI} missing: apt-get install -y docker.io");
-        }
+        Self::check_installed()?;
         if Path::new("/sys/class/net").join(GWBRIDGE).exists() {
             bail!("{GWBRIDGE} exists already: another dockerd runs in swarm mode here");
         }
@@ -79,6 +78,15 @@ impl DockerSwarm {
         Ok(swarm)
     }
 
+    /// Fails unless Debian's dockerd and its client are installed. The benchmark does not
+    /// install them: on a host with systemd the package starts the host's own dockerd.
+    pub fn check_installed() -> Result<()> {
+        if !Path::new(DOCKERD).exists() || !Path::new(DOCKER_CLI).exists() {
+            bail!("{DOCKERD} or {DOCKER_CLI} missing: apt-get install -y docker.io");
+        }
+        Ok(())
+    }
+
     fn socket(&self) -> PathBuf {
         self.dir.join("docker.sock")
     }
@@ -101,7 +109,7 @@ impl DockerSwarm {
         fs::write(d.join("daemon.json"), "{}").context("writing dockerd's config")?;
         fs::create_dir_all(d.join("cli")).context("creating the CLI's config directory")?;
         let log = fs::File::create(self.log_path()).context("creating dockerd's log")?;
-        let mut cmd = Command::new("/usr/sbin/dockerd");
+        let mut cmd = Command::new(DOCKERD);
         cmd.arg("--containerd")
             .arg(containerd_socket)
             .arg("--config-file")

@@ -30,18 +30,22 @@ use anyhow::{bail, Context, Result};
 use nix::sys::signal::Signal;
 use shoal_proto::{ContainerSpec, Task};
 use shoal_tests::daemon::{shoal_bin, wait_until_every, ShoalHost, NAMESPACE};
+use shoal_tests::phases::{self, TaskTimes, PHASES};
 use shoal_tests::swarm::{
     container_count, running_task_count, wait_namespace_empty, DockerSwarm, DOCKER_IMAGE,
     DOCKER_NAMESPACE,
 };
 use shoal_worker::containerd::Containerd;
 use shoal_worker::executor::ContainerdExecutor;
+use tokio::runtime::Runtime;
 
 const IMAGE: &str = "docker.io/library/busybox:latest";
 /// How often the orchestrators are polled while timing: short against the seconds measured,
 /// long enough that the polling CLI does not compete with the daemon for the two cores.
 const POLL: Duration = Duration::from_millis(50);
 const TIMEOUT: Duration = Duration::from_secs(300);
+/// How often the phase breakdown's run samples the tasks (in-process gRPC, cheap).
+const PHASE_POLL: Duration = Duration::from_millis(10);
 const USAGE: &str = "usage: bench-service-create [--replicas N[,N…]] [--quick]";
 
 /// What one orchestrator took for one N.
@@ -52,10 +56,14 @@ struct Timing {
 
 fn main() -> Result<()> {
     let counts = parse_args()?;
+    DockerSwarm::check_installed()?;
     let mut host = ShoalHost::start_swarm();
     let socket = host.containerd_socket();
 
-    // (A) Shoal, every N.
+    let runtime = tokio::runtime::Runtime::new().context("start a tokio runtime")?;
+
+    // (A) Shoal, every N; then, for each N again, the per-phase breakdown in a run of its own
+    // because sampling the API that often would slow the timed run down.
     shoal_service(&host, "warmup", 1)?;
     let mut shoal = Vec::new();
     let mut memory = Vec::new();
@@ -64,12 +72,15 @@ fn main() -> Result<()> {
         let pid = host.daemon_pid().context("the daemon runs")?;
         memory.push(memory_kib(pid)?);
     }
+    let mut phases = Vec::new();
+    for &n in &counts {
+        phases.push(shoal_phases(&host, &runtime, n)?);
+    }
     // Nothing else may act on containerd while (B) and (C) run.
     host.stop_daemon();
 
     // (B) the floor, every N.
     let direct_dir = host.dir().join("bench-direct");
-    let runtime = tokio::runtime::Runtime::new().context("start a tokio runtime")?;
     let mut floor = Vec::new();
     for &n in &counts {
         floor.push(runtime.block_on(start_directly(&socket, &direct_dir, n))?);
@@ -87,6 +98,7 @@ fn main() -> Result<()> {
     swarm.shutdown()?;
 
     print_table(&counts, &shoal, &floor, &docker, &memory);
+    print_phases(&counts, &phases);
     Ok(())
 }
 
@@ -155,6 +167,39 @@ fn shoal_service(host: &ShoalHost, name: &str, n: usize) -> Result<Timing> {
     host.shoal_ok(&["service", "rm", name]);
     let remove = wait_gone(&socket, NAMESPACE, started)?;
     Ok(Timing { create, remove })
+}
+
+/// Starts an `n`-replica service while sampling its tasks' statuses (see
+/// `shoal_tests::phases`), then removes it.
+fn shoal_phases(host: &ShoalHost, runtime: &Runtime, n: usize) -> Result<Vec<TaskTimes>> {
+    let name = "phases";
+    // Sampling starts before the service exists, so that the first states are seen too.
+    let sampler = runtime.spawn(phases::sample(
+        host.api_socket(),
+        name.to_string(),
+        n,
+        PHASE_POLL,
+        TIMEOUT,
+    ));
+    let n_arg = n.to_string();
+    host.shoal_ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        name,
+        "--replicas",
+        &n_arg,
+        "busybox",
+        "sleep",
+        "3600",
+    ]);
+    let tasks = runtime
+        .block_on(sampler)
+        .context("the sampler panicked")??;
+    host.shoal_ok(&["service", "rm", name]);
+    wait_gone(&host.containerd_socket(), NAMESPACE, Instant::now())?;
+    Ok(tasks)
 }
 
 /// The same for Docker Swarm.
@@ -253,6 +298,29 @@ fn print_table(
     }
     if let Some((_, peak)) = memory.last() {
         println!("shoal daemon peak RSS: {:.1} MiB", *peak as f64 / 1024.0);
+    }
+}
+
+/// Per phase, the median over tasks for each N, in ms, with how many tasks it was taken over.
+fn print_phases(counts: &[usize], phases: &[Vec<TaskTimes>]) {
+    println!();
+    println!("shoal: where a task's start time goes, median ms over tasks (tasks measured),");
+    println!("from status timestamps sampled every {PHASE_POLL:?} in a separate run per N");
+    print!("{:<48}", "phase");
+    for n in counts {
+        print!(" {:>13}", format!("N={n}"));
+    }
+    println!();
+    for (label, phase) in PHASES {
+        print!("{label:<48}");
+        for tasks in phases {
+            let cell = match phases::median_ms(tasks, phase) {
+                (Some(ms), k) => format!("{ms} ({k})"),
+                (None, _) => "-".to_string(),
+            };
+            print!(" {cell:>13}");
+        }
+        println!();
     }
 }
 
