@@ -105,8 +105,10 @@ impl DockerSwarm {
 
     fn spawn(&mut self, containerd_socket: &Path) -> Result<()> {
         let d = &self.dir;
-        // An empty config file, so /etc/docker/daemon.json (if any) does not apply.
-        fs::write(d.join("daemon.json"), "{}").context("writing dockerd's config")?;
+        // A config file of its own, so /etc/docker/daemon.json (if any) does not apply; the
+        // trust key's path (default /etc/docker/key.json) is settable only there.
+        let config = serde_json::json!({ "deprecated-key-path": d.join("key.json") });
+        fs::write(d.join("daemon.json"), config.to_string()).context("writing dockerd's config")?;
         fs::create_dir_all(d.join("cli")).context("creating the CLI's config directory")?;
         let log = fs::File::create(self.log_path()).context("creating dockerd's log")?;
         let mut cmd = Command::new(DOCKERD);
@@ -120,9 +122,6 @@ impl DockerSwarm {
             .arg(d.join("exec"))
             .arg("--pidfile")
             .arg(d.join("docker.pid"))
-            // Its default is /etc/docker/key.json.
-            .arg("--deprecated-key-path")
-            .arg(d.join("key.json"))
             .arg("-H")
             .arg(format!("unix://{}", self.socket().display()))
             .args([
