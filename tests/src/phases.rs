@@ -1,77 +1,97 @@
-//! Where a Shoal task's start time goes: the status timestamps of a service's tasks, sampled
-//! through the Control API while the service starts, turned into per-phase medians.
+//! Where a Shoal task's start time goes: a service's tasks sampled through the Control API
+//! while the service starts, turned into per-phase medians.
 //!
-//! The store keeps only a task's latest status, stamped when that state was entered (by the
-//! manager for ASSIGNED, by the worker from ACCEPTED on), and the task's `meta` (created at,
-//! updated at = when the store last committed a change to it). Sampling often therefore gives
-//! the exact entry time of every state the sampler saw a task in; a state a task passed
-//! through between two samples (or within one store commit) is missed, and the phases that
-//! border it are left out for that task. The medians say over how many tasks they were taken.
+//! The store keeps only a task's latest status. The worker stamps each state it reports
+//! (ACCEPTED on), so a sample that catches a task in such a state gives that state's exact
+//! start; the sampler also notes when it first saw each state (the only time there is for
+//! ASSIGNED, and for when RUNNING became visible). A state passed through between two samples
+//! (or within one store commit) is missed, and the phases that border it are left out for that
+//! task: the medians say over how many tasks they were taken.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use shoal_proto::control_client::ControlClient;
 use shoal_proto::{ListTasksRequest, TaskState};
 
-/// What was seen of one task: entry time (ms since the epoch) of each state seen, its
-/// creation, and when the store committed its RUNNING status.
+/// What was seen of one task: its creation, the stamp of each state seen, and when the
+/// sampler first saw it in each state (all ms since the epoch, one machine's clock).
 #[derive(Default, Debug)]
 pub struct TaskTimes {
     pub created_ms: i64,
-    pub entered_ms: BTreeMap<i32, i64>,
-    pub running_committed_ms: Option<i64>,
+    pub stamped_ms: BTreeMap<i32, i64>,
+    pub seen_ms: BTreeMap<i32, i64>,
 }
 
-/// The phases printed, each from one state's entry to another's (or to the commit of RUNNING).
-pub const PHASES: [(&str, Phase); 6] = [
+/// A point in a task's start: a state's stamp, or when the sampler first saw a state.
+#[derive(Clone, Copy)]
+pub enum Mark {
+    Created,
+    /// The first of these states' stamps that was seen.
+    Stamped(&'static [TaskState]),
+    Seen(TaskState),
+}
+
+/// The worker stamps ACCEPTED and PREPARING back to back, so often only one is seen.
+const WORKER_TOOK: &[TaskState] = &[TaskState::Accepted, TaskState::Preparing];
+
+/// The phases printed, each from one mark to the next. ASSIGNED is marked when first seen:
+/// the store keeps the creation's stamp on it (as of this writing), so its stamp says nothing.
+pub const PHASES: [(&str, Mark, Mark); 6] = [
     (
-        "schedule (created → assigned)",
-        Phase::States(None, TaskState::Assigned),
+        "schedule (created → assigned seen)",
+        Mark::Created,
+        Mark::Seen(TaskState::Assigned),
     ),
     (
-        "assign (assigned → accepted by the worker)",
-        Phase::States(Some(TaskState::Assigned), TaskState::Accepted),
+        "assign (assigned seen → worker accepts)",
+        Mark::Seen(TaskState::Assigned),
+        Mark::Stamped(WORKER_TOOK),
     ),
     (
-        "prepare (preparing → starting: image, network)",
-        Phase::States(Some(TaskState::Preparing), TaskState::Starting),
+        "prepare (accepted → starting: image, network)",
+        Mark::Stamped(WORKER_TOOK),
+        Mark::Stamped(&[TaskState::Starting]),
     ),
     (
         "create+start (starting → running)",
-        Phase::States(Some(TaskState::Starting), TaskState::Running),
+        Mark::Stamped(&[TaskState::Starting]),
+        Mark::Stamped(&[TaskState::Running]),
     ),
-    ("report (running → stored)", Phase::Report),
-    ("total (created → running stored)", Phase::Total),
+    (
+        "report (running → running seen)",
+        Mark::Stamped(&[TaskState::Running]),
+        Mark::Seen(TaskState::Running),
+    ),
+    (
+        "total (created → running seen)",
+        Mark::Created,
+        Mark::Seen(TaskState::Running),
+    ),
 ];
 
-#[derive(Clone, Copy)]
-pub enum Phase {
-    /// From the entry of the first state (None: the task's creation) to the second's.
-    States(Option<TaskState>, TaskState),
-    /// From the worker's RUNNING stamp to the store's commit of it.
-    Report,
-    /// From creation to the store's commit of RUNNING.
-    Total,
-}
-
 impl TaskTimes {
-    fn phase_ms(&self, phase: Phase) -> Option<i64> {
-        let at = |s: TaskState| self.entered_ms.get(&(s as i32)).copied();
-        match phase {
-            Phase::States(from, to) => {
-                let from = match from {
-                    Some(s) => at(s)?,
-                    None => self.created_ms,
-                };
-                Some(at(to)? - from)
-            }
-            Phase::Report => Some(self.running_committed_ms? - at(TaskState::Running)?),
-            Phase::Total => Some(self.running_committed_ms? - self.created_ms),
+    fn at(&self, mark: Mark) -> Option<i64> {
+        match mark {
+            Mark::Created => Some(self.created_ms),
+            Mark::Stamped(states) => states
+                .iter()
+                .find_map(|s| self.stamped_ms.get(&(*s as i32)).copied()),
+            Mark::Seen(s) => self.seen_ms.get(&(s as i32)).copied(),
         }
     }
+
+    fn phase_ms(&self, from: Mark, to: Mark) -> Option<i64> {
+        Some(self.at(to)? - self.at(from)?)
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Samples the tasks of `service` through the API socket every `period` until `n` of them are
@@ -98,22 +118,19 @@ pub async fn sample(
             .await;
         // Before the service exists the daemon answers "not found": keep polling.
         if let Ok(resp) = resp {
+            let now = now_ms();
             for task in resp.into_inner().tasks {
                 let times = seen.entry(task.id.clone()).or_default();
-                let meta = task.meta.unwrap_or_default();
-                times.created_ms = meta.created_at_ms;
+                times.created_ms = task.meta.map_or(0, |m| m.created_at_ms);
                 if let Some(st) = task.status {
-                    times.entered_ms.entry(st.state).or_insert(st.timestamp_ms);
-                    if st.state == TaskState::Running as i32 && times.running_committed_ms.is_none()
-                    {
-                        times.running_committed_ms = Some(meta.updated_at_ms);
-                    }
+                    times.stamped_ms.entry(st.state).or_insert(st.timestamp_ms);
+                    times.seen_ms.entry(st.state).or_insert(now);
                 }
             }
         }
         let running = seen
             .values()
-            .filter(|t| t.running_committed_ms.is_some())
+            .filter(|t| t.seen_ms.contains_key(&(TaskState::Running as i32)))
             .count();
         if running >= n {
             return Ok(seen.into_values().collect());
@@ -125,9 +142,10 @@ pub async fn sample(
     }
 }
 
-/// The median of `phase` over the tasks it could be measured for, and how many those were.
-pub fn median_ms(tasks: &[TaskTimes], phase: Phase) -> (Option<i64>, usize) {
-    let mut values: Vec<i64> = tasks.iter().filter_map(|t| t.phase_ms(phase)).collect();
+/// The median of the phase from `from` to `to` over the tasks it could be measured for, and
+/// how many those were.
+pub fn median_ms(tasks: &[TaskTimes], from: Mark, to: Mark) -> (Option<i64>, usize) {
+    let mut values: Vec<i64> = tasks.iter().filter_map(|t| t.phase_ms(from, to)).collect();
     values.sort_unstable();
     (values.get(values.len() / 2).copied(), values.len())
 }

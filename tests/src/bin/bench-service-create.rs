@@ -311,10 +311,10 @@ fn print_phases(counts: &[usize], phases: &[Vec<TaskTimes>]) {
         print!(" {:>13}", format!("N={n}"));
     }
     println!();
-    for (label, phase) in PHASES {
+    for (label, from, to) in PHASES {
         print!("{label:<48}");
         for tasks in phases {
-            let cell = match phases::median_ms(tasks, phase) {
+            let cell = match phases::median_ms(tasks, from, to) {
                 (Some(ms), k) => format!("{ms} ({k})"),
                 (None, _) => "-".to_string(),
             };
