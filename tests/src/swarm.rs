@@ -133,6 +133,9 @@ impl DockerSwarm {
                 "--default-address-pool",
                 "base=198.19.240.0/20,size=24",
             ])
+            // Use the loaded image rather than try a registry first for every task, as Shoal
+            // does (there is no registry to reach here).
+            .env("DOCKER_SERVICE_PREFER_OFFLINE_IMAGE", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("dup dockerd's log")?)
             .stderr(log);

@@ -15,7 +15,11 @@
 //!   `docker service rm` until containerd holds none of its containers.
 //!
 //! Each side runs after a warm-up container, so none pays for unpacking the image. Both
-//! orchestrators are polled every 50 ms by their own CLI. Prints the times, the ratios
+//! orchestrators are polled every 50 ms by their own CLI, and get 3 s after each removal to
+//! finish cleaning up. Swarm uses the loaded image as it is (`--no-resolve-image`,
+//! `DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1`): no registry lookups, as for Shoal. After each
+//! timed Shoal run, a second run of the same N samples the tasks' statuses every 10 ms through
+//! the API (`shoal_tests::phases`) for a per-phase breakdown, also printed. Prints the times, the ratios
 //! Shoal/floor and Swarm/Shoal, and the daemon's memory. Not a test: it asserts nothing about
 //! speed.
 //!
@@ -44,6 +48,8 @@ const IMAGE: &str = "docker.io/library/busybox:latest";
 /// long enough that the polling CLI does not compete with the daemon for the two cores.
 const POLL: Duration = Duration::from_millis(50);
 const TIMEOUT: Duration = Duration::from_secs(300);
+/// How long to wait after a removal before the next measurement.
+const SETTLE: Duration = Duration::from_secs(3);
 /// How often the phase breakdown's run samples the tasks (in-process gRPC, cheap).
 const PHASE_POLL: Duration = Duration::from_millis(10);
 const USAGE: &str = "usage: bench-service-create [--replicas N[,N…]] [--quick]";
@@ -62,18 +68,16 @@ fn main() -> Result<()> {
 
     let runtime = tokio::runtime::Runtime::new().context("start a tokio runtime")?;
 
-    // (A) Shoal, every N; then, for each N again, the per-phase breakdown in a run of its own
-    // because sampling the API that often would slow the timed run down.
+    // (A) Shoal, every N; after each, the per-phase breakdown in a run of its own, because
+    // sampling the API that often would slow the timed run down.
     shoal_service(&host, "warmup", 1)?;
     let mut shoal = Vec::new();
     let mut memory = Vec::new();
+    let mut phases = Vec::new();
     for &n in &counts {
         shoal.push(shoal_service(&host, "bench", n)?);
         let pid = host.daemon_pid().context("the daemon runs")?;
         memory.push(memory_kib(pid)?);
-    }
-    let mut phases = Vec::new();
-    for &n in &counts {
         phases.push(shoal_phases(&host, &runtime, n)?);
     }
     // Nothing else may act on containerd while (B) and (C) run.
@@ -215,6 +219,8 @@ fn swarm_service(swarm: &DockerSwarm, socket: &Path, name: &str, n: usize) -> Re
         name,
         "--replicas",
         &n_arg,
+        // No registry lookup for the image's digest: Shoal does none either.
+        "--no-resolve-image",
         DOCKER_IMAGE,
         "sleep",
         "3600",
@@ -244,7 +250,7 @@ fn swarm_service(swarm: &DockerSwarm, socket: &Path, name: &str, n: usize) -> Re
 }
 
 /// Polls containerd every [`POLL`] until `namespace` holds no container; the time since
-/// `started`.
+/// `started`. Then waits [`SETTLE`].
 fn wait_gone(socket: &Path, namespace: &str, started: Instant) -> Result<Duration> {
     let gone = wait_until_every(POLL, TIMEOUT, || {
         container_count(socket, namespace).is_ok_and(|c| c == 0)
@@ -254,6 +260,9 @@ fn wait_gone(socket: &Path, namespace: &str, started: Instant) -> Result<Duratio
         // Once more, for the error message.
         wait_namespace_empty(socket, namespace, Duration::ZERO)?;
     }
+    // The orchestrator still cleans up after containerd is done (networks, logs, its store):
+    // the next measurement should not pay for this one.
+    std::thread::sleep(SETTLE);
     Ok(elapsed)
 }
 
