@@ -315,13 +315,13 @@ fn print_phases(counts: &[usize], phases: &[Vec<TaskTimes>]) {
     println!();
     println!("shoal: where a task's start time goes, median ms over tasks (tasks measured),");
     println!("from status timestamps sampled every {PHASE_POLL:?} in a separate run per N");
-    print!("{:<48}", "phase");
+    print!("{:<50}", "phase");
     for n in counts {
         print!(" {:>13}", format!("N={n}"));
     }
     println!();
     for (label, from, to) in PHASES {
-        print!("{label:<48}");
+        print!("{label:<50}");
         for tasks in phases {
             let cell = match phases::median_ms(tasks, from, to) {
                 (Some(ms), k) => format!("{ms} ({k})"),
