@@ -133,6 +133,14 @@ fn parse_args() -> Result<Vec<usize>> {
     Ok(counts)
 }
 
+/// `service create -d --name NAME --replicas N [EXTRA…] IMAGE sleep 3600`, for either CLI.
+fn create_args<'a>(name: &'a str, n: &'a str, extra: &[&'a str], image: &'a str) -> Vec<&'a str> {
+    let mut args = vec!["service", "create", "-d", "--name", name, "--replicas", n];
+    args.extend_from_slice(extra);
+    args.extend([image, "sleep", "3600"]);
+    args
+}
+
 /// Times `shoal service create` until `n`/`n` run, then `service rm` until containerd holds
 /// none of the service's containers.
 fn shoal_service(host: &ShoalHost, name: &str, n: usize) -> Result<Timing> {
@@ -140,18 +148,7 @@ fn shoal_service(host: &ShoalHost, name: &str, n: usize) -> Result<Timing> {
     let n_arg = n.to_string();
     let expected = format!("{n}/{n}");
     let started = Instant::now();
-    host.shoal_ok(&[
-        "service",
-        "create",
-        "-d",
-        "--name",
-        name,
-        "--replicas",
-        &n_arg,
-        "busybox",
-        "sleep",
-        "3600",
-    ]);
+    host.shoal_ok(&create_args(name, &n_arg, &[], "busybox"));
     let converged = wait_until_every(POLL, TIMEOUT, || {
         host.replicas(name).as_deref() == Some(&expected)
     });
@@ -186,18 +183,7 @@ fn shoal_phases(host: &ShoalHost, runtime: &Runtime, n: usize) -> Result<Vec<Tas
         TIMEOUT,
     ));
     let n_arg = n.to_string();
-    host.shoal_ok(&[
-        "service",
-        "create",
-        "-d",
-        "--name",
-        name,
-        "--replicas",
-        &n_arg,
-        "busybox",
-        "sleep",
-        "3600",
-    ]);
+    host.shoal_ok(&create_args(name, &n_arg, &[], "busybox"));
     let tasks = runtime
         .block_on(sampler)
         .context("the sampler panicked")??;
@@ -211,20 +197,9 @@ fn swarm_service(swarm: &DockerSwarm, socket: &Path, name: &str, n: usize) -> Re
     let n_arg = n.to_string();
     let expected = format!("{n}/{n}");
     let started = Instant::now();
-    swarm.docker_ok(&[
-        "service",
-        "create",
-        "-d",
-        "--name",
-        name,
-        "--replicas",
-        &n_arg,
-        // No registry lookup for the image's digest: Shoal does none either.
-        "--no-resolve-image",
-        DOCKER_IMAGE,
-        "sleep",
-        "3600",
-    ])?;
+    // No registry lookup for the image's digest: Shoal does none either.
+    let extra = ["--no-resolve-image"];
+    swarm.docker_ok(&create_args(name, &n_arg, &extra, DOCKER_IMAGE))?;
     let mut polled = Ok(None);
     let converged = wait_until_every(POLL, TIMEOUT, || {
         polled = swarm.replicas(name);
