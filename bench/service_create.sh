@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Times `shoal service create --replicas 30` until 30/30 run, against starting the same 30
-# containers directly through containerd's API, on one private containerd; prints both times,
-# their ratio and the daemon's memory. See tests/src/bin/bench-service-create.rs.
+# Times `shoal service create --replicas N` until N/N run (N = 1, 10, 30, 100), against starting
+# the same N containers directly through containerd's API and against Docker Swarm on the same
+# private containerd; also `service rm` for both orchestrators, and Shoal's per-phase breakdown.
+# Needs Debian's docker.io package (dockerd). See tests/src/bin/bench-service-create.rs.
 #
-#   bench/service_create.sh [--replicas N]
+#   bench/service_create.sh [--replicas 1,10,30,100] [--quick]
 set -euo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

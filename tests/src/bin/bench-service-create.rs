@@ -1,16 +1,30 @@
-//! Benchmark: how long Shoal takes to bring a 30-replica service up, against the time the same
-//! containers take to start when one client drives containerd directly.
+//! Benchmark: how long Shoal takes to bring an N-replica service up and to remove it, against
+//! the floor (the same containers started straight through containerd) and against Docker Swarm,
+//! for several N in one run.
 //!
-//! On one private containerd (the test fixture's), in one run:
-//! - (A) `shoal service create -d --replicas N busybox sleep 3600`, then `service ls` polled until
-//!   it shows N/N (checked against containerd);
-//! - (B) the same N containers (same image, args and log driver) started straight through
-//!   `shoal_worker::executor::ContainerdExecutor`, all at once from one client, then removed.
+//! On one private containerd (the test fixture's), one after the other so that only one of
+//! them acts on containerd at a time:
+//! - (A) Shoal: `shoal service create -d --replicas N busybox sleep 3600`, then `service ls`
+//!   polled until it shows N/N (checked against containerd); then `service rm` until containerd
+//!   holds none of its containers;
+//! - (B) the floor: the same N containers (same image, args and log driver) started straight
+//!   through `shoal_worker::executor::ContainerdExecutor`, all at once from one client;
+//! - (C) Docker Swarm: Debian's dockerd on the same containerd (see `shoal_tests::swarm`), the
+//!   same image loaded with `docker load`, `docker service create -d --replicas N` polled with
+//!   `docker service ls` until N/N (checked against containerd's `moby` namespace); then
+//!   `docker service rm` until containerd holds none of its containers.
 //!
-//! Both run after a warm-up container, so neither pays for unpacking the image. Prints both
-//! times, the ratio A/B, and the daemon's memory. Not a test: it asserts nothing about speed.
+//! Each side runs after a warm-up container, so none pays for unpacking the image. Both
+//! orchestrators are polled every 50 ms by their own CLI, and get 3 s after each removal to
+//! finish cleaning up. Swarm uses the loaded image as it is (`--no-resolve-image`,
+//! `DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1`): no registry lookups, as for Shoal. After each
+//! timed Shoal run, a second run of the same N samples the tasks' statuses every 10 ms through
+//! the API (`shoal_tests::phases`) for a per-phase breakdown, also printed. Prints the times, the ratios
+//! Shoal/floor and Swarm/Shoal, and the daemon's memory. Not a test: it asserts nothing about
+//! speed.
 //!
-//! Usage: `bench-service-create [--replicas N]` (run by `bench/service_create.sh`).
+//! Usage: `bench-service-create [--replicas 1,10,30,100] [--quick]` (`--quick`: N = 1 and 3);
+//! run by `bench/service_create.sh`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -19,132 +33,278 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::Signal;
 use shoal_proto::{ContainerSpec, Task};
-use shoal_tests::daemon::{shoal_bin, wait_until, wait_until_every, ShoalHost, NAMESPACE};
+use shoal_tests::daemon::{shoal_bin, wait_until_every, ShoalHost, NAMESPACE};
+use shoal_tests::phases::{self, TaskTimes, PHASES};
+use shoal_tests::swarm::{
+    container_count, running_task_count, wait_namespace_empty, DockerSwarm, DOCKER_IMAGE,
+    DOCKER_NAMESPACE,
+};
 use shoal_worker::containerd::Containerd;
 use shoal_worker::executor::ContainerdExecutor;
+use tokio::runtime::Runtime;
 
 const IMAGE: &str = "docker.io/library/busybox:latest";
-/// How often `service ls` is polled while timing (A): short against the seconds measured, long
-/// enough that the polling CLI does not compete with the daemon for the two cores.
+/// How often the orchestrators are polled while timing: short against the seconds measured,
+/// long enough that the polling CLI does not compete with the daemon for the two cores.
 const POLL: Duration = Duration::from_millis(50);
 const TIMEOUT: Duration = Duration::from_secs(300);
+/// How long to wait after a removal before the next measurement.
+const SETTLE: Duration = Duration::from_secs(3);
+/// How often the phase breakdown's run samples the tasks (in-process gRPC, cheap).
+const PHASE_POLL: Duration = Duration::from_millis(10);
+const USAGE: &str = "usage: bench-service-create [--replicas N[,N…]] [--quick]";
+
+/// What one orchestrator took for one N.
+struct Timing {
+    create: Duration,
+    remove: Duration,
+}
 
 fn main() -> Result<()> {
-    let replicas = parse_args()?;
-    let replicas_arg = replicas.to_string();
+    let counts = parse_args()?;
+    DockerSwarm::check_installed()?;
     let mut host = ShoalHost::start_swarm();
+    let socket = host.containerd_socket();
 
-    // Warm-up: the first container unpacks the image into a snapshot; neither side should pay.
-    host.shoal_ok(&[
-        "service", "create", "-d", "--name", "warmup", "busybox", "sleep", "3600",
-    ]);
-    wait_or_bail(&host, "the warm-up task to run", || {
-        host.running_containers_of("warmup").len() == 1
-    })?;
-    host.shoal_ok(&["service", "rm", "warmup"]);
-    wait_or_bail(&host, "the warm-up container to go", || {
-        host.containers().is_empty()
-    })?;
+    let runtime = tokio::runtime::Runtime::new().context("start a tokio runtime")?;
 
-    // (A) through Shoal.
-    let expected = format!("{replicas}/{replicas}");
-    let started = Instant::now();
-    host.shoal_ok(&[
-        "service",
-        "create",
-        "-d",
-        "--name",
-        "bench",
-        "--replicas",
-        &replicas_arg,
-        "busybox",
-        "sleep",
-        "3600",
-    ]);
-    let converged = wait_until_every(POLL, TIMEOUT, || {
-        host.replicas("bench").as_deref() == Some(&expected)
-    });
-    let shoal_time = started.elapsed();
-    if !converged {
-        bail!("the service did not reach {expected} within {TIMEOUT:?}");
+    // (A) Shoal, every N; after each, the per-phase breakdown in a run of its own, because
+    // sampling the API that often would slow the timed run down.
+    shoal_service(&host, "warmup", 1)?;
+    let mut shoal = Vec::new();
+    let mut memory = Vec::new();
+    let mut phases = Vec::new();
+    for &n in &counts {
+        shoal.push(shoal_service(&host, "bench", n)?);
+        let pid = host.daemon_pid().context("the daemon runs")?;
+        memory.push(memory_kib(pid)?);
+        phases.push(shoal_phases(&host, &runtime, n)?);
     }
-    let running = host.running_containers_of("bench").len();
-    if running != replicas {
-        bail!("`service ls` says {expected} but containerd runs {running} containers");
-    }
-    let pid = host.daemon_pid().context("the daemon runs")?;
-    let (rss_kib, peak_kib) = memory_kib(pid)?;
-
-    host.shoal_ok(&["service", "rm", "bench"]);
-    wait_or_bail(&host, "the service's containers to go", || {
-        host.containers().is_empty()
-    })?;
-    // Nothing else may act on the namespace while (B) runs.
+    // Nothing else may act on containerd while (B) and (C) run.
     host.stop_daemon();
 
-    // (B) straight through containerd.
+    // (B) the floor, every N.
     let direct_dir = host.dir().join("bench-direct");
-    let runtime = tokio::runtime::Runtime::new().context("start a tokio runtime")?;
-    let direct_time = runtime.block_on(start_directly(
-        &host.containerd_socket(),
-        &direct_dir,
-        replicas,
-    ))?;
-
-    let ratio = shoal_time.as_secs_f64() / direct_time.as_secs_f64();
-    let rows = [
-        (
-            format!("(A) shoal service create until {expected} running"),
-            format!("{:.3} s", shoal_time.as_secs_f64()),
-        ),
-        (
-            format!("(B) {replicas} containers started directly"),
-            format!("{:.3} s", direct_time.as_secs_f64()),
-        ),
-        ("ratio A/B".to_string(), format!("{ratio:.2}")),
-        (
-            format!("daemon RSS with {replicas} tasks"),
-            format!(
-                "{:.1} MiB (peak {:.1} MiB)",
-                rss_kib as f64 / 1024.0,
-                peak_kib as f64 / 1024.0
-            ),
-        ),
-    ];
-    for (label, value) in rows {
-        println!("{label:<44} {value}");
+    let mut floor = Vec::new();
+    for &n in &counts {
+        floor.push(runtime.block_on(start_directly(&socket, &direct_dir, n))?);
     }
+
+    // (C) Docker Swarm, every N. Declared after `host`, so it is dropped (and cleaned up)
+    // before the containerd it uses.
+    let mut swarm = DockerSwarm::start(&socket)?;
+    swarm.load_busybox()?;
+    swarm_service(&swarm, &socket, "warmup", 1)?;
+    let mut docker = Vec::new();
+    for &n in &counts {
+        docker.push(swarm_service(&swarm, &socket, "bench", n)?);
+    }
+    swarm.shutdown()?;
+
+    print_table(&counts, &shoal, &floor, &docker, &memory);
+    print_phases(&counts, &phases);
     Ok(())
 }
 
-fn parse_args() -> Result<usize> {
-    let mut replicas = 30;
+fn parse_args() -> Result<Vec<usize>> {
+    let mut counts = vec![1, 10, 30, 100];
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--replicas" => {
-                let value = args.next().context("--replicas needs a number")?;
-                replicas = value
-                    .parse()
-                    .with_context(|| format!("--replicas {value}: not a number"))?;
+                let value = args.next().context(USAGE)?;
+                counts = value
+                    .split(',')
+                    .map(|n| n.trim().parse())
+                    .collect::<Result<_, _>>()
+                    .with_context(|| format!("--replicas {value}: not a list of numbers"))?;
             }
-            other => bail!("unknown argument {other}; usage: bench-service-create [--replicas N]"),
+            "--quick" => counts = vec![1, 3],
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other}\n{USAGE}"),
         }
     }
-    if replicas == 0 {
-        bail!("--replicas must be at least 1");
+    if counts.is_empty() || counts.contains(&0) {
+        bail!("--replicas: every count must be at least 1");
     }
-    Ok(replicas)
+    Ok(counts)
 }
 
-fn wait_or_bail(host: &ShoalHost, what: &str, cond: impl FnMut() -> bool) -> Result<()> {
-    if wait_until(Duration::from_secs(120), cond) {
-        Ok(())
-    } else {
+/// `service create -d --name NAME --replicas N [EXTRA…] IMAGE sleep 3600`, for either CLI.
+fn create_args<'a>(name: &'a str, n: &'a str, extra: &[&'a str], image: &'a str) -> Vec<&'a str> {
+    let mut args = vec!["service", "create", "-d", "--name", name, "--replicas", n];
+    args.extend_from_slice(extra);
+    args.extend([image, "sleep", "3600"]);
+    args
+}
+
+/// Times `shoal service create` until `n`/`n` run, then `service rm` until containerd holds
+/// none of the service's containers.
+fn shoal_service(host: &ShoalHost, name: &str, n: usize) -> Result<Timing> {
+    let socket = host.containerd_socket();
+    let n_arg = n.to_string();
+    let expected = format!("{n}/{n}");
+    let started = Instant::now();
+    host.shoal_ok(&create_args(name, &n_arg, &[], "busybox"));
+    let converged = wait_until_every(POLL, TIMEOUT, || {
+        host.replicas(name).as_deref() == Some(&expected)
+    });
+    let create = started.elapsed();
+    if !converged {
         bail!(
-            "timed out waiting for {what}; daemon log:\n{}",
+            "shoal: {name} did not reach {expected} within {TIMEOUT:?}; daemon log:\n{}",
             shoal_tests::daemon::tail(&host.daemon_log(), 40)
-        )
+        );
+    }
+    let running = running_task_count(&socket, NAMESPACE)?;
+    if running != n {
+        bail!("shoal: `service ls` says {expected} but containerd runs {running} tasks");
+    }
+
+    let started = Instant::now();
+    host.shoal_ok(&["service", "rm", name]);
+    let remove = wait_gone(&socket, NAMESPACE, started)?;
+    Ok(Timing { create, remove })
+}
+
+/// Starts an `n`-replica service while sampling its tasks' statuses (see
+/// `shoal_tests::phases`), then removes it.
+fn shoal_phases(host: &ShoalHost, runtime: &Runtime, n: usize) -> Result<Vec<TaskTimes>> {
+    let name = "phases";
+    // Sampling starts before the service exists, so that the first states are seen too.
+    let sampler = runtime.spawn(phases::sample(
+        host.api_socket(),
+        name.to_string(),
+        n,
+        PHASE_POLL,
+        TIMEOUT,
+    ));
+    let n_arg = n.to_string();
+    host.shoal_ok(&create_args(name, &n_arg, &[], "busybox"));
+    let tasks = runtime
+        .block_on(sampler)
+        .context("the sampler panicked")??;
+    host.shoal_ok(&["service", "rm", name]);
+    wait_gone(&host.containerd_socket(), NAMESPACE, Instant::now())?;
+    Ok(tasks)
+}
+
+/// The same for Docker Swarm.
+fn swarm_service(swarm: &DockerSwarm, socket: &Path, name: &str, n: usize) -> Result<Timing> {
+    let n_arg = n.to_string();
+    let expected = format!("{n}/{n}");
+    let started = Instant::now();
+    // No registry lookup for the image's digest: Shoal does none either.
+    let extra = ["--no-resolve-image"];
+    swarm.docker_ok(&create_args(name, &n_arg, &extra, DOCKER_IMAGE))?;
+    let mut polled = Ok(None);
+    let converged = wait_until_every(POLL, TIMEOUT, || {
+        polled = swarm.replicas(name);
+        matches!(&polled, Ok(Some(r)) if *r == expected)
+    });
+    let create = started.elapsed();
+    polled?;
+    if !converged {
+        bail!(
+            "swarm: {name} did not reach {expected} within {TIMEOUT:?}; dockerd log:\n{}",
+            swarm.log_tail(40)
+        );
+    }
+    let running = running_task_count(socket, DOCKER_NAMESPACE)?;
+    if running != n {
+        bail!("swarm: `service ls` says {expected} but containerd runs {running} tasks");
+    }
+
+    let started = Instant::now();
+    swarm.docker_ok(&["service", "rm", name])?;
+    let remove = wait_gone(socket, DOCKER_NAMESPACE, started)?;
+    Ok(Timing { create, remove })
+}
+
+/// Polls containerd every [`POLL`] until `namespace` holds no container; the time since
+/// `started`. Then waits [`SETTLE`].
+fn wait_gone(socket: &Path, namespace: &str, started: Instant) -> Result<Duration> {
+    let gone = wait_until_every(POLL, TIMEOUT, || {
+        container_count(socket, namespace).is_ok_and(|c| c == 0)
+    });
+    let elapsed = started.elapsed();
+    if !gone {
+        // Once more, for the error message.
+        wait_namespace_empty(socket, namespace, Duration::ZERO)?;
+    }
+    // The orchestrator still cleans up after containerd is done (networks, logs, its store):
+    // the next measurement should not pay for this one.
+    std::thread::sleep(SETTLE);
+    Ok(elapsed)
+}
+
+fn print_table(
+    counts: &[usize],
+    shoal: &[Timing],
+    floor: &[Duration],
+    swarm: &[Timing],
+    memory: &[(u64, u64)],
+) {
+    let s = |d: Duration| format!("{:.3}", d.as_secs_f64());
+    let ratio = |a: Duration, b: Duration| format!("{:.2}", a.as_secs_f64() / b.as_secs_f64());
+    println!("seconds from `service create` until N/N running, and from `service rm` until");
+    println!("containerd holds none of the service's containers (stop grace period 10 s, both)");
+    println!(
+        "{:>5} {:>8} {:>8} {:>8} {:>11} {:>11} {:>8} {:>8} {:>11} {:>10}",
+        "N",
+        "shoal",
+        "floor",
+        "swarm",
+        "shoal/floor",
+        "swarm/shoal",
+        "shoal rm",
+        "swarm rm",
+        "swarm/shoal",
+        "shoal RSS"
+    );
+    for (i, n) in counts.iter().enumerate() {
+        let (a, b, c) = (&shoal[i], floor[i], &swarm[i]);
+        println!(
+            "{n:>5} {:>8} {:>8} {:>8} {:>11} {:>11} {:>8} {:>8} {:>11} {:>6.1} MiB",
+            s(a.create),
+            s(b),
+            s(c.create),
+            ratio(a.create, b),
+            ratio(c.create, a.create),
+            s(a.remove),
+            s(c.remove),
+            ratio(c.remove, a.remove),
+            memory[i].0 as f64 / 1024.0,
+        );
+    }
+    if let Some((_, peak)) = memory.last() {
+        println!("shoal daemon peak RSS: {:.1} MiB", *peak as f64 / 1024.0);
+    }
+}
+
+/// Per phase, the median over tasks for each N, in ms, with how many tasks it was taken over.
+fn print_phases(counts: &[usize], phases: &[Vec<TaskTimes>]) {
+    println!();
+    println!("shoal: where a task's start time goes, median ms over tasks (tasks measured),");
+    println!("from status timestamps sampled every {PHASE_POLL:?} in a separate run per N");
+    print!("{:<50}", "phase");
+    for n in counts {
+        print!(" {:>13}", format!("N={n}"));
+    }
+    println!();
+    for (label, from, to) in PHASES {
+        print!("{label:<50}");
+        for tasks in phases {
+            let cell = match phases::median_ms(tasks, from, to) {
+                (Some(ms), k) => format!("{ms} ({k})"),
+                (None, _) => "-".to_string(),
+            };
+            print!(" {cell:>13}");
+        }
+        println!();
     }
 }
 
