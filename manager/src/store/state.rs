@@ -194,6 +194,24 @@ fn version(meta: &Option<Meta>) -> u64 {
     meta.as_ref().map_or(0, |m| m.version)
 }
 
+/// Compare-and-set: a change applies only to the version it was made from.
+fn check_version(
+    kind: &'static str,
+    id: &str,
+    expected: u64,
+    found: u64,
+) -> Result<(), ApplyError> {
+    if expected == found {
+        return Ok(());
+    }
+    Err(ApplyError::VersionConflict {
+        kind,
+        id: id.to_string(),
+        expected,
+        found,
+    })
+}
+
 impl StoreState {
     pub fn to_snapshot(&self) -> StoreSnapshot {
         StoreSnapshot {
@@ -337,18 +355,8 @@ impl StoreState {
             Action::PutCluster(c) => {
                 // Compare-and-set: the version read before the change (0 creates the cluster),
                 // so concurrent token rotations and `swarm update`s cannot undo one another.
-                let (expected, found) = (
-                    version(&c.meta),
-                    self.cluster.as_ref().map_or(0, |o| version(&o.meta)),
-                );
-                if expected != found {
-                    return Err(ApplyError::VersionConflict {
-                        kind: "cluster",
-                        id: c.id.clone(),
-                        expected,
-                        found,
-                    });
-                }
+                let found = self.cluster.as_ref().map_or(0, |o| version(&o.meta));
+                check_version("cluster", &c.id, version(&c.meta), found)?;
                 let mut c = c.clone();
                 stamp(&mut c.meta, index);
                 undo.push(Undo::Cluster(self.cluster.replace(c)));
@@ -356,17 +364,10 @@ impl StoreState {
             Action::PutNode(n) => {
                 // Version 0 creates or replaces unconditionally (bootstrap); otherwise it is
                 // the version read before the change, as for services.
-                let (expected, found) = (
-                    version(&n.meta),
-                    self.nodes.get(&n.id).map_or(0, |o| version(&o.meta)),
-                );
-                if expected != 0 && expected != found {
-                    return Err(ApplyError::VersionConflict {
-                        kind: "node",
-                        id: n.id.clone(),
-                        expected,
-                        found,
-                    });
+                let expected = version(&n.meta);
+                if expected != 0 {
+                    let found = self.nodes.get(&n.id).map_or(0, |o| version(&o.meta));
+                    check_version("node", &n.id, expected, found)?;
                 }
                 self.check_not_removed(n)?;
                 let mut n = n.clone();
@@ -404,15 +405,7 @@ impl StoreState {
                     .services
                     .get(&s.id)
                     .ok_or_else(|| ApplyError::NoSuchService(s.id.clone()))?;
-                let (expected, found) = (version(&s.meta), version(&stored.meta));
-                if expected != found {
-                    return Err(ApplyError::VersionConflict {
-                        kind: "service",
-                        id: s.id.clone(),
-                        expected,
-                        found,
-                    });
-                }
+                check_version("service", &s.id, version(&s.meta), version(&stored.meta))?;
                 self.check_service_networks(s)?;
                 self.check_service_endpoint(s)?;
                 let name = service_name(s);
