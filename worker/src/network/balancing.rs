@@ -21,6 +21,16 @@ pub(super) struct TaskBalancing {
 }
 
 impl TaskBalancing {
+    /// The state of a namespace just created: it has no table yet, which is what a task
+    /// without VIPs or mesh replies should have, so its first sync writes nothing (an `nft`
+    /// run per task start would otherwise be the costliest step of attaching it).
+    pub(super) fn fresh() -> Self {
+        Self {
+            script: lb::task_script(&[], None),
+            routes: None,
+        }
+    }
+
     /// Makes the task's namespace balance `vips` and route mesh replies per `mesh`.
     pub(super) async fn sync(
         &mut self,

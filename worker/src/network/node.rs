@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex as StdMutex};
 
 use ipnet::Ipv4Net;
 use shoal_netns::{Netlink, Netns, NetnsDir};
@@ -42,6 +42,9 @@ pub struct NodeNetwork {
     host_resolv: String,
     dns: DnsServer,
     state: Mutex<State>,
+    /// Tasks being wired outside the lock: `retain` must not take their namespaces for
+    /// leftovers.
+    attaching: StdMutex<HashSet<String>>,
 }
 
 struct State {
@@ -51,6 +54,51 @@ struct State {
     tasks: HashMap<String, Attached>,
     /// The routing mesh's load balancer, while some service publishes an ingress port.
     balancer: Option<IngressBalancer>,
+}
+
+/// A task's namespace as [`NodeNetwork::wire`] leaves it.
+struct Wired {
+    ns: Netns,
+    inside: Netlink,
+    /// Made now, not found in place after a restart.
+    fresh: bool,
+}
+
+/// A task registered as being wired until this is dropped (also when its attach is
+/// cancelled half-way).
+struct Attaching<'a> {
+    set: &'a StdMutex<HashSet<String>>,
+    id: String,
+}
+
+impl<'a> Attaching<'a> {
+    fn register(set: &'a StdMutex<HashSet<String>>, id: &str) -> Self {
+        lock_ids(set).insert(id.to_string());
+        Self {
+            set,
+            id: id.to_string(),
+        }
+    }
+
+    fn ids(set: &StdMutex<HashSet<String>>) -> HashSet<String> {
+        lock_ids(set).clone()
+    }
+}
+
+impl Drop for Attaching<'_> {
+    fn drop(&mut self) {
+        lock_ids(self.set).remove(&self.id);
+    }
+}
+
+/// The set, even if a panic poisoned its lock (a set of IDs cannot be left half-changed).
+fn lock_ids(set: &StdMutex<HashSet<String>>) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    set.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The task's interface on the outbound bridge: after one per overlay network, its last.
+fn outbound_ifname(task: &Task) -> String {
+    format!("eth{}", task.networks.len())
 }
 
 /// What a task was given, to undo it, to answer its DNS queries and to balance its traffic.
@@ -93,6 +141,7 @@ impl NodeNetwork {
             lb_dir,
             host_resolv,
             dns,
+            attaching: StdMutex::new(HashSet::new()),
             state: Mutex::new(State {
                 outbound,
                 overlays: HashMap::new(),
@@ -103,19 +152,34 @@ impl NodeNetwork {
         }))
     }
 
+    /// The task-local part of attaching: its namespace (created, or found after a restart),
+    /// loopback up and the outbound veth plugged in. Nothing shared is touched, so this runs
+    /// outside the lock and tasks starting together are wired in parallel.
+    async fn wire(&self, task: &Task) -> Result<Wired, NetworkError> {
+        let fresh = self.tasks_dir.get(&task.id)?.is_none();
+        let ns = self.tasks_dir.ensure(&task.id)?;
+        let inside = Netlink::open(&ns)?;
+        inside.set_up("lo").await?;
+        Outbound::wire(
+            &self.host,
+            &self.cfg.bridge,
+            &ns,
+            &task.id,
+            &outbound_ifname(task),
+        )
+        .await?;
+        Ok(Wired { ns, inside, fresh })
+    }
+
+    /// The shared part of attaching, under the lock: the task's overlays, its outbound
+    /// address, and the node's balancing and DNS tables with it.
     async fn attach_locked(
         &self,
         st: &mut State,
         task: &Task,
+        wired: Wired,
     ) -> Result<TaskNetwork, NetworkError> {
-        let mode = task.spec.as_ref().map_or("", |s| s.network_mode.as_str());
-        if mode == shoal_proto::validate::NETWORK_NONE {
-            // `--network none`: runc makes an empty namespace (loopback only); no DNS server.
-            return Ok(TaskNetwork::default());
-        }
-        let ns = self.tasks_dir.ensure(&task.id)?;
-        let inside = Netlink::open(&ns)?;
-        inside.set_up("lo").await?;
+        let Wired { ns, inside, fresh } = wired;
         let mut addresses = Vec::new();
         let mut networks = Vec::new();
         for (index, att) in task.networks.iter().enumerate() {
@@ -151,7 +215,7 @@ impl NodeNetwork {
             addresses.push(address.addr());
             networks.push(network.id.clone());
         }
-        let outbound_if = format!("eth{}", task.networks.len());
+        let outbound_if = outbound_ifname(task);
         // docker's `--internal`: a task on internal networks only never leaves the node.
         let internal = !task.networks.is_empty()
             && task.networks.iter().all(|a| {
@@ -160,10 +224,7 @@ impl NodeNetwork {
                     .and_then(|n| n.spec.as_ref())
                     .is_some_and(|s| s.internal)
             });
-        let outbound = st
-            .outbound
-            .attach(&self.host, &ns, &inside, &task.id, &outbound_if, internal)
-            .await?;
+        let outbound = st.outbound.address(&inside, &outbound_if, internal).await?;
         addresses.push(outbound);
         let dns_config = task.spec.as_ref().and_then(|s| s.dns.as_ref());
         let upstream = dns_config
@@ -187,7 +248,11 @@ impl NodeNetwork {
                     .as_ref()
                     .map(|e| backends::host_ports(&e.ports))
                     .unwrap_or_default(),
-                lb: TaskBalancing::default(),
+                lb: if fresh {
+                    TaskBalancing::fresh()
+                } else {
+                    TaskBalancing::default()
+                },
             },
         );
         self.sync_balancing(st).await;
@@ -356,8 +421,22 @@ impl NodeNetwork {
 impl TaskNetworks for NodeNetwork {
     fn attach<'a>(&'a self, task: &'a Task) -> NetFuture<'a, TaskNetwork> {
         Box::pin(async move {
+            let mode = task.spec.as_ref().map_or("", |s| s.network_mode.as_str());
+            if mode == shoal_proto::validate::NETWORK_NONE {
+                // `--network none`: runc makes an empty namespace (loopback only); no DNS
+                // server.
+                return Ok(TaskNetwork::default());
+            }
+            // Registered until the lock is held, so `retain` never sees a half-made namespace.
+            let attaching = Attaching::register(&self.attaching, &task.id);
+            let wired = self.wire(task).await;
             let mut st = self.state.lock().await;
-            match self.attach_locked(&mut st, task).await {
+            drop(attaching);
+            let attached = match wired {
+                Ok(wired) => self.attach_locked(&mut st, task, wired).await,
+                Err(e) => Err(e),
+            };
+            match attached {
                 Ok(net) => Ok(net),
                 Err(e) => {
                     // Nothing half-made stays: the task is rejected and its namespace goes.
@@ -410,8 +489,9 @@ impl TaskNetworks for NodeNetwork {
         Box::pin(async move {
             let mut st = self.state.lock().await;
             let tasks: HashSet<&str> = keep.iter().map(|t| t.id.as_str()).collect();
+            let attaching = Attaching::ids(&self.attaching);
             for name in self.tasks_dir.list()? {
-                if !tasks.contains(name.as_str()) {
+                if !tasks.contains(name.as_str()) && !attaching.contains(&name) {
                     info!(task = %name, "removing the network namespace of a task no longer assigned");
                     self.detach_locked(&mut st, &name).await?;
                 }

@@ -110,24 +110,33 @@ impl Outbound {
         format!("gw{}", short_id(task_id))
     }
 
-    /// Wires the task into the bridge as `ifname` (its last interface) with the default route,
-    /// or, when `internal`, with neither route nor forwarding; returns its address, the one it
-    /// already has when it is found wired. Every port is isolated, the ingress load balancer's
-    /// too: its replies go through the node, which undoes its DNAT.
-    pub(super) async fn attach(
-        &mut self,
+    /// Plugs the task's veth into `bridge` as its interface `ifname` (its last one), port
+    /// isolated, the ingress load balancer's too: its replies go through the node, which undoes
+    /// its DNAT. Touches nothing shared, so tasks are wired in parallel, outside the node's lock.
+    pub(super) async fn wire(
         host: &Netlink,
+        bridge: &str,
         task: &Netns,
-        inside: &Netlink,
         task_id: &str,
+        ifname: &str,
+    ) -> Result<(), NetworkError> {
+        let link = Self::host_link(task_id);
+        host.ensure_veth(&link, task, ifname, None).await?;
+        host.attach_to_bridge(&link, bridge).await?;
+        host.isolate_bridge_port(&link).await?;
+        host.set_up(&link).await?;
+        Ok(())
+    }
+
+    /// Gives the wired task ([`Self::wire`]) its address on `ifname` and the default route, or,
+    /// when `internal`, neither route nor forwarding; returns its address, the one it already
+    /// has when it is found in place (a restart).
+    pub(super) async fn address(
+        &mut self,
+        inside: &Netlink,
         ifname: &str,
         internal: bool,
     ) -> Result<Ipv4Addr, NetworkError> {
-        let link = Self::host_link(task_id);
-        host.ensure_veth(&link, task, ifname, None).await?;
-        host.attach_to_bridge(&link, &self.bridge).await?;
-        host.isolate_bridge_port(&link).await?;
-        host.set_up(&link).await?;
         let existing = inside
             .addresses(ifname)
             .await?
@@ -154,6 +163,20 @@ impl Outbound {
                 .await?;
         }
         Ok(addr)
+    }
+
+    /// [`Self::wire`], then [`Self::address`]: for what is attached under the node's lock.
+    pub(super) async fn attach(
+        &mut self,
+        host: &Netlink,
+        task: &Netns,
+        inside: &Netlink,
+        task_id: &str,
+        ifname: &str,
+        internal: bool,
+    ) -> Result<Ipv4Addr, NetworkError> {
+        Self::wire(host, &self.bridge, task, task_id, ifname).await?;
+        self.address(inside, ifname, internal).await
     }
 
     /// Removes the task's veth (both ends) and frees its address.
