@@ -22,6 +22,7 @@ PACKAGES=(
   iperf3            # the overlay benchmark's throughput
   ethtool           # test hosts' NICs get GRO on, as real NICs have
   wrk               # the load balancing benchmark's HTTP load generator
+  docker.io         # Docker Swarm, which the benchmarks compare against (never started as a service)
 )
 
 missing=()

@@ -56,16 +56,6 @@ enum Command {
     /// Manage networks
     #[command(subcommand)]
     Network(network::NetworkCommand),
-    /// The per-container log driver containerd's shim starts (not for people).
-    #[command(
-        name = shoal_worker::logdriver::SUBCOMMAND,
-        hide = true,
-        disable_help_flag = true
-    )]
-    LogDriver {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
 }
 
 fn main() -> ExitCode {
@@ -77,14 +67,6 @@ fn main() -> ExitCode {
         cli.host
     };
     match cli.command {
-        // Synchronous and runtime-free: one of these runs per container.
-        Command::LogDriver { args } => match shoal_worker::logdriver::run(&args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("shoal {}: {e}", shoal_worker::logdriver::SUBCOMMAND);
-                ExitCode::FAILURE
-            }
-        },
         Command::Daemon(args) => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

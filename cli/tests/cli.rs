@@ -187,16 +187,16 @@ fn bad_networking_flags_fail_before_connecting() {
 }
 
 #[test]
-fn log_driver_is_hidden_and_runs_without_a_runtime() {
+fn the_log_driver_is_not_a_command() {
     let (_, help, _) = run(shoal().arg("--help"));
     assert!(!help.contains("log-driver"), "{help}");
     for cmd in ["daemon", "info", "swarm", "node", "service", "image"] {
         assert!(help.contains(cmd), "{cmd} missing from {help}");
     }
-    // No fds 3/4 from a shim: the driver itself explains.
-    let (code, _, stderr) = run(shoal().args(["__log-driver", "--bogus", "x"]));
-    assert_eq!(code, 1);
-    assert!(stderr.contains("__log-driver"), "{stderr}");
+    // The log driver is a program of its own that the daemon installs, not a subcommand.
+    let (code, _, stderr) = run(shoal().args(["__log-driver", "path=/x.log"]));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("unrecognized subcommand"), "{stderr}");
 }
 
 // ---------------------------------------------------------------------------------------------

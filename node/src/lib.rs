@@ -136,7 +136,9 @@ pub async fn run(args: Config) -> anyhow::Result<()> {
     };
 
     let containerd = Containerd::connect(&args.containerd, &args.containerd_namespace).await?;
-    let log_driver = std::env::current_exe().context("cannot find the shoal binary's own path")?;
+    let bin_dir = args.data_dir.join("bin");
+    let log_driver = shoal_worker::logdriver::install(&bin_dir)
+        .with_context(|| format!("cannot install the log driver in {}", bin_dir.display()))?;
     let executor = Arc::new(
         shoal_worker::executor::ContainerdExecutor::new(
             containerd.clone(),

@@ -10,6 +10,7 @@ pub mod history;
 pub mod http;
 pub mod image;
 pub mod listing;
+pub mod memory;
 pub mod mtls;
 pub mod netns;
 pub mod phases;

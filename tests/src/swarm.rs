@@ -78,8 +78,8 @@ impl DockerSwarm {
         Ok(swarm)
     }
 
-    /// Fails unless Debian's dockerd and its client are installed. The benchmark does not
-    /// install them: on a host with systemd the package starts the host's own dockerd.
+    /// Fails unless Debian's dockerd and its client are installed (`scripts/install-deps.sh`
+    /// installs them without starting the host's dockerd service).
     pub fn check_installed() -> Result<()> {
         if !Path::new(DOCKERD).exists() || !Path::new(DOCKER_CLI).exists() {
             bail!("{DOCKERD} or {DOCKER_CLI} missing: apt-get install -y docker.io");
@@ -163,6 +163,11 @@ impl DockerSwarm {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// dockerd's process ID while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// `docker ARGS` against this dockerd, not run yet.

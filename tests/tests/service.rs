@@ -1,8 +1,9 @@
 //! Replicated services end to end: the real `shoal` binary, a real containerd, real
 //! containers. What runs is checked in containerd itself (`ctr`), not only through Shoal.
 //!
-//! Two tests, each on its own host so they run in parallel: one follows a service through
-//! task failure, logs and removal; the other through scaling and daemon crashes.
+//! Each test on its own host so they run in parallel: one follows a service through task
+//! failure, logs and removal; one through scaling and daemon crashes; one checks that what a
+//! task prints while the daemon is dead is kept.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -390,4 +391,55 @@ fn service_scales_and_survives_daemon_crashes() {
     host.wait_for(CONVERGE, "every container to be gone", || {
         host.containers().is_empty()
     });
+}
+
+/// The log driver is the shim's child, not the daemon's: what a task prints while the daemon is
+/// dead (kill -9) is all kept, on stdout and stderr, in order, with no gap.
+#[test]
+fn logs_printed_while_the_daemon_is_dead_are_kept() {
+    let mut host = ShoalHost::start_swarm();
+    host.shoal_ok(&[
+        "service",
+        "create",
+        "--name",
+        "counter",
+        "busybox",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 100000 ]; do echo out-$i; echo err-$i >&2; i=$((i+1)); \
+         sleep 0.05; done; sleep 3600",
+    ]);
+    wait_running(&host, "counter", 1);
+    let numbers = |text: &str, prefix: &str| -> Vec<u64> {
+        text.lines()
+            .filter_map(|l| l.rsplit(prefix).next()?.trim().parse().ok())
+            .collect()
+    };
+    let logs = |host: &ShoalHost| {
+        let out = host.shoal(&words("service logs counter"));
+        assert!(out.status.success(), "`service logs` failed: {out:?}");
+        (
+            numbers(&String::from_utf8_lossy(&out.stdout), "out-"),
+            numbers(&String::from_utf8_lossy(&out.stderr), "err-"),
+        )
+    };
+    host.wait_for(CONVERGE, "the counter's first lines", || {
+        !logs(&host).0.is_empty()
+    });
+    host.kill9();
+    // About 40 lines per stream go by while no daemon runs.
+    thread::sleep(Duration::from_secs(2));
+    host.start_daemon();
+    let printed_after = |host: &ShoalHost| {
+        let (out, err) = logs(host);
+        out.len() > 60 && err.len() > 60
+    };
+    host.wait_for(CONVERGE, "the counter's lines since the restart", || {
+        printed_after(&host)
+    });
+    let (out, err) = logs(&host);
+    for (stream, got) in [("stdout", out), ("stderr", err)] {
+        let want: Vec<u64> = (0..got.len() as u64).collect();
+        assert_eq!(got, want, "{stream}: every line, in order, none lost");
+    }
 }

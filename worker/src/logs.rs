@@ -377,7 +377,6 @@ mod tests {
     use super::*;
     use crate::logdriver::{copy_stream, LogDriverConfig, RotatingWriter};
     use futures::StreamExt;
-    use std::sync::Mutex;
 
     fn write_lines(data: &Path, task: &str, cfg: Option<(u64, u32)>, lines: &[String]) {
         let mut c = LogDriverConfig::new(log_path(data, task));
@@ -385,8 +384,8 @@ mod tests {
             c.max_size = size;
             c.max_files = files;
         }
-        let w = Mutex::new(RotatingWriter::open(c).unwrap());
-        copy_stream(lines.concat().as_bytes(), "stdout", &w).unwrap();
+        let mut w = RotatingWriter::open(c).unwrap();
+        copy_stream(lines.concat().as_bytes(), "stdout", &mut w).unwrap();
     }
 
     fn text(msgs: &[LogMessage]) -> Vec<String> {
@@ -459,10 +458,10 @@ mod tests {
             max_size: 60,
             max_files: 3,
         };
-        let writer = Mutex::new(RotatingWriter::open(cfg).unwrap());
+        let mut writer = RotatingWriter::open(cfg).unwrap();
         let mut got = Vec::new();
         for i in 0..6 {
-            copy_stream(format!("after {i}\n").as_bytes(), "stdout", &writer).unwrap();
+            copy_stream(format!("after {i}\n").as_bytes(), "stdout", &mut writer).unwrap();
             let msg = tokio::time::timeout(Duration::from_secs(5), stream.next())
                 .await
                 .expect("a followed line arrives")

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::Signal;
 use shoal_proto::{ContainerSpec, Task};
-use shoal_tests::daemon::{shoal_bin, wait_until_every, ShoalHost, NAMESPACE};
+use shoal_tests::daemon::{wait_until_every, ShoalHost, NAMESPACE};
 use shoal_tests::phases::{self, TaskTimes, PHASES};
 use shoal_tests::swarm::{
     container_count, running_task_count, wait_namespace_empty, DockerSwarm, DOCKER_IMAGE,
@@ -338,8 +338,10 @@ async fn start_directly(socket: &Path, data_dir: &Path, n: usize) -> Result<Dura
     let cd = Containerd::connect(socket, NAMESPACE)
         .await
         .context("connect to the benchmark's containerd")?;
-    // The same log driver the daemon uses (the shoal binary), so both sides do the same work.
-    let executor = ContainerdExecutor::new(cd, PathBuf::from(data_dir), shoal_bin())
+    // The same log driver the daemon uses, so both sides do the same work.
+    let log_driver = shoal_worker::logdriver::install(&data_dir.join("bin"))
+        .context("install the log driver")?;
+    let executor = ContainerdExecutor::new(cd, PathBuf::from(data_dir), log_driver)
         .context("set up the executor")?;
     let tasks = (1..=n as u64)
         .map(|slot| {

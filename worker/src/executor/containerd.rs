@@ -92,8 +92,8 @@ struct Launch<'a> {
 
 impl ContainerdExecutor {
     /// `data_dir` is the worker's data directory (task logs live in `<data_dir>/tasks`);
-    /// `log_driver` the binary containerd's shim runs as `BINARY __log-driver OPTIONS` (the
-    /// daemon passes its own executable).
+    /// `log_driver` the program containerd's shim runs as `BINARY __log-driver OPTIONS` (the
+    /// one [`crate::logdriver::install`] installs).
     /// Creates `<data_dir>/tasks` so a wrong data directory is reported here, not on the first
     /// task.
     pub fn new(

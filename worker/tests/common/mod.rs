@@ -1,9 +1,6 @@
-//! What the worker's containerd tests share: the log-driver entry, busybox tasks with random
-//! IDs, and a private containerd with the busybox test image loaded.
-//!
-//! The log driver containerd's shim starts is the test binary itself: a constructor runs
-//! before the test harness and, when called as `BINARY __log-driver OPTIONS`, becomes the log
-//! driver, exactly as the `shoal` binary does.
+//! What the worker's containerd tests share: busybox tasks with random IDs, and a private
+//! containerd with the busybox test image loaded, driven by an executor whose log driver is the
+//! program the daemon installs (`logdriver::install`).
 
 use std::path::{Path, PathBuf};
 
@@ -13,11 +10,6 @@ use shoal_tests::containerd::ContainerdHost;
 use shoal_tests::image::{build_busybox_oci_archive, BUSYBOX_IMAGE};
 use shoal_worker::containerd::{Containerd, NAMESPACE};
 use shoal_worker::executor::ContainerdExecutor;
-
-#[ctor::ctor]
-fn log_driver_entry() {
-    shoal_worker::logdriver::run_if_invoked();
-}
 
 /// The node the tests' tasks are assigned to.
 pub const NODE: &str = "node0123456789";
@@ -75,5 +67,6 @@ pub async fn executor(host: &ContainerdHost, data: &Path) -> ContainerdExecutor 
     let cd = Containerd::connect(host.socket(), NAMESPACE)
         .await
         .expect("connecting to containerd");
-    ContainerdExecutor::new(cd, data.to_path_buf(), std::env::current_exe().unwrap()).unwrap()
+    let log_driver = shoal_worker::logdriver::install(&data.join("bin")).unwrap();
+    ContainerdExecutor::new(cd, data.to_path_buf(), log_driver).unwrap()
 }
