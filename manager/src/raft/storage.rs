@@ -685,6 +685,6 @@ fn truncated_bytes(index: u64, term: u64) -> [u8; 16] {
 
 mod inspect;
 mod load;
-pub use inspect::decrypted_records;
+pub use inspect::{decrypted_records, log_sizes, LogSizes};
 #[cfg(test)]
 mod tests;
