@@ -47,6 +47,12 @@ use crate::store::{ProposeRequest, StoreApplier, StoreError};
 /// proposals cannot starve ticks and peer messages.
 const MAX_PROPOSAL_BATCH: usize = 256;
 
+/// Largest batch of queued peer messages and requests stepped into one `Ready`. Each `Ready`
+/// ends in an fsync, so handling them one `Ready` each would make every append response (and
+/// on a follower every append) cost its own fsync and cap the log at one fsync per message;
+/// bounded so that a flood cannot starve ticks and proposals.
+const MAX_CONTROL_BATCH: usize = 1024;
+
 /// Readies handled back to back before the loop waits again; one usually suffices, a second
 /// carries the commit that persisting the first allowed.
 const MAX_READY_ROUNDS: usize = 8;
@@ -155,15 +161,7 @@ impl RaftLoop {
                     self.reads.retry(&mut self.node);
                 }
                 req = proposals.recv(), if proposals_open => match req {
-                    Some(req) => {
-                        self.proposals.propose(&mut self.node, req);
-                        for _ in 1..MAX_PROPOSAL_BATCH {
-                            match proposals.try_recv() {
-                                Ok(req) => self.proposals.propose(&mut self.node, req),
-                                Err(_) => break,
-                            }
-                        }
-                    }
+                    Some(req) => self.proposals.propose(&mut self.node, req),
                     None => proposals_open = false,
                 },
                 msg = control.recv(), if control_open => match msg {
@@ -171,6 +169,21 @@ impl RaftLoop {
                     Some(other) => self.control(other)?,
                     None => control_open = false,
                 },
+            }
+            // Whatever else is queued already goes into the same Ready: one fsync for all of
+            // it (see MAX_CONTROL_BATCH).
+            for _ in 0..MAX_CONTROL_BATCH {
+                match control.try_recv() {
+                    Ok(Control::Shutdown) => return Ok(()),
+                    Ok(other) => self.control(other)?,
+                    Err(_) => break,
+                }
+            }
+            for _ in 0..MAX_PROPOSAL_BATCH {
+                match proposals.try_recv() {
+                    Ok(req) => self.proposals.propose(&mut self.node, req),
+                    Err(_) => break,
+                }
             }
             if !proposals_open && !control_open {
                 // Every Store and RaftHandle is gone: nobody can use or stop this log.
