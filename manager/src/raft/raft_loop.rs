@@ -306,6 +306,7 @@ impl RaftLoop {
     /// answer sees what it was answered.
     fn answer_applied(&mut self) {
         self.publish_status();
+        self.applier.publish();
         self.proposals.send_answers();
         self.reads.answer_applied(self.applied);
     }
@@ -374,7 +375,7 @@ impl RaftLoop {
                         }
                     })?;
                     let started = Instant::now();
-                    let result = self.applier.apply(index, &proposal);
+                    let result = self.applier.apply(index, proposal);
                     self.instruments
                         .apply_duration
                         .observe(started.elapsed().as_secs_f64());
@@ -415,7 +416,7 @@ impl RaftLoop {
     fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), RaftError> {
         self.applied = self
             .snapshots
-            .install(&mut self.node, &self.applier, snapshot)?;
+            .install(&mut self.node, &mut self.applier, snapshot)?;
         self.sync_peers();
         Ok(())
     }
