@@ -334,15 +334,18 @@ impl RaftLoop {
             self.install_snapshot(ready.snapshot().clone())?;
         }
 
+        // raft-rs only hands out committed entries that are already persisted (here and on a
+        // majority), so they are applied and their proposers answered before this Ready's own
+        // write: a proposer does not wait for the fsync of the entries proposed after it.
+        let committed = ready.take_committed_entries();
+        self.apply_entries(committed)?;
+        self.answer_applied();
+
         // Entries and hard state in one durable write: nothing below runs unless it is on disk.
         let hs = ready.hs().cloned();
         self.node
             .mut_store()
             .persist(ready.entries(), hs.as_ref())?;
-
-        // raft-rs only hands out committed entries that are already persisted.
-        let committed = ready.take_committed_entries();
-        self.apply_entries(committed)?;
 
         // Followers answer (votes, appends) only once what they acknowledge is durable.
         if !ready.persisted_messages().is_empty() {
