@@ -125,6 +125,9 @@ impl RaftLoop {
             Ok(()) => StoreError::Stopped,
             Err(e) => StoreError::Storage(e.to_string()),
         };
+        if let Err(e) = self.node.store().sync() {
+            warn!(error = %e, "the raft log's last commit index could not be made durable");
+        }
         self.proposals.fail_all(answer);
         self.reads.fail_all(answer);
         self.status.publish_stopped();
@@ -338,8 +341,10 @@ impl RaftLoop {
         // majority), so they are applied and their proposers answered before this Ready's own
         // write: a proposer does not wait for the fsync of the entries proposed after it.
         let committed = ready.take_committed_entries();
-        self.apply_entries(committed)?;
-        self.answer_applied();
+        if !committed.is_empty() {
+            self.apply_entries(committed)?;
+            self.answer_applied();
+        }
 
         // Entries and hard state in one durable write: nothing below runs unless it is on disk.
         let hs = ready.hs().cloned();

@@ -76,6 +76,9 @@ pub struct RaftStorage {
     /// Set when raft-rs asked for a snapshot to send and the stored one would not do (too old,
     /// or taken before the receiver joined); the Raft loop then takes a fresh one.
     snapshot_wanted: Cell<bool>,
+    /// Whether the last write skipped the fsync (a newer commit index only): [`RaftStorage::sync`]
+    /// then makes it durable.
+    unsynced: Cell<bool>,
     /// Index and term of the last entry removed by compaction (0, 0 when none was).
     truncated_index: u64,
     truncated_term: u64,
@@ -128,6 +131,7 @@ impl RaftStorage {
             retired: BTreeSet::new(),
             snapshot: Snapshot::default(),
             snapshot_wanted: Cell::new(false),
+            unsynced: Cell::new(false),
             truncated_index: 0,
             truncated_term: 0,
             entries: Vec::new(),
@@ -547,6 +551,16 @@ impl RaftStorage {
         }
     }
 
+    /// Makes a write that skipped the fsync durable: when the log is closed cleanly, so that
+    /// the next start re-applies everything committed at once.
+    pub fn sync(&self) -> Result<(), RaftError> {
+        if !self.unsynced.get() {
+            return Ok(());
+        }
+        let bytes = encode(&self.hard_state, &self.path)?;
+        self.write_meta(&[(KEY_HARD_STATE, &bytes)])
+    }
+
     /// Whether `hs` differs from the stored hard state in its commit index only.
     fn only_commit_changes(&self, hs: &HardState) -> bool {
         hs.term == self.hard_state.term && hs.vote == self.hard_state.vote
@@ -574,6 +588,8 @@ impl RaftStorage {
             txn.set_durability(durability)?;
             f(&txn)?;
             txn.commit()?;
+            // A durable commit also carries every earlier one to disk.
+            self.unsynced.set(matches!(durability, Durability::None));
             Ok::<(), redb::Error>(())
         })();
         result.map_err(|source| RaftError::Write {
