@@ -79,7 +79,8 @@ impl Round {
         if self.latencies.is_empty() {
             return Duration::ZERO;
         }
-        let rank = ((self.latencies.len() as f64 * p).ceil() as usize).clamp(1, self.latencies.len());
+        let rank =
+            ((self.latencies.len() as f64 * p).ceil() as usize).clamp(1, self.latencies.len());
         self.latencies[rank - 1]
     }
 }
@@ -91,8 +92,7 @@ fn main() -> Result<()> {
     let ids = cluster.node_ids();
     let mut leader = None;
     if !wait_until(TIMEOUT, || {
-        leader = leader_seen_by(cluster.host(0))
-            .and_then(|id| ids.iter().position(|i| *i == id));
+        leader = leader_seen_by(cluster.host(0)).and_then(|id| ids.iter().position(|i| *i == id));
         leader.is_some()
     }) {
         bail!("no leader among the 3 managers within {TIMEOUT:?}");
@@ -172,14 +172,21 @@ async fn run_round(channels: &[Channel], services: &[String], stop: Stop) -> Res
     for (i, service) in services.iter().enumerate() {
         let client = ControlClient::new(channels[i / CLIENTS_PER_CONNECTION].clone());
         let quota = match stop {
-            Stop::Writes(n) => Some(n / clients as u64 + u64::from((i as u64) < n % clients as u64)),
+            Stop::Writes(n) => {
+                Some(n / clients as u64 + u64::from((i as u64) < n % clients as u64))
+            }
             Stop::After(_) => None,
         };
         let deadline = match stop {
             Stop::After(d) => Some(started + d),
             Stop::Writes(_) => None,
         };
-        tasks.push(tokio::spawn(client_loop(client, service.clone(), quota, deadline)));
+        tasks.push(tokio::spawn(client_loop(
+            client,
+            service.clone(),
+            quota,
+            deadline,
+        )));
     }
     let mut latencies = Vec::new();
     let mut errors = 0;
@@ -273,7 +280,15 @@ fn report(rounds: &[Round], raft_dirs: &[(usize, PathBuf)], leader: usize) {
     );
     println!(
         "{:>7}  {:>8}  {:>7}  {:>9}  {:>8}  {:>8}  {:>6}  {:>10}  {:>10}",
-        "clients", "writes", "secs", "writes/s", "p50 ms", "p99 ms", "errors", "/etcd 44k", "/target 20k"
+        "clients",
+        "writes",
+        "secs",
+        "writes/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "/etcd 44k",
+        "/target 20k"
     );
     for r in rounds {
         println!(
@@ -294,7 +309,9 @@ fn report(rounds: &[Round], raft_dirs: &[(usize, PathBuf)], leader: usize) {
          >= {TARGET:.0} writes/s"
     );
     println!();
-    println!("Raft log on disk after the run (sealed records; the log is compacted at each snapshot)");
+    println!(
+        "Raft log on disk after the run (sealed records; the log is compacted at each snapshot)"
+    );
     println!(
         "{:>6}  {:>6}  {:>12}  {:>8}  {:>12}  {:>14}",
         "host", "role", "file bytes", "entries", "entry bytes", "snapshot bytes"
@@ -323,7 +340,10 @@ fn parse_args() -> Result<Args> {
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let mut value = || args.next().with_context(|| format!("{arg} needs a value; {usage}"));
+        let mut value = || {
+            args.next()
+                .with_context(|| format!("{arg} needs a value; {usage}"))
+        };
         match arg.as_str() {
             "--quick" => {
                 parsed.clients = vec![1, 10];
@@ -342,12 +362,17 @@ fn parse_args() -> Result<Args> {
             }
             "--duration" => {
                 let v = value()?;
-                let secs: f64 = v.parse().with_context(|| format!("--duration {v}: not a number"))?;
+                let secs: f64 = v
+                    .parse()
+                    .with_context(|| format!("--duration {v}: not a number"))?;
                 parsed.stop = Stop::After(Duration::from_secs_f64(secs));
             }
             "--writes" => {
                 let v = value()?;
-                parsed.stop = Stop::Writes(v.parse().with_context(|| format!("--writes {v}: not a number"))?);
+                parsed.stop = Stop::Writes(
+                    v.parse()
+                        .with_context(|| format!("--writes {v}: not a number"))?,
+                );
             }
             other => bail!("unknown argument {other}; {usage}"),
         }
