@@ -47,6 +47,12 @@ use crate::store::{ProposeRequest, StoreApplier, StoreError};
 /// proposals cannot starve ticks and peer messages.
 const MAX_PROPOSAL_BATCH: usize = 256;
 
+/// Largest batch of queued peer messages and requests stepped into one `Ready`. Each `Ready`
+/// ends in an fsync, so handling them one `Ready` each would make every append response (and
+/// on a follower every append) cost its own fsync and cap the log at one fsync per message;
+/// bounded so that a flood cannot starve ticks and proposals.
+const MAX_CONTROL_BATCH: usize = 1024;
+
 /// Readies handled back to back before the loop waits again; one usually suffices, a second
 /// carries the commit that persisting the first allowed.
 const MAX_READY_ROUNDS: usize = 8;
@@ -119,6 +125,9 @@ impl RaftLoop {
             Ok(()) => StoreError::Stopped,
             Err(e) => StoreError::Storage(e.to_string()),
         };
+        if let Err(e) = self.node.store().sync() {
+            warn!(error = %e, "the raft log's last commit index could not be made durable");
+        }
         self.proposals.fail_all(answer);
         self.reads.fail_all(answer);
         self.status.publish_stopped();
@@ -155,15 +164,7 @@ impl RaftLoop {
                     self.reads.retry(&mut self.node);
                 }
                 req = proposals.recv(), if proposals_open => match req {
-                    Some(req) => {
-                        self.proposals.propose(&mut self.node, req);
-                        for _ in 1..MAX_PROPOSAL_BATCH {
-                            match proposals.try_recv() {
-                                Ok(req) => self.proposals.propose(&mut self.node, req),
-                                Err(_) => break,
-                            }
-                        }
-                    }
+                    Some(req) => self.proposals.propose(&mut self.node, req),
                     None => proposals_open = false,
                 },
                 msg = control.recv(), if control_open => match msg {
@@ -171,6 +172,21 @@ impl RaftLoop {
                     Some(other) => self.control(other)?,
                     None => control_open = false,
                 },
+            }
+            // Whatever else is queued already goes into the same Ready: one fsync for all of
+            // it (see MAX_CONTROL_BATCH).
+            for _ in 0..MAX_CONTROL_BATCH {
+                match control.try_recv() {
+                    Ok(Control::Shutdown) => return Ok(()),
+                    Ok(other) => self.control(other)?,
+                    Err(_) => break,
+                }
+            }
+            for _ in 0..MAX_PROPOSAL_BATCH {
+                match proposals.try_recv() {
+                    Ok(req) => self.proposals.propose(&mut self.node, req),
+                    Err(_) => break,
+                }
             }
             if !proposals_open && !control_open {
                 // Every Store and RaftHandle is gone: nobody can use or stop this log.
@@ -293,6 +309,7 @@ impl RaftLoop {
     /// answer sees what it was answered.
     fn answer_applied(&mut self) {
         self.publish_status();
+        self.applier.publish();
         self.proposals.send_answers();
         self.reads.answer_applied(self.applied);
     }
@@ -320,15 +337,20 @@ impl RaftLoop {
             self.install_snapshot(ready.snapshot().clone())?;
         }
 
+        // raft-rs only hands out committed entries that are already persisted (here and on a
+        // majority), so they are applied and their proposers answered before this Ready's own
+        // write: a proposer does not wait for the fsync of the entries proposed after it.
+        let committed = ready.take_committed_entries();
+        if !committed.is_empty() {
+            self.apply_entries(committed)?;
+            self.answer_applied();
+        }
+
         // Entries and hard state in one durable write: nothing below runs unless it is on disk.
         let hs = ready.hs().cloned();
         self.node
             .mut_store()
             .persist(ready.entries(), hs.as_ref())?;
-
-        // raft-rs only hands out committed entries that are already persisted.
-        let committed = ready.take_committed_entries();
-        self.apply_entries(committed)?;
 
         // Followers answer (votes, appends) only once what they acknowledge is durable.
         if !ready.persisted_messages().is_empty() {
@@ -361,7 +383,7 @@ impl RaftLoop {
                         }
                     })?;
                     let started = Instant::now();
-                    let result = self.applier.apply(index, &proposal);
+                    let result = self.applier.apply(index, proposal);
                     self.instruments
                         .apply_duration
                         .observe(started.elapsed().as_secs_f64());
@@ -402,7 +424,7 @@ impl RaftLoop {
     fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), RaftError> {
         self.applied = self
             .snapshots
-            .install(&mut self.node, &self.applier, snapshot)?;
+            .install(&mut self.node, &mut self.applier, snapshot)?;
         self.sync_peers();
         Ok(())
     }

@@ -87,7 +87,7 @@ impl Snapshots {
     pub(super) fn install(
         &self,
         node: &mut RawNode<RaftStorage>,
-        applier: &StoreApplier,
+        applier: &mut StoreApplier,
         snapshot: Snapshot,
     ) -> Result<u64, RaftError> {
         let index = snapshot.get_metadata().index;

@@ -3,6 +3,8 @@
 //!
 //! Every change commits one redb write transaction with immediate durability (fsync) before the
 //! method returns, so once it returns `Ok` the Raft loop may acknowledge what was written. The
+//! one exception is a hard state that only moves the commit index: Raft does not need it on disk
+//! (see [`RaftStorage::persist`]), so it reaches the disk with the next durable write. The
 //! entries after the last compaction and the metadata are mirrored in memory because raft-rs
 //! reads them constantly and treats a read error as fatal (it panics); the file is read and
 //! checked once at open, is written before the mirror changes, and is the truth on restart.
@@ -74,6 +76,9 @@ pub struct RaftStorage {
     /// Set when raft-rs asked for a snapshot to send and the stored one would not do (too old,
     /// or taken before the receiver joined); the Raft loop then takes a fresh one.
     snapshot_wanted: Cell<bool>,
+    /// Whether the last write skipped the fsync (a newer commit index only): [`RaftStorage::sync`]
+    /// then makes it durable.
+    unsynced: Cell<bool>,
     /// Index and term of the last entry removed by compaction (0, 0 when none was).
     truncated_index: u64,
     truncated_term: u64,
@@ -126,6 +131,7 @@ impl RaftStorage {
             retired: BTreeSet::new(),
             snapshot: Snapshot::default(),
             snapshot_wanted: Cell::new(false),
+            unsynced: Cell::new(false),
             truncated_index: 0,
             truncated_term: 0,
             entries: Vec::new(),
@@ -287,7 +293,17 @@ impl RaftStorage {
             .collect::<Result<_, RaftError>>()?;
         let hs_bytes = hs.map(|hs| encode(hs, &self.path)).transpose()?;
         let old_last = self.last();
-        self.write(|txn| {
+        // A newer commit index alone need not be on disk before anything is acknowledged: the
+        // entries it covers are (on a majority), and a node that restarts with an older commit
+        // index learns the newer one from the leader. Raft asks durability of the entries, the
+        // term and the vote. So such a write skips the fsync; the next durable write carries it
+        // to disk (redb writes transactions in order). On the leader that is every other
+        // Ready: the one that commits, between two that append.
+        let durability = match hs {
+            Some(hs) if ents.is_empty() && self.only_commit_changes(hs) => Durability::None,
+            _ => Durability::Immediate,
+        };
+        self.write_with(durability, |txn| {
             if let Some(&(first, _)) = encoded.first() {
                 // The conflicting suffix goes: entries past the new tail must not survive.
                 remove_entries(txn, first..=old_last)?;
@@ -535,18 +551,45 @@ impl RaftStorage {
         }
     }
 
+    /// Makes a write that skipped the fsync durable: when the log is closed cleanly, so that
+    /// the next start re-applies everything committed at once.
+    pub fn sync(&self) -> Result<(), RaftError> {
+        if !self.unsynced.get() {
+            return Ok(());
+        }
+        let bytes = encode(&self.hard_state, &self.path)?;
+        self.write_meta(&[(KEY_HARD_STATE, &bytes)])
+    }
+
+    /// Whether `hs` differs from the stored hard state in its commit index only.
+    fn only_commit_changes(&self, hs: &HardState) -> bool {
+        hs.term == self.hard_state.term && hs.vote == self.hard_state.vote
+    }
+
     /// Runs `f` in one write transaction and commits it durably (fsync) before returning.
     fn write(
         &self,
         f: impl FnOnce(&WriteTransaction) -> Result<(), redb::Error>,
     ) -> Result<(), RaftError> {
+        self.write_with(Durability::Immediate, f)
+    }
+
+    /// Runs `f` in one write transaction committed with `durability`: `Immediate` (fsync)
+    /// for everything Raft must find after a crash, `None` only for what it can lose.
+    fn write_with(
+        &self,
+        durability: Durability,
+        f: impl FnOnce(&WriteTransaction) -> Result<(), redb::Error>,
+    ) -> Result<(), RaftError> {
         let result = (|| {
             let mut txn = self.db.begin_write()?;
-            // The default today, but the Raft contract depends on it: nothing is acknowledged
-            // until it is on disk.
-            txn.set_durability(Durability::Immediate)?;
+            // Immediate is the default today, but the Raft contract depends on it: nothing is
+            // acknowledged until it is on disk.
+            txn.set_durability(durability)?;
             f(&txn)?;
             txn.commit()?;
+            // A durable commit also carries every earlier one to disk.
+            self.unsynced.set(matches!(durability, Durability::None));
             Ok::<(), redb::Error>(())
         })();
         result.map_err(|source| RaftError::Write {
@@ -685,6 +728,6 @@ fn truncated_bytes(index: u64, term: u64) -> [u8; 16] {
 
 mod inspect;
 mod load;
-pub use inspect::decrypted_records;
+pub use inspect::{decrypted_records, log_sizes, LogSizes};
 #[cfg(test)]
 mod tests;

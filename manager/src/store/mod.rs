@@ -15,7 +15,10 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use state::{ApplyError, StoreState};
 
-/// What one log entry changed, as watchers see it.
+/// What the entries applied in one round of the Raft loop changed, as watchers see it: the
+/// actions of every accepted entry, in log order, up to the entry at `index`. One event per
+/// round rather than per entry: a watcher that reads the whole state on each wake-up (a worker
+/// session, the writer roles) then does so once per batch of writes, not once per write.
 #[derive(Debug)]
 pub struct Applied {
     pub index: u64,
@@ -59,10 +62,13 @@ pub struct Store {
     proposals: mpsc::Sender<ProposeRequest>,
 }
 
-/// The Raft loop's side of a [`Store`]: it applies committed entries through this.
+/// The Raft loop's side of a [`Store`]: it applies committed entries through this, and
+/// publishes what they changed once per round ([`StoreApplier::publish`]).
 pub struct StoreApplier {
     state: Arc<RwLock<StoreState>>,
     events: broadcast::Sender<Arc<Applied>>,
+    /// Applied since the last [`StoreApplier::publish`]: the last index and the actions.
+    unpublished: Option<Applied>,
 }
 
 /// Creates a store around `initial` (restored from a snapshot, or empty) plus the receiver the
@@ -79,7 +85,11 @@ pub fn new_store(initial: StoreState) -> (Store, StoreApplier, mpsc::Receiver<Pr
             events: events.clone(),
             proposals: tx,
         },
-        StoreApplier { state, events },
+        StoreApplier {
+            state,
+            events,
+            unpublished: None,
+        },
         rx,
     )
 }
@@ -133,18 +143,28 @@ pub const MAX_ENTRY_ACTIONS: usize = 500;
 
 impl StoreApplier {
     /// Applies one committed entry; returns whether it was accepted. Rejected entries change
-    /// nothing and are not broadcast.
-    pub fn apply(&self, index: u64, proposal: &Proposal) -> Result<(), ApplyError> {
+    /// nothing and are not broadcast; accepted ones are, at the next [`StoreApplier::publish`].
+    pub fn apply(&mut self, index: u64, proposal: Proposal) -> Result<(), ApplyError> {
         {
             let mut guard = self.state.write().unwrap_or_else(|e| e.into_inner());
-            guard.apply(index, proposal)?;
+            guard.apply(index, &proposal)?;
         }
-        // No receivers is fine: nothing is watching yet.
-        let _ = self.events.send(Arc::new(Applied {
+        let applied = self.unpublished.get_or_insert_with(|| Applied {
             index,
-            actions: proposal.actions.clone(),
-        }));
+            actions: Vec::new(),
+        });
+        applied.index = index;
+        applied.actions.extend(proposal.actions);
         Ok(())
+    }
+
+    /// Tells the watchers what was applied since the last call, as one [`Applied`]. The Raft
+    /// loop calls it at the end of each round, before it answers the proposers.
+    pub fn publish(&mut self) {
+        if let Some(applied) = self.unpublished.take() {
+            // No receivers is fine: nothing is watching yet.
+            let _ = self.events.send(Arc::new(applied));
+        }
     }
 
     /// The whole state, for a Raft snapshot.
@@ -156,7 +176,9 @@ impl StoreApplier {
     }
 
     /// Replaces the state with a snapshot taken at log `index` (a leader's, for catch-up).
-    pub fn restore(&self, snapshot: shoal_proto::StoreSnapshot, index: u64) {
+    /// What was applied before is published first, so watchers see it in order.
+    pub fn restore(&mut self, snapshot: shoal_proto::StoreSnapshot, index: u64) {
+        self.publish();
         *self.state.write().unwrap_or_else(|e| e.into_inner()) =
             StoreState::from_snapshot(snapshot, index);
     }
