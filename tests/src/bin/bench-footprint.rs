@@ -217,8 +217,8 @@ fn print_memory(n: usize, shoal: &Footprint, docker: &Footprint) {
     println!();
     println!("memory in MiB with {n} tasks of `busybox sleep 3600` (PSS: shared pages split among");
     println!("the processes sharing them; RSS: counted whole in each)");
-    println!("{:<44} {:>10} {:>10}", "", "shoal", "swarm");
-    let row = |what: &str, a: String, b: String| println!("{what:<44} {a:>10} {b:>10}");
+    println!("{:<48} {:>12} {:>12}", "", "shoal", "swarm");
+    let row = |what: &str, a: String, b: String| println!("{what:<48} {a:>12} {b:>12}");
     row(
         "daemon RSS, idle",
         mib(shoal.idle.rss),
