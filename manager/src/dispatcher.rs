@@ -10,6 +10,7 @@
 //! A node is marked DOWN when its session's connection closes and it does not come back within
 //! a short grace, or when its heartbeats stop for three periods ([`liveness`]).
 
+mod fanout;
 mod liveness;
 pub mod peers;
 
@@ -57,6 +58,9 @@ pub struct Dispatcher {
     /// moves, so the worker looks for the new leader.
     raft: watch::Receiver<RaftStatus>,
     usage: UsageStore,
+    /// Wakes only the sessions a store change concerns; started with the first session.
+    fanout: fanout::Fanout,
+    fanout_started: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The caller must be the node it speaks for (or the local daemon on the unix socket), and a
@@ -100,6 +104,8 @@ impl Dispatcher {
             sessions: Arc::default(),
             raft,
             usage,
+            fanout: fanout::Fanout::default(),
+            fanout_started: Arc::default(),
         }
     }
 
@@ -140,15 +146,27 @@ impl Dispatcher {
         self.store.view(|st| st.manager_addrs())
     }
 
+    /// The tasks assigned to `node_id`, by task ID: the node's tasks as the fan-out indexed
+    /// them, read from the store (a node holds a fraction of the cluster's tasks).
     fn assigned(&self, node_id: &str) -> Vec<Task> {
+        let ids = self.fanout.tasks_of(node_id);
         self.store.view(|st| {
-            st.tasks
-                .values()
+            ids.iter()
+                .filter_map(|id| st.tasks.get(id))
                 // Global tasks carry their node from creation; the worker sees them only once
                 // the scheduler has checked the node (ASSIGNED).
                 .filter(|t| t.node_id == node_id && t.state() >= TaskState::Assigned)
                 .cloned()
                 .collect()
+        })
+    }
+
+    /// The node's peer tables, reading only its own tasks and the tasks on networks.
+    fn peer_tables(&self, node_id: &str, tasks: &[Task]) -> Vec<NetworkPeers> {
+        let networked = self.fanout.networked();
+        self.store.view(|st| {
+            let on_networks = networked.iter().filter_map(|id| st.tasks.get(id));
+            peers::peer_tables_of(st, node_id, tasks.iter(), on_networks)
         })
     }
 
@@ -297,10 +315,16 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         );
         info!(node = %req.node_id, session = %session_id, "worker session opened");
 
+        if !self
+            .fanout_started
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            tokio::spawn(self.fanout.clone().run(self.store.clone()));
+        }
         let (tx, rx) = mpsc::channel(16);
         let this = self.clone();
         let node_id = req.node_id;
-        let mut events = self.store.subscribe();
+        let waiter = self.fanout.register(&node_id, &session_id);
         let mut raft = self.raft.clone();
         tokio::spawn(async move {
             // What the node was last sent; a change in any part sends the whole again.
@@ -322,7 +346,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                     manager != (r == shoal_tls::Role::Manager)
                 });
                 // Peers change with tasks on other nodes too, so they are part of the key.
-                let networks = this.store.view(|st| peers::peer_tables(st, &node_id));
+                let networks = this.peer_tables(&node_id, &tasks);
                 let key = (
                     tasks
                         .iter()
@@ -361,8 +385,8 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                         let _ = tx.send(Err(refusal)).await;
                         return;
                     }
-                    ev = events.recv() => {
-                        if matches!(ev, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                    _ = waiter.notify.notified() => {
+                        if this.fanout.closed() {
                             return;
                         }
                     }
