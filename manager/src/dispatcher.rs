@@ -10,6 +10,7 @@
 //! A node is marked DOWN when its session's connection closes and it does not come back within
 //! a short grace, or when its heartbeats stop for three periods ([`liveness`]).
 
+mod batcher;
 mod fanout;
 mod liveness;
 pub mod peers;
@@ -61,6 +62,8 @@ pub struct Dispatcher {
     /// Wakes only the sessions a store change concerns; started with the first session.
     fanout: fanout::Fanout,
     fanout_started: Arc<std::sync::atomic::AtomicBool>,
+    /// Status reports of all sessions, proposed together; started with the first report.
+    statuses: Arc<std::sync::OnceLock<batcher::Batcher>>,
 }
 
 /// The caller must be the node it speaks for (or the local daemon on the unix socket), and a
@@ -106,6 +109,7 @@ impl Dispatcher {
             usage,
             fanout: fanout::Fanout::default(),
             fanout_started: Arc::default(),
+            statuses: Arc::default(),
         }
     }
 
@@ -434,7 +438,10 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                 .collect()
         });
         if !actions.is_empty() {
-            self.store.propose(actions).await.map_err(store_status)?;
+            let statuses = self
+                .statuses
+                .get_or_init(|| batcher::Batcher::start(self.store.clone()));
+            statuses.propose(actions).await?;
         }
         Ok(Response::new(Empty {}))
     }
