@@ -165,6 +165,25 @@ impl Dispatcher {
         })
     }
 
+    /// The cluster's part of `node_id`'s session message; `cert_role` is the role its
+    /// certificate grants, when it came with one.
+    fn shared(&self, node_id: &str, cert_role: Option<shoal_tls::Role>, tasks: &[Task]) -> Shared {
+        let renew_certificate = cert_role.is_some_and(|r| {
+            let manager = self.store.view(|st| {
+                st.nodes
+                    .get(node_id)
+                    .is_some_and(|n| n.role == NodeRole::Manager as i32)
+            });
+            manager != (r == shoal_tls::Role::Manager)
+        });
+        Shared {
+            managers: self.manager_addrs(),
+            manager_ids: self.store.view(|st| st.manager_ids()),
+            renew_certificate,
+            networks: self.peer_tables(node_id, tasks),
+        }
+    }
+
     /// The node's peer tables, reading only its own tasks and the tasks on networks.
     fn peer_tables(&self, node_id: &str, tasks: &[Task]) -> Vec<NetworkPeers> {
         let networked = self.fanout.networked();
@@ -264,13 +283,17 @@ impl Dispatcher {
     }
 }
 
-/// What a session last sent: task IDs and versions, managers, the renew flag, peer tables.
-type SentKey = (
-    Vec<(String, u64)>,
-    (Vec<String>, Vec<String>),
-    bool,
-    Vec<NetworkPeers>,
-);
+/// What a session last sent: task IDs and versions, managers, the renew flag (the peer tables
+/// are followed apart, see the session loop).
+type SentKey = (Vec<(String, u64)>, (Vec<String>, Vec<String>), bool);
+
+/// What a session message holds that depends on the whole cluster, not on the node's tasks.
+struct Shared {
+    managers: Vec<String>,
+    manager_ids: Vec<String>,
+    renew_certificate: bool,
+    networks: Vec<NetworkPeers>,
+}
 
 type SessionStream = Pin<Box<dyn Stream<Item = Result<SessionMessage, Status>> + Send>>;
 
@@ -333,48 +356,60 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         tokio::spawn(async move {
             // What the node was last sent; a change in any part sends the whole again.
             let mut last: Option<SentKey> = None;
+            // What the whole cluster contributes (managers, role, peer tables) as of a fan-out
+            // generation: only entries that wake every session change it, so a session woken
+            // for its own tasks does not build it again.
+            let mut shared: Option<(u64, Shared)> = None;
+            // Whether the node holds the current peer tables: a message may then leave them
+            // out (`peers_unchanged`), which spares sending every node's routing-mesh address
+            // to each node whenever one of its tasks changes.
+            let mut tables_sent = false;
             loop {
                 // A newer session of the same node replaces this one.
                 if this.sessions().get(&node_id).map(|s| &s.id) != Some(&session_id) {
                     return;
                 }
                 let tasks = this.assigned(&node_id);
-                let managers = this.manager_addrs();
-                let manager_ids = this.store.view(|st| st.manager_ids());
-                let renew_certificate = cert_role.is_some_and(|r| {
-                    let manager = this.store.view(|st| {
-                        st.nodes
-                            .get(&node_id)
-                            .is_some_and(|n| n.role == NodeRole::Manager as i32)
-                    });
-                    manager != (r == shoal_tls::Role::Manager)
-                });
-                // Peers change with tasks on other nodes too, so they are part of the key.
-                let networks = this.peer_tables(&node_id, &tasks);
+                let generation = this.fanout.generation();
+                if shared.as_ref().map(|(g, _)| *g) != Some(generation) {
+                    let now = this.shared(&node_id, cert_role, &tasks);
+                    if shared.as_ref().is_none_or(|(_, s)| s.networks != now.networks) {
+                        tables_sent = false;
+                    }
+                    shared = Some((generation, now));
+                }
+                let Some((_, sh)) = &shared else {
+                    return;
+                };
                 let key = (
                     tasks
                         .iter()
                         .map(|t| (t.id.clone(), t.meta.as_ref().map_or(0, |m| m.version)))
                         .collect::<Vec<_>>(),
-                    (managers.clone(), manager_ids.clone()),
-                    renew_certificate,
-                    networks.clone(),
+                    (sh.managers.clone(), sh.manager_ids.clone()),
+                    sh.renew_certificate,
                 );
-                if last.as_ref() != Some(&key) {
+                if last.as_ref() != Some(&key) || !tables_sent {
                     let msg = SessionMessage {
                         session_id: session_id.clone(),
                         heartbeat_period_ms: this.period().as_millis() as u64,
                         tasks,
-                        managers,
-                        renew_certificate,
-                        networks,
-                        manager_ids,
+                        managers: sh.managers.clone(),
+                        renew_certificate: sh.renew_certificate,
+                        networks: if tables_sent {
+                            Vec::new()
+                        } else {
+                            sh.networks.clone()
+                        },
+                        peers_unchanged: tables_sent,
+                        manager_ids: sh.manager_ids.clone(),
                     };
                     if tx.send(Ok(msg)).await.is_err() {
                         this.session_closed(&node_id, &session_id).await;
                         return;
                     }
                     last = Some(key);
+                    tables_sent = true;
                 }
                 tokio::select! {
                     _ = tx.closed() => {

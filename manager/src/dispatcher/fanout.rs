@@ -35,6 +35,9 @@ struct Index {
     waiters: HashMap<String, HashMap<String, Arc<Notify>>>,
     /// The store's entries stopped: sessions end.
     closed: bool,
+    /// Bumped whenever every session is woken: what does not depend on a node's own tasks
+    /// can only have changed then.
+    generation: u64,
 }
 
 impl Index {
@@ -88,7 +91,8 @@ impl Index {
         }
     }
 
-    fn wake_all(&self) {
+    fn wake_all(&mut self) {
+        self.generation += 1;
         for n in self.waiters.values().flat_map(|m| m.values()) {
             n.notify_one();
         }
@@ -149,6 +153,11 @@ impl Fanout {
         }
     }
 
+    /// See [`Index::generation`].
+    pub(super) fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
     pub(super) fn closed(&self) -> bool {
         self.lock().closed
     }
@@ -180,7 +189,7 @@ impl Fanout {
             match events.recv().await {
                 Ok(applied) => {
                     let woken = store.view(|st| self.fold(st, &applied.actions));
-                    let ix = self.lock();
+                    let mut ix = self.lock();
                     match woken {
                         Woken::All => ix.wake_all(),
                         Woken::Nodes(nodes) => nodes.iter().for_each(|n| ix.wake(n)),
