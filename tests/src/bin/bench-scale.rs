@@ -213,8 +213,21 @@ fn main() -> Result<()> {
 
     // Declared before the hollow nodes, so that they stop before the managers do.
     let cluster = TestCluster::new(3);
-    cluster.form(3, 0);
     let leader = cluster.host(0);
+    // The ingress network is the address pool's first subnet, and every node takes an address
+    // on it: a /21 holds a thousand nodes and more, where the default /24 holds 253 (as with
+    // Docker, whose default ingress is a /24 too, a large swarm needs a larger one).
+    leader.swarm_init_with(&["--default-addr-pool-mask-length", "21"]);
+    let manager_token = leader
+        .shoal_ok(&["swarm", "join-token", "-q", "manager"])
+        .trim()
+        .to_string();
+    for host in &cluster.hosts()[1..] {
+        host.swarm_join(&manager_token, &leader.swarm_addr());
+    }
+    if !cluster.wait_healthy(3, 3, JOIN_TIMEOUT) {
+        bail!("the 3 managers did not form a healthy swarm within {JOIN_TIMEOUT:?}");
+    }
     for id in cluster.node_ids() {
         leader.shoal_ok(&["node", "update", "--availability", "drain", &id]);
     }

@@ -134,9 +134,8 @@ async fn run(args: &Args) -> Result<()> {
         }
     }
     let _ = stop_tx.send(true);
-    for agent in agents {
-        let _ = tokio::time::timeout(Duration::from_secs(5), agent).await;
-    }
+    // The agents stop side by side; a stuck one is dropped with the runtime.
+    let _ = tokio::time::timeout(Duration::from_secs(5), futures::future::join_all(agents)).await;
     Ok(())
 }
 
