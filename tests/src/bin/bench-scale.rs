@@ -10,7 +10,9 @@
 //!   service at R/R (RUNNING in the store);
 //! - `service ls` and `service ps s0` latency (p50/p99, through the CLI) sampled in a loop each
 //!   during that ramp;
-//! - the leader's peak RSS (VmHWM) and the CPU seconds it used during the ramp.
+//! - the leader's peak RSS (VmHWM) and the CPU seconds it used during the ramp (host 0, the
+//!   first leader), and how many leadership changes host 0 saw meanwhile: creates that meet
+//!   an election are retried, as a user would.
 //!
 //! The anchor: swarmkit's scheduler placed 100,000 tasks on 1,000 nodes in 22.6 s
 //! (moby/swarmkit#193). Not a test: it asserts nothing about speed, it prints figures.
@@ -43,6 +45,8 @@ const RAMP_TIMEOUT: Duration = Duration::from_secs(900);
 const POLL: Duration = Duration::from_millis(100);
 /// How many `service create`s run side by side.
 const CREATORS: usize = 4;
+/// How often one `service create` is tried while there is no leader.
+const CREATE_ATTEMPTS: usize = 30;
 
 struct Args {
     nodes: usize,
@@ -188,6 +192,41 @@ fn sample_loop(
     samples
 }
 
+/// `service create -d NAME`; when the answer is "no quorum" or "may or may not take effect"
+/// (an election under load), looks whether the service exists and tries again if not, as a
+/// user would. Panics on any other refusal, and after [`CREATE_ATTEMPTS`].
+fn create_service(leader: &ClusterHost, name: &str, replicas: &str) {
+    let args = [
+        "service", "create", "-d", "--name", name, "--replicas", replicas, "busybox", "sleep",
+        "3600",
+    ];
+    for _ in 0..CREATE_ATTEMPTS {
+        let out = leader.shoal(&args);
+        if out.status.success() {
+            return;
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        let exists = || leader.shoal(&["service", "inspect", name]).status.success();
+        if err.contains("already exists") || (err.contains("may or may not") && exists()) {
+            return;
+        }
+        if !err.contains("no quorum") && !err.contains("may or may not") {
+            panic!("service create {name}: {err}");
+        }
+        eprintln!("service create {name}: {}; retrying", err.trim());
+        thread::sleep(Duration::from_secs(1));
+        if exists() {
+            return;
+        }
+    }
+    panic!("service create {name}: no leader to take it after {CREATE_ATTEMPTS} attempts");
+}
+
+/// How many leadership changes `host`'s daemon log records so far.
+fn leader_changes(host: &ClusterHost) -> usize {
+    host.daemon_log().matches("raft leadership changed").count()
+}
+
 /// Whether `service ls` shows every one of `services` at R/R.
 fn all_running(table: &str, services: usize, replicas: usize) -> bool {
     let want = format!("{replicas}/{replicas}");
@@ -271,6 +310,7 @@ fn main() -> Result<()> {
 
     let pid = leader.daemon_pid().context("the leader's daemon runs")?;
     let cpu_before = cpu_seconds(pid)?;
+    let changes_before = leader_changes(leader);
     let stop = AtomicBool::new(false);
     let running_at: Mutex<Option<Instant>> = Mutex::new(None);
     let t0 = Instant::now();
@@ -292,11 +332,7 @@ fn main() -> Result<()> {
                 s.spawn(move || {
                     let replicas = args.replicas.to_string();
                     for i in (c..args.services).step_by(CREATORS) {
-                        let name = format!("s{i}");
-                        leader.shoal_ok(&[
-                            "service", "create", "-d", "--name", &name, "--replicas", &replicas,
-                            "busybox", "sleep", "3600",
-                        ]);
+                        create_service(leader, &format!("s{i}"), &replicas);
                     }
                 })
             })
@@ -329,6 +365,7 @@ fn main() -> Result<()> {
         Ok((created_after, ls, ps))
     })?;
     let cpu = cpu_seconds(pid)? - cpu_before;
+    let elections = leader_changes(leader) - changes_before;
     let (rss_kib, hwm_kib) = memory_kib(pid)?;
     let since = |t: Option<Instant>| t.map(|t| t.saturating_duration_since(t0).as_secs_f64());
     let (assigned, started) = {
@@ -351,6 +388,7 @@ fn main() -> Result<()> {
         cpu,
         rss_kib,
         hwm_kib,
+        elections,
     });
     Ok(())
 }
@@ -369,6 +407,7 @@ struct Figures<'a> {
     cpu: f64,
     rss_kib: u64,
     hwm_kib: u64,
+    elections: usize,
 }
 
 fn print_table(f: &Figures) {
@@ -422,4 +461,8 @@ fn print_table(f: &Figures) {
         format!("{} / {} MiB", f.hwm_kib / 1024, f.rss_kib / 1024),
     );
     row("leader CPU seconds during the ramp", format!("{:.1} s", f.cpu));
+    row(
+        "leadership changes seen by host 0 during the ramp",
+        f.elections.to_string(),
+    );
 }
