@@ -373,7 +373,10 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                 let generation = this.fanout.generation();
                 if shared.as_ref().map(|(g, _)| *g) != Some(generation) {
                     let now = this.shared(&node_id, cert_role, &tasks);
-                    if shared.as_ref().is_none_or(|(_, s)| s.networks != now.networks) {
+                    if shared
+                        .as_ref()
+                        .is_none_or(|(_, s)| s.networks != now.networks)
+                    {
                         tables_sent = false;
                     }
                     shared = Some((generation, now));

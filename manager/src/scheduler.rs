@@ -168,7 +168,13 @@ impl<'a> Spread<'a> {
                         && n.availability() == NodeAvailability::Active
                         && constraints.matches(n)
                 })
-                .map(|n| (load.of_service(&n.id, service), load.of_node(&n.id), n.id.as_str()))
+                .map(|n| {
+                    (
+                        load.of_service(&n.id, service),
+                        load.of_node(&n.id),
+                        n.id.as_str(),
+                    )
+                })
                 .collect()
         });
         let (_, _, id) = set.first()?;

@@ -126,7 +126,5 @@ pub fn raise_nofile_limit() -> Result<()> {
 pub fn quantile(samples: &mut [Duration], q: f64) -> Option<Duration> {
     samples.sort_unstable();
     let last = samples.len().checked_sub(1)?;
-    samples
-        .get(((last as f64) * q).round() as usize)
-        .copied()
+    samples.get(((last as f64) * q).round() as usize).copied()
 }

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::Signal;
-use shoal_proto::membership_client::MembershipClient;
 use shoal_node::leader_search;
+use shoal_proto::membership_client::MembershipClient;
 use shoal_proto::{IssueCertificateRequest, NodeDescription, Task, TaskUsage};
 use shoal_tls::{NodeCert, NodeKey, Role};
 use shoal_worker::agent::{AgentConfig, AgentError, ConnectFn};
@@ -239,8 +239,7 @@ pub async fn run(
     stats: Arc<HollowStats>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("create {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("create {}", data_dir.display()))?;
     let config = Arc::new(shoal_tls::client_config(&joined.cert)?);
     let node_id = joined.node_id.clone();
     let managers = Arc::new(Mutex::new(joined.managers));

@@ -63,7 +63,11 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let outcome = store.propose(actions).await.map(|_| ()).map_err(store_status);
+        let outcome = store
+            .propose(actions)
+            .await
+            .map(|_| ())
+            .map_err(store_status);
         for reply in replies {
             // The caller may have gone (its RPC was cancelled): nothing to tell.
             let _ = reply.send(outcome.clone());

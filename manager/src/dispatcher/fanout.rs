@@ -228,9 +228,7 @@ impl Fanout {
                     ix.place(&a.task_id, &a.node_id);
                     &a.task_id
                 }
-                Some(Action::UpdateTaskStatus(u)) | Some(Action::MarkTaskPending(u)) => {
-                    &u.task_id
-                }
+                Some(Action::UpdateTaskStatus(u)) | Some(Action::MarkTaskPending(u)) => &u.task_id,
                 Some(Action::SetTaskDesiredState(d)) => &d.task_id,
                 Some(Action::AllocateTask(a)) => &a.task_id,
                 Some(Action::DeleteTask(id)) => {
@@ -318,13 +316,19 @@ mod tests {
             node_id: "n1".into(),
             message: String::new(),
         });
-        assert_eq!(woken_nodes(f.fold(&st, &[act(assign)])), Some(vec!["n1".into()]));
+        assert_eq!(
+            woken_nodes(f.fold(&st, &[act(assign)])),
+            Some(vec!["n1".into()])
+        );
         assert_eq!(f.tasks_of("n1"), ["t1"]);
         let status = Action::UpdateTaskStatus(TaskStatusUpdate {
             task_id: "t1".into(),
             status: None,
         });
-        assert_eq!(woken_nodes(f.fold(&st, &[act(status)])), Some(vec!["n1".into()]));
+        assert_eq!(
+            woken_nodes(f.fold(&st, &[act(status)])),
+            Some(vec!["n1".into()])
+        );
 
         // A task on a network is in other nodes' peer tables: everyone.
         st.tasks.insert("t2".into(), task("t2", "n2", true));

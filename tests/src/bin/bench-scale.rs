@@ -197,7 +197,15 @@ fn sample_loop(
 /// user would. Panics on any other refusal, and after [`CREATE_ATTEMPTS`].
 fn create_service(leader: &ClusterHost, name: &str, replicas: &str) {
     let args = [
-        "service", "create", "-d", "--name", name, "--replicas", replicas, "busybox", "sleep",
+        "service",
+        "create",
+        "-d",
+        "--name",
+        name,
+        "--replicas",
+        replicas,
+        "busybox",
+        "sleep",
         "3600",
     ];
     for _ in 0..CREATE_ATTEMPTS {
@@ -441,12 +449,18 @@ fn print_table(f: &Figures) {
         "every task assigned and delivered to its node",
         secs(f.assigned),
     );
-    row("every task started by its node (RUNNING reported)", secs(f.started));
+    row(
+        "every task started by its node (RUNNING reported)",
+        secs(f.started),
+    );
     row(
         "every service R/R in `service ls` (RUNNING in the store)",
         secs(f.running),
     );
-    row("  anchor: swarmkit, 100k tasks on 1k nodes (#193)", format!("{ANCHOR_S} s"));
+    row(
+        "  anchor: swarmkit, 100k tasks on 1k nodes (#193)",
+        format!("{ANCHOR_S} s"),
+    );
     row("  target on this machine", format!("< {TARGET_S} s"));
     row(
         &format!("`service ls` latency p50 / p99 ({} samples)", f.ls.len()),
@@ -460,7 +474,10 @@ fn print_table(f: &Figures) {
         "leader RSS peak (VmHWM) / at the end",
         format!("{} / {} MiB", f.hwm_kib / 1024, f.rss_kib / 1024),
     );
-    row("leader CPU seconds during the ramp", format!("{:.1} s", f.cpu));
+    row(
+        "leader CPU seconds during the ramp",
+        format!("{:.1} s", f.cpu),
+    );
     row(
         "leadership changes seen by host 0 during the ramp",
         f.elections.to_string(),

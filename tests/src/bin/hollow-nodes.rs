@@ -94,7 +94,11 @@ async fn run(args: &Args) -> Result<()> {
         .await
         .into_iter()
         .collect::<Result<_>>()?;
-    say(&format!("joined {} {}", joined.len(), started.elapsed().as_millis()))?;
+    say(&format!(
+        "joined {} {}",
+        joined.len(),
+        started.elapsed().as_millis()
+    ))?;
 
     let stats = Arc::new(HollowStats::default());
     let (stop_tx, stop_rx) = watch::channel(false);
