@@ -196,18 +196,7 @@ fn sample_loop(
 /// (an election under load), looks whether the service exists and tries again if not, as a
 /// user would. Panics on any other refusal, and after [`CREATE_ATTEMPTS`].
 fn create_service(leader: &ClusterHost, name: &str, replicas: &str) {
-    let args = [
-        "service",
-        "create",
-        "-d",
-        "--name",
-        name,
-        "--replicas",
-        replicas,
-        "busybox",
-        "sleep",
-        "3600",
-    ];
+    let args = shoal_tests::listing::create_replicas(name, replicas);
     for _ in 0..CREATE_ATTEMPTS {
         let out = leader.shoal(&args);
         if out.status.success() {
