@@ -10,6 +10,8 @@
 //! A node is marked DOWN when its session's connection closes and it does not come back within
 //! a short grace, or when its heartbeats stop for three periods ([`liveness`]).
 
+mod batcher;
+mod fanout;
 mod liveness;
 pub mod peers;
 
@@ -57,6 +59,11 @@ pub struct Dispatcher {
     /// moves, so the worker looks for the new leader.
     raft: watch::Receiver<RaftStatus>,
     usage: UsageStore,
+    /// Wakes only the sessions a store change concerns; started with the first session.
+    fanout: fanout::Fanout,
+    fanout_started: Arc<std::sync::atomic::AtomicBool>,
+    /// Status reports of all sessions, proposed together; started with the first report.
+    statuses: Arc<std::sync::OnceLock<batcher::Batcher>>,
 }
 
 /// The caller must be the node it speaks for (or the local daemon on the unix socket), and a
@@ -100,6 +107,9 @@ impl Dispatcher {
             sessions: Arc::default(),
             raft,
             usage,
+            fanout: fanout::Fanout::default(),
+            fanout_started: Arc::default(),
+            statuses: Arc::default(),
         }
     }
 
@@ -140,15 +150,46 @@ impl Dispatcher {
         self.store.view(|st| st.manager_addrs())
     }
 
+    /// The tasks assigned to `node_id`, by task ID: the node's tasks as the fan-out indexed
+    /// them, read from the store (a node holds a fraction of the cluster's tasks).
     fn assigned(&self, node_id: &str) -> Vec<Task> {
+        let ids = self.fanout.tasks_of(node_id);
         self.store.view(|st| {
-            st.tasks
-                .values()
+            ids.iter()
+                .filter_map(|id| st.tasks.get(id))
                 // Global tasks carry their node from creation; the worker sees them only once
                 // the scheduler has checked the node (ASSIGNED).
                 .filter(|t| t.node_id == node_id && t.state() >= TaskState::Assigned)
                 .cloned()
                 .collect()
+        })
+    }
+
+    /// The cluster's part of `node_id`'s session message; `cert_role` is the role its
+    /// certificate grants, when it came with one.
+    fn shared(&self, node_id: &str, cert_role: Option<shoal_tls::Role>, tasks: &[Task]) -> Shared {
+        let renew_certificate = cert_role.is_some_and(|r| {
+            let manager = self.store.view(|st| {
+                st.nodes
+                    .get(node_id)
+                    .is_some_and(|n| n.role == NodeRole::Manager as i32)
+            });
+            manager != (r == shoal_tls::Role::Manager)
+        });
+        Shared {
+            managers: self.manager_addrs(),
+            manager_ids: self.store.view(|st| st.manager_ids()),
+            renew_certificate,
+            networks: self.peer_tables(node_id, tasks),
+        }
+    }
+
+    /// The node's peer tables, reading only its own tasks and the tasks on networks.
+    fn peer_tables(&self, node_id: &str, tasks: &[Task]) -> Vec<NetworkPeers> {
+        let networked = self.fanout.networked();
+        self.store.view(|st| {
+            let on_networks = networked.iter().filter_map(|id| st.tasks.get(id));
+            peers::peer_tables_of(st, node_id, tasks.iter(), on_networks)
         })
     }
 
@@ -242,13 +283,17 @@ impl Dispatcher {
     }
 }
 
-/// What a session last sent: task IDs and versions, managers, the renew flag, peer tables.
-type SentKey = (
-    Vec<(String, u64)>,
-    (Vec<String>, Vec<String>),
-    bool,
-    Vec<NetworkPeers>,
-);
+/// What a session last sent: task IDs and versions, managers, the renew flag (the peer tables
+/// are followed apart, see the session loop).
+type SentKey = (Vec<(String, u64)>, (Vec<String>, Vec<String>), bool);
+
+/// What a session message holds that depends on the whole cluster, not on the node's tasks.
+struct Shared {
+    managers: Vec<String>,
+    manager_ids: Vec<String>,
+    renew_certificate: bool,
+    networks: Vec<NetworkPeers>,
+}
 
 type SessionStream = Pin<Box<dyn Stream<Item = Result<SessionMessage, Status>> + Send>>;
 
@@ -297,56 +342,77 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         );
         info!(node = %req.node_id, session = %session_id, "worker session opened");
 
+        if !self
+            .fanout_started
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            tokio::spawn(self.fanout.clone().run(self.store.clone()));
+        }
         let (tx, rx) = mpsc::channel(16);
         let this = self.clone();
         let node_id = req.node_id;
-        let mut events = self.store.subscribe();
+        let waiter = self.fanout.register(&node_id, &session_id);
         let mut raft = self.raft.clone();
         tokio::spawn(async move {
             // What the node was last sent; a change in any part sends the whole again.
             let mut last: Option<SentKey> = None;
+            // What the whole cluster contributes (managers, role, peer tables) as of a fan-out
+            // generation: only entries that wake every session change it, so a session woken
+            // for its own tasks does not build it again.
+            let mut shared: Option<(u64, Shared)> = None;
+            // Whether the node holds the current peer tables: a message may then leave them
+            // out (`peers_unchanged`), which spares sending every node's routing-mesh address
+            // to each node whenever one of its tasks changes.
+            let mut tables_sent = false;
             loop {
                 // A newer session of the same node replaces this one.
                 if this.sessions().get(&node_id).map(|s| &s.id) != Some(&session_id) {
                     return;
                 }
                 let tasks = this.assigned(&node_id);
-                let managers = this.manager_addrs();
-                let manager_ids = this.store.view(|st| st.manager_ids());
-                let renew_certificate = cert_role.is_some_and(|r| {
-                    let manager = this.store.view(|st| {
-                        st.nodes
-                            .get(&node_id)
-                            .is_some_and(|n| n.role == NodeRole::Manager as i32)
-                    });
-                    manager != (r == shoal_tls::Role::Manager)
-                });
-                // Peers change with tasks on other nodes too, so they are part of the key.
-                let networks = this.store.view(|st| peers::peer_tables(st, &node_id));
+                let generation = this.fanout.generation();
+                if shared.as_ref().map(|(g, _)| *g) != Some(generation) {
+                    let now = this.shared(&node_id, cert_role, &tasks);
+                    if shared
+                        .as_ref()
+                        .is_none_or(|(_, s)| s.networks != now.networks)
+                    {
+                        tables_sent = false;
+                    }
+                    shared = Some((generation, now));
+                }
+                let Some((_, sh)) = &shared else {
+                    return;
+                };
                 let key = (
                     tasks
                         .iter()
                         .map(|t| (t.id.clone(), t.meta.as_ref().map_or(0, |m| m.version)))
                         .collect::<Vec<_>>(),
-                    (managers.clone(), manager_ids.clone()),
-                    renew_certificate,
-                    networks.clone(),
+                    (sh.managers.clone(), sh.manager_ids.clone()),
+                    sh.renew_certificate,
                 );
-                if last.as_ref() != Some(&key) {
+                if last.as_ref() != Some(&key) || !tables_sent {
                     let msg = SessionMessage {
                         session_id: session_id.clone(),
                         heartbeat_period_ms: this.period().as_millis() as u64,
                         tasks,
-                        managers,
-                        renew_certificate,
-                        networks,
-                        manager_ids,
+                        managers: sh.managers.clone(),
+                        renew_certificate: sh.renew_certificate,
+                        networks: if tables_sent {
+                            Vec::new()
+                        } else {
+                            sh.networks.clone()
+                        },
+                        peers_unchanged: tables_sent,
+                        manager_ids: sh.manager_ids.clone(),
                     };
                     if tx.send(Ok(msg)).await.is_err() {
                         this.session_closed(&node_id, &session_id).await;
                         return;
                     }
                     last = Some(key);
+                    tables_sent = true;
                 }
                 tokio::select! {
                     _ = tx.closed() => {
@@ -361,8 +427,8 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                         let _ = tx.send(Err(refusal)).await;
                         return;
                     }
-                    ev = events.recv() => {
-                        if matches!(ev, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                    _ = waiter.notify.notified() => {
+                        if this.fanout.closed() {
                             return;
                         }
                     }
@@ -410,7 +476,10 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                 .collect()
         });
         if !actions.is_empty() {
-            self.store.propose(actions).await.map_err(store_status)?;
+            let statuses = self
+                .statuses
+                .get_or_init(|| batcher::Batcher::start(self.store.clone()));
+            statuses.propose(actions).await?;
         }
         Ok(Response::new(Empty {}))
     }

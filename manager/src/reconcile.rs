@@ -4,13 +4,22 @@
 //!
 //! Watchers are woken, not fed: a role reads the whole current state each round, so a lagged
 //! broadcast receiver or a leader change needs no replay.
+//!
+//! A burst of entries is coalesced into one round: the loop waits at least [`COALESCE`], and at
+//! least as long as its last round took, before the next. A round costs time in proportion to
+//! the store (a hundred thousand tasks take tens of milliseconds to read), and entries keep
+//! coming while thousands of tasks start; without the second rule every role would re-read the
+//! store back to back and leave no CPU to the Raft loop and the sessions.
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast::error::RecvError, watch};
 
 use crate::store::Store;
+
+/// The shortest wait between a store change and the round it triggers.
+const COALESCE: Duration = Duration::from_millis(5);
 
 pub async fn run<F, Fut>(
     store: Store,
@@ -23,7 +32,9 @@ pub async fn run<F, Fut>(
 {
     let mut events = store.subscribe();
     loop {
+        let started = Instant::now();
         reconcile().await;
+        let took = started.elapsed();
         tokio::select! {
             _ = shutdown.changed() => return,
             _ = tokio::time::sleep(tick) => {}
@@ -31,8 +42,8 @@ pub async fn run<F, Fut>(
                 if matches!(ev, Err(RecvError::Closed)) {
                     return;
                 }
-                // Coalesce a burst of entries into one round.
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                // Coalesce a burst of entries into one round (see the module documentation).
+                tokio::time::sleep(COALESCE.max(took)).await;
                 while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) =
                     events.try_recv()
                 {}

@@ -124,6 +124,76 @@ struct Load<'a> {
     host_ports: HostPorts<'a>,
 }
 
+/// For each service with a task on the fast path this round, its eligible nodes (READY, ACTIVE,
+/// matching its constraints) ordered as the spread prefers them: (tasks of the service, tasks
+/// overall, node ID). A task that reserves nothing, publishes no host-mode port and whose
+/// service has no per-node limit passes every other filter on every eligible node, so its node
+/// is the first of the set: O(log nodes) instead of checking every node for every task, which
+/// is what made a hundred thousand tasks on a thousand nodes slow. Kept current as the round
+/// places tasks (every set holding the node is updated), so the choice is exactly the one the
+/// full scan makes.
+#[derive(Default)]
+struct Spread<'a> {
+    sets: HashMap<&'a str, std::collections::BTreeSet<(u64, u64, &'a str)>>,
+}
+
+impl<'a> Spread<'a> {
+    /// The fast-path node for `task` of `service`, if it is on the fast path and a node fits.
+    fn choose(
+        &mut self,
+        state: &'a StoreState,
+        task: &'a Task,
+        placement: &Placement,
+        load: &Load<'a>,
+    ) -> Option<&'a Node> {
+        let Ok(constraints) = &placement.constraints else {
+            return None;
+        };
+        let want = reservation(task);
+        let fast = task.node_id.is_empty()
+            && placement.max_per_node == 0
+            && want.nano_cpus == 0
+            && want.memory_bytes == 0
+            && host_ports::host_ports(task).next().is_none();
+        if !fast {
+            return None;
+        }
+        let service = task.service_id.as_str();
+        let set = self.sets.entry(service).or_insert_with(|| {
+            state
+                .nodes
+                .values()
+                .filter(|n| {
+                    n.state() == NodeState::Ready
+                        && n.availability() == NodeAvailability::Active
+                        && constraints.matches(n)
+                })
+                .map(|n| {
+                    (
+                        load.of_service(&n.id, service),
+                        load.of_node(&n.id),
+                        n.id.as_str(),
+                    )
+                })
+                .collect()
+        });
+        let (_, _, id) = set.first()?;
+        state.nodes.get(*id)
+    }
+
+    /// `task` goes to `node`: called before `load` counts it, so the old keys are found.
+    fn placed(&mut self, node: &'a str, task: &Task, load: &Load<'a>) {
+        let total = load.of_node(node);
+        for (service, set) in self.sets.iter_mut() {
+            let of_service = load.of_service(node, service);
+            if set.remove(&(of_service, total, node)) {
+                let mine = u64::from(*service == task.service_id.as_str());
+                set.insert((of_service + mine, total + 1, node));
+            }
+        }
+    }
+}
+
 /// What a task reserves on its node (its own spec: the one it was created with).
 fn reservation(t: &Task) -> ResourceAmounts {
     t.spec
@@ -299,13 +369,19 @@ pub fn plan(state: &StoreState, now_ms: i64) -> Vec<StoreAction> {
         )
     });
     let mut actions = Vec::new();
+    let mut spread = Spread::default();
     for task in pending {
         // A task whose service is gone is being shut down by the orchestrator.
         let Some(placement) = placements.get(task.service_id.as_str()) else {
             continue;
         };
-        let action = match choose(state, task, placement, &load) {
+        let chosen = match spread.choose(state, task, placement, &load) {
+            Some(node) => Ok(node),
+            None => choose(state, task, placement, &load),
+        };
+        let action = match chosen {
             Ok(node) => {
+                spread.placed(&node.id, task, &load);
                 load.add(&node.id, task);
                 Action::AssignTask(TaskAssignment {
                     task_id: task.id.clone(),

@@ -17,18 +17,32 @@ pub struct UsageSamples {
 
 #[derive(Clone, Default)]
 pub struct UsageStore {
-    inner: Arc<RwLock<HashMap<String, UsageSamples>>>,
+    inner: Arc<RwLock<Usage>>,
+}
+
+#[derive(Default)]
+struct Usage {
+    by_task: HashMap<String, UsageSamples>,
+    /// The tasks each node reported last, so that a report forgets what its node no longer
+    /// runs without looking at every other node's tasks.
+    by_node: HashMap<String, Vec<String>>,
 }
 
 impl UsageStore {
     /// Records a node's report; tasks the node no longer reports are forgotten.
     pub fn record(&self, node_id: &str, tasks: Vec<TaskUsage>) {
-        let mut map = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let mut usage = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let Usage { by_task, by_node } = &mut *usage;
         let reported: std::collections::HashSet<String> =
             tasks.iter().map(|t| t.task_id.clone()).collect();
-        map.retain(|id, s| s.node_id != node_id || reported.contains(id));
+        let before = by_node.insert(node_id.to_string(), reported.iter().cloned().collect());
+        for id in before.unwrap_or_default() {
+            if !reported.contains(&id) && by_task.get(&id).is_some_and(|s| s.node_id == node_id) {
+                by_task.remove(&id);
+            }
+        }
         for t in tasks {
-            let entry = map.entry(t.task_id.clone()).or_default();
+            let entry = by_task.entry(t.task_id.clone()).or_default();
             entry.node_id = node_id.to_string();
             let previous = std::mem::replace(&mut entry.latest, t);
             if previous.timestamp_ms > 0 {
@@ -41,12 +55,17 @@ impl UsageStore {
         self.inner
             .read()
             .unwrap_or_else(|e| e.into_inner())
+            .by_task
             .get(task_id)
             .cloned()
     }
 
     pub fn all(&self) -> HashMap<String, UsageSamples> {
-        self.inner.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_task
+            .clone()
     }
 }
 

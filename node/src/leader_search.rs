@@ -7,7 +7,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use shoal_manager::raft::RaftHandle;
+use shoal_proto::dispatcher_client::DispatcherClient;
 use shoal_proto::leader_hint::leader_hint;
+use shoal_proto::HeartbeatRequest;
 use shoal_tls::{ClientConfig, Role};
 use tonic::transport::Channel;
 use tonic::Status;
@@ -68,4 +70,29 @@ where
         }
     }
     Err(reasons.join("; "))
+}
+
+/// A dispatcher client on the leader, found among `candidates`: a heartbeat without a session
+/// is the probe (the leader says "unknown session", a follower refuses and names the leader).
+pub async fn find_dispatcher(
+    candidates: Vec<String>,
+    config: &Arc<ClientConfig>,
+    node_id: String,
+) -> Result<DispatcherClient<Channel>, String> {
+    let probe = HeartbeatRequest {
+        node_id,
+        session_id: String::new(),
+    };
+    call_leader(candidates, config, |channel| {
+        let probe = probe.clone();
+        async move {
+            let mut client = DispatcherClient::new(channel);
+            match client.heartbeat(probe).await {
+                Ok(_) => Ok(client),
+                Err(s) if s.code() == tonic::Code::NotFound => Ok(client),
+                Err(s) => Err(s),
+            }
+        }
+    })
+    .await
 }

@@ -11,7 +11,9 @@ pub use access::DEFAULT_GROUP;
 mod api;
 mod describe;
 mod identity;
-mod leader_search;
+// Public for the hollow nodes of the scale benchmark (`shoal-tests`), which find the leader as
+// the agent does.
+pub mod leader_search;
 mod lock;
 mod logs;
 mod manager_link;

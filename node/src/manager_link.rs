@@ -10,7 +10,7 @@ use shoal_manager::raft::RaftHandle;
 use shoal_manager::Manager;
 use shoal_proto::{
     dispatcher_client::DispatcherClient, dispatcher_server::DispatcherServer,
-    membership_client::MembershipClient, HeartbeatRequest, JoinRaftRequest,
+    membership_client::MembershipClient, JoinRaftRequest,
 };
 use shoal_tls::LiveCert;
 use shoal_worker::agent::{AgentError, ConnectFn};
@@ -121,24 +121,7 @@ pub(crate) fn dispatcher_connector(
                 return Ok(DispatcherClient::new(ch));
             }
             let candidates = leader_search::candidates(local.as_ref(), &managers);
-            // A heartbeat without a session: the leader says "unknown session", a follower
-            // refuses and names the leader.
-            let probe = HeartbeatRequest {
-                node_id,
-                session_id: String::new(),
-            };
-            let found = leader_search::call_leader(candidates, &config, |channel| {
-                let probe = probe.clone();
-                async move {
-                    let mut client = DispatcherClient::new(channel);
-                    match client.heartbeat(probe).await {
-                        Ok(_) => Ok(client),
-                        Err(s) if s.code() == tonic::Code::NotFound => Ok(client),
-                        Err(s) => Err(s),
-                    }
-                }
-            })
-            .await;
+            let found = leader_search::find_dispatcher(candidates, &config, node_id).await;
             found.map_err(|reasons| AgentError::Connect {
                 target: "the swarm's managers".into(),
                 reason: reasons,

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod containerd;
 pub mod daemon;
 pub mod history;
+pub mod hollow;
 pub mod http;
 pub mod image;
 pub mod listing;

@@ -16,6 +16,11 @@ use crate::daemon::{wait_until, ShoalHost};
 /// The CLI arguments of `service create -d --name NAME --replicas 0 busybox`: a write to the
 /// swarm's store that starts no container, for tests of the store itself.
 pub fn create_zero_replicas(name: &str) -> [&str; 8] {
+    create_replicas(name, "0")
+}
+
+/// `service create -d --name NAME --replicas N busybox`.
+pub fn create_replicas<'a>(name: &'a str, replicas: &'a str) -> [&'a str; 8] {
     [
         "service",
         "create",
@@ -23,7 +28,7 @@ pub fn create_zero_replicas(name: &str) -> [&str; 8] {
         "--name",
         name,
         "--replicas",
-        "0",
+        replicas,
         "busybox",
     ]
 }

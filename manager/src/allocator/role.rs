@@ -44,6 +44,9 @@ const BATCH: usize = 32;
 #[derive(Debug, Default)]
 pub struct TaskAllocator {
     networks: BTreeMap<String, Tracked>,
+    /// Why each node last got no ingress address, so that it is logged once, not every round
+    /// (a thousand nodes on a full network would log a thousand lines per log entry).
+    node_refusals: BTreeMap<String, String>,
 }
 
 #[derive(Debug)]
@@ -124,14 +127,22 @@ impl TaskAllocator {
                 aliases: Vec::new(),
             };
             match self.allocate_one(st, &wanted) {
-                Ok((attachment, _)) => actions.push(StoreAction {
-                    action: Some(Action::AllocateNode(NodeAllocation {
-                        node_id: node.id.clone(),
-                        attachments: vec![attachment],
-                    })),
-                }),
+                Ok((attachment, _)) => {
+                    self.node_refusals.remove(&node.id);
+                    actions.push(StoreAction {
+                        action: Some(Action::AllocateNode(NodeAllocation {
+                            node_id: node.id.clone(),
+                            attachments: vec![attachment],
+                        })),
+                    })
+                }
                 // Tried again next round; the network may get addresses back meanwhile.
-                Err(why) => warn!(node = %node.id, error = %why, "no ingress address for the node"),
+                Err(why) => {
+                    if self.node_refusals.get(&node.id) != Some(&why) {
+                        warn!(node = %node.id, error = %why, "no ingress address for the node");
+                        self.node_refusals.insert(node.id.clone(), why);
+                    }
+                }
             }
         }
         actions

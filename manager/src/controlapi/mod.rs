@@ -5,6 +5,7 @@
 //! served by every daemon; on a node that is not a manager it answers with the message that
 //! tells the user to `shoal swarm init` (or join) first.
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
@@ -365,15 +366,17 @@ impl control_server::Control for ControlApi {
         forward!(m, request, list_services);
         m.linearizable().await?;
         let services = m.store.view(|st| {
+            // One pass over the tasks, not one per service.
+            let mut running_of: HashMap<&str, u64> = HashMap::new();
+            for t in st.tasks.values() {
+                if t.desired() == TaskState::Running && t.state() == TaskState::Running {
+                    *running_of.entry(t.service_id.as_str()).or_default() += 1;
+                }
+            }
             st.services
                 .values()
                 .map(|s| {
-                    let running = st
-                        .tasks_of_service(&s.id)
-                        .filter(|t| {
-                            t.desired() == TaskState::Running && t.state() == TaskState::Running
-                        })
-                        .count() as u64;
+                    let running = running_of.get(s.id.as_str()).copied().unwrap_or(0);
                     ServiceSummary {
                         service: Some(s.clone()),
                         running,

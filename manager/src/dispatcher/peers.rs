@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
-use shoal_proto::{Network, NetworkEndpoint, NetworkPeers, ServiceVip, TaskState};
+use shoal_proto::{Network, NetworkEndpoint, NetworkPeers, ServiceVip, Task, TaskState};
 
 use crate::store::state::{attachment_ip, attachment_network_id, holds_addresses, vip_ip};
 use crate::store::StoreState;
@@ -22,6 +22,19 @@ use crate::store::StoreState;
 /// The tables `node_id` needs, sorted by network ID; endpoints are the nodes' own addresses
 /// by node ID, then the tasks' by task ID.
 pub fn peer_tables(st: &StoreState, node_id: &str) -> Vec<NetworkPeers> {
+    peer_tables_of(st, node_id, st.tasks.values(), st.tasks.values())
+}
+
+/// [`peer_tables`], given where to look: `node_tasks` holds at least the node's tasks, `networked` at
+/// least every task with a network attachment, by task ID (the order of the endpoints). The
+/// dispatcher passes its indexes, so that a session's tables cost its own tasks and the tasks
+/// on networks, not every task of the cluster.
+pub fn peer_tables_of<'a>(
+    st: &'a StoreState,
+    node_id: &str,
+    node_tasks: impl Iterator<Item = &'a Task>,
+    networked: impl Iterator<Item = &'a Task>,
+) -> Vec<NetworkPeers> {
     // The networks this node's live tasks are on; the stored network if it is still there,
     // else the copy the task carries (the worker still has to tear it down cleanly).
     let mut wanted: BTreeMap<&str, Network> = BTreeMap::new();
@@ -34,7 +47,7 @@ pub fn peer_tables(st: &StoreState, node_id: &str) -> Vec<NetworkPeers> {
             wanted.insert(&network.id, network.clone());
         }
     }
-    for t in st.tasks.values() {
+    for t in node_tasks {
         if t.node_id != node_id || t.state() < TaskState::Assigned || !holds_addresses(t) {
             continue;
         }
@@ -91,7 +104,7 @@ pub fn peer_tables(st: &StoreState, node_id: &str) -> Vec<NetworkPeers> {
         }
     }
     // Tasks are kept by ID, so every table's endpoints come out sorted by task ID.
-    for t in st.tasks.values() {
+    for t in networked {
         if t.node_id.is_empty() || !holds_addresses(t) {
             continue;
         }

@@ -76,8 +76,10 @@ pub struct StoreApplier {
 pub fn new_store(initial: StoreState) -> (Store, StoreApplier, mpsc::Receiver<ProposeRequest>) {
     let state = Arc::new(RwLock::new(initial));
     // Large enough that a slow watcher lags only under a burst; a lagged watcher resyncs from
-    // a full view (reconcile, don't replay).
-    let (events, _) = broadcast::channel(4096);
+    // a full view (reconcile, don't replay). Not larger: the channel keeps its last entries,
+    // actions and all, whether watched or not (4,096 entries of 500 actions were hundreds of
+    // MiB with 1,000 nodes starting tasks).
+    let (events, _) = broadcast::channel(256);
     let (tx, rx) = mpsc::channel(1024);
     (
         Store {

@@ -77,7 +77,7 @@ fn main() -> Result<()> {
     for &n in &counts {
         shoal.push(shoal_service(&host, "bench", n)?);
         let pid = host.daemon_pid().context("the daemon runs")?;
-        memory.push(memory_kib(pid)?);
+        memory.push(shoal_tests::bench::memory_kib(pid)?);
         phases.push(shoal_phases(&host, &runtime, n)?);
     }
     // Nothing else may act on containerd while (B) and (C) run.
@@ -306,21 +306,6 @@ fn print_phases(counts: &[usize], phases: &[Vec<TaskTimes>]) {
         }
         println!();
     }
-}
-
-/// VmRSS and VmHWM (peak) of `pid`, in KiB.
-fn memory_kib(pid: u32) -> Result<(u64, u64)> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("reading /proc/{pid}/status"))?;
-    let field = |name: &str| -> Result<u64> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .with_context(|| format!("no {name} in /proc/{pid}/status"))
-    };
-    Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
 /// A random hex ID from the kernel's generator: container IDs must be unique machine-wide

@@ -182,7 +182,10 @@ async fn session(
                     if let Some(observe) = &cfg.on_session_message {
                         observe(&m);
                     }
-                    worker.set_peers(m.networks).await;
+                    // The dispatcher leaves out tables that did not change.
+                    if !m.peers_unchanged {
+                        worker.set_peers(m.networks).await;
+                    }
                     worker.reconcile(m.tasks);
                     worker.reap_cleanups();
                 }

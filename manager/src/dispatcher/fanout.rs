@@ -1,0 +1,362 @@
+//! Which sessions a store change concerns, so that a thousand sessions do not each re-read a
+//! hundred thousand tasks after every log entry.
+//!
+//! One task per dispatcher ([`Fanout::run`]) follows the applied entries and keeps an index of
+//! the tasks by node, and of the tasks that are on networks. After each entry it wakes the
+//! sessions of the nodes whose tasks it touched; a change that may concern every node (a node,
+//! the cluster, a service, a network, or a task on a network, whose peer tables every node on
+//! that network holds) wakes them all. A woken session computes its message from the store as
+//! before, taking its tasks from the index instead of scanning the store.
+//!
+//! The index may lag the store by the entries not yet folded in, never lead it: a session that
+//! misses a task just assigned is woken again once the entry is folded in. A task's node is set
+//! at most once (creation or assignment), so an indexed task stays until it is deleted. A lagged
+//! receiver rebuilds the index from the store and wakes every session (reconcile, don't
+//! replay).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use shoal_proto::{store_action::Action, StoreAction, Task};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::Notify;
+
+use crate::store::{Store, StoreState};
+
+#[derive(Default)]
+struct Index {
+    /// Node → its tasks (any state), by task ID: the store's order.
+    by_node: HashMap<String, BTreeSet<String>>,
+    /// Task → its node, for the tasks that have one.
+    node_of: HashMap<String, String>,
+    /// Tasks with network attachments: the only ones in peer tables.
+    networked: BTreeSet<String>,
+    /// Open sessions: node → session ID → its wake-up.
+    waiters: HashMap<String, HashMap<String, Arc<Notify>>>,
+    /// The store's entries stopped: sessions end.
+    closed: bool,
+    /// Bumped whenever every session is woken: what does not depend on a node's own tasks
+    /// can only have changed then.
+    generation: u64,
+}
+
+impl Index {
+    fn add(&mut self, t: &Task) {
+        if !t.networks.is_empty() {
+            self.networked.insert(t.id.clone());
+        }
+        if !t.node_id.is_empty() {
+            self.place(&t.id, &t.node_id);
+        }
+    }
+
+    fn place(&mut self, task: &str, node: &str) {
+        if let Some(old) = self.node_of.insert(task.to_string(), node.to_string()) {
+            if old != node {
+                if let Some(set) = self.by_node.get_mut(&old) {
+                    set.remove(task);
+                }
+            }
+        }
+        self.by_node
+            .entry(node.to_string())
+            .or_default()
+            .insert(task.to_string());
+    }
+
+    fn remove(&mut self, task: &str) {
+        self.networked.remove(task);
+        if let Some(node) = self.node_of.remove(task) {
+            if let Some(set) = self.by_node.get_mut(&node) {
+                set.remove(task);
+                if set.is_empty() {
+                    self.by_node.remove(&node);
+                }
+            }
+        }
+    }
+
+    fn rebuild(&mut self, st: &StoreState) {
+        self.by_node.clear();
+        self.node_of.clear();
+        self.networked.clear();
+        for t in st.tasks.values() {
+            self.add(t);
+        }
+    }
+
+    fn wake(&self, node: &str) {
+        for n in self.waiters.get(node).into_iter().flat_map(|m| m.values()) {
+            n.notify_one();
+        }
+    }
+
+    fn wake_all(&mut self) {
+        self.generation += 1;
+        for n in self.waiters.values().flat_map(|m| m.values()) {
+            n.notify_one();
+        }
+    }
+}
+
+/// Whom one entry's actions concern.
+enum Woken {
+    All,
+    Nodes(BTreeSet<String>),
+}
+
+/// See the module documentation. Cheap to clone.
+#[derive(Clone, Default)]
+pub(super) struct Fanout {
+    index: Arc<Mutex<Index>>,
+}
+
+/// A session's registration; dropping it unregisters.
+pub(super) struct Waiter {
+    fanout: Fanout,
+    node: String,
+    session: String,
+    pub(super) notify: Arc<Notify>,
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        let mut ix = self.fanout.lock();
+        if let Some(m) = ix.waiters.get_mut(&self.node) {
+            m.remove(&self.session);
+            if m.is_empty() {
+                ix.waiters.remove(&self.node);
+            }
+        }
+    }
+}
+
+impl Fanout {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a session of `node`; it is woken (a stored permit, so no wake-up is lost
+    /// between two looks) whenever an entry may change what it sends.
+    pub(super) fn register(&self, node: &str, session: &str) -> Waiter {
+        let notify = Arc::new(Notify::new());
+        self.lock()
+            .waiters
+            .entry(node.to_string())
+            .or_default()
+            .insert(session.to_string(), notify.clone());
+        Waiter {
+            fanout: self.clone(),
+            node: node.to_string(),
+            session: session.to_string(),
+            notify,
+        }
+    }
+
+    /// See [`Index::generation`].
+    pub(super) fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    pub(super) fn closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// The IDs of `node`'s tasks as indexed, by task ID.
+    pub(super) fn tasks_of(&self, node: &str) -> Vec<String> {
+        self.lock()
+            .by_node
+            .get(node)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The IDs of the tasks with network attachments, by task ID.
+    pub(super) fn networked(&self) -> Vec<String> {
+        self.lock().networked.iter().cloned().collect()
+    }
+
+    /// Follows the store's entries until they stop; see the module documentation.
+    pub(super) async fn run(self, store: Store) {
+        let mut events = store.subscribe();
+        // Sessions opened before the index was built are told to look again.
+        store.view(|st| {
+            let mut ix = self.lock();
+            ix.rebuild(st);
+            ix.wake_all();
+        });
+        loop {
+            match events.recv().await {
+                Ok(applied) => {
+                    let woken = store.view(|st| self.fold(st, &applied.actions));
+                    let mut ix = self.lock();
+                    match woken {
+                        Woken::All => ix.wake_all(),
+                        Woken::Nodes(nodes) => nodes.iter().for_each(|n| ix.wake(n)),
+                    }
+                }
+                Err(RecvError::Lagged(_)) => {
+                    store.view(|st| {
+                        let mut ix = self.lock();
+                        ix.rebuild(st);
+                        ix.wake_all();
+                    });
+                }
+                Err(RecvError::Closed) => {
+                    let mut ix = self.lock();
+                    ix.closed = true;
+                    ix.wake_all();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Folds one applied entry into the index; returns whom it concerns. `st` is the store as
+    /// of this entry or later.
+    fn fold(&self, st: &StoreState, actions: &[StoreAction]) -> Woken {
+        let mut ix = self.lock();
+        let mut nodes = BTreeSet::new();
+        let mut all = false;
+        for a in actions {
+            let task_id = match &a.action {
+                Some(Action::CreateTask(t)) => {
+                    ix.add(t);
+                    &t.id
+                }
+                Some(Action::AssignTask(a)) => {
+                    ix.place(&a.task_id, &a.node_id);
+                    &a.task_id
+                }
+                Some(Action::UpdateTaskStatus(u)) | Some(Action::MarkTaskPending(u)) => &u.task_id,
+                Some(Action::SetTaskDesiredState(d)) => &d.task_id,
+                Some(Action::AllocateTask(a)) => &a.task_id,
+                Some(Action::DeleteTask(id)) => {
+                    if ix.networked.contains(id) {
+                        all = true;
+                    }
+                    if let Some(node) = ix.node_of.get(id) {
+                        nodes.insert(node.clone());
+                    }
+                    ix.remove(id);
+                    continue;
+                }
+                // Nodes, services, networks and the cluster reach every session (managers'
+                // addresses, roles, peer tables, VIPs).
+                _ => {
+                    all = true;
+                    continue;
+                }
+            };
+            // A task created with its node, or one the store holds with another node than
+            // indexed (an entry this fold has not seen), is indexed from the store.
+            if let Some(t) = st.tasks.get(task_id) {
+                if !t.networks.is_empty() {
+                    ix.networked.insert(t.id.clone());
+                }
+                if !t.node_id.is_empty() && ix.node_of.get(task_id) != Some(&t.node_id) {
+                    ix.place(task_id, &t.node_id);
+                }
+            }
+            if ix.networked.contains(task_id) {
+                all = true;
+            }
+            if let Some(node) = ix.node_of.get(task_id) {
+                nodes.insert(node.clone());
+            }
+        }
+        if all {
+            Woken::All
+        } else {
+            Woken::Nodes(nodes)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_proto::{NetworkAttachment, TaskAssignment, TaskStatusUpdate};
+
+    use super::*;
+
+    fn act(a: Action) -> StoreAction {
+        StoreAction { action: Some(a) }
+    }
+
+    fn task(id: &str, node: &str, networked: bool) -> Task {
+        Task {
+            id: id.into(),
+            node_id: node.into(),
+            networks: if networked {
+                vec![NetworkAttachment::default()]
+            } else {
+                vec![]
+            },
+            ..Default::default()
+        }
+    }
+
+    fn woken_nodes(w: Woken) -> Option<Vec<String>> {
+        match w {
+            Woken::All => None,
+            Woken::Nodes(n) => Some(n.into_iter().collect()),
+        }
+    }
+
+    #[test]
+    fn task_changes_wake_only_their_node_and_networked_ones_wake_all() {
+        let f = Fanout::default();
+        let mut st = StoreState::default();
+        // Created unplaced: nobody to wake yet.
+        let w = f.fold(&st, &[act(Action::CreateTask(task("t1", "", false)))]);
+        assert_eq!(woken_nodes(w), Some(vec![]));
+        st.tasks.insert("t1".into(), task("t1", "n1", false));
+        let assign = Action::AssignTask(TaskAssignment {
+            task_id: "t1".into(),
+            node_id: "n1".into(),
+            message: String::new(),
+        });
+        assert_eq!(
+            woken_nodes(f.fold(&st, &[act(assign)])),
+            Some(vec!["n1".into()])
+        );
+        assert_eq!(f.tasks_of("n1"), ["t1"]);
+        let status = Action::UpdateTaskStatus(TaskStatusUpdate {
+            task_id: "t1".into(),
+            status: None,
+        });
+        assert_eq!(
+            woken_nodes(f.fold(&st, &[act(status)])),
+            Some(vec!["n1".into()])
+        );
+
+        // A task on a network is in other nodes' peer tables: everyone.
+        st.tasks.insert("t2".into(), task("t2", "n2", true));
+        let w = f.fold(&st, &[act(Action::CreateTask(task("t2", "n2", true)))]);
+        assert!(woken_nodes(w).is_none());
+        assert_eq!(f.networked(), ["t2"]);
+
+        // Deleted: its node is told, and it leaves the index.
+        st.tasks.remove("t1");
+        let w = f.fold(&st, &[act(Action::DeleteTask("t1".into()))]);
+        assert_eq!(woken_nodes(w), Some(vec!["n1".into()]));
+        assert!(f.tasks_of("n1").is_empty());
+
+        // Anything else reaches every session.
+        let w = f.fold(&st, &[act(Action::DeleteService("s".into()))]);
+        assert!(woken_nodes(w).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_registered_session_keeps_its_wake_up_until_it_looks() {
+        let f = Fanout::default();
+        let w = f.register("n1", "s1");
+        f.lock().wake("n1");
+        // The permit was stored: this returns at once.
+        tokio::time::timeout(std::time::Duration::from_secs(1), w.notify.notified())
+            .await
+            .expect("the wake-up was kept");
+        drop(w);
+        assert!(f.lock().waiters.is_empty());
+    }
+}

@@ -1,0 +1,474 @@
+//! Benchmark: the control plane at scale. Three managers (real `shoal daemon`s, each in a network
+//! namespace of a test network in 198.18.0.0/15, drained so that no task lands on them) and N
+//! hollow nodes (`hollow-nodes`: the real agent over real mutual TLS, starting no container;
+//! see `shoal_tests::hollow`), then S services of R replicas created at once. Measures:
+//!
+//! - how long the N hollow nodes took to join (certificates) and to be listed Ready;
+//! - from the first `service create` on: when every create returned, when every task had reached
+//!   its hollow node (all assigned and delivered: the nodes count what they receive), when the
+//!   nodes had started every task (and so reported RUNNING), and when `service ls` showed every
+//!   service at R/R (RUNNING in the store);
+//! - `service ls` and `service ps s0` latency (p50/p99, through the CLI) sampled in a loop each
+//!   during that ramp;
+//! - the leader's peak RSS (VmHWM) and the CPU seconds it used during the ramp (host 0, the
+//!   first leader), and how many leadership changes host 0 saw meanwhile: creates that meet
+//!   an election are retried, as a user would.
+//!
+//! The anchor: swarmkit's scheduler placed 100,000 tasks on 1,000 nodes in 22.6 s
+//! (moby/swarmkit#193). Not a test: it asserts nothing about speed, it prints figures.
+//!
+//! Usage: `bench-scale [--nodes N] [--services S] [--replicas R] [--quick]` (defaults 1,000 ×
+//! 100 × 1,000; `--quick`: 20 × 10 × 50); run by `bench/scale.sh`.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use shoal_tests::bench::{cpu_seconds, memory_kib, quantile, raise_nofile_limit};
+use shoal_tests::cluster::{ClusterHost, TestCluster};
+use shoal_tests::daemon::{shoal_bin, wait_until_every};
+use shoal_tests::table::parse_table;
+
+const USAGE: &str = "usage: bench-scale [--nodes N] [--services S] [--replicas R] [--quick]";
+/// The published anchor (moby/swarmkit#193) and this issue's target, in seconds.
+const ANCHOR_S: f64 = 22.6;
+const TARGET_S: f64 = 10.0;
+/// Longest wait for the hollow nodes to join and be Ready, and for the ramp.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(600);
+const RAMP_TIMEOUT: Duration = Duration::from_secs(900);
+/// How often progress is looked at while waiting.
+const POLL: Duration = Duration::from_millis(100);
+/// How many `service create`s run side by side.
+const CREATORS: usize = 4;
+/// How often one `service create` is tried while there is no leader.
+const CREATE_ATTEMPTS: usize = 30;
+
+struct Args {
+    nodes: usize,
+    services: usize,
+    replicas: usize,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut a = Args {
+        nodes: 1000,
+        services: 100,
+        replicas: 1000,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut number = |flag: &str| -> Result<usize> {
+            let v = args.next().context(USAGE)?;
+            v.parse()
+                .with_context(|| format!("{flag} {v}: not a number"))
+        };
+        match arg.as_str() {
+            "--nodes" => a.nodes = number("--nodes")?,
+            "--services" => a.services = number("--services")?,
+            "--replicas" => a.replicas = number("--replicas")?,
+            "--quick" => {
+                a = Args {
+                    nodes: 20,
+                    services: 10,
+                    replicas: 50,
+                }
+            }
+            _ => bail!("unknown argument {arg:?}; {USAGE}"),
+        }
+    }
+    if a.nodes == 0 || a.services == 0 || a.replicas == 0 {
+        bail!("--nodes, --services and --replicas must be at least 1");
+    }
+    Ok(a)
+}
+
+/// What the hollow nodes said, with when it was read.
+#[derive(Default)]
+struct Progress {
+    joined_ms: Option<u64>,
+    prepared: u64,
+    started: u64,
+    /// When `prepared` / `started` first reached the goal.
+    all_prepared: Option<Instant>,
+    all_started: Option<Instant>,
+    goal: u64,
+}
+
+/// The `hollow-nodes` process; stopped (stdin closed, then killed) when dropped, which also
+/// removes its directory.
+struct Hollow {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for Hollow {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            thread::sleep(POLL);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start_hollow(
+    args: &Args,
+    token: &str,
+    manager: &str,
+    addr: &str,
+    work: &std::path::Path,
+    progress: Arc<Mutex<Progress>>,
+) -> Result<Hollow> {
+    let bin = shoal_bin().with_file_name("hollow-nodes");
+    let dir = work.join("hollow");
+    let log = std::fs::File::create(work.join("hollow.log")).context("create hollow.log")?;
+    let mut child = Command::new(&bin)
+        .args(["--token", token, "--manager", manager, "--addr", addr])
+        .args(["--nodes", &args.nodes.to_string()])
+        .arg("--dir")
+        .arg(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("start {} (built by bench/scale.sh)", bin.display()))?;
+    let stdout = child.stdout.take().context("hollow-nodes' stdout")?;
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let words: Vec<u64> = line
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|w| w.parse().ok())
+                .collect();
+            let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
+            match (line.split_whitespace().next(), words.as_slice()) {
+                (Some("joined"), [_, ms]) => p.joined_ms = Some(*ms),
+                (Some("tasks"), [prepared, started, _stopped]) => {
+                    let now = Instant::now();
+                    (p.prepared, p.started) = (*prepared, *started);
+                    if p.goal > 0 && p.prepared >= p.goal {
+                        p.all_prepared.get_or_insert(now);
+                    }
+                    if p.goal > 0 && p.started >= p.goal {
+                        p.all_started.get_or_insert(now);
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+    Ok(Hollow { child, dir })
+}
+
+/// Latencies of one CLI command run in a loop until `stop`.
+fn sample_loop(
+    leader: &ClusterHost,
+    cmd: &[&str],
+    stop: &AtomicBool,
+    mut each: impl FnMut(&str),
+) -> Vec<Duration> {
+    let mut samples = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let t = Instant::now();
+        let out = leader.shoal(cmd);
+        samples.push(t.elapsed());
+        if out.status.success() {
+            each(&String::from_utf8_lossy(&out.stdout));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    samples
+}
+
+/// `service create -d NAME`; when the answer is "no quorum" or "may or may not take effect"
+/// (an election under load), looks whether the service exists and tries again if not, as a
+/// user would. Panics on any other refusal, and after [`CREATE_ATTEMPTS`].
+fn create_service(leader: &ClusterHost, name: &str, replicas: &str) {
+    let args = shoal_tests::listing::create_replicas(name, replicas);
+    for _ in 0..CREATE_ATTEMPTS {
+        let out = leader.shoal(&args);
+        if out.status.success() {
+            return;
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        let exists = || leader.shoal(&["service", "inspect", name]).status.success();
+        if err.contains("already exists") || (err.contains("may or may not") && exists()) {
+            return;
+        }
+        if !err.contains("no quorum") && !err.contains("may or may not") {
+            panic!("service create {name}: {err}");
+        }
+        eprintln!("service create {name}: {}; retrying", err.trim());
+        thread::sleep(Duration::from_secs(1));
+        if exists() {
+            return;
+        }
+    }
+    panic!("service create {name}: no leader to take it after {CREATE_ATTEMPTS} attempts");
+}
+
+/// How many leadership changes `host`'s daemon log records so far.
+fn leader_changes(host: &ClusterHost) -> usize {
+    host.daemon_log().matches("raft leadership changed").count()
+}
+
+/// Whether `service ls` shows every one of `services` at R/R.
+fn all_running(table: &str, services: usize, replicas: usize) -> bool {
+    let want = format!("{replicas}/{replicas}");
+    let rows = parse_table(table);
+    rows.len() == services
+        && rows
+            .iter()
+            .all(|r| r.get("REPLICAS").map(String::as_str) == Some(want.as_str()))
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    raise_nofile_limit()?;
+    let total = (args.services * args.replicas) as u64;
+    println!(
+        "bench-scale: 3 managers, {} hollow nodes, {} services × {} replicas = {total} tasks",
+        args.nodes, args.services, args.replicas
+    );
+    let work = tempfile::Builder::new()
+        .prefix("shoal-bench-scale-")
+        .tempdir()
+        .context("create a work directory")?;
+
+    // Declared before the hollow nodes, so that they stop before the managers do.
+    let cluster = TestCluster::new(3);
+    let leader = cluster.host(0);
+    // The ingress network is the address pool's first subnet, and every node takes an address
+    // on it: a /21 holds a thousand nodes and more, where the default /24 holds 253 (as with
+    // Docker, whose default ingress is a /24 too, a large swarm needs a larger one).
+    leader.swarm_init_with(&["--default-addr-pool-mask-length", "21"]);
+    let manager_token = leader
+        .shoal_ok(&["swarm", "join-token", "-q", "manager"])
+        .trim()
+        .to_string();
+    for host in &cluster.hosts()[1..] {
+        host.swarm_join(&manager_token, &leader.swarm_addr());
+    }
+    if !cluster.wait_healthy(3, 3, JOIN_TIMEOUT) {
+        bail!("the 3 managers did not form a healthy swarm within {JOIN_TIMEOUT:?}");
+    }
+    for id in cluster.node_ids() {
+        leader.shoal_ok(&["node", "update", "--availability", "drain", &id]);
+    }
+    let token = leader
+        .shoal_ok(&["swarm", "join-token", "-q", "worker"])
+        .trim()
+        .to_string();
+
+    let progress = Arc::new(Mutex::new(Progress {
+        goal: total,
+        ..Default::default()
+    }));
+    let join_started = Instant::now();
+    let hollow_addr = cluster.net().bridge_addr().to_string();
+    let _hollow = start_hollow(
+        &args,
+        &token,
+        &leader.swarm_addr(),
+        &hollow_addr,
+        work.path(),
+        progress.clone(),
+    )?;
+    let expected_nodes = args.nodes + 3;
+    let ready = wait_until_every(Duration::from_millis(500), JOIN_TIMEOUT, || {
+        let out = leader.shoal(&["node", "ls"]);
+        let rows = parse_table(&String::from_utf8_lossy(&out.stdout));
+        rows.len() == expected_nodes
+            && rows
+                .iter()
+                .all(|r| r.get("STATUS").map(String::as_str) == Some("Ready"))
+    });
+    if !ready {
+        bail!(
+            "{} hollow nodes were not all Ready within {JOIN_TIMEOUT:?}; see {}",
+            args.nodes,
+            work.path().join("hollow.log").display()
+        );
+    }
+    let ready_after = join_started.elapsed();
+    let joined_ms = progress.lock().map_or(None, |p| p.joined_ms);
+
+    let pid = leader.daemon_pid().context("the leader's daemon runs")?;
+    let cpu_before = cpu_seconds(pid)?;
+    let changes_before = leader_changes(leader);
+    let stop = AtomicBool::new(false);
+    let running_at: Mutex<Option<Instant>> = Mutex::new(None);
+    let t0 = Instant::now();
+    let (created_after, ls, ps) = thread::scope(|s| -> Result<_> {
+        let ls = s.spawn(|| {
+            sample_loop(leader, &["service", "ls"], &stop, |table| {
+                if all_running(table, args.services, args.replicas) {
+                    running_at
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get_or_insert_with(Instant::now);
+                }
+            })
+        });
+        let ps = s.spawn(|| sample_loop(leader, &["service", "ps", "s0"], &stop, |_| {}));
+        let creators: Vec<_> = (0..CREATORS)
+            .map(|c| {
+                let args = &args;
+                s.spawn(move || {
+                    let replicas = args.replicas.to_string();
+                    for i in (c..args.services).step_by(CREATORS) {
+                        create_service(leader, &format!("s{i}"), &replicas);
+                    }
+                })
+            })
+            .collect();
+        for c in creators {
+            if c.join().is_err() {
+                stop.store(true, Ordering::Relaxed);
+                bail!("a service create failed (see above)");
+            }
+        }
+        let created_after = t0.elapsed();
+        let converged = wait_until_every(POLL, RAMP_TIMEOUT, || {
+            running_at
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some()
+        });
+        stop.store(true, Ordering::Relaxed);
+        let ls = ls.join().unwrap_or_default();
+        let ps = ps.join().unwrap_or_default();
+        if !converged {
+            let p = progress.lock().unwrap_or_else(|e| e.into_inner());
+            bail!(
+                "not every task RUNNING within {RAMP_TIMEOUT:?}: hollow nodes received {} and \
+                 started {} of {total}",
+                p.prepared,
+                p.started
+            );
+        }
+        Ok((created_after, ls, ps))
+    })?;
+    let cpu = cpu_seconds(pid)? - cpu_before;
+    let elections = leader_changes(leader) - changes_before;
+    let (rss_kib, hwm_kib) = memory_kib(pid)?;
+    let since = |t: Option<Instant>| t.map(|t| t.saturating_duration_since(t0).as_secs_f64());
+    let (assigned, started) = {
+        let p = progress.lock().unwrap_or_else(|e| e.into_inner());
+        (since(p.all_prepared), since(p.all_started))
+    };
+    let running = since(*running_at.lock().unwrap_or_else(|e| e.into_inner()));
+
+    print_table(&Figures {
+        args: &args,
+        total,
+        joined_ms,
+        ready_after,
+        created_after,
+        assigned,
+        started,
+        running,
+        ls,
+        ps,
+        cpu,
+        rss_kib,
+        hwm_kib,
+        elections,
+    });
+    Ok(())
+}
+
+struct Figures<'a> {
+    args: &'a Args,
+    total: u64,
+    joined_ms: Option<u64>,
+    ready_after: Duration,
+    created_after: Duration,
+    assigned: Option<f64>,
+    started: Option<f64>,
+    running: Option<f64>,
+    ls: Vec<Duration>,
+    ps: Vec<Duration>,
+    cpu: f64,
+    rss_kib: u64,
+    hwm_kib: u64,
+    elections: usize,
+}
+
+fn print_table(f: &Figures) {
+    let secs = |v: Option<f64>| v.map_or("-".to_string(), |s| format!("{s:.2} s"));
+    let ms = |samples: &[Duration], q: f64| {
+        let mut v = samples.to_vec();
+        quantile(&mut v, q).map_or("-".into(), |d| format!("{:.0} ms", d.as_secs_f64() * 1e3))
+    };
+    let a = f.args;
+    println!();
+    println!(
+        "Control plane at scale: 3 managers, {} hollow nodes, {} × {} = {} tasks",
+        a.nodes, a.services, a.replicas, f.total
+    );
+    println!("{:<58} {:>12}", "figure", "this run");
+    let row = |name: &str, v: String| println!("{name:<58} {v:>12}");
+    row(
+        "hollow nodes joined (certificates issued)",
+        f.joined_ms
+            .map_or("-".into(), |ms| format!("{:.2} s", ms as f64 / 1e3)),
+    );
+    row(
+        "hollow nodes listed Ready (from the first join)",
+        format!("{:.2} s", f.ready_after.as_secs_f64()),
+    );
+    row(
+        "every `service create` returned",
+        format!("{:.2} s", f.created_after.as_secs_f64()),
+    );
+    row(
+        "every task assigned and delivered to its node",
+        secs(f.assigned),
+    );
+    row(
+        "every task started by its node (RUNNING reported)",
+        secs(f.started),
+    );
+    row(
+        "every service R/R in `service ls` (RUNNING in the store)",
+        secs(f.running),
+    );
+    row(
+        "  anchor: swarmkit, 100k tasks on 1k nodes (#193)",
+        format!("{ANCHOR_S} s"),
+    );
+    row("  target on this machine", format!("< {TARGET_S} s"));
+    row(
+        &format!("`service ls` latency p50 / p99 ({} samples)", f.ls.len()),
+        format!("{} / {}", ms(&f.ls, 0.5), ms(&f.ls, 0.99)),
+    );
+    row(
+        &format!("`service ps s0` latency p50 / p99 ({} samples)", f.ps.len()),
+        format!("{} / {}", ms(&f.ps, 0.5), ms(&f.ps, 0.99)),
+    );
+    row(
+        "leader RSS peak (VmHWM) / at the end",
+        format!("{} / {} MiB", f.hwm_kib / 1024, f.rss_kib / 1024),
+    );
+    row(
+        "leader CPU seconds during the ramp",
+        format!("{:.1} s", f.cpu),
+    );
+    row(
+        "leadership changes seen by host 0 during the ramp",
+        f.elections.to_string(),
+    );
+}
