@@ -14,15 +14,24 @@ fi
 
 scripts/install-deps.sh
 
+# Builds `shoal` and the shoal-tests binaries named, in the benchmarks' profile: release, since
+# the daemon's speed is part of what is measured. A benchmark finds `shoal` (and any helper
+# binary) next to itself.
+bench_build() {
+  local bins=(--bin shoal)
+  for b in "$@"; do
+    bins+=(--bin "$b")
+  done
+  if [[ "${BENCH_PROFILE:-release}" == debug ]]; then
+    cargo build -p shoal-cli -p shoal-tests "${bins[@]}"
+  else
+    cargo build --release -p shoal-cli -p shoal-tests "${bins[@]}"
+  fi
+}
+
 run_bench() {
   local bin=$1
   shift
-  # Release builds: the daemon's speed is part of what is measured. The benchmark finds
-  # `shoal` next to itself in target/release.
-  if [[ "${BENCH_PROFILE:-release}" == debug ]]; then
-    cargo build -p shoal-cli -p shoal-tests --bin shoal --bin "$bin"
-    exec "target/debug/$bin" "$@"
-  fi
-  cargo build --release -p shoal-cli -p shoal-tests --bin shoal --bin "$bin"
-  exec "target/release/$bin" "$@"
+  bench_build "$bin"
+  exec "target/${BENCH_PROFILE:-release}/$bin" "$@"
 }

@@ -10,5 +10,5 @@ set -euo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # The hollow nodes' binary, which the benchmark starts from beside itself.
-cargo build --release -p shoal-tests --bin hollow-nodes
+bench_build hollow-nodes
 run_bench bench-scale "$@"

@@ -16,8 +16,12 @@ use shoal_tls::{require_node, Caller, Role, RootCa, DEFAULT_CERT_EXPIRY};
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
+/// How often JoinRaft reads the node again after losing a compare-and-set to another write.
+const JOIN_CONFLICT_RETRIES: usize = 8;
+
 use crate::controlapi::{self, store_status, ActiveManager, ManagerSlot, NOT_A_MANAGER};
 use crate::ids::{new_id, now_ms};
+use crate::store::{ApplyError, StoreError};
 use crate::tokens;
 
 pub struct MembershipApi {
@@ -178,31 +182,45 @@ impl membership_server::Membership for MembershipApi {
                 "joining the Raft cluster needs a non-zero raft ID and an address",
             ));
         }
-        let node = m
-            .store
-            .view(|st| st.nodes.get(&req.node_id).cloned())
-            .ok_or_else(|| {
-                Status::not_found(format!("node {} is not in the swarm", req.node_id))
-            })?;
-        if node.role != NodeRole::Manager as i32 {
-            return Err(Status::permission_denied(format!(
-                "node {} is not a manager; promote it first (`shoal node promote {}`)",
-                req.node_id, req.node_id
-            )));
+        // The node is written compare-and-set: a status report or heartbeat of the node that
+        // commits between our read and our write only means reading it again.
+        let mut conflicts = 0;
+        loop {
+            let node = m
+                .store
+                .view(|st| st.nodes.get(&req.node_id).cloned())
+                .ok_or_else(|| {
+                    Status::not_found(format!("node {} is not in the swarm", req.node_id))
+                })?;
+            if node.role != NodeRole::Manager as i32 {
+                return Err(Status::permission_denied(format!(
+                    "node {} is not a manager; promote it first (`shoal node promote {}`)",
+                    req.node_id, req.node_id
+                )));
+            }
+            let mut updated = node;
+            updated.manager_status = Some(ManagerStatus {
+                raft_id: req.raft_id,
+                addr: req.addr.clone(),
+                leader: false,
+                reachability: "reachable".into(),
+            });
+            match m
+                .store
+                .propose(vec![StoreAction {
+                    action: Some(Action::PutNode(updated)),
+                }])
+                .await
+            {
+                Ok(_) => break,
+                Err(StoreError::Rejected(ApplyError::VersionConflict { .. }))
+                    if conflicts < JOIN_CONFLICT_RETRIES =>
+                {
+                    conflicts += 1;
+                }
+                Err(e) => return Err(store_status(e)),
+            }
         }
-        let mut updated = node.clone();
-        updated.manager_status = Some(ManagerStatus {
-            raft_id: req.raft_id,
-            addr: req.addr.clone(),
-            leader: false,
-            reachability: "reachable".into(),
-        });
-        m.store
-            .propose(vec![StoreAction {
-                action: Some(Action::PutNode(updated)),
-            }])
-            .await
-            .map_err(store_status)?;
         // The new member first catches up as a learner; that needs its Raft loop running,
         // which starts once this call answers with the members to talk to.
         let raft = m.leader.raft().clone();
