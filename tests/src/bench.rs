@@ -66,20 +66,7 @@ pub fn overlay_addr(ns: &Path) -> Result<String> {
         .with_context(|| format!("no address on eth0: {out}"))
 }
 
-/// VmRSS and VmHWM (peak) of `pid`, in KiB.
-pub fn memory_kib(pid: u32) -> Result<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("reading /proc/{pid}/status"))?;
-    let field = |name: &str| -> Result<u64> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .with_context(|| format!("no {name} in /proc/{pid}/status"))
-    };
-    Ok((field("VmRSS:")?, field("VmHWM:")?))
-}
+pub use crate::memory::memory_kib;
 
 /// CPU seconds (user + system) `pid` has used so far, from `/proc/PID/stat`.
 pub fn cpu_seconds(pid: u32) -> Result<f64> {

@@ -26,19 +26,29 @@ impl std::ops::Add for Memory {
 
 /// The memory of process `pid` now (from `/proc/PID/smaps_rollup`).
 pub fn memory(pid: u32) -> Result<Memory> {
-    let text = fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .with_context(|| format!("reading /proc/{pid}/smaps_rollup"))?;
-    let field = |name: &str| -> Result<u64> {
-        text.lines()
+    let [rss, pss] = read_kib(&format!("/proc/{pid}/smaps_rollup"), ["Rss:", "Pss:"])?;
+    Ok(Memory { rss, pss })
+}
+
+/// VmRSS and VmHWM (its peak) of `pid`, in KiB (from `/proc/PID/status`).
+pub fn memory_kib(pid: u32) -> Result<(u64, u64)> {
+    let [rss, peak] = read_kib(&format!("/proc/{pid}/status"), ["VmRSS:", "VmHWM:"])?;
+    Ok((rss, peak))
+}
+
+/// The number after each `NAME:` named, from a /proc file of `NAME: N kB` lines.
+fn read_kib<const K: usize>(path: &str, names: [&str; K]) -> Result<[u64; K]> {
+    let text = fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    let mut values = [0; K];
+    for (value, name) in values.iter_mut().zip(names) {
+        *value = text
+            .lines()
             .find_map(|l| l.strip_prefix(name))
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|n| n.parse().ok())
-            .with_context(|| format!("no {name} in /proc/{pid}/smaps_rollup"))
-    };
-    Ok(Memory {
-        rss: field("Rss:")?,
-        pss: field("Pss:")?,
-    })
+            .with_context(|| format!("no {name} in {path}"))?;
+    }
+    Ok(values)
 }
 
 /// Every process whose arguments satisfy `matches` (argv as strings), with its memory; those
