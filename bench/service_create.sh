@@ -4,7 +4,7 @@
 # private containerd; also `service rm` for both orchestrators, and Shoal's per-phase breakdown.
 # Needs Debian's docker.io package (dockerd). See tests/src/bin/bench-service-create.rs.
 #
-#   bench/service_create.sh [--replicas 1,10,30,100] [--quick]
+#   bench/service_create.sh [--replicas 1,10,30,100] [--runs R] [--quick]
 set -euo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

@@ -3,8 +3,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // serde lets the CLI print `inspect` output as JSON straight from the wire types.
         .type_attribute(".", "#[derive(serde::Serialize, serde::Deserialize)]")
-        // Messages that carry a join token, the CA key or the unlock key: their `Debug` is
-        // written by hand (`redact.rs`) so that no log line can print one.
+        // Messages that carry a join token, the CA key, the unlock key or a secret's data: their
+        // `Debug` is written by hand (`redact.rs`) so that no log line can print one.
         .skip_debug(crate_redacted())
         .compile_protos(&["shoal.proto"], &["."])?;
     Ok(())
@@ -20,6 +20,8 @@ fn crate_redacted() -> Vec<String> {
         "SwarmInitResponse",
         "SwarmUnlockRequest",
         "UnlockKeyResponse",
+        "SecretSpec",
+        "RegistryAuth",
     ]
     .iter()
     .map(|m| format!(".shoal.v1.{m}"))

@@ -16,12 +16,16 @@ PACKAGES=(
   busybox-static    # the test image's only binary
   docker-registry   # a local registry for pull tests
   skopeo            # copies images into that registry
+  apache2-utils     # htpasswd (bcrypt), for the registry's login in the private-registry tests
+  openssl           # the private registry's self-signed TLS certificate in tests
+  zstd              # zstd-compressed layers in the image tests
   jq                # scripts parse `shoal ... --format json`
   procps            # ps/pgrep used by scripts and the benchmark
   prometheus        # promtool and a real server for the metrics tests
   iperf3            # the overlay benchmark's throughput
   ethtool           # test hosts' NICs get GRO on, as real NICs have
   wrk               # the load balancing benchmark's HTTP load generator
+  tini              # tini-static, the init `service create --init` runs as PID 1
   docker.io         # Docker Swarm, which the benchmarks compare against (never started as a service)
 )
 

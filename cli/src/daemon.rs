@@ -37,6 +37,10 @@ pub struct DaemonArgs {
     /// the default group does not exist the socket is root's only (0600).
     #[arg(short = 'G', long, default_value = shoal_node::DEFAULT_GROUP, value_name = "GROUP")]
     pub group: String,
+    /// Docker's certificate directory: `DIR/HOST:PORT/ca.crt` is the CA a registry's TLS
+    /// certificate is checked against (a loopback registry with one is spoken to over HTTPS)
+    #[arg(long, default_value = shoal_worker::image::registry::DEFAULT_CERTS_DIR, value_name = "DIR")]
+    pub registry_certs_dir: std::path::PathBuf,
 }
 
 /// An interface name the kernel takes.
@@ -88,6 +92,7 @@ pub async fn run(host: &str, args: DaemonArgs) -> Result<()> {
         bridge: args.bridge,
         bip: args.bip,
         group: args.group,
+        registry_certs_dir: args.registry_certs_dir,
     })
     .await
 }

@@ -3,6 +3,7 @@
 mod client;
 mod commands;
 mod daemon;
+mod docker_config;
 mod output;
 
 use std::process::ExitCode;
@@ -11,7 +12,17 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use crate::client::DEFAULT_HOST;
-use crate::commands::{image, info, network, node, service, swarm, AlreadyReported};
+use crate::commands::{
+    image, info, login, network, node, secret, service, swarm, volume, AlreadyReported,
+};
+use shoal_proto::validate::secrets::Kind;
+
+/// The daemon's runtime has at least this many worker threads, whatever the core count.
+/// Role rounds read the whole store without yielding (a long stretch at 100,000 tasks); with
+/// one worker per core, two of them at once left no worker for the sessions and the Raft
+/// server's connections on a two-core machine. Spare workers let the kernel share the cores
+/// between them instead.
+const MIN_DAEMON_WORKERS: usize = 4;
 
 /// Shoal: a container orchestrator in the manner of Docker Swarm
 #[derive(Debug, Parser)]
@@ -56,6 +67,19 @@ enum Command {
     /// Manage networks
     #[command(subcommand)]
     Network(network::NetworkCommand),
+    /// Manage this node's volumes
+    #[command(subcommand)]
+    Volume(volume::VolumeCommand),
+    /// Manage swarm secrets
+    #[command(subcommand)]
+    Secret(secret::SecretCommand),
+    /// Manage swarm configs
+    #[command(subcommand)]
+    Config(secret::SecretCommand),
+    /// Log in to a registry
+    Login(login::LoginArgs),
+    /// Log out from a registry
+    Logout(login::LogoutArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,7 +92,9 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Daemon(args) => {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(cores.max(MIN_DAEMON_WORKERS))
                 .enable_all()
                 .build()
             {
@@ -93,6 +119,11 @@ fn main() -> ExitCode {
         Command::Service(c) => run_client(service::run(&host, c)),
         Command::Image(c) => run_client(image::run(&host, c)),
         Command::Network(c) => run_client(network::run(&host, c)),
+        Command::Volume(c) => run_client(volume::run(&host, c)),
+        Command::Secret(c) => run_client(secret::run(&host, Kind::Secret, c)),
+        Command::Config(c) => run_client(secret::run(&host, Kind::Config, c)),
+        Command::Login(args) => run_client(login::login(&host, args)),
+        Command::Logout(args) => run_client(async move { login::logout(args) }),
     }
 }
 

@@ -554,6 +554,7 @@ fn readable(value: &mut Value) {
 /// The enum fields of the wire objects, by field name. Node.state and TaskStatus.state share a
 /// name but not an enum: `node_json` names a node's; a task's status stays a number.
 fn enum_name(key: &str, value: &Value) -> Option<String> {
+    use shoal_proto::update_config::{FailureAction, Order};
     use shoal_proto::{restart_policy::Condition, NodeAvailability, NodeRole, TaskState};
     let n = i32::try_from(value.as_i64()?).ok()?;
     let name = match key {
@@ -564,6 +565,8 @@ fn enum_name(key: &str, value: &Value) -> Option<String> {
         ),
         "desired_state" => enum_word(TaskState::try_from(n).ok()?.as_str_name(), "TASK_STATE_"),
         "condition" => enum_word(Condition::try_from(n).ok()?.as_str_name(), "CONDITION_"),
+        "failure_action" => enum_word(FailureAction::try_from(n).ok()?.as_str_name(), ""),
+        "order" => enum_word(Order::try_from(n).ok()?.as_str_name(), ""),
         _ => return None,
     };
     Some(name.replace('_', "-"))

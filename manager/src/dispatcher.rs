@@ -5,12 +5,14 @@
 //! worker of a manager uses this same protocol, so one path serves every node.
 //!
 //! With the tasks go the peer tables of their networks ([`peers`]): who else is on each
-//! network, at which address, behind which node.
+//! network, at which address, behind which node; and the secrets and configs the node's live
+//! tasks reference, and no others ([`dependencies`]).
 //!
 //! A node is marked DOWN when its session's connection closes and it does not come back within
 //! a short grace, or when its heartbeats stop for three periods ([`liveness`]).
 
 mod batcher;
+mod dependencies;
 mod fanout;
 mod liveness;
 pub mod peers;
@@ -153,14 +155,33 @@ impl Dispatcher {
     /// The tasks assigned to `node_id`, by task ID: the node's tasks as the fan-out indexed
     /// them, read from the store (a node holds a fraction of the cluster's tasks).
     fn assigned(&self, node_id: &str) -> Vec<Task> {
+        self.assigned_map(node_id, Task::clone)
+    }
+
+    /// [`TaskKey`]s of the tasks [`Dispatcher::assigned`] returns, without copying the tasks,
+    /// and the secrets and configs they need.
+    fn assigned_keys(&self, node_id: &str) -> (Vec<TaskKey>, dependencies::DependencyIds) {
+        let ids = self.fanout.tasks_of(node_id);
+        self.store.view(|st| {
+            let tasks = || {
+                ids.iter()
+                    .filter_map(|id| st.tasks.get(id))
+                    .filter(|t| assigned_to(t, node_id))
+            };
+            (
+                tasks().map(task_key).collect(),
+                dependencies::ids(st, tasks()),
+            )
+        })
+    }
+
+    fn assigned_map<R>(&self, node_id: &str, f: impl Fn(&Task) -> R) -> Vec<R> {
         let ids = self.fanout.tasks_of(node_id);
         self.store.view(|st| {
             ids.iter()
                 .filter_map(|id| st.tasks.get(id))
-                // Global tasks carry their node from creation; the worker sees them only once
-                // the scheduler has checked the node (ASSIGNED).
-                .filter(|t| t.node_id == node_id && t.state() >= TaskState::Assigned)
-                .cloned()
+                .filter(|t| assigned_to(t, node_id))
+                .map(&f)
                 .collect()
         })
     }
@@ -283,9 +304,38 @@ impl Dispatcher {
     }
 }
 
-/// What a session last sent: task IDs and versions, managers, the renew flag (the peer tables
-/// are followed apart, see the session loop).
-type SentKey = (Vec<(String, u64)>, (Vec<String>, Vec<String>), bool);
+/// Whether a task the fan-out indexed under `node_id` is the node's to run: global tasks carry
+/// their node from creation, and the worker sees them only once the scheduler has checked the
+/// node (ASSIGNED).
+fn assigned_to(t: &Task, node_id: &str) -> bool {
+    t.node_id == node_id && t.state() >= TaskState::Assigned
+}
+
+/// What a session last sent: its tasks ([`TaskKey`]), managers, the renew flag and the
+/// secrets and configs (the peer tables are followed apart, see the session loop).
+type SentKey = (
+    Vec<TaskKey>,
+    (Vec<String>, Vec<String>),
+    bool,
+    dependencies::DependencyIds,
+);
+
+/// What of an assigned task the worker needs to hear about again when it changes: its ID, its
+/// desired state, and its state while the manager owns it (ASSIGNED) or once it is finished.
+/// The states in between are the worker's own reports; sending them back tells it nothing
+/// (swarmkit's dispatcher skips them too), and with a hundred tasks per node each report
+/// re-sent the whole set.
+type TaskKey = (String, i32, i32);
+
+fn task_key(t: &Task) -> TaskKey {
+    let state = t.state();
+    let stage = if state.is_terminal() {
+        state
+    } else {
+        state.min(TaskState::Assigned)
+    };
+    (t.id.clone(), t.desired_state, stage as i32)
+}
 
 /// What a session message holds that depends on the whole cluster, not on the node's tasks.
 struct Shared {
@@ -369,10 +419,13 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                 if this.sessions().get(&node_id).map(|s| &s.id) != Some(&session_id) {
                     return;
                 }
-                let tasks = this.assigned(&node_id);
+                // The tasks are copied only when there is something to send.
+                let (task_keys, deps) = this.assigned_keys(&node_id);
+                let mut tasks = None;
                 let generation = this.fanout.generation();
                 if shared.as_ref().map(|(g, _)| *g) != Some(generation) {
-                    let now = this.shared(&node_id, cert_role, &tasks);
+                    let now =
+                        this.shared(&node_id, cert_role, tasks.insert(this.assigned(&node_id)));
                     if shared
                         .as_ref()
                         .is_none_or(|(_, s)| s.networks != now.networks)
@@ -385,14 +438,15 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                     return;
                 };
                 let key = (
-                    tasks
-                        .iter()
-                        .map(|t| (t.id.clone(), t.meta.as_ref().map_or(0, |m| m.version)))
-                        .collect::<Vec<_>>(),
+                    task_keys,
                     (sh.managers.clone(), sh.manager_ids.clone()),
                     sh.renew_certificate,
+                    deps,
                 );
                 if last.as_ref() != Some(&key) || !tables_sent {
+                    let tasks = tasks.unwrap_or_else(|| this.assigned(&node_id));
+                    let (secrets, configs) =
+                        this.store.view(|st| dependencies::objects(st, &key.3));
                     let msg = SessionMessage {
                         session_id: session_id.clone(),
                         heartbeat_period_ms: this.period().as_millis() as u64,
@@ -406,6 +460,8 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                         },
                         peers_unchanged: tables_sent,
                         manager_ids: sh.manager_ids.clone(),
+                        secrets,
+                        configs,
                     };
                     if tx.send(Ok(msg)).await.is_err() {
                         this.session_closed(&node_id, &session_id).await;

@@ -2,23 +2,37 @@
 //! changes, and at least every `tick` (restart delays and heartbeats expire with time, not with
 //! log entries).
 //!
-//! Watchers are woken, not fed: a role reads the whole current state each round, so a lagged
-//! broadcast receiver or a leader change needs no replay.
+//! Watchers are woken, and told what woke them: the entries applied since the last round
+//! ([`Wake::Changes`]), or [`Wake::Everything`] (the first round, a tick, a lagged receiver).
+//! A role may plan only what the entries touched, but it reads the current state, not the
+//! entries: a lagged receiver or a leader change needs no replay, only a full round.
 //!
-//! A burst of entries is coalesced into one round: the loop waits at least [`COALESCE`], and at
-//! least as long as its last round took, before the next. A round costs time in proportion to
+//! A burst of entries is coalesced into one round: a round starts no sooner than [`COALESCE`],
+//! and than as long as the last round took, after the last round ended. A change after a quiet
+//! spell is handled at once (a lone `service create` waits for no timer in each of the
+//! orchestrator, allocator and scheduler). A round costs time in proportion to
 //! the store (a hundred thousand tasks take tens of milliseconds to read), and entries keep
 //! coming while thousands of tasks start; without the second rule every role would re-read the
 //! store back to back and leave no CPU to the Raft loop and the sessions.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{broadcast::error::RecvError, watch};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::watch;
 
-use crate::store::Store;
+use crate::store::{Applied, Store};
 
-/// The shortest wait between a store change and the round it triggers.
+/// Why a round runs.
+pub enum Wake {
+    /// Reconcile everything: the first round, a tick, or changes were missed (lagged).
+    Everything,
+    /// These entries were applied since the last round (and nothing was missed).
+    Changes(Vec<Arc<Applied>>),
+}
+
+/// The shortest time between the end of a round and the start of the next one.
 const COALESCE: Duration = Duration::from_millis(5);
 
 pub async fn run<F, Fut>(
@@ -27,28 +41,41 @@ pub async fn run<F, Fut>(
     mut shutdown: watch::Receiver<bool>,
     mut reconcile: F,
 ) where
-    F: FnMut() -> Fut,
+    F: FnMut(Wake) -> Fut,
     Fut: Future<Output = ()>,
 {
     let mut events = store.subscribe();
+    let mut wake = Wake::Everything;
     loop {
         let started = Instant::now();
-        reconcile().await;
+        reconcile(wake).await;
+        let ended = tokio::time::Instant::now();
         let took = started.elapsed();
-        tokio::select! {
+        wake = tokio::select! {
             _ = shutdown.changed() => return,
-            _ = tokio::time::sleep(tick) => {}
+            _ = tokio::time::sleep(tick) => Wake::Everything,
             ev = events.recv() => {
-                if matches!(ev, Err(RecvError::Closed)) {
-                    return;
-                }
+                let mut changes = match ev {
+                    Err(RecvError::Closed) => return,
+                    Err(RecvError::Lagged(_)) => None,
+                    Ok(applied) => Some(vec![applied]),
+                };
                 // Coalesce a burst of entries into one round (see the module documentation).
-                tokio::time::sleep(COALESCE.max(took)).await;
-                while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) =
-                    events.try_recv()
-                {}
+                tokio::time::sleep_until(ended + COALESCE.max(took)).await;
+                loop {
+                    match events.try_recv() {
+                        Ok(applied) => {
+                            if let Some(c) = changes.as_mut() {
+                                c.push(applied);
+                            }
+                        }
+                        Err(TryRecvError::Lagged(_)) => changes = None,
+                        Err(_) => break,
+                    }
+                }
+                changes.map_or(Wake::Everything, Wake::Changes)
             }
-        }
+        };
         if *shutdown.borrow() {
             return;
         }

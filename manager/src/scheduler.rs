@@ -50,6 +50,7 @@ use self::host_ports::HostPorts;
 use crate::allocator::role::needs_allocation;
 use crate::constraint::{ConstraintError, Constraints};
 use crate::ids::now_ms;
+use crate::store::state::Occupancy;
 use crate::store::{Store, StoreState, MAX_ENTRY_ACTIONS};
 
 /// Why a filter refused a node. The order is the tie order in explanations.
@@ -115,9 +116,10 @@ struct Placement {
 }
 
 /// Live tasks per node and per (node, service), and the resources they reserve per node, kept
-/// current as the round places tasks.
-#[derive(Default)]
+/// current as the round places tasks: the store's counts ([`Occupancy`], kept on apply) plus
+/// the tasks placed this round.
 struct Load<'a> {
+    base: &'a Occupancy,
     per_service: HashMap<(&'a str, &'a str), u64>,
     per_node: HashMap<&'a str, u64>,
     reserved: HashMap<&'a str, ResourceAmounts>,
@@ -213,12 +215,34 @@ fn capacity(node: &Node) -> ResourceAmounts {
 }
 
 impl<'a> Load<'a> {
+    /// The store's load, with the reservations and ports of the placed tasks that hold any.
+    fn of_store(state: &'a StoreState) -> Self {
+        let base = state.tasks.occupancy();
+        let mut load = Load {
+            base,
+            per_service: HashMap::new(),
+            per_node: HashMap::new(),
+            reserved: HashMap::new(),
+            host_ports: HostPorts::default(),
+        };
+        for t in base.heavy().iter().filter_map(|id| state.tasks.get(id)) {
+            load.hold(&t.node_id, t);
+        }
+        load
+    }
+
+    /// `task` is placed on `node` this round.
     fn add(&mut self, node: &'a str, task: &'a Task) {
         *self
             .per_service
             .entry((node, &task.service_id))
             .or_default() += 1;
         *self.per_node.entry(node).or_default() += 1;
+        self.hold(node, task);
+    }
+
+    /// What `task` holds on `node` besides its count: reservations and host-mode ports.
+    fn hold(&mut self, node: &'a str, task: &'a Task) {
         let r = reservation(task);
         let used = self.reserved.entry(node).or_default();
         used.nano_cpus = used.nano_cpus.saturating_add(r.nano_cpus);
@@ -242,20 +266,13 @@ impl<'a> Load<'a> {
     }
 
     fn of_service(&self, node: &str, service: &str) -> u64 {
-        self.per_service.get(&(node, service)).copied().unwrap_or(0)
+        self.base.of_service(node, service)
+            + self.per_service.get(&(node, service)).copied().unwrap_or(0)
     }
 
     fn of_node(&self, node: &str) -> u64 {
-        self.per_node.get(node).copied().unwrap_or(0)
+        self.base.of_node(node) + self.per_node.get(node).copied().unwrap_or(0)
     }
-}
-
-/// Placed on a node and still wanted there: it occupies the node.
-fn occupies(t: &Task) -> bool {
-    !t.node_id.is_empty()
-        && t.state() >= TaskState::Assigned
-        && t.desired() <= TaskState::Running
-        && !t.state().is_terminal()
 }
 
 fn check(
@@ -328,10 +345,7 @@ fn choose<'a>(
 }
 
 pub fn plan(state: &StoreState, now_ms: i64) -> Vec<StoreAction> {
-    let mut load = Load::default();
-    for t in state.tasks.values().filter(|t| occupies(t)) {
-        load.add(&t.node_id, t);
-    }
+    let mut load = Load::of_store(state);
     let placements: HashMap<&str, Placement> = state
         .services
         .values()
@@ -352,14 +366,20 @@ pub fn plan(state: &StoreState, now_ms: i64) -> Vec<StoreAction> {
         })
         .collect();
 
+    // The store's index of tasks not placed yet and still wanted: the work list, without a walk
+    // of every task.
     let mut pending: Vec<&Task> = state
         .tasks
-        .values()
-        .filter(|t| t.state() <= TaskState::Pending && t.desired() <= TaskState::Running)
+        .unplaced_ids()
+        .iter()
+        .filter_map(|id| state.tasks.get(id))
         // A task joins its networks with the addresses the allocator gives it (then PENDING):
         // until then it is not the scheduler's.
         .filter(|t| !needs_allocation(t))
         .collect();
+    if pending.is_empty() {
+        return Vec::new();
+    }
     // Oldest first, then by slot, so replicas fill in order.
     pending.sort_by_key(|t| {
         (
@@ -387,6 +407,7 @@ pub fn plan(state: &StoreState, now_ms: i64) -> Vec<StoreAction> {
                     task_id: task.id.clone(),
                     node_id: node.id.clone(),
                     message: "scheduler assigned task to node".into(),
+                    timestamp_ms: now_ms,
                 })
             }
             Err(why) => Action::MarkTaskPending(TaskStatusUpdate {
@@ -410,7 +431,7 @@ pub fn plan(state: &StoreState, now_ms: i64) -> Vec<StoreAction> {
 /// Runs until `shutdown` flips; only the leader runs it.
 pub async fn run(store: Store, shutdown: watch::Receiver<bool>) {
     let s = store.clone();
-    crate::reconcile::run(store, Duration::from_secs(1), shutdown, move || {
+    crate::reconcile::run(store, Duration::from_secs(1), shutdown, move |_| {
         let store = s.clone();
         async move {
             let actions = store.view(|st| {

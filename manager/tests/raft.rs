@@ -149,7 +149,16 @@ async fn raft_snapshots_and_compacts_then_recovers_from_snapshot_and_tail() {
                 .await
                 .expect("applied");
         }
-        let status = handle.status();
+        // Snapshots are written on their own thread: the last one lands a moment after its
+        // entry is applied.
+        let mut status = handle.status();
+        for _ in 0..500 {
+            if status.snapshot_index >= 20 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            status = handle.status();
+        }
         assert!(
             status.snapshot_index >= 20,
             "a snapshot every 10 entries: {status:?}"

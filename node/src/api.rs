@@ -8,13 +8,15 @@ use futures::StreamExt;
 use shoal_manager::allocator::PoolConfig;
 use shoal_proto::validate::network::default_addr_pool;
 use shoal_proto::{
-    daemon_server, Empty, ImageChunk, InfoResponse, ListImagesResponse, LoadImageResponse,
-    NodeRole, SwarmInitRequest, SwarmInitResponse, SwarmJoinRequest, SwarmLeaveRequest,
-    SwarmUnlockRequest, TaskState,
+    daemon_server, CreateVolumeRequest, Empty, ImageChunk, InfoResponse, ListImagesResponse,
+    ListVolumesResponse, LoadImageResponse, NodeRole, RegistryAuth, RegistryLoginResponse,
+    RemoveVolumeRequest, SwarmInitRequest, SwarmInitResponse, SwarmJoinRequest, SwarmLeaveRequest,
+    SwarmUnlockRequest, TaskState, Volume, VolumeRef,
 };
+use shoal_worker::image::LoginError;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{swarm, Daemon};
+use super::{swarm, volumes, Daemon};
 
 pub struct DaemonApi {
     daemon: Arc<Daemon>,
@@ -169,6 +171,50 @@ impl daemon_server::Daemon for DaemonApi {
             .await
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         Ok(Response::new(LoadImageResponse { names }))
+    }
+
+    async fn create_volume(
+        &self,
+        req: Request<CreateVolumeRequest>,
+    ) -> Result<Response<Volume>, Status> {
+        let req = req.into_inner();
+        volumes::create(&self.daemon, &req.name, &req.labels).map(Response::new)
+    }
+
+    async fn list_volumes(
+        &self,
+        _: Request<Empty>,
+    ) -> Result<Response<ListVolumesResponse>, Status> {
+        let volumes = volumes::list(&self.daemon)?;
+        Ok(Response::new(ListVolumesResponse { volumes }))
+    }
+
+    async fn inspect_volume(&self, req: Request<VolumeRef>) -> Result<Response<Volume>, Status> {
+        volumes::inspect(&self.daemon, &req.into_inner().name).map(Response::new)
+    }
+
+    async fn remove_volume(
+        &self,
+        req: Request<RemoveVolumeRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let req = req.into_inner();
+        volumes::remove(&self.daemon, &req.name, req.force).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn registry_login(
+        &self,
+        req: Request<RegistryAuth>,
+    ) -> Result<Response<RegistryLoginResponse>, Status> {
+        let auth = req.into_inner();
+        let tls = self.daemon.executor.registry_tls();
+        match shoal_worker::image::login(&auth, tls).await {
+            Ok(()) => Ok(Response::new(RegistryLoginResponse {
+                status: "Login Succeeded".into(),
+            })),
+            Err(e @ LoginError::Unauthorized { .. }) => Err(Status::unauthenticated(e.to_string())),
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        }
     }
 
     async fn list_images(&self, _: Request<Empty>) -> Result<Response<ListImagesResponse>, Status> {

@@ -21,6 +21,7 @@ mod metrics_http;
 mod net;
 mod renew;
 mod swarm;
+mod volumes;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,6 +32,7 @@ use shoal_proto::{
     agent_server::AgentServer, control_server::ControlServer, daemon_server::DaemonServer,
 };
 use shoal_worker::containerd::Containerd;
+use shoal_worker::image::RegistryTls;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tracing::info;
@@ -56,6 +58,8 @@ pub struct Config {
     pub bip: ipnet::Ipv4Net,
     /// The group whose members may use the API socket (`--group`, docker's `-G`).
     pub group: String,
+    /// Where registries' CA certificates are (`DIR/HOST:PORT/ca.crt`).
+    pub registry_certs_dir: PathBuf,
 }
 
 /// Everything the API handlers and the swarm lifecycle share.
@@ -89,6 +93,15 @@ impl Daemon {
     pub fn dispatcher_socket(&self) -> PathBuf {
         self.args.data_dir.join("dispatcher.sock")
     }
+
+    /// The worker's data directory: task logs and `/etc` files, local volumes.
+    pub fn worker_dir(&self) -> PathBuf {
+        worker_dir(&self.args.data_dir)
+    }
+}
+
+fn worker_dir(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("worker")
 }
 
 fn init_tracing() {
@@ -144,10 +157,13 @@ pub async fn run(args: Config) -> anyhow::Result<()> {
     let executor = Arc::new(
         shoal_worker::executor::ContainerdExecutor::new(
             containerd.clone(),
-            args.data_dir.join("worker"),
+            worker_dir(&args.data_dir),
             log_driver,
         )
-        .context("cannot set up the worker")?,
+        .context("cannot set up the worker")?
+        .with_registry_tls(RegistryTls {
+            certs_dir: args.registry_certs_dir.clone(),
+        }),
     );
 
     let daemon = Arc::new(Daemon {

@@ -3,7 +3,9 @@
 //!
 //! Every node serves the Agent service (task logs, for managers only). A manager also serves
 //! Control and Raft (managers only), the Dispatcher (any node, for itself) and Membership
-//! (joining needs no certificate: the join token is the credential).
+//! (joining needs no certificate: the join token is the credential). On a manager, the
+//! connections of other managers are served on the Raft transport's runtime, the others on
+//! the daemon's (see [`serve`]).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -98,7 +100,7 @@ pub async fn serve(
     listen: &str,
     cert: Arc<LiveCert>,
     manager: Option<&Manager>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> anyhow::Result<JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -137,7 +139,13 @@ pub async fn serve(
                 RequireRole(Role::Manager),
             ));
     }
-    Ok(tokio::spawn(async move {
+    // One concrete type for the connection streams below, so one closure serves them all.
+    type Conns = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<shoal_tls::TlsConn, std::io::Error>> + Send>,
+    >;
+    let serve = |router: tonic::transport::server::Router<_>,
+                 incoming: Conns,
+                 mut stop: watch::Receiver<bool>| async move {
         let shutdown = async move {
             let _ = stop.changed().await;
         };
@@ -147,5 +155,48 @@ pub async fn serve(
         {
             warn!(error = %e, "cluster port server failed");
         }
+    };
+    let Some(raft_runtime) = manager.map(|m| m.transport().runtime()) else {
+        return Ok(tokio::spawn(serve(router, Box::pin(incoming), stop)));
+    };
+    // The other managers' connections carry their Raft messages (appends, votes, heartbeats
+    // and the answers to ours): they are served on the Raft transport's own runtime, so they
+    // do not wait behind the worker sessions and role rounds on this one (see the manager's
+    // `raft/net_runtime.rs`). Everything else stays here.
+    let (managers_tx, managers_rx) = tokio::sync::mpsc::channel(16);
+    let (others_tx, others_rx) = tokio::sync::mpsc::channel(64);
+    let split = tokio::spawn(async move {
+        let mut incoming = incoming;
+        while let Some(conn) = futures::StreamExt::next(&mut incoming).await {
+            let from_manager = conn.as_ref().is_ok_and(|c| {
+                c.peer_info()
+                    .identity
+                    .as_ref()
+                    .is_some_and(|id| id.role == Role::Manager)
+            });
+            let to = if from_manager {
+                &managers_tx
+            } else {
+                &others_tx
+            };
+            if to.send(conn).await.is_err() {
+                return;
+            }
+        }
+    });
+    let managers = raft_runtime.spawn(serve(
+        router.clone(),
+        Box::pin(tokio_stream::wrappers::ReceiverStream::new(managers_rx)),
+        stop.clone(),
+    ));
+    Ok(tokio::spawn(async move {
+        serve(
+            router,
+            Box::pin(tokio_stream::wrappers::ReceiverStream::new(others_rx)),
+            stop,
+        )
+        .await;
+        split.abort();
+        let _ = managers.await;
     }))
 }

@@ -34,6 +34,18 @@ impl TaskState {
     }
 }
 
+impl HealthStatus {
+    /// How `service ps` and `docker ps` print it.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            HealthStatus::None => "none",
+            HealthStatus::Starting => "starting",
+            HealthStatus::Healthy => "healthy",
+            HealthStatus::Unhealthy => "unhealthy",
+        }
+    }
+}
+
 impl Task {
     pub fn state(&self) -> TaskState {
         self.status

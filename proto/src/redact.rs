@@ -1,20 +1,24 @@
-//! `Debug` for the messages that carry secrets (join tokens, the CA key, the unlock key): the
-//! secret fields print as `[REDACTED]` (or `""` when empty), the rest as prost would, so that a
-//! `{:?}` in a log line never leaks one. `build.rs` skips prost's derive for exactly these.
+//! `Debug` for the messages that carry secrets (join tokens, the CA key, the unlock key, registry
+//! passwords, a swarm secret's data): the secret fields print as `[REDACTED]` (or `""` when
+//! empty), the rest as prost would, so that a `{:?}` in a log line never leaks one. `build.rs`
+//! skips prost's derive for exactly these. Everything that carries a `SecretSpec` (a `Secret`, a
+//! store entry or snapshot, a session message) prints it through this.
 
 use std::fmt;
 
 use crate::{
-    Cluster, IssueCertificateRequest, JoinTokenResponse, SwarmInitResponse, SwarmJoinRequest,
-    SwarmUnlockRequest, UnlockKeyResponse,
+    Cluster, IssueCertificateRequest, JoinTokenResponse, RegistryAuth, SecretSpec,
+    SwarmInitResponse, SwarmJoinRequest, SwarmUnlockRequest, UnlockKeyResponse,
 };
 
-/// A secret string field: whether it is set, never what it is.
-struct Redacted<'a>(&'a str);
+/// A secret field (text or bytes): whether it is set, never what it is.
+struct Redacted {
+    empty: bool,
+}
 
-impl fmt::Debug for Redacted<'_> {
+impl fmt::Debug for Redacted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_empty() {
+        if self.empty {
             f.write_str("\"\"")
         } else {
             f.write_str("[REDACTED]")
@@ -28,7 +32,7 @@ macro_rules! redacted_debug {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.debug_struct(stringify!($ty))
                     $(.field(stringify!($plain), &self.$plain))*
-                    $(.field(stringify!($secret), &Redacted(&self.$secret)))*
+                    $(.field(stringify!($secret), &Redacted { empty: self.$secret.is_empty() }))*
                     .finish()
             }
         }
@@ -48,6 +52,8 @@ redacted_debug!(SwarmJoinRequest {
 redacted_debug!(SwarmInitResponse { node_id } secret { worker_join_command, unlock_key });
 redacted_debug!(SwarmUnlockRequest {} secret { unlock_key });
 redacted_debug!(UnlockKeyResponse {} secret { unlock_key });
+redacted_debug!(SecretSpec { name, labels } secret { data });
+redacted_debug!(RegistryAuth { server, username } secret { password });
 
 #[cfg(test)]
 mod tests {
@@ -84,5 +90,33 @@ mod tests {
         assert!(!printed.contains("wsecret"), "{printed}");
         assert!(printed.contains("198.18.0.10:2377"), "{printed}");
         assert!(format!("{:?}", UnlockKeyResponse::default()).contains("\"\""));
+    }
+
+    #[test]
+    fn secret_data_never_prints() {
+        let secret = crate::Secret {
+            id: "s1".into(),
+            spec: Some(SecretSpec {
+                name: "db_pass".into(),
+                data: b"hunter2-plaintext".to_vec(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let message = crate::SessionMessage {
+            secrets: vec![secret.clone()],
+            ..Default::default()
+        };
+        let action = crate::StoreAction {
+            action: Some(crate::store_action::Action::CreateSecret(secret)),
+        };
+        let printed = format!("{message:?} {action:#?}");
+        // Neither as text nor as prost's byte list.
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(!printed.contains("104, 117"), "{printed}");
+        assert!(
+            printed.contains("db_pass") && printed.contains("[REDACTED]"),
+            "{printed}"
+        );
     }
 }

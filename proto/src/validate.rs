@@ -10,13 +10,25 @@ pub mod bounds;
 pub mod cluster;
 pub mod constraint;
 pub mod endpoint;
+pub mod health;
+pub mod jobs;
+pub mod mounts;
 pub mod network;
+pub mod options;
+pub mod rollout;
+pub mod secrets;
 pub mod security;
 
 pub use autoscale::PolicyError;
 pub use bounds::BoundsError;
 pub use constraint::{ConstraintError, PlacementError};
 pub use endpoint::EndpointError;
+pub use health::HealthError;
+pub use jobs::JobError;
+pub use mounts::MountError;
+pub use options::OptionsError;
+pub use rollout::RolloutError;
+pub use secrets::SecretError;
 pub use security::SecurityError;
 
 use crate::reference::{self, ReferenceError};
@@ -73,6 +85,18 @@ pub enum SpecError {
     UnknownNetworkMode(String),
     #[error(transparent)]
     Security(#[from] SecurityError),
+    #[error(transparent)]
+    Options(#[from] OptionsError),
+    #[error(transparent)]
+    Mount(#[from] MountError),
+    #[error(transparent)]
+    Health(#[from] HealthError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error(transparent)]
+    Rollout(#[from] RolloutError),
+    #[error(transparent)]
+    Job(#[from] JobError),
 }
 
 /// Docker's rule for service names (they become DNS names later).
@@ -175,13 +199,25 @@ pub fn security(spec: &ServiceSpec) -> Result<(), SpecError> {
     }
 }
 
+/// The container's options (`--sysctl`, `--ulimit`, `--group`, `--host`, `--log-opt`),
+/// mounts, healthcheck, and its `--secret`s and `--config`s.
+pub fn container_options(spec: &ServiceSpec) -> Result<(), SpecError> {
+    if let Some(c) = &spec.container {
+        options::container(c)?;
+        mounts::container(c)?;
+        health::container(c)?;
+        secrets::references(c)?;
+    }
+    Ok(())
+}
+
 /// `--network none`'s network mode: loopback only.
 pub const NETWORK_NONE: &str = "none";
 
 /// Everything about a spec that can be checked on its own, in the order the control API has
 /// always checked it (so the first error reported stays the same): name, bounds, resources,
 /// autoscale policy, mode and placement, image, DNS servers and networks, published ports,
-/// then the security settings.
+/// then the security settings, the container's options, its mounts and its healthcheck.
 pub fn service_spec(spec: &ServiceSpec) -> Result<(), SpecError> {
     service_name(&spec.name)?;
     bounds::check(spec)?;
@@ -191,7 +227,10 @@ pub fn service_spec(spec: &ServiceSpec) -> Result<(), SpecError> {
     image(spec)?;
     networking(spec)?;
     endpoint::endpoint(spec)?;
-    security(spec)
+    security(spec)?;
+    container_options(spec)?;
+    rollout::policies(spec)?;
+    Ok(jobs::validate(spec)?)
 }
 
 /// What an update may not change about a stored spec: its mode, and the replica count of an

@@ -89,6 +89,30 @@ pub fn cpu_seconds(pid: u32) -> Result<f64> {
     Ok((ticks(11)? + ticks(12)?) as f64 / hz)
 }
 
+/// CPU seconds the whole machine has spent busy so far (every CPU: user, nice, system, irq,
+/// softirq and steal time from `/proc/stat`): the difference over a run is what the run cost,
+/// whichever processes did the work, including short-lived ones such as runc.
+pub fn machine_cpu_seconds() -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    let line = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .context("/proc/stat has no `cpu` line")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal: everything but idle and iowait.
+    let busy: u64 = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|&i| ticks.get(i))
+        .sum();
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Ok(busy as f64 / hz)
+}
+
 /// Raises this process's open-file limit to its hard limit (inherited by the processes it
 /// starts): a thousand hollow nodes hold a thousand connections, at both ends.
 pub fn raise_nofile_limit() -> Result<()> {

@@ -520,6 +520,24 @@ impl ShoalHost {
         self.start_daemon();
     }
 
+    /// Runs `f` with a Control client on the API socket: for requests the CLI would never
+    /// send, to see what the daemon itself checks.
+    pub fn with_control<T>(
+        &self,
+        f: impl AsyncFnOnce(shoal_proto::control_client::ControlClient<tonic::transport::Channel>) -> T,
+    ) -> T {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let channel = shoal_worker::containerd::connect_unix(&self.api_socket())
+                .await
+                .expect("connect to the API socket");
+            f(shoal_proto::control_client::ControlClient::new(channel)).await
+        })
+    }
+
     /// Runs `shoal -H unix://… ARGS`.
     pub fn shoal(&self, args: &[&str]) -> Output {
         run_with_timeout(&mut self.shoal_command(args), CLI_TIMEOUT)
@@ -531,7 +549,9 @@ impl ShoalHost {
         run_with_deadline(&mut self.shoal_command(args), timeout)
     }
 
-    fn shoal_command(&self, args: &[&str]) -> Command {
+    /// `shoal -H unix://… ARGS` as a command not started yet, for tests that need it running
+    /// beside them (`service logs -f`).
+    pub fn shoal_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(shoal_bin());
         cmd.arg("-H").arg(self.api_url()).args(args);
         cmd.env_remove("SHOAL_HOST");

@@ -23,6 +23,7 @@ use shoal_worker::agent::{AgentConfig, AgentError, ConnectFn};
 use shoal_worker::executor::{
     ExecFuture, Executor, ExecutorError, ExitInfo, Observed, ObservedState,
 };
+use shoal_worker::health::ProbeResult;
 use shoal_worker::image::ResolvedImage;
 use shoal_worker::network::{Loopback, TaskNetwork};
 use tokio::sync::watch;
@@ -89,6 +90,7 @@ impl Executor for HollowExecutor {
         task: &'a Task,
         _image: &'a ResolvedImage,
         _net: &'a TaskNetwork,
+        _files: &'a [shoal_worker::executor::TaskFile],
     ) -> ExecFuture<'a, u32> {
         self.tasks()
             .entry(task.id.clone())
@@ -111,6 +113,25 @@ impl Executor for HollowExecutor {
                 })),
                 // Removed while waited on: gone, as a deleted container.
                 Err(_) => Err(ExecutorError::NotFound {
+                    task: task_id.to_string(),
+                }),
+            }
+        })
+    }
+
+    /// A hollow task has no process to probe: it passes while it has not been stopped.
+    fn probe<'a>(
+        &'a self,
+        task_id: &'a str,
+        _argv: &'a [String],
+        _timeout: Duration,
+    ) -> ExecFuture<'a, ProbeResult> {
+        let live = self.tasks().get(task_id).map(|tx| tx.borrow().is_none());
+        Box::pin(async move {
+            match live {
+                Some(true) => Ok(ProbeResult::Healthy),
+                Some(false) => Ok(ProbeResult::Failed("the task was stopped".into())),
+                None => Err(ExecutorError::NotFound {
                     task: task_id.to_string(),
                 }),
             }

@@ -8,7 +8,8 @@
 //!
 //! [`build_busybox_oci_archive`] writes it as an OCI image layout tar (what `ctr export` and
 //! `skopeo copy … oci-archive:` produce), [`build_busybox_docker_archive`] as a `docker save`
-//! tar (manifest.json, config and an uncompressed layer tar) carrying the same layer.
+//! tar (manifest.json, config and an uncompressed layer tar) carrying the same layer;
+//! [`build_busybox_docker_archive_with_healthcheck`] the same with a `HEALTHCHECK`.
 
 use std::io::Write;
 use std::path::Path;
@@ -61,6 +62,16 @@ pub fn sha256_digest(data: &[u8]) -> String {
 
 /// Builds the busybox test image from [`BUSYBOX_PATH`].
 pub fn busybox_image() -> Result<TestImage> {
+    busybox_image_with(&serde_json::Map::new())
+}
+
+/// The busybox test image with `extra` added to its config's `config` (docker's container
+/// config: e.g. `"Healthcheck"` for a `HEALTHCHECK`).
+pub fn busybox_image_with(extra: &serde_json::Map<String, serde_json::Value>) -> Result<TestImage> {
+    let mut container_config = serde_json::Map::new();
+    container_config.insert("Env".into(), json!([PATH_ENV]));
+    container_config.insert("Cmd".into(), json!(["sh"]));
+    container_config.extend(extra.clone());
     let layer_tar = busybox_layer_tar()?;
     let diff_id = sha256_digest(&layer_tar);
     let layer_gzip = gzip(&layer_tar)?;
@@ -70,10 +81,7 @@ pub fn busybox_image() -> Result<TestImage> {
         "architecture": go_arch(),
         "os": "linux",
         "created": CREATED,
-        "config": {
-            "Env": [PATH_ENV],
-            "Cmd": ["sh"],
-        },
+        "config": container_config,
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "history": [{
             "created": CREATED,
@@ -158,7 +166,23 @@ pub fn build_busybox_oci_archive(out: &Path, name: &str) -> Result<()> {
 /// naming `name` in `RepoTags`, the config as `<id>.json` and the uncompressed layer as
 /// `<diff-id>/layer.tar`.
 pub fn build_busybox_docker_archive(out: &Path, name: &str) -> Result<()> {
-    let image = busybox_image()?;
+    write_docker_archive(out, name, &busybox_image()?)
+}
+
+/// [`build_busybox_docker_archive`] of an image with a `HEALTHCHECK`: docker's
+/// `config.Healthcheck` (`Test`, and `Interval`, `Timeout`, `StartPeriod` in nanoseconds,
+/// `Retries`), as `docker build` writes it.
+pub fn build_busybox_docker_archive_with_healthcheck(
+    out: &Path,
+    name: &str,
+    healthcheck: serde_json::Value,
+) -> Result<()> {
+    let mut extra = serde_json::Map::new();
+    extra.insert("Healthcheck".into(), healthcheck);
+    write_docker_archive(out, name, &busybox_image_with(&extra)?)
+}
+
+fn write_docker_archive(out: &Path, name: &str, image: &TestImage) -> Result<()> {
     let reference = shoal_proto::reference::parse_normalized(name)
         .with_context(|| format!("image name {name:?}"))?;
     let config_name = format!("{}.json", hex_part(&image.config_digest));

@@ -200,3 +200,18 @@ pub fn wait_replicas(host: &ShoalHost, service: &str, n: usize, timeout: Duratio
 // ---------------------------------------------------------------------------------------------
 // tables
 // ---------------------------------------------------------------------------------------------
+
+/// The `service logs` lines of `name` without their task prefix (and a tty's `\r`).
+pub fn log_lines(host: &ShoalHost, name: &str) -> Vec<String> {
+    let out = host.shoal(&["service", "logs", name]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            l.split_once('|')
+                .map_or(l, |(_, t)| t)
+                .trim()
+                .trim_end_matches('\r')
+                .to_string()
+        })
+        .collect()
+}

@@ -220,6 +220,53 @@ impl DockerSwarm {
         }))
     }
 
+    /// Service `name`'s running and desired task counts, read from the Engine API
+    /// (`GET /services?status=true`, API 1.41) over dockerd's socket; `None` when it is not
+    /// listed. Cheaper than `docker service ls`, so it can be polled often without a process
+    /// per poll competing with dockerd for the cores.
+    pub fn api_replicas(&self, name: &str) -> Result<Option<(u64, u64)>> {
+        let services = self.api_get("/v1.41/services?status=true")?;
+        let services = services
+            .as_array()
+            .context("dockerd's service list is not a JSON array")?;
+        Ok(services.iter().find_map(|s| {
+            (s["Spec"]["Name"].as_str() == Some(name)).then(|| {
+                let status = &s["ServiceStatus"];
+                (
+                    status["RunningTasks"].as_u64().unwrap_or(0),
+                    status["DesiredTasks"].as_u64().unwrap_or(0),
+                )
+            })
+        }))
+    }
+
+    /// One Engine API GET over the unix socket, as HTTP/1.0 so that the body is neither
+    /// chunked nor kept alive: it ends where the connection does.
+    fn api_get(&self, path: &str) -> Result<serde_json::Value> {
+        use std::io::{Read, Write};
+        let socket = self.socket();
+        let mut stream = UnixStream::connect(&socket)
+            .with_context(|| format!("connect to dockerd at {}", socket.display()))?;
+        stream
+            .set_read_timeout(Some(CLI_TIMEOUT))
+            .context("set a read timeout on dockerd's socket")?;
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n")
+            .with_context(|| format!("send GET {path} to dockerd"))?;
+        let mut response = Vec::new();
+        stream
+            .read_to_end(&mut response)
+            .with_context(|| format!("read dockerd's answer to GET {path}"))?;
+        let text = String::from_utf8_lossy(&response);
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .with_context(|| format!("dockerd's answer to GET {path} has no body: {text}"))?;
+        let status_line = head.lines().next().unwrap_or_default();
+        if status_line.split_whitespace().nth(1) != Some("200") {
+            bail!("dockerd answered GET {path} with {status_line}: {body}");
+        }
+        serde_json::from_str(body).with_context(|| format!("dockerd's answer to GET {path}"))
+    }
+
     /// Tears everything down (see the module documentation). Idempotent; also run on drop.
     pub fn shutdown(&mut self) -> Result<()> {
         let mut problems = Vec::new();

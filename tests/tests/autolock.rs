@@ -19,43 +19,19 @@
 //! Each test has its own hosts, so they run in parallel.
 
 use std::io::Write as _;
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use base64::Engine as _;
-use shoal_proto::control_client::ControlClient;
 use shoal_proto::UpdateClusterRequest;
 use shoal_tests::cluster::TestCluster;
 use shoal_tests::daemon::{free_loopback_port, shoal_bin, words, ShoalHost, TEST_ADDR_POOL};
+use shoal_tests::disk::files_containing;
 
 const CONVERGE: Duration = Duration::from_secs(60);
 
 const LOCKED: &str = "Swarm is encrypted and needs to be unlocked before it can be used. \
                       Please use `shoal swarm unlock` to unlock it.";
-
-/// Every file under `dir` (recursively) whose bytes contain `needle`.
-fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let Ok(meta) = std::fs::symlink_metadata(&path) else {
-            continue;
-        };
-        if meta.is_dir() {
-            found.extend(files_containing(&path, needle));
-        } else if meta.is_file() {
-            let bytes = std::fs::read(&path).unwrap_or_default();
-            if bytes.windows(needle.len()).any(|w| w == needle) {
-                found.push(path.display().to_string());
-            }
-        }
-    }
-    found
-}
 
 /// `shoal swarm unlock` with `input` on its stdin (not a terminal: it reads one line).
 fn unlock(host: &ShoalHost, input: &str) -> Output {
@@ -87,15 +63,8 @@ fn unlock_err(host: &ShoalHost, input: &str) -> String {
 /// `UpdateCluster` asking to rotate the unlock key and turn autolock off at once, straight over
 /// the API socket.
 fn both_rotate_and_off(host: &ShoalHost) -> tonic::Status {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let channel = shoal_worker::containerd::connect_unix(&host.api_socket())
-            .await
-            .expect("connect to the API socket");
-        ControlClient::new(channel)
+    host.with_control(async |mut control| {
+        control
             .update_cluster(UpdateClusterRequest {
                 autolock: Some(false),
                 rotate_unlock_key: true,

@@ -2,8 +2,9 @@
 //! containers. What runs is checked in containerd itself (`ctr`), not only through Shoal.
 //!
 //! Each test on its own host so they run in parallel: one follows a service through task
-//! failure, logs and removal; one through scaling and daemon crashes; one checks that what a
-//! task prints while the daemon is dead is kept.
+//! failure, logs (`--since` too) and removal; one through scaling and daemon crashes; one
+//! checks that what a task prints while the daemon is dead is kept; one that `service logs -f`
+//! takes in tasks started after it began and ends with its service.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -254,6 +255,13 @@ fn service_runs_replaces_failed_tasks_logs_and_is_removed_cleanly() {
         0,
         "stderr stays off stdout:\n{out}"
     );
+    // `--since` keeps the lines from that time on: an hour back has them all, a time to come
+    // none; a value that is no time is refused with the forms it takes.
+    let since = |when: &str| host.shoal_ok(&["service", "logs", "--since", when, "talker"]);
+    assert_eq!(count(&since("1h"), "out-line-"), 2);
+    assert_eq!(count(&since("2099-01-01T00:00:00Z"), "out-line-"), 0);
+    let err = host.shoal_err(&words("service logs --since soon talker"));
+    assert!(err.contains("invalid --since value \"soon\""), "{err}");
     for line in out
         .lines()
         .chain(err.lines())
@@ -442,4 +450,64 @@ fn logs_printed_while_the_daemon_is_dead_are_kept() {
         let want: Vec<u64> = (0..got.len() as u64).collect();
         assert_eq!(got, want, "{stream}: every line, in order, none lost");
     }
+}
+
+/// A `shoal service logs -f` running beside the test, killed when dropped.
+struct Follower(std::process::Child);
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn logs_follow_takes_in_tasks_started_after_it_began() {
+    let host = ShoalHost::start_swarm();
+    host.shoal_ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "chatty",
+        "busybox",
+        "sh",
+        "-c",
+        "echo hello-from-$(hostname); sleep 3600",
+    ]);
+    let out_path = host.dir().join("follow.out");
+    let out = std::fs::File::create(&out_path).expect("create the follower's output");
+    let mut follower = Follower(
+        host.shoal_command(&words("service logs -f chatty"))
+            .stdout(out)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start `service logs -f`"),
+    );
+    let hellos = || {
+        std::fs::read_to_string(&out_path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("hello-from-"))
+            .map(str::to_string)
+            .collect::<BTreeSet<String>>()
+    };
+    host.wait_for(
+        CONVERGE,
+        "the first task's line in the followed log",
+        || hellos().len() == 1,
+    );
+    // Tasks placed after the follow began come in too, from their first line.
+    host.shoal_ok(&words("service scale -d chatty=3"));
+    host.wait_for(CONVERGE, "the new tasks' lines in the followed log", || {
+        hellos().len() == 3
+    });
+    // Removing the service ends the follow by itself.
+    host.shoal_ok(&words("service rm chatty"));
+    host.wait_for(
+        CONVERGE,
+        "`service logs -f` to end with its service",
+        || matches!(follower.0.try_wait(), Ok(Some(_))),
+    );
 }

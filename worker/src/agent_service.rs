@@ -43,13 +43,13 @@ pub fn task_logs(executor: &ContainerdExecutor, req: TaskLogsRequest) -> Result<
     let data_dir = executor.data_dir().to_path_buf();
     if !req.follow {
         let ids = req.task_ids;
-        let tail = req.tail;
+        let (tail, since_ms) = (req.tail, req.since_ms);
         // Reading files blocks: done on the blocking pool, then merged by time (stable, so
         // each task's own order is kept for equal timestamps).
         let read = tokio::task::spawn_blocking(move || {
             let mut all = Vec::new();
             for id in &ids {
-                all.extend(logs::read_logs(&data_dir, id, "", tail)?);
+                all.extend(logs::read_logs(&data_dir, id, "", tail, since_ms)?);
             }
             all.sort_by_key(|m| m.timestamp_ms);
             Ok::<_, LogsError>(all)
@@ -75,6 +75,7 @@ pub fn task_logs(executor: &ContainerdExecutor, req: TaskLogsRequest) -> Result<
             LogOptions {
                 follow: true,
                 tail: req.tail,
+                since_ms: req.since_ms,
             },
         )
         .map(|r| r.map_err(to_status))

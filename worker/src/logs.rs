@@ -150,17 +150,21 @@ pub struct LogOptions {
     pub follow: bool,
     /// Only the last `tail` lines of what exists now; negative = all.
     pub tail: i64,
+    /// Only lines written at or after this time (ms since the epoch); 0 = all.
+    pub since_ms: i64,
 }
 
-/// Reads a task's log as it is now, oldest line first, at most the last `tail` lines.
+/// Reads a task's log as it is now, oldest line first: the lines since `since_ms` (0 = all),
+/// at most the last `tail` of them (negative = all).
 pub fn read_logs(
     data_dir: &Path,
     task_id: &str,
     node_id: &str,
     tail: i64,
+    since_ms: i64,
 ) -> Result<Vec<LogMessage>, LogsError> {
     let meta = TaskMeta::read(data_dir, task_id);
-    let mut out = Collector::new(tail);
+    let mut out = Collector::new(tail, since_ms);
     for path in log_files(data_dir, task_id) {
         let file = match File::open(&path) {
             Ok(f) => f,
@@ -187,22 +191,28 @@ pub fn read_logs(
     Ok(out.into_vec())
 }
 
-/// Keeps everything, or only the last `tail` messages.
+/// Keeps the messages since a time, all of them or only the last `tail` (docker's `--since`,
+/// then `--tail`).
 struct Collector {
     tail: Option<usize>,
+    since_ms: i64,
     msgs: VecDeque<LogMessage>,
 }
 
 impl Collector {
-    fn new(tail: i64) -> Self {
+    fn new(tail: i64, since_ms: i64) -> Self {
         Collector {
             tail: usize::try_from(tail).ok(),
+            since_ms,
             msgs: VecDeque::new(),
         }
     }
 
     fn push(&mut self, msg: Option<LogMessage>) {
         let Some(msg) = msg else { return };
+        if msg.timestamp_ms < self.since_ms {
+            return;
+        }
         match self.tail {
             Some(0) => {}
             Some(n) => {
@@ -281,7 +291,7 @@ fn stream_thread(
     let live = log_path(data_dir, task_id);
 
     if !opts.follow {
-        for msg in read_logs(data_dir, task_id, node_id, opts.tail)? {
+        for msg in read_logs(data_dir, task_id, node_id, opts.tail, opts.since_ms)? {
             if tx.blocking_send(Ok(msg)).is_err() {
                 return Ok(());
             }
@@ -292,7 +302,7 @@ fn stream_thread(
     // Open the live file before reading the rotated ones, so no line falls between the two.
     let mut followed = Followed::open(&live).map_err(|e| read_err(&live, e))?;
     let mut meta = TaskMeta::read(data_dir, task_id);
-    let mut initial = Collector::new(opts.tail);
+    let mut initial = Collector::new(opts.tail, opts.since_ms);
     for path in log_files(data_dir, task_id) {
         if path == live {
             continue;
@@ -338,7 +348,10 @@ fn stream_thread(
             batch.extend(parse_line(l, &meta, node_id))
         })
         .map_err(|e| read_err(&live, e))?;
-        for msg in batch {
+        for msg in batch
+            .into_iter()
+            .filter(|m| m.timestamp_ms >= opts.since_ms)
+        {
             if tx.blocking_send(Ok(msg)).is_err() {
                 return Ok(());
             }
@@ -409,7 +422,7 @@ mod tests {
         .write(dir.path())
         .unwrap();
 
-        let all = read_logs(dir.path(), "t1", "node1", -1).unwrap();
+        let all = read_logs(dir.path(), "t1", "node1", -1, 0).unwrap();
         let first: usize = text(&all)[0]
             .trim()
             .strip_prefix("line ")
@@ -424,10 +437,22 @@ mod tests {
         assert_eq!(all[0].stream, "stdout");
         assert!(all[0].timestamp_ms > 0);
 
-        let tail = read_logs(dir.path(), "t1", "n", 2).unwrap();
+        let tail = read_logs(dir.path(), "t1", "n", 2, 0).unwrap();
         assert_eq!(text(&tail), vec!["line 58\n", "line 59\n"]);
-        assert!(read_logs(dir.path(), "t1", "n", 0).unwrap().is_empty());
-        assert!(read_logs(dir.path(), "nope", "n", -1).unwrap().is_empty());
+        assert!(read_logs(dir.path(), "t1", "n", 0, 0).unwrap().is_empty());
+        assert!(read_logs(dir.path(), "nope", "n", -1, 0)
+            .unwrap()
+            .is_empty());
+
+        // --since keeps the lines from that time on, then --tail the last of those.
+        let newest = all.last().unwrap().timestamp_ms;
+        assert!(read_logs(dir.path(), "t1", "n", -1, newest + 1)
+            .unwrap()
+            .is_empty());
+        let since = read_logs(dir.path(), "t1", "n", -1, newest).unwrap();
+        assert!(!since.is_empty() && since.iter().all(|m| m.timestamp_ms >= newest));
+        let both = read_logs(dir.path(), "t1", "n", 1, all[0].timestamp_ms).unwrap();
+        assert_eq!(text(&both), vec!["line 59\n"]);
     }
 
     #[tokio::test]
@@ -447,6 +472,7 @@ mod tests {
             LogOptions {
                 follow: true,
                 tail: 1,
+                since_ms: 0,
             },
         );
         let first = stream.next().await.unwrap().unwrap();
@@ -490,6 +516,7 @@ mod tests {
             LogOptions {
                 follow: true,
                 tail: -1,
+                since_ms: 0,
             },
         );
         tokio::time::sleep(Duration::from_millis(300)).await;

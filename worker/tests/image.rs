@@ -514,16 +514,11 @@ impl Drop for Registry {
     }
 }
 
-#[tokio::test]
-async fn pulls_from_a_registry() {
-    let env = env().await;
-    let img = busybox_image().unwrap();
-    let registry = Registry::start(env.dir.path());
-    let archive = env.path("busybox-oci.tar");
-    build_busybox_oci_archive(&archive, "busybox:latest").unwrap();
-    let name = format!("{}/test/busybox:1", registry.addr);
+/// Pushes the OCI archive to the (plain HTTP) registry as `name` with skopeo.
+fn push(archive: &Path, name: &str, extra: &[&str]) {
     let out = Command::new("skopeo")
         .args(["--insecure-policy", "copy", "--dest-tls-verify=false"])
+        .args(extra)
         .arg(format!("oci-archive:{}", archive.display()))
         .arg(format!("docker://{name}"))
         .output()
@@ -533,6 +528,17 @@ async fn pulls_from_a_registry() {
         "skopeo copy failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[tokio::test]
+async fn pulls_from_a_registry() {
+    let env = env().await;
+    let img = busybox_image().unwrap();
+    let registry = Registry::start(env.dir.path());
+    let archive = env.path("busybox-oci.tar");
+    build_busybox_oci_archive(&archive, "busybox:latest").unwrap();
+    let name = format!("{}/test/busybox:1", registry.addr);
+    push(&archive, &name, &[]);
 
     let resolved = ensure_image(&env.cd, &name)
         .await
@@ -550,6 +556,38 @@ async fn pulls_from_a_registry() {
     let again = ensure_image(&env.cd, &name).await.expect("resolve locally");
     assert_eq!(again.digest, resolved.digest);
     assert_eq!(list_images(&env.cd).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn pulls_zstd_compressed_layers() {
+    let env = env().await;
+    let img = busybox_image().unwrap();
+    let registry = Registry::start(env.dir.path());
+    let archive = env.path("busybox-oci.tar");
+    build_busybox_oci_archive(&archive, "busybox:latest").unwrap();
+    let name = format!("{}/test/busybox-zstd:1", registry.addr);
+    push(
+        &archive,
+        &name,
+        &["--dest-compress", "--dest-compress-format", "zstd"],
+    );
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{name}"))
+        .output()
+        .expect("run skopeo inspect");
+    let manifest: serde_json::Value = serde_json::from_slice(&raw.stdout).expect("manifest JSON");
+    assert_eq!(
+        manifest["layers"][0]["mediaType"], "application/vnd.oci.image.layer.v1.tar+zstd",
+        "{manifest}"
+    );
+
+    let resolved = ensure_image(&env.cd, &name)
+        .await
+        .expect("pull zstd layers");
+    // The same files, whatever the compression: the same uncompressed layer.
+    assert_eq!(resolved.top_chain_id, img.diff_id);
+    assert_eq!(resolved.cmd, vec!["sh"]);
 }
 
 #[tokio::test]

@@ -30,6 +30,9 @@ pub struct LoadArgs {
     /// Read from tar archive file, instead of STDIN
     #[arg(short, long, value_name = "FILE")]
     pub input: Option<PathBuf>,
+    /// The tar archive, as `-i FILE` (docker takes only `-i`; both work here)
+    #[arg(value_name = "FILE", conflicts_with = "input")]
+    pub file: Option<PathBuf>,
     /// Suppress the load output
     #[arg(short, long)]
     pub quiet: bool,
@@ -58,7 +61,10 @@ pub async fn run(host: &str, command: ImageCommand) -> Result<()> {
     }
 }
 
-async fn load(host: &str, args: LoadArgs) -> Result<()> {
+async fn load(host: &str, mut args: LoadArgs) -> Result<()> {
+    if args.input.is_none() {
+        args.input = args.file.take();
+    }
     // Open the input before dialling the daemon: a typo in the path is the likelier mistake.
     let input: Box<dyn AsyncRead + Send + Unpin> = match &args.input {
         Some(path) => Box::new(

@@ -10,11 +10,15 @@ mod fixtures;
 pub mod flags;
 pub mod image;
 pub mod info;
+pub mod job_progress;
+pub mod login;
 pub mod network;
 pub mod node;
 pub mod progress;
+pub mod secret;
 pub mod service;
 pub mod swarm;
+pub mod volume;
 
 use std::fmt;
 use std::future::Future;

@@ -19,13 +19,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use shoal_proto::{
-    restart_policy::Condition, ListTasksRequest, Service, ServiceRef, Task, TaskState,
+    restart_policy::Condition, update_status::State as UpdateState, ListTasksRequest, Service,
+    ServiceRef, Task, TaskState,
 };
 
 use crate::client::{Client, RpcResult};
 
 /// How often the task list is polled.
-const POLL: Duration = Duration::from_millis(200);
+pub(crate) const POLL: Duration = Duration::from_millis(200);
 /// How long the service must stay converged before it is declared so: a container that exits
 /// right after starting is caught here rather than reported as running. Docker uses 5s; a
 /// Shoal task that fails to start is marked within a poll or two, so less suffices.
@@ -33,7 +34,7 @@ const VERIFY: Duration = Duration::from_secs(2);
 /// Above this many replicas only the overall line is shown (docker's limit).
 const MAX_PROGRESS_BARS: u64 = 20;
 /// A slot whose task failed this many times since the change is not going to converge.
-const MAX_FAILURES_PER_SLOT: usize = 3;
+pub(crate) const MAX_FAILURES_PER_SLOT: usize = 3;
 /// Width of the state column: the longest state name docker prints ("preparing").
 const STATE_WIDTH: usize = 9;
 const BAR_WIDTH: usize = 50;
@@ -66,7 +67,7 @@ fn exit_code_of(t: &Task) -> i32 {
 
 /// How a finished task ended, as a phrase: "completed (exit code 0)", "failed: task:
 /// non-zero exit (3)", "was rejected: No such image …".
-fn describe_end(t: &Task) -> String {
+pub(crate) fn describe_end(t: &Task) -> String {
     let err = err_of(t);
     let code = exit_code_of(t);
     let verb = match t.state() {
@@ -284,7 +285,7 @@ fn lines(a: &Assessment, verify: Option<&str>) -> Vec<(String, String)> {
 
 /// Draws the progress: redrawn in place on a terminal, only changed lines otherwise, nothing
 /// when quiet.
-struct Display {
+pub(crate) struct Display {
     mode: Mode,
     on_screen: Vec<String>,
     printed: HashMap<String, String>,
@@ -298,7 +299,7 @@ enum Mode {
 }
 
 impl Display {
-    fn new(quiet: bool) -> Display {
+    pub(crate) fn new(quiet: bool) -> Display {
         let mode = if quiet {
             Mode::Quiet
         } else if std::io::stdout().is_terminal() {
@@ -313,7 +314,7 @@ impl Display {
         }
     }
 
-    fn show(&mut self, lines: &[(String, String)]) {
+    pub(crate) fn show(&mut self, lines: &[(String, String)]) {
         let mut out = String::new();
         match self.mode {
             Mode::Quiet => return,
@@ -370,6 +371,65 @@ fn terminal_width() -> usize {
     }
 }
 
+/// Every task of `service_id`, whatever its desired state.
+pub(crate) async fn tasks_of(
+    control: &mut shoal_proto::control_client::ControlClient<tonic::transport::Channel>,
+    service_id: &str,
+) -> Result<Vec<Task>> {
+    Ok(control
+        .list_tasks(ListTasksRequest {
+            service: service_id.to_string(),
+            desired_running_only: false,
+            node: String::new(),
+        })
+        .await
+        .or_daemon_error()?
+        .tasks)
+}
+
+/// What the service's update status (of the change being waited for) says about the wait.
+#[derive(Debug, PartialEq, Eq)]
+pub enum UpdateOutcome {
+    /// Nothing to say: go on judging by the tasks.
+    Going,
+    /// Paused: the wait ends with this error.
+    Stopped(String),
+    /// The update failed and the service is going back to its previous spec.
+    RolledBack(String),
+}
+
+/// Reads the update status the manager keeps, if it belongs to the change made at `since_ms`.
+pub fn update_outcome(service: &Service, since_ms: i64) -> UpdateOutcome {
+    let Some(status) = service.update_status.as_ref() else {
+        return UpdateOutcome::Going;
+    };
+    let name = service.spec.as_ref().map_or("", |s| s.name.as_str());
+    if status.started_at_ms < since_ms {
+        return UpdateOutcome::Going;
+    }
+    match status.state() {
+        UpdateState::Paused => UpdateOutcome::Stopped(format!(
+            "service update paused: {}\nFix the service and run `shoal service update {name}` \
+             to resume, or go back with `shoal service rollback {name}`.",
+            status.message
+        )),
+        UpdateState::RollbackPaused => UpdateOutcome::Stopped(format!(
+            "service rollback paused: {}\nSee `shoal service ps {name}`; \
+             `shoal service update {name}` resumes it.",
+            status.message
+        )),
+        UpdateState::RollbackStarted | UpdateState::RollbackCompleted
+            if status.message != MANUAL_ROLLBACK && status.message != "rollback completed" =>
+        {
+            UpdateOutcome::RolledBack(status.message.clone())
+        }
+        _ => UpdateOutcome::Going,
+    }
+}
+
+/// The message of a rollback the user asked for (not a failure).
+const MANUAL_ROLLBACK: &str = "manually requested rollback";
+
 /// Polls until the service has converged (and stayed so for [`VERIFY`]), it cannot converge,
 /// or the user presses Ctrl-C (the change goes on in the background, as with docker).
 pub async fn wait(client: &Client, service: &Service, since_ms: i64, quiet: bool) -> Result<()> {
@@ -379,6 +439,7 @@ pub async fn wait(client: &Client, service: &Service, since_ms: i64, quiet: bool
         .map_or(service.id.clone(), |s| s.name.clone());
     let mut display = Display::new(quiet);
     let mut converged_at: Option<Instant> = None;
+    let mut rolled_back: Option<String> = None;
     let mut control = client.control();
     loop {
         // Re-read the service each round: another client may scale it meanwhile.
@@ -388,16 +449,19 @@ pub async fn wait(client: &Client, service: &Service, since_ms: i64, quiet: bool
             })
             .await
             .or_daemon_error()?;
-        let tasks = control
-            .list_tasks(ListTasksRequest {
-                service: service.id.clone(),
-                desired_running_only: false,
-                node: String::new(),
-            })
-            .await
-            .or_daemon_error()?
-            .tasks;
+        let tasks = tasks_of(&mut control, &service.id).await?;
         let a = assess(&current, &tasks, since_ms);
+        match update_outcome(&current, since_ms) {
+            UpdateOutcome::Stopped(why) => {
+                display.show(&lines(&a, Some("Detected task failure")));
+                bail!("{why}");
+            }
+            UpdateOutcome::RolledBack(message) if rolled_back.is_none() => {
+                display.show(&[("rollback".into(), format!("rollback: {message}"))]);
+                rolled_back = Some(message);
+            }
+            _ => {}
+        }
         if let Some(fatal) = &a.fatal {
             display.show(&lines(&a, Some("Detected task failure")));
             bail!(
@@ -409,6 +473,12 @@ pub async fn wait(client: &Client, service: &Service, since_ms: i64, quiet: bool
             let since = *converged_at.get_or_insert_with(Instant::now);
             if since.elapsed() >= VERIFY {
                 display.show(&lines(&a, Some("Service converged")));
+                if let Some(message) = rolled_back {
+                    bail!(
+                        "service {name} was rolled back: {message}; it runs its previous spec \
+                         again (see `shoal service inspect {name}` and `shoal service ps {name}`)"
+                    );
+                }
                 return Ok(());
             }
             Some(format!(

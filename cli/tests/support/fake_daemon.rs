@@ -185,6 +185,8 @@ impl Control for Fake {
             previous_spec: None,
             autoscale_status: None,
             endpoint: None,
+            update_status: None,
+            job_status: None,
         };
         st.services.push(service.clone());
         let index = st.services.len() - 1;
@@ -208,6 +210,8 @@ impl Control for Fake {
                     .filter(|t| t.service_id == s.id && t.state() == TaskState::Running)
                     .count() as u64,
                 desired: s.spec.as_ref().map_or(0, |sp| sp.replicas),
+                completed: 0,
+                job_total: 0,
             })
             .collect();
         Ok(Response::new(ListServicesResponse { services }))
@@ -270,6 +274,62 @@ impl Control for Fake {
         _: Request<Empty>,
     ) -> Result<Response<shoal_proto::UnlockKeyResponse>, Status> {
         Err(Status::unimplemented("the fake has no unlock key"))
+    }
+
+    async fn create_secret(
+        &self,
+        _: Request<shoal_proto::CreateSecretRequest>,
+    ) -> Result<Response<shoal_proto::Secret>, Status> {
+        Err(Status::unimplemented("the fake has no secrets"))
+    }
+
+    async fn list_secrets(
+        &self,
+        _: Request<Empty>,
+    ) -> Result<Response<shoal_proto::ListSecretsResponse>, Status> {
+        Err(Status::unimplemented("the fake has no secrets"))
+    }
+
+    async fn get_secret(
+        &self,
+        _: Request<shoal_proto::SecretRef>,
+    ) -> Result<Response<shoal_proto::Secret>, Status> {
+        Err(Status::unimplemented("the fake has no secrets"))
+    }
+
+    async fn remove_secret(
+        &self,
+        _: Request<shoal_proto::SecretRef>,
+    ) -> Result<Response<Empty>, Status> {
+        Err(Status::unimplemented("the fake has no secrets"))
+    }
+
+    async fn create_config(
+        &self,
+        _: Request<shoal_proto::CreateConfigRequest>,
+    ) -> Result<Response<shoal_proto::Config>, Status> {
+        Err(Status::unimplemented("the fake has no configs"))
+    }
+
+    async fn list_configs(
+        &self,
+        _: Request<Empty>,
+    ) -> Result<Response<shoal_proto::ListConfigsResponse>, Status> {
+        Err(Status::unimplemented("the fake has no configs"))
+    }
+
+    async fn get_config(
+        &self,
+        _: Request<shoal_proto::ConfigRef>,
+    ) -> Result<Response<shoal_proto::Config>, Status> {
+        Err(Status::unimplemented("the fake has no configs"))
+    }
+
+    async fn remove_config(
+        &self,
+        _: Request<shoal_proto::ConfigRef>,
+    ) -> Result<Response<Empty>, Status> {
+        Err(Status::unimplemented("the fake has no configs"))
     }
 
     async fn remove_node(&self, r: Request<RemoveNodeRequest>) -> Result<Response<Empty>, Status> {
@@ -521,6 +581,42 @@ impl Daemon for Fake {
                 created_at_ms: now_ms() - 3 * 3_600_000,
             }],
         }))
+    }
+
+    // Volumes are the node's own files: the end-to-end tests cover them on real daemons.
+    async fn create_volume(
+        &self,
+        _: Request<shoal_proto::CreateVolumeRequest>,
+    ) -> Result<Response<shoal_proto::Volume>, Status> {
+        Err(Status::unimplemented("the fake daemon keeps no volumes"))
+    }
+
+    async fn list_volumes(
+        &self,
+        _: Request<Empty>,
+    ) -> Result<Response<shoal_proto::ListVolumesResponse>, Status> {
+        Err(Status::unimplemented("the fake daemon keeps no volumes"))
+    }
+
+    async fn inspect_volume(
+        &self,
+        _: Request<shoal_proto::VolumeRef>,
+    ) -> Result<Response<shoal_proto::Volume>, Status> {
+        Err(Status::unimplemented("the fake daemon keeps no volumes"))
+    }
+
+    async fn remove_volume(
+        &self,
+        _: Request<shoal_proto::RemoveVolumeRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        Err(Status::unimplemented("the fake daemon keeps no volumes"))
+    }
+
+    async fn registry_login(
+        &self,
+        _: Request<shoal_proto::RegistryAuth>,
+    ) -> Result<Response<shoal_proto::RegistryLoginResponse>, Status> {
+        Err(Status::unimplemented("the fake daemon reaches no registry"))
     }
 }
 

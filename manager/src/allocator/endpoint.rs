@@ -26,7 +26,7 @@ use shoal_proto::validate::endpoint::{
 };
 use shoal_proto::{Endpoint, PortConfig, ServiceSpec, VirtualIp};
 
-use super::role::rebuild;
+use super::ipam::rebuild;
 use super::IpamError;
 use crate::store::state::{attachment_ip, attachment_network_id, holds_addresses, vip_ip};
 use crate::store::StoreState;

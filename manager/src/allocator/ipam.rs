@@ -200,6 +200,19 @@ fn to_addr(n: u64) -> Ipv4Addr {
     Ipv4Addr::from(u32::try_from(n).unwrap_or(u32::MAX))
 }
 
+/// A network's addresses from the store: its subnet, gateway and the addresses held on it.
+pub(super) fn rebuild(
+    network: &shoal_proto::Network,
+    held: std::collections::BTreeSet<Ipv4Addr>,
+) -> Result<NetworkAddresses, IpamError> {
+    let subnet = shoal_proto::validate::network::subnet(&network.subnet)?;
+    let gateway: Ipv4Addr = network.gateway.parse().unwrap_or_else(|_| {
+        // Every stored network has a gateway; the first host is what IPAM would have chosen.
+        Ipv4Addr::from(u32::from(subnet.network()).saturating_add(1))
+    });
+    NetworkAddresses::from_allocated(subnet, gateway, held)
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;

@@ -33,7 +33,9 @@ use shoal_proto::{
 use tokio::sync::watch;
 use tracing::warn;
 
+use super::ipam::rebuild;
 use super::{IpamError, NetworkAddresses};
+use crate::ids::now_ms;
 use crate::store::state::{attachment_ip, attachment_network_id, holds_addresses};
 use crate::store::{Store, StoreState};
 
@@ -71,7 +73,14 @@ impl TaskAllocator {
     pub fn plan(&mut self, st: &StoreState) -> Vec<StoreAction> {
         self.sync(st);
         let mut actions = self.plan_nodes(st);
-        let mut waiting: Vec<&Task> = st.tasks.values().filter(|t| needs_allocation(t)).collect();
+        // NEW tasks are among the store's unplaced ones: no walk of every task.
+        let mut waiting: Vec<&Task> = st
+            .tasks
+            .unplaced_ids()
+            .iter()
+            .filter_map(|id| st.tasks.get(id))
+            .filter(|t| needs_allocation(t))
+            .collect();
         waiting.sort_by_key(|t| {
             (
                 t.meta.as_ref().map_or(0, |m| m.created_at_ms),
@@ -85,6 +94,7 @@ impl TaskAllocator {
                     task_id: task.id.clone(),
                     networks,
                     error: String::new(),
+                    timestamp_ms: now_ms(),
                 },
                 Err(why) => {
                     // Said once: the same reason again would add a log entry every round.
@@ -95,6 +105,7 @@ impl TaskAllocator {
                         task_id: task.id.clone(),
                         networks: Vec::new(),
                         error: why,
+                        timestamp_ms: now_ms(),
                     }
                 }
             };
@@ -262,24 +273,11 @@ impl TaskAllocator {
     }
 }
 
-/// A network's addresses from the store: its subnet, gateway and the addresses held on it.
-pub(super) fn rebuild(
-    network: &Network,
-    held: BTreeSet<Ipv4Addr>,
-) -> Result<NetworkAddresses, IpamError> {
-    let subnet = shoal_proto::validate::network::subnet(&network.subnet)?;
-    let gateway: Ipv4Addr = network.gateway.parse().unwrap_or_else(|_| {
-        // Every stored network has a gateway; the first host is what IPAM would have chosen.
-        Ipv4Addr::from(u32::from(subnet.network()).saturating_add(1))
-    });
-    NetworkAddresses::from_allocated(subnet, gateway, held)
-}
-
 /// Runs until `shutdown` flips; only the leader runs it.
 pub async fn run(store: Store, shutdown: watch::Receiver<bool>) {
     let allocator = Arc::new(Mutex::new(TaskAllocator::default()));
     let s = store.clone();
-    crate::reconcile::run(store, Duration::from_secs(1), shutdown, move || {
+    crate::reconcile::run(store, Duration::from_secs(1), shutdown, move |_| {
         let store = s.clone();
         let allocator = allocator.clone();
         async move {

@@ -4,7 +4,7 @@
 //! meanwhile. A VIP lost that way to a task the allocator role placed at the same moment is
 //! allocated again (a port lost to another service is the user's to resolve, and reported).
 
-use shoal_proto::{store_action::Action, Endpoint, Service};
+use shoal_proto::{store_action::Action, Endpoint, Service, ServiceSpec};
 use tonic::Status;
 
 use super::{act, store_status, ActiveManager};
@@ -31,12 +31,13 @@ pub(super) async fn propose_with_endpoint(
     current: Option<&Endpoint>,
     make: fn(Service) -> Action,
 ) -> Result<(), Status> {
-    let spec = service.spec.clone().unwrap_or_default();
+    let no_spec = ServiceSpec::default();
     let mut attempt = 0;
     loop {
+        let spec = service.spec.as_ref().unwrap_or(&no_spec);
         let endpoint = m
             .store
-            .view(|st| allocate_endpoint(st, &service.id, &spec, current))
+            .view(|st| allocate_endpoint(st, &service.id, spec, current))
             .map_err(endpoint_status)?;
         service.endpoint = Some(endpoint);
         match m.store.propose(vec![act(make(service.clone()))]).await {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use shoal_proto::validate::{self, PolicyError, SpecError};
 use shoal_proto::{
     control_server, store_action::Action, CreateNetworkRequest, CreateServiceRequest, Empty,
@@ -19,12 +19,17 @@ use shoal_proto::{
     TaskLogsRequest, TaskState, UnlockKeyResponse, UpdateClusterRequest, UpdateNodeRequest,
     UpdateServiceRequest,
 };
-use shoal_proto::{ListNetworksResponse, Network, NetworkRef};
+use shoal_proto::{
+    Config, ConfigRef, CreateConfigRequest, CreateSecretRequest, ListConfigsResponse,
+    ListSecretsResponse, Secret, SecretRef,
+};
+use shoal_proto::{ListNetworksResponse, Network, NetworkRef, Task};
 use tonic::{Request, Response, Status};
 
 use crate::authority::Authority;
 use crate::ids::{new_id, now_ms};
 use crate::leader::LeaderLink;
+use crate::orchestrator::jobs;
 use crate::store::{ApplyError, Store, StoreError, StoreState};
 use crate::tokens;
 use nodes::find_node;
@@ -34,6 +39,10 @@ mod cluster;
 mod endpoints;
 mod networks;
 mod nodes;
+mod registry_auth;
+mod rollout;
+mod secrets;
+mod service_logs;
 
 pub(crate) use networks::initial_ingress;
 pub use networks::INGRESS_NAME;
@@ -141,9 +150,14 @@ pub fn store_status(e: StoreError) -> Status {
         StoreError::Rejected(ApplyError::NetworkNameTaken(_)) => {
             Status::already_exists(e.to_string())
         }
-        StoreError::Rejected(ApplyError::NoSuchService(_) | ApplyError::NoSuchNetwork(_)) => {
-            Status::not_found(e.to_string())
+        StoreError::Rejected(ApplyError::SecretNameTaken { .. }) => {
+            Status::already_exists(e.to_string())
         }
+        StoreError::Rejected(
+            ApplyError::NoSuchService(_)
+            | ApplyError::NoSuchNetwork(_)
+            | ApplyError::NoSuchSecret { .. },
+        ) => Status::not_found(e.to_string()),
         StoreError::Rejected(_) => Status::failed_precondition(e.to_string()),
         _ => Status::unavailable(e.to_string()),
     }
@@ -333,10 +347,13 @@ impl control_server::Control for ControlApi {
             .ok_or_else(|| Status::invalid_argument("no service spec given"))?;
         let mut spec = spec;
         validate::service_spec(&spec).map_err(spec_status)?;
-        m.store
-            .view(|st| networks::resolve_attachments(st, &mut spec))?;
+        m.store.view(|st| {
+            networks::resolve_attachments(st, &mut spec)?;
+            secrets::resolve_references(st, &mut spec)
+        })?;
         check_query_policy(&m, None, &spec).await?;
         let now = now_ms();
+        let job_status = rollout::next_job_iteration(None, &spec, now);
         let service = Service {
             id: new_id(),
             meta: Some(shoal_proto::Meta {
@@ -348,6 +365,8 @@ impl control_server::Control for ControlApi {
             previous_spec: None,
             autoscale_status: None,
             endpoint: None,
+            update_status: None,
+            job_status,
         };
         let id = service.id.clone();
         endpoints::propose_with_endpoint(&m, service, None, Action::CreateService).await?;
@@ -355,7 +374,7 @@ impl control_server::Control for ControlApi {
             .store
             .view(|st| st.services.get(&id).cloned())
             .ok_or_else(|| Status::internal("service vanished right after creation"))?;
-        Ok(Response::new(stored))
+        Ok(Response::new(registry_auth::hidden(stored)))
     }
 
     async fn list_services(
@@ -377,10 +396,18 @@ impl control_server::Control for ControlApi {
                 .values()
                 .map(|s| {
                     let running = running_of.get(s.id.as_str()).copied().unwrap_or(0);
+                    let is_job = s.spec.as_ref().is_some_and(|s| jobs::is_job(s.mode()));
+                    let (completed, job_total) = if is_job {
+                        jobs::progress(st, s)
+                    } else {
+                        (0, 0)
+                    };
                     ServiceSummary {
-                        service: Some(s.clone()),
+                        service: Some(registry_auth::hidden(s.clone())),
                         running,
                         desired: crate::orchestrator::desired_tasks(st, s),
+                        completed,
+                        job_total,
                     }
                 })
                 .collect()
@@ -393,7 +420,8 @@ impl control_server::Control for ControlApi {
         forward!(m, request, get_service);
         m.linearizable().await?;
         let key = request.into_inner().service;
-        Ok(Response::new(m.store.view(|st| find_service(st, &key))?))
+        let service = m.store.view(|st| find_service(st, &key))?;
+        Ok(Response::new(registry_auth::hidden(service)))
     }
 
     async fn update_service(
@@ -403,13 +431,17 @@ impl control_server::Control for ControlApi {
         let m = self.active()?;
         forward!(m, request, update_service);
         let req = request.into_inner();
-        let mut spec = req
-            .spec
-            .ok_or_else(|| Status::invalid_argument("no service spec given"))?;
+        let current = m.store.view(|st| find_service(st, &req.service))?;
+        let mut spec = if req.rollback {
+            rollout::previous_spec(&current)?
+        } else {
+            req.spec
+                .ok_or_else(|| Status::invalid_argument("no service spec given"))?
+        };
         validate::service_spec(&spec).map_err(spec_status)?;
-        let current = m.store.view(|st| {
+        m.store.view(|st| {
             networks::resolve_attachments(st, &mut spec)?;
-            find_service(st, &req.service)
+            secrets::resolve_references(st, &mut spec)
         })?;
         let current_name = current.spec.as_ref().map_or("", |s| &s.name);
         if spec.name != current_name {
@@ -421,17 +453,29 @@ impl control_server::Control for ControlApi {
             validate::spec_change(old, &spec).map_err(spec_status)?;
         }
         check_query_policy(&m, current.spec.as_ref(), &spec).await?;
-        let mut updated = current.clone();
+        registry_auth::keep_stored(current.spec.as_ref(), &mut spec);
+        // The copy read from the store becomes the update: no further copy of the service
+        // (this is the control API's hottest write).
+        let mut updated = current;
+        let current_endpoint = updated.endpoint.take();
+        let now = now_ms();
         let meta = updated.meta.get_or_insert_with(Default::default);
         meta.version = req.version;
-        meta.updated_at_ms = now_ms();
-        updated.previous_spec = current.spec.clone();
-        updated.spec = Some(spec);
+        meta.updated_at_ms = now;
+        if jobs::is_job(spec.mode()) {
+            // A job has no rolling update: every change runs it again.
+            updated.job_status =
+                rollout::next_job_iteration(updated.job_status.as_ref(), &spec, now);
+        } else if let Some(status) = rollout::status_for_update(&updated, &spec, req.rollback, now)
+        {
+            updated.update_status = Some(status);
+        }
+        updated.previous_spec = updated.spec.replace(spec);
         let id = updated.id.clone();
         endpoints::propose_with_endpoint(
             &m,
             updated,
-            current.endpoint.as_ref(),
+            current_endpoint.as_ref(),
             Action::UpdateService,
         )
         .await?;
@@ -439,7 +483,7 @@ impl control_server::Control for ControlApi {
             .store
             .view(|st| st.services.get(&id).cloned())
             .ok_or_else(|| Status::not_found(format!("service {id} was removed meanwhile")))?;
-        Ok(Response::new(stored))
+        Ok(Response::new(registry_auth::hidden(stored)))
     }
 
     async fn remove_service(
@@ -461,6 +505,7 @@ impl control_server::Control for ControlApi {
                         act(Action::SetTaskDesiredState(TaskDesiredState {
                             task_id: t.id.clone(),
                             desired_state: TaskState::Shutdown as i32,
+                            timestamp_ms: crate::ids::now_ms(),
                         }))
                     }),
             );
@@ -495,7 +540,10 @@ impl control_server::Control for ControlApi {
                 .filter(|t| service_id.as_ref().is_none_or(|s| &t.service_id == s))
                 .filter(|t| node_id.as_ref().is_none_or(|n| &t.node_id == n))
                 .filter(|t| !req.desired_running_only || t.desired() <= TaskState::Running)
-                .cloned()
+                .map(|t| Task {
+                    registry_auth: None,
+                    ..t.clone()
+                })
                 .collect();
             let node_names = st
                 .nodes
@@ -593,6 +641,78 @@ impl control_server::Control for ControlApi {
         Ok(Response::new(Empty {}))
     }
 
+    async fn create_secret(
+        &self,
+        request: Request<CreateSecretRequest>,
+    ) -> Result<Response<Secret>, Status> {
+        let m = self.active()?;
+        forward!(m, request, create_secret);
+        let spec = request.into_inner().spec.unwrap_or_default();
+        Ok(Response::new(secrets::create_secret(&m, spec).await?))
+    }
+
+    async fn list_secrets(
+        &self,
+        request: Request<Empty>,
+    ) -> Result<Response<ListSecretsResponse>, Status> {
+        let m = self.active()?;
+        forward!(m, request, list_secrets);
+        m.linearizable().await?;
+        let secrets = m.store.view(secrets::list);
+        Ok(Response::new(ListSecretsResponse { secrets }))
+    }
+
+    async fn get_secret(&self, request: Request<SecretRef>) -> Result<Response<Secret>, Status> {
+        let m = self.active()?;
+        forward!(m, request, get_secret);
+        m.linearizable().await?;
+        let key = request.into_inner().secret;
+        Ok(Response::new(m.store.view(|st| secrets::find(st, &key))?))
+    }
+
+    async fn remove_secret(&self, request: Request<SecretRef>) -> Result<Response<Empty>, Status> {
+        let m = self.active()?;
+        forward!(m, request, remove_secret);
+        secrets::remove::<Secret>(&m, &request.into_inner().secret).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn create_config(
+        &self,
+        request: Request<CreateConfigRequest>,
+    ) -> Result<Response<Config>, Status> {
+        let m = self.active()?;
+        forward!(m, request, create_config);
+        let spec = request.into_inner().spec.unwrap_or_default();
+        Ok(Response::new(secrets::create_config(&m, spec).await?))
+    }
+
+    async fn list_configs(
+        &self,
+        request: Request<Empty>,
+    ) -> Result<Response<ListConfigsResponse>, Status> {
+        let m = self.active()?;
+        forward!(m, request, list_configs);
+        m.linearizable().await?;
+        let configs = m.store.view(secrets::list);
+        Ok(Response::new(ListConfigsResponse { configs }))
+    }
+
+    async fn get_config(&self, request: Request<ConfigRef>) -> Result<Response<Config>, Status> {
+        let m = self.active()?;
+        forward!(m, request, get_config);
+        m.linearizable().await?;
+        let key = request.into_inner().config;
+        Ok(Response::new(m.store.view(|st| secrets::find(st, &key))?))
+    }
+
+    async fn remove_config(&self, request: Request<ConfigRef>) -> Result<Response<Empty>, Status> {
+        let m = self.active()?;
+        forward!(m, request, remove_config);
+        secrets::remove::<Config>(&m, &request.into_inner().config).await?;
+        Ok(Response::new(Empty {}))
+    }
+
     type ServiceLogsStream = LogStream;
 
     async fn service_logs(
@@ -607,30 +727,9 @@ impl control_server::Control for ControlApi {
                 .into_inner();
             return Ok(Response::new(Box::pin(stream)));
         }
-        let req = request.into_inner();
-        let by_node = m.store.view(|st| {
-            let s = find_service(st, &req.service)?;
-            let mut by_node: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-            for t in st.tasks_of_service(&s.id).filter(|t| !t.node_id.is_empty()) {
-                by_node
-                    .entry(t.node_id.clone())
-                    .or_default()
-                    .push(t.id.clone());
-            }
-            Ok::<_, Status>(by_node)
-        })?;
-        let mut streams = Vec::new();
-        for (node, task_ids) in by_node {
-            let r = TaskLogsRequest {
-                task_ids,
-                follow: req.follow,
-                tail: req.tail,
-            };
-            streams.push(self.logs.task_logs(&node, r).await?);
-        }
-        Ok(Response::new(Box::pin(
-            futures::stream::select_all(streams).boxed(),
-        )))
+        service_logs::service_logs(&m.store, self.logs.clone(), request.into_inner())
+            .await
+            .map(Response::new)
     }
 }
 

@@ -3,10 +3,11 @@
 //!
 //! One task per dispatcher ([`Fanout::run`]) follows the applied entries and keeps an index of
 //! the tasks by node, and of the tasks that are on networks. After each entry it wakes the
-//! sessions of the nodes whose tasks it touched; a change that may concern every node (a node,
-//! the cluster, a service, a network, or a task on a network, whose peer tables every node on
-//! that network holds) wakes them all. A woken session computes its message from the store as
-//! before, taking its tasks from the index instead of scanning the store.
+//! sessions of the nodes whose tasks it touched (not for a worker's own status reports); a
+//! change that may concern every node (a node, the cluster, a service with a VIP, a network, or
+//! a task on a network, whose peer tables every node on that network holds) wakes them all. A
+//! woken session computes its message from the store as before, taking its tasks from the
+//! index instead of scanning the store.
 //!
 //! The index may lag the store by the entries not yet folded in, never lead it: a session that
 //! misses a task just assigned is woken again once the entry is folded in. A task's node is set
@@ -17,7 +18,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
-use shoal_proto::{store_action::Action, StoreAction, Task};
+use shoal_proto::{store_action::Action, StoreAction, Task, TaskState};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::Notify;
 
@@ -228,6 +229,24 @@ impl Fanout {
                     ix.place(&a.task_id, &a.node_id);
                     &a.task_id
                 }
+                // A status past ASSIGNED is the worker's own report (or the orchestrator's for
+                // a node that is down): sending it back tells the worker nothing, so it wakes
+                // no session, as in swarmkit's dispatcher. Otherwise each report re-sent a
+                // node its whole task set: four reports per task, a hundred tasks per node.
+                // A task on a network is in peer tables, which its state changes.
+                Some(Action::UpdateTaskStatus(u))
+                    if u.status
+                        .as_ref()
+                        .is_some_and(|s| s.state > TaskState::Assigned as i32) =>
+                {
+                    let networked = ix.networked.contains(&u.task_id)
+                        || st
+                            .tasks
+                            .get(&u.task_id)
+                            .is_some_and(|t| !t.networks.is_empty());
+                    all |= networked;
+                    continue;
+                }
                 Some(Action::UpdateTaskStatus(u)) | Some(Action::MarkTaskPending(u)) => &u.task_id,
                 Some(Action::SetTaskDesiredState(d)) => &d.task_id,
                 Some(Action::AllocateTask(a)) => &a.task_id,
@@ -241,6 +260,19 @@ impl Fanout {
                     ix.remove(id);
                     continue;
                 }
+                // A new service is in peer tables only through its VIPs: one without (no
+                // network, no published port) concerns no session until its tasks are placed,
+                // which their own entries tell. Creating a hundred services then does not
+                // rebuild a thousand sessions' messages a hundred times.
+                Some(Action::CreateService(s))
+                    if s.endpoint.as_ref().is_none_or(|e| e.virtual_ips.is_empty()) =>
+                {
+                    continue;
+                }
+                // A new secret or config is in no session's message until a task references it
+                // (through a service created or updated after it), which that task's entries
+                // tell. Deleting one (rare) reaches every session below.
+                Some(Action::CreateSecret(_)) | Some(Action::CreateConfig(_)) => continue,
                 // Nodes, services, networks and the cluster reach every session (managers'
                 // addresses, roles, peer tables, VIPs).
                 _ => {
@@ -315,6 +347,7 @@ mod tests {
             task_id: "t1".into(),
             node_id: "n1".into(),
             message: String::new(),
+            timestamp_ms: 0,
         });
         assert_eq!(
             woken_nodes(f.fold(&st, &[act(assign)])),
@@ -329,12 +362,27 @@ mod tests {
             woken_nodes(f.fold(&st, &[act(status)])),
             Some(vec!["n1".into()])
         );
+        // The worker's own report of a state past ASSIGNED goes back to nobody.
+        let running = |id: &str| {
+            act(Action::UpdateTaskStatus(TaskStatusUpdate {
+                task_id: id.into(),
+                status: Some(shoal_proto::TaskStatus {
+                    state: TaskState::Running as i32,
+                    ..Default::default()
+                }),
+            }))
+        };
+        assert_eq!(woken_nodes(f.fold(&st, &[running("t1")])), Some(vec![]));
 
         // A task on a network is in other nodes' peer tables: everyone.
         st.tasks.insert("t2".into(), task("t2", "n2", true));
         let w = f.fold(&st, &[act(Action::CreateTask(task("t2", "n2", true)))]);
         assert!(woken_nodes(w).is_none());
         assert_eq!(f.networked(), ["t2"]);
+        assert!(
+            woken_nodes(f.fold(&st, &[running("t2")])).is_none(),
+            "its state is in peer tables"
+        );
 
         // Deleted: its node is told, and it leaves the index.
         st.tasks.remove("t1");
@@ -345,6 +393,25 @@ mod tests {
         // Anything else reaches every session.
         let w = f.fold(&st, &[act(Action::DeleteService("s".into()))]);
         assert!(woken_nodes(w).is_none());
+
+        // But a new service without a VIP is in no peer table.
+        let plain = shoal_proto::Service::default();
+        let w = f.fold(&st, &[act(Action::CreateService(plain.clone()))]);
+        assert_eq!(woken_nodes(w), Some(vec![]));
+        let mut with_vip = plain;
+        with_vip.endpoint = Some(shoal_proto::Endpoint {
+            virtual_ips: vec![shoal_proto::VirtualIp::default()],
+            ..Default::default()
+        });
+        let w = f.fold(&st, &[act(Action::CreateService(with_vip))]);
+        assert!(woken_nodes(w).is_none());
+
+        // A new secret is in no session's message until a task references it.
+        let w = f.fold(
+            &st,
+            &[act(Action::CreateSecret(shoal_proto::Secret::default()))],
+        );
+        assert_eq!(woken_nodes(w), Some(vec![]));
     }
 
     #[tokio::test]

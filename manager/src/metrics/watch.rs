@@ -148,6 +148,7 @@ mod tests {
                     task_id: "t1".into(),
                     node_id: "n1".into(),
                     message: String::new(),
+                    timestamp_ms: 0,
                 })),
             },
             StoreAction {

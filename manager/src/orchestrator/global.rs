@@ -9,19 +9,21 @@
 //! * A node keeps its task while it is not DOWN and not DRAINed and satisfies the constraints:
 //!   PAUSE keeps what runs but gets nothing new, as docker.
 //! * Otherwise the task is shut down; there is nowhere to move it, so no replacement is made.
-//! * A changed container spec is rolled out node by node, stop-first ([`super::update`]).
+//! * A changed container spec is rolled out node by node ([`super::update`], paced by
+//!   [`super::rollout`]).
 
 use std::collections::BTreeMap;
 
 use shoal_proto::{Node, NodeAvailability, NodeState, Service, Task, TaskState};
 
 use super::restart::{self, Restart};
+use super::rollout::Rollout;
 use super::{fate, is_live, new_task, starting, update, Fate, Plan};
 use crate::constraint::Constraints;
 
 /// Whether `node` should get a task of a global service with these constraints (`None`:
 /// unparsable, ignored here; the scheduler reports the error).
-fn accepts_new(node: &Node, constraints: Option<&Constraints>) -> bool {
+pub(super) fn accepts_new(node: &Node, constraints: Option<&Constraints>) -> bool {
     node.state() != NodeState::Down
         && node.availability() == NodeAvailability::Active
         && constraints.is_none_or(|c| c.matches(node))
@@ -55,26 +57,54 @@ pub(super) fn plan_service(
         restart::newest_first(history);
     }
 
-    let mut in_flight = false;
+    let any_outdated = tasks
+        .iter()
+        .any(|t| is_live(t) && update::outdated(service, t));
+    let eligible = nodes
+        .values()
+        .filter(|n| accepts_new(n, constraints.as_ref()))
+        .count();
+    let rollout = Rollout::begin(service, tasks, eligible, any_outdated, now_ms, plan);
+    if plan.rolls_back(&service.id) {
+        // The spec goes back this round: the next round plans with it.
+        return;
+    }
+
+    let mut in_flight = 0;
+    let mut stopped_now = 0;
     let mut outdated: Vec<&Task> = Vec::new();
     for history in by_node.values() {
-        let mut live = history.iter().filter(|t| is_live(t));
-        // All tasks here share one node, so one fate. One task per node: the newest stays.
-        let Some(newest) = live.next() else {
+        // All tasks here share one node, so one fate. One task per node: the newest stays,
+        // and under start-first the old task it is replacing, until the new one runs.
+        let live: Vec<&Task> = history.iter().copied().filter(|t| is_live(t)).collect();
+        let Some(&newest) = live.first() else {
             continue;
         };
         if fate(newest, nodes, constraints.as_ref()) != Fate::Stay {
-            plan.shut_down(newest);
-        } else {
-            in_flight |= starting(newest);
-            if update::outdated(service, newest) {
-                outdated.push(newest);
-            }
+            live.iter().for_each(|t| plan.shut_down(t));
+            continue;
         }
-        live.for_each(|t| plan.shut_down(t));
+        let beside = live
+            .get(1)
+            .copied()
+            .filter(|old| update::starting_beside(service, old, &live) == Some(newest.id.as_str()));
+        in_flight += usize::from(starting(newest));
+        if beside.is_none() && update::outdated(service, newest) {
+            outdated.push(newest);
+        }
+        for t in live
+            .iter()
+            .skip(1)
+            .filter(|t| beside.is_none_or(|b| b.id != t.id))
+        {
+            plan.shut_down(t);
+            // Start-first: the old task goes now that the new one runs; the node is being
+            // replaced until it has stopped.
+            stopped_now += usize::from(update::outdated(service, t));
+        }
     }
 
-    let (mut stopping_old, mut failed_new) = (false, false);
+    let (mut stopping_old, mut waiting) = (0, false);
     for node in nodes.values() {
         if !accepts_new(node, constraints.as_ref()) {
             continue;
@@ -87,25 +117,44 @@ pub(super) fn plan_service(
         if newest.is_some_and(|t| update::holds_place(service, t)) {
             // Stop-first: the node's old task must stop before its replacement starts (the
             // node accepts new tasks, so it is not DOWN: the old task can still stop).
-            stopping_old = true;
+            stopping_old += 1;
             continue;
         }
-        failed_new |= update::failed_with_new_spec(service, newest);
         match restart::decision(history, now_ms) {
             Restart::Now => {
                 plan.create(new_task(service, 0, &node.id, now_ms));
-                in_flight = true;
+                in_flight += 1;
             }
-            Restart::At(at) => plan.wake_at(at),
-            Restart::Never => {}
+            Restart::At(at) => {
+                plan.wake_at(at);
+                waiting = true;
+            }
+            Restart::Never => waiting = true,
         }
     }
-    // One rolling-update step, node by node (in node ID order).
-    if !in_flight && !stopping_old && !failed_new {
-        if let Some(old) = outdated.first() {
+    // Rolling-update steps, node by node (in node ID order).
+    // Under either order a node is being replaced until its old task has stopped.
+    stopping_old = stopping_old.max(
+        tasks
+            .iter()
+            .filter(|t| {
+                update::holds_place(service, t)
+                    && fate(t, nodes, constraints.as_ref()) == Fate::Stay
+            })
+            .count(),
+    ) + stopped_now;
+    let budget = rollout.budget(in_flight + stopping_old, plan);
+    for old in outdated.iter().take(budget) {
+        if rollout.start_first() {
+            plan.create(new_task(service, 0, &old.node_id, now_ms));
+            in_flight += 1;
+        } else {
             plan.shut_down(old);
+            stopping_old += 1;
         }
     }
+    let settled = outdated.is_empty() && stopping_old == 0 && in_flight == 0 && !waiting;
+    rollout.finish(service, settled, plan);
 }
 
 #[cfg(test)]

@@ -3,10 +3,12 @@
 //!
 //! * [`replicated`]: one live task per slot `1..=replicas`.
 //! * [`global`]: one live task per eligible node, created with its node already set.
+//! * [`jobs`]: replicated and global jobs, whose tasks run to completion once per iteration.
 //! * [`restart`]: the restart policy both modes share, per slot or per node.
 //! * [`reaper`]: deletes finished tasks beyond the history limit.
-//! * [`update`]: rolling updates when the container spec changes (one task at a time,
-//!   stop-first), shared by both modes.
+//! * [`update`]: rolling updates when the container spec changes, shared by both modes, paced
+//!   by the service's update policy and moved through docker's update statuses by [`rollout`]
+//!   (parallelism, delay, stop-first/start-first, failure action, monitor, rollback).
 //!
 //! Both modes treat a task whose node went away as gone ([`fate`]): a node that is DOWN or was
 //! removed loses its tasks at once; a DRAINed node, or one that no longer satisfies the
@@ -22,9 +24,12 @@
 //! Raft and re-run from scratch every round.
 
 pub mod global;
+pub mod jobs;
 pub mod reaper;
 pub mod replicated;
 pub mod restart;
+pub mod rollout;
+pub mod scope;
 pub mod update;
 
 use std::collections::{BTreeMap, HashSet};
@@ -33,23 +38,31 @@ use std::time::Duration;
 use shoal_proto::{
     store_action::Action, Meta, Network, NetworkAttachment, Node, NodeAvailability, NodeState,
     Service, ServiceMode, StoreAction, Task, TaskDesiredState, TaskState, TaskStatus,
-    TaskStatusUpdate,
+    TaskStatusUpdate, UpdateStatusChange,
 };
 use tokio::sync::watch;
 use tracing::warn;
 
+use crate::allocator::allocate_endpoint;
 use crate::constraint::Constraints;
 use crate::ids::{new_id, now_ms};
 use crate::store::state::has_ingress_ports;
 use crate::store::{Store, StoreState, MAX_ENTRY_ACTIONS};
 
 pub use restart::DEFAULT_RESTART_DELAY_MS;
+pub use rollout::StatusChange;
+pub use scope::Scope;
 
 #[derive(Debug, Default)]
 pub struct Plan {
     pub actions: Vec<StoreAction>,
+    /// The round's time, which its desired-state changes carry.
+    pub now_ms: i64,
     /// Earliest time (ms) a restart delay expires, so the loop can wake for it.
     pub wake_at_ms: Option<i64>,
+    /// Rolling updates moved on (completed, paused, rolled back): each its own entry, since
+    /// each applies only to the service version it was decided from.
+    pub status_changes: Vec<StatusChange>,
 }
 
 impl Plan {
@@ -61,6 +74,7 @@ impl Plan {
         self.push(Action::SetTaskDesiredState(TaskDesiredState {
             task_id: task.id.clone(),
             desired_state: TaskState::Shutdown as i32,
+            timestamp_ms: self.now_ms,
         }));
     }
 
@@ -70,6 +84,13 @@ impl Plan {
 
     fn wake_at(&mut self, at: i64) {
         self.wake_at_ms = Some(self.wake_at_ms.map_or(at, |w| w.min(at)));
+    }
+
+    /// Whether this round rolls `service_id` back to its previous spec.
+    fn rolls_back(&self, service_id: &str) -> bool {
+        self.status_changes
+            .iter()
+            .any(|c| matches!(c, StatusChange::Rollback { service_id: id, .. } if id == service_id))
     }
 }
 
@@ -114,10 +135,22 @@ pub(crate) fn fate(
     }
 }
 
+/// The plan for every service.
 pub fn plan(state: &StoreState, now_ms: i64) -> Plan {
-    let mut plan = Plan::default();
+    plan_scoped(state, now_ms, &Scope::All)
+}
+
+/// The plan for the services in `scope`, each from its own tasks (for a scope of a few
+/// services, the store's index of tasks by service, not a walk of every task).
+pub fn plan_scoped(state: &StoreState, now_ms: i64, scope: &Scope) -> Plan {
+    let mut plan = Plan {
+        now_ms,
+        ..Default::default()
+    };
+    // Grouped in one pass over the tasks in scope: for every service, a walk of the map is
+    // cheaper than a lookup per task through the index.
     let mut by_service: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
-    for t in state.tasks.values() {
+    for t in scope.tasks(state) {
         by_service.entry(t.service_id.as_str()).or_default().push(t);
     }
     for (service_id, tasks) in &by_service {
@@ -128,7 +161,7 @@ pub fn plan(state: &StoreState, now_ms: i64) -> Plan {
             }
         }
     }
-    for service in state.services.values() {
+    for service in state.services.values().filter(|s| scope.includes(&s.id)) {
         let tasks = by_service
             .get(service.id.as_str())
             .map(Vec::as_slice)
@@ -140,9 +173,15 @@ pub fn plan(state: &StoreState, now_ms: i64) -> Plan {
             ServiceMode::Global => {
                 global::plan_service(service, tasks, &state.nodes, now_ms, &mut plan)
             }
+            ServiceMode::ReplicatedJob => {
+                jobs::plan_replicated(service, tasks, &state.nodes, now_ms, &mut plan)
+            }
+            ServiceMode::GlobalJob => {
+                jobs::plan_global(service, tasks, &state.nodes, now_ms, &mut plan)
+            }
         }
     }
-    report_for_lost_nodes(state, now_ms, &mut plan);
+    report_for_lost_nodes(state, scope, now_ms, &mut plan);
     attach_to_ingress(state, &mut plan);
     plan
 }
@@ -184,7 +223,7 @@ fn mode(service: &Service) -> ServiceMode {
 
 /// Reports SHUTDOWN for tasks that are (or are now being) shut down on a node that cannot
 /// report any more; see the module documentation.
-fn report_for_lost_nodes(state: &StoreState, now_ms: i64, plan: &mut Plan) {
+fn report_for_lost_nodes(state: &StoreState, scope: &Scope, now_ms: i64, plan: &mut Plan) {
     let stopping: HashSet<&str> = plan
         .actions
         .iter()
@@ -194,7 +233,7 @@ fn report_for_lost_nodes(state: &StoreState, now_ms: i64, plan: &mut Plan) {
         })
         .collect();
     let mut reports = Vec::new();
-    for t in state.tasks.values() {
+    for t in scope.tasks(state) {
         if t.node_id.is_empty()
             || t.state().is_terminal()
             || (t.desired() <= TaskState::Running && !stopping.contains(t.id.as_str()))
@@ -229,6 +268,13 @@ pub fn desired_tasks(state: &StoreState, service: &Service) -> u64 {
         ServiceMode::Global => state
             .tasks_of_service(&service.id)
             .filter(|t| t.desired() == TaskState::Running)
+            .count() as u64,
+        // A job wants what runs now of its current iteration.
+        ServiceMode::ReplicatedJob | ServiceMode::GlobalJob => state
+            .tasks_of_service(&service.id)
+            .filter(|t| {
+                t.job_iteration == jobs::iteration(service) && t.desired() == TaskState::Running
+            })
             .count() as u64,
     }
 }
@@ -270,20 +316,39 @@ pub fn new_task(service: &Service, slot: u64, node_id: &str, now_ms: i64) -> Tas
             })
             .collect(),
         endpoint: service.endpoint.clone(),
+        started_at_ms: 0,
+        job_iteration: jobs::iteration(service),
+        registry_auth: spec.registry_auth.clone(),
     }
 }
 
 /// Runs until `shutdown` flips; only the leader runs it.
 pub async fn run(store: Store, shutdown: watch::Receiver<bool>) {
     let s = store.clone();
-    crate::reconcile::run(store, Duration::from_millis(500), shutdown, move || {
+    crate::reconcile::run(store, Duration::from_millis(500), shutdown, move |wake| {
         let store = s.clone();
         async move {
-            let mut actions = store.view(|st| {
-                let mut a = plan(st, now_ms()).actions;
-                a.extend(reaper::plan(st));
-                a
+            let (mut actions, changes) = store.view(|st| {
+                let scope = Scope::of(&wake, st);
+                if scope.is_empty() {
+                    return (Vec::new(), Vec::new());
+                }
+                let plan = plan_scoped(st, now_ms(), &scope);
+                let changes: Vec<StoreAction> = plan
+                    .status_changes
+                    .iter()
+                    .filter_map(|c| status_action(st, c))
+                    .collect();
+                let mut a = plan.actions;
+                a.extend(reaper::plan_scoped(st, &scope));
+                (a, changes)
             });
+            for change in changes {
+                // One entry each: a service changed meanwhile refuses its own, not the others.
+                if let Err(e) = store.propose(vec![change]).await {
+                    warn!(error = %e, "update status change failed; re-planned next round");
+                }
+            }
             if actions.is_empty() {
                 return;
             }
@@ -296,6 +361,45 @@ pub async fn run(store: Store, shutdown: watch::Receiver<bool>) {
         }
     })
     .await;
+}
+
+/// The entry for a status change. A rollback is the service itself with its previous spec (and
+/// the endpoint that spec needs, allocated as the control API would), compare-and-set on the
+/// version the decision was made from.
+fn status_action(state: &StoreState, change: &StatusChange) -> Option<StoreAction> {
+    let action = match change {
+        StatusChange::Set {
+            service_id,
+            version,
+            status,
+        } => Action::SetUpdateStatus(UpdateStatusChange {
+            service_id: service_id.clone(),
+            service_version: *version,
+            status: Some(status.clone()),
+        }),
+        StatusChange::Rollback {
+            service_id,
+            version,
+            status,
+        } => {
+            let mut service = state.services.get(service_id)?.clone();
+            let previous = service.previous_spec.take()?;
+            let endpoint =
+                allocate_endpoint(state, service_id, &previous, service.endpoint.as_ref())
+                    .map_err(|e| warn!(service = %service_id, error = %e, "cannot roll back"))
+                    .ok()?;
+            let meta = service.meta.get_or_insert_with(Meta::default);
+            meta.version = *version;
+            meta.updated_at_ms = status.started_at_ms;
+            service.spec = Some(previous);
+            service.endpoint = Some(endpoint);
+            service.update_status = Some(status.clone());
+            Action::UpdateService(service)
+        }
+    };
+    Some(StoreAction {
+        action: Some(action),
+    })
 }
 
 /// Fixtures and action readers shared by the orchestrator's tests.

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 use shoal_proto::{store_action::Action, ServiceMode, StoreAction, Task, TaskState};
 
+use super::Scope;
 use crate::store::StoreState;
 
 /// Docker's default `--task-history-limit`.
@@ -33,6 +34,11 @@ enum Owner<'a> {
 }
 
 pub fn plan(state: &StoreState) -> Vec<StoreAction> {
+    plan_scoped(state, &Scope::All)
+}
+
+/// The deletions among the tasks of the services in `scope`.
+pub fn plan_scoped(state: &StoreState, scope: &Scope) -> Vec<StoreAction> {
     let limit = state
         .cluster
         .as_ref()
@@ -41,7 +47,7 @@ pub fn plan(state: &StoreState) -> Vec<StoreAction> {
         .unwrap_or(DEFAULT_TASK_HISTORY_LIMIT) as usize;
     let mut doomed = Vec::new();
     let mut history: BTreeMap<(&str, Owner), Vec<&Task>> = BTreeMap::new();
-    for t in state.tasks.values() {
+    for t in scope.tasks(state) {
         let stopped = t.desired() > TaskState::Running && finished_or_unplaced(t);
         let Some(service) = state.services.get(&t.service_id) else {
             if stopped || finished_or_unplaced(t) {
@@ -56,11 +62,23 @@ pub fn plan(state: &StoreState) -> Vec<StoreAction> {
             .spec
             .as_ref()
             .map_or((ServiceMode::Replicated, 0), |s| (s.mode(), s.replicas));
+        // A job's tasks of an earlier iteration are nobody's history.
+        let old_run =
+            super::jobs::is_job(mode) && t.job_iteration != super::jobs::iteration(service);
         let owner = match mode {
-            ServiceMode::Replicated if t.slot == 0 || t.slot > replicas => None,
-            ServiceMode::Replicated => Some(Owner::Slot(t.slot)),
-            ServiceMode::Global if t.slot != 0 || !state.nodes.contains_key(&t.node_id) => None,
-            ServiceMode::Global => Some(Owner::Node(&t.node_id)),
+            _ if old_run => None,
+            ServiceMode::Replicated | ServiceMode::ReplicatedJob
+                if t.slot == 0 || t.slot > replicas =>
+            {
+                None
+            }
+            ServiceMode::Replicated | ServiceMode::ReplicatedJob => Some(Owner::Slot(t.slot)),
+            ServiceMode::Global | ServiceMode::GlobalJob
+                if t.slot != 0 || !state.nodes.contains_key(&t.node_id) =>
+            {
+                None
+            }
+            ServiceMode::Global | ServiceMode::GlobalJob => Some(Owner::Node(&t.node_id)),
         };
         match owner {
             Some(owner) => history.entry((&t.service_id, owner)).or_default().push(t),

@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use shoal_proto::{Node, Service, Task, TaskState};
 
 use super::restart::{self, Restart};
+use super::rollout::Rollout;
 use super::{fate, is_live, new_task, starting, update, Fate, Plan};
 use crate::constraint::Constraints;
 
@@ -54,16 +55,33 @@ pub(super) fn plan_service(
         }
     }
 
+    let any_outdated = tasks
+        .iter()
+        .any(|t| is_live(t) && update::outdated(service, t));
+    let rollout = Rollout::begin(
+        service,
+        tasks,
+        usize::try_from(replicas).unwrap_or(usize::MAX),
+        any_outdated,
+        now_ms,
+        plan,
+    );
+    if plan.rolls_back(&service.id) {
+        // The spec goes back this round: the next round plans with it.
+        return;
+    }
+
     let mut in_flight = tasks
         .iter()
         .filter(|t| is_live(t) && starting(t) && fate_of(t) == Fate::Stay)
         .count();
     let mut to_move: Vec<(u64, Vec<&Task>)> = Vec::new();
-    // Rolling update state (see `update`): slots whose serving task has an old spec, whether an
-    // old task is still stopping, whether a new-spec task failed.
+    // Rolling update state (see `update` and `rollout`): slots whose serving task has an old
+    // spec, slots whose old task is still stopping, slots that run the current spec.
     let mut outdated_slots: Vec<&Task> = Vec::new();
-    let mut stopping_old = false;
-    let mut failed_new = false;
+    let mut stopping_old = 0;
+    let mut stopped_now = 0;
+    let mut running_current = 0;
     for slot in 1..=replicas {
         let history = slots.get(&slot).map(Vec::as_slice).unwrap_or(&[]);
         let live: Vec<&Task> = history.iter().copied().filter(|t| is_live(t)).collect();
@@ -71,10 +89,9 @@ pub(super) fn plan_service(
             let newest = history.first().copied();
             if newest.is_some_and(|t| update::holds_place(service, t) && fate_of(t) == Fate::Stay) {
                 // Stop-first: the slot's old task must stop before its replacement starts.
-                stopping_old = true;
+                stopping_old += 1;
                 continue;
             }
-            failed_new |= update::failed_with_new_spec(service, newest);
             match restart::decision(history, now_ms) {
                 Restart::Now => {
                     plan.create(new_task(service, slot, "", now_ms));
@@ -94,16 +111,27 @@ pub(super) fn plan_service(
             }
         }
         if let Some(kept) = serving(&stays) {
+            // Start-first: the slot's new task starts beside the old one, which serves until
+            // the new one runs (then the new one is the furthest along and the old one goes).
+            let replacing = update::starting_beside(service, kept, &stays);
             // The slot is served; anything else in it is surplus: tasks to move, and a second
             // task that stays (a plan made from a store missing the first one's creation, or a
             // proposal that timed out and yet committed, can give a slot two).
             moves.iter().for_each(|t| plan.shut_down(t));
-            stays
+            for t in stays
                 .iter()
-                .filter(|t| t.id != kept.id)
-                .for_each(|t| plan.shut_down(t));
-            if update::outdated(service, kept) {
+                .filter(|t| t.id != kept.id && Some(t.id.as_str()) != replacing)
+            {
+                plan.shut_down(t);
+                // Start-first: the old task goes now that the new one runs; the slot is
+                // being replaced until it has stopped.
+                stopped_now += usize::from(update::outdated(service, t));
+            }
+            if replacing.is_none() && update::outdated(service, kept) {
                 outdated_slots.push(kept);
+            }
+            if kept.state() == TaskState::Running && !update::outdated(service, kept) {
+                running_current += 1;
             }
         } else if moves.is_empty() {
             // Every live task was lost with its node.
@@ -121,13 +149,31 @@ pub(super) fn plan_service(
         moves.iter().for_each(|t| plan.shut_down(t));
         in_flight += 1;
     }
-    // One rolling-update step: stop the lowest outdated slot's task; the slot is refilled with
-    // the current spec once it has stopped.
-    if in_flight == 0 && !stopping_old && !failed_new {
-        if let Some(old) = outdated_slots.first() {
+    // Rolling-update steps, lowest slots first: stop-first stops the old task (the slot is
+    // refilled with the current spec once it has stopped); start-first starts the new task
+    // beside it.
+    // Under either order a slot is being replaced until its old task has stopped.
+    stopping_old = stopping_old.max(
+        tasks
+            .iter()
+            .filter(|t| update::holds_place(service, t) && fate_of(t) == Fate::Stay)
+            .count(),
+    ) + stopped_now;
+    let budget = rollout.budget(in_flight + stopping_old, plan);
+    for old in outdated_slots.iter().take(budget) {
+        if rollout.start_first() {
+            plan.create(new_task(service, old.slot, "", now_ms));
+            in_flight += 1;
+        } else {
             plan.shut_down(old);
+            stopping_old += 1;
         }
     }
+    let settled = outdated_slots.is_empty()
+        && stopping_old == 0
+        && in_flight == 0
+        && running_current == replicas;
+    rollout.finish(service, settled, plan);
 }
 
 /// The task a slot keeps when several could serve it: the furthest along (a running task

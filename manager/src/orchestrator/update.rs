@@ -1,19 +1,15 @@
 //! Rolling updates: a service whose container spec changed (`service update --image …`,
-//! `--env-add`, `--limit-cpu` …) has its tasks replaced, as docker does with its defaults:
+//! `--env-add`, `--limit-cpu`, `--force` …) has its tasks replaced, slot by slot (replicated)
+//! or node by node (global), paced by the service's update policy ([`super::rollout`]):
 //!
-//! * **Parallelism 1**: one slot (replicated) or node (global) at a time. The next one is
-//!   taken only once no task of the service is starting (NEW, ASSIGNED..STARTING) and the
-//!   previous replacement runs.
 //! * **Stop-first** (docker's default `--update-order`): the old task is shut down, and its
 //!   slot or node gets the new task only once the old one has stopped (its worker reported it
 //!   finished), so a slot never runs two tasks and a node never holds both reservations. An old
 //!   task that was never placed, or whose node is DOWN or removed, holds nothing: its
 //!   replacement does not wait.
-//! * **Pause on failure**, approximately (docker's default `--update-failure-action pause`):
-//!   while a slot or node whose newest task already has the new spec sits FAILED or REJECTED
-//!   (waiting for its restart delay), no further task is replaced. Unlike docker the pause ends
-//!   by itself once a restarted task runs; a spec that never runs stops the rollout after its
-//!   first slot, leaving the other tasks on the old spec.
+//! * **Start-first**: the new task is created beside the old one, which keeps serving until the
+//!   new one runs; the slot then keeps the new one and the old one is stopped. A new task that
+//!   fails leaves the old one running.
 //!
 //! Only the container spec, the networks and the endpoint count (`Task.spec` against
 //! `ServiceSpec.container`, the task's attachments — network IDs and aliases, in order —
@@ -52,12 +48,20 @@ pub(crate) fn holds_place(service: &Service, t: &Task) -> bool {
         && outdated(service, t)
 }
 
-/// Whether the newest task of a slot or node (with no live task) has the new spec and ended
-/// in failure: the rollout pauses while it does.
-pub(crate) fn failed_with_new_spec(service: &Service, newest: Option<&Task>) -> bool {
-    newest.is_some_and(|t| {
-        matches!(t.state(), TaskState::Failed | TaskState::Rejected) && !outdated(service, t)
-    })
+/// Start-first: when `kept` (the task serving a slot or node) runs an older spec and a task of
+/// the current spec is starting beside it among `live`, that task's ID: both stay until the
+/// new one runs.
+pub(crate) fn starting_beside<'a>(
+    service: &Service,
+    kept: &Task,
+    live: &[&'a Task],
+) -> Option<&'a str> {
+    if !outdated(service, kept) {
+        return None;
+    }
+    live.iter()
+        .find(|t| t.id != kept.id && t.state() < TaskState::Running && !outdated(service, t))
+        .map(|t| t.id.as_str())
 }
 
 #[cfg(test)]

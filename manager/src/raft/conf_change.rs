@@ -54,7 +54,7 @@ impl OwnAddress {
         &mut self,
         node: &mut RawNode<RaftStorage>,
         proposals: &mut PendingProposals,
-        snapshots: &Snapshots,
+        snapshots: &mut Snapshots,
         applier: &StoreApplier,
         applied: u64,
     ) -> Result<(), RaftError> {
@@ -86,7 +86,7 @@ impl OwnAddress {
 pub(super) fn change_membership(
     node: &mut RawNode<RaftStorage>,
     proposals: &mut PendingProposals,
-    snapshots: &Snapshots,
+    snapshots: &mut Snapshots,
     applier: &StoreApplier,
     applied: u64,
     change: MemberChange,
@@ -127,7 +127,8 @@ pub(super) fn change_membership(
                     index = applied,
                     "compacting the raft log before the first member joins"
                 );
-                snapshots.snapshot_at_applied(node, applier, applied, true)?;
+                snapshots.start(node, applier, applied, true)?;
+                snapshots.settle(node)?;
             }
             list.insert(*id, addr.clone());
             conf_change_single(*id, ConfChangeType::AddLearnerNode)

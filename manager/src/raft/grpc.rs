@@ -1,12 +1,13 @@
 //! Raft between managers over gRPC (`service Raft` in `shoal.proto`).
 //!
-//! Sending: [`GrpcTransport`] keeps one bounded queue and one sender task per peer, so the Raft
-//! loop only ever queues. A sender task takes whatever is queued (up to a size) and delivers it
-//! as one `ProcessMessages` batch; a snapshot message, which holds the whole store, goes on its
-//! own task as a `StreamSnapshot` stream of chunks, so heartbeats keep flowing meanwhile. A
-//! failed delivery is reported to the loop ([`PeerReports`]): raft-rs then probes the peer
-//! instead of streaming to it, and after a lost snapshot sends a new one. The sender backs off
-//! while a peer stays unreachable and drops what queued meanwhile; Raft resends what matters.
+//! Sending: [`GrpcTransport`] keeps one bounded queue and one sender task per peer (on the
+//! transport's own runtime, `net_runtime.rs`), so the Raft loop only ever queues. A sender
+//! task takes whatever is queued (up to a size) and delivers it as one `ProcessMessages`
+//! batch; a snapshot message, which holds the whole store, goes on its own task as a
+//! `StreamSnapshot` stream of chunks, so heartbeats keep flowing meanwhile. A failed delivery
+//! is reported to the loop ([`PeerReports`]): raft-rs then probes the peer instead of
+//! streaming to it, and after a lost snapshot sends a new one. The sender backs off while a
+//! peer stays unreachable and drops what queued meanwhile; Raft resends what matters.
 //!
 //! Channels come from a [`ChannelFactory`], so the transport does not decide how to connect:
 //! [`PlainHttp`] today, mutual TLS later without touching this file.
@@ -29,6 +30,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
 use super::handle::RaftHandle;
+use super::net_runtime::NetRuntime;
 use super::transport::{Outbound, PeerReports, RaftTransport};
 use super::RaftError;
 
@@ -65,10 +67,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 pub enum TransportError {
     #[error("invalid raft peer address {addr:?}: {reason}; give host:port of the manager's raft service")]
     InvalidAddress { addr: String, reason: String },
-    #[error(
-        "the raft transport must be created inside a tokio runtime; create it from async code"
-    )]
-    NoRuntime,
+    #[error("cannot start the raft transport's runtime thread: {reason}")]
+    NoRuntime { reason: String },
     #[error("cannot set up the connection to the raft peer at {addr}: {reason}")]
     Channel { addr: String, reason: String },
 }
@@ -149,10 +149,12 @@ struct Inner {
     /// Our Raft ID, stamped on every batch.
     id: u64,
     factory: Arc<dyn ChannelFactory>,
-    /// The runtime the sender tasks run on: the caller's, not the Raft loop's own.
-    runtime: tokio::runtime::Handle,
     reports: Arc<Mutex<Option<PeerReports>>>,
     peers: Mutex<HashMap<u64, Peer>>,
+    /// The runtime the sender tasks run on: one of their own (see `net_runtime.rs`), neither
+    /// the Raft loop's nor the daemon's. Declared (so dropped) last, after the peers' tasks
+    /// are aborted.
+    runtime: NetRuntime,
 }
 
 struct Peer {
@@ -178,11 +180,12 @@ impl std::fmt::Debug for GrpcTransport {
 }
 
 impl GrpcTransport {
-    /// A transport for the manager with Raft ID `id`, connecting through `factory`. Must be
-    /// called inside a tokio runtime, which will run the sender tasks.
+    /// A transport for the manager with Raft ID `id`, connecting through `factory`. The sender
+    /// tasks run on a runtime of the transport's own, on its own thread.
     pub fn new(id: u64, factory: Arc<dyn ChannelFactory>) -> Result<Self, TransportError> {
-        let runtime =
-            tokio::runtime::Handle::try_current().map_err(|_| TransportError::NoRuntime)?;
+        let runtime = NetRuntime::start("raft-net").map_err(|e| TransportError::NoRuntime {
+            reason: e.to_string(),
+        })?;
         Ok(GrpcTransport {
             inner: Arc::new(Inner {
                 id,
@@ -192,6 +195,12 @@ impl GrpcTransport {
                 peers: Mutex::new(HashMap::new()),
             }),
         })
+    }
+
+    /// The runtime the sender tasks run on (a thread of its own): the daemon serves the other
+    /// managers' connections, which carry their Raft messages, on it too.
+    pub fn runtime(&self) -> tokio::runtime::Handle {
+        self.inner.runtime.handle().clone()
     }
 
     /// A transport with plain HTTP channels ([`PlainHttp`]).
@@ -217,7 +226,12 @@ impl GrpcTransport {
             factory: self.inner.factory.clone(),
             reports: self.inner.reports.clone(),
         };
-        let task = self.inner.runtime.spawn(link.run(rx)).abort_handle();
+        let task = self
+            .inner
+            .runtime
+            .handle()
+            .spawn(link.run(rx))
+            .abort_handle();
         info!(peer = id, addr, "raft peer added to the transport");
         peers.insert(
             id,

@@ -30,6 +30,7 @@ pub mod keys;
 mod logger;
 pub mod members;
 mod membership;
+mod net_runtime;
 mod open;
 mod peers;
 mod proposals;
@@ -100,7 +101,7 @@ pub struct RaftConfig {
 }
 
 impl RaftConfig {
-    /// The defaults: 100ms ticks, elections after 10 ticks, a heartbeat every tick, and a
+    /// The defaults: 100ms ticks, elections after 20 ticks, a heartbeat every tick, and a
     /// snapshot every 10,000 entries (swarmkit's default; each snapshot encodes, seals and
     /// fsyncs the whole store, so at thousands of writes a second a snapshot every 1,000
     /// entries cost several whole-store writes a second; 10,000 entries of a few hundred bytes
@@ -110,7 +111,13 @@ impl RaftConfig {
             data_dir: data_dir.into(),
             raft_id,
             tick: Duration::from_millis(100),
-            election_ticks: 10,
+            // 2 s, so 2–4 s once raft-rs randomizes it: a follower waits out 20 missed
+            // heartbeats before it campaigns, and a leader keeps office as long as it heard
+            // from a majority within 2 s (check-quorum). 1 s was too short for two loaded
+            // cores running 100,000 tasks: the loop or the transport could stall that long
+            // and the cluster fed itself elections. swarmkit waits 10 s (ElectionTick 10 ×
+            // TickInterval 1 s, a heartbeat a second); 2 s keeps failover short.
+            election_ticks: 20,
             heartbeat_ticks: 1,
             snapshot_interval: 10_000,
             addr: String::new(),

@@ -125,6 +125,10 @@ impl RaftLoop {
             Ok(()) => StoreError::Stopped,
             Err(e) => StoreError::Storage(e.to_string()),
         };
+        // A snapshot being written holds the data file open: finish it before the log closes.
+        if let Err(e) = self.snapshots.settle(&mut self.node) {
+            warn!(error = %e, "the raft snapshot being written when the loop stopped failed");
+        }
         if let Err(e) = self.node.store().sync() {
             warn!(error = %e, "the raft log's last commit index could not be made durable");
         }
@@ -197,7 +201,7 @@ impl RaftLoop {
             self.own_addr.announce(
                 &mut self.node,
                 &mut self.proposals,
-                &self.snapshots,
+                &mut self.snapshots,
                 &self.applier,
                 self.applied,
             )?;
@@ -233,7 +237,7 @@ impl RaftLoop {
                 conf_change::change_membership(
                     &mut self.node,
                     &mut self.proposals,
-                    &self.snapshots,
+                    &mut self.snapshots,
                     &self.applier,
                     self.applied,
                     change,

@@ -26,8 +26,9 @@ use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 use redb::{Database, Durability, TableDefinition, WriteTransaction};
 use tracing::{debug, info};
@@ -61,7 +62,8 @@ const CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 /// A redb-backed [`Storage`] for one Raft node.
 pub struct RaftStorage {
-    db: Database,
+    /// Shared with the [`SnapshotWriter`]s, which write snapshots from their own thread.
+    db: Arc<Database>,
     /// Seals the entries and the snapshot on disk.
     key: DataKey,
     path: PathBuf,
@@ -121,7 +123,7 @@ impl RaftStorage {
                 })?;
         }
         let mut storage = RaftStorage {
-            db,
+            db: Arc::new(db),
             key,
             path,
             raft_id,
@@ -434,13 +436,31 @@ impl RaftStorage {
     }
 
     /// Stores `data` (the state machine as of entry `index`, which must be committed and still
-    /// in the log) as the latest snapshot, replacing the previous one.
+    /// in the log) as the latest snapshot, replacing the previous one. On the caller's thread;
+    /// the Raft loop's periodic snapshots go through [`RaftStorage::snapshot_metadata`], a
+    /// [`SnapshotWriter`] on another thread and [`RaftStorage::adopt_snapshot`] instead.
     pub fn create_snapshot(
         &mut self,
         index: u64,
         conf_state: ConfState,
         data: Vec<u8>,
     ) -> Result<(), RaftError> {
+        let snapshot = Snapshot {
+            data: data.into(),
+            metadata: Some(self.snapshot_metadata(index, conf_state)?).into(),
+            ..Default::default()
+        };
+        self.snapshot_writer().write(&snapshot)?;
+        self.adopt_snapshot(snapshot)
+    }
+
+    /// The metadata of a snapshot of the state as of entry `index`, which must be committed,
+    /// still in the log and not older than the stored snapshot.
+    pub fn snapshot_metadata(
+        &self,
+        index: u64,
+        conf_state: ConfState,
+    ) -> Result<SnapshotMetadata, RaftError> {
         if index < self.snapshot_index() {
             return Err(self.invalid(&format!(
                 "snapshot at {index} is older than the stored one at {}",
@@ -456,16 +476,34 @@ impl RaftStorage {
         let term = self
             .term(index)
             .map_err(|e| self.invalid(&format!("snapshot at {index}: no term for it: {e}")))?;
-        let mut snapshot = Snapshot {
-            data: data.into(),
+        let mut meta = SnapshotMetadata {
+            index,
+            term,
             ..Default::default()
         };
-        let meta = snapshot.mut_metadata();
-        meta.index = index;
-        meta.term = term;
         meta.set_conf_state(conf_state);
-        let bytes = self.seal(&encode(&snapshot, &self.path)?, KEY_SNAPSHOT.as_bytes())?;
-        self.write_meta(&[(KEY_SNAPSHOT, &bytes)])?;
+        Ok(meta)
+    }
+
+    /// What writes a snapshot into this log's file from another thread.
+    pub fn snapshot_writer(&self) -> SnapshotWriter {
+        SnapshotWriter {
+            db: self.db.clone(),
+            key: self.key.clone(),
+            path: self.path.clone(),
+        }
+    }
+
+    /// Makes `snapshot`, which a [`SnapshotWriter`] of this log has written, the latest one
+    /// (the one raft-rs sends peers, and the one compaction may go up to).
+    pub fn adopt_snapshot(&mut self, snapshot: Snapshot) -> Result<(), RaftError> {
+        let index = snapshot.get_metadata().index;
+        if index < self.snapshot_index() {
+            return Err(self.invalid(&format!(
+                "snapshot at {index} is older than the stored one at {}",
+                self.snapshot_index()
+            )));
+        }
         self.snapshot = snapshot;
         Ok(())
     }
@@ -532,9 +570,7 @@ impl RaftStorage {
 
     /// Seals a value for the file, bound to `aad` (where it goes).
     fn seal(&self, plain: &[u8], aad: &[u8]) -> Result<Vec<u8>, RaftError> {
-        self.key
-            .seal(plain, aad)
-            .map_err(|e| self.invalid(&format!("cannot encrypt a raft record: {e}")))
+        seal(&self.key, &self.path, plain, aad)
     }
 
     fn invalid(&self, reason: &str) -> RaftError {
@@ -581,21 +617,10 @@ impl RaftStorage {
         durability: Durability,
         f: impl FnOnce(&WriteTransaction) -> Result<(), redb::Error>,
     ) -> Result<(), RaftError> {
-        let result = (|| {
-            let mut txn = self.db.begin_write()?;
-            // Immediate is the default today, but the Raft contract depends on it: nothing is
-            // acknowledged until it is on disk.
-            txn.set_durability(durability)?;
-            f(&txn)?;
-            txn.commit()?;
-            // A durable commit also carries every earlier one to disk.
-            self.unsynced.set(matches!(durability, Durability::None));
-            Ok::<(), redb::Error>(())
-        })();
-        result.map_err(|source| RaftError::Write {
-            path: self.path.clone(),
-            source,
-        })
+        commit(&self.db, &self.path, durability, f)?;
+        // A durable commit also carries every earlier one to disk.
+        self.unsynced.set(matches!(durability, Durability::None));
+        Ok(())
     }
 
     /// Records `records` in the meta table, in one durable write.
@@ -695,6 +720,37 @@ fn encode(message: &impl protobuf::Message, path: &Path) -> Result<Vec<u8>, Raft
         })
 }
 
+/// Runs `f` in one write transaction on `db` (the file at `path`) committed with
+/// `durability`. Immediate is redb's default today, but the Raft contract depends on it:
+/// nothing is acknowledged until it is on disk. Write transactions on one file run one at a
+/// time (redb waits), whichever thread starts them.
+fn commit(
+    db: &Database,
+    path: &Path,
+    durability: Durability,
+    f: impl FnOnce(&WriteTransaction) -> Result<(), redb::Error>,
+) -> Result<(), RaftError> {
+    let result = (|| {
+        let mut txn = db.begin_write()?;
+        txn.set_durability(durability)?;
+        f(&txn)?;
+        txn.commit()?;
+        Ok::<(), redb::Error>(())
+    })();
+    result.map_err(|source| RaftError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Seals a value for the file at `path` with `key`, bound to `aad` (where it goes).
+fn seal(key: &DataKey, path: &Path, plain: &[u8], aad: &[u8]) -> Result<Vec<u8>, RaftError> {
+    key.seal(plain, aad).map_err(|e| RaftError::InvalidWrite {
+        path: path.to_path_buf(),
+        reason: format!("cannot encrypt a raft record: {e}"),
+    })
+}
+
 /// Records `(key, value)` pairs in the meta table, within `txn`.
 fn put_meta(txn: &WriteTransaction, records: &[(&str, &[u8])]) -> Result<(), redb::Error> {
     let mut meta = txn.open_table(META)?;
@@ -728,6 +784,8 @@ fn truncated_bytes(index: u64, term: u64) -> [u8; 16] {
 
 mod inspect;
 mod load;
+mod snapshot_writer;
 pub use inspect::{decrypted_records, log_sizes, LogSizes};
+pub use snapshot_writer::SnapshotWriter;
 #[cfg(test)]
 mod tests;

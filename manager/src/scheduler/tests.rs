@@ -380,9 +380,10 @@ fn reservations_are_accounted_against_node_resources() {
     // One more half CPU fits nowhere now.
     let mut s = s;
     for (id, node) in [("free", "b"), ("t1", "a"), ("t2", "b"), ("t3", "b")] {
-        let t = s.tasks.get_mut(id).unwrap();
-        t.node_id = node.into();
-        t.status.as_mut().unwrap().state = TaskState::Running as i32;
+        s.tasks.modify(id, |t| {
+            t.node_id = node.into();
+            t.status.as_mut().unwrap().state = TaskState::Running as i32;
+        });
     }
     s.tasks.insert(
         "t5".into(),

@@ -12,18 +12,24 @@ mod attachments;
 mod endpoints;
 mod ingress;
 mod nodes;
+mod secrets;
+mod tasks;
+mod update_status;
 
 use std::collections::BTreeMap;
 
 use ipnet::Ipv4Net;
+use shoal_proto::validate::secrets::Kind;
 use shoal_proto::{
-    store_action::Action, Cluster, Meta, Network, Node, NodeRole, Proposal, Service, StoreSnapshot,
-    Task, TaskState, TaskStatus,
+    store_action::Action, Cluster, Config, Meta, Network, Node, NodeRole, Proposal, Secret,
+    Service, StoreSnapshot, Task, TaskState, TaskStatus,
 };
 
 pub use attachments::{attachment_ip, attachment_network_id, holds_addresses};
 pub use endpoints::vip_ip;
 pub use ingress::{has_ingress_ports, is_ingress_network};
+pub use secrets::{by_name, service_list, FileObject};
+pub use tasks::{occupies, unplaced, Occupancy, Tasks};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApplyError {
@@ -159,6 +165,22 @@ pub enum ApplyError {
          --publish-rm`) first"
     )]
     IngressInUse { network: String, services: String },
+    #[error("{kind} {name} already exists; choose another name or remove it with `shoal {kind} rm {name}`")]
+    SecretNameTaken { kind: Kind, name: String },
+    #[error("a {kind} with ID {id} already exists")]
+    SecretIdTaken { kind: Kind, id: String },
+    #[error("{kind} not found: {id}")]
+    NoSuchSecret { kind: Kind, id: String },
+    #[error(
+        "{kind} '{name}' is in use by the following {}; remove it from them first \
+         (`shoal service update --{kind}-rm {name} SERVICE`) or remove them",
+        service_list(.services)
+    )]
+    SecretInUse {
+        kind: Kind,
+        name: String,
+        services: Vec<String>,
+    },
     #[error("empty store action in log entry")]
     EmptyAction,
 }
@@ -168,8 +190,10 @@ pub struct StoreState {
     pub cluster: Option<Cluster>,
     pub nodes: BTreeMap<String, Node>,
     pub services: BTreeMap<String, Service>,
-    pub tasks: BTreeMap<String, Task>,
+    pub tasks: Tasks,
     pub networks: BTreeMap<String, Network>,
+    pub secrets: BTreeMap<String, Secret>,
+    pub configs: BTreeMap<String, Config>,
     /// Index of the last entry applied (accepted or refused).
     pub applied_index: u64,
 }
@@ -183,6 +207,35 @@ enum Undo {
     Service(String, Option<Service>),
     Task(String, Option<Task>),
     Network(String, Option<Network>),
+    Secret(String, Option<Secret>),
+    Config(String, Option<Config>),
+}
+
+/// The undo records of the entry being applied.
+struct UndoLog {
+    entries: Vec<Undo>,
+    /// Whether the entry may yet be refused, so that task changes must be recorded.
+    needed: bool,
+}
+
+impl UndoLog {
+    fn push(&mut self, u: Undo) {
+        self.entries.push(u);
+    }
+}
+
+/// Actions that change a task or nothing, and are never refused.
+fn never_refused(action: Option<&Action>) -> bool {
+    matches!(
+        action,
+        Some(
+            Action::UpdateTaskStatus(_)
+                | Action::MarkTaskPending(_)
+                | Action::AssignTask(_)
+                | Action::SetTaskDesiredState(_)
+                | Action::DeleteTask(_)
+        )
+    )
 }
 
 fn stamp(meta: &mut Option<Meta>, index: u64) {
@@ -220,6 +273,8 @@ impl StoreState {
             services: self.services.values().cloned().collect(),
             tasks: self.tasks.values().cloned().collect(),
             networks: self.networks.values().cloned().collect(),
+            secrets: self.secrets.values().cloned().collect(),
+            configs: self.configs.values().cloned().collect(),
         }
     }
 
@@ -246,6 +301,16 @@ impl StoreState {
                 .networks
                 .into_iter()
                 .map(|n| (n.id.clone(), n))
+                .collect(),
+            secrets: snapshot
+                .secrets
+                .into_iter()
+                .map(|s| (s.id.clone(), s))
+                .collect(),
+            configs: snapshot
+                .configs
+                .into_iter()
+                .map(|c| (c.id.clone(), c))
                 .collect(),
             applied_index: index,
         }
@@ -314,19 +379,28 @@ impl StoreState {
             .collect()
     }
 
+    /// The tasks of `service_id` in ID order, through the index (not a walk of every task).
     pub fn tasks_of_service<'a>(&'a self, service_id: &'a str) -> impl Iterator<Item = &'a Task> {
         self.tasks
-            .values()
-            .filter(move |t| t.service_id == service_id)
+            .ids_of_service(service_id)
+            .filter_map(|id| self.tasks.get(id))
     }
 
     /// Applies one committed entry. On error nothing has changed.
     pub fn apply(&mut self, index: u64, proposal: &Proposal) -> Result<(), ApplyError> {
         self.applied_index = index;
-        let mut undo = Vec::new();
+        let mut undo = UndoLog {
+            entries: Vec::new(),
+            // An entry that nothing in it can refuse (a batch of status reports, of
+            // assignments) is never rolled back: no copy of each task it changes.
+            needed: !proposal
+                .actions
+                .iter()
+                .all(|a| never_refused(a.action.as_ref())),
+        };
         for action in &proposal.actions {
             if let Err(e) = self.apply_action(index, action.action.as_ref(), &mut undo) {
-                self.roll_back(undo);
+                self.roll_back(undo.entries);
                 return Err(e);
             }
         }
@@ -339,8 +413,17 @@ impl StoreState {
                 Undo::Cluster(old) => self.cluster = old,
                 Undo::Node(id, old) => restore(&mut self.nodes, id, old),
                 Undo::Service(id, old) => restore(&mut self.services, id, old),
-                Undo::Task(id, old) => restore(&mut self.tasks, id, old),
+                Undo::Task(id, old) => match old {
+                    Some(t) => {
+                        self.tasks.insert(id, t);
+                    }
+                    None => {
+                        self.tasks.remove(&id);
+                    }
+                },
                 Undo::Network(id, old) => restore(&mut self.networks, id, old),
+                Undo::Secret(id, old) => restore(&mut self.secrets, id, old),
+                Undo::Config(id, old) => restore(&mut self.configs, id, old),
             }
         }
     }
@@ -349,7 +432,7 @@ impl StoreState {
         &mut self,
         index: u64,
         action: Option<&Action>,
-        undo: &mut Vec<Undo>,
+        undo: &mut UndoLog,
     ) -> Result<(), ApplyError> {
         match action.ok_or(ApplyError::EmptyAction)? {
             Action::PutCluster(c) => {
@@ -381,11 +464,13 @@ impl StoreState {
                 stamp(&mut n.meta, index);
                 undo.push(Undo::Node(n.id.clone(), self.nodes.insert(n.id.clone(), n)));
             }
-            Action::NodeStatus(u) => self.apply_node_status(index, u, undo)?,
-            Action::RemoveNode(r) => self.apply_remove_node(r, undo)?,
+            Action::NodeStatus(u) => self.apply_node_status(index, u, &mut undo.entries)?,
+            Action::RemoveNode(r) => self.apply_remove_node(r, &mut undo.entries)?,
+            Action::SetUpdateStatus(c) => self.apply_update_status(c, &mut undo.entries)?,
             Action::CreateService(s) => {
                 self.check_service_networks(s)?;
                 self.check_service_endpoint(s)?;
+                self.check_service_references(s)?;
                 let name = service_name(s);
                 if self.service_by_name(&name).is_some() {
                     return Err(ApplyError::ServiceNameTaken(name));
@@ -408,6 +493,7 @@ impl StoreState {
                 check_version("service", &s.id, version(&s.meta), version(&stored.meta))?;
                 self.check_service_networks(s)?;
                 self.check_service_endpoint(s)?;
+                self.check_service_references(s)?;
                 let name = service_name(s);
                 if self
                     .service_by_name(&name)
@@ -445,7 +531,25 @@ impl StoreState {
                     .remove(id)
                     .ok_or_else(|| ApplyError::NoSuchNetwork(id.clone()))?;
                 undo.push(Undo::Network(id.clone(), Some(old)));
-                self.drop_node_attachments(index, id, undo);
+                self.drop_node_attachments(index, id, &mut undo.entries);
+            }
+            Action::CreateSecret(s) => {
+                let old = secrets::create(&mut self.secrets, index, s)?;
+                undo.push(Undo::Secret(s.id.clone(), old));
+            }
+            Action::DeleteSecret(id) => {
+                self.check_unused(&self.secrets, id)?;
+                let old = self.secrets.remove(id);
+                undo.push(Undo::Secret(id.clone(), old));
+            }
+            Action::CreateConfig(c) => {
+                let old = secrets::create(&mut self.configs, index, c)?;
+                undo.push(Undo::Config(c.id.clone(), old));
+            }
+            Action::DeleteConfig(id) => {
+                self.check_unused(&self.configs, id)?;
+                let old = self.configs.remove(id);
+                undo.push(Undo::Config(id.clone(), old));
             }
             Action::AllocateNode(alloc) => {
                 let attachments = self.checked_node_allocation(alloc)?;
@@ -460,7 +564,7 @@ impl StoreState {
             }
             Action::AllocateTask(alloc) if !alloc.error.is_empty() => {
                 // Why the task cannot be allocated yet; it stays NEW and is tried again.
-                self.change_task(index, &alloc.task_id, undo, |t| {
+                self.change_task(index, &alloc.task_id, alloc.timestamp_ms, undo, |t| {
                     let same = t.status.as_ref().is_some_and(|s| s.err == alloc.error);
                     if t.state() != TaskState::New || same {
                         return false;
@@ -473,10 +577,15 @@ impl StoreState {
             }
             Action::AllocateTask(alloc) => {
                 let networks = self.checked_allocation(alloc)?;
-                self.change_task(index, &alloc.task_id, undo, |t| {
+                self.change_task(index, &alloc.task_id, alloc.timestamp_ms, undo, |t| {
                     t.networks = networks;
                     // swarmkit's words once the allocator is done: the scheduler's turn.
-                    set_status(t, TaskState::Pending, "pending task scheduling", None);
+                    set_status(
+                        t,
+                        TaskState::Pending,
+                        "pending task scheduling",
+                        alloc.timestamp_ms,
+                    );
                     true
                 });
             }
@@ -494,17 +603,17 @@ impl StoreState {
                 }
             }
             Action::AssignTask(a) => {
-                self.change_task(index, &a.task_id, undo, |t| {
+                self.change_task(index, &a.task_id, a.timestamp_ms, undo, |t| {
                     if t.state() > TaskState::Pending || t.desired() > TaskState::Running {
                         return false;
                     }
                     t.node_id = a.node_id.clone();
-                    set_status(t, TaskState::Assigned, &a.message, None);
+                    set_status(t, TaskState::Assigned, &a.message, a.timestamp_ms);
                     true
                 });
             }
             Action::MarkTaskPending(u) => {
-                self.change_task(index, &u.task_id, undo, |t| {
+                self.change_task(index, &u.task_id, status_ms(u), undo, |t| {
                     let Some(status) = &u.status else {
                         return false;
                     };
@@ -526,21 +635,30 @@ impl StoreState {
                 });
             }
             Action::UpdateTaskStatus(u) => {
-                self.change_task(index, &u.task_id, undo, |t| {
+                self.change_task(index, &u.task_id, status_ms(u), undo, |t| {
                     let Some(status) = &u.status else {
                         return false;
                     };
                     let new = TaskState::try_from(status.state).unwrap_or(TaskState::New);
                     let old = t.state();
-                    if new <= old || old.is_terminal() {
+                    // The same state with another health (a healthcheck's verdict) is news
+                    // too; the state itself still only moves forward.
+                    let health_changed =
+                        new == old && t.status.as_ref().map_or(0, |s| s.health) != status.health;
+                    if (new <= old && !health_changed) || old.is_terminal() {
                         return false;
+                    }
+                    if new == TaskState::Running && old < TaskState::Running {
+                        // Where a rolling update's monitor period starts (a task with a
+                        // healthcheck: once healthy).
+                        t.started_at_ms = status.timestamp_ms;
                     }
                     t.status = Some(status.clone());
                     true
                 });
             }
             Action::SetTaskDesiredState(d) => {
-                self.change_task(index, &d.task_id, undo, |t| {
+                self.change_task(index, &d.task_id, d.timestamp_ms, undo, |t| {
                     if d.desired_state <= t.desired_state {
                         return false;
                     }
@@ -554,20 +672,29 @@ impl StoreState {
 
     /// Applies `f` to a task if it exists; `f` says whether it changed anything. A missing task
     /// is not an error: it may have been deleted by an earlier entry that the proposer had not
-    /// seen yet.
+    /// seen yet. A change made at `at_ms` (the proposer's clock, carried by the action: applying
+    /// reads no clock) is the task's `updated_at_ms`; 0 (an entry from an older proposer)
+    /// leaves it.
     fn change_task(
         &mut self,
         index: u64,
         id: &str,
-        undo: &mut Vec<Undo>,
+        at_ms: i64,
+        undo: &mut UndoLog,
         f: impl FnOnce(&mut Task) -> bool,
     ) {
-        let Some(task) = self.tasks.get_mut(id) else {
-            return;
-        };
-        let before = task.clone();
-        if f(task) {
+        let changed = self.tasks.modify(id, |task| {
+            let before = undo.needed.then(|| task.clone());
+            if !f(task) {
+                return None;
+            }
             stamp(&mut task.meta, index);
+            if at_ms != 0 {
+                task.meta.get_or_insert_with(Meta::default).updated_at_ms = at_ms;
+            }
+            Some(before)
+        });
+        if let Some(Some(Some(before))) = changed {
             undo.push(Undo::Task(id.to_string(), Some(before)));
         }
     }
@@ -630,6 +757,11 @@ fn restore<T>(map: &mut BTreeMap<String, T>, id: String, old: Option<T>) {
     }
 }
 
+/// The time a status update carries (0 without a status).
+fn status_ms(u: &shoal_proto::TaskStatusUpdate) -> i64 {
+    u.status.as_ref().map_or(0, |s| s.timestamp_ms)
+}
+
 fn service_name(s: &Service) -> String {
     s.spec
         .as_ref()
@@ -637,8 +769,14 @@ fn service_name(s: &Service) -> String {
         .unwrap_or_default()
 }
 
-fn set_status(t: &mut Task, state: TaskState, message: &str, timestamp_ms: Option<i64>) {
-    let ts = timestamp_ms.unwrap_or_else(|| t.status.as_ref().map_or(0, |s| s.timestamp_ms));
+/// The status's time is when the change was decided (`timestamp_ms`); 0, from a proposer older
+/// than that field, keeps the previous status's time.
+fn set_status(t: &mut Task, state: TaskState, message: &str, timestamp_ms: i64) {
+    let ts = if timestamp_ms != 0 {
+        timestamp_ms
+    } else {
+        t.status.as_ref().map_or(0, |s| s.timestamp_ms)
+    };
     t.status = Some(TaskStatus {
         state: state as i32,
         timestamp_ms: ts,

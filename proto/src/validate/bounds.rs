@@ -127,6 +127,18 @@ pub fn check(spec: &ServiceSpec) -> Result<(), BoundsError> {
             list("DNS options", "--dns-option", d.options.iter(), MAX_LIST)?;
         }
         list(
+            "secrets",
+            "--secret",
+            c.secrets.iter().map(|r| &r.target),
+            MAX_LIST,
+        )?;
+        list(
+            "configs",
+            "--config",
+            c.configs.iter().map(|r| &r.target),
+            MAX_LIST,
+        )?;
+        list(
             "capabilities",
             "--cap-add",
             c.capability_add.iter(),

@@ -214,6 +214,8 @@ fn mode_name(mode: ServiceMode) -> &'static str {
     match mode {
         ServiceMode::Replicated => "replicated",
         ServiceMode::Global => "global",
+        ServiceMode::ReplicatedJob => "replicated-job",
+        ServiceMode::GlobalJob => "global-job",
     }
 }
 
@@ -225,7 +227,8 @@ pub fn validate_placement(spec: &ServiceSpec) -> Result<(), PlacementError> {
         return Ok(());
     };
     parse_all(&placement.constraints)?;
-    if mode == ServiceMode::Global && placement.max_replicas_per_node > 0 {
+    let global = matches!(mode, ServiceMode::Global | ServiceMode::GlobalJob);
+    if global && placement.max_replicas_per_node > 0 {
         return Err(PlacementError::MaxReplicasWithGlobal);
     }
     Ok(())

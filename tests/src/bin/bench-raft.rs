@@ -239,6 +239,7 @@ async fn client_loop(
                 service: service.clone(),
                 version,
                 spec: Some(spec),
+                rollback: false,
             })
             .await;
         match answer {

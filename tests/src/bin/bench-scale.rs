@@ -34,12 +34,14 @@ use shoal_tests::cluster::{ClusterHost, TestCluster};
 use shoal_tests::daemon::{shoal_bin, wait_until_every};
 use shoal_tests::table::parse_table;
 
-const USAGE: &str = "usage: bench-scale [--nodes N] [--services S] [--replicas R] [--quick]";
+const USAGE: &str = "usage: bench-scale [--nodes N] [--services S] [--replicas R] \
+                     [--ramp-timeout SECS] [--quick]";
 /// The published anchor (moby/swarmkit#193) and this issue's target, in seconds.
 const ANCHOR_S: f64 = 22.6;
 const TARGET_S: f64 = 10.0;
 /// Longest wait for the hollow nodes to join and be Ready, and for the ramp.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(600);
+/// The default of `--ramp-timeout`.
 const RAMP_TIMEOUT: Duration = Duration::from_secs(900);
 /// How often progress is looked at while waiting.
 const POLL: Duration = Duration::from_millis(100);
@@ -52,6 +54,8 @@ struct Args {
     nodes: usize,
     services: usize,
     replicas: usize,
+    /// How long the ramp may take before the run gives up (and says how far it got).
+    ramp_timeout: Duration,
 }
 
 fn parse_args() -> Result<Args> {
@@ -59,6 +63,7 @@ fn parse_args() -> Result<Args> {
         nodes: 1000,
         services: 100,
         replicas: 1000,
+        ramp_timeout: RAMP_TIMEOUT,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -71,11 +76,15 @@ fn parse_args() -> Result<Args> {
             "--nodes" => a.nodes = number("--nodes")?,
             "--services" => a.services = number("--services")?,
             "--replicas" => a.replicas = number("--replicas")?,
+            "--ramp-timeout" => {
+                a.ramp_timeout = Duration::from_secs(number("--ramp-timeout")? as u64)
+            }
             "--quick" => {
                 a = Args {
                     nodes: 20,
                     services: 10,
                     replicas: 50,
+                    ramp_timeout: a.ramp_timeout,
                 }
             }
             _ => bail!("unknown argument {arg:?}; {USAGE}"),
@@ -341,7 +350,7 @@ fn main() -> Result<()> {
             }
         }
         let created_after = t0.elapsed();
-        let converged = wait_until_every(POLL, RAMP_TIMEOUT, || {
+        let converged = wait_until_every(POLL, args.ramp_timeout, || {
             running_at
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -352,11 +361,24 @@ fn main() -> Result<()> {
         let ps = ps.join().unwrap_or_default();
         if !converged {
             let p = progress.lock().unwrap_or_else(|e| e.into_inner());
+            let (_, hwm_kib) = memory_kib(pid).unwrap_or_default();
+            let at = |t: Option<Instant>| {
+                t.map_or("-".to_string(), |t| {
+                    format!("{:.2} s", t.saturating_duration_since(t0).as_secs_f64())
+                })
+            };
             bail!(
-                "not every task RUNNING within {RAMP_TIMEOUT:?}: hollow nodes received {} and \
-                 started {} of {total}",
+                "not every task RUNNING within {:?}: hollow nodes received {} (all at {}) and \
+                 started {} (all at {}) of {total}; the leader saw {} leadership changes, used \
+                 {:.1} CPU s, peak RSS {} MiB",
+                args.ramp_timeout,
                 p.prepared,
-                p.started
+                at(p.all_prepared),
+                p.started,
+                at(p.all_started),
+                leader_changes(leader) - changes_before,
+                cpu_seconds(pid).unwrap_or(cpu_before) - cpu_before,
+                hwm_kib / 1024
             );
         }
         Ok((created_after, ls, ps))

@@ -4,26 +4,34 @@
 //!
 //! On one private containerd (the test fixture's), one after the other so that only one of
 //! them acts on containerd at a time:
-//! - (A) Shoal: `shoal service create -d --replicas N busybox sleep 3600`, then `service ls`
-//!   polled until it shows N/N (checked against containerd); then `service rm` until containerd
-//!   holds none of its containers;
+//! - (A) Shoal: `shoal service create -d --replicas N busybox sleep 3600`, then the service
+//!   list polled through the API until it shows N/N running (checked against containerd); then
+//!   `service rm` until containerd holds none of its containers;
 //! - (B) the floor: the same N containers (same image, args and log driver) started straight
 //!   through `shoal_worker::executor::ContainerdExecutor`, all at once from one client;
 //! - (C) Docker Swarm: Debian's dockerd on the same containerd (see `shoal_tests::swarm`), the
-//!   same image loaded with `docker load`, `docker service create -d --replicas N` polled with
-//!   `docker service ls` until N/N (checked against containerd's `moby` namespace); then
+//!   same image loaded with `docker load`, `docker service create -d --replicas N` polled through
+//!   the Engine API (`GET /services?status=true`, what `docker service ls` shows) until N/N
+//!   (checked against containerd's `moby` namespace); then
 //!   `docker service rm` until containerd holds none of its containers.
 //!
 //! Each side runs after a warm-up container, so none pays for unpacking the image. Both
-//! orchestrators are polled every 50 ms by their own CLI, and get 3 s after each removal to
-//! finish cleaning up. Swarm uses the loaded image as it is (`--no-resolve-image`,
+//! orchestrators are created through their own CLI, as a user would, then polled every 10 ms
+//! through their API from this process (a CLI process per poll would cost more than the poll
+//! resolves, and compete with the daemon for the two cores; the floor is timed exactly, with no
+//! polling at all), and get 3 s after each removal to finish cleaning up. Swarm uses the loaded image as it is (`--no-resolve-image`,
 //! `DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1`): no registry lookups, as for Shoal. After each
 //! timed Shoal run, a second run of the same N samples the tasks' statuses every 10 ms through
 //! the API (`shoal_tests::phases`) for a per-phase breakdown, also printed. Prints the times, the ratios
 //! Shoal/floor and Swarm/Shoal, and the daemon's memory. Not a test: it asserts nothing about
 //! speed.
 //!
-//! Usage: `bench-service-create [--replicas 1,10,30,100] [--quick]` (`--quick`: N = 1 and 3);
+//! Each figure is the median of `--runs` runs (default 3), and with each start time the CPU
+//! seconds the whole machine spent meanwhile are printed, which tell what each approach costs
+//! whatever the background load.
+//!
+//! Usage: `bench-service-create [--replicas 1,10,30,100] [--runs R] [--quick]` (`--quick`:
+//! N = 1 and 3, one run);
 //! run by `bench/service_create.sh`.
 
 use std::fs;
@@ -32,7 +40,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::Signal;
-use shoal_proto::{ContainerSpec, Task};
+use shoal_proto::control_client::ControlClient;
+use shoal_proto::{ContainerSpec, Empty, Task};
+use shoal_tests::bench::machine_cpu_seconds;
 use shoal_tests::daemon::{wait_until_every, ShoalHost, NAMESPACE};
 use shoal_tests::phases::{self, TaskTimes, PHASES};
 use shoal_tests::swarm::{
@@ -42,26 +52,81 @@ use shoal_tests::swarm::{
 use shoal_worker::containerd::Containerd;
 use shoal_worker::executor::ContainerdExecutor;
 use tokio::runtime::Runtime;
+use tonic::transport::Channel;
 
 const IMAGE: &str = "docker.io/library/busybox:latest";
-/// How often the orchestrators are polled while timing: short against the seconds measured,
-/// long enough that the polling CLI does not compete with the daemon for the two cores.
-const POLL: Duration = Duration::from_millis(50);
+/// How often the orchestrators' APIs are polled while timing: short against the start of one
+/// container (~80 ms), cheap against the daemons' work.
+const POLL: Duration = Duration::from_millis(10);
+/// How often containerd is polled (through `ctr`) for the removals, which take seconds.
+const GONE_POLL: Duration = Duration::from_millis(50);
 const TIMEOUT: Duration = Duration::from_secs(300);
 /// How long to wait after a removal before the next measurement.
 const SETTLE: Duration = Duration::from_secs(3);
 /// How often the phase breakdown's run samples the tasks (in-process gRPC, cheap).
 const PHASE_POLL: Duration = Duration::from_millis(10);
-const USAGE: &str = "usage: bench-service-create [--replicas N[,N…]] [--quick]";
+const USAGE: &str = "usage: bench-service-create [--replicas N[,N…]] [--runs R] [--quick]";
+
+/// What one start of N containers took: wall-clock time, and the CPU seconds the whole machine
+/// spent meanwhile (daemons, containerd, shims and runc alike).
+#[derive(Clone, Copy)]
+struct Start {
+    wall: Duration,
+    cpu: f64,
+}
+
+/// Times what `f` does, as a [`Start`].
+fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, Start)> {
+    let cpu = machine_cpu_seconds()?;
+    let started = Instant::now();
+    let value = f()?;
+    let wall = started.elapsed();
+    let cpu = machine_cpu_seconds()? - cpu;
+    Ok((value, Start { wall, cpu }))
+}
 
 /// What one orchestrator took for one N.
+#[derive(Clone, Copy)]
 struct Timing {
-    create: Duration,
+    create: Start,
     remove: Duration,
 }
 
+/// The median of each figure over repeated runs (runs on this machine vary by ±10 %: one run
+/// cannot tell 1.05 from 1.15).
+fn median_start(runs: &[Start]) -> Start {
+    Start {
+        wall: Duration::from_secs_f64(median(runs.iter().map(|r| r.wall.as_secs_f64()))),
+        cpu: median(runs.iter().map(|r| r.cpu)),
+    }
+}
+
+fn median_timing(runs: &[Timing]) -> Timing {
+    let creates: Vec<Start> = runs.iter().map(|r| r.create).collect();
+    Timing {
+        create: median_start(&creates),
+        remove: Duration::from_secs_f64(median(runs.iter().map(|r| r.remove.as_secs_f64()))),
+    }
+}
+
+/// The middle value (the mean of the two middle ones for an even count); 0 for none.
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// `runs` repetitions of `f`.
+fn repeat<T>(runs: usize, mut f: impl FnMut() -> Result<T>) -> Result<Vec<T>> {
+    (0..runs).map(|_| f()).collect()
+}
+
 fn main() -> Result<()> {
-    let counts = parse_args()?;
+    let Args { counts, runs } = parse_args()?;
     DockerSwarm::check_installed()?;
     let mut host = ShoalHost::start_swarm();
     let socket = host.containerd_socket();
@@ -70,12 +135,13 @@ fn main() -> Result<()> {
 
     // (A) Shoal, every N; after each, the per-phase breakdown in a run of its own, because
     // sampling the API that often would slow the timed run down.
-    shoal_service(&host, "warmup", 1)?;
+    shoal_service(&host, &runtime, "warmup", 1)?;
     let mut shoal = Vec::new();
     let mut memory = Vec::new();
     let mut phases = Vec::new();
     for &n in &counts {
-        shoal.push(shoal_service(&host, "bench", n)?);
+        let timings = repeat(runs, || shoal_service(&host, &runtime, "bench", n))?;
+        shoal.push(median_timing(&timings));
         let pid = host.daemon_pid().context("the daemon runs")?;
         memory.push(shoal_tests::bench::memory_kib(pid)?);
         phases.push(shoal_phases(&host, &runtime, n)?);
@@ -87,7 +153,10 @@ fn main() -> Result<()> {
     let direct_dir = host.dir().join("bench-direct");
     let mut floor = Vec::new();
     for &n in &counts {
-        floor.push(runtime.block_on(start_directly(&socket, &direct_dir, n))?);
+        let starts = repeat(runs, || {
+            runtime.block_on(start_directly(&socket, &direct_dir, n))
+        })?;
+        floor.push(median_start(&starts));
     }
 
     // (C) Docker Swarm, every N. Declared after `host`, so it is dropped (and cleaned up)
@@ -97,17 +166,25 @@ fn main() -> Result<()> {
     swarm_service(&swarm, &socket, "warmup", 1)?;
     let mut docker = Vec::new();
     for &n in &counts {
-        docker.push(swarm_service(&swarm, &socket, "bench", n)?);
+        let timings = repeat(runs, || swarm_service(&swarm, &socket, "bench", n))?;
+        docker.push(median_timing(&timings));
     }
     swarm.shutdown()?;
 
-    print_table(&counts, &shoal, &floor, &docker, &memory);
+    print_table(&counts, runs, &shoal, &floor, &docker, &memory);
     print_phases(&counts, &phases);
     Ok(())
 }
 
-fn parse_args() -> Result<Vec<usize>> {
+struct Args {
+    counts: Vec<usize>,
+    /// Timed runs per N and side; the tables show their medians.
+    runs: usize,
+}
+
+fn parse_args() -> Result<Args> {
     let mut counts = vec![1, 10, 30, 100];
+    let mut runs = 3;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -119,7 +196,18 @@ fn parse_args() -> Result<Vec<usize>> {
                     .collect::<Result<_, _>>()
                     .with_context(|| format!("--replicas {value}: not a list of numbers"))?;
             }
-            "--quick" => counts = vec![1, 3],
+            "--runs" => {
+                let value = args.next().context(USAGE)?;
+                runs = value
+                    .parse()
+                    .ok()
+                    .filter(|&r| r > 0)
+                    .with_context(|| format!("--runs {value}: not a positive number"))?;
+            }
+            "--quick" => {
+                counts = vec![1, 3];
+                runs = 1;
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -130,7 +218,7 @@ fn parse_args() -> Result<Vec<usize>> {
     if counts.is_empty() || counts.contains(&0) {
         bail!("--replicas: every count must be at least 1");
     }
-    Ok(counts)
+    Ok(Args { counts, runs })
 }
 
 /// `service create -d --name NAME --replicas N [EXTRA…] IMAGE sleep 3600`, for either CLI.
@@ -143,16 +231,17 @@ fn create_args<'a>(name: &'a str, n: &'a str, extra: &[&'a str], image: &'a str)
 
 /// Times `shoal service create` until `n`/`n` run, then `service rm` until containerd holds
 /// none of the service's containers.
-fn shoal_service(host: &ShoalHost, name: &str, n: usize) -> Result<Timing> {
+fn shoal_service(host: &ShoalHost, runtime: &Runtime, name: &str, n: usize) -> Result<Timing> {
     let socket = host.containerd_socket();
     let n_arg = n.to_string();
     let expected = format!("{n}/{n}");
-    let started = Instant::now();
-    host.shoal_ok(&create_args(name, &n_arg, &[], "busybox"));
-    let converged = wait_until_every(POLL, TIMEOUT, || {
-        host.replicas(name).as_deref() == Some(&expected)
-    });
-    let create = started.elapsed();
+    let mut api = runtime.block_on(ShoalApi::connect(&host.api_socket()))?;
+    let (converged, create) = timed(|| {
+        host.shoal_ok(&create_args(name, &n_arg, &[], "busybox"));
+        Ok(wait_until_every(POLL, TIMEOUT, || {
+            runtime.block_on(api.replicas(name)) == Some((n as u64, n as u64))
+        }))
+    })?;
     if !converged {
         bail!(
             "shoal: {name} did not reach {expected} within {TIMEOUT:?}; daemon log:\n{}",
@@ -196,16 +285,16 @@ fn shoal_phases(host: &ShoalHost, runtime: &Runtime, n: usize) -> Result<Vec<Tas
 fn swarm_service(swarm: &DockerSwarm, socket: &Path, name: &str, n: usize) -> Result<Timing> {
     let n_arg = n.to_string();
     let expected = format!("{n}/{n}");
-    let started = Instant::now();
     // No registry lookup for the image's digest: Shoal does none either.
     let extra = ["--no-resolve-image"];
-    swarm.docker_ok(&create_args(name, &n_arg, &extra, DOCKER_IMAGE))?;
     let mut polled = Ok(None);
-    let converged = wait_until_every(POLL, TIMEOUT, || {
-        polled = swarm.replicas(name);
-        matches!(&polled, Ok(Some(r)) if *r == expected)
-    });
-    let create = started.elapsed();
+    let (converged, create) = timed(|| {
+        swarm.docker_ok(&create_args(name, &n_arg, &extra, DOCKER_IMAGE))?;
+        Ok(wait_until_every(POLL, TIMEOUT, || {
+            polled = swarm.api_replicas(name);
+            matches!(&polled, Ok(Some(r)) if *r == (n as u64, n as u64))
+        }))
+    })?;
     polled?;
     if !converged {
         bail!(
@@ -227,7 +316,7 @@ fn swarm_service(swarm: &DockerSwarm, socket: &Path, name: &str, n: usize) -> Re
 /// Polls containerd every [`POLL`] until `namespace` holds no container; the time since
 /// `started`. Then waits [`SETTLE`].
 fn wait_gone(socket: &Path, namespace: &str, started: Instant) -> Result<Duration> {
-    let gone = wait_until_every(POLL, TIMEOUT, || {
+    let gone = wait_until_every(GONE_POLL, TIMEOUT, || {
         container_count(socket, namespace).is_ok_and(|c| c == 0)
     });
     let elapsed = started.elapsed();
@@ -241,17 +330,47 @@ fn wait_gone(socket: &Path, namespace: &str, started: Instant) -> Result<Duratio
     Ok(elapsed)
 }
 
+/// Shoal's control API on the daemon's socket, as the CLI reaches it.
+struct ShoalApi(ControlClient<Channel>);
+
+impl ShoalApi {
+    async fn connect(socket: &Path) -> Result<Self> {
+        let channel = shoal_worker::containerd::connect_unix(socket)
+            .await
+            .context("connect to the daemon's API socket")?;
+        Ok(ShoalApi(ControlClient::new(channel)))
+    }
+
+    /// Service `name`'s running and desired task counts (what `service ls` shows as
+    /// REPLICAS), or `None` when it is not listed or the call fails.
+    async fn replicas(&mut self, name: &str) -> Option<(u64, u64)> {
+        let services = self
+            .0
+            .list_services(Empty {})
+            .await
+            .ok()?
+            .into_inner()
+            .services;
+        services.into_iter().find_map(|s| {
+            let listed = s.service.as_ref()?.spec.as_ref()?.name == name;
+            listed.then_some((s.running, s.desired))
+        })
+    }
+}
+
 fn print_table(
     counts: &[usize],
+    runs: usize,
     shoal: &[Timing],
-    floor: &[Duration],
+    floor: &[Start],
     swarm: &[Timing],
     memory: &[(u64, u64)],
 ) {
     let s = |d: Duration| format!("{:.3}", d.as_secs_f64());
     let ratio = |a: Duration, b: Duration| format!("{:.2}", a.as_secs_f64() / b.as_secs_f64());
     println!("seconds from `service create` until N/N running, and from `service rm` until");
-    println!("containerd holds none of the service's containers (stop grace period 10 s, both)");
+    println!("containerd holds none of the service's containers (stop grace period 10 s, both);");
+    println!("each the median of {runs} runs");
     println!(
         "{:>5} {:>8} {:>8} {:>8} {:>11} {:>11} {:>8} {:>8} {:>11} {:>10}",
         "N",
@@ -269,11 +388,11 @@ fn print_table(
         let (a, b, c) = (&shoal[i], floor[i], &swarm[i]);
         println!(
             "{n:>5} {:>8} {:>8} {:>8} {:>11} {:>11} {:>8} {:>8} {:>11} {:>6.1} MiB",
-            s(a.create),
-            s(b),
-            s(c.create),
-            ratio(a.create, b),
-            ratio(c.create, a.create),
+            s(a.create.wall),
+            s(b.wall),
+            s(c.create.wall),
+            ratio(a.create.wall, b.wall),
+            ratio(c.create.wall, a.create.wall),
             s(a.remove),
             s(c.remove),
             ratio(c.remove, a.remove),
@@ -282,6 +401,21 @@ fn print_table(
     }
     if let Some((_, peak)) = memory.last() {
         println!("shoal daemon peak RSS: {:.1} MiB", *peak as f64 / 1024.0);
+    }
+    println!();
+    println!("CPU seconds the whole machine spent from `service create` until N/N running");
+    println!("(median of {runs} runs)");
+    println!(
+        "{:>5} {:>8} {:>8} {:>8} {:>11} {:>11}",
+        "N", "shoal", "floor", "swarm", "shoal/floor", "swarm/shoal"
+    );
+    for (i, n) in counts.iter().enumerate() {
+        let (a, b, c) = (shoal[i].create.cpu, floor[i].cpu, swarm[i].create.cpu);
+        println!(
+            "{n:>5} {a:>8.2} {b:>8.2} {c:>8.2} {:>11.2} {:>11.2}",
+            a / b,
+            c / a
+        );
     }
 }
 
@@ -319,7 +453,7 @@ fn random_id() -> Result<String> {
 
 /// Starts `n` busybox containers at once through the executor and returns how long it took
 /// until every one was started; removes them afterwards.
-async fn start_directly(socket: &Path, data_dir: &Path, n: usize) -> Result<Duration> {
+async fn start_directly(socket: &Path, data_dir: &Path, n: usize) -> Result<Start> {
     let cd = Containerd::connect(socket, NAMESPACE)
         .await
         .context("connect to the benchmark's containerd")?;
@@ -346,18 +480,27 @@ async fn start_directly(socket: &Path, data_dir: &Path, n: usize) -> Result<Dura
         })
         .collect::<Result<Vec<Task>>>()?;
 
+    let cpu = machine_cpu_seconds()?;
     let started = Instant::now();
     let results = futures::future::join_all(tasks.iter().map(|task| {
         let executor = &executor;
         async move {
             let image = executor.prepare(task).await?;
             executor
-                .start(task, &image, &shoal_worker::network::TaskNetwork::default())
+                .start(
+                    task,
+                    &image,
+                    &shoal_worker::network::TaskNetwork::default(),
+                    &[],
+                )
                 .await
         }
     }))
     .await;
-    let elapsed = started.elapsed();
+    let elapsed = Start {
+        wall: started.elapsed(),
+        cpu: machine_cpu_seconds()? - cpu,
+    };
 
     // Remove every container whether or not all started, then report a failure.
     for task in &tasks {

@@ -1,7 +1,9 @@
 //! One task's lifecycle (swarmkit's controller), run as one tokio task per assigned task:
 //! ACCEPTED, PREPARING (the image, [`Executor::prepare`]), STARTING ([`Executor::start`]),
 //! RUNNING, then COMPLETE/FAILED on exit or SHUTDOWN when the manager sets the desired state
-//! past RUNNING. An exited container is removed at once; its log stays until the task leaves
+//! past RUNNING. A task with a healthcheck (the service's over its image's) stays STARTING,
+//! health "starting", until its first healthy probe, and is stopped and FAILED ("container
+//! unhealthy") once unhealthy; see the `health` module. An exited container is removed at once; its log stays until the task leaves
 //! the assignment set (the worker module's cleanup removes it).
 //!
 //! A task found at start (adoption) is not started again: a live container is watched, one
@@ -19,13 +21,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use shoal_proto::{Task, TaskState, TaskStatus};
+use shoal_proto::{HealthStatus, Task, TaskState, TaskStatus};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::backoff::Backoff;
+use super::dependencies::Dependencies;
+use super::health::{self, HealthWatch};
 use super::reporter::Reporter;
 use crate::executor::{Executor, ExecutorError, ExitInfo, ObservedState};
+use crate::health::Healthcheck;
+use crate::image::ResolvedImage;
 use crate::logs;
 use crate::network::TaskNetworks;
 
@@ -50,6 +56,8 @@ pub(super) struct Ctx {
     pub(super) executor: Arc<dyn Executor>,
     pub(super) network: Arc<dyn TaskNetworks>,
     pub(super) reporter: Arc<Reporter>,
+    /// The secrets and configs the dispatcher sent, for the tasks' files.
+    pub(super) dependencies: Dependencies,
 }
 
 impl Ctx {
@@ -129,6 +137,33 @@ fn exit_status(task_id: &str, exit: ExitInfo) -> TaskStatus {
     st
 }
 
+/// The status of a started container: RUNNING, or STARTING (health "starting") until a task
+/// with a healthcheck is first healthy; with its pid.
+fn started_status(id: &str, pid: u32, health: Option<HealthStatus>) -> TaskStatus {
+    let mut st = match health {
+        Some(HealthStatus::Starting) => {
+            let mut st = status(TaskState::Starting, "starting");
+            st.health = HealthStatus::Starting as i32;
+            st
+        }
+        Some(h) => {
+            let mut st = status(TaskState::Running, "started");
+            st.health = h as i32;
+            st
+        }
+        None => status(TaskState::Running, "started"),
+    };
+    st.pid = pid;
+    st.container_id = id.to_string();
+    st
+}
+
+/// The task's healthcheck: the service's over the image's.
+fn healthcheck(task: &Task, image: &ResolvedImage) -> Option<Healthcheck> {
+    let service = task.spec.as_ref().and_then(|c| c.healthcheck.as_ref());
+    Healthcheck::resolve(service, image.healthcheck.as_ref())
+}
+
 pub(super) fn stop_grace(task: &Task) -> Duration {
     match task.spec.as_ref().map(|s| s.stop_grace_period_ms) {
         Some(ms) if ms > 0 => Duration::from_millis(ms),
@@ -195,11 +230,20 @@ pub(super) async fn controller(
             if let Err(e) = ctx.network.attach(&task).await {
                 warn!(error = %e, "re-attaching the adopted task's network failed");
             }
-            let mut st = status(TaskState::Running, "started");
-            st.pid = pid;
-            st.container_id = id.clone();
-            r.report(&id, st);
-            return supervise(&ctx, &mut rx, &task).await;
+            // The image's part of the check, as recorded when the container started.
+            let image_check = health::recorded_image_check(ctx.executor.data_dir(), &id);
+            let service_check = task.spec.as_ref().and_then(|c| c.healthcheck.as_ref());
+            let check = Healthcheck::resolve(service_check, image_check.as_ref());
+            // RUNNING with a check means it was healthy; STARTING means not yet.
+            let health = check.map(|c| match task.state() {
+                TaskState::Running => HealthWatch::healthy(c, pid),
+                _ => HealthWatch::starting(c, pid),
+            });
+            r.report(
+                &id,
+                started_status(&id, pid, health.as_ref().map(HealthWatch::status)),
+            );
+            return supervise(&ctx, &mut rx, &task, health).await;
         }
         Some(ObservedState::Exited(exit)) => {
             info!(
@@ -282,13 +326,31 @@ pub(super) async fn controller(
         return;
     }
 
+    let files = match ctx.dependencies.files_of(&task) {
+        Ok(files) => files,
+        Err(e) => {
+            warn!(error = %e, "the task's secrets or configs are missing");
+            let mut st = status(TaskState::Rejected, "preparing");
+            st.err = e.to_string();
+            ctx.report_final(&id, st);
+            ctx.detach_network(&id).await;
+            return;
+        }
+    };
     r.report(&id, status(TaskState::Starting, "starting"));
-    match ctx.executor.start(&task, &image, &net).await {
+    let check = healthcheck(&task, &image);
+    let health = match ctx.executor.start(&task, &image, &net, &files).await {
         Ok(pid) => {
-            let mut st = status(TaskState::Running, "started");
-            st.pid = pid;
-            st.container_id = id.clone();
-            r.report(&id, st);
+            if check.is_some() {
+                let image_check = image.healthcheck.as_ref();
+                health::record_image_check(ctx.executor.data_dir(), &id, image_check);
+            }
+            let health = check.map(|c| HealthWatch::starting(c, pid));
+            r.report(
+                &id,
+                started_status(&id, pid, health.as_ref().map(HealthWatch::status)),
+            );
+            health
         }
         Err(e) => {
             warn!(error = %e, "starting the task failed");
@@ -299,16 +361,54 @@ pub(super) async fn controller(
             ctx.detach_network(&id).await;
             return;
         }
-    }
-    supervise(&ctx, &mut rx, &task).await
+    };
+    supervise(&ctx, &mut rx, &task, health).await
 }
 
-/// Watches a running task until it exits or is shut down, then reports and removes it.
-async fn supervise(ctx: &Ctx, rx: &mut watch::Receiver<Option<Task>>, task: &Task) {
+/// Watches a running task until it exits, is shut down or turns unhealthy, then reports and
+/// removes it.
+async fn supervise(
+    ctx: &Ctx,
+    rx: &mut watch::Receiver<Option<Task>>,
+    task: &Task,
+    health: Option<HealthWatch>,
+) {
     let id = task.id.as_str();
     let mut backoff = Backoff::new();
+    let unhealthy = async {
+        let Some(mut w) = health else {
+            return std::future::pending().await;
+        };
+        let pid = w.pid;
+        health::watch(ctx.executor.as_ref(), id, &mut w, || {
+            let st = started_status(id, pid, Some(HealthStatus::Healthy));
+            ctx.reporter.report(id, st);
+        })
+        .await
+    };
+    tokio::pin!(unhealthy);
     loop {
         tokio::select! {
+            why = &mut unhealthy => {
+                warn!(reason = %why, "the task's container is unhealthy; stopping it");
+                let exit = match ctx.executor.stop(id, None, stop_grace(task)).await {
+                    Ok(exit) => exit,
+                    Err(e) => {
+                        warn!(error = %e, "stopping the unhealthy task failed");
+                        None
+                    }
+                };
+                let mut st = status(TaskState::Failed, "started");
+                st.err = format!("container unhealthy: {why}");
+                st.health = HealthStatus::Unhealthy as i32;
+                st.container_id = id.to_string();
+                if let Some(exit) = exit {
+                    st.exit_code = exit.exit_code;
+                }
+                ctx.report_final(id, st);
+                ctx.remove_container(id).await;
+                return;
+            }
             res = ctx.executor.wait(id) => match res {
                 Ok(exit) => {
                     info!(exit_code = exit.exit_code, "task exited");

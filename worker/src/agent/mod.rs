@@ -8,6 +8,7 @@
 //! * `worker`: the assignment set → one controller per task, adoption of what already runs,
 //!   and removal of what left the set;
 //! * `controller`: one task's lifecycle (prepare, start, wait, stop, remove);
+//! * `dependencies`: the secrets and configs sent for the tasks, in memory only;
 //! * `reporter`: status reports (batched, retried, only forward) and usage reports;
 //! * `backoff` and `config`: what they all share.
 //!
@@ -16,6 +17,8 @@
 mod backoff;
 mod config;
 mod controller;
+mod dependencies;
+mod health;
 mod reporter;
 mod session;
 mod worker;
@@ -61,6 +64,7 @@ pub async fn run(
         executor: executor.clone(),
         network,
         reporter: reporter.clone(),
+        dependencies: Default::default(),
     });
     let (session_tx, session_rx) = watch::channel::<Option<SessionHandle>>(None);
     let usage = tokio::spawn(reporter::usage_loop(

@@ -2,7 +2,8 @@
 //! module publishes:
 //!
 //! * task statuses through one [`Reporter`]: batched, retried, and never lower than a state
-//!   already reported or already known to the manager, so a task's state only moves forward;
+//!   already reported or already known to the manager, so a task's state only moves forward
+//!   (a new health at the same state, a healthcheck's verdict, is reported too);
 //! * every [`USAGE_PERIOD`], the resource usage of the containers the executor runs
 //!   ([`usage_loop`]), which covers adopted containers too; an empty report tells the leader
 //!   to forget the node's tasks.
@@ -12,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shoal_proto::dispatcher_client::DispatcherClient;
-use shoal_proto::{TaskState, TaskStatus, TaskStatusUpdate, UpdateTaskStatusRequest, UsageReport};
+use shoal_proto::{
+    HealthStatus, TaskState, TaskStatus, TaskStatusUpdate, UpdateTaskStatusRequest, UsageReport,
+};
 use tokio::sync::{watch, Notify};
 use tonic::transport::Channel;
 use tracing::{debug, info, warn};
@@ -24,7 +27,10 @@ use crate::executor::{Executor, ExecutorError};
 /// How often the tasks' resource usage is reported: the heartbeat's default period, often
 /// enough for an autoscaler's rate over a minute, rare enough to cost the leader nothing.
 pub const USAGE_PERIOD: Duration = Duration::from_secs(5);
-/// Reports arriving this close together go in one UpdateTaskStatus.
+/// The shortest time between two UpdateTaskStatus calls: reports arriving within it of the
+/// last call go together in the next one. A report after a quiet spell goes at once, so a
+/// lone task's state costs no added delay, while thousands of starting tasks still make few
+/// calls.
 const BATCH_DELAY: Duration = Duration::from_millis(20);
 /// How long a stopping agent tries to deliver the reports it still holds.
 const FINAL_FLUSH: Duration = Duration::from_secs(2);
@@ -40,9 +46,24 @@ pub(super) struct SessionHandle {
 struct ReporterState {
     /// Unsent statuses, oldest first: every state a task reaches is sent, in order.
     pending: Vec<TaskStatusUpdate>,
-    /// The highest state reported or known to the manager, per task: nothing at or below it
-    /// is sent again.
-    floor: HashMap<String, i32>,
+    /// The highest state reported or known to the manager, per task, with the health it
+    /// came with: nothing below it, nor the same state with the same health, is sent again.
+    floor: HashMap<String, Floor>,
+}
+
+/// What a task last reported (or the manager last knew): its state and health.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Floor {
+    state: i32,
+    health: i32,
+}
+
+impl Floor {
+    /// Whether `status` tells the manager something new: a later state, or the same state
+    /// with another health.
+    fn is_news(&self, status: &TaskStatus) -> bool {
+        status.state > self.state || (status.state == self.state && status.health != self.health)
+    }
 }
 
 /// Batches task status reports to the dispatcher; see the module documentation.
@@ -67,16 +88,17 @@ impl Reporter {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues a status unless the task already got this far.
+    /// Queues a status unless the task already got this far (with this health).
     pub(super) fn report(&self, task_id: &str, status: TaskStatus) {
-        let state = status.state;
+        let (state, health) = (status.state, status.health);
         {
             let mut st = self.lock();
-            if st.floor.get(task_id).is_some_and(|&f| f >= state) {
+            if st.floor.get(task_id).is_some_and(|f| !f.is_news(&status)) {
                 debug!(task = %task_id, state, "not reporting a state the task is already past");
                 return;
             }
-            st.floor.insert(task_id.to_string(), state);
+            st.floor
+                .insert(task_id.to_string(), Floor { state, health });
             st.pending.push(TaskStatusUpdate {
                 task_id: task_id.to_string(),
                 status: Some(status),
@@ -85,16 +107,24 @@ impl Reporter {
         info!(
             task = %task_id,
             state = TaskState::try_from(state).map(|s| s.display_name()).unwrap_or("?"),
+            health = HealthStatus::try_from(health).map(|h| h.display_name()).unwrap_or("?"),
             "task state"
         );
         self.notify.notify_one();
     }
 
-    /// Raises the floor to what the manager already knows.
-    pub(super) fn observe(&self, task_id: &str, state: TaskState) {
+    /// Raises the floor to what the manager already knows: its state of the task, and the
+    /// health it holds with it.
+    pub(super) fn observe(&self, task_id: &str, state: TaskState, health: HealthStatus) {
         let mut st = self.lock();
-        let f = st.floor.entry(task_id.to_string()).or_insert(0);
-        *f = (*f).max(state as i32);
+        let f = st.floor.entry(task_id.to_string()).or_default();
+        let known = Floor {
+            state: state as i32,
+            health: health as i32,
+        };
+        if known.state >= f.state {
+            *f = known;
+        }
     }
 
     pub(super) fn forget(&self, task_id: &str) {
@@ -158,12 +188,16 @@ impl Reporter {
         mut session: watch::Receiver<Option<SessionHandle>>,
     ) {
         let mut backoff = Backoff::new();
+        let mut last_send: Option<tokio::time::Instant> = None;
         loop {
             let empty = self.lock().pending.is_empty();
             if empty {
                 self.notify.notified().await;
-                tokio::time::sleep(BATCH_DELAY).await;
             }
+            if let Some(last) = last_send {
+                tokio::time::sleep_until(last + BATCH_DELAY).await;
+            }
+            last_send = Some(tokio::time::Instant::now());
             let Some(handle) = open_session(&mut session).await else {
                 return;
             };

@@ -169,6 +169,7 @@ async fn session(
         observe(&first);
     }
     worker.set_peers(first.networks).await;
+    worker.set_dependencies(first.secrets, first.configs);
     worker.reconcile(first.tasks);
     let mut next_beat = Instant::now() + period;
     loop {
@@ -186,6 +187,7 @@ async fn session(
                     if !m.peers_unchanged {
                         worker.set_peers(m.networks).await;
                     }
+                    worker.set_dependencies(m.secrets, m.configs);
                     worker.reconcile(m.tasks);
                     worker.reap_cleanups();
                 }

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use shoal_proto::{NetworkPeers, Task};
+use shoal_proto::{Config, HealthStatus, NetworkPeers, Secret, Task};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info, warn, Instrument};
@@ -84,11 +84,20 @@ impl Worker {
         }
     }
 
+    /// The secrets and configs of the session message, for the tasks about to be reconciled.
+    pub(super) fn set_dependencies(&self, secrets: Vec<Secret>, configs: Vec<Config>) {
+        self.ctx.dependencies.set(secrets, configs);
+    }
+
     /// Applies an assignment set; see the module documentation.
     pub(super) fn reconcile(&mut self, assigned: Vec<Task>) {
         let set: HashMap<String, Task> = assigned.into_iter().map(|t| (t.id.clone(), t)).collect();
         for (id, task) in &set {
-            self.ctx.reporter.observe(id, task.state());
+            let health = task
+                .status
+                .as_ref()
+                .map_or(HealthStatus::None, |s| s.health());
+            self.ctx.reporter.observe(id, task.state(), health);
             if let Some(entry) = self.tasks.get(id) {
                 entry.tx.send_replace(Some(task.clone()));
                 continue;

@@ -30,16 +30,20 @@ use shoal_proto::{ContainerSpec, Task, TaskUsage};
 use tonic::Code;
 use tracing::{debug, info, warn};
 
+use super::mounts::{self, TaskMounts};
 use super::{
-    remove_task_dir, ExecFuture, Executor, ExecutorError, ExitInfo, Observed, ObservedState,
+    files, remove_task_dir, ExecFuture, Executor, ExecutorError, ExitInfo, Observed, ObservedState,
+    TaskFile,
 };
 use crate::containerd::{not_found_as_none, Containerd};
-use crate::image::{self, ResolvedImage};
+use crate::health::ProbeResult;
+use crate::image::{self, RegistryTls, ResolvedImage};
 use crate::logdriver::LogDriverConfig;
 use crate::logs::{self, TaskMeta};
 use crate::network::TaskNetwork;
 use crate::spec::{self, SpecError, SpecInput};
 use crate::stats::{self, CgroupLayout};
+use crate::volumes::{Volumes, LABEL_VOLUMES};
 
 pub const LABEL_TASK_ID: &str = "shoal.task.id";
 pub const LABEL_SERVICE_ID: &str = "shoal.service.id";
@@ -66,8 +70,32 @@ pub struct ContainerdExecutor {
     cd: Containerd,
     data_dir: PathBuf,
     log_driver: PathBuf,
+    /// The node's local volumes, for `--mount type=volume`.
+    volumes: Volumes,
+    /// The node's init binary for `--init`, if it has one.
+    init: Option<PathBuf>,
     /// Where the tasks' cgroups are, found on the first usage report.
     cgroups: OnceLock<Result<Arc<CgroupLayout>, String>>,
+    /// How registries are reached for pulls (their CA certificates).
+    registry_tls: RegistryTls,
+}
+
+/// The task's log file and its rotation: the node's defaults, or the service's `--log-opt`s.
+fn log_config(data_dir: &Path, task_id: &str, cs: &ContainerSpec) -> LogDriverConfig {
+    let mut cfg = LogDriverConfig::new(logs::log_path(data_dir, task_id));
+    let limits = cs
+        .log_driver
+        .as_ref()
+        .and_then(|d| shoal_proto::validate::options::log_limits(d).ok());
+    if let Some((size, files)) = limits {
+        if let Some(size) = size {
+            cfg.max_size = size;
+        }
+        if let Some(files) = files {
+            cfg.max_files = files;
+        }
+    }
+    cfg
 }
 
 fn timestamp_to_system_time(ts: Option<prost_types::Timestamp>) -> Option<SystemTime> {
@@ -88,6 +116,7 @@ struct Launch<'a> {
     hostname: &'a str,
     stop_signal: Signal,
     netns: Option<&'a Path>,
+    mounts: &'a TaskMounts<'a>,
 }
 
 impl ContainerdExecutor {
@@ -110,10 +139,23 @@ impl ContainerdExecutor {
         })?;
         Ok(ContainerdExecutor {
             cd,
+            volumes: Volumes::new(&data_dir),
+            init: spec::options::find_init(),
             data_dir,
             log_driver,
             cgroups: OnceLock::new(),
+            registry_tls: RegistryTls::default(),
         })
+    }
+
+    /// Pulls trust the CA certificates of `tls` (docker's `certs.d` layout).
+    pub fn with_registry_tls(mut self, tls: RegistryTls) -> Self {
+        self.registry_tls = tls;
+        self
+    }
+
+    pub fn registry_tls(&self) -> &RegistryTls {
+        &self.registry_tls
     }
 
     pub fn containerd(&self) -> &Containerd {
@@ -136,31 +178,28 @@ impl ContainerdExecutor {
     pub async fn prepare(&self, task: &Task) -> Result<ResolvedImage, ExecutorError> {
         let cs = Self::container_spec(task)?;
         debug!(task = %task.id, service = %task.service_name, image = %cs.image, "preparing image");
-        Ok(image::ensure_image(&self.cd, &cs.image).await?)
+        let options = image::PullOptions {
+            auth: task.registry_auth.clone(),
+            tls: self.registry_tls.clone(),
+        };
+        Ok(image::ensure_image_with(&self.cd, &cs.image, &options).await?)
     }
 
-    /// Creates the task's container and starts it; returns its pid. On failure nothing of the
-    /// container is left behind (its task directory and log are kept).
+    /// Creates the task's container and starts it, its `files` in memory; returns its pid. On
+    /// failure nothing of the container is left behind (its task directory and log are kept).
     pub async fn start(
         &self,
         task: &Task,
         image: &ResolvedImage,
         net: &TaskNetwork,
+        task_files: &[TaskFile],
     ) -> Result<u32, ExecutorError> {
         let cs = Self::container_spec(task)?;
         let id = task.id.as_str();
         let task_dir = logs::task_dir(&self.data_dir, id);
-        let io_err = |what: &'static str, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| ExecutorError::Io {
-                task: id.to_string(),
-                what,
-                path,
-                source,
-            }
-        };
+        let io_err = |what: &'static str, path: &Path| ExecutorError::io(id, what, path);
         let hostname = spec::hostname_for(task);
-        spec::write_etc_files(&task_dir, &hostname, net)
+        spec::write_etc_files(&task_dir, &hostname, net, &cs.hosts)
             .map_err(io_err("cannot write /etc files under", &task_dir))?;
         TaskMeta {
             task_id: id.to_string(),
@@ -178,15 +217,24 @@ impl ContainerdExecutor {
             _ => Signal::SIGTERM,
         };
 
-        let launch = Launch {
-            task,
-            cs,
-            image,
-            hostname: &hostname,
-            stop_signal,
-            netns: net.netns.as_deref(),
+        // Cleans up after itself when it fails; nothing else of the container exists yet.
+        let file_mounts = files::write(id, &task_dir, task_files)?;
+        let result = match mounts::resolve(&self.volumes, id, cs) {
+            Ok(mut mounts) => {
+                mounts.add_files(&file_mounts);
+                let launch = Launch {
+                    task,
+                    cs,
+                    image,
+                    hostname: &hostname,
+                    stop_signal,
+                    netns: net.netns.as_deref(),
+                    mounts: &mounts,
+                };
+                self.create_and_start(&launch).await
+            }
+            Err(e) => Err(e),
         };
-        let result = self.create_and_start(&launch).await;
         if let Err(e) = &result {
             warn!(task = %id, service = %task.service_name, error = %e, "start failed, cleaning up");
             if let Err(cleanup) = self.remove(id).await {
@@ -236,6 +284,7 @@ impl ContainerdExecutor {
             hostname,
             stop_signal,
             netns,
+            mounts: task_mounts,
         } = *launch;
         let id = task.id.as_str();
         let with_lease = |mut req: tonic::Request<_>| {
@@ -283,9 +332,20 @@ impl ContainerdExecutor {
         };
         let passwd = spec::read_rootfs_file(&layers, "/etc/passwd");
         let group = spec::read_rootfs_file(&layers, "/etc/group");
-        let user = spec::resolve_user(user_str, passwd.as_deref(), group.as_deref())?;
+        let mut user = spec::resolve_user(user_str, passwd.as_deref(), group.as_deref())?;
+        for gid in spec::options::group_ids(cs, group.as_deref())? {
+            if !user.additional_gids.contains(&gid) {
+                user.additional_gids.push(gid);
+            }
+        }
 
         let task_dir = logs::task_dir(&self.data_dir, id);
+        mounts::copy_image_content(
+            id,
+            &mounts,
+            &task_mounts.fresh,
+            &task_dir.join("image-copy"),
+        )?;
         let oci = spec::build(&SpecInput {
             task,
             image,
@@ -295,6 +355,8 @@ impl ContainerdExecutor {
             nofile: spec::nofile_limit(),
             netns,
             host: spec::Host::current(),
+            mounts: &task_mounts.resolved,
+            init: self.init.as_deref(),
         })?;
         let spec_json = serde_json::to_vec(&oci).map_err(|e| {
             ExecutorError::Spec(SpecError::Oci(oci_spec::OciSpecError::Other(e.to_string())))
@@ -312,6 +374,9 @@ impl ContainerdExecutor {
                 stop_signal.as_str().to_string(),
             ),
         ]);
+        if !task_mounts.volumes.is_empty() {
+            labels.insert(LABEL_VOLUMES.to_string(), task_mounts.volumes.join(","));
+        }
         let container = Container {
             id: id.to_string(),
             labels,
@@ -336,15 +401,16 @@ impl ContainerdExecutor {
             .await
             .map_err(|s| ExecutorError::containerd("Containers.Create", id, s))?;
 
-        let log_uri =
-            LogDriverConfig::new(logs::log_path(&self.data_dir, id)).binary_uri(&self.log_driver);
+        let log_uri = log_config(&self.data_dir, id, cs).binary_uri(&self.log_driver);
         self.cd
             .tasks()
             .create(self.cd.request(CreateTaskRequest {
                 container_id: id.to_string(),
                 rootfs: mounts,
                 stdout: log_uri.clone(),
-                stderr: log_uri,
+                // A terminal has one output stream, which the shim copies to stdout.
+                stderr: if cs.tty { String::new() } else { log_uri },
+                terminal: cs.tty,
                 ..Default::default()
             }))
             .await
@@ -502,6 +568,16 @@ impl ContainerdExecutor {
             }))
             .await;
         not_found_as_none(removed).map_err(gone("Snapshots.Remove"))?;
+        // The secrets' and configs' memory goes with the container.
+        files::remove(task_id, &logs::task_dir(&self.data_dir, task_id))?;
+        // Anonymous volumes go with their task's container, as swarmkit removes them.
+        self.volumes
+            .remove_anonymous_of(task_id)
+            .map_err(|e| ExecutorError::Mount {
+                task: task_id.to_string(),
+                target: "its anonymous volumes".to_string(),
+                reason: e.to_string(),
+            })?;
         debug!(task = %task_id, container = %task_id, "container removed");
         Ok(())
     }
@@ -637,12 +713,28 @@ impl Executor for ContainerdExecutor {
         task: &'a Task,
         image: &'a ResolvedImage,
         net: &'a TaskNetwork,
+        files: &'a [TaskFile],
     ) -> ExecFuture<'a, u32> {
-        Box::pin(ContainerdExecutor::start(self, task, image, net))
+        Box::pin(ContainerdExecutor::start(self, task, image, net, files))
     }
 
     fn wait<'a>(&'a self, task_id: &'a str) -> ExecFuture<'a, ExitInfo> {
         Box::pin(ContainerdExecutor::wait(self, task_id))
+    }
+
+    fn probe<'a>(
+        &'a self,
+        task_id: &'a str,
+        argv: &'a [String],
+        timeout: Duration,
+    ) -> ExecFuture<'a, ProbeResult> {
+        Box::pin(super::health::probe(
+            &self.cd,
+            &self.data_dir,
+            task_id,
+            argv,
+            timeout,
+        ))
     }
 
     fn stop<'a>(

@@ -1,12 +1,15 @@
 //! What the agent asks of a container runtime, as one trait, [`Executor`] (swarmkit's
-//! `agent/exec`): prepare a task's image, start its container, wait for it, stop it, remove it,
-//! inspect what already runs (for adoption) and read its resource usage.
+//! `agent/exec`): prepare a task's image, start its container, wait for it, probe its health,
+//! stop it, remove it, inspect what already runs (for adoption) and read its resource usage.
 //!
 //! [`ContainerdExecutor`] is the implementation that runs tasks on containerd. The agent only
 //! holds an `Arc<dyn Executor>`, so its controller, reporter and reconcile logic are unit-tested
 //! against an in-memory executor without containerd or root.
 
 mod containerd;
+mod files;
+mod health;
+mod mounts;
 
 use std::future::Future;
 use std::io;
@@ -18,6 +21,7 @@ use nix::sys::signal::Signal;
 use shoal_proto::{Task, TaskUsage};
 use tonic::Code;
 
+use crate::health::ProbeResult;
 use crate::image::{ImageError, ResolvedImage};
 use crate::logs;
 use crate::network::TaskNetwork;
@@ -27,6 +31,8 @@ pub use containerd::{
     ContainerdExecutor, LABEL_NODE_ID, LABEL_SERVICE_ID, LABEL_SERVICE_NAME, LABEL_STOP_SIGNAL,
     LABEL_TASK_ID, LABEL_TASK_SLOT, RUNTIME, SNAPSHOTTER, SPEC_TYPE_URL,
 };
+pub use files::{files_dir, TaskFile};
+pub use health::PROCESS_TYPE_URL;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecutorError {
@@ -59,10 +65,18 @@ pub enum ExecutorError {
         "task {task} did not exit within {timeout:?} of SIGKILL; check runc and the kernel log"
     )]
     KillTimeout { task: String, timeout: Duration },
+    #[error("task {task}: cannot mount {target}: {reason}")]
+    Mount {
+        task: String,
+        target: String,
+        reason: String,
+    },
     /// The node cannot measure its tasks at all (e.g. no cgroup hierarchy found); asking again
     /// will not help.
     #[error("task resource usage cannot be read on this node: {reason}")]
     UsageUnavailable { reason: String },
+    #[error("task {task}: cannot run its healthcheck: {reason}")]
+    Probe { task: String, reason: String },
 }
 
 impl ExecutorError {
@@ -71,6 +85,21 @@ impl ExecutorError {
             op,
             task: task.to_string(),
             status,
+        }
+    }
+
+    /// A `map_err` for an I/O failure of task `task` on `path` (`what`: "cannot create", …).
+    pub(crate) fn io(
+        task: &str,
+        what: &'static str,
+        path: &Path,
+    ) -> impl FnOnce(io::Error) -> Self {
+        let (task, path) = (task.to_string(), path.to_path_buf());
+        move |source| ExecutorError::Io {
+            task,
+            what,
+            path,
+            source,
         }
     }
 
@@ -124,18 +153,31 @@ pub trait Executor: Send + Sync + 'static {
     /// Makes the task's image available (pulled, unpacked) and describes it.
     fn prepare<'a>(&'a self, task: &'a Task) -> ExecFuture<'a, ResolvedImage>;
 
-    /// Creates the task's container and starts it; returns its pid. On failure nothing of the
-    /// container is left behind (its task directory is kept).
+    /// Creates the task's container and starts it, with `files` (its secrets and configs) in
+    /// memory at their paths; returns its pid. On failure nothing of the container is left
+    /// behind (its task directory is kept).
     fn start<'a>(
         &'a self,
         task: &'a Task,
         image: &'a ResolvedImage,
         net: &'a TaskNetwork,
+        files: &'a [TaskFile],
     ) -> ExecFuture<'a, u32>;
 
     /// Waits for the task's process to exit; returns at once if it already has.
     /// [`ExecutorError::NotFound`] when there is no such process.
     fn wait<'a>(&'a self, task_id: &'a str) -> ExecFuture<'a, ExitInfo>;
+
+    /// Runs one healthcheck probe, `argv`, inside the task's running container (as its own
+    /// process runs: user, environment, working directory) and says whether it passed; a
+    /// probe still running after `timeout` is killed and fails. An error means it could not
+    /// run at all ([`ExecutorError::NotFound`]: the container is gone).
+    fn probe<'a>(
+        &'a self,
+        task_id: &'a str,
+        argv: &'a [String],
+        timeout: Duration,
+    ) -> ExecFuture<'a, ProbeResult>;
 
     /// Sends `signal` (else the task's stop signal), then SIGKILL once `grace` has passed.
     /// Returns how the process exited, or `None` when there was none. Idempotent.
@@ -163,9 +205,11 @@ pub trait Executor: Send + Sync + 'static {
     fn usage(&self) -> ExecFuture<'_, Vec<TaskUsage>>;
 }
 
-/// Removes `<data_dir>/tasks/<task_id>`; nothing to do when it is already gone.
+/// Removes `<data_dir>/tasks/<task_id>` (its in-memory files unmounted first); nothing to do
+/// when it is already gone.
 pub(crate) fn remove_task_dir(data_dir: &Path, task_id: &str) -> Result<(), ExecutorError> {
     let dir = logs::task_dir(data_dir, task_id);
+    files::remove(task_id, &dir)?;
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

@@ -28,7 +28,23 @@ pub const ACCEPTED_MANIFESTS: &[&str] = &[
 
 /// The platform Shoal runs containers for.
 pub const PLATFORM_OS: &str = "linux";
-pub const PLATFORM_ARCH: &str = "amd64";
+/// The node's own architecture in OCI's words (Go's GOARCH), the manifest an index is
+/// resolved to: `amd64` on x86-64, `arm64` on AArch64 …
+pub fn platform_arch() -> &'static str {
+    oci_arch(std::env::consts::ARCH)
+}
+
+/// Rust's name for an architecture as OCI (Go) names it.
+fn oci_arch(rust_arch: &'static str) -> &'static str {
+    match rust_arch {
+        "x86_64" => "amd64",
+        "x86" => "386",
+        "aarch64" => "arm64",
+        "powerpc64" => "ppc64le",
+        "loongarch64" => "loong64",
+        other => other,
+    }
+}
 
 /// Index, manifest and config documents larger than this are refused: real ones are a few KiB,
 /// and they are held in memory.
@@ -137,7 +153,7 @@ impl Index {
         let matching = self.manifests.iter().find(|d| {
             d.platform
                 .as_ref()
-                .is_some_and(|p| p.os == PLATFORM_OS && p.architecture == PLATFORM_ARCH)
+                .is_some_and(|p| p.os == PLATFORM_OS && p.architecture == platform_arch())
         });
         matching.or_else(|| match self.manifests.as_slice() {
             [only] if only.platform.is_none() => Some(only),
@@ -194,6 +210,39 @@ pub struct ContainerConfig {
     pub working_dir: Option<String>,
     #[serde(default)]
     pub stop_signal: Option<String>,
+    /// The image's `HEALTHCHECK` (docker writes it in docker-save and OCI configs alike).
+    #[serde(default)]
+    pub healthcheck: Option<ImageHealthcheck>,
+}
+
+/// Docker's `config.Healthcheck`: durations in nanoseconds, 0 (or absent) for the default.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImageHealthcheck {
+    #[serde(default)]
+    pub test: Option<Vec<String>>,
+    #[serde(default)]
+    pub interval: Option<i64>,
+    #[serde(default)]
+    pub timeout: Option<i64>,
+    #[serde(default)]
+    pub start_period: Option<i64>,
+    #[serde(default)]
+    pub retries: Option<i64>,
+}
+
+impl ImageHealthcheck {
+    /// As the spec holds it: milliseconds, a negative value (which docker never writes) as 0.
+    pub fn to_config(&self) -> shoal_proto::HealthConfig {
+        let ms = |ns: Option<i64>| u64::try_from(ns.unwrap_or(0)).unwrap_or(0) / 1_000_000;
+        shoal_proto::HealthConfig {
+            test: self.test.clone().unwrap_or_default(),
+            interval_ms: ms(self.interval),
+            timeout_ms: ms(self.timeout),
+            retries: u64::try_from(self.retries.unwrap_or(0)).unwrap_or(0),
+            start_period_ms: ms(self.start_period),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -260,6 +309,35 @@ mod tests {
     }
 
     #[test]
+    fn an_images_healthcheck_is_read_in_milliseconds() {
+        // As `docker build` writes `HEALTHCHECK --interval=5s --timeout=3s --retries=2 CMD …`.
+        let config: ImageConfig = serde_json::from_str(
+            r#"{"config": {"Cmd": ["sh"], "Healthcheck": {
+                "Test": ["CMD-SHELL", "wget -q -O /dev/null http://localhost/"],
+                "Interval": 5000000000, "Timeout": 3000000000, "Retries": 2}},
+              "rootfs": {"type": "layers", "diff_ids": []}}"#,
+        )
+        .unwrap();
+        let check = config.config.unwrap().healthcheck.unwrap().to_config();
+        assert_eq!(
+            check,
+            shoal_proto::HealthConfig {
+                test: vec![
+                    "CMD-SHELL".into(),
+                    "wget -q -O /dev/null http://localhost/".into()
+                ],
+                interval_ms: 5_000,
+                timeout_ms: 3_000,
+                retries: 2,
+                start_period_ms: 0,
+            }
+        );
+        let none: ImageConfig =
+            serde_json::from_str(r#"{"config": {}, "rootfs": {"type": "layers"}}"#).unwrap();
+        assert!(none.config.unwrap().healthcheck.is_none());
+    }
+
+    #[test]
     fn kinds_are_detected_from_type_or_shape() {
         assert_eq!(kind_of(OCI_INDEX, None), Some(Kind::Index));
         assert_eq!(kind_of(DOCKER_MANIFEST, None), Some(Kind::Manifest));
@@ -301,5 +379,15 @@ mod tests {
         assert_eq!(layer_media_type(&[0x1f, 0x8b, 8]), OCI_LAYER_GZIP);
         assert_eq!(layer_media_type(&[0x28, 0xb5, 0x2f, 0xfd]), OCI_LAYER_ZSTD);
         assert_eq!(layer_media_type(b"bin/"), OCI_LAYER);
+    }
+
+    #[test]
+    fn the_nodes_architecture_in_ocis_words() {
+        assert_eq!(oci_arch("x86_64"), "amd64");
+        assert_eq!(oci_arch("aarch64"), "arm64");
+        assert_eq!(oci_arch("s390x"), "s390x");
+        assert_eq!(oci_arch("riscv64"), "riscv64");
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(platform_arch(), "amd64");
     }
 }

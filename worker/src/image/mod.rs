@@ -11,6 +11,7 @@
 mod archive;
 pub mod media;
 mod pull;
+pub mod registry;
 mod store;
 mod unpack;
 
@@ -23,7 +24,7 @@ use shoal_proto::reference::{parse_normalized, ReferenceError};
 use tonic::Code;
 
 use crate::containerd::{not_found_as_none, Containerd};
-pub use pull::is_insecure_registry;
+pub use registry::{is_insecure_registry, login, LoginError, RegistryTls};
 use store::Store;
 use unpack::{is_unpacked, label_and_unpack, read_image, ImageContent};
 
@@ -46,6 +47,8 @@ pub struct ResolvedImage {
     pub working_dir: String,
     pub user: String,
     pub stop_signal: Option<String>,
+    /// The image's `HEALTHCHECK`, if it has one.
+    pub healthcheck: Option<shoal_proto::HealthConfig>,
     /// Digest of the linux/amd64 manifest (equal to `digest` unless the image is an index).
     pub platform_manifest_digest: String,
     /// Digest of the image config: docker's image ID.
@@ -133,15 +136,31 @@ pub enum ImageError {
     Internal(String),
 }
 
+/// The error and its causes on one line: reqwest's own message ("error sending request")
+/// hides the useful part ("Connection refused", "dns error") in its sources.
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = e.source();
+    }
+    parts.join(": ")
+}
+
 fn not_found_message(image: &str, registry: &str, reason: &NotFoundReason) -> String {
-    let advice = "load it with `shoal image load FILE` or check the image name";
+    let advice = "load it with `shoal image load -i FILE` (on the node that runs the task) or check the image name";
     match reason {
         NotFoundReason::NotInRegistry => {
             format!("image {image} was not found locally nor in registry {registry}; {advice}")
         }
         NotFoundReason::AccessDenied => format!(
             "image {image} was not found locally, and registry {registry} denied access to it \
-             (the repository does not exist or needs credentials); {advice}"
+             (the repository does not exist or needs credentials: `shoal login {registry}`, \
+             then create or update the service with --with-registry-auth); {advice}"
         ),
         NotFoundReason::RegistryUnreachable(detail) => format!(
             "image {image} was not found locally, and registry {registry} cannot be reached \
@@ -296,6 +315,23 @@ fn target_of(image: &Image) -> Result<media::Descriptor, ImageError> {
 /// Makes sure the image `reference` is present and unpacked, pulling it from its registry
 /// if it is not here, and returns what a container of it needs.
 pub async fn ensure_image(cd: &Containerd, reference: &str) -> Result<ResolvedImage, ImageError> {
+    ensure_image_with(cd, reference, &PullOptions::default()).await
+}
+
+/// How to pull when an image is not here: the credentials a service was given
+/// (`--with-registry-auth`) and where registries' CA certificates are.
+#[derive(Debug, Clone, Default)]
+pub struct PullOptions {
+    pub auth: Option<shoal_proto::RegistryAuth>,
+    pub tls: registry::RegistryTls,
+}
+
+/// [`ensure_image`], pulling with `options`.
+pub async fn ensure_image_with(
+    cd: &Containerd,
+    reference: &str,
+    options: &PullOptions,
+) -> Result<ResolvedImage, ImageError> {
     let parsed = parse_normalized(reference)?;
     let name = parsed.to_string();
 
@@ -335,7 +371,7 @@ pub async fn ensure_image(cd: &Containerd, reference: &str) -> Result<ResolvedIm
     }
 
     let store = Store::leased(cd).await?;
-    let result = pull_leased(&store, &parsed).await;
+    let result = pull_leased(&store, &parsed, options).await;
     store.release().await;
     result
 }
@@ -353,9 +389,10 @@ async fn unpack_present(
 async fn pull_leased(
     store: &Store<'_>,
     reference: &shoal_proto::reference::Reference,
+    options: &PullOptions,
 ) -> Result<ResolvedImage, ImageError> {
     let name = reference.to_string();
-    let target = pull::pull(store, reference).await?;
+    let target = pull::pull(store, reference, options).await?;
     let content = read_image(store, &name, &target).await?;
     label_and_unpack(store, &name, &content).await?;
     put_image_record(store.cd, &name, &target).await?;
@@ -374,6 +411,10 @@ fn resolved(name: &str, content: &ImageContent) -> ResolvedImage {
         working_dir: cfg.working_dir.unwrap_or_default(),
         user: cfg.user.unwrap_or_default(),
         stop_signal: cfg.stop_signal.filter(|s| !s.is_empty()),
+        healthcheck: cfg
+            .healthcheck
+            .as_ref()
+            .map(media::ImageHealthcheck::to_config),
         platform_manifest_digest: content.manifest_desc.digest.clone(),
         config_digest: content.manifest.config.digest.clone(),
         snapshotter: SNAPSHOTTER.to_string(),

@@ -4,36 +4,23 @@
 //! are their names). Registries on loopback addresses are spoken to over plain HTTP, as docker
 //! treats them as insecure registries by default; every other registry over HTTPS.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use futures::StreamExt;
-use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::client::ClientConfig;
 use oci_client::errors::{OciDistributionError, OciErrorCode};
-use oci_client::secrets::RegistryAuth;
 use shoal_proto::reference::Reference;
 
 use super::media::{
     kind_of, media_type_for, sha256_digest, Descriptor, Index, Kind, Manifest, DOCKER_MANIFEST,
     OCI_MANIFEST,
 };
+use super::registry::credentials_for;
 use super::store::{BlobWriter, Store};
-use super::{ImageError, NotFoundReason};
+use super::{error_chain, ImageError, NotFoundReason, PullOptions};
 
 /// How long connecting to a registry may take before it counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// Whether docker would talk plain HTTP to `registry` (`host[:port]`) without configuration:
-/// `localhost` and loopback addresses.
-pub fn is_insecure_registry(registry: &str) -> bool {
-    let host = if let Some(rest) = registry.strip_prefix('[') {
-        rest.split(']').next().unwrap_or_default()
-    } else {
-        registry.split(':').next().unwrap_or_default()
-    };
-    host.eq_ignore_ascii_case("localhost")
-        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
 
 /// Fetches the image `reference` names (its manifest or index, the linux/amd64 manifest,
 /// config and layers) into the store, and returns the descriptor the image record should
@@ -41,23 +28,24 @@ pub fn is_insecure_registry(registry: &str) -> bool {
 pub(crate) async fn pull(
     store: &Store<'_>,
     reference: &Reference,
+    options: &PullOptions,
 ) -> Result<Descriptor, ImageError> {
     let image = reference.to_string();
     let registry = reference.registry.clone();
-    let protocol = if is_insecure_registry(&registry) {
-        ClientProtocol::Http
-    } else {
-        ClientProtocol::Https
-    };
+    let roots = options
+        .tls
+        .roots(&registry)
+        .map_err(|e| pull_error_text(&image, &registry, e.to_string()))?;
     let client = oci_client::Client::new(ClientConfig {
-        protocol,
+        protocol: options.tls.protocol(&registry),
         connect_timeout: Some(CONNECT_TIMEOUT),
+        extra_root_certificates: roots,
         ..Default::default()
     });
     let oref: oci_client::Reference = image
         .parse()
         .map_err(|e| ImageError::Unsupported(format!("{image} cannot be pulled: {e}")))?;
-    let auth = RegistryAuth::Anonymous;
+    let auth = credentials_for(options.auth.as_ref(), &registry);
     tracing::info!(%image, %registry, "pulling image");
 
     let (body, _) = client
@@ -223,10 +211,14 @@ fn lookup_error(image: &str, registry: &str, err: OciDistributionError) -> Image
 }
 
 fn pull_error(image: &str, registry: &str, err: OciDistributionError) -> ImageError {
+    pull_error_text(image, registry, error_chain(&err))
+}
+
+fn pull_error_text(image: &str, registry: &str, detail: String) -> ImageError {
     ImageError::Pull {
         image: image.to_string(),
         registry: registry.to_string(),
-        detail: error_chain(&err),
+        detail,
     }
 }
 
@@ -238,46 +230,4 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
         cause = next;
     }
     cause.to_string()
-}
-
-/// The error and its causes on one line: reqwest's own message ("error sending request")
-/// hides the useful part ("Connection refused", "dns error") in its sources.
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![err.to_string()];
-    let mut source = err.source();
-    while let Some(e) = source {
-        let text = e.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = e.source();
-    }
-    parts.join(": ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn loopback_registries_are_insecure() {
-        for r in [
-            "localhost",
-            "localhost:5000",
-            "127.0.0.1:5000",
-            "127.1.2.3",
-            "[::1]:5000",
-            "[::1]",
-        ] {
-            assert!(is_insecure_registry(r), "{r}");
-        }
-        for r in [
-            "docker.io",
-            "registry.example.com:5000",
-            "10.0.0.1:5000",
-            "[fe80::1]:1",
-        ] {
-            assert!(!is_insecure_registry(r), "{r}");
-        }
-    }
 }

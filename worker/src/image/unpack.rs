@@ -15,7 +15,7 @@ use containerd_client::services::v1::ApplyRequest;
 use tonic::Code;
 
 use super::media::{
-    chain_ids, kind_of, Descriptor, ImageConfig, Index, Kind, Manifest, PLATFORM_ARCH, PLATFORM_OS,
+    chain_ids, kind_of, Descriptor, ImageConfig, Index, Kind, Manifest, PLATFORM_OS,
 };
 use super::store::Store;
 use super::{ImageError, SNAPSHOTTER};
@@ -329,5 +329,5 @@ async fn remove_snapshot(store: &Store<'_>, key: &str) {
 
 /// linux/amd64, as it is named in errors.
 pub(crate) fn platform_name() -> String {
-    format!("{PLATFORM_OS}/{PLATFORM_ARCH}")
+    format!("{PLATFORM_OS}/{}", super::media::platform_arch())
 }

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{
     LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
     LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResources,
-    LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
-    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
+    UserBuilder,
 };
 use shoal_proto::{ContainerSpec, Task};
 
@@ -27,6 +27,7 @@ use crate::image::ResolvedImage;
 pub mod apparmor;
 pub mod capabilities;
 pub mod host;
+pub mod options;
 pub mod seccomp;
 
 pub use capabilities::default_capabilities;
@@ -93,6 +94,15 @@ pub enum SpecError {
     Seccomp(String),
     #[error("{0}")]
     AppArmor(String),
+    #[error("unknown --ulimit {0:?}")]
+    Ulimit(String),
+    #[error("the mount at {target} has no source on this node")]
+    MountSource { target: String },
+    #[error(
+        "--init needs an init binary on the node, and this one has none: install tini \
+         (`apt-get install tini`, which provides /usr/bin/tini-static)"
+    )]
+    NoInit,
 }
 
 /// The process identity a container runs as.
@@ -310,8 +320,9 @@ pub fn hostname_for(task: &Task) -> String {
     }
 }
 
-/// `/etc/hosts` as Docker writes it for a container; `addresses` are the container's own.
-pub fn hosts_file(hostname: &str, addresses: &[Ipv4Addr]) -> String {
+/// `/etc/hosts` as Docker writes it for a container; `addresses` are the container's own,
+/// `extra` the service's `--host` lines ("IP HOST").
+pub fn hosts_file(hostname: &str, addresses: &[Ipv4Addr], extra: &[String]) -> String {
     let mut s = String::from(
         "127.0.0.1\tlocalhost\n\
          ::1\tlocalhost ip6-localhost ip6-loopback\n\
@@ -322,6 +333,12 @@ pub fn hosts_file(hostname: &str, addresses: &[Ipv4Addr]) -> String {
     );
     for addr in addresses {
         s.push_str(&format!("{addr}\t{hostname}\n"));
+    }
+    for line in extra {
+        let mut words = line.split_whitespace();
+        if let Some(ip) = words.next() {
+            s.push_str(&format!("{ip}\t{}\n", words.collect::<Vec<_>>().join(" ")));
+        }
     }
     s
 }
@@ -356,11 +373,20 @@ pub fn resolv_conf(host: &str) -> String {
 
 /// Writes `hostname`, `hosts` and `resolv.conf` into `task_dir` (created if needed); they are
 /// bind-mounted over the container's `/etc` files. The resolv.conf is the network's (pointing
-/// at the node's DNS server) when the task has one, else derived from the host's.
-pub fn write_etc_files(task_dir: &Path, hostname: &str, net: &TaskNetwork) -> io::Result<()> {
+/// at the node's DNS server) when the task has one, else derived from the host's; `hosts` holds
+/// the service's `--host` lines.
+pub fn write_etc_files(
+    task_dir: &Path,
+    hostname: &str,
+    net: &TaskNetwork,
+    hosts: &[String],
+) -> io::Result<()> {
     fs::create_dir_all(task_dir)?;
     fs::write(task_dir.join("hostname"), format!("{hostname}\n"))?;
-    fs::write(task_dir.join("hosts"), hosts_file(hostname, &net.addresses))?;
+    fs::write(
+        task_dir.join("hosts"),
+        hosts_file(hostname, &net.addresses, hosts),
+    )?;
     let resolv = match &net.resolv_conf {
         Some(r) => r.clone(),
         None => resolv_conf(&host_resolv_conf()),
@@ -604,13 +630,36 @@ pub struct SpecInput<'a> {
     pub netns: Option<&'a Path>,
     /// The node's facts the security settings depend on, normally [`Host::current`].
     pub host: &'a Host,
+    /// The task's `--mount`s, with their sources on this node.
+    pub mounts: &'a [options::ResolvedMount<'a>],
+    /// The node's init binary for `--init` ([`options::find_init`]).
+    pub init: Option<&'a Path>,
 }
 
 /// Builds the OCI runtime spec of a task's container.
 pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     let default_spec = ContainerSpec::default();
     let cs = input.task.spec.as_ref().unwrap_or(&default_spec);
-    let args = process_args(cs, input.image)?;
+    let mut args = process_args(cs, input.image)?;
+    let mut mounts = mounts(input.task_dir)?;
+    if cs.init {
+        let init = input.init.ok_or(SpecError::NoInit)?;
+        args = options::with_init(args);
+        mounts.push(options::init_mount(init)?);
+    }
+    // A task's own mount replaces a default one at the same place (a tmpfs at /dev/shm).
+    mounts.retain(|m| {
+        !input
+            .mounts
+            .iter()
+            .any(|u| Path::new(&u.mount.target) == m.destination())
+    });
+    for m in input.mounts {
+        mounts.push(options::user_mount(m)?);
+    }
+    // Parents before children, as docker sorts them: a volume at /etc must not hide the
+    // /etc/hosts mounted on it. Stable, so equal depths keep their order.
+    mounts.sort_by_key(|m| m.destination().components().count());
     let env = merge_env(&input.image.env, &cs.env, input.hostname, &input.user.home);
     let cwd = [cs.dir.as_str(), input.image.working_dir.as_str()]
         .into_iter()
@@ -633,17 +682,13 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         user = user.additional_gids(input.user.additional_gids.clone());
     }
     let mut process = ProcessBuilder::default()
-        .terminal(false)
+        .terminal(cs.tty)
         .user(user.build()?)
         .args(args)
         .env(env)
         .cwd(cwd)
         .capabilities(capabilities)
-        .rlimits(vec![PosixRlimitBuilder::default()
-            .typ(PosixRlimitType::RlimitNofile)
-            .soft(input.nofile)
-            .hard(input.nofile)
-            .build()?])
+        .rlimits(options::rlimits(cs, input.nofile)?)
         .no_new_privileges(false);
     if let Some(profile) = apparmor::profile_for(&input.host.apparmor, cs)? {
         process = process.apparmor_profile(profile);
@@ -704,6 +749,9 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     if let Some(seccomp) = seccomp {
         linux = linux.seccomp(seccomp);
     }
+    if !cs.sysctls.is_empty() {
+        linux = linux.sysctl(cs.sysctls.clone());
+    }
 
     Ok(SpecBuilder::default()
         // The spec version runc 1.1 implements.
@@ -711,11 +759,11 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         .root(
             RootBuilder::default()
                 .path("rootfs")
-                .readonly(false)
+                .readonly(cs.read_only)
                 .build()?,
         )
         .hostname(input.hostname)
-        .mounts(mounts(input.task_dir)?)
+        .mounts(mounts)
         .process(process.build()?)
         .linux(linux.build()?)
         .build()?)

@@ -151,9 +151,16 @@ fn resolv_conf_drops_loopback_nameservers() {
 
 #[test]
 fn hosts_has_localhost_and_own_addresses() {
-    let h = hosts_file("web1", &["10.0.0.5".parse().expect("ip")]);
+    let h = hosts_file(
+        "web1",
+        &["10.0.0.5".parse().expect("ip")],
+        &["198.18.0.9 db db.example".to_string()],
+    );
     assert!(h.starts_with("127.0.0.1\tlocalhost\n"));
-    assert!(h.ends_with("10.0.0.5\tweb1\n"));
+    assert!(
+        h.ends_with("10.0.0.5\tweb1\n198.18.0.9\tdb db.example\n"),
+        "{h}"
+    );
 }
 
 #[test]
@@ -179,6 +186,117 @@ fn signals_parse_like_docker() {
     assert!(parse_signal("SIGNOPE").is_err());
 }
 
+fn test_host() -> Host {
+    Host {
+        arch: "amd64",
+        kernel: Some(shoal_proto::validate::security::KernelVersion {
+            kernel: 6,
+            major: 1,
+        }),
+        last_cap: 40,
+        apparmor: apparmor::AppArmorState::Loaded,
+    }
+}
+
+#[test]
+fn container_options_reach_the_spec() {
+    use shoal_proto::validate::{mounts::parse_mount, options::parse_ulimit};
+    let volume = parse_mount("source=data,target=/data,readonly").unwrap();
+    let shm = parse_mount("type=tmpfs,target=/dev/shm,tmpfs-size=1m").unwrap();
+    let bind = parse_mount("type=bind,source=/srv,target=/srv,bind-propagation=rslave").unwrap();
+    let task = Task {
+        id: "t1234567890abcdef".into(),
+        spec: Some(ContainerSpec {
+            init: true,
+            tty: true,
+            read_only: true,
+            sysctls: [("net.core.somaxconn".to_string(), "512".to_string())].into(),
+            ulimits: vec![
+                parse_ulimit("nofile=100:200").unwrap(),
+                parse_ulimit("nproc=-1").unwrap(),
+            ],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mounts = [
+        options::ResolvedMount {
+            mount: &volume,
+            source: Some("/data/volumes/data/_data".into()),
+        },
+        options::ResolvedMount {
+            mount: &shm,
+            source: None,
+        },
+        options::ResolvedMount {
+            mount: &bind,
+            source: Some("/srv".into()),
+        },
+    ];
+    let img = image(&[], &["sh"]);
+    let user = resolve_user("", Some(PASSWD), Some(GROUP)).unwrap();
+    let host = test_host();
+    let input = |init| SpecInput {
+        task: &task,
+        image: &img,
+        user: &user,
+        hostname: "h",
+        task_dir: Path::new("/data/tasks/t1"),
+        nofile: 4096,
+        netns: None,
+        host: &host,
+        mounts: &mounts,
+        init,
+    };
+    assert!(matches!(build(&input(None)), Err(SpecError::NoInit)));
+    let spec = build(&input(Some(Path::new("/usr/bin/tini-static")))).unwrap();
+    let json = serde_json::to_value(&spec).unwrap();
+    assert_eq!(
+        json["process"]["args"],
+        serde_json::json!(["/sbin/docker-init", "--", "sh"])
+    );
+    assert_eq!(json["process"]["terminal"], true);
+    assert_eq!(json["root"]["readonly"], true);
+    assert_eq!(json["linux"]["sysctl"]["net.core.somaxconn"], "512");
+    let rlimits = json["process"]["rlimits"].as_array().unwrap();
+    assert_eq!(rlimits.len(), 2, "the task's nofile replaces the default");
+    assert_eq!(rlimits[0]["type"], "RLIMIT_NOFILE");
+    assert_eq!(
+        (rlimits[0]["soft"].clone(), rlimits[0]["hard"].clone()),
+        (100.into(), 200.into())
+    );
+    assert_eq!(rlimits[1]["hard"], u64::MAX);
+    let all = json["mounts"].as_array().unwrap();
+    let at = |dest: &str| -> Vec<&serde_json::Value> {
+        all.iter().filter(|m| m["destination"] == dest).collect()
+    };
+    assert_eq!(
+        at("/dev/shm").len(),
+        1,
+        "the task's /dev/shm replaces the default"
+    );
+    assert_eq!(at("/dev/shm")[0]["type"], "tmpfs");
+    assert!(at("/dev/shm")[0]["options"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("size=1048576")));
+    assert_eq!(at("/data")[0]["source"], "/data/volumes/data/_data");
+    assert_eq!(
+        at("/data")[0]["options"],
+        serde_json::json!(["rbind", "rprivate", "ro"])
+    );
+    assert_eq!(
+        at("/srv")[0]["options"],
+        serde_json::json!(["rbind", "rslave"])
+    );
+    assert_eq!(at("/sbin/docker-init")[0]["source"], "/usr/bin/tini-static");
+    let depth = |m: &serde_json::Value| m["destination"].as_str().unwrap().split('/').count();
+    assert!(
+        all.windows(2).all(|w| depth(&w[0]) <= depth(&w[1])),
+        "parents are mounted before children: {all:?}"
+    );
+}
+
 #[test]
 fn spec_has_docker_defaults() {
     let task = Task {
@@ -200,15 +318,9 @@ fn spec_has_docker_defaults() {
         task_dir: Path::new("/data/tasks/t1234567890abcdef"),
         nofile: 4096,
         netns: None,
-        host: &Host {
-            arch: "amd64",
-            kernel: Some(shoal_proto::validate::security::KernelVersion {
-                kernel: 6,
-                major: 1,
-            }),
-            last_cap: 40,
-            apparmor: apparmor::AppArmorState::Loaded,
-        },
+        host: &test_host(),
+        mounts: &[],
+        init: None,
     })
     .unwrap();
     let json = serde_json::to_value(&spec).unwrap();

@@ -12,7 +12,11 @@ use shoal_proto::{
     endpoint_spec, AutoscalePolicy, NetworkAttachmentConfig, PortConfig, ResourceAmounts, Resources,
 };
 
+use super::files::{FileFlags, FileUpdateFlags};
+use super::health::HealthFlags;
+use super::options::{OptionFlags, OptionUpdateFlags};
 use super::publish::{parse_endpoint_mode, parse_publish, parse_publish_rm};
+use super::rollout::RolloutFlags;
 use super::security::{parse_cap_add, parse_cap_drop, parse_security_opt, SecurityOpt};
 
 use crate::commands::flags::{
@@ -35,9 +39,12 @@ pub struct CreateArgs {
     /// Number of tasks (replicated mode; default 1)
     #[arg(long, value_parser = parse_replicas, allow_hyphen_values = true)]
     pub replicas: Option<u64>,
-    /// Service mode
+    /// Service mode ("replicated", "global", "replicated-job" or "global-job")
     #[arg(long, value_enum, default_value = "replicated")]
     pub mode: ModeArg,
+    /// Number of job tasks to run concurrently (default equal to --replicas)
+    #[arg(long, value_name = "N")]
+    pub max_concurrent: Option<u64>,
     /// Placement constraints (e.g. node.role==manager, node.labels.zone!=east)
     #[arg(long = "constraint", value_name = "EXPR")]
     pub constraint: Vec<String>,
@@ -112,6 +119,17 @@ pub struct CreateArgs {
     /// read here and sent with the spec), apparmor=unconfined
     #[arg(long = "security-opt", value_name = "OPTION", value_parser = parse_security_opt)]
     pub security_opt: Vec<SecurityOpt>,
+    #[command(flatten)]
+    pub options: OptionFlags,
+    #[command(flatten)]
+    pub health: HealthFlags,
+    #[command(flatten)]
+    pub files: FileFlags,
+    #[command(flatten)]
+    pub rollout: RolloutFlags,
+    /// Send registry authentication details to swarm agents
+    #[arg(long)]
+    pub with_registry_auth: bool,
     /// Exit immediately instead of waiting for the service to converge
     #[arg(short, long)]
     pub detach: bool,
@@ -310,6 +328,9 @@ pub struct UpdateArgs {
     /// Number of tasks
     #[arg(long, value_parser = parse_replicas, allow_hyphen_values = true)]
     pub replicas: Option<u64>,
+    /// Number of job tasks to run concurrently (replicated jobs)
+    #[arg(long, value_name = "N")]
+    pub max_concurrent: Option<u64>,
     #[command(flatten)]
     pub resources: ResourceFlags,
     #[command(flatten)]
@@ -355,6 +376,35 @@ pub struct UpdateArgs {
     /// Remove a DNS option
     #[arg(long = "dns-option-rm", value_name = "OPTION")]
     pub dns_option_rm: Vec<String>,
+    #[command(flatten)]
+    pub options: OptionUpdateFlags,
+    #[command(flatten)]
+    pub health: HealthFlags,
+    #[command(flatten)]
+    pub files: FileUpdateFlags,
+    #[command(flatten)]
+    pub rollout: RolloutFlags,
+    /// Force update even if no changes require it (the tasks are replaced)
+    #[arg(long)]
+    pub force: bool,
+    /// Send registry authentication details to swarm agents
+    #[arg(long)]
+    pub with_registry_auth: bool,
+    /// Rollback to previous specification
+    #[arg(long)]
+    pub rollback: bool,
+    /// Exit immediately instead of waiting for the service to converge
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Suppress progress output
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Service (name, ID or ID prefix)
+    pub service: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
     /// Exit immediately instead of waiting for the service to converge
     #[arg(short, long)]
     pub detach: bool,
@@ -435,6 +485,9 @@ pub struct LogsArgs {
     /// Show timestamps
     #[arg(short, long)]
     pub timestamps: bool,
+    /// Show logs since timestamp (e.g. 2026-12-05T06:00:00Z), Unix time, or relative (e.g. 42m)
+    #[arg(long, value_name = "TIME", value_parser = parse_since)]
+    pub since: Option<i64>,
     /// Do not neatly format logs
     #[arg(long)]
     pub raw: bool,
@@ -455,6 +508,8 @@ pub struct LogsArgs {
 pub enum ModeArg {
     Replicated,
     Global,
+    ReplicatedJob,
+    GlobalJob,
 }
 
 /// `--network` / `--network-add`: `NAME`, or `name=NAME,alias=A,…` (`target=` is `name=`).
@@ -533,6 +588,47 @@ pub fn parse_tail(s: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("invalid tail value {s:?}: expected a number of lines or \"all\""))
 }
 
+/// `--since` as docker takes it, in ms since the epoch: a duration back from now (`42m`,
+/// `1h30m`), a Unix time in seconds (`1764914400`, fractions allowed), or a date and time in
+/// RFC 3339 (`2026-12-05T06:00:00Z`, `…+01:00`), without a zone (UTC), or a date alone.
+pub fn parse_since(s: &str) -> Result<i64, String> {
+    since_at(s, chrono::Utc::now())
+}
+
+fn since_at(s: &str, now: chrono::DateTime<chrono::Utc>) -> Result<i64, String> {
+    let s = s.trim();
+    if let Ok(d) = crate::output::parse_duration(s) {
+        let d = chrono::Duration::from_std(d).map_err(|e| format!("--since {s}: {e}"))?;
+        return Ok((now - d).timestamp_millis());
+    }
+    if let Ok(secs) = s.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Ok((secs * 1000.0) as i64);
+        }
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp_millis());
+    }
+    for format in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S",
+    ] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, format) {
+            return Ok(t.and_utc().timestamp_millis());
+        }
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        if let Some(t) = d.and_hms_opt(0, 0, 0) {
+            return Ok(t.and_utc().timestamp_millis());
+        }
+    }
+    Err(format!(
+        "invalid --since value {s:?}: give a time such as 2026-12-05T06:00:00Z, a Unix \
+         timestamp, or a duration such as 10m"
+    ))
+}
+
 const FILTER_KEYS: &[&str] = &["desired-state", "id", "name", "node"];
 
 pub fn parse_filter(s: &str) -> Result<(String, String), String> {
@@ -558,6 +654,25 @@ mod tests {
     use super::*;
     use crate::commands::service::testing::parse;
     use crate::commands::service::ServiceCommand;
+
+    #[test]
+    fn since_takes_docker_forms() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-05T06:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let at = |s: &str| since_at(s, now);
+        let six = now.timestamp_millis();
+        assert_eq!(at("42m"), Ok(six - 42 * 60_000));
+        assert_eq!(at("1h30m"), Ok(six - 90 * 60_000));
+        assert_eq!(at("1764914400"), Ok(1_764_914_400_000));
+        assert_eq!(at("1764914400.5"), Ok(1_764_914_400_500));
+        assert_eq!(at("2026-12-05T06:00:00Z"), Ok(six));
+        assert_eq!(at("2026-12-05T07:00:00+01:00"), Ok(six));
+        assert_eq!(at("2026-12-05T06:00:00"), Ok(six));
+        assert_eq!(at("2026-12-05"), Ok(six - 6 * 3_600_000));
+        let err = at("yesterday").unwrap_err();
+        assert!(err.contains("invalid --since value \"yesterday\""), "{err}");
+    }
 
     #[test]
     fn scale_specifiers() {

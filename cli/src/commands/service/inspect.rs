@@ -1,16 +1,19 @@
 //! `service inspect`: the service as JSON, or docker's `--pretty` layout with the resources,
-//! DNS settings, networks (by name) and the autoscale policy and its recent decisions.
+//! DNS settings, healthcheck, networks (by name) and the autoscale policy and its recent
+//! decisions.
 
 use std::collections::HashMap;
 
 use anyhow::Result;
 use shoal_proto::validate::autoscale::{Policy, Target};
-use shoal_proto::{restart_policy::Condition, AutoscalePolicy, Service};
+use shoal_proto::{restart_policy::Condition, AutoscalePolicy, Service, ServiceMode};
 
 use super::args::InspectArgs;
 use super::get_service;
+use super::health;
 use super::list::familiar_image;
 use super::publish;
+use super::rollout;
 use super::security;
 use crate::client::Client;
 use crate::commands::flags::cpus_text;
@@ -40,6 +43,7 @@ fn service_json(service: &Service) -> Result<serde_json::Value> {
             publish::endpoint_json(service.endpoint.as_ref()),
         );
     }
+    rollout::name_status_state(service, &mut value);
     let spec_endpoint = service.spec.as_ref().and_then(|s| s.endpoint.as_ref());
     if let Some(spec) = value.get_mut("spec").and_then(|v| v.as_object_mut()) {
         spec.remove("endpoint");
@@ -105,8 +109,24 @@ pub fn pretty_with(service: &Service, network_names: &HashMap<String, String>) -
         p.field(0, "Created at", output::rfc3339(meta.created_at_ms));
         p.field(0, "Updated at", output::rfc3339(meta.updated_at_ms));
     }
-    p.field(0, "Service Mode", "Replicated");
-    p.field(1, "Replicas", spec.replicas.to_string());
+    match spec.mode() {
+        ServiceMode::Replicated => {
+            p.field(0, "Service Mode", "Replicated");
+            p.field(1, "Replicas", spec.replicas.to_string());
+        }
+        ServiceMode::Global => p.field(0, "Service Mode", "Global"),
+        ServiceMode::ReplicatedJob => {
+            p.field(0, "Service Mode", "Replicated Job");
+            let concurrent = match spec.max_concurrent {
+                0 => spec.replicas,
+                n => n,
+            };
+            p.field(1, "Max Concurrent", concurrent.to_string());
+            p.field(1, "Total Completions", spec.replicas.to_string());
+        }
+        ServiceMode::GlobalJob => p.field(0, "Service Mode", "Global Job"),
+    }
+    rollout::pretty(&mut p, service);
     if let Some(r) = &spec.restart {
         let condition = Condition::try_from(r.condition).unwrap_or(Condition::Any);
         p.section(0, "RestartPolicy");
@@ -170,6 +190,8 @@ pub fn pretty_with(service: &Service, network_names: &HashMap<String, String>) -
         p.field(1, "StopSignal", c.stop_signal.clone());
     }
     pretty_security(&mut p, &c);
+    health::pretty_health(&mut p, &c);
+    super::files::pretty(&mut p, &c);
     if let Some(r) = &c.resources {
         p.section(0, "Resources");
         for (name, amounts) in [("Reservations", r.reservations), ("Limits", r.limits)] {

@@ -5,7 +5,10 @@ use std::collections::HashMap;
 
 use anyhow::Result;
 use serde_json::{Map, Value};
-use shoal_proto::{reference, Empty, ListTasksRequest, Service, Task, TaskState};
+use shoal_proto::{
+    reference, Empty, HealthStatus, ListTasksRequest, Service, ServiceMode, ServiceSummary, Task,
+    TaskState,
+};
 
 use super::args::{LsArgs, PsArgs};
 use super::get_service;
@@ -30,34 +33,54 @@ pub(super) async fn ls(client: &Client, args: LsArgs) -> Result<()> {
         .or_daemon_error()?
         .services;
     services.sort_by(|a, b| service_name(a.service.as_ref()).cmp(service_name(b.service.as_ref())));
-    let rows: Vec<(Service, u64, u64)> = services
-        .into_iter()
-        .filter_map(|s| Some((s.service?, s.running, s.desired)))
-        .collect();
     if args.quiet {
-        for (service, _, _) in &rows {
-            println!("{}", output::short_id(&service.id));
+        for summary in &services {
+            let id = summary.service.as_ref().map_or("", |s| s.id.as_str());
+            println!("{}", output::short_id(id));
         }
         return Ok(());
     }
     print!(
         "{}",
-        service_listing(&rows).render(&Format::parse(args.format.as_deref()))?
+        service_listing(&services).render(&Format::parse(args.format.as_deref()))?
     );
     Ok(())
 }
 
-pub fn service_listing(services: &[(Service, u64, u64)]) -> Listing {
+/// docker's MODE column.
+fn mode_word(mode: ServiceMode) -> &'static str {
+    match mode {
+        ServiceMode::Replicated => "replicated",
+        ServiceMode::Global => "global",
+        ServiceMode::ReplicatedJob => "replicated job",
+        ServiceMode::GlobalJob => "global job",
+    }
+}
+
+/// docker's REPLICAS column: running/desired, and for a job its completions.
+fn replicas_cell(mode: ServiceMode, s: &ServiceSummary) -> String {
+    let counts = format!("{}/{}", s.running, s.desired);
+    match mode {
+        ServiceMode::ReplicatedJob | ServiceMode::GlobalJob => {
+            format!("{counts} ({}/{} completed)", s.completed, s.job_total)
+        }
+        _ => counts,
+    }
+}
+
+pub fn service_listing(services: &[ServiceSummary]) -> Listing {
+    let no_service = Service::default();
     let rows = services
         .iter()
-        .map(|(service, running, desired)| {
+        .map(|summary| {
+            let service = summary.service.as_ref().unwrap_or(&no_service);
             let spec = service.spec.clone().unwrap_or_default();
             let image = spec.container.as_ref().map_or("", |c| c.image.as_str());
             let cells = vec![
                 output::short_id(&service.id).to_string(),
                 spec.name.clone(),
-                "replicated".to_string(),
-                format!("{running}/{desired}"),
+                mode_word(spec.mode()).to_string(),
+                replicas_cell(spec.mode(), summary),
                 familiar_image(image, true),
                 super::publish::ls_ports(service.endpoint.as_ref()),
             ];
@@ -209,6 +232,16 @@ fn task_matches(
     })
 }
 
+/// The healthcheck's word after the state, as `docker ps` shows it after "Up 5 seconds".
+fn health_suffix(health: HealthStatus) -> &'static str {
+    match health {
+        HealthStatus::None => "",
+        HealthStatus::Starting => " (health: starting)",
+        HealthStatus::Healthy => " (healthy)",
+        HealthStatus::Unhealthy => " (unhealthy)",
+    }
+}
+
 fn task_name(task: &Task) -> String {
     format!("{}.{}", task.service_name, task.slot)
 }
@@ -251,7 +284,7 @@ pub fn task_listing(
                 .cloned()
                 .unwrap_or_else(|| task.node_id.clone())
         };
-        let current = if status.timestamp_ms > 0 {
+        let mut current = if status.timestamp_ms > 0 {
             format!(
                 "{} {}",
                 task.state().display_name(),
@@ -260,6 +293,7 @@ pub fn task_listing(
         } else {
             task.state().display_name().to_string()
         };
+        current.push_str(health_suffix(status.health()));
         let error = if status.err.is_empty() {
             String::new()
         } else if opts.no_trunc {
@@ -378,6 +412,38 @@ t10aaaaaaaaa   web.10      busybox:latest   node1     Running         Pending 2 
     }
 
     #[test]
+    fn ps_shows_health_after_the_state_as_docker_ps() {
+        let with = |id: &str, slot, state, health: HealthStatus| {
+            let mut t = task(id, slot, 1_000, state, TaskState::Running);
+            if let Some(s) = t.status.as_mut() {
+                s.health = health as i32;
+            }
+            t
+        };
+        let tasks = [
+            with("t1", 1, TaskState::Starting, HealthStatus::Starting),
+            with("t2", 2, TaskState::Running, HealthStatus::Healthy),
+            with("t3", 3, TaskState::Failed, HealthStatus::Unhealthy),
+            with("t4", 4, TaskState::Running, HealthStatus::None),
+        ];
+        let listing = task_listing(&tasks, &HashMap::new(), PsOptions::default(), 6_000);
+        let states: Vec<&Value> = listing
+            .rows
+            .iter()
+            .map(|r| &r.fields["CurrentState"])
+            .collect();
+        assert_eq!(
+            states,
+            [
+                "Starting 5 seconds ago (health: starting)",
+                "Running 5 seconds ago (healthy)",
+                "Failed 5 seconds ago (unhealthy)",
+                "Running 5 seconds ago",
+            ]
+        );
+    }
+
+    #[test]
     fn ls_rows() {
         let service = Service {
             id: "abcdefghijklmnopqrstuvwxy".into(),
@@ -392,13 +458,27 @@ t10aaaaaaaaa   web.10      busybox:latest   node1     Running         Pending 2 
             }),
             ..Default::default()
         };
-        let out = service_listing(&[(service, 2, 3)])
+        let summary = |service: Service, running, desired, completed, job_total| ServiceSummary {
+            service: Some(service),
+            running,
+            desired,
+            completed,
+            job_total,
+        };
+        let mut job = service.clone();
+        job.id = "mnopqrstuvwxyz".into();
+        if let Some(spec) = job.spec.as_mut() {
+            spec.name = "batch".into();
+            spec.mode = ServiceMode::ReplicatedJob as i32;
+        }
+        let out = service_listing(&[summary(service, 2, 3, 0, 0), summary(job, 1, 2, 7, 10)])
             .render(&Format::Table)
             .unwrap();
         assert_eq!(
             out,
-            "ID             NAME      MODE         REPLICAS   IMAGE        PORTS\n\
-             abcdefghijkl   web       replicated   2/3        nginx:1.25\n"
+            "ID             NAME      MODE             REPLICAS               IMAGE        PORTS\n\
+             abcdefghijkl   web       replicated       2/3                    nginx:1.25\n\
+             mnopqrstuvwx   batch     replicated job   1/2 (7/10 completed)   nginx:1.25\n"
         );
     }
 

@@ -81,6 +81,7 @@ pub(super) async fn logs(client: &Client, args: LogsArgs) -> Result<()> {
             service: service.id.clone(),
             follow: args.follow,
             tail: args.tail,
+            since_ms: args.since.unwrap_or(0),
         })
         .await
         .or_daemon_error()?;

@@ -8,16 +8,21 @@
 //!
 //! One file per concern: [`args`] (flags), [`spec`] (flags → spec, checked offline),
 //! [`networks`] (`--network*`, `--dns*`), [`publish`] (`--publish*`, `--endpoint-mode`),
+//! [`health`] (`--health-*`, `--no-healthcheck`),
 //! [`create`] (create, update), [`scale`] (scale, rm), [`list`] (ls, ps), [`inspect`],
 //! [`logs`].
 
 mod args;
 mod create;
+mod files;
+mod health;
 mod inspect;
 mod list;
 mod logs;
 mod networks;
+mod options;
 mod publish;
+mod rollout;
 mod scale;
 mod security;
 mod spec;
@@ -50,6 +55,8 @@ pub enum ServiceCommand {
     Rm(RmArgs),
     /// Fetch the logs of a service
     Logs(LogsArgs),
+    /// Revert changes to a service's configuration
+    Rollback(RollbackArgs),
 }
 
 pub async fn run(host: &str, command: ServiceCommand) -> Result<()> {
@@ -68,6 +75,9 @@ pub async fn run(host: &str, command: ServiceCommand) -> Result<()> {
         ServiceCommand::Scale(args) => scale::scale(&Client::connect(host).await?, args).await,
         ServiceCommand::Rm(args) => scale::rm(&Client::connect(host).await?, args).await,
         ServiceCommand::Logs(args) => logs::logs(&Client::connect(host).await?, args).await,
+        ServiceCommand::Rollback(args) => {
+            create::rollback(&Client::connect(host).await?, &args).await
+        }
     }
 }
 
@@ -95,6 +105,7 @@ async fn update_spec(
             service: service.id.clone(),
             version: service.meta.as_ref().map_or(0, |m| m.version),
             spec: Some(spec),
+            rollback: false,
         })
         .await
 }

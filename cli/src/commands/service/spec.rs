@@ -15,6 +15,7 @@ use super::args::{CreateArgs, ModeArg, RestartCondition, UpdateArgs};
 use super::networks::{apply_container_update, dns_config, network_mode, without_none};
 use super::publish::{apply_endpoint_update, create_endpoint};
 use super::security::{effective_add_drop, privileges, update_capabilities};
+use crate::docker_config;
 
 /// Docker's defaults, sent explicitly so that `inspect` shows what the service really does.
 const DEFAULT_RESTART_DELAY: Duration = Duration::from_secs(5);
@@ -43,19 +44,27 @@ pub fn build_spec(args: &CreateArgs) -> Result<ServiceSpec> {
             ServiceMode::Replicated,
             r.unwrap_or(autoscale.as_ref().map_or(1, |p| p.min_replicas)),
         ),
+        (ModeArg::ReplicatedJob, r) => (ServiceMode::ReplicatedJob, r.unwrap_or(1)),
         (ModeArg::Global, None) => (ServiceMode::Global, 0),
-        (ModeArg::Global, Some(_)) => {
-            bail!("--replicas can only be used with replicated mode")
+        (ModeArg::GlobalJob, None) => (ServiceMode::GlobalJob, 0),
+        (ModeArg::Global | ModeArg::GlobalJob, Some(_)) => {
+            bail!("--replicas can only be used with replicated or replicated-job mode")
         }
     };
-    let condition = match args.restart_condition.unwrap_or(RestartCondition::Any) {
+    // A job's task that completes is done: by default only a failure runs it again (docker).
+    let default_condition = if validate::jobs::is_job(mode) {
+        RestartCondition::OnFailure
+    } else {
+        RestartCondition::Any
+    };
+    let condition = match args.restart_condition.unwrap_or(default_condition) {
         RestartCondition::Any => Condition::Any,
         RestartCondition::None => Condition::None,
         RestartCondition::OnFailure => Condition::OnFailure,
     };
     let (capability_add, capability_drop) =
         effective_add_drop(&args.caps.cap_add, &args.caps.cap_drop);
-    let spec = ServiceSpec {
+    let mut spec = ServiceSpec {
         name,
         labels: args.label.iter().cloned().collect(),
         container: Some(ContainerSpec {
@@ -75,6 +84,7 @@ pub fn build_spec(args: &CreateArgs) -> Result<ServiceSpec> {
             capability_add,
             capability_drop,
             privileges: privileges(&args.security_opt)?,
+            ..Default::default()
         }),
         restart: Some(RestartPolicy {
             condition: condition as i32,
@@ -91,9 +101,35 @@ pub fn build_spec(args: &CreateArgs) -> Result<ServiceSpec> {
         }),
         networks: without_none(&args.network),
         endpoint: create_endpoint(args.endpoint_mode, &args.publish),
+        update: None,
+        rollback: None,
+        max_concurrent: args.max_concurrent.unwrap_or(0),
+        registry_auth: None,
     };
+    if args.with_registry_auth {
+        spec.registry_auth = Some(registry_auth_for(&image.registry)?);
+    }
+    if let Some(c) = spec.container.as_mut() {
+        args.options.apply(c)?;
+        c.healthcheck = args.health.create()?;
+        args.files.apply(c);
+    }
+    args.rollout.apply(&mut spec);
     check_locally(&spec)?;
     Ok(spec)
+}
+
+/// `--with-registry-auth`: the credentials `shoal login` (or `docker login`) stored for the
+/// image's registry. Docker sends nothing when there are none; saying so saves a failed pull.
+fn registry_auth_for(registry: &str) -> Result<shoal_proto::RegistryAuth> {
+    match docker_config::lookup(registry)? {
+        Some(auth) => Ok(auth),
+        None => bail!(
+            "--with-registry-auth: there are no credentials for registry {registry} in {}; run \
+             `shoal login {registry}` first",
+            docker_config::path()?.display()
+        ),
+    }
 }
 
 /// The checks the manager makes that need no network, so a bad flag fails before dialling.
@@ -104,6 +140,9 @@ fn check_locally(spec: &ServiceSpec) -> Result<()> {
     validate::networking(spec)?;
     validate::endpoint::endpoint(spec)?;
     validate::security(spec)?;
+    validate::container_options(spec)?;
+    validate::rollout::policies(spec)?;
+    validate::jobs::validate(spec)?;
     Ok(())
 }
 
@@ -140,6 +179,7 @@ pub fn apply_update(spec: &ServiceSpec, args: &UpdateArgs) -> Result<ServiceSpec
     container.resources = args.resources.apply(container.resources.take());
     apply_container_update(container, args);
     update_capabilities(container, &args.caps.cap_add, &args.caps.cap_drop);
+    container.healthcheck = args.health.update(container.healthcheck.take())?;
     apply_endpoint_update(
         &mut spec,
         &args.publish_add,
@@ -153,13 +193,32 @@ pub fn apply_update(spec: &ServiceSpec, args: &UpdateArgs) -> Result<ServiceSpec
     }
     match (args.replicas, validate::autoscale::of_spec(&spec)) {
         (Some(n), _) => {
-            if spec.mode() == ServiceMode::Global {
-                bail!("--replicas can only be used with replicated mode");
+            if matches!(spec.mode(), ServiceMode::Global | ServiceMode::GlobalJob) {
+                bail!("--replicas can only be used with replicated or replicated-job mode");
             }
             spec.replicas = n;
         }
         (None, Some(policy)) => spec.replicas = policy.clamp(spec.replicas),
         (None, None) => {}
+    }
+    args.options.apply(&mut spec)?;
+    args.files
+        .apply(spec.container.get_or_insert_with(Default::default))?;
+    args.rollout.apply(&mut spec);
+    if let Some(n) = args.max_concurrent {
+        spec.max_concurrent = n;
+    }
+    if args.with_registry_auth {
+        let image = spec.container.as_ref().map_or("", |c| c.image.as_str());
+        let registry = reference::parse_normalized(image)
+            .map_err(|e| anyhow!("{e}"))?
+            .registry;
+        spec.registry_auth = Some(registry_auth_for(&registry)?);
+    }
+    if args.force {
+        // A spec that differs from every task's: all of them are replaced.
+        let container = spec.container.get_or_insert_with(Default::default);
+        container.force_update = container.force_update.wrapping_add(1);
     }
     check_locally(&spec)?;
     Ok(spec)

@@ -157,6 +157,7 @@ fn task_on_front(st: &mut StoreState, id: &str, addr: &str) -> Result<(), ApplyE
             task_id: id.into(),
             networks: vec![attachment(addr)],
             error: String::new(),
+            timestamp_ms: 0,
         }),
     )
 }

@@ -138,9 +138,11 @@ fn addresses_of_live_tasks_are_skipped_and_freed_ones_reused_last() {
     apply(&mut st, actions);
 
     // The live task finishes: its address is free, but serial allocation moves on first.
-    st.tasks.get_mut("live").unwrap().status = Some(TaskStatus {
-        state: TaskState::Shutdown as i32,
-        ..Default::default()
+    st.tasks.modify("live", |t| {
+        t.status = Some(TaskStatus {
+            state: TaskState::Shutdown as i32,
+            ..Default::default()
+        })
     });
     st.tasks.insert("b".into(), task("b", 2, &["n1"]));
     assert_eq!(proposed(&role.plan(&st)), [ok("b", &["198.18.128.4/24"])]);

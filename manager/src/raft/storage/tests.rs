@@ -131,6 +131,53 @@ fn raft_storage_snapshot_then_compact_keeps_the_tail() {
 }
 
 #[test]
+fn a_snapshot_written_on_another_thread_while_the_log_grows_is_adopted_and_survives_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let mut s = RaftStorage::open_unlocked(dir.path(), 3).expect("open");
+        s.bootstrap(ConfState {
+            voters: vec![3],
+            ..Default::default()
+        })
+        .expect("bootstrap");
+        let ents: Vec<Entry> = (1..=5).map(|i| entry(i, 1)).collect();
+        let hs = HardState {
+            term: 1,
+            commit: 5,
+            ..Default::default()
+        };
+        s.persist(&ents, Some(&hs)).expect("persist");
+        let snapshot = Snapshot {
+            data: b"state@4".to_vec().into(),
+            metadata: Some(
+                s.snapshot_metadata(4, s.conf_state().clone())
+                    .expect("metadata"),
+            )
+            .into(),
+            ..Default::default()
+        };
+        let writer = s.snapshot_writer();
+        let thread = std::thread::spawn(move || writer.write(&snapshot).map(|()| snapshot));
+        // The loop goes on appending meanwhile: redb runs the two writes one after the other.
+        s.append(&[entry(6, 1), entry(7, 1)]).expect("append");
+        let snapshot = thread.join().expect("writer thread").expect("write");
+        // Until adopted, the log serves the snapshot it had (none) and refuses compaction.
+        assert_eq!(s.snapshot_index(), 0);
+        assert!(s.compact(4).is_err());
+        s.adopt_snapshot(snapshot).expect("adopt");
+        s.compact(4).expect("compact");
+        // An older snapshot than the adopted one is refused.
+        let mut stale = Snapshot::default();
+        stale.mut_metadata().index = 3;
+        assert!(s.adopt_snapshot(stale).is_err());
+    }
+    let s = RaftStorage::open_unlocked(dir.path(), 3).expect("reopen");
+    assert_eq!(s.snapshot_index(), 4);
+    assert_eq!(s.snapshot_ref().data.as_ref(), b"state@4");
+    assert_eq!(indices_terms(&s), vec![(5, 1), (6, 1), (7, 1)]);
+}
+
+#[test]
 fn raft_storage_apply_snapshot_replaces_the_log() {
     let dir = tempfile::tempdir().expect("tempdir");
     {

@@ -103,6 +103,82 @@ fn task_state_only_moves_forward_and_freezes_when_terminal() {
 }
 
 #[test]
+fn a_health_change_is_taken_at_the_same_state_but_never_backwards() {
+    use shoal_proto::HealthStatus;
+    let health = |state: TaskState, health: HealthStatus| {
+        Action::UpdateTaskStatus(TaskStatusUpdate {
+            task_id: "t1".into(),
+            status: Some(TaskStatus {
+                state: state as i32,
+                health: health as i32,
+                timestamp_ms: 1_000 + state as i64 * 10 + health as i64,
+                ..Default::default()
+            }),
+        })
+    };
+    let mut s = StoreState::default();
+    one(&mut s, 1, Action::CreateTask(task("t1"))).unwrap();
+    one(&mut s, 2, status("t1", TaskState::Starting)).unwrap();
+    one(
+        &mut s,
+        3,
+        health(TaskState::Starting, HealthStatus::Starting),
+    )
+    .unwrap();
+    let st = s.tasks["t1"].status.clone().unwrap();
+    assert_eq!(
+        (st.state(), st.health()),
+        (TaskState::Starting, HealthStatus::Starting)
+    );
+    // A repeat changes nothing (the task's version stays).
+    one(
+        &mut s,
+        4,
+        health(TaskState::Starting, HealthStatus::Starting),
+    )
+    .unwrap();
+    assert_eq!(s.tasks["t1"].meta.as_ref().unwrap().version, 3);
+    one(&mut s, 5, health(TaskState::Running, HealthStatus::Healthy)).unwrap();
+    let started = s.tasks["t1"].started_at_ms;
+    assert_eq!(
+        started, 1_062,
+        "RUNNING (healthy) starts the monitor period"
+    );
+    // Another health at RUNNING is taken but does not move when the task started running.
+    one(&mut s, 6, health(TaskState::Running, HealthStatus::None)).unwrap();
+    assert_eq!(
+        s.tasks["t1"].status.as_ref().unwrap().health(),
+        HealthStatus::None
+    );
+    assert_eq!(s.tasks["t1"].started_at_ms, started);
+    one(&mut s, 6, health(TaskState::Running, HealthStatus::Healthy)).unwrap();
+    // A late report of a lower state is refused, whatever its health.
+    one(
+        &mut s,
+        6,
+        health(TaskState::Starting, HealthStatus::Unhealthy),
+    )
+    .unwrap();
+    let st = s.tasks["t1"].status.clone().unwrap();
+    assert_eq!(
+        (st.state(), st.health()),
+        (TaskState::Running, HealthStatus::Healthy)
+    );
+    one(
+        &mut s,
+        7,
+        health(TaskState::Failed, HealthStatus::Unhealthy),
+    )
+    .unwrap();
+    // Terminal: frozen, even for a health change.
+    one(&mut s, 8, health(TaskState::Failed, HealthStatus::None)).unwrap();
+    assert_eq!(
+        s.tasks["t1"].status.as_ref().unwrap().health(),
+        HealthStatus::Unhealthy
+    );
+}
+
+#[test]
 fn assignment_happens_once_and_desired_state_only_grows() {
     let mut s = StoreState::default();
     one(&mut s, 1, Action::CreateTask(task("t1"))).unwrap();
@@ -111,6 +187,7 @@ fn assignment_happens_once_and_desired_state_only_grows() {
             task_id: "t1".into(),
             node_id: node.into(),
             message: String::new(),
+            timestamp_ms: 0,
         })
     };
     one(&mut s, 2, assign("n1")).unwrap();
@@ -121,6 +198,7 @@ fn assignment_happens_once_and_desired_state_only_grows() {
         Action::SetTaskDesiredState(TaskDesiredState {
             task_id: "t1".into(),
             desired_state: st as i32,
+            timestamp_ms: 0,
         })
     };
     one(&mut s, 4, desire(TaskState::Shutdown)).unwrap();
@@ -396,6 +474,7 @@ fn allocation(task: &str, addrs: &[(&str, &str)]) -> Action {
             })
             .collect(),
         error: String::new(),
+        timestamp_ms: 0,
     })
 }
 
@@ -544,6 +623,7 @@ fn an_allocation_error_leaves_the_task_new_with_the_reason() {
         task_id: "t2".into(),
         networks: vec![],
         error: "no available IP addresses on network front".into(),
+        timestamp_ms: 0,
     });
     one(&mut s, 5, refuse).unwrap();
     let t = &s.tasks["t2"];

@@ -10,7 +10,7 @@ use crate::executor::{Executor, ObservedState};
 use crate::logs;
 
 /// Runs a controller for `t`, as the worker does; the sender is the assignment.
-fn spawn(
+pub(super) fn spawn(
     h: &Harness,
     t: shoal_proto::Task,
     adopted: Option<ObservedState>,
@@ -187,4 +187,60 @@ async fn a_task_shut_down_before_it_started_is_never_started() {
 
     assert_eq!(h.states("t1"), [TaskState::Shutdown]);
     assert!(h.exec.calls("t1").is_empty());
+}
+
+#[tokio::test]
+async fn a_tasks_secrets_become_its_files_and_a_missing_one_rejects_it() {
+    use shoal_proto::{Secret, SecretReference, SecretSpec};
+    let h = Harness::new();
+    let mut t = task("t1");
+    if let Some(spec) = t.spec.as_mut() {
+        spec.secrets = vec![SecretReference {
+            secret_id: "x1".into(),
+            secret_name: "pw".into(),
+            target: "pw".into(),
+            uid: "1000".into(),
+            gid: "0".into(),
+            mode: 0o400,
+        }];
+    }
+    // Not sent to this node: rejected, never started.
+    let (_tx, ctl) = spawn(&h, t.clone(), None);
+    let rejected = h.wait_for("t1", TaskState::Rejected).await;
+    ctl.await.unwrap();
+    assert!(
+        rejected
+            .err
+            .contains("secret pw (x1) was not sent to this node"),
+        "{rejected:?}"
+    );
+    assert_eq!(h.exec.calls("t1"), ["prepare"]);
+
+    h.ctx.dependencies.set(
+        vec![Secret {
+            id: "x1".into(),
+            spec: Some(SecretSpec {
+                name: "pw".into(),
+                data: b"hunter2".to_vec(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        vec![],
+    );
+    t.id = "t2".into();
+    let (_tx, _ctl) = spawn(&h, t, None);
+    h.wait_for("t2", TaskState::Running).await;
+    let files = h.exec.files("t2");
+    assert_eq!(files.len(), 1);
+    assert_eq!(
+        (
+            files[0].path.as_str(),
+            files[0].uid,
+            files[0].gid,
+            files[0].mode
+        ),
+        ("/run/secrets/pw", 1000, 0, 0o400)
+    );
+    assert_eq!(files[0].data, b"hunter2");
 }

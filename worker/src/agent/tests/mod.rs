@@ -3,10 +3,11 @@
 //! containerd is `worker/tests/agent.rs`.
 
 mod controller;
+mod health;
 mod reporter;
 mod worker;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,6 +19,7 @@ use tokio::sync::watch;
 use super::controller::Ctx;
 use super::reporter::Reporter;
 use crate::executor::{ExecFuture, Executor, ExecutorError, ExitInfo, Observed, ObservedState};
+use crate::health::ProbeResult;
 use crate::image::ResolvedImage;
 
 /// How long a test waits for an outcome before it fails: generous, since only the outcome is
@@ -33,11 +35,16 @@ struct FakeState {
     calls: Vec<(&'static str, String)>,
     containers: HashMap<String, ObservedState>,
     next_pid: u32,
+    /// Tasks whose healthcheck probes pass (the rest fail, as a probe of a missing file would).
+    healthy: HashSet<String>,
+    /// The files each task was started with.
+    files: HashMap<String, Vec<crate::executor::TaskFile>>,
 }
 
 /// An executor whose containers are entries in a map: `start` makes one running, the test
 /// ends it with [`FakeExecutor::exit`], `stop` ends it as SIGTERM would. A task without a
-/// container spec fails to prepare, as with the real executor.
+/// container spec fails to prepare, as with the real executor. Healthcheck probes fail until
+/// the test says the task is healthy ([`FakeExecutor::set_healthy`]).
 pub(super) struct FakeExecutor {
     dir: tempfile::TempDir,
     state: Mutex<FakeState>,
@@ -86,11 +93,26 @@ impl FakeExecutor {
         self.set(task_id, Some(exited(code)));
     }
 
+    /// From now on the task's probes pass (`true`) or fail.
+    pub(super) fn set_healthy(&self, task_id: &str, healthy: bool) {
+        let mut st = self.lock();
+        if healthy {
+            st.healthy.insert(task_id.to_string());
+        } else {
+            st.healthy.remove(task_id);
+        }
+    }
+
     pub(super) fn container(&self, task_id: &str) -> Option<ObservedState> {
         self.lock().containers.get(task_id).cloned()
     }
 
     /// The operations called for one task, in order.
+    /// The files `task_id` was last started with.
+    pub(super) fn files(&self, task_id: &str) -> Vec<crate::executor::TaskFile> {
+        self.lock().files.get(task_id).cloned().unwrap_or_default()
+    }
+
     pub(super) fn calls(&self, task_id: &str) -> Vec<&'static str> {
         self.lock()
             .calls
@@ -134,10 +156,12 @@ impl Executor for FakeExecutor {
         task: &'a Task,
         _image: &'a ResolvedImage,
         _net: &'a crate::network::TaskNetwork,
+        files: &'a [crate::executor::TaskFile],
     ) -> ExecFuture<'a, u32> {
         self.record("start", &task.id);
         let pid = {
             let mut st = self.lock();
+            st.files.insert(task.id.clone(), files.to_vec());
             st.next_pid += 1;
             st.next_pid
         };
@@ -164,6 +188,25 @@ impl Executor for FakeExecutor {
                 }
             }
         })
+    }
+
+    fn probe<'a>(
+        &'a self,
+        task_id: &'a str,
+        _argv: &'a [String],
+        _timeout: Duration,
+    ) -> ExecFuture<'a, ProbeResult> {
+        self.record("probe", task_id);
+        let result = match self.container(task_id) {
+            Some(ObservedState::Running { .. }) if self.lock().healthy.contains(task_id) => {
+                Ok(ProbeResult::Healthy)
+            }
+            Some(ObservedState::Running { .. }) => Ok(ProbeResult::Failed("exit 1".into())),
+            _ => Err(ExecutorError::NotFound {
+                task: task_id.to_string(),
+            }),
+        };
+        Box::pin(async move { result })
     }
 
     fn stop<'a>(
@@ -271,6 +314,7 @@ impl Harness {
             executor: exec.clone(),
             network: Arc::new(crate::network::Loopback),
             reporter: reporter.clone(),
+            dependencies: Default::default(),
         });
         Harness {
             exec,

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use futures::Stream;
 use shoal_proto::dispatcher_server::{Dispatcher, DispatcherServer};
 use shoal_proto::{
-    Empty, HeartbeatRequest, HeartbeatResponse, SessionMessage, SessionRequest, TaskState,
-    TaskStatus, UpdateTaskStatusRequest, UsageReport,
+    Empty, HealthStatus, HeartbeatRequest, HeartbeatResponse, SessionMessage, SessionRequest,
+    TaskState, TaskStatus, UpdateTaskStatusRequest, UsageReport,
 };
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
@@ -59,7 +59,7 @@ fn every_state_is_queued_once_in_order_and_never_backwards() {
 #[test]
 fn what_the_manager_knows_is_not_reported_and_a_forgotten_task_starts_over() {
     let r = Reporter::new("node".into());
-    r.observe("t1", TaskState::Running);
+    r.observe("t1", TaskState::Running, HealthStatus::None);
     r.report("t1", status(TaskState::Starting));
     r.report("t1", status(TaskState::Running));
     assert!(queued(&r).is_empty());
@@ -69,6 +69,43 @@ fn what_the_manager_knows_is_not_reported_and_a_forgotten_task_starts_over() {
     assert_eq!(queued(&r), [("t2".to_string(), TaskState::Accepted)]);
     r.report("t1", status(TaskState::Accepted));
     assert_eq!(queued(&r), [("t1".to_string(), TaskState::Accepted)]);
+}
+
+#[test]
+fn a_new_health_at_the_same_state_is_reported_once() {
+    let with = |state: TaskState, health: HealthStatus| TaskStatus {
+        state: state as i32,
+        health: health as i32,
+        ..Default::default()
+    };
+    let r = Reporter::new("node".into());
+    r.report("t1", status(TaskState::Starting));
+    r.report("t1", with(TaskState::Starting, HealthStatus::Starting));
+    r.report("t1", with(TaskState::Starting, HealthStatus::Starting)); // a duplicate
+    r.report("t1", with(TaskState::Running, HealthStatus::Healthy));
+    r.report("t1", with(TaskState::Starting, HealthStatus::Unhealthy)); // behind
+    let healths: Vec<(TaskState, HealthStatus)> = r
+        .take()
+        .into_iter()
+        .map(|u| {
+            let s = u.status.unwrap();
+            (s.state(), s.health())
+        })
+        .collect();
+    assert_eq!(
+        healths,
+        [
+            (TaskState::Starting, HealthStatus::None),
+            (TaskState::Starting, HealthStatus::Starting),
+            (TaskState::Running, HealthStatus::Healthy),
+        ]
+    );
+    // What the manager already holds is not sent again; a change from it is.
+    r.observe("t2", TaskState::Running, HealthStatus::Healthy);
+    r.report("t2", with(TaskState::Running, HealthStatus::Healthy));
+    assert!(r.take().is_empty());
+    r.report("t2", with(TaskState::Running, HealthStatus::Unhealthy));
+    assert_eq!(r.take().len(), 1);
 }
 
 /// Records what the agent sends; refuses the first `refuse` status updates.

@@ -125,6 +125,7 @@ fn node_addresses_that_break_the_rules_are_refused() {
             task_id: "t1".into(),
             networks: vec![attachment("ing", "198.18.16.3/24")],
             error: String::new(),
+            timestamp_ms: 0,
         }),
     )
     .unwrap();
@@ -202,6 +203,7 @@ fn node_addresses_that_break_the_rules_are_refused() {
             task_id: "t2".into(),
             networks: vec![attachment("ing", "198.18.16.2/24")],
             error: String::new(),
+            timestamp_ms: 0,
         }),
     )
     .unwrap_err();

@@ -1,0 +1,177 @@
+//! Which services an orchestrator round plans: all of them, or only those whose service or
+//! tasks the entries applied since the last round touched.
+//!
+//! A service's plan depends on its spec, its own tasks and the nodes; so a task's status report
+//! concerns its service only, while a change of a node, a network or the cluster concerns every
+//! service. While a hundred services of a thousand replicas start, the reports in one round
+//! come from the few services being created, so a round reads a few thousand tasks instead of a
+//! hundred thousand. A deleted task is looked up no more (its service is unknown), so a delete
+//! makes the next round a full one; deletes come from the reaper, not from starting tasks.
+
+use std::collections::BTreeSet;
+
+use shoal_proto::{store_action::Action, Task};
+
+use crate::reconcile::Wake;
+use crate::store::StoreState;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    /// These service IDs (some may be deleted services whose tasks remain).
+    Services(BTreeSet<String>),
+}
+
+impl Scope {
+    /// The scope of a round woken by `wake`, read against the state the round plans from.
+    pub fn of(wake: &Wake, state: &StoreState) -> Scope {
+        let Wake::Changes(applied) = wake else {
+            return Scope::All;
+        };
+        let mut services = BTreeSet::new();
+        for action in applied.iter().flat_map(|a| &a.actions) {
+            let Some(action) = &action.action else {
+                continue;
+            };
+            let task_id = match action {
+                Action::CreateService(s) | Action::UpdateService(s) => {
+                    services.insert(s.id.clone());
+                    continue;
+                }
+                Action::DeleteService(id) => {
+                    services.insert(id.clone());
+                    continue;
+                }
+                Action::SetUpdateStatus(c) => {
+                    services.insert(c.service_id.clone());
+                    continue;
+                }
+                Action::CreateTask(t) => {
+                    services.insert(t.service_id.clone());
+                    continue;
+                }
+                // A node's own addresses play no part in any plan, nor do secrets and configs
+                // (a service's references to them are part of its spec).
+                Action::AllocateNode(_)
+                | Action::CreateSecret(_)
+                | Action::DeleteSecret(_)
+                | Action::CreateConfig(_)
+                | Action::DeleteConfig(_) => continue,
+                Action::AllocateTask(a) => &a.task_id,
+                Action::AssignTask(a) => &a.task_id,
+                Action::MarkTaskPending(u) | Action::UpdateTaskStatus(u) => &u.task_id,
+                Action::SetTaskDesiredState(d) => &d.task_id,
+                Action::DeleteTask(_)
+                | Action::PutCluster(_)
+                | Action::PutNode(_)
+                | Action::NodeStatus(_)
+                | Action::RemoveNode(_)
+                | Action::CreateNetwork(_)
+                | Action::DeleteNetwork(_) => return Scope::All,
+            };
+            // A task deleted since is no one's concern any more.
+            if let Some(t) = state.tasks.get(task_id) {
+                if !services.contains(&t.service_id) {
+                    services.insert(t.service_id.clone());
+                }
+            }
+        }
+        Scope::Services(services)
+    }
+
+    pub fn includes(&self, service_id: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Services(ids) => ids.contains(service_id),
+        }
+    }
+
+    /// The tasks of the services in scope.
+    pub fn tasks<'a>(&'a self, state: &'a StoreState) -> Box<dyn Iterator<Item = &'a Task> + 'a> {
+        match self {
+            Scope::All => Box::new(state.tasks.values()),
+            Scope::Services(ids) => Box::new(ids.iter().flat_map(|id| state.tasks_of_service(id))),
+        }
+    }
+
+    /// Nothing to plan.
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Scope::Services(ids) if ids.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use shoal_proto::{StoreAction, TaskStatusUpdate};
+
+    use super::super::testing::{ready, service, state, task};
+    use super::*;
+    use crate::store::Applied;
+
+    fn woken_by(actions: Vec<Action>) -> Wake {
+        Wake::Changes(vec![Arc::new(Applied {
+            index: 1,
+            actions: actions
+                .into_iter()
+                .map(|a| StoreAction { action: Some(a) })
+                .collect(),
+        })])
+    }
+
+    fn report(id: &str) -> Action {
+        Action::UpdateTaskStatus(TaskStatusUpdate {
+            task_id: id.into(),
+            status: None,
+        })
+    }
+
+    #[test]
+    fn a_task_change_concerns_its_service_and_a_node_change_every_service() {
+        let st = state(
+            vec![service("s1", shoal_proto::ServiceMode::Replicated, 1)],
+            vec![ready("n1")],
+            vec![task("t1", 1, "n1", shoal_proto::TaskState::Running, 0)],
+        );
+        let only = |ids: &[&str]| Scope::Services(ids.iter().map(|s| s.to_string()).collect());
+        assert_eq!(Scope::of(&Wake::Everything, &st), Scope::All);
+        assert_eq!(Scope::of(&woken_by(vec![report("t1")]), &st), only(&["s1"]));
+        assert_eq!(
+            Scope::of(&woken_by(vec![report("deleted since")]), &st),
+            only(&[])
+        );
+        assert!(Scope::of(&woken_by(vec![]), &st).is_empty());
+        let node = Action::PutNode(ready("n1"));
+        assert_eq!(
+            Scope::of(&woken_by(vec![report("t1"), node]), &st),
+            Scope::All
+        );
+        let deleted = Action::DeleteService("s9".into());
+        assert_eq!(Scope::of(&woken_by(vec![deleted]), &st), only(&["s9"]));
+    }
+
+    #[test]
+    fn a_scoped_plan_plans_only_its_services() {
+        let st = state(
+            vec![
+                service("s1", shoal_proto::ServiceMode::Replicated, 2),
+                service("s2", shoal_proto::ServiceMode::Replicated, 1),
+            ],
+            vec![ready("n1")],
+            vec![],
+        );
+        let scope = Scope::Services(["s2".to_string()].into());
+        let plan = super::super::plan_scoped(&st, 0, &scope);
+        let services: Vec<&str> = plan
+            .actions
+            .iter()
+            .filter_map(|a| match &a.action {
+                Some(Action::CreateTask(t)) => Some(t.service_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(services, ["s2"]);
+        assert_eq!(super::super::plan(&st, 0).actions.len(), 3);
+    }
+}

@@ -1,0 +1,231 @@
+//! The store's tasks and the indexes the writer roles read instead of walking every task.
+//!
+//! With a hundred thousand tasks, a role round that reads every task (the orchestrator grouping
+//! them by service, the scheduler and the allocator looking for the few not placed yet, the
+//! scheduler counting what every node runs) costs tens of milliseconds, and the roles ran such
+//! rounds back to back while tasks started. [`Tasks`] keeps, next to the tasks by ID:
+//!
+//! * the task IDs of each service (the orchestrator plans one service from its own tasks);
+//! * the tasks not placed yet and still wanted (the scheduler's and allocator's work list);
+//! * what the tasks placed on each node occupy there, as the scheduler counts it.
+//!
+//! Every change goes through [`Tasks::insert`], [`Tasks::remove`] or [`Tasks::modify`], which
+//! update the indexes by the difference the change made; reads go through `Deref` to the map,
+//! so the indexes cannot drift from the tasks.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Deref;
+
+use shoal_proto::{Task, TaskState};
+
+#[derive(Debug, Default, Clone)]
+pub struct Tasks {
+    map: BTreeMap<String, Task>,
+    by_service: HashMap<String, BTreeSet<String>>,
+    unplaced: BTreeSet<String>,
+    occupancy: Occupancy,
+}
+
+/// What the tasks placed on each node occupy there ([`occupies`]): how many, per node and per
+/// service, and which of them reserve resources or publish ports (the scheduler reads those
+/// whole; the others only count).
+#[derive(Debug, Default, Clone)]
+pub struct Occupancy {
+    per_node: HashMap<String, u64>,
+    per_service: HashMap<String, HashMap<String, u64>>,
+    heavy: BTreeSet<String>,
+}
+
+impl Occupancy {
+    /// Live tasks placed on `node`.
+    pub fn of_node(&self, node: &str) -> u64 {
+        self.per_node.get(node).copied().unwrap_or(0)
+    }
+
+    /// Live tasks of `service` placed on `node`.
+    pub fn of_service(&self, node: &str, service: &str) -> u64 {
+        self.per_service
+            .get(node)
+            .and_then(|s| s.get(service))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// IDs of the placed live tasks that reserve resources or publish a port.
+    pub fn heavy(&self) -> &BTreeSet<String> {
+        &self.heavy
+    }
+
+    fn add(&mut self, t: &Task, delta: i64) {
+        bump(&mut self.per_node, &t.node_id, delta);
+        match self.per_service.get_mut(&t.node_id) {
+            Some(services) => bump(services, &t.service_id, delta),
+            None => {
+                let mut services = HashMap::new();
+                bump(&mut services, &t.service_id, delta);
+                self.per_service.insert(t.node_id.clone(), services);
+            }
+        }
+        if is_heavy(t) {
+            if delta > 0 {
+                self.heavy.insert(t.id.clone());
+            } else {
+                self.heavy.remove(&t.id);
+            }
+        }
+    }
+}
+
+/// Adds `delta` to the count of `key`. A count that drops to zero stays (as zero): a task's
+/// status change uncounts and recounts it, and the key is copied only the first time.
+fn bump(counts: &mut HashMap<String, u64>, key: &str, delta: i64) {
+    match counts.get_mut(key) {
+        Some(n) => *n = n.saturating_add_signed(delta),
+        None => {
+            counts.insert(key.to_string(), delta.max(0) as u64);
+        }
+    }
+}
+
+/// Placed on a node and still wanted there: it occupies the node.
+pub fn occupies(t: &Task) -> bool {
+    !t.node_id.is_empty()
+        && t.state() >= TaskState::Assigned
+        && t.desired() <= TaskState::Running
+        && !t.state().is_terminal()
+}
+
+/// Not placed yet and still wanted: the allocator's and the scheduler's work.
+pub fn unplaced(t: &Task) -> bool {
+    t.state() <= TaskState::Pending && t.desired() <= TaskState::Running
+}
+
+/// Reserves resources or publishes a port: the scheduler needs more of it than a count.
+fn is_heavy(t: &Task) -> bool {
+    let reserves = t
+        .spec
+        .as_ref()
+        .and_then(|c| c.resources.as_ref())
+        .and_then(|r| r.reservations)
+        .is_some_and(|r| r.nano_cpus != 0 || r.memory_bytes != 0);
+    reserves || t.endpoint.as_ref().is_some_and(|e| !e.ports.is_empty())
+}
+
+impl Deref for Tasks {
+    type Target = BTreeMap<String, Task>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+impl PartialEq for Tasks {
+    /// The indexes follow from the tasks.
+    fn eq(&self, other: &Self) -> bool {
+        self.map == other.map
+    }
+}
+
+impl FromIterator<(String, Task)> for Tasks {
+    fn from_iter<I: IntoIterator<Item = (String, Task)>>(iter: I) -> Self {
+        let mut tasks = Tasks::default();
+        for (id, t) in iter {
+            tasks.insert(id, t);
+        }
+        tasks
+    }
+}
+
+impl Tasks {
+    /// Stores `task` under `id`, returning the task it replaces.
+    pub fn insert(&mut self, id: String, task: Task) -> Option<Task> {
+        let old = self.remove(&id);
+        self.index(&id, &task, 1);
+        self.map.insert(id, task);
+        old
+    }
+
+    pub fn remove(&mut self, id: &str) -> Option<Task> {
+        let old = self.map.remove(id)?;
+        self.index(id, &old, -1);
+        Some(old)
+    }
+
+    /// Changes task `id` in place with `f` (if it exists) and re-indexes it. `f` must not
+    /// change the task's service (no entry does).
+    pub fn modify<R>(&mut self, id: &str, f: impl FnOnce(&mut Task) -> R) -> Option<R> {
+        let task = self.map.get_mut(id)?;
+        let was_unplaced = unplaced(task);
+        let occupied = occupies(task);
+        if occupied {
+            self.occupancy.add(task, -1);
+        }
+        let r = f(task);
+        debug_assert!(self
+            .by_service
+            .get(&task.service_id)
+            .is_some_and(|ids| ids.contains(id)));
+        if occupies(task) {
+            self.occupancy.add(task, 1);
+        }
+        match (was_unplaced, unplaced(task)) {
+            (false, true) => {
+                self.unplaced.insert(id.to_string());
+            }
+            (true, false) => {
+                self.unplaced.remove(id);
+            }
+            _ => {}
+        }
+        Some(r)
+    }
+
+    /// The IDs of the tasks of `service_id`, in ID order.
+    pub fn ids_of_service(&self, service_id: &str) -> impl Iterator<Item = &str> {
+        self.by_service
+            .get(service_id)
+            .into_iter()
+            .flat_map(|ids| ids.iter().map(String::as_str))
+    }
+
+    /// The service IDs that have tasks (some may name services already deleted).
+    pub fn service_ids(&self) -> impl Iterator<Item = &str> {
+        self.by_service.keys().map(String::as_str)
+    }
+
+    /// The IDs of the tasks not placed yet and still wanted ([`unplaced`]), in ID order.
+    pub fn unplaced_ids(&self) -> &BTreeSet<String> {
+        &self.unplaced
+    }
+
+    pub fn occupancy(&self) -> &Occupancy {
+        &self.occupancy
+    }
+
+    /// Adds (`delta` 1) or removes (-1) `t`'s entries in the indexes.
+    fn index(&mut self, id: &str, t: &Task, delta: i64) {
+        if delta > 0 {
+            self.by_service
+                .entry(t.service_id.clone())
+                .or_default()
+                .insert(id.to_string());
+            if unplaced(t) {
+                self.unplaced.insert(id.to_string());
+            }
+        } else {
+            if let Some(ids) = self.by_service.get_mut(&t.service_id) {
+                ids.remove(id);
+                if ids.is_empty() {
+                    self.by_service.remove(&t.service_id);
+                }
+            }
+            self.unplaced.remove(id);
+        }
+        if occupies(t) {
+            self.occupancy.add(t, delta);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
