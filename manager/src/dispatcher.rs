@@ -1,7 +1,9 @@
 //! The dispatcher: worker sessions, heartbeats, task assignments and status reports.
 //!
 //! A worker opens a `Session` and receives the complete set of tasks assigned to its node,
-//! again whenever that set changes; it reports progress with `UpdateTaskStatus`. The local
+//! then whenever that set changes the tasks added, changed or removed ([`assignments`]; the
+//! whole set again for a worker that did not ask for that); it reports progress with
+//! `UpdateTaskStatus`. The local
 //! worker of a manager uses this same protocol, so one path serves every node.
 //!
 //! With the tasks go the peer tables of their networks ([`peers`]): who else is on each
@@ -11,6 +13,7 @@
 //! A node is marked DOWN when its session's connection closes and it does not come back within
 //! a short grace, or when its heartbeats stop for three periods ([`liveness`]).
 
+mod assignments;
 mod batcher;
 mod dependencies;
 mod fanout;
@@ -155,35 +158,29 @@ impl Dispatcher {
     /// The tasks assigned to `node_id`, by task ID: the node's tasks as the fan-out indexed
     /// them, read from the store (a node holds a fraction of the cluster's tasks).
     fn assigned(&self, node_id: &str) -> Vec<Task> {
-        self.assigned_map(node_id, Task::clone)
+        self.assigned_of(node_id, &self.fanout.tasks_of(node_id))
     }
 
-    /// [`TaskKey`]s of the tasks [`Dispatcher::assigned`] returns, without copying the tasks,
-    /// and the secrets and configs they need.
-    fn assigned_keys(&self, node_id: &str) -> (Vec<TaskKey>, dependencies::DependencyIds) {
+    /// [`assignments::TaskKey`]s of the tasks [`Dispatcher::assigned`] returns, without copying
+    /// the tasks, and the secrets and configs they need.
+    fn assigned_keys(
+        &self,
+        node_id: &str,
+    ) -> (Vec<assignments::TaskKey>, dependencies::DependencyIds) {
         let ids = self.fanout.tasks_of(node_id);
         self.store.view(|st| {
-            let tasks = || {
-                ids.iter()
-                    .filter_map(|id| st.tasks.get(id))
-                    .filter(|t| assigned_to(t, node_id))
-            };
+            let tasks = || assigned_in(st, node_id, &ids);
             (
-                tasks().map(task_key).collect(),
+                tasks().map(assignments::task_key).collect(),
                 dependencies::ids(st, tasks()),
             )
         })
     }
 
-    fn assigned_map<R>(&self, node_id: &str, f: impl Fn(&Task) -> R) -> Vec<R> {
-        let ids = self.fanout.tasks_of(node_id);
-        self.store.view(|st| {
-            ids.iter()
-                .filter_map(|id| st.tasks.get(id))
-                .filter(|t| assigned_to(t, node_id))
-                .map(&f)
-                .collect()
-        })
+    /// Copies of those of the tasks `ids` that are assigned to `node_id`.
+    fn assigned_of(&self, node_id: &str, ids: &[String]) -> Vec<Task> {
+        self.store
+            .view(|st| assigned_in(st, node_id, ids).cloned().collect())
     }
 
     /// The cluster's part of `node_id`'s session message; `cert_role` is the role its
@@ -304,6 +301,17 @@ impl Dispatcher {
     }
 }
 
+/// Those of the tasks `ids` that are `node_id`'s to run.
+fn assigned_in<'a>(
+    st: &'a StoreState,
+    node_id: &'a str,
+    ids: &'a [String],
+) -> impl Iterator<Item = &'a Task> + 'a {
+    ids.iter()
+        .filter_map(|id| st.tasks.get(id))
+        .filter(move |t| assigned_to(t, node_id))
+}
+
 /// Whether a task the fan-out indexed under `node_id` is the node's to run: global tasks carry
 /// their node from creation, and the worker sees them only once the scheduler has checked the
 /// node (ASSIGNED).
@@ -311,31 +319,13 @@ fn assigned_to(t: &Task, node_id: &str) -> bool {
     t.node_id == node_id && t.state() >= TaskState::Assigned
 }
 
-/// What a session last sent: its tasks ([`TaskKey`]), managers, the renew flag and the
-/// secrets and configs (the peer tables are followed apart, see the session loop).
-type SentKey = (
-    Vec<TaskKey>,
+/// What a session last sent besides its tasks: managers, the renew flag and the secrets and
+/// configs (the peer tables are followed apart, see the session loop).
+type SentRest = (
     (Vec<String>, Vec<String>),
     bool,
     dependencies::DependencyIds,
 );
-
-/// What of an assigned task the worker needs to hear about again when it changes: its ID, its
-/// desired state, and its state while the manager owns it (ASSIGNED) or once it is finished.
-/// The states in between are the worker's own reports; sending them back tells it nothing
-/// (swarmkit's dispatcher skips them too), and with a hundred tasks per node each report
-/// re-sent the whole set.
-type TaskKey = (String, i32, i32);
-
-fn task_key(t: &Task) -> TaskKey {
-    let state = t.state();
-    let stage = if state.is_terminal() {
-        state
-    } else {
-        state.min(TaskState::Assigned)
-    };
-    (t.id.clone(), t.desired_state, stage as i32)
-}
 
 /// What a session message holds that depends on the whole cluster, not on the node's tasks.
 struct Shared {
@@ -401,11 +391,13 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         let (tx, rx) = mpsc::channel(16);
         let this = self.clone();
         let node_id = req.node_id;
+        let incremental = req.incremental_assignments;
         let waiter = self.fanout.register(&node_id, &session_id);
         let mut raft = self.raft.clone();
         tokio::spawn(async move {
-            // What the node was last sent; a change in any part sends the whole again.
-            let mut last: Option<SentKey> = None;
+            // What the node was last sent: its tasks, and the rest of the message.
+            let mut sent = assignments::Sent::default();
+            let mut last: Option<SentRest> = None;
             // What the whole cluster contributes (managers, role, peer tables) as of a fan-out
             // generation: only entries that wake every session change it, so a session woken
             // for its own tasks does not build it again.
@@ -437,16 +429,23 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                 let Some((_, sh)) = &shared else {
                     return;
                 };
-                let key = (
-                    task_keys,
+                let rest = (
                     (sh.managers.clone(), sh.manager_ids.clone()),
                     sh.renew_certificate,
                     deps,
                 );
-                if last.as_ref() != Some(&key) || !tables_sent {
-                    let tasks = tasks.unwrap_or_else(|| this.assigned(&node_id));
+                let delta = sent.delta(&task_keys);
+                if last.as_ref() != Some(&rest) || !delta.is_empty() || !tables_sent {
+                    // After the first message, a worker that asked for it hears only of what
+                    // changed; the others get the whole set every time.
+                    let incremental = incremental && last.is_some();
+                    let (tasks, removed_task_ids) = if incremental {
+                        (this.assigned_of(&node_id, &delta.changed), delta.removed)
+                    } else {
+                        (tasks.unwrap_or_else(|| this.assigned(&node_id)), Vec::new())
+                    };
                     let (secrets, configs) =
-                        this.store.view(|st| dependencies::objects(st, &key.3));
+                        this.store.view(|st| dependencies::objects(st, &rest.2));
                     let msg = SessionMessage {
                         session_id: session_id.clone(),
                         heartbeat_period_ms: this.period().as_millis() as u64,
@@ -462,12 +461,15 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                         manager_ids: sh.manager_ids.clone(),
                         secrets,
                         configs,
+                        incremental,
+                        removed_task_ids,
                     };
                     if tx.send(Ok(msg)).await.is_err() {
                         this.session_closed(&node_id, &session_id).await;
                         return;
                     }
-                    last = Some(key);
+                    sent.record(task_keys);
+                    last = Some(rest);
                     tables_sent = true;
                 }
                 tokio::select! {
@@ -570,34 +572,4 @@ fn assigned_usage(st: &StoreState, node_id: &str, tasks: Vec<TaskUsage>) -> Vec<
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn usage_of_tasks_on_other_nodes_is_dropped() {
-        let task = |id: &str, node: &str| Task {
-            id: id.into(),
-            node_id: node.into(),
-            ..Default::default()
-        };
-        let st = StoreState {
-            tasks: [task("mine", "n1"), task("theirs", "n2")]
-                .into_iter()
-                .map(|t| (t.id.clone(), t))
-                .collect(),
-            ..Default::default()
-        };
-        let usage = |id: &str| TaskUsage {
-            task_id: id.into(),
-            cpu_seconds_total: 1.0,
-            ..Default::default()
-        };
-        let kept = assigned_usage(
-            &st,
-            "n1",
-            vec![usage("mine"), usage("theirs"), usage("ghost")],
-        );
-        let ids: Vec<&str> = kept.iter().map(|u| u.task_id.as_str()).collect();
-        assert_eq!(ids, ["mine"]);
-    }
-}
+mod tests;

@@ -5,7 +5,6 @@
 //! served by every daemon; on a node that is not a manager it answers with the message that
 //! tells the user to `shoal swarm init` (or join) first.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
@@ -385,17 +384,11 @@ impl control_server::Control for ControlApi {
         forward!(m, request, list_services);
         m.linearizable().await?;
         let services = m.store.view(|st| {
-            // One pass over the tasks, not one per service.
-            let mut running_of: HashMap<&str, u64> = HashMap::new();
-            for t in st.tasks.values() {
-                if t.desired() == TaskState::Running && t.state() == TaskState::Running {
-                    *running_of.entry(t.service_id.as_str()).or_default() += 1;
-                }
-            }
             st.services
                 .values()
                 .map(|s| {
-                    let running = running_of.get(s.id.as_str()).copied().unwrap_or(0);
+                    // Counted by the store as tasks change, not by a walk of every task.
+                    let running = st.tasks.running_of_service(&s.id);
                     let is_job = s.spec.as_ref().is_some_and(|s| jobs::is_job(s.mode()));
                     let (completed, job_total) = if is_job {
                         jobs::progress(st, s)
@@ -534,10 +527,12 @@ impl control_server::Control for ControlApi {
             } else {
                 Some(find_node(st, &req.node, &m.node_id)?.id)
             };
-            let tasks = st
-                .tasks
-                .values()
-                .filter(|t| service_id.as_ref().is_none_or(|s| &t.service_id == s))
+            // A service's tasks through the store's index, not a walk of every task.
+            let candidates: Box<dyn Iterator<Item = &Task>> = match &service_id {
+                Some(id) => Box::new(st.tasks_of_service(id)),
+                None => Box::new(st.tasks.values()),
+            };
+            let tasks = candidates
                 .filter(|t| node_id.as_ref().is_none_or(|n| &t.node_id == n))
                 .filter(|t| !req.desired_running_only || t.desired() <= TaskState::Running)
                 .map(|t| Task {

@@ -1,6 +1,6 @@
 //! The session with a manager's dispatcher (swarmkit's session): one at a time
-//! (`Dispatcher.Session`), each message replacing the assignment set the worker module
-//! reconciles. Heartbeats keep it alive; when either breaks, the agent reconnects with backoff.
+//! (`Dispatcher.Session`). Its first message is the complete assignment set the worker module
+//! reconciles; the next ones say only which tasks were added, changed or removed since. Heartbeats keep it alive; when either breaks, the agent reconnects with backoff.
 //! Tasks keep running meanwhile and their reports wait for the next session, which this module
 //! publishes to the reporter.
 
@@ -144,6 +144,7 @@ async fn session(
             node_id: cfg.node_id.clone(),
             description: Some(cfg.description.clone()),
             addr: cfg.addr.clone(),
+            incremental_assignments: true,
         })
         .await
         .map_err(|s| format!("Session failed: {}", s.message()))?
@@ -188,7 +189,11 @@ async fn session(
                         worker.set_peers(m.networks).await;
                     }
                     worker.set_dependencies(m.secrets, m.configs);
-                    worker.reconcile(m.tasks);
+                    if m.incremental {
+                        worker.apply_changes(m.tasks, m.removed_task_ids);
+                    } else {
+                        worker.reconcile(m.tasks);
+                    }
                     worker.reap_cleanups();
                 }
                 Ok(None) => return Err("the dispatcher closed the session".into()),

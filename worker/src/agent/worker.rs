@@ -1,7 +1,8 @@
-//! The assigned set → per-task controllers (swarmkit's worker). Each session message carries
-//! the complete set of tasks assigned to this node; [`Worker::reconcile`] compares it with the
-//! controllers it runs: a new task gets a controller, a known one gets its updated task, a
-//! task that left the set is stopped and removed with its logs.
+//! The assigned set → per-task controllers (swarmkit's worker). A session's first message
+//! carries the complete set of tasks assigned to this node; [`Worker::reconcile`] compares it
+//! with the controllers it runs: a new task gets a controller, a known one gets its updated
+//! task, a task that left the set is stopped and removed with its logs. The messages after it
+//! carry only what changed ([`Worker::apply_changes`]), which does the same task by task.
 //!
 //! At start the agent adopts what the executor already runs (a daemon restart, even
 //! `kill -9`, leaves containers and their log drivers running): [`adopt`] lists it, and the
@@ -89,44 +90,11 @@ impl Worker {
         self.ctx.dependencies.set(secrets, configs);
     }
 
-    /// Applies an assignment set; see the module documentation.
+    /// Applies a complete assignment set; see the module documentation.
     pub(super) fn reconcile(&mut self, assigned: Vec<Task>) {
         let set: HashMap<String, Task> = assigned.into_iter().map(|t| (t.id.clone(), t)).collect();
-        for (id, task) in &set {
-            let health = task
-                .status
-                .as_ref()
-                .map_or(HealthStatus::None, |s| s.health());
-            self.ctx.reporter.observe(id, task.state(), health);
-            if let Some(entry) = self.tasks.get(id) {
-                entry.tx.send_replace(Some(task.clone()));
-                continue;
-            }
-            let adopted = self.adopted.as_mut().and_then(|a| a.remove(id));
-            let (tx, rx) = watch::channel(Some(task.clone()));
-            let span = tracing::info_span!("task", task = %id, service = %task.service_name);
-            let handle = if task.state().is_terminal() {
-                // The manager already has its end; only a leftover container needs removing.
-                if adopted.is_some() {
-                    let ctx = self.ctx.clone();
-                    let (id, grace) = (id.clone(), stop_grace(task));
-                    self.cleanups.spawn(
-                        async move {
-                            if let Err(e) = ctx.executor.stop(&id, None, grace).await {
-                                warn!(error = %e, "stopping a finished task's container failed");
-                            }
-                            ctx.remove_container(&id).await;
-                        }
-                        .instrument(span),
-                    );
-                }
-                None
-            } else {
-                Some(tokio::spawn(
-                    controller(self.ctx.clone(), rx, adopted).instrument(span),
-                ))
-            };
-            self.tasks.insert(id.clone(), Entry { tx, handle });
+        for task in set.values() {
+            self.upsert(task.clone());
         }
 
         let gone: Vec<String> = self
@@ -136,10 +104,7 @@ impl Worker {
             .cloned()
             .collect();
         for id in gone {
-            if let Some(entry) = self.tasks.remove(&id) {
-                entry.tx.send_replace(None);
-                self.spawn_cleanup(id, entry.handle, false);
-            }
+            self.remove(id);
         }
 
         if let Some(adopted) = self.adopted.take() {
@@ -160,6 +125,64 @@ impl Worker {
                 self.spawn_cleanup(id, None, matches!(state, ObservedState::Running { .. }));
             }
             self.collect_orphan_dirs(&set);
+        }
+    }
+
+    /// Applies what the session says of the tasks that changed since its previous message
+    /// (`SessionMessage.incremental`): the rest of the set stays as it is.
+    pub(super) fn apply_changes(&mut self, changed: Vec<Task>, removed: Vec<String>) {
+        for task in changed {
+            self.upsert(task);
+        }
+        for id in removed {
+            self.remove(id);
+        }
+    }
+
+    /// A task of the set, new or known: a known one's controller gets the manager's copy.
+    fn upsert(&mut self, task: Task) {
+        let id = &task.id;
+        let health = task
+            .status
+            .as_ref()
+            .map_or(HealthStatus::None, |s| s.health());
+        self.ctx.reporter.observe(id, task.state(), health);
+        if let Some(entry) = self.tasks.get(id) {
+            entry.tx.send_replace(Some(task));
+            return;
+        }
+        let adopted = self.adopted.as_mut().and_then(|a| a.remove(id));
+        let (tx, rx) = watch::channel(Some(task.clone()));
+        let span = tracing::info_span!("task", task = %id, service = %task.service_name);
+        let handle = if task.state().is_terminal() {
+            // The manager already has its end; only a leftover container needs removing.
+            if adopted.is_some() {
+                let ctx = self.ctx.clone();
+                let (id, grace) = (id.clone(), stop_grace(&task));
+                self.cleanups.spawn(
+                    async move {
+                        if let Err(e) = ctx.executor.stop(&id, None, grace).await {
+                            warn!(error = %e, "stopping a finished task's container failed");
+                        }
+                        ctx.remove_container(&id).await;
+                    }
+                    .instrument(span),
+                );
+            }
+            None
+        } else {
+            Some(tokio::spawn(
+                controller(self.ctx.clone(), rx, adopted).instrument(span),
+            ))
+        };
+        self.tasks.insert(task.id, Entry { tx, handle });
+    }
+
+    /// A task that left the set: its controller stops, then it is cleaned up.
+    fn remove(&mut self, id: String) {
+        if let Some(entry) = self.tasks.remove(&id) {
+            entry.tx.send_replace(None);
+            self.spawn_cleanup(id, entry.handle, false);
         }
     }
 

@@ -7,7 +7,8 @@
 //!
 //! * the task IDs of each service (the orchestrator plans one service from its own tasks);
 //! * the tasks not placed yet and still wanted (the scheduler's and allocator's work list);
-//! * what the tasks placed on each node occupy there, as the scheduler counts it.
+//! * what the tasks placed on each node occupy there, as the scheduler counts it;
+//! * how many tasks of each service run and are meant to (`service ls`'s REPLICAS).
 //!
 //! Every change goes through [`Tasks::insert`], [`Tasks::remove`] or [`Tasks::modify`], which
 //! update the indexes by the difference the change made; reads go through `Deref` to the map,
@@ -24,6 +25,7 @@ pub struct Tasks {
     by_service: HashMap<String, BTreeSet<String>>,
     unplaced: BTreeSet<String>,
     occupancy: Occupancy,
+    running: HashMap<String, u64>,
 }
 
 /// What the tasks placed on each node occupy there ([`occupies`]): how many, per node and per
@@ -100,6 +102,11 @@ pub fn unplaced(t: &Task) -> bool {
     t.state() <= TaskState::Pending && t.desired() <= TaskState::Running
 }
 
+/// Running and meant to: it counts in its service's REPLICAS.
+pub fn running(t: &Task) -> bool {
+    t.desired() == TaskState::Running && t.state() == TaskState::Running
+}
+
 /// Reserves resources or publishes a port: the scheduler needs more of it than a count.
 fn is_heavy(t: &Task) -> bool {
     let reserves = t
@@ -160,7 +167,15 @@ impl Tasks {
         if occupied {
             self.occupancy.add(task, -1);
         }
+        let was_running = running(task);
         let r = f(task);
+        if was_running != running(task) {
+            bump(
+                &mut self.running,
+                &task.service_id,
+                if was_running { -1 } else { 1 },
+            );
+        }
         debug_assert!(self
             .by_service
             .get(&task.service_id)
@@ -202,6 +217,11 @@ impl Tasks {
         &self.occupancy
     }
 
+    /// How many tasks of `service_id` are [`running`].
+    pub fn running_of_service(&self, service_id: &str) -> u64 {
+        self.running.get(service_id).copied().unwrap_or(0)
+    }
+
     /// Adds (`delta` 1) or removes (-1) `t`'s entries in the indexes.
     fn index(&mut self, id: &str, t: &Task, delta: i64) {
         if delta > 0 {
@@ -223,6 +243,9 @@ impl Tasks {
         }
         if occupies(t) {
             self.occupancy.add(t, delta);
+        }
+        if running(t) {
+            bump(&mut self.running, &t.service_id, delta);
         }
     }
 }

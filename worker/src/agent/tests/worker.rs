@@ -140,3 +140,31 @@ async fn a_finished_task_with_a_leftover_container_is_only_cleaned_up() {
     .await;
     assert!(h.states("t1").is_empty(), "the manager has its end already");
 }
+
+#[tokio::test]
+async fn an_incremental_message_changes_only_the_tasks_it_names() {
+    let h = Harness::new();
+    let mut worker = Worker::new(h.ctx.clone(), HashMap::new());
+    worker.reconcile(vec![task("kept"), task("stopped"), task("gone")]);
+    for id in ["kept", "stopped", "gone"] {
+        h.wait_for(id, TaskState::Running).await;
+    }
+
+    // One task added, one told to stop, one removed; "kept" is not named, and stays.
+    let mut stopping = task("stopped");
+    stopping.desired_state = TaskState::Shutdown as i32;
+    worker.apply_changes(vec![task("new"), stopping], vec!["gone".to_string()]);
+
+    h.wait_for("new", TaskState::Running).await;
+    h.wait_for("stopped", TaskState::Shutdown).await;
+    eventually("gone's cleanup", || {
+        (h.exec.calls("gone").last() == Some(&"remove_logs")).then_some(())
+    })
+    .await;
+    assert_eq!(h.exec.calls("kept"), ["prepare", "start"]);
+    assert!(h.exec.container("kept").is_some(), "kept runs on");
+    assert_eq!(h.exec.container("gone"), None);
+    // A removal of a task the worker does not hold changes nothing.
+    worker.apply_changes(Vec::new(), vec!["unknown".to_string()]);
+    assert_eq!(h.exec.calls("kept"), ["prepare", "start"]);
+}

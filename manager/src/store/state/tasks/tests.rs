@@ -12,13 +12,14 @@ use super::Tasks;
 use crate::store::StoreState;
 
 type Counts = BTreeMap<String, u64>;
-/// By service, unplaced, per node, per node and service, heavy.
+/// By service, unplaced, per node, per node and service, heavy, running per service.
 type Indexes = (
     Vec<(String, Vec<String>)>,
     Vec<String>,
     Counts,
     Counts,
     Vec<String>,
+    Counts,
 );
 
 /// Everything the indexes hold, in a comparable form (zero counts left out).
@@ -48,6 +49,7 @@ fn indexes(t: &Tasks) -> Indexes {
         per_node,
         per_service,
         t.occupancy.heavy.iter().cloned().collect(),
+        nonzero(&t.running, ""),
     )
 }
 
@@ -167,8 +169,10 @@ fn the_indexes_follow_every_change_and_every_rollback() {
         2,
         "still occupies its node"
     );
+    assert_eq!(s.tasks.running_of_service("s1"), 1);
     assert!(apply(&mut s, 4, vec![report("t1", TaskState::Failed, 4)]));
     assert_eq!(s.tasks.occupancy().of_node("n1"), 1);
+    assert_eq!(s.tasks.running_of_service("s1"), 0);
     assert!(apply(&mut s, 5, vec![shut_down("t3", 5)]));
     assert!(s.tasks.occupancy().heavy().is_empty());
     // A refused entry (a duplicate task) rolls back the changes made before the refusal.

@@ -1,0 +1,182 @@
+//! The dispatcher's sessions against a store fed by an in-process apply loop (no Raft): what a
+//! worker is sent, and the usage reports it may make.
+
+use shoal_proto::dispatcher_server::Dispatcher as _;
+use shoal_proto::{TaskDesiredState, TaskStatus};
+use tokio_stream::StreamExt;
+
+use super::*;
+use crate::store::new_store;
+
+#[test]
+fn usage_of_tasks_on_other_nodes_is_dropped() {
+    let task = |id: &str, node: &str| Task {
+        id: id.into(),
+        node_id: node.into(),
+        ..Default::default()
+    };
+    let st = StoreState {
+        tasks: [task("mine", "n1"), task("theirs", "n2")]
+            .into_iter()
+            .map(|t| (t.id.clone(), t))
+            .collect(),
+        ..Default::default()
+    };
+    let usage = |id: &str| TaskUsage {
+        task_id: id.into(),
+        cpu_seconds_total: 1.0,
+        ..Default::default()
+    };
+    let kept = assigned_usage(
+        &st,
+        "n1",
+        vec![usage("mine"), usage("theirs"), usage("ghost")],
+    );
+    let ids: Vec<&str> = kept.iter().map(|u| u.task_id.as_str()).collect();
+    assert_eq!(ids, ["mine"]);
+}
+/// A dispatcher that leads a store whose proposals are applied at once, in order.
+fn leading_dispatcher(initial: StoreState) -> (Dispatcher, watch::Sender<RaftStatus>) {
+    let (store, mut applier, mut proposals) = new_store(initial);
+    tokio::spawn(async move {
+        let mut index = 0;
+        while let Some(req) = proposals.recv().await {
+            index += 1;
+            let applied = applier.apply(index, req.proposal).map(|()| index);
+            applier.publish();
+            let _ = req.reply.send(applied.map_err(StoreError::from));
+        }
+    });
+    let (raft_tx, raft) = watch::channel(RaftStatus {
+        is_leader: true,
+        leader_ready: true,
+        ..Default::default()
+    });
+    let dispatcher = Dispatcher::new(store, DEFAULT_HEARTBEAT_PERIOD, raft, UsageStore::default());
+    (dispatcher, raft_tx)
+}
+
+fn assigned(id: &str, node: &str) -> Task {
+    Task {
+        id: id.into(),
+        node_id: node.into(),
+        desired_state: TaskState::Running as i32,
+        status: Some(TaskStatus {
+            state: TaskState::Assigned as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn ids(tasks: &[Task]) -> Vec<&str> {
+    let mut ids: Vec<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
+    ids.sort_unstable();
+    ids
+}
+
+async fn next(stream: &mut SessionStream) -> SessionMessage {
+    tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("a session message within 10 s")
+        .expect("the session is open")
+        .expect("a message, not an error")
+}
+
+/// A session opened as the local agent does, over the unix socket.
+async fn open(d: &Dispatcher, node: &str, incremental: bool) -> SessionStream {
+    let mut request = Request::new(SessionRequest {
+        node_id: node.into(),
+        incremental_assignments: incremental,
+        ..Default::default()
+    });
+    request
+        .extensions_mut()
+        .insert(tonic::transport::server::UdsConnectInfo {
+            peer_addr: None,
+            peer_cred: None,
+        });
+    d.session(request).await.expect("a session").into_inner()
+}
+
+fn action(action: Action) -> StoreAction {
+    StoreAction {
+        action: Some(action),
+    }
+}
+
+/// Stops "a", deletes "b" and assigns a new "c" to n1, in one entry; "d" (on n2) stays.
+async fn change_n1(d: &Dispatcher) {
+    d.store
+        .propose(vec![
+            action(Action::SetTaskDesiredState(TaskDesiredState {
+                task_id: "a".into(),
+                desired_state: TaskState::Shutdown as i32,
+                timestamp_ms: 1,
+            })),
+            action(Action::DeleteTask("b".into())),
+            action(Action::CreateTask(assigned("c", "n1"))),
+        ])
+        .await
+        .expect("the change applies");
+}
+
+fn initial() -> StoreState {
+    StoreState {
+        tasks: [
+            assigned("a", "n1"),
+            assigned("b", "n1"),
+            assigned("k", "n1"),
+            assigned("d", "n2"),
+        ]
+        .into_iter()
+        .map(|t| (t.id.clone(), t))
+        .collect(),
+        nodes: ["n1", "n2"]
+            .map(|id| {
+                let node = shoal_proto::Node {
+                    id: id.into(),
+                    ..Default::default()
+                };
+                (id.to_string(), node)
+            })
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn after_the_first_message_a_worker_hears_only_what_changed() {
+    let (d, _raft) = leading_dispatcher(initial());
+    let mut session = open(&d, "n1", true).await;
+
+    let first = next(&mut session).await;
+    assert!(!first.incremental, "the first message is the whole set");
+    assert_eq!(ids(&first.tasks), ["a", "b", "k"]);
+
+    change_n1(&d).await;
+    let msg = next(&mut session).await;
+    assert!(msg.incremental);
+    assert_eq!(ids(&msg.tasks), ["a", "c"], "the stopped and the new task");
+    assert_eq!(msg.removed_task_ids, ["b"]);
+    let stopped = msg.tasks.iter().find(|t| t.id == "a");
+    assert_eq!(
+        stopped.map(Task::desired),
+        Some(TaskState::Shutdown),
+        "with its new desired state"
+    );
+}
+
+#[tokio::test]
+async fn a_worker_that_did_not_ask_gets_the_whole_set_every_time() {
+    let (d, _raft) = leading_dispatcher(initial());
+    let mut session = open(&d, "n1", false).await;
+    assert_eq!(ids(&next(&mut session).await.tasks), ["a", "b", "k"]);
+
+    change_n1(&d).await;
+    let msg = next(&mut session).await;
+    assert!(!msg.incremental);
+    assert_eq!(ids(&msg.tasks), ["a", "c", "k"]);
+    assert!(msg.removed_task_ids.is_empty());
+}
