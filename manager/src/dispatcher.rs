@@ -161,20 +161,19 @@ impl Dispatcher {
         self.assigned_of(node_id, &self.fanout.tasks_of(node_id))
     }
 
-    /// [`assignments::TaskKey`]s of the tasks [`Dispatcher::assigned`] returns, without copying
-    /// the tasks, and the secrets and configs they need.
-    fn assigned_keys(
+    /// How `node_id`'s tasks differ from what its session `sent`, from the fan-out's index
+    /// (no task is read from the store), and the secrets and configs the tasks need (only the
+    /// tasks that reference some are read).
+    fn look(
         &self,
         node_id: &str,
-    ) -> (Vec<assignments::TaskKey>, dependencies::DependencyIds) {
-        let ids = self.fanout.tasks_of(node_id);
-        self.store.view(|st| {
-            let tasks = || assigned_in(st, node_id, &ids);
-            (
-                tasks().map(assignments::task_key).collect(),
-                dependencies::ids(st, tasks()),
-            )
-        })
+        sent: &assignments::Sent,
+    ) -> (assignments::Delta, dependencies::DependencyIds) {
+        let look = self.fanout.look(node_id, sent);
+        let deps = self
+            .store
+            .view(|st| dependencies::ids(st, assigned_in(st, node_id, &look.with_refs)));
+        (look.delta, deps)
     }
 
     /// Copies of those of the tasks `ids` that are assigned to `node_id`.
@@ -412,7 +411,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                     return;
                 }
                 // The tasks are copied only when there is something to send.
-                let (task_keys, deps) = this.assigned_keys(&node_id);
+                let (delta, deps) = this.look(&node_id, &sent);
                 let mut tasks = None;
                 let generation = this.fanout.generation();
                 if shared.as_ref().map(|(g, _)| *g) != Some(generation) {
@@ -434,13 +433,13 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                     sh.renew_certificate,
                     deps,
                 );
-                let delta = sent.delta(&task_keys);
                 if last.as_ref() != Some(&rest) || !delta.is_empty() || !tables_sent {
                     // After the first message, a worker that asked for it hears only of what
                     // changed; the others get the whole set every time.
                     let incremental = incremental && last.is_some();
                     let (tasks, removed_task_ids) = if incremental {
-                        (this.assigned_of(&node_id, &delta.changed), delta.removed)
+                        let changed = this.assigned_of(&node_id, &delta.changed_ids());
+                        (changed, delta.removed.clone())
                     } else {
                         (tasks.unwrap_or_else(|| this.assigned(&node_id)), Vec::new())
                     };
@@ -468,7 +467,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                         this.session_closed(&node_id, &session_id).await;
                         return;
                     }
-                    sent.record(task_keys);
+                    sent.apply(&delta);
                     last = Some(rest);
                     tables_sent = true;
                 }

@@ -3,38 +3,38 @@
 //! re-sending the whole set on every change copied, encoded and decoded each task about as many
 //! times as its node had tasks.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use shoal_proto::{Task, TaskState};
 
-/// What of an assigned task the worker needs to hear about again when it changes: its ID, its
-/// desired state, and its state while the manager owns it (ASSIGNED) or once it is finished.
-/// The states in between are the worker's own reports; sending them back tells it nothing
-/// (swarmkit's dispatcher skips them too).
-pub(super) type TaskKey = (String, i32, i32);
+/// What of an assigned task the worker needs to hear about again when it changes: its desired
+/// state, and its state while the manager owns it (ASSIGNED) or once it is finished. The states
+/// in between are the worker's own reports; sending them back tells it nothing (swarmkit's
+/// dispatcher skips them too).
+pub(super) type Key = (i32, i32);
 
-pub(super) fn task_key(t: &Task) -> TaskKey {
+pub(super) fn key_of(t: &Task) -> Key {
     let state = t.state();
     let stage = if state.is_terminal() {
         state
     } else {
         state.min(TaskState::Assigned)
     };
-    (t.id.clone(), t.desired_state, stage as i32)
+    (t.desired_state, stage as i32)
 }
 
-/// The tasks a session told its node about, by ID, as their [`TaskKey`] was then.
+/// The tasks a session told its node about, by ID, as their [`Key`] was then.
 #[derive(Debug, Default)]
 pub(super) struct Sent {
-    keys: HashMap<String, (i32, i32)>,
+    keys: HashMap<String, Key>,
 }
 
 /// How the node's tasks differ from what was sent.
 #[derive(Debug, Default, PartialEq)]
 pub(super) struct Delta {
-    /// Tasks new to the node, or whose key changed.
-    pub changed: Vec<String>,
-    /// Tasks sent before and no longer assigned.
+    /// Tasks new to the node, or whose key changed, with their key now.
+    pub changed: Vec<(String, Key)>,
+    /// Tasks sent before and no longer assigned, by ID.
     pub removed: Vec<String>,
 }
 
@@ -42,73 +42,95 @@ impl Delta {
     pub fn is_empty(&self) -> bool {
         self.changed.is_empty() && self.removed.is_empty()
     }
+
+    pub fn changed_ids(&self) -> Vec<String> {
+        self.changed.iter().map(|(id, _)| id.clone()).collect()
+    }
 }
 
 impl Sent {
-    /// What differs between what was sent and the node's tasks now (`now`, one key per task).
-    pub fn delta(&self, now: &[TaskKey]) -> Delta {
-        let changed = now
-            .iter()
-            .filter(|(id, desired, stage)| self.keys.get(id) != Some(&(*desired, *stage)))
-            .map(|(id, _, _)| id.clone())
-            .collect();
-        let current: HashSet<&str> = now.iter().map(|(id, _, _)| id.as_str()).collect();
-        let mut removed: Vec<String> = self
-            .keys
-            .keys()
-            .filter(|id| !current.contains(id.as_str()))
-            .cloned()
-            .collect();
+    /// What differs between what was sent and the node's tasks now: `now` yields each task
+    /// assigned to the node with its key, and `holds` says whether a task is one of them.
+    /// Costs a lookup per task and no allocation when nothing changed.
+    pub fn delta<'a>(
+        &self,
+        now: impl IntoIterator<Item = (&'a str, Key)>,
+        holds: impl Fn(&str) -> bool,
+    ) -> Delta {
+        let mut changed = Vec::new();
+        let mut kept = 0;
+        for (id, key) in now {
+            match self.keys.get(id) {
+                Some(k) if *k == key => kept += 1,
+                Some(_) => {
+                    kept += 1;
+                    changed.push((id.to_string(), key));
+                }
+                None => changed.push((id.to_string(), key)),
+            }
+        }
+        // Every task sent is still there: nothing was removed.
+        let mut removed: Vec<String> = if kept == self.keys.len() {
+            Vec::new()
+        } else {
+            self.keys.keys().filter(|id| !holds(id)).cloned().collect()
+        };
         removed.sort_unstable();
         Delta { changed, removed }
     }
 
-    /// The node now holds `now`.
-    pub fn record(&mut self, now: Vec<TaskKey>) {
-        self.keys = now
-            .into_iter()
-            .map(|(id, desired, stage)| (id, (desired, stage)))
-            .collect();
+    /// The node was sent `delta`.
+    pub fn apply(&mut self, delta: &Delta) {
+        for (id, key) in &delta.changed {
+            self.keys.insert(id.clone(), *key);
+        }
+        for id in &delta.removed {
+            self.keys.remove(id);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
-    fn key(id: &str, desired: TaskState, state: TaskState) -> TaskKey {
-        (id.into(), desired as i32, state as i32)
+    fn key(desired: TaskState, state: TaskState) -> Key {
+        (desired as i32, state as i32)
+    }
+
+    const RUN: Key = (TaskState::Running as i32, TaskState::Assigned as i32);
+
+    fn delta(sent: &Sent, now: &BTreeMap<&str, Key>) -> Delta {
+        sent.delta(now.iter().map(|(id, k)| (*id, *k)), |id| {
+            now.contains_key(id)
+        })
     }
 
     #[test]
     fn nothing_sent_yet_means_every_task_is_new() {
-        let now = [
-            key("a", TaskState::Running, TaskState::Assigned),
-            key("b", TaskState::Running, TaskState::Assigned),
-        ];
-        let d = Sent::default().delta(&now);
-        assert_eq!(d.changed, ["a", "b"]);
+        let now = BTreeMap::from([("a", RUN), ("b", RUN)]);
+        let d = delta(&Sent::default(), &now);
+        assert_eq!(d.changed_ids(), ["a", "b"]);
         assert!(d.removed.is_empty());
     }
 
     #[test]
     fn only_added_changed_and_removed_tasks_differ() {
         let mut sent = Sent::default();
-        sent.record(vec![
-            key("kept", TaskState::Running, TaskState::Assigned),
-            key("stopped", TaskState::Running, TaskState::Assigned),
-            key("gone", TaskState::Running, TaskState::Assigned),
-        ]);
-        let now = [
-            key("kept", TaskState::Running, TaskState::Assigned),
-            key("stopped", TaskState::Shutdown, TaskState::Assigned),
-            key("new", TaskState::Running, TaskState::Assigned),
-        ];
-        let d = sent.delta(&now);
-        assert_eq!(d.changed, ["stopped", "new"]);
+        let before = BTreeMap::from([("gone", RUN), ("kept", RUN), ("stopped", RUN)]);
+        sent.apply(&delta(&sent, &before));
+        let stopping = key(TaskState::Shutdown, TaskState::Assigned);
+        let now = BTreeMap::from([("kept", RUN), ("new", RUN), ("stopped", stopping)]);
+        let d = delta(&sent, &now);
+        assert_eq!(
+            d.changed,
+            [("new".to_string(), RUN), ("stopped".to_string(), stopping)]
+        );
         assert_eq!(d.removed, ["gone"]);
-        sent.record(now.to_vec());
-        assert!(sent.delta(&now).is_empty());
+        sent.apply(&d);
+        assert!(delta(&sent, &now).is_empty());
     }
 
     #[test]
@@ -123,13 +145,12 @@ mod tests {
             ..Default::default()
         };
         task.status = Some(status(TaskState::Assigned));
-        let mut sent = Sent::default();
-        sent.record(vec![task_key(&task)]);
+        let assigned = key_of(&task);
         for s in [TaskState::Accepted, TaskState::Starting, TaskState::Running] {
             task.status = Some(status(s));
-            assert!(sent.delta(&[task_key(&task)]).is_empty(), "{s:?}");
+            assert_eq!(key_of(&task), assigned, "{s:?}");
         }
         task.status = Some(status(TaskState::Failed));
-        assert_eq!(sent.delta(&[task_key(&task)]).changed, ["t"]);
+        assert_ne!(key_of(&task), assigned);
     }
 }

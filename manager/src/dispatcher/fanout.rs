@@ -10,24 +10,60 @@
 //! index instead of scanning the store.
 //!
 //! The index may lag the store by the entries not yet folded in, never lead it: a session that
-//! misses a task just assigned is woken again once the entry is folded in. A task's node is set
+//! misses a task just assigned is woken again once the entry is folded in.
+//!
+//! With each task the index keeps what a session compares before sending ([`Indexed`]: the
+//! task's [`assignments::Key`] once it is the node's to run), so that a woken session finds what
+//! changed for its node from the index alone, without reading its hundred tasks from the store
+//! on every wake-up. A task's node is set
 //! at most once (creation or assignment), so an indexed task stays until it is deleted. A lagged
 //! receiver rebuilds the index from the store and wakes every session (reconcile, don't
 //! replay).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use shoal_proto::{store_action::Action, StoreAction, Task, TaskState};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::Notify;
 
+use super::assignments::{self, Delta, Key, Sent};
 use crate::store::{Store, StoreState};
+
+/// What a session needs to know of a task of its node without reading it from the store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Indexed {
+    /// The task's key once it is the node's to run (ASSIGNED or later; a global task carries
+    /// its node from creation, before the scheduler has checked it); `None` before.
+    key: Option<Key>,
+    /// It references secrets or configs.
+    refs: bool,
+}
+
+impl Indexed {
+    fn of(t: &Task) -> Self {
+        Indexed {
+            key: (t.state() >= TaskState::Assigned).then(|| assignments::key_of(t)),
+            refs: t
+                .spec
+                .as_ref()
+                .is_some_and(|c| !c.secrets.is_empty() || !c.configs.is_empty()),
+        }
+    }
+}
+
+/// What a woken session learns from the index: how its node's tasks differ from what it sent,
+/// and which of them reference secrets or configs.
+pub(super) struct Look {
+    pub delta: Delta,
+    pub with_refs: Vec<String>,
+}
 
 #[derive(Default)]
 struct Index {
-    /// Node → its tasks (any state), by task ID: the store's order.
-    by_node: HashMap<String, BTreeSet<String>>,
+    /// Node → its tasks (any state), by task ID (the store's order), with what a session
+    /// compares of each.
+    by_node: HashMap<String, BTreeMap<String, Indexed>>,
     /// Task → its node, for the tasks that have one.
     node_of: HashMap<String, String>,
     /// Tasks with network attachments: the only ones in peer tables.
@@ -46,12 +82,29 @@ impl Index {
         if !t.networks.is_empty() {
             self.networked.insert(t.id.clone());
         }
-        if !t.node_id.is_empty() {
-            self.place(&t.id, &t.node_id);
-        }
+        self.refresh(t);
     }
 
-    fn place(&mut self, task: &str, node: &str) {
+    /// Indexes `t` under its node (if it has one) as it is now.
+    fn refresh(&mut self, t: &Task) {
+        if t.node_id.is_empty() {
+            return;
+        }
+        let now = Indexed::of(t);
+        if self.node_of.get(&t.id) == Some(&t.node_id) {
+            if let Some(slot) = self
+                .by_node
+                .get_mut(&t.node_id)
+                .and_then(|m| m.get_mut(&t.id))
+            {
+                *slot = now;
+                return;
+            }
+        }
+        self.place(&t.id, &t.node_id, now);
+    }
+
+    fn place(&mut self, task: &str, node: &str, indexed: Indexed) {
         if let Some(old) = self.node_of.insert(task.to_string(), node.to_string()) {
             if old != node {
                 if let Some(set) = self.by_node.get_mut(&old) {
@@ -62,7 +115,7 @@ impl Index {
         self.by_node
             .entry(node.to_string())
             .or_default()
-            .insert(task.to_string());
+            .insert(task.to_string(), indexed);
     }
 
     fn remove(&mut self, task: &str) {
@@ -168,8 +221,29 @@ impl Fanout {
         self.lock()
             .by_node
             .get(node)
-            .map(|s| s.iter().cloned().collect())
+            .map(|s| s.keys().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// How `node`'s tasks as indexed differ from what its session `sent`.
+    pub(super) fn look(&self, node: &str, sent: &Sent) -> Look {
+        let ix = self.lock();
+        let empty = BTreeMap::new();
+        let tasks = ix.by_node.get(node).unwrap_or(&empty);
+        let assigned = || {
+            tasks
+                .iter()
+                .filter_map(|(id, i)| i.key.map(|k| (id.as_str(), k, i.refs)))
+        };
+        Look {
+            delta: sent.delta(assigned().map(|(id, k, _)| (id, k)), |id| {
+                tasks.get(id).is_some_and(|i| i.key.is_some())
+            }),
+            with_refs: assigned()
+                .filter(|(_, _, refs)| *refs)
+                .map(|(id, _, _)| id.to_string())
+                .collect(),
+        }
     }
 
     /// The IDs of the tasks with network attachments, by task ID.
@@ -226,7 +300,7 @@ impl Fanout {
                     &t.id
                 }
                 Some(Action::AssignTask(a)) => {
-                    ix.place(&a.task_id, &a.node_id);
+                    ix.place(&a.task_id, &a.node_id, Indexed::default());
                     &a.task_id
                 }
                 // A status past ASSIGNED is the worker's own report (or the orchestrator's for
@@ -239,12 +313,15 @@ impl Fanout {
                         .as_ref()
                         .is_some_and(|s| s.state > TaskState::Assigned as i32) =>
                 {
+                    let task = st.tasks.get(&u.task_id);
                     let networked = ix.networked.contains(&u.task_id)
-                        || st
-                            .tasks
-                            .get(&u.task_id)
-                            .is_some_and(|t| !t.networks.is_empty());
+                        || task.is_some_and(|t| !t.networks.is_empty());
                     all |= networked;
+                    // Its key changes once it is finished: the node hears of it with the
+                    // next change that wakes its session.
+                    if let Some(t) = task {
+                        ix.refresh(t);
+                    }
                     continue;
                 }
                 Some(Action::UpdateTaskStatus(u)) | Some(Action::MarkTaskPending(u)) => &u.task_id,
@@ -280,15 +357,13 @@ impl Fanout {
                     continue;
                 }
             };
-            // A task created with its node, or one the store holds with another node than
-            // indexed (an entry this fold has not seen), is indexed from the store.
+            // The task as the store holds it now (this entry, or a later one this fold has
+            // not seen yet) is what the index keeps.
             if let Some(t) = st.tasks.get(task_id) {
                 if !t.networks.is_empty() {
                     ix.networked.insert(t.id.clone());
                 }
-                if !t.node_id.is_empty() && ix.node_of.get(task_id) != Some(&t.node_id) {
-                    ix.place(task_id, &t.node_id);
-                }
+                ix.refresh(t);
             }
             if ix.networked.contains(task_id) {
                 all = true;
@@ -412,6 +487,61 @@ mod tests {
             &[act(Action::CreateSecret(shoal_proto::Secret::default()))],
         );
         assert_eq!(woken_nodes(w), Some(vec![]));
+    }
+
+    #[test]
+    fn a_session_looks_up_what_changed_in_the_index_alone() {
+        let f = Fanout::default();
+        let mut st = StoreState::default();
+        let with_state = |state: TaskState| {
+            let mut t = task("t1", "n1", false);
+            t.desired_state = TaskState::Running as i32;
+            t.status = Some(shoal_proto::TaskStatus {
+                state: state as i32,
+                ..Default::default()
+            });
+            t
+        };
+        // A global task carries its node from creation: not the node's to run yet.
+        st.tasks.insert("t1".into(), with_state(TaskState::New));
+        f.fold(&st, &[act(Action::CreateTask(with_state(TaskState::New)))]);
+        let mut sent = Sent::default();
+        assert!(f.look("n1", &sent).delta.is_empty());
+
+        st.tasks
+            .insert("t1".into(), with_state(TaskState::Assigned));
+        let assign = Action::AssignTask(TaskAssignment {
+            task_id: "t1".into(),
+            node_id: "n1".into(),
+            message: String::new(),
+            timestamp_ms: 0,
+        });
+        f.fold(&st, &[act(assign)]);
+        let look = f.look("n1", &sent);
+        assert_eq!(look.delta.changed_ids(), ["t1"]);
+        assert!(look.with_refs.is_empty());
+        sent.apply(&look.delta);
+
+        // The worker's progress changes nothing to send; its end does.
+        let report = |state: TaskState| {
+            act(Action::UpdateTaskStatus(TaskStatusUpdate {
+                task_id: "t1".into(),
+                status: Some(shoal_proto::TaskStatus {
+                    state: state as i32,
+                    ..Default::default()
+                }),
+            }))
+        };
+        st.tasks.insert("t1".into(), with_state(TaskState::Running));
+        f.fold(&st, &[report(TaskState::Running)]);
+        assert!(f.look("n1", &sent).delta.is_empty());
+        st.tasks.insert("t1".into(), with_state(TaskState::Failed));
+        f.fold(&st, &[report(TaskState::Failed)]);
+        assert_eq!(f.look("n1", &sent).delta.changed_ids(), ["t1"]);
+
+        st.tasks.remove("t1");
+        f.fold(&st, &[act(Action::DeleteTask("t1".into()))]);
+        assert_eq!(f.look("n1", &sent).delta.removed, ["t1"]);
     }
 
     #[tokio::test]
