@@ -166,10 +166,11 @@ impl Dispatcher {
     /// tasks that reference some are read).
     fn look(
         &self,
+        waiter: &fanout::Waiter,
         node_id: &str,
         sent: &assignments::Sent,
     ) -> (assignments::Delta, dependencies::DependencyIds) {
-        let look = self.fanout.look(node_id, sent);
+        let look = self.fanout.look(waiter, sent);
         let deps = self
             .store
             .view(|st| dependencies::ids(st, assigned_in(st, node_id, &look.with_refs)));
@@ -249,6 +250,12 @@ impl Dispatcher {
         let leader_since = Instant::now();
         // Sessions held with an earlier term's leadership are gone: every node reconnects.
         self.sessions().clear();
+        if self
+            .fanout_started
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            self.fanout.resync(&self.store);
+        }
         loop {
             // Checked several times per period, so that a node is marked DOWN within a
             // fraction of a period of its grace running out.
@@ -411,7 +418,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                     return;
                 }
                 // The tasks are copied only when there is something to send.
-                let (delta, deps) = this.look(&node_id, &sent);
+                let (delta, deps) = this.look(&waiter, &node_id, &sent);
                 let mut tasks = None;
                 let generation = this.fanout.generation();
                 if shared.as_ref().map(|(g, _)| *g) != Some(generation) {

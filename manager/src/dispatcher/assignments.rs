@@ -49,34 +49,29 @@ impl Delta {
 }
 
 impl Sent {
-    /// What differs between what was sent and the node's tasks now: `now` yields each task
-    /// assigned to the node with its key, and `holds` says whether a task is one of them.
-    /// Costs a lookup per task and no allocation when nothing changed.
+    /// How the tasks `ids` differ from what was sent: `now` gives a task's key if it is
+    /// assigned to the node now. Tasks not among `ids` are taken as unchanged, so a session
+    /// that knows which tasks an entry touched looks at those only.
     pub fn delta<'a>(
         &self,
-        now: impl IntoIterator<Item = (&'a str, Key)>,
-        holds: impl Fn(&str) -> bool,
+        ids: impl IntoIterator<Item = &'a str>,
+        now: impl Fn(&str) -> Option<Key>,
     ) -> Delta {
-        let mut changed = Vec::new();
-        let mut kept = 0;
-        for (id, key) in now {
-            match self.keys.get(id) {
-                Some(k) if *k == key => kept += 1,
-                Some(_) => {
-                    kept += 1;
-                    changed.push((id.to_string(), key));
-                }
-                None => changed.push((id.to_string(), key)),
+        let mut delta = Delta::default();
+        for id in ids {
+            match (now(id), self.keys.get(id)) {
+                (Some(key), Some(sent)) if key == *sent => {}
+                (Some(key), _) => delta.changed.push((id.to_string(), key)),
+                (None, Some(_)) => delta.removed.push(id.to_string()),
+                (None, None) => {}
             }
         }
-        // Every task sent is still there: nothing was removed.
-        let mut removed: Vec<String> = if kept == self.keys.len() {
-            Vec::new()
-        } else {
-            self.keys.keys().filter(|id| !holds(id)).cloned().collect()
-        };
-        removed.sort_unstable();
-        Delta { changed, removed }
+        delta
+    }
+
+    /// The tasks sent, by ID.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.keys.keys().map(String::as_str)
     }
 
     /// The node was sent `delta`.
@@ -102,10 +97,13 @@ mod tests {
 
     const RUN: Key = (TaskState::Running as i32, TaskState::Assigned as i32);
 
+    /// The delta over every task, sent or current.
     fn delta(sent: &Sent, now: &BTreeMap<&str, Key>) -> Delta {
-        sent.delta(now.iter().map(|(id, k)| (*id, *k)), |id| {
-            now.contains_key(id)
-        })
+        let ids = now
+            .keys()
+            .copied()
+            .chain(sent.ids().filter(|id| !now.contains_key(id)));
+        sent.delta(ids, |id| now.get(id).copied())
     }
 
     #[test]
@@ -131,6 +129,11 @@ mod tests {
         assert_eq!(d.removed, ["gone"]);
         sent.apply(&d);
         assert!(delta(&sent, &now).is_empty());
+        // Looking at some tasks only sees the changes of those.
+        let later = BTreeMap::from([("kept", stopping), ("new", stopping)]);
+        let d = sent.delta(["new", "stopped"], |id| later.get(id).copied());
+        assert_eq!(d.changed, [("new".to_string(), stopping)]);
+        assert_eq!(d.removed, ["stopped"]);
     }
 
     #[test]

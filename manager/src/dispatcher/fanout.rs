@@ -52,6 +52,21 @@ impl Indexed {
     }
 }
 
+/// A session's registration in the index.
+struct Watch {
+    notify: Arc<Notify>,
+    pending: Pending,
+}
+
+/// What changed for a session since it last looked.
+enum Pending {
+    /// Anything may have: it compares every task of its node (its first look, and after an
+    /// entry that woke every session).
+    Everything,
+    /// Only these tasks of its node.
+    Tasks(BTreeSet<String>),
+}
+
 /// What a woken session learns from the index: how its node's tasks differ from what it sent,
 /// and which of them reference secrets or configs.
 pub(super) struct Look {
@@ -68,8 +83,8 @@ struct Index {
     node_of: HashMap<String, String>,
     /// Tasks with network attachments: the only ones in peer tables.
     networked: BTreeSet<String>,
-    /// Open sessions: node → session ID → its wake-up.
-    waiters: HashMap<String, HashMap<String, Arc<Notify>>>,
+    /// Open sessions: node → session ID → its wake-up and what it has to look at.
+    waiters: HashMap<String, HashMap<String, Watch>>,
     /// The store's entries stopped: sessions end.
     closed: bool,
     /// Bumped whenever every session is woken: what does not depend on a node's own tasks
@@ -140,16 +155,33 @@ impl Index {
     }
 
     fn wake(&self, node: &str) {
-        for n in self.waiters.get(node).into_iter().flat_map(|m| m.values()) {
-            n.notify_one();
+        for w in self.waiters.get(node).into_iter().flat_map(|m| m.values()) {
+            w.notify.notify_one();
         }
     }
 
     fn wake_all(&mut self) {
         self.generation += 1;
-        for n in self.waiters.values().flat_map(|m| m.values()) {
-            n.notify_one();
+        for w in self.waiters.values_mut().flat_map(|m| m.values_mut()) {
+            w.pending = Pending::Everything;
+            w.notify.notify_one();
         }
+    }
+
+    /// Notes for the sessions of `task`'s node that the task changed; returns the node.
+    fn touch(&mut self, task: &str) -> Option<&String> {
+        let node = self.node_of.get(task)?;
+        for w in self
+            .waiters
+            .get_mut(node)
+            .into_iter()
+            .flat_map(|m| m.values_mut())
+        {
+            if let Pending::Tasks(ids) = &mut w.pending {
+                ids.insert(task.to_string());
+            }
+        }
+        Some(node)
     }
 }
 
@@ -198,7 +230,13 @@ impl Fanout {
             .waiters
             .entry(node.to_string())
             .or_default()
-            .insert(session.to_string(), notify.clone());
+            .insert(
+                session.to_string(),
+                Watch {
+                    notify: notify.clone(),
+                    pending: Pending::Everything,
+                },
+            );
         Waiter {
             fanout: self.clone(),
             node: node.to_string(),
@@ -225,23 +263,33 @@ impl Fanout {
             .unwrap_or_default()
     }
 
-    /// How `node`'s tasks as indexed differ from what its session `sent`.
-    pub(super) fn look(&self, node: &str, sent: &Sent) -> Look {
-        let ix = self.lock();
+    /// How the tasks of `waiter`'s node as indexed differ from what its session `sent`:
+    /// looking only at the tasks that changed since its last look, unless anything may have.
+    pub(super) fn look(&self, waiter: &Waiter, sent: &Sent) -> Look {
+        let mut ix = self.lock();
+        let pending = ix
+            .waiters
+            .get_mut(&waiter.node)
+            .and_then(|m| m.get_mut(&waiter.session))
+            .map_or(Pending::Everything, |w| {
+                std::mem::replace(&mut w.pending, Pending::Tasks(BTreeSet::new()))
+            });
         let empty = BTreeMap::new();
-        let tasks = ix.by_node.get(node).unwrap_or(&empty);
-        let assigned = || {
-            tasks
-                .iter()
-                .filter_map(|(id, i)| i.key.map(|k| (id.as_str(), k, i.refs)))
+        let tasks = ix.by_node.get(&waiter.node).unwrap_or(&empty);
+        let now = |id: &str| tasks.get(id).and_then(|i| i.key);
+        let delta = match &pending {
+            Pending::Everything => {
+                let gone = sent.ids().filter(|id| !tasks.contains_key(*id));
+                sent.delta(tasks.keys().map(String::as_str).chain(gone), now)
+            }
+            Pending::Tasks(ids) => sent.delta(ids.iter().map(String::as_str), now),
         };
         Look {
-            delta: sent.delta(assigned().map(|(id, k, _)| (id, k)), |id| {
-                tasks.get(id).is_some_and(|i| i.key.is_some())
-            }),
-            with_refs: assigned()
-                .filter(|(_, _, refs)| *refs)
-                .map(|(id, _, _)| id.to_string())
+            delta,
+            with_refs: tasks
+                .iter()
+                .filter(|(_, i)| i.refs && i.key.is_some())
+                .map(|(id, _)| id.clone())
                 .collect(),
         }
     }
@@ -251,15 +299,22 @@ impl Fanout {
         self.lock().networked.iter().cloned().collect()
     }
 
-    /// Follows the store's entries until they stop; see the module documentation.
-    pub(super) async fn run(self, store: Store) {
-        let mut events = store.subscribe();
-        // Sessions opened before the index was built are told to look again.
+    /// Rebuilds the index from the store and wakes every session. Besides a lagged receiver,
+    /// a new term of leadership does it: as a follower this manager may have installed a
+    /// leader's snapshot, which replaces the store without an entry to fold.
+    pub(super) fn resync(&self, store: &Store) {
         store.view(|st| {
             let mut ix = self.lock();
             ix.rebuild(st);
             ix.wake_all();
         });
+    }
+
+    /// Follows the store's entries until they stop; see the module documentation.
+    pub(super) async fn run(self, store: Store) {
+        let mut events = store.subscribe();
+        // Sessions opened before the index was built are told to look again.
+        self.resync(&store);
         loop {
             match events.recv().await {
                 Ok(applied) => {
@@ -270,13 +325,7 @@ impl Fanout {
                         Woken::Nodes(nodes) => nodes.iter().for_each(|n| ix.wake(n)),
                     }
                 }
-                Err(RecvError::Lagged(_)) => {
-                    store.view(|st| {
-                        let mut ix = self.lock();
-                        ix.rebuild(st);
-                        ix.wake_all();
-                    });
-                }
+                Err(RecvError::Lagged(_)) => self.resync(&store),
                 Err(RecvError::Closed) => {
                     let mut ix = self.lock();
                     ix.closed = true;
@@ -321,6 +370,7 @@ impl Fanout {
                     // next change that wakes its session.
                     if let Some(t) = task {
                         ix.refresh(t);
+                        ix.touch(&t.id);
                     }
                     continue;
                 }
@@ -331,7 +381,7 @@ impl Fanout {
                     if ix.networked.contains(id) {
                         all = true;
                     }
-                    if let Some(node) = ix.node_of.get(id) {
+                    if let Some(node) = ix.touch(id) {
                         nodes.insert(node.clone());
                     }
                     ix.remove(id);
@@ -368,7 +418,7 @@ impl Fanout {
             if ix.networked.contains(task_id) {
                 all = true;
             }
-            if let Some(node) = ix.node_of.get(task_id) {
+            if let Some(node) = ix.touch(task_id) {
                 nodes.insert(node.clone());
             }
         }
@@ -506,7 +556,8 @@ mod tests {
         st.tasks.insert("t1".into(), with_state(TaskState::New));
         f.fold(&st, &[act(Action::CreateTask(with_state(TaskState::New)))]);
         let mut sent = Sent::default();
-        assert!(f.look("n1", &sent).delta.is_empty());
+        let session = f.register("n1", "s1");
+        assert!(f.look(&session, &sent).delta.is_empty());
 
         st.tasks
             .insert("t1".into(), with_state(TaskState::Assigned));
@@ -517,7 +568,7 @@ mod tests {
             timestamp_ms: 0,
         });
         f.fold(&st, &[act(assign)]);
-        let look = f.look("n1", &sent);
+        let look = f.look(&session, &sent);
         assert_eq!(look.delta.changed_ids(), ["t1"]);
         assert!(look.with_refs.is_empty());
         sent.apply(&look.delta);
@@ -534,14 +585,14 @@ mod tests {
         };
         st.tasks.insert("t1".into(), with_state(TaskState::Running));
         f.fold(&st, &[report(TaskState::Running)]);
-        assert!(f.look("n1", &sent).delta.is_empty());
+        assert!(f.look(&session, &sent).delta.is_empty());
         st.tasks.insert("t1".into(), with_state(TaskState::Failed));
         f.fold(&st, &[report(TaskState::Failed)]);
-        assert_eq!(f.look("n1", &sent).delta.changed_ids(), ["t1"]);
+        assert_eq!(f.look(&session, &sent).delta.changed_ids(), ["t1"]);
 
         st.tasks.remove("t1");
         f.fold(&st, &[act(Action::DeleteTask("t1".into()))]);
-        assert_eq!(f.look("n1", &sent).delta.removed, ["t1"]);
+        assert_eq!(f.look(&session, &sent).delta.removed, ["t1"]);
     }
 
     #[tokio::test]
