@@ -443,6 +443,9 @@ pub(crate) mod testing {
     pub fn task(id: &str, slot: u64, node: &str, state: TaskState, at: i64) -> Task {
         let mut t = new_task(&service("s1", ServiceMode::Replicated, 1), slot, node, at);
         t.id = id.into();
+        // Made from no known version: the tests change their services' specs in place, without
+        // the new version an update gets, so tasks are compared with the spec.
+        t.service_version = 0;
         t.status = Some(TaskStatus {
             state: state as i32,
             timestamp_ms: at,

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 
-use shoal_proto::{store_action::Action, Task};
+use shoal_proto::{store_action::Action, Task, TaskState, TaskStatus};
 
 use crate::reconcile::Wake;
 use crate::store::StoreState;
@@ -59,6 +59,10 @@ impl Scope {
                 | Action::DeleteConfig(_) => continue,
                 Action::AllocateTask(a) => &a.task_id,
                 Action::AssignTask(a) => &a.task_id,
+                // A worker's progress between ASSIGNED and RUNNING (accepted, preparing,
+                // starting) changes no plan: every rule reads those states alike. Three of
+                // every task's five reports are such.
+                Action::UpdateTaskStatus(u) if u.status.as_ref().is_some_and(progress) => continue,
                 Action::MarkTaskPending(u) | Action::UpdateTaskStatus(u) => &u.task_id,
                 Action::SetTaskDesiredState(d) => &d.task_id,
                 Action::DeleteTask(_)
@@ -98,6 +102,11 @@ impl Scope {
     pub fn is_empty(&self) -> bool {
         matches!(self, Scope::Services(ids) if ids.is_empty())
     }
+}
+
+/// A state strictly between ASSIGNED and RUNNING.
+fn progress(s: &TaskStatus) -> bool {
+    s.state > TaskState::Assigned as i32 && s.state < TaskState::Running as i32
 }
 
 #[cfg(test)]
@@ -149,6 +158,40 @@ mod tests {
         );
         let deleted = Action::DeleteService("s9".into());
         assert_eq!(Scope::of(&woken_by(vec![deleted]), &st), only(&["s9"]));
+    }
+
+    #[test]
+    fn only_a_workers_progress_before_running_concerns_no_service() {
+        let st = state(
+            vec![service("s1", shoal_proto::ServiceMode::Replicated, 1)],
+            vec![ready("n1")],
+            vec![task("t1", 1, "n1", TaskState::Starting, 0)],
+        );
+        let reported = |state: TaskState| {
+            let report = Action::UpdateTaskStatus(TaskStatusUpdate {
+                task_id: "t1".into(),
+                status: Some(TaskStatus {
+                    state: state as i32,
+                    ..Default::default()
+                }),
+            });
+            Scope::of(&woken_by(vec![report]), &st)
+        };
+        for state in [
+            TaskState::Accepted,
+            TaskState::Preparing,
+            TaskState::Starting,
+        ] {
+            assert!(reported(state).is_empty(), "{state:?}");
+        }
+        for state in [
+            TaskState::Assigned,
+            TaskState::Running,
+            TaskState::Failed,
+            TaskState::Complete,
+        ] {
+            assert!(reported(state).includes("s1"), "{state:?}");
+        }
     }
 
     #[test]
