@@ -48,11 +48,14 @@ pub fn plan_scoped(state: &StoreState, scope: &Scope) -> Vec<StoreAction> {
     let mut doomed = Vec::new();
     let mut history: BTreeMap<(&str, Owner), Vec<&Task>> = BTreeMap::new();
     for t in scope.tasks(state) {
-        let stopped = t.desired() > TaskState::Running && finished_or_unplaced(t);
+        let finished = finished_or_unplaced(t);
+        let stopped = t.desired() > TaskState::Running && finished;
+        if !finished {
+            // Live, whether its service is there or not: nothing to delete (most tasks).
+            continue;
+        }
         let Some(service) = state.services.get(&t.service_id) else {
-            if stopped || finished_or_unplaced(t) {
-                doomed.push(t);
-            }
+            doomed.push(t);
             continue;
         };
         if !stopped {

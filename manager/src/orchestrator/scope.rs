@@ -94,8 +94,20 @@ impl Scope {
     pub fn tasks<'a>(&'a self, state: &'a StoreState) -> Box<dyn Iterator<Item = &'a Task> + 'a> {
         match self {
             Scope::All => Box::new(state.tasks.values()),
+            // Through the index, a lookup by ID per task; when the scope holds a good part of
+            // the tasks (reports from every service while they all start), one walk of the
+            // map in order is cheaper than that many lookups.
+            Scope::Services(ids) if Self::most_tasks(ids, state) => {
+                Box::new(state.tasks.values().filter(|t| ids.contains(&t.service_id)))
+            }
             Scope::Services(ids) => Box::new(ids.iter().flat_map(|id| state.tasks_of_service(id))),
         }
+    }
+
+    /// Whether the services `ids` hold more than a quarter of the tasks.
+    fn most_tasks(ids: &BTreeSet<String>, state: &StoreState) -> bool {
+        let in_scope: usize = ids.iter().map(|id| state.tasks.count_of_service(id)).sum();
+        in_scope > state.tasks.len() / 4
     }
 
     /// Nothing to plan.
@@ -192,6 +204,27 @@ mod tests {
         ] {
             assert!(reported(state).includes("s1"), "{state:?}");
         }
+    }
+
+    #[test]
+    fn the_tasks_in_scope_are_the_same_walked_or_looked_up() {
+        let mut tasks: Vec<Task> = (1..=6)
+            .map(|i| task(&format!("t{i}"), i, "n1", TaskState::Running, 0))
+            .collect();
+        tasks[5].service_id = "s2".into();
+        let st = state(vec![], vec![ready("n1")], tasks);
+        let ids = |scope: &Scope| -> Vec<String> {
+            let mut ids: Vec<String> = scope.tasks(&st).map(|t| t.id.clone()).collect();
+            ids.sort();
+            ids
+        };
+        // s1 holds most tasks (walked), s2 a few (looked up).
+        let s1 = Scope::Services(["s1".to_string()].into());
+        assert!(Scope::most_tasks(&["s1".to_string()].into(), &st));
+        assert_eq!(ids(&s1), ["t1", "t2", "t3", "t4", "t5"]);
+        let s2 = Scope::Services(["s2".to_string()].into());
+        assert!(!Scope::most_tasks(&["s2".to_string()].into(), &st));
+        assert_eq!(ids(&s2), ["t6"]);
     }
 
     #[test]

@@ -203,6 +203,11 @@ impl Tasks {
             .flat_map(|ids| ids.iter().map(String::as_str))
     }
 
+    /// How many tasks `service_id` has.
+    pub fn count_of_service(&self, service_id: &str) -> usize {
+        self.by_service.get(service_id).map_or(0, BTreeSet::len)
+    }
+
     /// The service IDs that have tasks (some may name services already deleted).
     pub fn service_ids(&self) -> impl Iterator<Item = &str> {
         self.by_service.keys().map(String::as_str)
