@@ -61,9 +61,7 @@ struct Tracked {
 
 /// Whether a task waits for the allocator: NEW, still wanted, and some attachment has no address.
 pub fn needs_allocation(t: &Task) -> bool {
-    t.state() == TaskState::New
-        && t.desired() <= TaskState::Running
-        && t.networks.iter().any(|a| a.address.is_empty())
+    crate::store::state::unallocated(t)
 }
 
 impl TaskAllocator {
@@ -73,10 +71,11 @@ impl TaskAllocator {
     pub fn plan(&mut self, st: &StoreState) -> Vec<StoreAction> {
         self.sync(st);
         let mut actions = self.plan_nodes(st);
-        // NEW tasks are among the store's unplaced ones: no walk of every task.
+        // The store's index of the tasks waiting for addresses: no walk of every task, nor of
+        // the (many more, while services start) tasks waiting for a node.
         let mut waiting: Vec<&Task> = st
             .tasks
-            .unplaced_ids()
+            .unallocated_ids()
             .iter()
             .filter_map(|id| st.tasks.get(id))
             .filter(|t| needs_allocation(t))

@@ -29,7 +29,7 @@ pub use attachments::{attachment_ip, attachment_network_id, holds_addresses};
 pub use endpoints::vip_ip;
 pub use ingress::{has_ingress_ports, is_ingress_network};
 pub use secrets::{by_name, service_list, FileObject};
-pub use tasks::{occupies, unplaced, Occupancy, Tasks};
+pub use tasks::{occupies, unallocated, unplaced, Occupancy, Tasks};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApplyError {

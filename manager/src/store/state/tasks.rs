@@ -6,7 +6,8 @@
 //! rounds back to back while tasks started. [`Tasks`] keeps, next to the tasks by ID:
 //!
 //! * the task IDs of each service (the orchestrator plans one service from its own tasks);
-//! * the tasks not placed yet and still wanted (the scheduler's and allocator's work list);
+//! * the tasks not placed yet and still wanted (the scheduler's work list), and among them
+//!   those still waiting for their network addresses (the allocator's);
 //! * what the tasks placed on each node occupy there, as the scheduler counts it;
 //! * how many tasks of each service run and are meant to (`service ls`'s REPLICAS).
 //!
@@ -24,6 +25,7 @@ pub struct Tasks {
     map: BTreeMap<String, Task>,
     by_service: HashMap<String, BTreeSet<String>>,
     unplaced: BTreeSet<String>,
+    unallocated: BTreeSet<String>,
     occupancy: Occupancy,
     running: HashMap<String, u64>,
 }
@@ -78,6 +80,19 @@ impl Occupancy {
     }
 }
 
+/// Keeps `id` in `set` while a task matches its predicate: `was` before a change, `is` after.
+fn follow(set: &mut BTreeSet<String>, id: &str, was: bool, is: bool) {
+    match (was, is) {
+        (false, true) => {
+            set.insert(id.to_string());
+        }
+        (true, false) => {
+            set.remove(id);
+        }
+        _ => {}
+    }
+}
+
 /// Adds `delta` to the count of `key`. A count that drops to zero stays (as zero): a task's
 /// status change uncounts and recounts it, and the key is copied only the first time.
 fn bump(counts: &mut HashMap<String, u64>, key: &str, delta: i64) {
@@ -100,6 +115,14 @@ pub fn occupies(t: &Task) -> bool {
 /// Not placed yet and still wanted: the allocator's and the scheduler's work.
 pub fn unplaced(t: &Task) -> bool {
     t.state() <= TaskState::Pending && t.desired() <= TaskState::Running
+}
+
+/// NEW, still wanted, and attached to a network without an address yet: the allocator's work
+/// (a subset of [`unplaced`]).
+pub fn unallocated(t: &Task) -> bool {
+    t.state() == TaskState::New
+        && t.desired() <= TaskState::Running
+        && t.networks.iter().any(|a| a.address.is_empty())
 }
 
 /// Running and meant to: it counts in its service's REPLICAS.
@@ -163,6 +186,7 @@ impl Tasks {
     pub fn modify<R>(&mut self, id: &str, f: impl FnOnce(&mut Task) -> R) -> Option<R> {
         let task = self.map.get_mut(id)?;
         let was_unplaced = unplaced(task);
+        let was_unallocated = unallocated(task);
         let occupied = occupies(task);
         if occupied {
             self.occupancy.add(task, -1);
@@ -183,15 +207,13 @@ impl Tasks {
         if occupies(task) {
             self.occupancy.add(task, 1);
         }
-        match (was_unplaced, unplaced(task)) {
-            (false, true) => {
-                self.unplaced.insert(id.to_string());
-            }
-            (true, false) => {
-                self.unplaced.remove(id);
-            }
-            _ => {}
-        }
+        follow(&mut self.unplaced, id, was_unplaced, unplaced(task));
+        follow(
+            &mut self.unallocated,
+            id,
+            was_unallocated,
+            unallocated(task),
+        );
         Some(r)
     }
 
@@ -211,6 +233,11 @@ impl Tasks {
     /// The service IDs that have tasks (some may name services already deleted).
     pub fn service_ids(&self) -> impl Iterator<Item = &str> {
         self.by_service.keys().map(String::as_str)
+    }
+
+    /// The IDs of the tasks waiting for network addresses ([`unallocated`]), in ID order.
+    pub fn unallocated_ids(&self) -> &BTreeSet<String> {
+        &self.unallocated
     }
 
     /// The IDs of the tasks not placed yet and still wanted ([`unplaced`]), in ID order.
@@ -237,6 +264,9 @@ impl Tasks {
             if unplaced(t) {
                 self.unplaced.insert(id.to_string());
             }
+            if unallocated(t) {
+                self.unallocated.insert(id.to_string());
+            }
         } else {
             if let Some(ids) = self.by_service.get_mut(&t.service_id) {
                 ids.remove(id);
@@ -245,6 +275,7 @@ impl Tasks {
                 }
             }
             self.unplaced.remove(id);
+            self.unallocated.remove(id);
         }
         if occupies(t) {
             self.occupancy.add(t, delta);

@@ -12,9 +12,10 @@ use super::Tasks;
 use crate::store::StoreState;
 
 type Counts = BTreeMap<String, u64>;
-/// By service, unplaced, per node, per node and service, heavy, running per service.
+/// By service, unplaced, unallocated, per node, per node and service, heavy, running per service.
 type Indexes = (
     Vec<(String, Vec<String>)>,
+    Vec<String>,
     Vec<String>,
     Counts,
     Counts,
@@ -46,6 +47,7 @@ fn indexes(t: &Tasks) -> Indexes {
     (
         by_service,
         t.unplaced.iter().cloned().collect(),
+        t.unallocated.iter().cloned().collect(),
         per_node,
         per_service,
         t.occupancy.heavy.iter().cloned().collect(),
@@ -276,4 +278,19 @@ fn a_service_keeps_its_own_tasks_apart() {
     let mut services: Vec<&str> = s.tasks.service_ids().collect();
     services.sort();
     assert_eq!(services, ["gone", "s1"]);
+}
+
+#[test]
+fn a_task_waits_for_the_allocator_until_its_networks_have_addresses() {
+    let mut tasks = Tasks::default();
+    let mut t = task("t1", "s1", 1);
+    t.networks = vec![shoal_proto::NetworkAttachment::default()];
+    tasks.insert("t1".into(), t);
+    tasks.insert("t2".into(), task("t2", "s1", 1));
+    let ids: Vec<&String> = tasks.unallocated_ids().iter().collect();
+    assert_eq!(ids, ["t1"], "t2 joins no network");
+    tasks.modify("t1", |t| t.networks[0].address = "198.18.0.2/24".into());
+    assert!(tasks.unallocated_ids().is_empty());
+    let rebuilt: Tasks = tasks.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    assert_eq!(indexes(&tasks), indexes(&rebuilt));
 }
