@@ -28,7 +28,7 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 use shoal_proto::{
     store_action::Action, Network, NetworkAttachment, Node, NodeAllocation, StoreAction, Task,
-    TaskAllocation, TaskState,
+    TaskAllocation,
 };
 use tokio::sync::watch;
 use tracing::warn;
