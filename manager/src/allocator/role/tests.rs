@@ -1,7 +1,7 @@
 //! The allocator role as a pure function: given a state (and what the role kept from earlier
 //! rounds), which entries it proposes.
 
-use shoal_proto::{Meta, NetworkSpec, Proposal, TaskStatus};
+use shoal_proto::{Meta, NetworkSpec, Proposal, TaskState, TaskStatus};
 
 use super::*;
 
