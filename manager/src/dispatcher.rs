@@ -3,8 +3,8 @@
 //! A worker opens a `Session` and receives the complete set of tasks assigned to its node,
 //! then whenever that set changes the tasks added, changed or removed ([`assignments`]; the
 //! whole set again for a worker that did not ask for that); it reports progress with
-//! `UpdateTaskStatus`. The local
-//! worker of a manager uses this same protocol, so one path serves every node.
+//! `UpdateTaskStatus`. The local worker of a manager uses this same protocol, so one path
+//! serves every node.
 //!
 //! With the tasks go the peer tables of their networks ([`peers`]): who else is on each
 //! network, at which address, behind which node; and the secrets and configs the node's live
