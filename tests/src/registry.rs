@@ -164,16 +164,7 @@ impl PrivateRegistry {
             password: password.to_string(),
             tokens,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(&registry.addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "docker-registry did not listen on {}: {}",
-                registry.addr,
-                std::fs::read_to_string(dir.join("registry.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_listening(&registry.addr, dir);
         registry
     }
 
@@ -200,6 +191,20 @@ impl PrivateRegistry {
 }
 
 /// The registry config's `auth:` section for htpasswd with one user, its file under `dir`.
+/// Waits (up to 20 s) until a `docker-registry` started with its log at `dir/registry.log`
+/// accepts connections on `addr`; panics with that log otherwise.
+pub fn wait_listening(addr: &str, dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "docker-registry did not listen on {addr}: {}",
+            std::fs::read_to_string(dir.join("registry.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn htpasswd_auth(dir: &Path, user: &str, password: &str) -> String {
     let htpasswd = dir.join("htpasswd");
     let out = Command::new("htpasswd")

@@ -3,10 +3,9 @@
 //! see for bad archives and unknown images.
 
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use containerd_client::services::v1::snapshots::{
     RemoveSnapshotRequest, StatSnapshotRequest, ViewSnapshotRequest,
@@ -493,16 +492,7 @@ impl Registry {
             .spawn()
             .expect("start docker-registry (Debian package docker-registry)");
         let registry = Registry { child, addr };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(&registry.addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "docker-registry did not listen on {}: {}",
-                registry.addr,
-                std::fs::read_to_string(dir.join("registry.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        shoal_tests::registry::wait_listening(&registry.addr, dir);
         registry
     }
 }
