@@ -10,6 +10,13 @@
 //!   service at R/R (RUNNING in the store);
 //! - `service ls` and `service ps s0` latency (p50/p99, through the CLI) sampled in a loop each
 //!   during that ramp;
+//! - the pipeline's phases over time: every [`PHASE_POLL`] a follower's metrics endpoint
+//!   (`shoal_tasks` by state; a follower applies every entry the leader does, a few ms later,
+//!   and the leader is spared the scrape: its page carries every task's usage series) and the
+//!   hollow nodes' counts are sampled, and for each phase
+//!   (created, allocated, assigned, delivered, started, RUNNING in the store) the time it took
+//!   to reach a quarter, half, 90 % and all of the tasks is printed: the phase that ends last
+//!   after the one before it ended is the critical path;
 //! - the leader's peak RSS (VmHWM) and the CPU seconds it used during the ramp (host 0, the
 //!   first leader), and how many leadership changes host 0 saw meanwhile: creates that meet
 //!   an election are retried, as a user would.
@@ -29,9 +36,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use shoal_proto::TaskState;
 use shoal_tests::bench::{cpu_seconds, memory_kib, quantile, raise_nofile_limit};
 use shoal_tests::cluster::{ClusterHost, TestCluster};
 use shoal_tests::daemon::{shoal_bin, wait_until_every};
+use shoal_tests::http::http_get;
 use shoal_tests::table::parse_table;
 
 const USAGE: &str = "usage: bench-scale [--nodes N] [--services S] [--replicas R] \
@@ -45,6 +54,13 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(600);
 const RAMP_TIMEOUT: Duration = Duration::from_secs(900);
 /// How often progress is looked at while waiting.
 const POLL: Duration = Duration::from_millis(100);
+/// How often the leader's task counts are sampled for the phase breakdown.
+const PHASE_POLL: Duration = Duration::from_millis(500);
+/// The metrics port every manager listens on, inside its own network namespace.
+const METRICS_PORT: u16 = 9464;
+/// The manager whose metrics the phase breakdown reads: a follower not needed for the quorum
+/// (the leader, host 0, and host 1 make one), so the scrape delays no commit.
+const PHASE_HOST: usize = 2;
 /// How many `service create`s run side by side.
 const CREATORS: usize = 4;
 /// How often one `service create` is tried while there is no leader.
@@ -257,7 +273,8 @@ fn main() -> Result<()> {
         .context("create a work directory")?;
 
     // Declared before the hollow nodes, so that they stop before the managers do.
-    let cluster = TestCluster::new(3);
+    let metrics_addr = format!("127.0.0.1:{METRICS_PORT}");
+    let cluster = TestCluster::new_with(3, &["--metrics-addr", &metrics_addr]);
     let leader = cluster.host(0);
     // The ingress network is the address pool's first subnet, and every node takes an address
     // on it: a /21 holds a thousand nodes and more, where the default /24 holds 253 (as with
@@ -320,7 +337,7 @@ fn main() -> Result<()> {
     let stop = AtomicBool::new(false);
     let running_at: Mutex<Option<Instant>> = Mutex::new(None);
     let t0 = Instant::now();
-    let (created_after, ls, ps) = thread::scope(|s| -> Result<_> {
+    let (created_after, ls, ps, phases) = thread::scope(|s| -> Result<_> {
         let ls = s.spawn(|| {
             sample_loop(leader, &["service", "ls"], &stop, |table| {
                 if all_running(table, args.services, args.replicas) {
@@ -332,6 +349,16 @@ fn main() -> Result<()> {
             })
         });
         let ps = s.spawn(|| sample_loop(leader, &["service", "ps", "s0"], &stop, |_| {}));
+        let phases = s.spawn(|| {
+            let mut samples = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                samples.push(phase_sample(&cluster, &progress, t0));
+                thread::sleep(PHASE_POLL);
+            }
+            // One more, so that a phase that ended with the ramp is seen ended.
+            samples.push(phase_sample(&cluster, &progress, t0));
+            samples
+        });
         let creators: Vec<_> = (0..CREATORS)
             .map(|c| {
                 let args = &args;
@@ -359,6 +386,7 @@ fn main() -> Result<()> {
         stop.store(true, Ordering::Relaxed);
         let ls = ls.join().unwrap_or_default();
         let ps = ps.join().unwrap_or_default();
+        let phases = phases.join().unwrap_or_default();
         if !converged {
             let p = progress.lock().unwrap_or_else(|e| e.into_inner());
             let (_, hwm_kib) = memory_kib(pid).unwrap_or_default();
@@ -381,7 +409,7 @@ fn main() -> Result<()> {
                 hwm_kib / 1024
             );
         }
-        Ok((created_after, ls, ps))
+        Ok((created_after, ls, ps, phases))
     })?;
     let cpu = cpu_seconds(pid)? - cpu_before;
     let elections = leader_changes(leader) - changes_before;
@@ -409,7 +437,97 @@ fn main() -> Result<()> {
         hwm_kib,
         elections,
     });
+    print_phases(&phases, total);
     Ok(())
+}
+
+/// The steps of a task's way to RUNNING, in the pipeline's order: the orchestrator creates it,
+/// the allocator lets it go on (PENDING), the scheduler assigns it, the dispatcher delivers it
+/// to its node, the node starts it, and its RUNNING report is committed.
+const PHASES: [&str; 6] = [
+    "created in the store (orchestrator)",
+    "allocated: PENDING or later (allocator)",
+    "assigned to a node (scheduler)",
+    "delivered to its node (dispatcher)",
+    "started by its node (hollow agent)",
+    "RUNNING in the store (status reports)",
+];
+
+/// How many tasks had passed each of [`PHASES`], `at` seconds into the ramp.
+struct PhaseSample {
+    at: f64,
+    counts: [u64; PHASES.len()],
+}
+
+/// The task counts by state on [`PHASE_HOST`] (its metrics endpoint, read from inside its
+/// network namespace) and the hollow nodes' counts, now. A failed scrape counts nothing for the store's
+/// phases; the next one will.
+fn phase_sample(cluster: &TestCluster, progress: &Mutex<Progress>, t0: Instant) -> PhaseSample {
+    let at = t0.elapsed().as_secs_f64();
+    let body = cluster
+        .net()
+        .run_in(PHASE_HOST, || http_get(METRICS_PORT, "/metrics", None))
+        .ok()
+        .flatten()
+        .map(|(_, _, body)| body)
+        .unwrap_or_default();
+    let mut counts = [0u64; PHASES.len()];
+    for (state, n) in tasks_by_state(&body) {
+        counts[0] += n;
+        if state >= TaskState::Pending {
+            counts[1] += n;
+        }
+        if state >= TaskState::Assigned {
+            counts[2] += n;
+        }
+        if state >= TaskState::Running {
+            counts[5] += n;
+        }
+    }
+    let p = progress.lock().unwrap_or_else(|e| e.into_inner());
+    (counts[3], counts[4]) = (p.prepared, p.started);
+    PhaseSample { at, counts }
+}
+
+/// `shoal_tasks{state="S",desired_state="D"} N` lines of a metrics page, as (S, N).
+fn tasks_by_state(metrics: &str) -> Vec<(TaskState, u64)> {
+    metrics
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("shoal_tasks{state=\"")?;
+            let (label, rest) = rest.split_once('"')?;
+            let n = rest.rsplit_once(' ')?.1.parse().ok()?;
+            let name = format!("TASK_STATE_{}", label.to_ascii_uppercase());
+            Some((TaskState::from_str_name(&name)?, n))
+        })
+        .collect()
+}
+
+/// For each phase, when (seconds into the ramp) it first reached a quarter, half, 90 % and all
+/// of the tasks, as sampled every [`PHASE_POLL`].
+fn print_phases(samples: &[PhaseSample], total: u64) {
+    const SHARES: [f64; 4] = [0.25, 0.5, 0.9, 1.0];
+    println!();
+    println!(
+        "Phases: seconds into the ramp at which a share of the {total} tasks had passed each \
+         (sampled every {} ms)",
+        PHASE_POLL.as_millis()
+    );
+    println!(
+        "{:<42} {:>8} {:>8} {:>8} {:>8}",
+        "phase", "25 %", "50 %", "90 %", "100 %"
+    );
+    for (i, phase) in PHASES.iter().enumerate() {
+        let reached = SHARES.map(|share| {
+            let goal = (total as f64 * share).ceil() as u64;
+            samples
+                .iter()
+                .find(|s| s.counts[i] >= goal)
+                .map_or("-".to_string(), |s| format!("{:.1}", s.at))
+        });
+        let [a, b, c, d] = reached;
+        println!("{phase:<42} {a:>8} {b:>8} {c:>8} {d:>8}");
+    }
 }
 
 struct Figures<'a> {
