@@ -131,9 +131,11 @@ struct Load<'a> {
 /// overall, node ID). A task that reserves nothing, publishes no host-mode port and whose
 /// service has no per-node limit passes every other filter on every eligible node, so its node
 /// is the first of the set: O(log nodes) instead of checking every node for every task, which
-/// is what made a hundred thousand tasks on a thousand nodes slow. Kept current as the round
-/// places tasks (every set holding the node is updated), so the choice is exactly the one the
-/// full scan makes.
+/// is what made a hundred thousand tasks on a thousand nodes slow. The choice is exactly the one
+/// the full scan makes: a node's key only grows within a round (the round only adds tasks), so
+/// a set is repaired lazily — an entry whose key is stale is re-inserted with its current key
+/// when it comes first, and the first entry that is current is the least of all. Updating every
+/// set at each placement instead cost a set update per service in the round for every task.
 #[derive(Default)]
 struct Spread<'a> {
     sets: HashMap<&'a str, std::collections::BTreeSet<(u64, u64, &'a str)>>,
@@ -179,19 +181,15 @@ impl<'a> Spread<'a> {
                 })
                 .collect()
         });
-        let (_, _, id) = set.first()?;
-        state.nodes.get(*id)
-    }
-
-    /// `task` goes to `node`: called before `load` counts it, so the old keys are found.
-    fn placed(&mut self, node: &'a str, task: &Task, load: &Load<'a>) {
-        let total = load.of_node(node);
-        for (service, set) in self.sets.iter_mut() {
-            let of_service = load.of_service(node, service);
-            if set.remove(&(of_service, total, node)) {
-                let mine = u64::from(*service == task.service_id.as_str());
-                set.insert((of_service + mine, total + 1, node));
+        loop {
+            let first = *set.first()?;
+            let (_, _, id) = first;
+            let current = (load.of_service(id, service), load.of_node(id), id);
+            if current == first {
+                return state.nodes.get(id);
             }
+            set.pop_first();
+            set.insert(current);
         }
     }
 }
@@ -401,7 +399,6 @@ pub fn plan(state: &StoreState, now_ms: i64) -> Vec<StoreAction> {
         };
         let action = match chosen {
             Ok(node) => {
-                spread.placed(&node.id, task, &load);
                 load.add(&node.id, task);
                 Action::AssignTask(TaskAssignment {
                     task_id: task.id.clone(),
@@ -434,18 +431,19 @@ pub async fn run(store: Store, shutdown: watch::Receiver<bool>) {
     crate::reconcile::run(store, Duration::from_secs(1), shutdown, move |_| {
         let store = s.clone();
         async move {
-            let actions = store.view(|st| {
+            let (actions, took) = crate::reconcile::read(&store, |st| {
                 plan(st, now_ms())
                     .into_iter()
                     .filter(|a| !already_pending_with_same_reason(st, a))
                     .collect::<Vec<_>>()
             });
             if actions.is_empty() {
-                return;
+                return took;
             }
             if let Err(e) = store.propose_batched(actions, MAX_ENTRY_ACTIONS).await {
                 warn!(error = %e, "scheduler proposal failed; retrying next round");
             }
+            took
         }
     })
     .await;

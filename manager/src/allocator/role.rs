@@ -280,11 +280,13 @@ pub async fn run(store: Store, shutdown: watch::Receiver<bool>) {
         let store = s.clone();
         let allocator = allocator.clone();
         async move {
-            let actions =
-                store.view(|st| allocator.lock().unwrap_or_else(|e| e.into_inner()).plan(st));
+            let (actions, took) = crate::reconcile::read(&store, |st| {
+                allocator.lock().unwrap_or_else(|e| e.into_inner()).plan(st)
+            });
             if let Err(e) = store.propose_batched(actions, BATCH).await {
                 warn!(error = %e, "allocator proposal failed; retrying next round");
             }
+            took
         }
     })
     .await;

@@ -328,7 +328,7 @@ pub async fn run(store: Store, shutdown: watch::Receiver<bool>) {
     crate::reconcile::run(store, Duration::from_millis(500), shutdown, move |wake| {
         let store = s.clone();
         async move {
-            let (mut actions, changes) = store.view(|st| {
+            let ((mut actions, changes), took) = crate::reconcile::read(&store, |st| {
                 let scope = Scope::of(&wake, st);
                 if scope.is_empty() {
                     return (Vec::new(), Vec::new());
@@ -350,7 +350,7 @@ pub async fn run(store: Store, shutdown: watch::Receiver<bool>) {
                 }
             }
             if actions.is_empty() {
-                return;
+                return took;
             }
             // Deletes and creates are independent of each other, so any split into bounded
             // entries is as good as one.
@@ -358,6 +358,7 @@ pub async fn run(store: Store, shutdown: watch::Receiver<bool>) {
             if let Err(e) = store.propose_batched(actions, MAX_ENTRY_ACTIONS).await {
                 warn!(error = %e, "orchestrator proposal failed; retrying next round");
             }
+            took
         }
     })
     .await;
