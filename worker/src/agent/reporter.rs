@@ -42,13 +42,25 @@ pub(super) struct SessionHandle {
     pub(super) session_id: String,
 }
 
+/// A state strictly between ASSIGNED and RUNNING (accepted, preparing, starting): the worker's
+/// progress, which the manager's plans read alike. One not sent yet is replaced by the task's
+/// next state; RUNNING and every state after it are always sent (the manager stamps a task's
+/// start from RUNNING, and a failure's exit code is in its own report).
+fn progress(s: &TaskStatus) -> bool {
+    s.state > TaskState::Assigned as i32 && s.state < TaskState::Running as i32
+}
+
 #[derive(Default)]
 struct ReporterState {
-    /// Unsent statuses, oldest first: every state a task reaches is sent, in order.
+    /// Unsent statuses, oldest first: every state a task reaches is sent, in order, except a
+    /// progress state the next one overtook before it was sent ([`progress`]).
     pending: Vec<TaskStatusUpdate>,
     /// The highest state reported or known to the manager, per task, with the health it
     /// came with: nothing below it, nor the same state with the same health, is sent again.
     floor: HashMap<String, Floor>,
+    /// Every status queued, overtaken or not: what the controllers reported, for their tests.
+    #[cfg(test)]
+    queued: Vec<TaskStatusUpdate>,
 }
 
 /// What a task last reported (or the manager last knew): its state and health.
@@ -99,10 +111,27 @@ impl Reporter {
             }
             st.floor
                 .insert(task_id.to_string(), Floor { state, health });
-            st.pending.push(TaskStatusUpdate {
+            #[cfg(test)]
+            st.queued.push(TaskStatusUpdate {
                 task_id: task_id.to_string(),
-                status: Some(status),
+                status: Some(status.clone()),
             });
+            let superseded = st
+                .pending
+                .iter_mut()
+                .rev()
+                .find(|u| u.task_id == task_id)
+                .filter(|u| u.status.as_ref().is_some_and(progress));
+            match superseded {
+                // Not sent yet, and only a step on the way to RUNNING: the later state says
+                // all it said. A task that starts at once then costs one report, not four
+                // (each a store action replicated to every manager).
+                Some(unsent) => unsent.status = Some(status),
+                None => st.pending.push(TaskStatusUpdate {
+                    task_id: task_id.to_string(),
+                    status: Some(status),
+                }),
+            }
         }
         info!(
             task = %task_id,
@@ -131,6 +160,12 @@ impl Reporter {
         let mut st = self.lock();
         st.floor.remove(task_id);
         st.pending.retain(|u| u.task_id != task_id);
+    }
+
+    /// Every status queued so far, in order, including those a later state overtook.
+    #[cfg(test)]
+    pub(super) fn queued(&self) -> Vec<TaskStatusUpdate> {
+        self.lock().queued.clone()
     }
 
     pub(super) fn take(&self) -> Vec<TaskStatusUpdate> {

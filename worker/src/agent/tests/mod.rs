@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use shoal_proto::{ContainerSpec, Task, TaskState, TaskStatus, TaskStatusUpdate, TaskUsage};
+use shoal_proto::{ContainerSpec, Task, TaskState, TaskStatus, TaskUsage};
 use tokio::sync::watch;
 
 use super::controller::Ctx;
@@ -299,7 +299,6 @@ pub(super) struct Harness {
     pub(super) exec: Arc<FakeExecutor>,
     pub(super) reporter: Arc<Reporter>,
     pub(super) ctx: Arc<Ctx>,
-    reported: Mutex<Vec<TaskStatusUpdate>>,
 }
 
 impl Harness {
@@ -320,15 +319,14 @@ impl Harness {
             exec,
             reporter,
             ctx,
-            reported: Mutex::new(Vec::new()),
         }
     }
 
-    /// Every status queued for the task so far, in order.
+    /// Every status the task's controller reported so far, in order (whether or not a later
+    /// one overtook it in the reporter's queue).
     pub(super) fn statuses(&self, task_id: &str) -> Vec<TaskStatus> {
-        let mut reported = self.reported.lock().unwrap();
-        reported.extend(self.reporter.take());
-        reported
+        self.reporter
+            .queued()
             .iter()
             .filter(|u| u.task_id == task_id)
             .filter_map(|u| u.status.clone())

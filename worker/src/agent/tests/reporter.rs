@@ -46,14 +46,41 @@ fn every_state_is_queued_once_in_order_and_never_backwards() {
     assert_eq!(
         queued(&r),
         [
-            ("t1".to_string(), TaskState::Accepted),
-            ("t2".to_string(), TaskState::Accepted),
+            // t1's ACCEPTED was not sent yet: PREPARING took its place.
             ("t1".to_string(), TaskState::Preparing),
+            ("t2".to_string(), TaskState::Accepted),
         ]
     );
     // Once sent, still never again.
     r.report("t1", status(TaskState::Preparing));
     assert!(queued(&r).is_empty());
+}
+
+#[test]
+fn an_unsent_step_before_running_is_overtaken_but_running_and_after_are_all_sent() {
+    let r = Reporter::new("node".into());
+    for state in [
+        TaskState::Accepted,
+        TaskState::Preparing,
+        TaskState::Starting,
+        TaskState::Running,
+    ] {
+        r.report("t1", status(state));
+    }
+    r.report("t1", status(TaskState::Failed));
+    assert_eq!(
+        queued(&r),
+        [
+            ("t1".to_string(), TaskState::Running),
+            ("t1".to_string(), TaskState::Failed),
+        ],
+        "a task that started at once costs one report to start, and its end one more"
+    );
+    // A step already sent is not touched: the next state is a report of its own.
+    r.report("t2", status(TaskState::Preparing));
+    assert_eq!(queued(&r), [("t2".to_string(), TaskState::Preparing)]);
+    r.report("t2", status(TaskState::Starting));
+    assert_eq!(queued(&r), [("t2".to_string(), TaskState::Starting)]);
 }
 
 #[test]
@@ -92,14 +119,15 @@ fn a_new_health_at_the_same_state_is_reported_once() {
             (s.state(), s.health())
         })
         .collect();
-    assert_eq!(
-        healths,
-        [
-            (TaskState::Starting, HealthStatus::None),
-            (TaskState::Starting, HealthStatus::Starting),
-            (TaskState::Running, HealthStatus::Healthy),
-        ]
-    );
+    // STARTING's reports were not sent yet: RUNNING, healthy, says it all.
+    assert_eq!(healths, [(TaskState::Running, HealthStatus::Healthy)]);
+    // Sent one by one, each health is a report of its own.
+    r.report("t3", status(TaskState::Starting));
+    assert_eq!(r.take().len(), 1);
+    r.report("t3", with(TaskState::Starting, HealthStatus::Starting));
+    assert_eq!(r.take().len(), 1);
+    r.report("t3", with(TaskState::Starting, HealthStatus::Starting)); // a duplicate
+    assert!(r.take().is_empty());
     // What the manager already holds is not sent again; a change from it is.
     r.observe("t2", TaskState::Running, HealthStatus::Healthy);
     r.report("t2", with(TaskState::Running, HealthStatus::Healthy));
@@ -203,7 +231,6 @@ async fn reports_made_together_go_in_one_update_and_a_refused_one_is_retried_in_
     assert_eq!(
         sent,
         [
-            ("t1", TaskState::Accepted as i32),
             ("t1", TaskState::Preparing as i32),
             ("t2", TaskState::Accepted as i32),
         ],
