@@ -312,6 +312,25 @@ fn assert_forward_only(d: &TestDispatcher, task_id: &str) {
     );
 }
 
+/// The task's reports went forward only and ended with `last`; any before those are steps on
+/// the way (ACCEPTED, PREPARING, STARTING), which the agent sends only when no later state
+/// overtook them before the next send: how many arrive depends on timing.
+fn assert_reported(d: &TestDispatcher, task_id: &str, last: &[TaskState]) {
+    assert_forward_only(d, task_id);
+    let states = d.states(task_id);
+    assert!(
+        states.ends_with(last),
+        "{task_id}: {states:?}, want {last:?} last"
+    );
+    let steps = &states[..states.len() - last.len()];
+    assert!(
+        steps
+            .iter()
+            .all(|s| *s > TaskState::Assigned && *s < TaskState::Running),
+        "{task_id}: {states:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_tasks_through_their_lifecycle_and_cleans_up() {
     let mut env = Env::new().await;
@@ -327,15 +346,10 @@ async fn runs_tasks_through_their_lifecycle_and_cleans_up() {
         .await;
     assert_eq!(failed.exit_code, 3);
     assert_eq!(failed.err, "task: non-zero exit (3)");
-    assert_eq!(
-        env.dispatcher.states(&failing.id),
-        vec![
-            TaskState::Accepted,
-            TaskState::Preparing,
-            TaskState::Starting,
-            TaskState::Running,
-            TaskState::Failed
-        ]
+    assert_reported(
+        &env.dispatcher,
+        &failing.id,
+        &[TaskState::Running, TaskState::Failed],
     );
     let running = env
         .dispatcher
@@ -370,7 +384,11 @@ async fn runs_tasks_through_their_lifecycle_and_cleans_up() {
     .await;
     assert!(logs::task_dir(&env.data, &completing.id).exists());
     // Nothing is run twice.
-    assert_eq!(env.dispatcher.states(&completing.id).len(), 5);
+    assert_reported(
+        &env.dispatcher,
+        &completing.id,
+        &[TaskState::Running, TaskState::Complete],
+    );
     env.stop_agent().await;
 }
 
@@ -434,14 +452,7 @@ async fn a_missing_image_rejects_the_task() {
     env.start_agent().await;
     let rejected = env.dispatcher.wait_for(&t.id, TaskState::Rejected).await;
     assert!(rejected.err.contains("nope"), "{}", rejected.err);
-    assert_eq!(
-        env.dispatcher.states(&t.id),
-        vec![
-            TaskState::Accepted,
-            TaskState::Preparing,
-            TaskState::Rejected
-        ]
-    );
+    assert_reported(&env.dispatcher, &t.id, &[TaskState::Rejected]);
     assert!(env.observed().await.is_empty());
     env.stop_agent().await;
 }
@@ -541,6 +552,10 @@ async fn reports_are_retried_and_sessions_reconnect() {
     env.dispatcher
         .wait_for(&second.id, TaskState::Complete)
         .await;
-    assert_eq!(env.dispatcher.states(&first.id).len(), 5);
+    assert_reported(
+        &env.dispatcher,
+        &first.id,
+        &[TaskState::Running, TaskState::Complete],
+    );
     env.stop_agent().await;
 }
