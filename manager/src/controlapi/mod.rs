@@ -5,6 +5,7 @@
 //! served by every daemon; on a node that is not a manager it answers with the message that
 //! tells the user to `shoal swarm init` (or join) first.
 
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
@@ -174,21 +175,24 @@ pub fn spec_status(e: SpecError) -> Status {
     }
 }
 
-/// Finds one object by exact ID, exact name, or unique ID prefix (docker's lookup order).
+/// Finds one object of `by_id` (the store's map of them, keyed by ID) by exact ID, exact
+/// name, or unique ID prefix (docker's lookup order).
 fn lookup<'a, T>(
-    items: impl Iterator<Item = &'a T> + Clone,
+    by_id: &'a BTreeMap<String, T>,
     key: &str,
     id: impl Fn(&T) -> &str,
     name: impl Fn(&T) -> &str,
     kind: &str,
-) -> Result<&'a T, Status>
-where
-    T: 'a,
-{
+) -> Result<&'a T, Status> {
     if key.is_empty() {
         return Err(Status::invalid_argument(format!("no {kind} given")));
     }
-    if let Some(x) = items.clone().find(|x| id(x) == key || name(x) == key) {
+    // Scripts and the writes they repeat name objects by ID: one map lookup, not a scan.
+    if let Some(x) = by_id.get(key) {
+        return Ok(x);
+    }
+    let items = by_id.values();
+    if let Some(x) = items.clone().find(|x| name(x) == key) {
         return Ok(x);
     }
     let matches: Vec<&T> = items.filter(|x| id(x).starts_with(key)).collect();
@@ -203,7 +207,7 @@ where
 
 fn find_service(st: &StoreState, key: &str) -> Result<Service, Status> {
     lookup(
-        st.services.values(),
+        &st.services,
         key,
         |s| &s.id,
         |s| s.spec.as_ref().map_or("", |sp| &sp.name),

@@ -184,7 +184,7 @@ pub(super) fn list(st: &StoreState) -> Vec<Network> {
 
 /// One network by exact ID, exact name or unique ID prefix.
 pub(super) fn find(st: &StoreState, key: &str) -> Result<Network, Status> {
-    lookup(st.networks.values(), key, |n| &n.id, name_of, "network").cloned()
+    lookup(&st.networks, key, |n| &n.id, name_of, "network").cloned()
 }
 
 /// Removes a network, unless a service names it or a live task is still attached (checked

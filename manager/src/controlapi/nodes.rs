@@ -15,7 +15,7 @@ use crate::store::StoreState;
 pub(super) fn find_node(st: &StoreState, key: &str, self_id: &str) -> Result<Node, Status> {
     let key = if key == "self" { self_id } else { key };
     lookup(
-        st.nodes.values(),
+        &st.nodes,
         key,
         |n| &n.id,
         |n| n.description.as_ref().map_or("", |d| &d.hostname),

@@ -128,7 +128,7 @@ pub(super) fn list<T: Stored>(st: &StoreState) -> Vec<T> {
 
 /// One object by exact ID, exact name or unique ID prefix, as answered.
 pub(super) fn find<T: Stored>(st: &StoreState, key: &str) -> Result<T, Status> {
-    lookup(T::map(st).values(), key, T::id, T::name, T::KIND.name())
+    lookup(T::map(st), key, T::id, T::name, T::KIND.name())
         .cloned()
         .map(T::answer)
 }

@@ -13,7 +13,9 @@
 use std::collections::HashMap;
 
 use prost::Message as _;
+use raft::eraftpb::{Entry, Message, MessageType};
 use raft::{RawNode, StateRole};
+use shoal_proto::Proposal;
 use tokio::time::Instant;
 use tracing::warn;
 
@@ -47,6 +49,9 @@ impl Waiter {
 /// An entry proposed by this run, waiting to be applied.
 pub(super) struct Pending {
     pub(super) waiter: Waiter,
+    /// The store change the entry carries, when it is one: the loop applies it from here
+    /// rather than decoding the entry it was just encoded into (see `RaftLoop::apply_entries`).
+    pub(super) proposal: Option<Proposal>,
     pub(super) deadline: Instant,
     /// For the proposal latency metric.
     pub(super) proposed_at: Instant,
@@ -57,6 +62,7 @@ impl Pending {
     pub(super) fn new(waiter: Waiter) -> Pending {
         Pending {
             waiter,
+            proposal: None,
             deadline: Instant::now() + PROPOSE_TIMEOUT,
             proposed_at: Instant::now(),
         }
@@ -117,27 +123,55 @@ impl PendingProposals {
         }
     }
 
-    /// Proposes a store change to `node` (leader only); its proposer is answered once the
-    /// entry is applied.
-    pub(super) fn propose(&mut self, node: &mut RawNode<RaftStorage>, req: ProposeRequest) {
-        if node.raft.state != StateRole::Leader {
-            let _ = req.reply.send(Err(not_leader(node)));
+    /// Proposes store changes to `node` (leader only) as consecutive entries of one raft-rs
+    /// proposal; each proposer is answered once its entry is applied. One proposal message for
+    /// the whole batch, not one each: raft-rs sends each follower an append per proposal
+    /// message, so a batch proposed entry by entry cost every follower an append, an answer
+    /// and a step per entry (and the leader a step per answer) instead of one per batch.
+    pub(super) fn propose(&mut self, node: &mut RawNode<RaftStorage>, reqs: Vec<ProposeRequest>) {
+        if reqs.is_empty() {
             return;
         }
-        let (id, context) = self.tags.next_context();
-        match node.propose(context, req.proposal.encode_to_vec()) {
+        if node.raft.state != StateRole::Leader {
+            let error = not_leader(node);
+            for req in reqs {
+                let _ = req.reply.send(Err(error.clone()));
+            }
+            return;
+        }
+        let mut entries = Vec::with_capacity(reqs.len());
+        let mut waiters = Vec::with_capacity(reqs.len());
+        for req in reqs {
+            let (id, context) = self.tags.next_context();
+            entries.push(Entry {
+                data: req.proposal.encode_to_vec().into(),
+                context: context.into(),
+                ..Default::default()
+            });
+            waiters.push((id, req.reply, req.proposal));
+        }
+        let mut message = Message::default();
+        message.set_msg_type(MessageType::MsgPropose);
+        message.from = node.raft.id;
+        message.set_entries(entries.into());
+        let error = match node.step(message) {
             Ok(()) => {
-                self.waiting
-                    .insert(id, Pending::new(Waiter::Proposal(req.reply)));
+                for (id, reply, proposal) in waiters {
+                    let pending = Pending {
+                        proposal: Some(proposal),
+                        ..Pending::new(Waiter::Proposal(reply))
+                    };
+                    self.waiting.insert(id, pending);
+                }
+                return;
             }
-            Err(raft::Error::ProposalDropped) => {
-                // Leadership is moving (a transfer is under way): the proposer retries against
-                // the new leader.
-                let _ = req.reply.send(Err(not_leader(node)));
-            }
-            Err(e) => {
-                let _ = req.reply.send(Err(StoreError::Storage(e.to_string())));
-            }
+            // Leadership is moving (a transfer is under way): the proposers retry against the
+            // new leader.
+            Err(raft::Error::ProposalDropped) => not_leader(node),
+            Err(e) => StoreError::Storage(e.to_string()),
+        };
+        for (_, reply, _) in waiters {
+            let _ = reply.send(Err(error.clone()));
         }
     }
 
@@ -235,4 +269,98 @@ pub(super) fn take_expired<T>(
         .into_iter()
         .filter_map(|id| waiting.remove(&id).map(|w| (id, w)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use raft::eraftpb::ConfState;
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::raft::logger::raft_logger;
+
+    /// Node 1 of three voters, a follower that knows no leader yet.
+    fn member_of_three(dir: &std::path::Path) -> RawNode<RaftStorage> {
+        let mut storage = RaftStorage::open_unlocked(dir, 1).expect("open the log");
+        storage
+            .bootstrap(ConfState {
+                voters: vec![1, 2, 3],
+                ..Default::default()
+            })
+            .expect("bootstrap");
+        let cfg = raft::Config {
+            id: 1,
+            // As `open.rs` sets them: raft-rs's default size sends one entry a message.
+            max_size_per_msg: 1024 * 1024,
+            max_inflight_msgs: 256,
+            ..Default::default()
+        };
+        RawNode::new(&cfg, storage, &raft_logger(1)).expect("raft node")
+    }
+
+    /// Node 1 as the leader, its followers having acknowledged its log, so raft-rs streams
+    /// appends to them (rather than probing one at a time).
+    fn leader_replicating(dir: &std::path::Path) -> RawNode<RaftStorage> {
+        let mut node = member_of_three(dir);
+        node.raft.become_candidate();
+        node.raft.become_leader();
+        let (term, last) = (node.raft.term, node.raft.raft_log.last_index());
+        for from in [2, 3] {
+            let mut ack = Message::default();
+            ack.set_msg_type(MessageType::MsgAppendResponse);
+            (ack.from, ack.to, ack.term, ack.index) = (from, 1, term, last);
+            node.step(ack).expect("step the acknowledgement");
+        }
+        let mut ready = node.ready();
+        let hs = ready.hs().cloned();
+        node.mut_store()
+            .persist(ready.entries(), hs.as_ref())
+            .expect("persist");
+        let _ = ready.take_messages();
+        let _ = node.advance(ready);
+        node
+    }
+
+    #[test]
+    fn a_batch_of_proposals_reaches_each_follower_in_one_append() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut node = leader_replicating(dir.path());
+        let mut pending = PendingProposals::new();
+        let (requests, _answers): (Vec<_>, Vec<_>) = (0..5)
+            .map(|_| {
+                let (reply, answer) = oneshot::channel();
+                let proposal = shoal_proto::Proposal { actions: vec![] };
+                (ProposeRequest { proposal, reply }, answer)
+            })
+            .unzip();
+
+        pending.propose(&mut node, requests);
+
+        let mut ready = node.ready();
+        let appends: Vec<(u64, usize)> = ready
+            .take_messages()
+            .iter()
+            .filter(|m| m.get_msg_type() == MessageType::MsgAppend)
+            .map(|m| (m.to, m.entries.len()))
+            .collect();
+        assert_eq!(appends, vec![(2, 5), (3, 5)]);
+        assert_eq!(pending.waiting.len(), 5);
+    }
+
+    #[test]
+    fn proposals_to_a_follower_are_answered_with_the_leader() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut node = member_of_three(dir.path());
+        let mut pending = PendingProposals::new();
+        let (reply, mut answer) = oneshot::channel();
+        let proposal = shoal_proto::Proposal { actions: vec![] };
+
+        pending.propose(&mut node, vec![ProposeRequest { proposal, reply }]);
+
+        assert!(matches!(
+            answer.try_recv(),
+            Ok(Err(StoreError::NotLeader { .. }))
+        ));
+        assert!(pending.waiting.is_empty());
+    }
 }

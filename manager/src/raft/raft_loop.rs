@@ -43,8 +43,9 @@ use super::transport::RaftTransport;
 use super::{RaftConfig, RaftError};
 use crate::store::{ProposeRequest, StoreApplier, StoreError};
 
-/// Largest batch of queued proposals taken into one `Ready` (one fsync); bounded so a flood of
-/// proposals cannot starve ticks and peer messages.
+/// Largest batch of queued proposals taken into one `Ready` (one fsync) and one raft-rs
+/// proposal message (one append to each follower); bounded so a flood of proposals cannot
+/// starve ticks and peer messages.
 const MAX_PROPOSAL_BATCH: usize = 256;
 
 /// Largest batch of queued peer messages and requests stepped into one `Ready`. Each `Ready`
@@ -158,6 +159,8 @@ impl RaftLoop {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let (mut proposals_open, mut control_open) = (true, true);
+        // Proposals taken this turn, proposed together (see `PendingProposals::propose`).
+        let mut batch = Vec::new();
         loop {
             tokio::select! {
                 _ = ticker.tick() => {
@@ -168,7 +171,7 @@ impl RaftLoop {
                     self.reads.retry(&mut self.node);
                 }
                 req = proposals.recv(), if proposals_open => match req {
-                    Some(req) => self.proposals.propose(&mut self.node, req),
+                    Some(req) => batch.push(req),
                     None => proposals_open = false,
                 },
                 msg = control.recv(), if control_open => match msg {
@@ -186,12 +189,14 @@ impl RaftLoop {
                     Err(_) => break,
                 }
             }
-            for _ in 0..MAX_PROPOSAL_BATCH {
+            while batch.len() < MAX_PROPOSAL_BATCH {
                 match proposals.try_recv() {
-                    Ok(req) => self.proposals.propose(&mut self.node, req),
+                    Ok(req) => batch.push(req),
                     Err(_) => break,
                 }
             }
+            self.proposals
+                .propose(&mut self.node, std::mem::take(&mut batch));
             if !proposals_open && !control_open {
                 // Every Store and RaftHandle is gone: nobody can use or stop this log.
                 return Ok(());
@@ -363,7 +368,8 @@ impl RaftLoop {
 
         let mut light = self.node.advance(ready);
         if let Some(commit) = light.commit_index() {
-            // Recorded before applying, so a snapshot never runs ahead of the stored commit.
+            // Recorded before applying, so a snapshot never runs ahead of the commit index
+            // (kept in memory until the next write of the log: see `RaftStorage::persist`).
             self.node.mut_store().set_commit(commit)?;
         }
         self.peers.send(light.take_messages());
@@ -380,12 +386,18 @@ impl RaftLoop {
                 // A new leader's empty entry carries nothing for the store.
                 EntryType::EntryNormal if entry.data.is_empty() => {}
                 EntryType::EntryNormal => {
-                    let proposal = Proposal::decode(entry.data.as_ref()).map_err(|e| {
-                        RaftError::CorruptEntry {
-                            index,
-                            reason: format!("not a store proposal: {e}"),
-                        }
-                    })?;
+                    let mut pending = self.proposals.take(&entry.context);
+                    // An entry this run proposed carries that very proposal (its context is
+                    // this run's alone): applied as it was proposed, not decoded again.
+                    let proposal = match pending.as_mut().and_then(|p| p.proposal.take()) {
+                        Some(proposal) => proposal,
+                        None => Proposal::decode(entry.data.as_ref()).map_err(|e| {
+                            RaftError::CorruptEntry {
+                                index,
+                                reason: format!("not a store proposal: {e}"),
+                            }
+                        })?,
+                    };
                     let started = Instant::now();
                     let result = self.applier.apply(index, proposal);
                     self.instruments
@@ -394,7 +406,7 @@ impl RaftLoop {
                     if let Err(e) = &result {
                         debug!(index, error = %e, "raft entry rejected by the store");
                     }
-                    if let Some(p) = self.proposals.take(&entry.context) {
+                    if let Some(p) = pending {
                         self.instruments
                             .proposal_duration
                             .observe(p.proposed_at.elapsed().as_secs_f64());

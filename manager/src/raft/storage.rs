@@ -78,8 +78,8 @@ pub struct RaftStorage {
     /// Set when raft-rs asked for a snapshot to send and the stored one would not do (too old,
     /// or taken before the receiver joined); the Raft loop then takes a fresh one.
     snapshot_wanted: Cell<bool>,
-    /// Whether the last write skipped the fsync (a newer commit index only): [`RaftStorage::sync`]
-    /// then makes it durable.
+    /// Whether `hard_state` holds a newer commit index than the one on disk (see
+    /// [`RaftStorage::persist`]); the next write of the log or [`RaftStorage::sync`] stores it.
     unsynced: Cell<bool>,
     /// Index and term of the last entry removed by compaction (0, 0 when none was).
     truncated_index: u64,
@@ -281,6 +281,21 @@ impl RaftStorage {
         if ents.is_empty() && hs.is_none() {
             return Ok(());
         }
+        if let Some(hs) = hs {
+            if ents.is_empty() && self.only_commit_changes(hs) {
+                // A newer commit index alone need not be on disk before anything is
+                // acknowledged: the entries it covers are (on a majority), and a node that
+                // restarts with an older commit index learns the newer one from the leader
+                // (the load takes at least the snapshot's index). Raft asks durability of the
+                // entries, the term and the vote. So it is kept here and goes to disk with the
+                // next write of the log, or at `sync`: on the leader every other Ready only
+                // commits (between two that append), and on a follower every commit the
+                // leader broadcasts; a write transaction each cost as much as an append's.
+                self.hard_state = hs.clone();
+                self.unsynced.set(true);
+                return Ok(());
+            }
+        }
         if let Some(first) = ents.first() {
             self.check_append(ents, first.index)?;
         }
@@ -293,22 +308,18 @@ impl RaftStorage {
                 ))
             })
             .collect::<Result<_, RaftError>>()?;
-        let hs_bytes = hs.map(|hs| encode(hs, &self.path)).transpose()?;
+        // The hard state given, or the newer commit index kept in memory since the last write.
+        let hs = hs
+            .cloned()
+            .or_else(|| self.unsynced.get().then(|| self.hard_state.clone()));
+        let hs_bytes = hs.as_ref().map(|hs| encode(hs, &self.path)).transpose()?;
         let old_last = self.last();
-        // A newer commit index alone need not be on disk before anything is acknowledged: the
-        // entries it covers are (on a majority), and a node that restarts with an older commit
-        // index learns the newer one from the leader. Raft asks durability of the entries, the
-        // term and the vote. So such a write skips the fsync; the next durable write carries it
-        // to disk (redb writes transactions in order). On the leader that is every other
-        // Ready: the one that commits, between two that append.
-        let durability = match hs {
-            Some(hs) if ents.is_empty() && self.only_commit_changes(hs) => Durability::None,
-            _ => Durability::Immediate,
-        };
-        self.write_with(durability, |txn| {
+        self.write(|txn| {
             if let Some(&(first, _)) = encoded.first() {
-                // The conflicting suffix goes: entries past the new tail must not survive.
-                remove_entries(txn, first..=old_last)?;
+                if first <= old_last {
+                    // The conflicting suffix goes: entries past the new tail must not survive.
+                    remove_entries(txn, first..=old_last)?;
+                }
                 let mut table = txn.open_table(ENTRIES)?;
                 for (index, bytes) in &encoded {
                     table.insert(*index, bytes.as_slice())?;
@@ -325,7 +336,8 @@ impl RaftStorage {
             self.entries.extend_from_slice(ents);
         }
         if let Some(hs) = hs {
-            self.hard_state = hs.clone();
+            self.hard_state = hs;
+            self.unsynced.set(false);
         }
         Ok(())
     }
@@ -587,14 +599,16 @@ impl RaftStorage {
         }
     }
 
-    /// Makes a write that skipped the fsync durable: when the log is closed cleanly, so that
-    /// the next start re-applies everything committed at once.
+    /// Stores the commit index kept in memory (see [`RaftStorage::persist`]): when the log is
+    /// closed cleanly, so that the next start re-applies everything committed at once.
     pub fn sync(&self) -> Result<(), RaftError> {
         if !self.unsynced.get() {
             return Ok(());
         }
         let bytes = encode(&self.hard_state, &self.path)?;
-        self.write_meta(&[(KEY_HARD_STATE, &bytes)])
+        self.write_meta(&[(KEY_HARD_STATE, &bytes)])?;
+        self.unsynced.set(false);
+        Ok(())
     }
 
     /// Whether `hs` differs from the stored hard state in its commit index only.
@@ -607,20 +621,7 @@ impl RaftStorage {
         &self,
         f: impl FnOnce(&WriteTransaction) -> Result<(), redb::Error>,
     ) -> Result<(), RaftError> {
-        self.write_with(Durability::Immediate, f)
-    }
-
-    /// Runs `f` in one write transaction committed with `durability`: `Immediate` (fsync)
-    /// for everything Raft must find after a crash, `None` only for what it can lose.
-    fn write_with(
-        &self,
-        durability: Durability,
-        f: impl FnOnce(&WriteTransaction) -> Result<(), redb::Error>,
-    ) -> Result<(), RaftError> {
-        commit(&self.db, &self.path, durability, f)?;
-        // A durable commit also carries every earlier one to disk.
-        self.unsynced.set(matches!(durability, Durability::None));
-        Ok(())
+        commit(&self.db, &self.path, Durability::Immediate, f)
     }
 
     /// Records `records` in the meta table, in one durable write.

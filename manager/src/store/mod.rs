@@ -25,7 +25,7 @@ pub struct Applied {
     pub actions: Vec<StoreAction>,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error(transparent)]
     Rejected(#[from] ApplyError),

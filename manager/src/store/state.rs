@@ -472,8 +472,8 @@ impl StoreState {
                 self.check_service_endpoint(s)?;
                 self.check_service_references(s)?;
                 let name = service_name(s);
-                if self.service_by_name(&name).is_some() {
-                    return Err(ApplyError::ServiceNameTaken(name));
+                if self.service_by_name(name).is_some() {
+                    return Err(ApplyError::ServiceNameTaken(name.to_string()));
                 }
                 if self.services.contains_key(&s.id) {
                     return Err(ApplyError::ServiceIdTaken(s.id.clone()));
@@ -494,12 +494,15 @@ impl StoreState {
                 self.check_service_networks(s)?;
                 self.check_service_endpoint(s)?;
                 self.check_service_references(s)?;
+                // Names are unique, so keeping its own name cannot take another's (and saves a
+                // scan of every service on the control API's hottest write).
                 let name = service_name(s);
-                if self
-                    .service_by_name(&name)
-                    .is_some_and(|other| other.id != s.id)
+                if name != service_name(stored)
+                    && self
+                        .service_by_name(name)
+                        .is_some_and(|other| other.id != s.id)
                 {
-                    return Err(ApplyError::ServiceNameTaken(name));
+                    return Err(ApplyError::ServiceNameTaken(name.to_string()));
                 }
                 let mut s = s.clone();
                 stamp(&mut s.meta, index);
@@ -762,11 +765,8 @@ fn status_ms(u: &shoal_proto::TaskStatusUpdate) -> i64 {
     u.status.as_ref().map_or(0, |s| s.timestamp_ms)
 }
 
-fn service_name(s: &Service) -> String {
-    s.spec
-        .as_ref()
-        .map(|spec| spec.name.clone())
-        .unwrap_or_default()
+fn service_name(s: &Service) -> &str {
+    s.spec.as_ref().map_or("", |spec| &spec.name)
 }
 
 /// The status's time is when the change was decided (`timestamp_ms`); 0, from a proposer older

@@ -23,6 +23,17 @@ fn two_entries_then(
     s.write(damage).expect("damage the log");
 }
 
+/// A new log of node `id`, the one voter of its configuration.
+fn bootstrapped(dir: &std::path::Path, id: u64) -> RaftStorage {
+    let mut s = RaftStorage::open_unlocked(dir, id).expect("open");
+    s.bootstrap(ConfState {
+        voters: vec![id],
+        ..Default::default()
+    })
+    .expect("bootstrap");
+    s
+}
+
 fn indices_terms(s: &RaftStorage) -> Vec<(u64, u64)> {
     s.entries.iter().map(|e| (e.index, e.term)).collect()
 }
@@ -76,12 +87,7 @@ fn raft_storage_append_truncates_conflicting_suffix_and_survives_reopen() {
 fn raft_storage_snapshot_then_compact_keeps_the_tail() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
-        let mut s = RaftStorage::open_unlocked(dir.path(), 7).expect("open");
-        s.bootstrap(ConfState {
-            voters: vec![7],
-            ..Default::default()
-        })
-        .expect("bootstrap");
+        let mut s = bootstrapped(dir.path(), 7);
         let ents: Vec<Entry> = (1..=10).map(|i| entry(i, 1)).collect();
         s.persist(
             &ents,
@@ -134,12 +140,7 @@ fn raft_storage_snapshot_then_compact_keeps_the_tail() {
 fn a_snapshot_written_on_another_thread_while_the_log_grows_is_adopted_and_survives_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
-        let mut s = RaftStorage::open_unlocked(dir.path(), 3).expect("open");
-        s.bootstrap(ConfState {
-            voters: vec![3],
-            ..Default::default()
-        })
-        .expect("bootstrap");
+        let mut s = bootstrapped(dir.path(), 3);
         let ents: Vec<Entry> = (1..=5).map(|i| entry(i, 1)).collect();
         let hs = HardState {
             term: 1,
@@ -284,12 +285,7 @@ fn entries_and_snapshots_are_sealed_on_disk() {
     let secret_entry = b"-----BEGIN PRIVATE KEY----- entry secret";
     let secret_snapshot = b"SHOAL-1-snapshot-secret";
     {
-        let mut s = RaftStorage::open_unlocked(dir.path(), 1).expect("open");
-        s.bootstrap(ConfState {
-            voters: vec![1],
-            ..Default::default()
-        })
-        .expect("bootstrap");
+        let mut s = bootstrapped(dir.path(), 1);
         let mut e = entry(1, 1);
         e.data = secret_entry.to_vec().into();
         s.append(&[e, entry(2, 1)]).expect("append");
@@ -373,4 +369,39 @@ fn a_log_without_its_key_file_is_refused() {
     assert!(matches!(err, RaftError::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("key file"), "{err}");
     assert!(err.to_string().contains("is missing"), "{err}");
+}
+
+#[test]
+fn a_newer_commit_index_alone_is_stored_with_the_next_write_or_at_sync() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hs = |commit| HardState {
+        term: 1,
+        vote: 1,
+        commit,
+        ..Default::default()
+    };
+    {
+        let mut s = bootstrapped(dir.path(), 1);
+        s.append(&[entry(1, 1), entry(2, 1), entry(3, 1)])
+            .expect("append");
+        s.set_hardstate(hs(1)).expect("hard state");
+        s.set_commit(2).expect("commit");
+        // Kept in memory: what raft-rs reads back is current.
+        assert_eq!(s.hard_state().commit, 2);
+    }
+    // Lost without a write or a sync (Raft can lose it: the leader tells it again).
+    let mut s = RaftStorage::open_unlocked(dir.path(), 1).expect("reopen");
+    assert_eq!(s.hard_state().commit, 1);
+    // Carried by the next append.
+    s.set_commit(2).expect("commit");
+    s.append(&[entry(4, 1)]).expect("append");
+    drop(s);
+    let mut s = RaftStorage::open_unlocked(dir.path(), 1).expect("reopen");
+    assert_eq!(s.hard_state().commit, 2);
+    // Stored by a clean close's sync.
+    s.set_commit(3).expect("commit");
+    s.sync().expect("sync");
+    drop(s);
+    let s = RaftStorage::open_unlocked(dir.path(), 1).expect("reopen");
+    assert_eq!(s.hard_state().commit, 3);
 }

@@ -127,7 +127,7 @@ impl StoreState {
             return Err(ApplyError::AddressIsVip {
                 address: ip.to_string(),
                 network: name.to_string(),
-                service: super::service_name(service),
+                service: super::service_name(service).to_string(),
             });
         }
         if let Some(node) = self.node_address_holder(network_id, ip, except_node) {
@@ -189,7 +189,7 @@ impl StoreState {
         }) {
             return Err(ApplyError::NetworkInUseByService {
                 network: name.to_string(),
-                service: super::service_name(s),
+                service: super::service_name(s).to_string(),
             });
         }
         if let Some(t) = self.tasks.values().find(|t| {

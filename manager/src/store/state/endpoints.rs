@@ -61,12 +61,12 @@ impl StoreState {
                 });
             }
             if let Some(other) = self.port_publisher(p.protocol, p.published_port, &s.id) {
-                return Err(taken(service_name(other)));
+                return Err(taken(service_name(other).to_string()));
             }
             if e.ports[..i].iter().any(|o| {
                 is_ingress(o) && o.protocol == p.protocol && o.published_port == p.published_port
             }) {
-                return Err(taken(service_name(s)));
+                return Err(taken(service_name(s).to_string()));
             }
         }
         for (i, v) in e.virtual_ips.iter().enumerate() {

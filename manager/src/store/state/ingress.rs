@@ -76,7 +76,7 @@ impl StoreState {
             .services
             .values()
             .filter(|s| has_ingress_ports(s))
-            .map(service_name)
+            .map(|s| service_name(s).to_string())
             .collect();
         if services.is_empty() {
             return Ok(());

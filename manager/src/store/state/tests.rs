@@ -91,6 +91,22 @@ fn stale_service_update_is_refused() {
 }
 
 #[test]
+fn a_service_update_keeps_its_own_name_but_cannot_take_another() {
+    let mut s = StoreState::default();
+    one(&mut s, 1, Action::CreateService(service("s1", "web"))).unwrap();
+    one(&mut s, 2, Action::CreateService(service("s2", "db"))).unwrap();
+    let mut db = s.services["s2"].clone();
+    db.spec.as_mut().unwrap().replicas = 3;
+    one(&mut s, 3, Action::UpdateService(db)).unwrap();
+    let mut renamed = s.services["s2"].clone();
+    renamed.spec.as_mut().unwrap().name = "web".into();
+    let err = one(&mut s, 4, Action::UpdateService(renamed)).unwrap_err();
+    assert_eq!(err, ApplyError::ServiceNameTaken("web".into()));
+    assert_eq!(s.services["s2"].spec.as_ref().unwrap().name, "db");
+    assert_eq!(s.services["s2"].spec.as_ref().unwrap().replicas, 3);
+}
+
+#[test]
 fn task_state_only_moves_forward_and_freezes_when_terminal() {
     let mut s = StoreState::default();
     one(&mut s, 1, Action::CreateTask(task("t1"))).unwrap();
