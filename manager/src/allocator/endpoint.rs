@@ -80,6 +80,11 @@ fn allocate_ports(
     wanted: &[PortConfig],
     current: Option<&Endpoint>,
 ) -> Result<Vec<PortConfig>, EndpointAllocError> {
+    if !wanted.iter().any(is_ingress) {
+        // Nothing published through the mesh: no port to choose or check, so no reason to
+        // read every other service's (a scan on each update of such a service).
+        return Ok(wanted.to_vec());
+    }
     let others: BTreeSet<(i32, u32)> = st
         .services
         .values()

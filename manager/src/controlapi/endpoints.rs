@@ -39,15 +39,20 @@ pub(super) async fn propose_with_endpoint(
             .store
             .view(|st| allocate_endpoint(st, &service.id, spec, current))
             .map_err(endpoint_status)?;
+        // Only a service with VIPs can lose a race for one and be proposed again: the others
+        // are not copied (this is on the path of every service update).
+        let again =
+            (!endpoint.virtual_ips.is_empty() && attempt < VIP_RETRIES).then(|| service.clone());
         service.endpoint = Some(endpoint);
-        match m.store.propose(vec![act(make(service.clone()))]).await {
-            Err(StoreError::Rejected(ApplyError::VipInUse { .. })) if attempt < VIP_RETRIES => {
+        match (m.store.propose(vec![act(make(service))]).await, again) {
+            (Err(StoreError::Rejected(ApplyError::VipInUse { .. })), Some(previous)) => {
+                service = previous;
                 attempt += 1;
             }
-            Err(e @ StoreError::Rejected(ApplyError::PortInUse { .. })) => {
+            (Err(e @ StoreError::Rejected(ApplyError::PortInUse { .. })), _) => {
                 return Err(Status::already_exists(e.to_string()));
             }
-            other => return other.map(|_| ()).map_err(store_status),
+            (other, _) => return other.map(|_| ()).map_err(store_status),
         }
     }
 }
