@@ -442,6 +442,8 @@ impl RaftStorage {
         self.conf_state = conf_state;
         self.members = members;
         self.hard_state = hs;
+        // Written whole above: nothing of it waits for the next write any more.
+        self.unsynced.set(false);
         self.snapshot = snapshot;
         self.retired = retired;
         Ok(())
