@@ -42,3 +42,11 @@ pub fn http_request(port: u16, request: &str) -> String {
     let _ = stream.read_to_string(&mut answer);
     answer
 }
+
+/// The value of the sample whose line starts with `series` (name and labels, exactly) in a
+/// metrics endpoint's text.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}

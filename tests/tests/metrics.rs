@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use shoal_tests::daemon::{free_loopback_port, run_with_timeout, wait_until, ShoalHost};
-use shoal_tests::http::{http_get, http_request};
+use shoal_tests::http::{http_get, http_request, sample};
 use shoal_tests::prometheus::Prometheus;
 
 /// How long the daemon may take to export something it should (a task's first usage report
@@ -33,13 +33,6 @@ fn scrape(port: u16) -> String {
         "{headers}"
     );
     body
-}
-
-/// The value of the sample whose line starts with `series` (name and labels, exactly).
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Every sample line of metric `name` (any labels).
@@ -232,6 +225,8 @@ fn a_daemon_serves_metrics_that_promtool_and_prometheus_accept() {
     for counted in [
         "shoal_raft_proposal_duration_seconds_count",
         "shoal_raft_apply_duration_seconds_count",
+        "shoal_raft_log_append_entries_count",
+        "shoal_raft_log_append_entries_sum",
         "shoal_raft_commit_index",
         r#"shoal_api_requests_total{server="local",service="shoal.v1.Control",method="CreateService",code="OK"}"#,
         r#"shoal_api_requests_total{server="dispatcher",service="shoal.v1.Dispatcher",method="ReportUsage",code="OK"}"#,

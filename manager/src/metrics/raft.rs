@@ -120,6 +120,12 @@ pub fn encode(
         Some(&seconds),
         MetricType::Histogram,
     )?)?;
+    instruments.append_entries.encode(enc.encode_descriptor(
+        "shoal_raft_log_append_entries",
+        "Entries in each durable append to this manager's Raft log (one fsync each).",
+        None,
+        MetricType::Histogram,
+    )?)?;
     gauge(
         enc,
         "shoal_raft_snapshot_size",

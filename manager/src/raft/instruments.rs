@@ -17,6 +17,9 @@ pub struct RaftInstruments {
     pub proposal_duration: Histogram,
     /// Seconds applying one entry to the store.
     pub apply_duration: Histogram,
+    /// Entries in each durable append to the log (one per `Ready` that carries entries): how
+    /// many writes share an fsync. Its count is the number of appends.
+    pub append_entries: Histogram,
     /// Times a (new) leader became known to this node.
     pub leader_changes: Counter,
     /// Size of the last snapshot this node stored (taken or received).
@@ -32,6 +35,9 @@ impl Default for RaftInstruments {
             proposal_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 15)),
             // 10 µs … 0.65 s: applying is in-memory work.
             apply_duration: Histogram::new(exponential_buckets(0.00001, 4.0, 9)),
+            // 1 … 1,024: a lone write up to a Ready full of proposals (MAX_PROPOSAL_BATCH)
+            // or of a follower's appends.
+            append_entries: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
             leader_changes: Counter::default(),
             snapshot_bytes: Gauge::default(),
             snapshots: Counter::default(),

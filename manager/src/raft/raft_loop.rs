@@ -360,6 +360,11 @@ impl RaftLoop {
         self.node
             .mut_store()
             .persist(ready.entries(), hs.as_ref())?;
+        if !ready.entries().is_empty() {
+            self.instruments
+                .append_entries
+                .observe(ready.entries().len() as f64);
+        }
 
         // Followers answer (votes, appends) only once what they acknowledge is durable.
         if !ready.persisted_messages().is_empty() {

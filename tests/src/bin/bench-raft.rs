@@ -36,6 +36,7 @@ use shoal_proto::{
 use shoal_tests::bench::machine_cpu_seconds;
 use shoal_tests::cluster::TestCluster;
 use shoal_tests::daemon::wait_until;
+use shoal_tests::http::{http_get, sample};
 use shoal_tests::listing::leader_seen_by;
 use tonic::transport::Channel;
 
@@ -48,6 +49,8 @@ const TARGET: f64 = 20_000.0;
 const CLIENTS_PER_CONNECTION: usize = 10;
 const TIMEOUT: Duration = Duration::from_secs(120);
 const IMAGE: &str = "docker.io/library/busybox:latest";
+/// Each manager's metrics endpoint, inside its own network namespace.
+const METRICS_PORT: u16 = 9464;
 
 /// When a round stops.
 #[derive(Clone, Copy)]
@@ -71,6 +74,47 @@ struct Round {
     latencies: Vec<Duration>,
     /// CPU seconds the whole machine spent during the round (managers, client, kernel).
     cpu_seconds: f64,
+    /// Durable appends to the Raft log during the round, per manager (from its metrics).
+    appends: Vec<Appends>,
+}
+
+/// A manager's `shoal_raft_log_append_entries` histogram: appends (each one fsync) and the
+/// entries they carried.
+#[derive(Clone, Copy, Default)]
+struct Appends {
+    count: f64,
+    entries: f64,
+}
+
+impl Appends {
+    fn since(self, before: Appends) -> Appends {
+        Appends {
+            count: self.count - before.count,
+            entries: self.entries - before.entries,
+        }
+    }
+
+    fn entries_per_append(self) -> f64 {
+        self.entries / self.count.max(1.0)
+    }
+}
+
+/// Reads every manager's append histogram from its metrics endpoint.
+fn read_appends(cluster: &TestCluster) -> Result<Vec<Appends>> {
+    (0..cluster.len())
+        .map(|i| {
+            let (_, _, text) = cluster
+                .net()
+                .run_in(i, || http_get(METRICS_PORT, "/metrics", None))?
+                .with_context(|| format!("host {i}'s metrics endpoint did not answer"))?;
+            let series =
+                |s| sample(&text, s).with_context(|| format!("host {i}'s metrics hold no {s}"));
+            Ok(Appends {
+                count: series("shoal_raft_log_append_entries_count")?,
+                entries: series("shoal_raft_log_append_entries_sum")?,
+            })
+        })
+        .collect()
 }
 
 impl Round {
@@ -96,7 +140,8 @@ impl Round {
 
 fn main() -> Result<()> {
     let args = parse_args()?;
-    let cluster = TestCluster::new(3);
+    let metrics_addr = format!("127.0.0.1:{METRICS_PORT}");
+    let cluster = TestCluster::new_with(3, &["--metrics-addr", &metrics_addr]);
     cluster.form(3, 0);
     let ids = cluster.node_ids();
     let mut leader = None;
@@ -118,7 +163,7 @@ fn main() -> Result<()> {
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    let rounds = runtime.block_on(run_rounds(socket, &args))?;
+    let rounds = runtime.block_on(run_rounds(socket, &args, || read_appends(&cluster)))?;
     let raft_dirs: Vec<(usize, PathBuf)> = (0..3)
         .map(|i| (i, cluster.host(i).data_dir().join("raft")))
         .collect();
@@ -127,7 +172,12 @@ fn main() -> Result<()> {
 }
 
 /// Creates one service per client of the largest round, then runs each round on them.
-async fn run_rounds(socket: PathBuf, args: &Args) -> Result<Vec<Round>> {
+/// `appends` reads each manager's appends so far (before and after each round).
+async fn run_rounds(
+    socket: PathBuf,
+    args: &Args,
+    appends: impl Fn() -> Result<Vec<Appends>>,
+) -> Result<Vec<Round>> {
     let max = args.clients.iter().copied().max().unwrap_or(1);
     let connections = max.div_ceil(CLIENTS_PER_CONNECTION);
     let mut channels = Vec::new();
@@ -158,16 +208,23 @@ async fn run_rounds(socket: PathBuf, args: &Args) -> Result<Vec<Round>> {
     }
     let mut rounds = Vec::new();
     for &clients in &args.clients {
-        let round = run_round(&channels, &services[..clients], args.stop).await?;
+        let before = appends()?;
+        let mut round = run_round(&channels, &services[..clients], args.stop).await?;
+        round.appends = appends()?
+            .into_iter()
+            .zip(before)
+            .map(|(after, before)| after.since(before))
+            .collect();
         println!(
-            "{clients:>3} clients: {} writes in {:.2} s = {:.0} writes/s, p50 {:.2} ms, p99 {:.2} ms, {} errors, {:.0} µs CPU a write",
+            "{clients:>3} clients: {} writes in {:.2} s = {:.0} writes/s, p50 {:.2} ms, p99 {:.2} ms, {} errors, {:.0} µs CPU a write, entries per log append {}",
             round.writes,
             round.elapsed.as_secs_f64(),
             round.rate(),
             ms(round.percentile(0.5)),
             ms(round.percentile(0.99)),
             round.errors,
-            round.cpu_per_write_us()
+            round.cpu_per_write_us(),
+            per_append(&round.appends)
         );
         rounds.push(round);
     }
@@ -223,6 +280,7 @@ async fn run_round(channels: &[Channel], services: &[String], stop: Stop) -> Res
         elapsed,
         latencies,
         cpu_seconds,
+        appends: Vec::new(),
     })
 }
 
@@ -282,6 +340,15 @@ async fn get_service(client: &mut ControlClient<Channel>, service: &str) -> Resu
         .into_inner())
 }
 
+/// Entries per append of each manager, host by host ("12.3/40.1/40.0").
+fn per_append(appends: &[Appends]) -> String {
+    appends
+        .iter()
+        .map(|a| format!("{:.1}", a.entries_per_append()))
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -293,7 +360,7 @@ fn report(rounds: &[Round], raft_dirs: &[(usize, PathBuf)], leader: usize) {
          3 managers, every write fsynced"
     );
     println!(
-        "{:>7}  {:>8}  {:>7}  {:>9}  {:>8}  {:>8}  {:>6}  {:>10}  {:>10}  {:>12}",
+        "{:>7}  {:>8}  {:>7}  {:>9}  {:>8}  {:>8}  {:>6}  {:>10}  {:>10}  {:>12}  {:>16}",
         "clients",
         "writes",
         "secs",
@@ -303,11 +370,12 @@ fn report(rounds: &[Round], raft_dirs: &[(usize, PathBuf)], leader: usize) {
         "errors",
         "/etcd 44k",
         "/target 20k",
-        "CPU µs/write"
+        "CPU µs/write",
+        "entries/append"
     );
     for r in rounds {
         println!(
-            "{:>7}  {:>8}  {:>7.2}  {:>9.0}  {:>8.2}  {:>8.2}  {:>6}  {:>10.3}  {:>10.3}  {:>12.0}",
+            "{:>7}  {:>8}  {:>7.2}  {:>9.0}  {:>8.2}  {:>8.2}  {:>6}  {:>10.3}  {:>10.3}  {:>12.0}  {:>16}",
             r.clients,
             r.writes,
             r.elapsed.as_secs_f64(),
@@ -317,12 +385,17 @@ fn report(rounds: &[Round], raft_dirs: &[(usize, PathBuf)], leader: usize) {
             r.errors,
             r.rate() / ETCD_ANCHOR,
             r.rate() / TARGET,
-            r.cpu_per_write_us()
+            r.cpu_per_write_us(),
+            per_append(&r.appends)
         );
     }
     println!(
         "CPU µs/write: CPU seconds the whole machine spent in the round (3 managers, the client, \
          the kernel) per acknowledged write"
+    );
+    println!(
+        "entries/append: Raft log entries per durable append (one fsync) on hosts 0/1/2, from \
+         their shoal_raft_log_append_entries histograms"
     );
     println!(
         "anchor: etcd ~{ETCD_ANCHOR:.0} writes/s on 3 members (its own benchmark); target: \
