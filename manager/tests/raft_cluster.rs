@@ -35,6 +35,8 @@ struct Node {
     store: Store,
     handle: RaftHandle,
     server: Option<Server>,
+    /// Whether its Raft service refuses `StreamMessages` ([`Opts::calls_only`]).
+    calls_only: bool,
 }
 
 /// Binds `addr`, retrying briefly: a port just released by a stopped node may linger.
@@ -59,11 +61,14 @@ type Server = (oneshot::Sender<()>, JoinHandle<()>);
 struct Opts {
     snapshot_interval: u64,
     catch_up_timeout: Duration,
+    /// Serve Raft as a manager from before `StreamMessages` did: that call is unimplemented.
+    calls_only: bool,
 }
 
 const DEFAULT: Opts = Opts {
     snapshot_interval: 1000,
     catch_up_timeout: WAIT,
+    calls_only: false,
 };
 
 /// Snapshots (and compaction) every 8 entries, so a few writes move the log past a node.
@@ -86,11 +91,12 @@ impl Node {
         cfg.addr = addr.clone();
         cfg.join = join;
         cfg.catch_up_timeout = opts.catch_up_timeout;
-        let (store, handle, server) = run(cfg.clone(), listener, known).await;
+        let (store, handle, server) = run(cfg.clone(), listener, known, opts.calls_only).await;
         Node {
             id,
             addr,
             cfg,
+            calls_only: opts.calls_only,
             store,
             handle,
             server: Some(server),
@@ -125,18 +131,50 @@ impl Node {
     async fn restart_on(&mut self, listener: TcpListener) {
         self.addr = listener.local_addr().expect("local addr").to_string();
         self.cfg.addr = self.addr.clone();
-        let (store, handle, server) = run(self.cfg.clone(), listener, &[]).await;
+        let (store, handle, server) = run(self.cfg.clone(), listener, &[], self.calls_only).await;
         self.store = store;
         self.handle = handle;
         self.server = Some(server);
     }
 }
 
-/// Starts a Raft loop with a gRPC transport and serves its Raft service on `listener`.
+/// A manager's Raft service as it was before `StreamMessages`: tonic answers a call that a
+/// server does not know with `Unimplemented`, which this one answers too.
+struct CallsOnly(RaftService);
+
+#[tonic::async_trait]
+impl shoal_proto::raft_server::Raft for CallsOnly {
+    async fn process_messages(
+        &self,
+        request: tonic::Request<shoal_proto::RaftBatch>,
+    ) -> Result<tonic::Response<shoal_proto::Empty>, tonic::Status> {
+        self.0.process_messages(request).await
+    }
+
+    type StreamMessagesStream = tokio_stream::Empty<Result<shoal_proto::Empty, tonic::Status>>;
+
+    async fn stream_messages(
+        &self,
+        _: tonic::Request<tonic::Streaming<shoal_proto::RaftBatch>>,
+    ) -> Result<tonic::Response<Self::StreamMessagesStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("StreamMessages"))
+    }
+
+    async fn stream_snapshot(
+        &self,
+        request: tonic::Request<tonic::Streaming<shoal_proto::RaftSnapshotChunk>>,
+    ) -> Result<tonic::Response<shoal_proto::Empty>, tonic::Status> {
+        self.0.stream_snapshot(request).await
+    }
+}
+
+/// Starts a Raft loop with a gRPC transport and serves its Raft service on `listener`
+/// (refusing `StreamMessages` if `calls_only`).
 async fn run(
     cfg: RaftConfig,
     listener: TcpListener,
     known: &[(u64, String)],
+    calls_only: bool,
 ) -> (Store, RaftHandle, Server) {
     let transport = GrpcTransport::plain(cfg.raft_id).expect("transport");
     for (id, addr) in known {
@@ -145,11 +183,18 @@ async fn run(
     let (store, handle) = raft::start_with_transport(cfg, Box::new(transport))
         .await
         .expect("raft starts");
-    let service = RaftService::new(handle.clone()).into_server();
+    let service = RaftService::new(handle.clone());
+    let mut router = tonic::transport::Server::builder();
+    let router = if calls_only {
+        router.add_service(shoal_proto::raft_server::RaftServer::new(CallsOnly(
+            service,
+        )))
+    } else {
+        router.add_service(service.into_server())
+    };
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        let result = tonic::transport::Server::builder()
-            .add_service(service)
+        let result = router
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                 let _ = stopped.await;
             })
@@ -341,6 +386,41 @@ async fn raft_cluster_replicates_fails_over_and_catches_up_a_restarted_node() {
     assert_eq!(nodes[0].handle.status().voters, vec![1, 2, 3]);
 
     kill_all(&mut nodes).await;
+}
+
+/// Managers from before `StreamMessages` (during a rolling upgrade) refuse it: the senders
+/// fall back to one `ProcessMessages` call per batch, and the cluster forms, replicates and
+/// elects a new leader as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_cluster_works_with_managers_that_take_no_streamed_messages() {
+    let dirs = tempdirs();
+    let opts = Opts {
+        calls_only: true,
+        ..DEFAULT
+    };
+    let mut nodes = form_cluster(&dirs, opts).await;
+    let all: Vec<&Node> = nodes.iter().collect();
+    let leader = leader_of(&all).await;
+    let index = propose(&nodes[leader as usize - 1], "web", 0).await;
+    wait_applied(&all, index).await;
+
+    nodes[leader as usize - 1].kill().await;
+    let rest: Vec<&Node> = nodes.iter().filter(|n| n.id != leader).collect();
+    let new_leader = leader_of(&rest).await;
+    assert_ne!(new_leader, leader);
+    let index = propose(&nodes[new_leader as usize - 1], "db", 0).await;
+    wait_applied(&rest, index).await;
+    for node in &rest {
+        assert_eq!(
+            service_names(&node.store),
+            vec!["db".to_string(), "web".to_string()],
+            "node {}",
+            node.id
+        );
+    }
+    for node in nodes.iter_mut().filter(|n| n.id != leader) {
+        node.kill().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -571,6 +651,39 @@ async fn raft_service_refuses_misaddressed_and_truncated_messages() {
         .expect_err("garbage");
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
 
+    // On a stream, the first batch refused ends it with the reason; the batches before it
+    // were taken (an empty one here).
+    let batches = vec![
+        RaftBatch {
+            from: 2,
+            to: 1,
+            messages: vec![],
+        },
+        RaftBatch {
+            from: 2,
+            to: 7,
+            messages: vec![],
+        },
+    ];
+    let err = stream_batches(&mut client, batches)
+        .await
+        .expect_err("misaddressed on a stream");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    assert!(err.message().contains("raft node 1"), "{err}");
+    let garbage = RaftBatch {
+        from: 2,
+        to: 1,
+        messages: vec![vec![0xff, 0xff, 0xff]],
+    };
+    let err = stream_batches(&mut client, vec![garbage])
+        .await
+        .expect_err("garbage on a stream");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    // A stream the sender ends is answered OK.
+    stream_batches(&mut client, Vec::new())
+        .await
+        .expect("an empty stream");
+
     // A snapshot stream that ends before the announced size.
     let chunk = RaftSnapshotChunk {
         from: 2,
@@ -590,6 +703,20 @@ async fn raft_service_refuses_misaddressed_and_truncated_messages() {
     let read = node.handle.read_index().await.expect("read index");
     assert!(read >= index);
     node.kill().await;
+}
+
+/// Sends `batches` on one `StreamMessages` stream and ends it: Ok if the stream ended without
+/// a refusal, else the refusal.
+async fn stream_batches(
+    client: &mut shoal_proto::raft_client::RaftClient<tonic::transport::Channel>,
+    batches: Vec<shoal_proto::RaftBatch>,
+) -> Result<(), tonic::Status> {
+    let mut answers = client
+        .stream_messages(tokio_stream::iter(batches))
+        .await?
+        .into_inner();
+    while answers.message().await?.is_some() {}
+    Ok(())
 }
 
 /// Lost quorum, recovered: a follower that survives the loss of the two other managers is

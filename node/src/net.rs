@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use shoal_manager::raft::grpc::{ChannelFactory, RaftService, TransportError};
+use shoal_manager::raft::grpc::{ChannelFactory, RaftService, TransportError, KEEPALIVE};
 use shoal_manager::Manager;
 use shoal_proto::{
     agent_server::AgentServer, control_server::ControlServer, dispatcher_server::DispatcherServer,
@@ -45,12 +45,11 @@ pub fn load_cert(data_dir: &Path) -> anyhow::Result<NodeCert> {
 pub fn manager_channels(cert: &Arc<LiveCert>) -> anyhow::Result<Arc<dyn ChannelFactory>> {
     let config = Arc::new(shoal_tls::client_config_live(cert.clone())?);
     Ok(Arc::new(move |addr: &str| {
-        shoal_tls::connect_lazy(addr, config.clone(), Role::Manager.server_name()).map_err(|e| {
-            TransportError::Channel {
+        shoal_tls::connect_lazy(addr, config.clone(), Role::Manager.server_name(), KEEPALIVE)
+            .map_err(|e| TransportError::Channel {
                 addr: addr.to_string(),
                 reason: e.to_string(),
-            }
-        })
+            })
     }))
 }
 

@@ -59,6 +59,31 @@ fn raft_batch(
     })
 }
 
+/// [`raft_batch`] as the only batch of a `StreamMessages` stream.
+fn raft_stream(
+    rt: &tokio::runtime::Runtime,
+    host: &ClusterHost,
+    cert: &NodeCert,
+    from: u64,
+    to: u64,
+) -> Result<(), Status> {
+    rt.block_on(async {
+        let mut c = raft(&host.swarm_addr(), node_client_config(cert)).await?;
+        let batch = RaftBatch {
+            from,
+            to,
+            messages: Vec::new(),
+        };
+        let mut answers = c
+            .stream_messages(futures::stream::iter(vec![batch]))
+            .await?
+            .into_inner();
+        // The refusal, if any, ends the answer stream.
+        while answers.message().await?.is_some() {}
+        Ok(())
+    })
+}
+
 /// `Agent.TaskLogs` (no task) on `host`, node `node_id`, presenting `cert`.
 fn task_logs(
     rt: &tokio::runtime::Runtime,
@@ -169,6 +194,8 @@ fn the_store_not_the_certificate_decides_who_may_call() {
     // Raft: the control case, a manager speaking as itself, is let in…
     raft_batch(&rt, leader, &second_cert, second_raft, leader_raft)
         .expect("a manager's Raft batch under its own Raft ID");
+    raft_stream(&rt, leader, &second_cert, second_raft, leader_raft)
+        .expect("a manager's Raft stream under its own Raft ID");
     // …but a manager's certificate cannot speak as another member.
     assert_denied(
         "a Raft batch from the leader's certificate claiming the second manager's Raft ID",
@@ -179,6 +206,11 @@ fn the_store_not_the_certificate_decides_who_may_call() {
         "a Raft batch claiming a Raft ID that is no member",
         raft_batch(&rt, leader, &second_cert, 0x5eed, leader_raft),
         "not a member",
+    );
+    assert_denied(
+        "a Raft stream claiming another manager's Raft ID",
+        raft_stream(&rt, leader, &leader_cert, second_raft, leader_raft),
+        "belongs to node",
     );
 
     // Demotion takes away manager rights at once, whatever the certificate says.
@@ -195,6 +227,8 @@ fn the_store_not_the_certificate_decides_who_may_call() {
     let refused = wait_until(CONVERGE, || {
         raft_batch(&rt, leader, &second_cert, second_raft, leader_raft)
             .is_err_and(|s| s.code() == Code::PermissionDenied)
+            && raft_stream(&rt, leader, &second_cert, second_raft, leader_raft)
+                .is_err_and(|s| s.code() == Code::PermissionDenied)
     });
     assert!(
         refused,

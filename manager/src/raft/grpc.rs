@@ -2,12 +2,18 @@
 //!
 //! Sending: [`GrpcTransport`] keeps one bounded queue and one sender task per peer (on the
 //! transport's own runtime, `net_runtime.rs`), so the Raft loop only ever queues. A sender
-//! task takes whatever is queued (up to a size) and delivers it as one `ProcessMessages`
-//! batch; a snapshot message, which holds the whole store, goes on its own task as a
-//! `StreamSnapshot` stream of chunks, so heartbeats keep flowing meanwhile. A failed delivery
-//! is reported to the loop ([`PeerReports`]): raft-rs then probes the peer instead of
-//! streaming to it, and after a lost snapshot sends a new one. The sender backs off while a
-//! peer stays unreachable and drops what queued meanwhile; Raft resends what matters.
+//! task takes whatever is queued (up to a size) and sends it as one batch on a long-lived
+//! `StreamMessages` call to the peer: a batch is one message on an open stream, not a call of
+//! its own with its headers, its answer and a task on each end (most of the transport's CPU
+//! when each call carried one batch). A peer that does not know that call (an older manager)
+//! gets each batch as a `ProcessMessages` call instead. A snapshot message, which holds the
+//! whole store, goes on its own task as a `StreamSnapshot` stream of chunks, so heartbeats keep
+//! flowing meanwhile. A failed delivery — a call refused or ended, a stream that takes no
+//! batch, a connection whose keepalive pings go unanswered ([`KEEPALIVE`]) — is reported to the
+//! loop ([`PeerReports`]): raft-rs then probes the peer instead of streaming to it, and after a
+//! lost snapshot sends a new one. The sender backs off while a peer stays unreachable and
+//! drops what queued meanwhile; Raft resends what matters, and also what a stream that broke
+//! had taken without delivering.
 //!
 //! Channels come from a [`ChannelFactory`], so the transport does not decide how to connect:
 //! [`PlainHttp`] today, mutual TLS later without touching this file.
@@ -23,10 +29,11 @@ use std::time::Duration;
 use shoal_proto::raft_client::RaftClient;
 use shoal_proto::raft_server::{Raft, RaftServer};
 use shoal_proto::{Empty, RaftBatch, RaftSnapshotChunk};
-use tokio::sync::mpsc;
-use tokio::task::AbortHandle;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{AbortHandle, JoinHandle};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
 use super::handle::RaftHandle;
@@ -45,8 +52,18 @@ const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// and raft-rs caps a message's entries at about 1 MiB unless one entry alone is larger.
 const MAX_BATCH_DECODE: usize = 64 * 1024 * 1024;
 
-/// How long one `ProcessMessages` call may take before the peer counts as unreachable.
+/// How long one `ProcessMessages` call, or handing a batch to an open stream, may take before
+/// the peer counts as unreachable.
 const RPC_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// HTTP/2 keepalive of the channels to other managers (interval, timeout): a stream carries
+/// batches without an answer each, so a peer that vanished without closing the connection is
+/// noticed by its unanswered ping, within 5 s as a call's [`RPC_TIMEOUT`] would.
+pub const KEEPALIVE: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs(3));
+
+/// Batches handed to an open stream and not yet sent: a few rounds of appends; beyond that the
+/// connection is not keeping up, and the peer's queue fills instead.
+const STREAM_BUFFER: usize = 64;
 
 /// Bytes per snapshot chunk.
 const SNAPSHOT_CHUNK: usize = 1024 * 1024;
@@ -125,9 +142,9 @@ impl PlainHttp {
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
             // A peer that vanished without closing the connection is noticed by the keepalive
-            // rather than by a request hanging until its timeout.
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5)))
+            // rather than by a stream waiting for TCP to give up.
+            .http2_keep_alive_interval(KEEPALIVE.0)
+            .keep_alive_timeout(KEEPALIVE.1))
     }
 }
 
@@ -343,6 +360,10 @@ impl PeerLink {
     /// The sender task: batches what is queued and delivers it, in order.
     async fn run(self, mut queue: mpsc::Receiver<Outbound>) {
         let mut channel: Option<Channel> = None;
+        // The `StreamMessages` call open to the peer, once a batch opened it.
+        let mut stream: Option<OpenStream> = None;
+        // Whether the peer takes streamed batches; an older manager takes calls only.
+        let mut streaming = true;
         let mut backoff = MIN_BACKOFF;
         let mut reachable = true;
         while let Some(first) = queue.recv().await {
@@ -365,7 +386,12 @@ impl PeerLink {
                 continue;
             }
             let count = batch.len();
-            match self.deliver(&mut channel, batch).await {
+            let delivered = if streaming {
+                self.send_on_stream(&mut channel, &mut stream, batch).await
+            } else {
+                self.deliver(&mut channel, batch).await
+            };
+            match delivered {
                 Ok(()) => {
                     if !reachable {
                         info!(peer = self.to, addr = %self.addr, "raft peer reachable again");
@@ -373,7 +399,14 @@ impl PeerLink {
                     reachable = true;
                     backoff = MIN_BACKOFF;
                 }
-                Err(error) => {
+                Err(status) if streaming && status.code() == Code::Unimplemented => {
+                    // Said once per peer and run: the batch is lost, Raft sends it again.
+                    info!(peer = self.to, addr = %self.addr, "raft peer takes no streamed messages (an older manager): sending it one call per batch");
+                    streaming = false;
+                }
+                Err(status) => {
+                    let error = format!("{}: {}", status.code(), status.message());
+                    stream = None;
                     self.unreachable();
                     if reachable {
                         warn!(peer = self.to, addr = %self.addr, %error, "cannot reach raft peer; retrying in the background");
@@ -406,17 +439,22 @@ impl PeerLink {
         Ok(ch)
     }
 
+    fn batch(&self, messages: Vec<Vec<u8>>) -> RaftBatch {
+        RaftBatch {
+            from: self.from,
+            to: self.to,
+            messages,
+        }
+    }
+
+    /// Delivers `messages` as one `ProcessMessages` call, answered once the peer queued them.
     async fn deliver(
         &self,
         channel: &mut Option<Channel>,
         messages: Vec<Vec<u8>>,
-    ) -> Result<(), String> {
-        let ch = self.channel(channel).map_err(|e| e.to_string())?;
-        let batch = RaftBatch {
-            from: self.from,
-            to: self.to,
-            messages,
-        };
+    ) -> Result<(), Status> {
+        let ch = self.channel(channel).map_err(unavailable)?;
+        let batch = self.batch(messages);
         let call = async {
             RaftClient::new(ch)
                 .max_decoding_message_size(MAX_BATCH_DECODE)
@@ -425,8 +463,74 @@ impl PeerLink {
         };
         match tokio::time::timeout(RPC_TIMEOUT, call).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(status)) => Err(format!("{}: {}", status.code(), status.message())),
-            Err(_) => Err(format!("no answer within {RPC_TIMEOUT:?}")),
+            Ok(Err(status)) => Err(status),
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "no answer within {RPC_TIMEOUT:?}"
+            ))),
+        }
+    }
+
+    /// Hands `messages` as one batch to the `StreamMessages` call open to the peer, opening
+    /// one first if none is. Ok means the stream took the batch, not that the peer has it: a
+    /// stream that breaks loses what it took (Raft sends it again), and the break is reported
+    /// with the next batch. The error is why the call ended or could not open, or that it took
+    /// nothing for [`RPC_TIMEOUT`] (the connection stalled); the stream is closed then.
+    async fn send_on_stream(
+        &self,
+        channel: &mut Option<Channel>,
+        stream: &mut Option<OpenStream>,
+        messages: Vec<Vec<u8>>,
+    ) -> Result<(), Status> {
+        if let Some(ended) = stream.take_if(|open| open.call.is_finished()) {
+            return Err(ended.outcome().await);
+        }
+        let open = match stream {
+            Some(open) => open,
+            None => stream.insert(self.open_stream(channel).await?),
+        };
+        match tokio::time::timeout(RPC_TIMEOUT, open.batches.send(self.batch(messages))).await {
+            Ok(Ok(())) => Ok(()),
+            // The call ended since the check above: its receiver is gone.
+            Ok(Err(_)) => match stream.take() {
+                Some(ended) => Err(ended.outcome().await),
+                None => Err(Status::unavailable("the stream to the peer ended")),
+            },
+            Err(_) => {
+                *stream = None;
+                Err(Status::deadline_exceeded(format!(
+                    "the stream to the peer took no batch within {RPC_TIMEOUT:?}"
+                )))
+            }
+        }
+    }
+
+    /// Starts a `StreamMessages` call to the peer on a task of its own, and returns once the
+    /// peer took it (its answer's headers came): so a peer that is down, refuses the call or
+    /// does not know it (`Unimplemented`) fails here, not after batches were counted as sent.
+    /// The call then runs until the stream is dropped, the peer refuses a batch or the
+    /// connection breaks.
+    async fn open_stream(&self, channel: &mut Option<Channel>) -> Result<OpenStream, Status> {
+        let mut client = RaftClient::new(self.channel(channel).map_err(unavailable)?);
+        let (batches, queued) = mpsc::channel(STREAM_BUFFER);
+        let (opened, taken) = oneshot::channel();
+        let call = tokio::spawn(async move {
+            let mut answers = client
+                .stream_messages(ReceiverStream::new(queued))
+                .await?
+                .into_inner();
+            let _ = opened.send(());
+            // No answer carries a message: the stream ends, or ends with the refusal.
+            while answers.message().await?.is_some() {}
+            Ok(())
+        });
+        let open = OpenStream { batches, call };
+        match tokio::time::timeout(RPC_TIMEOUT, taken).await {
+            Ok(Ok(())) => Ok(open),
+            // The call ended before it opened.
+            Ok(Err(_)) => Err(open.outcome().await),
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "the peer did not take the stream within {RPC_TIMEOUT:?}"
+            ))),
         }
     }
 
@@ -478,6 +582,41 @@ impl PeerLink {
             Err(_) => Err(format!("not delivered within {limit:?}")),
         }
     }
+}
+
+/// A `StreamMessages` call in progress: batches sent into `batches` go out on it, in order.
+struct OpenStream {
+    batches: mpsc::Sender<RaftBatch>,
+    /// The call, which ends with the peer's answer: an error, or Ok once the stream is closed.
+    call: JoinHandle<Result<(), Status>>,
+}
+
+impl OpenStream {
+    /// Why the call ended, waiting (at most [`RPC_TIMEOUT`]) for it to end. The batches it
+    /// took and had not sent are lost.
+    async fn outcome(mut self) -> Status {
+        match tokio::time::timeout(RPC_TIMEOUT, &mut self.call).await {
+            Ok(Ok(Err(status))) => status,
+            Ok(Ok(Ok(()))) => Status::unavailable("the peer ended the stream"),
+            Ok(Err(e)) => Status::internal(format!("the stream's task failed: {e}")),
+            Err(_) => Status::deadline_exceeded(format!(
+                "the stream to the peer neither took a batch nor ended within {RPC_TIMEOUT:?}"
+            )),
+        }
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        // A stream given up on (its peer removed, re-addressed or failing) stops at once
+        // rather than waiting for the connection to give up.
+        self.call.abort();
+    }
+}
+
+/// The transport's errors as a call's status, for the sender's one error path.
+fn unavailable(e: TransportError) -> Status {
+    Status::unavailable(e.to_string())
 }
 
 /// Decides whether the caller of a Raft call (its verified certificate, if any) may speak as
@@ -546,6 +685,20 @@ impl RaftService {
         )))
     }
 
+    /// Checks a batch's addressee and sender, then hands its messages to the Raft loop.
+    fn accept(
+        &self,
+        peer: Option<&shoal_tls::PeerIdentity>,
+        batch: &RaftBatch,
+    ) -> Result<(), Status> {
+        self.check_addressee(batch.to)?;
+        self.check_sender(peer, batch.from)?;
+        for message in &batch.messages {
+            self.step(message, batch.from)?;
+        }
+        Ok(())
+    }
+
     fn step(&self, message: &[u8], from: u64) -> Result<(), Status> {
         self.handle.step(message, from).map_err(|e| match e {
             RaftError::BadMessage(_) => Status::invalid_argument(e.to_string()),
@@ -561,13 +714,39 @@ impl Raft for RaftService {
         request: Request<RaftBatch>,
     ) -> Result<Response<Empty>, Status> {
         let peer = shoal_tls::peer_identity(&request).cloned();
-        let batch = request.into_inner();
-        self.check_addressee(batch.to)?;
-        self.check_sender(peer.as_ref(), batch.from)?;
-        for message in &batch.messages {
-            self.step(message, batch.from)?;
-        }
+        self.accept(peer.as_ref(), &request.into_inner())?;
         Ok(Response::new(Empty {}))
+    }
+
+    type StreamMessagesStream = ReceiverStream<Result<Empty, Status>>;
+
+    async fn stream_messages(
+        &self,
+        request: Request<Streaming<RaftBatch>>,
+    ) -> Result<Response<Self::StreamMessagesStream>, Status> {
+        let peer = shoal_tls::peer_identity(&request).cloned();
+        let mut batches = request.into_inner();
+        let (refusal, answers) = mpsc::channel(1);
+        let service = self.clone();
+        // The answer (its headers) goes at once, which tells the sender the stream is taken;
+        // the batches are handled on a task of their own, as they come.
+        tokio::spawn(async move {
+            loop {
+                match batches.message().await {
+                    // Every batch is checked as a call's would be: a member removed or demoted
+                    // meanwhile is refused at its next batch, and the refusal ends the stream.
+                    Ok(Some(batch)) => {
+                        if let Err(status) = service.accept(peer.as_ref(), &batch) {
+                            let _ = refusal.send(Err(status)).await;
+                            return;
+                        }
+                    }
+                    // The sender ended its stream, or its connection is gone.
+                    Ok(None) | Err(_) => return,
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(answers)))
     }
 
     async fn stream_snapshot(
