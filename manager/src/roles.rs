@@ -70,7 +70,8 @@ pub struct ManagerConfig {
     /// one-manager cluster keeping all state. Set for that one start only, never when resuming.
     pub force_new_cluster: bool,
     pub heartbeat_period: Duration,
-    /// Channels to the other managers (mutual TLS in the daemon).
+    /// Channels for the Raft transport to the other managers (mutual TLS and keepalive pings
+    /// in the daemon).
     pub channels: Arc<dyn ChannelFactory>,
     /// The cluster's unlock key, for a Raft log locked with it (`swarm unlock`); a new log is
     /// wrapped with it from the start.

@@ -10,9 +10,10 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
-use shoal_manager::raft::grpc::{ChannelFactory, RaftService, TransportError, KEEPALIVE};
+use shoal_manager::raft::grpc::{ChannelFactory, RaftService, TransportError};
 use shoal_manager::Manager;
 use shoal_proto::{
     agent_server::AgentServer, control_server::ControlServer, dispatcher_server::DispatcherServer,
@@ -41,11 +42,15 @@ pub fn load_cert(data_dir: &Path) -> anyhow::Result<NodeCert> {
     })
 }
 
-/// Channels to other managers, verified as managers of this cluster, presenting our cert.
-pub fn manager_channels(cert: &Arc<LiveCert>) -> anyhow::Result<Arc<dyn ChannelFactory>> {
+/// Channels to other managers, verified as managers of this cluster, presenting our cert;
+/// with HTTP/2 keepalive pings if `keepalive` (interval, timeout) is given.
+pub fn manager_channels(
+    cert: &Arc<LiveCert>,
+    keepalive: Option<(Duration, Duration)>,
+) -> anyhow::Result<Arc<dyn ChannelFactory>> {
     let config = Arc::new(shoal_tls::client_config_live(cert.clone())?);
     Ok(Arc::new(move |addr: &str| {
-        shoal_tls::connect_lazy(addr, config.clone(), Role::Manager.server_name(), KEEPALIVE)
+        shoal_tls::connect_lazy(addr, config.clone(), Role::Manager.server_name(), keepalive)
             .map_err(|e| TransportError::Channel {
                 addr: addr.to_string(),
                 reason: e.to_string(),

@@ -88,7 +88,10 @@ async fn start(daemon: &Arc<Daemon>, state: &mut SwarmState, how: Start<'_>) -> 
         &daemon.args.containerd.display().to_string(),
     );
     let cert = LiveCert::new(net::load_cert(&daemon.args.data_dir)?)?;
-    let channels = net::manager_channels(&cert)?;
+    // Raft's streams need keepalive pings to notice a peer that vanished (see the manager's
+    // `raft/grpc.rs`); forwarded calls have their own deadlines (`leader.rs`).
+    let raft_channels = net::manager_channels(&cert, Some(shoal_manager::raft::grpc::KEEPALIVE))?;
+    let channels = net::manager_channels(&cert, None)?;
     *daemon.cert.write().unwrap_or_else(|e| e.into_inner()) = Some(cert.clone());
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -101,7 +104,7 @@ async fn start(daemon: &Arc<Daemon>, state: &mut SwarmState, how: Start<'_>) -> 
             join: matches!(how, Start::JoinManager),
             force_new_cluster: matches!(how, Start::ForceNewCluster),
             heartbeat_period: daemon.args.dispatcher_heartbeat,
-            channels: channels.clone(),
+            channels: raft_channels,
             // With `init --autolock` the new log is wrapped with the key from the start.
             unlock_key: match &how {
                 Start::Init(_, settings) => settings.unlock_key.clone(),

@@ -345,19 +345,21 @@ pub async fn connect(
 
 /// [`connect`] that connects on first use and reconnects after failures (long-lived channels:
 /// a renewed certificate in a [`crate::LiveCert`] is presented on reconnect). `keepalive`
-/// (interval, timeout) pings the server while the connection is open: a call streaming to a
-/// server that vanished without closing the connection fails after at most both, where it
-/// would otherwise wait for TCP to give up.
+/// (interval, timeout), if given, pings the server while the connection is open: a call
+/// streaming to a server that vanished without closing the connection fails after at most
+/// both, where it would otherwise wait for TCP to give up.
 pub fn connect_lazy(
     addr: &str,
     config: Arc<ClientConfig>,
     server_name: &str,
-    keepalive: (Duration, Duration),
+    keepalive: Option<(Duration, Duration)>,
 ) -> Result<Channel, TlsError> {
     let connector = TlsConnector::new(config, server_name)?;
-    let (interval, timeout) = keepalive;
-    Ok(endpoint(addr)?
-        .http2_keep_alive_interval(interval)
-        .keep_alive_timeout(timeout)
-        .connect_with_connector_lazy(connector))
+    let mut endpoint = endpoint(addr)?;
+    if let Some((interval, timeout)) = keepalive {
+        endpoint = endpoint
+            .http2_keep_alive_interval(interval)
+            .keep_alive_timeout(timeout);
+    }
+    Ok(endpoint.connect_with_connector_lazy(connector))
 }
