@@ -66,7 +66,6 @@ pub struct Dispatcher {
     usage: UsageStore,
     /// Wakes only the sessions a store change concerns; started with the first session.
     fanout: fanout::Fanout,
-    fanout_started: Arc<std::sync::atomic::AtomicBool>,
     /// Status reports of all sessions, proposed together; started with the first report.
     statuses: Arc<std::sync::OnceLock<batcher::Batcher>>,
 }
@@ -113,7 +112,6 @@ impl Dispatcher {
             raft,
             usage,
             fanout: fanout::Fanout::default(),
-            fanout_started: Arc::default(),
             statuses: Arc::default(),
         }
     }
@@ -250,10 +248,7 @@ impl Dispatcher {
         let leader_since = Instant::now();
         // Sessions held with an earlier term's leadership are gone: every node reconnects.
         self.sessions().clear();
-        if self
-            .fanout_started
-            .load(std::sync::atomic::Ordering::SeqCst)
-        {
+        if self.fanout.started() {
             self.fanout.resync(&self.store);
         }
         loop {
@@ -388,12 +383,8 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         );
         info!(node = %req.node_id, session = %session_id, "worker session opened");
 
-        if !self
-            .fanout_started
-            .swap(true, std::sync::atomic::Ordering::SeqCst)
-        {
-            tokio::spawn(self.fanout.clone().run(self.store.clone()));
-        }
+        // Before the session's first look (see `Fanout::start`).
+        self.fanout.start(&self.store);
         let (tx, rx) = mpsc::channel(16);
         let this = self.clone();
         let node_id = req.node_id;

@@ -24,11 +24,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use shoal_proto::{store_action::Action, StoreAction, Task, TaskState};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::Notify;
 
 use super::assignments::{self, Delta, Key, Sent};
-use crate::store::{Store, StoreState};
+use crate::store::{Applied, Store, StoreState};
 
 /// What a session needs to know of a task of its node without reading it from the store.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -85,6 +85,8 @@ struct Index {
     networked: BTreeSet<String>,
     /// Open sessions: node → session ID → its wake-up and what it has to look at.
     waiters: HashMap<String, HashMap<String, Watch>>,
+    /// Built from the store and following its entries ([`Fanout::start`]).
+    started: bool,
     /// The store's entries stopped: sessions end.
     closed: bool,
     /// Bumped whenever every session is woken: what does not depend on a node's own tasks
@@ -310,11 +312,34 @@ impl Fanout {
         });
     }
 
-    /// Follows the store's entries until they stop; see the module documentation.
-    pub(super) async fn run(self, store: Store) {
-        let mut events = store.subscribe();
-        // Sessions opened before the index was built are told to look again.
-        self.resync(&store);
+    /// Builds the index from the store and follows its entries from then on, on a task of its
+    /// own; does nothing if it already does. When it returns the index holds every task applied
+    /// so far, so a session registered after it never looks at an index not yet built: that
+    /// look would tell its worker it runs nothing, and the worker would stop its containers (a
+    /// manager restarted with running tasks did, now and then, when the index was built on the
+    /// following task only).
+    pub(super) fn start(&self, store: &Store) {
+        store.view(|st| {
+            let mut ix = self.lock();
+            if ix.started {
+                return;
+            }
+            ix.started = true;
+            // Subscribed while the store cannot change: every entry `st` lacks is received.
+            let events = store.subscribe();
+            ix.rebuild(st);
+            ix.wake_all();
+            tokio::spawn(self.clone().follow(store.clone(), events));
+        });
+    }
+
+    /// Whether [`Fanout::start`] ran.
+    pub(super) fn started(&self) -> bool {
+        self.lock().started
+    }
+
+    /// Folds the store's entries in until they stop; see the module documentation.
+    async fn follow(self, store: Store, mut events: broadcast::Receiver<Arc<Applied>>) {
         loop {
             match events.recv().await {
                 Ok(applied) => {

@@ -146,6 +146,23 @@ fn initial() -> StoreState {
     }
 }
 
+/// A manager restarted with tasks running: the first message of the first session lists
+/// them, whichever thread runs first. An empty first message made the worker stop them all
+/// (the index of tasks by node was built on a task of its own, which could run after the
+/// session's first look).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_session_of_a_new_leader_lists_the_tasks_already_in_the_store() {
+    let (d, _raft) = leading_dispatcher(initial());
+    // Built when `start` returns, not later.
+    d.fanout.start(&d.store);
+    assert_eq!(d.fanout.tasks_of("n1"), ["a", "b", "k"]);
+    for _ in 0..20 {
+        let (d, _raft) = leading_dispatcher(initial());
+        let mut session = open(&d, "n1", true).await;
+        assert_eq!(ids(&next(&mut session).await.tasks), ["a", "b", "k"]);
+    }
+}
+
 #[tokio::test]
 async fn after_the_first_message_a_worker_hears_only_what_changed() {
     let (d, _raft) = leading_dispatcher(initial());
