@@ -16,7 +16,7 @@
 //! had taken without delivering.
 //!
 //! Channels come from a [`ChannelFactory`], so the transport does not decide how to connect:
-//! [`PlainHttp`] today, mutual TLS later without touching this file.
+//! [`PlainHttp`] in tests, mutual TLS with keepalive pings in the daemon (`node/src/net.rs`).
 //!
 //! Receiving: [`RaftService`] hands each message to [`RaftHandle::step`], and reassembles
 //! snapshot streams first. It refuses messages addressed to another Raft ID, which tells a
@@ -90,7 +90,7 @@ pub enum TransportError {
     Channel { addr: String, reason: String },
 }
 
-/// Makes the gRPC channel to a peer's Raft service; the place to add TLS.
+/// Makes the gRPC channel to a peer's Raft service (TLS, keepalive: the daemon's choice).
 pub trait ChannelFactory: Send + Sync + 'static {
     /// A channel to the Raft service at `addr` (host:port). It must not wait for the
     /// connection: build it with [`Endpoint::connect_lazy`], since the peer may be down. It is
