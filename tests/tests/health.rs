@@ -317,8 +317,9 @@ fn service_update_rolls_out_a_new_check() {
     let first = wait_task(&host, "upd", "Running", "(healthy)");
 
     // A check that cannot pass: the new task fails unhealthy, with the end of the check's
-    // output (stderr included) as the reason. Only the command changed.
-    let failing = "echo missing-file >&2; test -f /nonexistent";
+    // output as the reason: stdout and stderr, even what comes on stderr after stdout closed
+    // (containerd 1.6's `file://` stdio lost that). Only the command changed.
+    let failing = "echo checking; exec >&-; sleep 0.2; echo missing-file >&2; test -f /nonexistent";
     host.shoal_ok(&["service", "update", "-d", "--health-cmd", failing, "upd"]);
     let spec = inspect_service(&host, "upd");
     let check = &spec["spec"]["container"]["healthcheck"];
@@ -328,7 +329,7 @@ fn service_update_rolls_out_a_new_check() {
     let failed = wait_unhealthy(&host, "upd");
     assert_ne!(id(&failed), id(&first), "a task of the new spec");
     assert_eq!(
-        failed["Error"], "\"container unhealthy: the healthcheck exited 1: missing-file\"",
+        failed["Error"], "\"container unhealthy: the healthcheck exited 1: checking missing-file\"",
         "{failed}"
     );
 

@@ -4,11 +4,14 @@
 //! timeout. Exit 0 is healthy; anything else, a timeout included, is a failure whose text
 //! carries the end of the probe's output.
 //!
-//! The output goes to `<task dir>/health.out` through containerd's `file://` stdio (the shim
-//! writes it, as it does for `binary://` logs), rewritten for each probe.
+//! The output comes back through a FIFO in the task's directory, named as stdout and stderr of
+//! the exec, as docker's own probes read theirs: the shim copies both streams into it and closes
+//! its ends once the probe's streams end, so reading it to its end gets all of the output.
+//! (A `file://` stdio would be simpler, but containerd 1.6's shim closes that file as soon as
+//! the probe's stdout ends, and drops what was still to come on stderr.)
 
-use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -17,6 +20,9 @@ use containerd_client::services::v1::{
     WaitRequest,
 };
 use nix::sys::signal::Signal;
+use nix::sys::stat::Mode;
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::pipe;
 use tonic::Code;
 use tracing::debug;
 
@@ -28,7 +34,9 @@ use crate::logs;
 /// containerd's type URL for an OCI process spec in an `Any` (what `Tasks.Exec` takes).
 pub const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 /// How much of a probe's output is kept, from its end (docker keeps 4 KiB).
-const OUTPUT_LIMIT: u64 = 4096;
+const OUTPUT_LIMIT: usize = 4096;
+/// How long the rest of the output may take to come once the probe's process is gone.
+const OUTPUT_WAIT: Duration = Duration::from_secs(2);
 /// How long a probe killed on timeout may take to be reaped.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
@@ -60,47 +68,71 @@ pub(super) async fn probe(
         std::process::id(),
         NEXT_EXEC.fetch_add(1, Ordering::Relaxed)
     );
-    let output = logs::task_dir(data_dir, task_id).join("health.out");
-    std::fs::write(&output, b"").map_err(|source| ExecutorError::Io {
-        task: task_id.to_string(),
-        what: "cannot write",
-        path: output.clone(),
-        source,
-    })?;
-    let stdio = format!("file://{}", output.display());
-    cd.tasks()
-        .exec(cd.request(ExecProcessRequest {
-            container_id: task_id.to_string(),
-            stdin: String::new(),
-            stdout: stdio.clone(),
-            stderr: stdio,
-            terminal: false,
-            spec: Some(prost_types::Any {
-                type_url: PROCESS_TYPE_URL.to_string(),
-                value: process,
-            }),
-            exec_id: exec_id.clone(),
-        }))
-        .await
-        .map_err(|s| ExecutorError::containerd("Tasks.Exec", task_id, s))?;
-    let ended = run(cd, task_id, &exec_id, timeout).await;
-    // The exec's record goes whatever happened; a container that is gone took it along.
-    // Deleting it also waits for the shim to finish copying its output into the file.
-    let deleted = cd
-        .tasks()
-        .delete_process(cd.request(DeleteProcessRequest {
-            container_id: task_id.to_string(),
-            exec_id: exec_id.clone(),
-        }))
+    let (fifo, mut rx) = OutputFifo::create(&logs::task_dir(data_dir, task_id), &exec_id).map_err(
+        |(path, source)| ExecutorError::Io {
+            task: task_id.to_string(),
+            what: "cannot create the healthcheck's output pipe",
+            path,
+            source,
+        },
+    )?;
+    let mut output = Output::default();
+    let probe = async {
+        let stdio = fifo.path.display().to_string();
+        cd.tasks()
+            .exec(cd.request(ExecProcessRequest {
+                container_id: task_id.to_string(),
+                stdin: String::new(),
+                stdout: stdio.clone(),
+                stderr: stdio,
+                terminal: false,
+                spec: Some(prost_types::Any {
+                    type_url: PROCESS_TYPE_URL.to_string(),
+                    value: process,
+                }),
+                exec_id: exec_id.clone(),
+            }))
+            .await
+            .map_err(|s| ExecutorError::containerd("Tasks.Exec", task_id, s))?;
+        let ended = run(cd, task_id, &exec_id, timeout).await;
+        // The exec's record goes whatever happened; a container that is gone took it along.
+        // Deleting it also makes the shim close its ends of the FIFO, should something the
+        // probe left behind still hold the probe's streams open.
+        let deleted = cd
+            .tasks()
+            .delete_process(cd.request(DeleteProcessRequest {
+                container_id: task_id.to_string(),
+                exec_id: exec_id.clone(),
+            }))
+            .await;
+        if let Err(s) = not_found_as_none(deleted) {
+            debug!(task = %task_id, exec = %exec_id, error = %s, "deleting the probe's process failed");
+        }
+        ended
+    };
+    // Read while the probe runs: a probe that writes more than the pipe holds would block.
+    tokio::pin!(probe);
+    let ended = loop {
+        tokio::select! {
+            ended = &mut probe => break ended?,
+            _ = output.read_from(&mut rx), if !output.ended => {}
+        }
+    };
+    if !matches!(ended, Ended::NotStarted(_)) {
+        // What the shim still had to copy when the probe ended; bounded, for a shim that
+        // never opened its ends.
+        let _ = tokio::time::timeout(OUTPUT_WAIT, async {
+            while !output.ended {
+                output.read_from(&mut rx).await;
+            }
+        })
         .await;
-    if let Err(s) = not_found_as_none(deleted) {
-        debug!(task = %task_id, exec = %exec_id, error = %s, "deleting the probe's process failed");
     }
-    let with_output = |what: String| match output_tail(&output) {
+    let with_output = |what: String| match output.tail() {
         Some(out) => format!("{what}: {out}"),
         None => what,
     };
-    Ok(match ended? {
+    Ok(match ended {
         Ended::Exited(0) => ProbeResult::Healthy,
         Ended::Exited(code) => {
             ProbeResult::Failed(with_output(format!("the healthcheck exited {code}")))
@@ -112,6 +144,73 @@ pub(super) async fn probe(
             ProbeResult::Failed(format!("the healthcheck could not start: {why}"))
         }
     })
+}
+
+/// The FIFO a probe's output comes through; removed when dropped.
+struct OutputFifo {
+    path: PathBuf,
+}
+
+impl OutputFifo {
+    /// Opened for reading before the shim opens it for writing (its writers wait for a reader);
+    /// until a writer has come and gone, reading it waits rather than ending.
+    fn create(
+        dir: &Path,
+        exec_id: &str,
+    ) -> Result<(Self, pipe::Receiver), (PathBuf, std::io::Error)> {
+        let path = dir.join(format!("{exec_id}.out"));
+        let failed = |e: std::io::Error| (path.clone(), e);
+        // A leftover of a daemon killed mid-probe has the same name only if the pid came back.
+        if let Err(e) = std::fs::remove_file(&path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(failed(e));
+            }
+        }
+        nix::unistd::mkfifo(&path, Mode::S_IRUSR | Mode::S_IWUSR)
+            .map_err(|e| failed(std::io::Error::from(e)))?;
+        let fifo = OutputFifo { path };
+        let rx = pipe::OpenOptions::new()
+            .open_receiver(&fifo.path)
+            .map_err(|e| (fifo.path.clone(), e))?;
+        Ok((fifo, rx))
+    }
+}
+
+impl Drop for OutputFifo {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The end of a probe's output, as it is read.
+#[derive(Default)]
+struct Output {
+    tail: VecDeque<u8>,
+    /// The writers closed (or reading failed): there is no more.
+    ended: bool,
+}
+
+impl Output {
+    /// One read from the FIFO; keeps the last [`OUTPUT_LIMIT`] bytes.
+    async fn read_from(&mut self, rx: &mut pipe::Receiver) {
+        let mut buf = [0u8; 4096];
+        match rx.read(&mut buf).await {
+            Ok(0) | Err(_) => self.ended = true,
+            Ok(n) => {
+                self.tail.extend(&buf[..n]);
+                let excess = self.tail.len().saturating_sub(OUTPUT_LIMIT);
+                self.tail.drain(..excess);
+            }
+        }
+    }
+
+    /// The output on one line; `None` when the probe printed nothing.
+    fn tail(&self) -> Option<String> {
+        let bytes: Vec<u8> = self.tail.iter().copied().collect();
+        let text = String::from_utf8_lossy(&bytes);
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        (!text.is_empty()).then_some(text)
+    }
 }
 
 /// How a probe's process ended.
@@ -217,17 +316,4 @@ async fn kill_probe(cd: &Containerd, task_id: &str, exec_id: &str) {
         exec_id: exec_id.to_string(),
     }));
     let _ = tokio::time::timeout(KILL_WAIT, wait).await;
-}
-
-/// The end of the probe's output, on one line; `None` when it printed nothing.
-fn output_tail(path: &Path) -> Option<String> {
-    let mut file = std::fs::File::open(path).ok()?;
-    let len = file.metadata().ok()?.len();
-    file.seek(SeekFrom::Start(len.saturating_sub(OUTPUT_LIMIT)))
-        .ok()?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).ok()?;
-    let text = String::from_utf8_lossy(&bytes);
-    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    (!text.is_empty()).then_some(text)
 }
