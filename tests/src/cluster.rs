@@ -443,6 +443,16 @@ impl TestCluster {
         &self.net
     }
 
+    /// Host `i`'s metrics page, from the daemon started with `--metrics-addr
+    /// 127.0.0.1:PORT` (its own loopback, inside its namespace).
+    pub fn metrics_text(&self, i: usize, port: u16) -> Result<String> {
+        let (_, _, text) = self
+            .net
+            .run_in(i, || crate::http::http_get(port, "/metrics", None))?
+            .with_context(|| format!("host {i}'s metrics endpoint did not answer"))?;
+        Ok(text)
+    }
+
     /// Host `i`.
     pub fn host(&self, i: usize) -> &ClusterHost {
         &self.hosts[i]

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use shoal_tests::cluster::TestCluster;
 use shoal_tests::daemon::{run_with_deadline, shoal_bin, wait_until, words};
+use shoal_tests::http::sample;
 use shoal_tests::listing::{
     create_zero_replicas, leader_seen_by, manager_statuses, placement, service_names,
     wait_all_ready, wait_node_ls, wait_replicas,
@@ -34,6 +35,11 @@ use shoal_tests::listing::{
 const CONVERGE: Duration = Duration::from_secs(90);
 /// The daemons' heartbeat period in these tests: a silent node is DOWN after three of them.
 const HEARTBEAT: &[&str] = &["--dispatcher-heartbeat", "1s"];
+/// Where the daemons of a test that reads their metrics serve them (each on its own loopback).
+const METRICS_PORT: u16 = 9464;
+/// The server's keepalive lets a vanished client go within 10 s; this leaves room for a slow
+/// machine.
+const STREAMS_LET_GO: Duration = Duration::from_secs(30);
 /// Raft's election timeout is 1–2 s (10–20 ticks of 100 ms); "a few" of them.
 const ELECTION: Duration = Duration::from_secs(10);
 /// The same after a cut: a call a follower forwarded to the cut-off leader is given up only
@@ -265,7 +271,13 @@ fn five_nodes_agree_on_one_leader_and_survive_its_kill9() {
 /// same with a follower cut off, whose writes are forwarded to a leader it cannot reach.
 #[test]
 fn a_cut_off_manager_refuses_writes_and_catches_up_after_heal() {
-    let cluster = TestCluster::new_with(3, HEARTBEAT);
+    let metrics_addr = format!("127.0.0.1:{METRICS_PORT}");
+    let args: Vec<&str> = HEARTBEAT
+        .iter()
+        .copied()
+        .chain(["--metrics-addr", metrics_addr.as_str()])
+        .collect();
+    let cluster = TestCluster::new_with(3, &args);
     cluster.form(3, 0);
     let ids = cluster.node_ids();
     cluster.host(0).shoal_ok(&words(
@@ -276,6 +288,15 @@ fn a_cut_off_manager_refuses_writes_and_catches_up_after_heal() {
         host.wait_for(CONVERGE, "`before` on every manager", || {
             service_names(host).contains("before")
         });
+    }
+
+    // The leader streams its messages to each follower.
+    for m in 1..3 {
+        let open = inbound_streams(&cluster, m);
+        assert!(
+            open >= 1.0,
+            "host {m} holds {open} Raft streams from others"
+        );
     }
 
     cluster.cut(0);
@@ -325,6 +346,19 @@ fn a_cut_off_manager_refuses_writes_and_catches_up_after_heal() {
         Some(ids[0].clone()),
         "the cut-off manager still calls itself leader"
     );
+    // The majority let go of the cut-off manager's streams (their connections broke without a
+    // word; the server's keepalive noticed), and each keeps only the other's.
+    for m in 1..3 {
+        let mut open = f64::NAN;
+        let let_go = wait_until(STREAMS_LET_GO, || {
+            open = inbound_streams(&cluster, m);
+            open <= 1.0
+        });
+        assert!(
+            let_go,
+            "host {m} still holds {open} Raft streams {STREAMS_LET_GO:?} after the cut"
+        );
+    }
 
     cluster.heal(0);
     let host0 = cluster.host(0);
@@ -520,4 +554,16 @@ fn force_new_cluster_recovers_a_lost_quorum_keeping_the_state() {
         "service create -d --name after --replicas 0 busybox",
     ));
     assert!(service_names(host).contains("after"));
+}
+
+/// `shoal_raft_inbound_streams` on host `i`: the Raft streams other managers hold open to it.
+fn inbound_streams(cluster: &TestCluster, i: usize) -> f64 {
+    let text = match cluster.metrics_text(i, METRICS_PORT) {
+        Ok(text) => text,
+        Err(e) => panic!("{e:#}"),
+    };
+    match sample(&text, "shoal_raft_inbound_streams") {
+        Some(v) => v,
+        None => panic!("host {i}'s metrics hold no shoal_raft_inbound_streams:\n{text}"),
+    }
 }

@@ -236,6 +236,12 @@ fn a_daemon_serves_metrics_that_promtool_and_prometheus_accept() {
             "{counted} in:\n{text}"
         );
     }
+    // A single manager: no other manager streams Raft messages to it.
+    assert_eq!(
+        sample(&text, "shoal_raft_inbound_streams"),
+        Some(0.0),
+        "{text}"
+    );
     assert!(
         sample(&text, "shoal_scheduler_latency_seconds_count").is_some_and(|v| v >= 2.0),
         "both tasks' scheduling latency:\n{text}"

@@ -133,6 +133,13 @@ pub fn encode(
         Some(&Unit::Bytes),
         instruments.snapshot_bytes.get(),
     )?;
+    gauge(
+        enc,
+        "shoal_raft_inbound_streams",
+        "Streams of Raft messages other managers hold open to this manager.",
+        None,
+        instruments.inbound_streams.get(),
+    )?;
     counter(
         enc,
         "shoal_raft_snapshots",

@@ -26,6 +26,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
 use shoal_proto::raft_client::RaftClient;
 use shoal_proto::raft_server::{Raft, RaftServer};
 use shoal_proto::{Empty, RaftBatch, RaftSnapshotChunk};
@@ -625,6 +626,22 @@ fn unavailable(e: TransportError) -> Status {
 pub type SenderCheck =
     Arc<dyn Fn(Option<&shoal_tls::PeerIdentity>, u64) -> Result<(), String> + Send + Sync>;
 
+/// One on a gauge for as long as it lives.
+struct OpenGauge(Gauge);
+
+impl OpenGauge {
+    fn inc(gauge: Gauge) -> Self {
+        gauge.inc();
+        OpenGauge(gauge)
+    }
+}
+
+impl Drop for OpenGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// The Raft gRPC service of one manager: feeds what peers send into its Raft loop.
 #[derive(Clone)]
 pub struct RaftService {
@@ -728,9 +745,11 @@ impl Raft for RaftService {
         let mut batches = request.into_inner();
         let (refusal, answers) = mpsc::channel(1);
         let service = self.clone();
+        let open = OpenGauge::inc(self.handle.instruments().inbound_streams);
         // The answer (its headers) goes at once, which tells the sender the stream is taken;
         // the batches are handled on a task of their own, as they come.
         tokio::spawn(async move {
+            let _open = open;
             loop {
                 match batches.message().await {
                     // Every batch is checked as a call's would be: a member removed or demoted

@@ -26,6 +26,10 @@ pub struct RaftInstruments {
     pub snapshot_bytes: Gauge,
     /// Snapshots this node took.
     pub snapshots: Counter,
+    /// Streams of Raft batches other managers hold open to this one (`StreamMessages`): one
+    /// per peer that sends; one more for a while after a peer's connection broke unseen, until
+    /// the server's keepalive lets it go.
+    pub inbound_streams: Gauge,
 }
 
 impl Default for RaftInstruments {
@@ -41,6 +45,7 @@ impl Default for RaftInstruments {
             leader_changes: Counter::default(),
             snapshot_bytes: Gauge::default(),
             snapshots: Counter::default(),
+            inbound_streams: Gauge::default(),
         }
     }
 }

@@ -36,7 +36,7 @@ use shoal_proto::{
 use shoal_tests::bench::machine_cpu_seconds;
 use shoal_tests::cluster::TestCluster;
 use shoal_tests::daemon::wait_until;
-use shoal_tests::http::{http_get, sample};
+use shoal_tests::http::sample;
 use shoal_tests::listing::leader_seen_by;
 use tonic::transport::Channel;
 
@@ -103,10 +103,7 @@ impl Appends {
 fn read_appends(cluster: &TestCluster) -> Result<Vec<Appends>> {
     (0..cluster.len())
         .map(|i| {
-            let (_, _, text) = cluster
-                .net()
-                .run_in(i, || http_get(METRICS_PORT, "/metrics", None))?
-                .with_context(|| format!("host {i}'s metrics endpoint did not answer"))?;
+            let text = cluster.metrics_text(i, METRICS_PORT)?;
             let series =
                 |s| sample(&text, s).with_context(|| format!("host {i}'s metrics hold no {s}"));
             Ok(Appends {

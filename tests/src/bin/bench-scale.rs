@@ -219,18 +219,22 @@ fn sample_loop(
 
 /// `service create -d NAME`; when the answer is "no quorum" or "may or may not take effect"
 /// (an election under load), looks whether the service exists and tries again if not, as a
-/// user would. Panics on any other refusal, and after [`CREATE_ATTEMPTS`].
-fn create_service(leader: &ClusterHost, name: &str, replicas: &str) {
+/// user would. Panics on any other refusal, and after [`CREATE_ATTEMPTS`]. Returns how long
+/// the first attempt took (the CLI process included).
+fn create_service(leader: &ClusterHost, name: &str, replicas: &str) -> Duration {
     let args = shoal_tests::listing::create_replicas(name, replicas);
+    let started = Instant::now();
+    let mut took = None;
     for _ in 0..CREATE_ATTEMPTS {
         let out = leader.shoal(&args);
+        let took = *took.get_or_insert_with(|| started.elapsed());
         if out.status.success() {
-            return;
+            return took;
         }
         let err = String::from_utf8_lossy(&out.stderr);
         let exists = || leader.shoal(&["service", "inspect", name]).status.success();
         if err.contains("already exists") || (err.contains("may or may not") && exists()) {
-            return;
+            return took;
         }
         if !err.contains("no quorum") && !err.contains("may or may not") {
             panic!("service create {name}: {err}");
@@ -238,7 +242,7 @@ fn create_service(leader: &ClusterHost, name: &str, replicas: &str) {
         eprintln!("service create {name}: {}; retrying", err.trim());
         thread::sleep(Duration::from_secs(1));
         if exists() {
-            return;
+            return took;
         }
     }
     panic!("service create {name}: no leader to take it after {CREATE_ATTEMPTS} attempts");
@@ -337,7 +341,7 @@ fn main() -> Result<()> {
     let stop = AtomicBool::new(false);
     let running_at: Mutex<Option<Instant>> = Mutex::new(None);
     let t0 = Instant::now();
-    let (created_after, ls, ps, phases) = thread::scope(|s| -> Result<_> {
+    let (created_after, creates, ls, ps, phases) = thread::scope(|s| -> Result<_> {
         let ls = s.spawn(|| {
             sample_loop(leader, &["service", "ls"], &stop, |table| {
                 if all_running(table, args.services, args.replicas) {
@@ -364,16 +368,21 @@ fn main() -> Result<()> {
                 let args = &args;
                 s.spawn(move || {
                     let replicas = args.replicas.to_string();
-                    for i in (c..args.services).step_by(CREATORS) {
-                        create_service(leader, &format!("s{i}"), &replicas);
-                    }
+                    (c..args.services)
+                        .step_by(CREATORS)
+                        .map(|i| create_service(leader, &format!("s{i}"), &replicas))
+                        .collect::<Vec<_>>()
                 })
             })
             .collect();
+        let mut creates = Vec::new();
         for c in creators {
-            if c.join().is_err() {
-                stop.store(true, Ordering::Relaxed);
-                bail!("a service create failed (see above)");
+            match c.join() {
+                Ok(took) => creates.extend(took),
+                Err(_) => {
+                    stop.store(true, Ordering::Relaxed);
+                    bail!("a service create failed (see above)");
+                }
             }
         }
         let created_after = t0.elapsed();
@@ -409,7 +418,7 @@ fn main() -> Result<()> {
                 hwm_kib / 1024
             );
         }
-        Ok((created_after, ls, ps, phases))
+        Ok((created_after, creates, ls, ps, phases))
     })?;
     let cpu = cpu_seconds(pid)? - cpu_before;
     let elections = leader_changes(leader) - changes_before;
@@ -427,6 +436,7 @@ fn main() -> Result<()> {
         joined_ms,
         ready_after,
         created_after,
+        creates,
         assigned,
         started,
         running,
@@ -536,6 +546,8 @@ struct Figures<'a> {
     joined_ms: Option<u64>,
     ready_after: Duration,
     created_after: Duration,
+    /// Each `service create`'s latency.
+    creates: Vec<Duration>,
     assigned: Option<f64>,
     started: Option<f64>,
     running: Option<f64>,
@@ -573,6 +585,13 @@ fn print_table(f: &Figures) {
     row(
         "every `service create` returned",
         format!("{:.2} s", f.created_after.as_secs_f64()),
+    );
+    row(
+        &format!(
+            "`service create` latency p50 / p99 ({} at a time)",
+            CREATORS
+        ),
+        format!("{} / {}", ms(&f.creates, 0.5), ms(&f.creates, 0.99)),
     );
     row(
         "every task assigned and delivered to its node",
