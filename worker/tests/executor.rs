@@ -15,7 +15,10 @@ use containerd_client::services::v1::{GetContainerRequest, GetRequest};
 use shoal_proto::Task;
 use shoal_tests::containerd::ContainerdHost;
 use shoal_worker::containerd::{Containerd, NAMESPACE};
-use shoal_worker::executor::{ContainerdExecutor, ObservedState, LABEL_TASK_ID, SNAPSHOTTER};
+use shoal_worker::executor::{
+    ContainerdExecutor, Executor, ObservedState, LABEL_TASK_ID, SNAPSHOTTER,
+};
+use shoal_worker::health::ProbeResult;
 use shoal_worker::logdriver::JsonLogEntry;
 use shoal_worker::logs;
 use shoal_worker::network::TaskNetwork;
@@ -241,6 +244,68 @@ async fn stop_sends_the_stop_signal_then_kills_after_grace() {
         .await
         .unwrap()
         .is_none());
+}
+
+#[tokio::test]
+async fn a_probe_reports_both_streams_of_its_output_and_leaves_no_pipe_behind() {
+    let env = Env::new().await;
+    let t = task(&["sleep", "300"]);
+    env.run(&t).await;
+    let probe = |script: &str, timeout_ms: u64| {
+        let argv = ["sh", "-c", script].map(String::from).to_vec();
+        let executor = env.executor.clone();
+        let id = t.id.clone();
+        async move {
+            executor
+                .probe(&id, &argv, Duration::from_millis(timeout_ms))
+                .await
+                .expect("the probe runs")
+        }
+    };
+
+    assert_eq!(probe("true", 10_000).await, ProbeResult::Healthy);
+    // What stderr writes after stdout has closed is part of the output, every time (a
+    // `file://` stdio lost it when the shim closed the file at stdout's end; one FIFO for both
+    // streams could seem to end when stdout's writer left).
+    for _ in 0..10 {
+        assert_eq!(
+            probe(
+                "echo checking; exec >&-; sleep 0.05; echo missing-file >&2; exit 3",
+                10_000
+            )
+            .await,
+            ProbeResult::Failed("the healthcheck exited 3: checking missing-file".into())
+        );
+    }
+    // More than a pipe holds (64 KiB): read while the probe runs, the end kept.
+    let ProbeResult::Failed(long) = probe(
+        "head -c 200000 /dev/zero | tr '\\0' x; echo; echo end >&2; exit 1",
+        10_000,
+    )
+    .await
+    else {
+        panic!("a probe that exits 1 failed to fail");
+    };
+    assert!(long.starts_with("the healthcheck exited 1: xxx"), "{long}");
+    assert!(long.ends_with("x end"), "{long}");
+    assert!(
+        long.len() < 4200,
+        "only the end is kept: {} bytes",
+        long.len()
+    );
+    // Killed on timeout, with what it printed before.
+    assert_eq!(
+        probe("echo started; sleep 30", 500).await,
+        ProbeResult::Failed("the healthcheck timed out after 500ms: started".into())
+    );
+
+    let left: Vec<_> = std::fs::read_dir(logs::task_dir(&env.data, &t.id))
+        .expect("the task's directory")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("health-"))
+        .collect();
+    assert!(left.is_empty(), "probe pipes left behind: {left:?}");
 }
 
 #[tokio::test]

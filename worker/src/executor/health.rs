@@ -4,11 +4,13 @@
 //! timeout. Exit 0 is healthy; anything else, a timeout included, is a failure whose text
 //! carries the end of the probe's output.
 //!
-//! The output comes back through a FIFO in the task's directory, named as stdout and stderr of
-//! the exec, as docker's own probes read theirs: the shim copies both streams into it and closes
-//! its ends once the probe's streams end, so reading it to its end gets all of the output.
-//! (A `file://` stdio would be simpler, but containerd 1.6's shim closes that file as soon as
-//! the probe's stdout ends, and drops what was still to come on stderr.)
+//! The output comes back through two FIFOs in the task's directory, the exec's stdout and its
+//! stderr, read as they come into one buffer, as docker reads its probes: the shim copies each
+//! stream into its FIFO and closes it once the stream ends, so reading both to their ends gets
+//! all of the output. One FIFO per stream, because the end of a FIFO is "no writer left": with
+//! both streams on one, stdout's writer could come and go before stderr's had opened, and the
+//! output would seem to end there. (Nor `file://` stdio: containerd 1.6's shim closes that file
+//! when stdout ends, and drops what stderr still had to write.)
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -68,23 +70,21 @@ pub(super) async fn probe(
         std::process::id(),
         NEXT_EXEC.fetch_add(1, Ordering::Relaxed)
     );
-    let (fifo, mut rx) = OutputFifo::create(&logs::task_dir(data_dir, task_id), &exec_id).map_err(
-        |(path, source)| ExecutorError::Io {
+    let (fifos, mut streams) = OutputFifos::create(&logs::task_dir(data_dir, task_id), &exec_id)
+        .map_err(|(path, source)| ExecutorError::Io {
             task: task_id.to_string(),
             what: "cannot create the healthcheck's output pipe",
             path,
             source,
-        },
-    )?;
-    let mut output = Output::default();
+        })?;
+    let mut output = Tail::default();
     let probe = async {
-        let stdio = fifo.path.display().to_string();
         cd.tasks()
             .exec(cd.request(ExecProcessRequest {
                 container_id: task_id.to_string(),
                 stdin: String::new(),
-                stdout: stdio.clone(),
-                stderr: stdio,
+                stdout: fifos.paths[0].display().to_string(),
+                stderr: fifos.paths[1].display().to_string(),
                 terminal: false,
                 spec: Some(prost_types::Any {
                     type_url: PROCESS_TYPE_URL.to_string(),
@@ -96,7 +96,7 @@ pub(super) async fn probe(
             .map_err(|s| ExecutorError::containerd("Tasks.Exec", task_id, s))?;
         let ended = run(cd, task_id, &exec_id, timeout).await;
         // The exec's record goes whatever happened; a container that is gone took it along.
-        // Deleting it also makes the shim close its ends of the FIFO, should something the
+        // Deleting it also makes the shim close its ends of the FIFOs, should something the
         // probe left behind still hold the probe's streams open.
         let deleted = cd
             .tasks()
@@ -110,25 +110,25 @@ pub(super) async fn probe(
         }
         ended
     };
-    // Read while the probe runs: a probe that writes more than the pipe holds would block.
+    // Read while the probe runs: a probe that writes more than a pipe holds would block.
     tokio::pin!(probe);
     let ended = loop {
         tokio::select! {
             ended = &mut probe => break ended?,
-            _ = output.read_from(&mut rx), if !output.ended => {}
+            bytes = streams.next(), if !streams.ended() => output.push(&bytes),
         }
     };
     if !matches!(ended, Ended::NotStarted(_)) {
         // What the shim still had to copy when the probe ended; bounded, for a shim that
         // never opened its ends.
         let _ = tokio::time::timeout(OUTPUT_WAIT, async {
-            while !output.ended {
-                output.read_from(&mut rx).await;
+            while !streams.ended() {
+                output.push(&streams.next().await);
             }
         })
         .await;
     }
-    let with_output = |what: String| match output.tail() {
+    let with_output = |what: String| match output.text() {
         Some(out) => format!("{what}: {out}"),
         None => what,
     };
@@ -146,67 +146,109 @@ pub(super) async fn probe(
     })
 }
 
-/// The FIFO a probe's output comes through; removed when dropped.
-struct OutputFifo {
-    path: PathBuf,
+/// The FIFOs a probe's stdout and stderr come through; removed when dropped.
+struct OutputFifos {
+    paths: [PathBuf; 2],
 }
 
-impl OutputFifo {
-    /// Opened for reading before the shim opens it for writing (its writers wait for a reader);
-    /// until a writer has come and gone, reading it waits rather than ending.
-    fn create(
-        dir: &Path,
-        exec_id: &str,
-    ) -> Result<(Self, pipe::Receiver), (PathBuf, std::io::Error)> {
-        let path = dir.join(format!("{exec_id}.out"));
-        let failed = |e: std::io::Error| (path.clone(), e);
-        // A leftover of a daemon killed mid-probe has the same name only if the pid came back.
-        if let Err(e) = std::fs::remove_file(&path) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                return Err(failed(e));
+impl OutputFifos {
+    /// Opened for reading before the shim opens them for writing (its writers wait for a
+    /// reader); until a writer has come and gone, reading one waits rather than ending.
+    fn create(dir: &Path, exec_id: &str) -> Result<(Self, Streams), (PathBuf, std::io::Error)> {
+        let fifos = OutputFifos {
+            paths: ["out", "err"].map(|s| dir.join(format!("{exec_id}.{s}"))),
+        };
+        let open = |path: &PathBuf| {
+            let failed = |e: std::io::Error| (path.clone(), e);
+            // A leftover of a daemon killed mid-probe has the same name only if its pid came
+            // back.
+            if let Err(e) = std::fs::remove_file(path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(failed(e));
+                }
             }
-        }
-        nix::unistd::mkfifo(&path, Mode::S_IRUSR | Mode::S_IWUSR)
-            .map_err(|e| failed(std::io::Error::from(e)))?;
-        let fifo = OutputFifo { path };
-        let rx = pipe::OpenOptions::new()
-            .open_receiver(&fifo.path)
-            .map_err(|e| (fifo.path.clone(), e))?;
-        Ok((fifo, rx))
+            nix::unistd::mkfifo(path, Mode::S_IRUSR | Mode::S_IWUSR)
+                .map_err(|e| failed(std::io::Error::from(e)))?;
+            let rx = pipe::OpenOptions::new()
+                .open_receiver(path)
+                .map_err(failed)?;
+            Ok(Stream { rx, ended: false })
+        };
+        let out = open(&fifos.paths[0])?;
+        let err = open(&fifos.paths[1])?;
+        Ok((fifos, Streams { out, err }))
     }
 }
 
-impl Drop for OutputFifo {
+impl Drop for OutputFifos {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        for path in &self.paths {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
-/// The end of a probe's output, as it is read.
-#[derive(Default)]
-struct Output {
-    tail: VecDeque<u8>,
-    /// The writers closed (or reading failed): there is no more.
+/// One of a probe's streams, read from its FIFO.
+struct Stream {
+    rx: pipe::Receiver,
+    /// Its writer closed it (or reading failed): there is no more.
     ended: bool,
 }
 
-impl Output {
-    /// One read from the FIFO; keeps the last [`OUTPUT_LIMIT`] bytes.
-    async fn read_from(&mut self, rx: &mut pipe::Receiver) {
-        let mut buf = [0u8; 4096];
-        match rx.read(&mut buf).await {
-            Ok(0) | Err(_) => self.ended = true,
+impl Stream {
+    /// The next bytes; none once the stream has ended.
+    async fn next(&mut self) -> Vec<u8> {
+        let mut buf = vec![0u8; 4096];
+        match self.rx.read(&mut buf).await {
+            Ok(0) | Err(_) => {
+                self.ended = true;
+                Vec::new()
+            }
             Ok(n) => {
-                self.tail.extend(&buf[..n]);
-                let excess = self.tail.len().saturating_sub(OUTPUT_LIMIT);
-                self.tail.drain(..excess);
+                buf.truncate(n);
+                buf
             }
         }
     }
+}
+
+/// A probe's stdout and stderr.
+struct Streams {
+    out: Stream,
+    err: Stream,
+}
+
+impl Streams {
+    fn ended(&self) -> bool {
+        self.out.ended && self.err.ended
+    }
+
+    /// The next bytes from whichever stream has some first (cancel-safe: a read either took
+    /// bytes and returned them, or took none).
+    async fn next(&mut self) -> Vec<u8> {
+        tokio::select! {
+            bytes = self.out.next(), if !self.out.ended => bytes,
+            bytes = self.err.next(), if !self.err.ended => bytes,
+            else => Vec::new(),
+        }
+    }
+}
+
+/// The end of a probe's output, both streams as they came.
+#[derive(Default)]
+struct Tail(VecDeque<u8>);
+
+impl Tail {
+    /// Keeps the last [`OUTPUT_LIMIT`] bytes.
+    fn push(&mut self, bytes: &[u8]) {
+        self.0.extend(bytes);
+        let excess = self.0.len().saturating_sub(OUTPUT_LIMIT);
+        self.0.drain(..excess);
+    }
 
     /// The output on one line; `None` when the probe printed nothing.
-    fn tail(&self) -> Option<String> {
-        let bytes: Vec<u8> = self.tail.iter().copied().collect();
+    fn text(&self) -> Option<String> {
+        let bytes: Vec<u8> = self.0.iter().copied().collect();
         let text = String::from_utf8_lossy(&bytes);
         let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
         (!text.is_empty()).then_some(text)
