@@ -763,12 +763,12 @@ fn put_meta(txn: &WriteTransaction, records: &[(&str, &[u8])]) -> Result<(), red
     Ok(())
 }
 
-/// Removes the entries at `indexes` from the log table, within `txn`.
+/// Removes the entries at `indexes` from the log table, within `txn`: as one walk of the range
+/// (a compaction drops 10,000 entries; one `remove` each searched the tree from its root for
+/// every one of them).
 fn remove_entries(txn: &WriteTransaction, indexes: RangeInclusive<u64>) -> Result<(), redb::Error> {
     let mut table = txn.open_table(ENTRIES)?;
-    for index in indexes {
-        table.remove(index)?;
-    }
+    table.retain_in(indexes, |_, _| false)?;
     Ok(())
 }
 

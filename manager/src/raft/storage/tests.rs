@@ -2,7 +2,7 @@
 //! reopening, and refusing damaged or foreign data.
 
 use super::*;
-use redb::ReadableTable as _;
+use redb::{ReadableDatabase as _, ReadableTable as _};
 
 fn entry(index: u64, term: u64) -> Entry {
     Entry {
@@ -32,6 +32,17 @@ fn bootstrapped(dir: &std::path::Path, id: u64) -> RaftStorage {
     })
     .expect("bootstrap");
     s
+}
+
+/// The indexes of the entries in the file's log table, in order.
+fn stored_indexes(s: &RaftStorage) -> Vec<u64> {
+    let txn = s.db.begin_read().expect("read");
+    let table = txn.open_table(ENTRIES).expect("entries table");
+    table
+        .iter()
+        .expect("iterate")
+        .map(|row| row.expect("row").0.value())
+        .collect()
 }
 
 fn indices_terms(s: &RaftStorage) -> Vec<(u64, u64)> {
@@ -113,6 +124,12 @@ fn raft_storage_snapshot_then_compact_keeps_the_tail() {
             s.entries(5, 8, None, GetEntriesContext::empty(false)),
             Err(raft::Error::Store(StorageError::Compacted))
         );
+        // Gone from the file too, and only those.
+        assert_eq!(stored_indexes(&s), (7..=10).collect::<Vec<_>>());
+        // A conflicting suffix goes from the file as well.
+        s.append(&[entry(9, 2)]).expect("append conflicting");
+        assert_eq!(stored_indexes(&s), vec![7, 8, 9]);
+        s.append(&[entry(10, 2)]).expect("append");
     }
     let s = RaftStorage::open_unlocked(dir.path(), 7).expect("reopen");
     assert_eq!(s.first_index().ok(), Some(7));
