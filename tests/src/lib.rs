@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod containerd;
 pub mod daemon;
 pub mod disk;
+pub mod histogram;
 pub mod history;
 pub mod hollow;
 pub mod http;

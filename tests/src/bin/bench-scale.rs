@@ -40,6 +40,7 @@ use shoal_proto::TaskState;
 use shoal_tests::bench::{cpu_seconds, memory_kib, quantile, raise_nofile_limit};
 use shoal_tests::cluster::{ClusterHost, TestCluster};
 use shoal_tests::daemon::{shoal_bin, wait_until_every};
+use shoal_tests::histogram::Histogram;
 use shoal_tests::http::http_get;
 use shoal_tests::table::parse_table;
 
@@ -336,6 +337,7 @@ fn main() -> Result<()> {
     let joined_ms = progress.lock().map_or(None, |p| p.joined_ms);
 
     let pid = leader.daemon_pid().context("the leader's daemon runs")?;
+    let server_before = ServerSide::read(&cluster)?;
     let cpu_before = cpu_seconds(pid)?;
     let changes_before = leader_changes(leader);
     let stop = AtomicBool::new(false);
@@ -421,6 +423,7 @@ fn main() -> Result<()> {
         Ok((created_after, creates, ls, ps, phases))
     })?;
     let cpu = cpu_seconds(pid)? - cpu_before;
+    let server = ServerSide::read(&cluster)?.since(&server_before);
     let elections = leader_changes(leader) - changes_before;
     let (rss_kib, hwm_kib) = memory_kib(pid)?;
     let since = |t: Option<Instant>| t.map(|t| t.saturating_duration_since(t0).as_secs_f64());
@@ -446,6 +449,7 @@ fn main() -> Result<()> {
         rss_kib,
         hwm_kib,
         elections,
+        server,
     });
     print_phases(&phases, total);
     Ok(())
@@ -557,6 +561,42 @@ struct Figures<'a> {
     rss_kib: u64,
     hwm_kib: u64,
     elections: usize,
+    server: ServerSide,
+}
+
+/// The leader's own view of the ramp, from its metrics endpoint: how long it took to answer
+/// each `service create` (without the CLI's process start and its wait for a core) and how
+/// long its Raft proposals waited to be applied, which tells the queue in the daemon from the
+/// cost of the CLI.
+struct ServerSide {
+    creates: Histogram,
+    proposals: Histogram,
+    /// Applying one entry, the wait for the store's write lock included.
+    applies: Histogram,
+}
+
+impl ServerSide {
+    /// Reads host 0's (the leader's) histograms.
+    fn read(cluster: &TestCluster) -> Result<ServerSide> {
+        let text = cluster.metrics_text(0, METRICS_PORT)?;
+        Ok(ServerSide {
+            creates: Histogram::parse(
+                &text,
+                "shoal_api_request_duration_seconds",
+                &["method=\"CreateService\""],
+            ),
+            proposals: Histogram::parse(&text, "shoal_raft_proposal_duration_seconds", &[]),
+            applies: Histogram::parse(&text, "shoal_raft_apply_duration_seconds", &[]),
+        })
+    }
+
+    fn since(&self, before: &ServerSide) -> ServerSide {
+        ServerSide {
+            creates: self.creates.since(&before.creates),
+            proposals: self.proposals.since(&before.proposals),
+            applies: self.applies.since(&before.applies),
+        }
+    }
 }
 
 fn print_table(f: &Figures) {
@@ -592,6 +632,32 @@ fn print_table(f: &Figures) {
             CREATORS
         ),
         format!("{} / {}", ms(&f.creates, 0.5), ms(&f.creates, 0.99)),
+    );
+    let server_ms = |h: &Histogram| {
+        let q = |q| {
+            h.quantile(q)
+                .map_or("-".into(), |s| format!("{:.1}", s * 1e3))
+        };
+        let mean = h.mean().map_or("-".into(), |s| format!("{:.1}", s * 1e3));
+        format!("{} / {} ms, mean {mean}", q(0.5), q(0.99))
+    };
+    row(
+        "  of which the leader's answer p50 / p99 (its histogram)",
+        server_ms(&f.server.creates),
+    );
+    row(
+        &format!(
+            "leader's Raft proposals: proposed → applied p50 / p99 ({:.0})",
+            f.server.proposals.count()
+        ),
+        server_ms(&f.server.proposals),
+    );
+    row(
+        &format!(
+            "leader's applies, store lock included, p50 / p99 ({:.0})",
+            f.server.applies.count()
+        ),
+        server_ms(&f.server.applies),
     );
     row(
         "every task assigned and delivered to its node",
