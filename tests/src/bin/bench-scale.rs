@@ -37,7 +37,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use shoal_proto::TaskState;
-use shoal_tests::bench::{cpu_seconds, memory_kib, quantile, raise_nofile_limit};
+use shoal_tests::bench::{
+    cpu_seconds, machine_cpu_seconds, memory_kib, quantile, raise_nofile_limit,
+};
 use shoal_tests::cluster::{ClusterHost, TestCluster};
 use shoal_tests::daemon::{shoal_bin, wait_until_every};
 use shoal_tests::histogram::Histogram;
@@ -339,6 +341,7 @@ fn main() -> Result<()> {
     let pid = leader.daemon_pid().context("the leader's daemon runs")?;
     let server_before = ServerSide::read(&cluster)?;
     let cpu_before = cpu_seconds(pid)?;
+    let split_before = CpuSplit::read(&cluster, &_hollow)?;
     let changes_before = leader_changes(leader);
     let stop = AtomicBool::new(false);
     let running_at: Mutex<Option<Instant>> = Mutex::new(None);
@@ -423,6 +426,7 @@ fn main() -> Result<()> {
         Ok((created_after, creates, ls, ps, phases))
     })?;
     let cpu = cpu_seconds(pid)? - cpu_before;
+    let split = CpuSplit::read(&cluster, &_hollow)?.since(&split_before);
     let server = ServerSide::read(&cluster)?.since(&server_before);
     let elections = leader_changes(leader) - changes_before;
     let (rss_kib, hwm_kib) = memory_kib(pid)?;
@@ -450,6 +454,7 @@ fn main() -> Result<()> {
         hwm_kib,
         elections,
         server,
+        split,
     });
     print_phases(&phases, total);
     Ok(())
@@ -562,6 +567,44 @@ struct Figures<'a> {
     hwm_kib: u64,
     elections: usize,
     server: ServerSide,
+    split: CpuSplit,
+}
+
+/// CPU seconds used so far by the followers, the hollow nodes and the whole machine: where the
+/// ramp's CPU went besides the leader, and whether the machine had any to spare.
+struct CpuSplit {
+    followers: f64,
+    hollow: f64,
+    machine: f64,
+    /// Wall-clock seconds: when read, then (after [`CpuSplit::since`]) between the readings.
+    wall: f64,
+    at: Instant,
+}
+
+impl CpuSplit {
+    fn read(cluster: &TestCluster, hollow: &Hollow) -> Result<CpuSplit> {
+        let mut followers = 0.0;
+        for host in &cluster.hosts()[1..] {
+            followers += cpu_seconds(host.daemon_pid().context("a follower's daemon runs")?)?;
+        }
+        Ok(CpuSplit {
+            followers,
+            hollow: cpu_seconds(hollow.child.id())?,
+            machine: machine_cpu_seconds()?,
+            wall: 0.0,
+            at: Instant::now(),
+        })
+    }
+
+    fn since(&self, before: &CpuSplit) -> CpuSplit {
+        CpuSplit {
+            followers: self.followers - before.followers,
+            hollow: self.hollow - before.hollow,
+            machine: self.machine - before.machine,
+            wall: self.at.duration_since(before.at).as_secs_f64(),
+            at: self.at,
+        }
+    }
 }
 
 /// The leader's own view of the ramp, from its metrics endpoint: how long it took to answer
@@ -691,6 +734,23 @@ fn print_table(f: &Figures) {
     row(
         "leader CPU seconds during the ramp",
         format!("{:.1} s", f.cpu),
+    );
+    row(
+        "the two followers' CPU seconds during the ramp",
+        format!("{:.1} s", f.split.followers),
+    );
+    row(
+        "the hollow nodes' CPU seconds during the ramp",
+        format!("{:.1} s", f.split.hollow),
+    );
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    row(
+        &format!("the machine's CPU seconds during the ramp (of {cores} cores)"),
+        format!(
+            "{:.1} s, {:.0} %",
+            f.split.machine,
+            100.0 * f.split.machine / (f.split.wall * cores as f64).max(1e-9)
+        ),
     );
     row(
         "leadership changes seen by host 0 during the ramp",
