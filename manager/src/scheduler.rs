@@ -342,6 +342,13 @@ fn choose<'a>(
     best.map(|(_, n)| n).ok_or_else(|| explain(&refusals))
 }
 
+/// Most tasks one round assigns, oldest first; the others wait for the next round. The round
+/// plans while it holds the store for reading, and the Raft loop waits for readers before it
+/// applies an entry: with tens of thousands of tasks waiting, one round placing them all held
+/// the store for over a second on a busy machine. Tasks that cannot be placed do not count, so
+/// they never keep placeable ones waiting.
+pub const ROUND_ASSIGNMENTS: usize = 5_000;
+
 pub fn plan(state: &StoreState, now_ms: i64) -> Vec<StoreAction> {
     let mut load = Load::of_store(state);
     let placements: HashMap<&str, Placement> = state
@@ -388,7 +395,12 @@ pub fn plan(state: &StoreState, now_ms: i64) -> Vec<StoreAction> {
     });
     let mut actions = Vec::new();
     let mut spread = Spread::default();
+    let mut assigned = 0;
     for task in pending {
+        if assigned == ROUND_ASSIGNMENTS {
+            // The rest next round, from a fresh read: see [`ROUND_ASSIGNMENTS`].
+            break;
+        }
         // A task whose service is gone is being shut down by the orchestrator.
         let Some(placement) = placements.get(task.service_id.as_str()) else {
             continue;
@@ -400,6 +412,7 @@ pub fn plan(state: &StoreState, now_ms: i64) -> Vec<StoreAction> {
         let action = match chosen {
             Ok(node) => {
                 load.add(&node.id, task);
+                assigned += 1;
                 Action::AssignTask(TaskAssignment {
                     task_id: task.id.clone(),
                     node_id: node.id.clone(),

@@ -322,27 +322,39 @@ pub fn new_task(service: &Service, slot: u64, node_id: &str, now_ms: i64) -> Tas
     }
 }
 
+/// About how many tasks one read of a round plans (see `Scope::split`): a few milliseconds of
+/// planning, after which the Raft loop may apply what waits.
+const PART_TASKS: usize = 4096;
+
+/// The actions and the status changes that plan `scope`, read from `st`.
+fn plan_part(st: &StoreState, scope: &Scope) -> (Vec<StoreAction>, Vec<StoreAction>) {
+    let plan = plan_scoped(st, now_ms(), scope);
+    let changes = plan
+        .status_changes
+        .iter()
+        .filter_map(|c| status_action(st, c))
+        .collect();
+    let mut actions = plan.actions;
+    actions.extend(reaper::plan_scoped(st, scope));
+    (actions, changes)
+}
+
 /// Runs until `shutdown` flips; only the leader runs it.
 pub async fn run(store: Store, shutdown: watch::Receiver<bool>) {
     let s = store.clone();
     crate::reconcile::run(store, Duration::from_millis(500), shutdown, move |wake| {
         let store = s.clone();
         async move {
-            let ((mut actions, changes), took) = crate::reconcile::read(&store, |st| {
-                let scope = Scope::of(&wake, st);
-                if scope.is_empty() {
-                    return (Vec::new(), Vec::new());
-                }
-                let plan = plan_scoped(st, now_ms(), &scope);
-                let changes: Vec<StoreAction> = plan
-                    .status_changes
-                    .iter()
-                    .filter_map(|c| status_action(st, c))
-                    .collect();
-                let mut a = plan.actions;
-                a.extend(reaper::plan_scoped(st, &scope));
-                (a, changes)
-            });
+            // Part by part, each from a read of its own (see `Scope::split`).
+            let (parts, mut took) =
+                crate::reconcile::read(&store, |st| Scope::of(&wake, st).split(st, PART_TASKS));
+            let (mut actions, mut changes) = (Vec::new(), Vec::new());
+            for part in parts {
+                let ((a, c), t) = crate::reconcile::read(&store, |st| plan_part(st, &part));
+                took += t;
+                actions.extend(a);
+                changes.extend(c);
+            }
             for change in changes {
                 // One entry each: a service changed meanwhile refuses its own, not the others.
                 if let Err(e) = store.propose(vec![change]).await {

@@ -110,6 +110,39 @@ impl Scope {
         in_scope > state.tasks.len() / 4
     }
 
+    /// The scope cut into parts of whole services holding about `tasks` tasks each (a service
+    /// with more is a part of its own), which together cover it: for `All`, every service and
+    /// every service ID tasks still name. A round plans part by part, each from a read of its
+    /// own: one read for the whole of a hundred thousand tasks held the store for seconds on a
+    /// busy machine, and the Raft loop waits for readers before it applies an entry.
+    pub fn split(&self, state: &StoreState, tasks: usize) -> Vec<Scope> {
+        let ids: BTreeSet<&str> = match self {
+            Scope::All => state
+                .services
+                .keys()
+                .map(String::as_str)
+                .chain(state.tasks.service_ids())
+                .collect(),
+            Scope::Services(ids) => ids.iter().map(String::as_str).collect(),
+        };
+        let mut parts = Vec::new();
+        let mut part = BTreeSet::new();
+        let mut in_part = 0;
+        for id in ids {
+            let n = state.tasks.count_of_service(id);
+            if !part.is_empty() && in_part + n > tasks {
+                parts.push(Scope::Services(std::mem::take(&mut part)));
+                in_part = 0;
+            }
+            part.insert(id.to_string());
+            in_part += n;
+        }
+        if !part.is_empty() {
+            parts.push(Scope::Services(part));
+        }
+        parts
+    }
+
     /// Nothing to plan.
     pub fn is_empty(&self) -> bool {
         matches!(self, Scope::Services(ids) if ids.is_empty())
@@ -249,5 +282,47 @@ mod tests {
             .collect();
         assert_eq!(services, ["s2"]);
         assert_eq!(super::super::plan(&st, 0).actions.len(), 3);
+    }
+
+    #[test]
+    fn a_scope_splits_into_whole_services_of_bounded_size_that_cover_it() {
+        // s1: 5 tasks, s2: 2, s3: 1, and "gone" (deleted, 2 tasks left); s4 has none.
+        let mut tasks: Vec<Task> = (1..=10)
+            .map(|i| task(&format!("t{i}"), i, "n1", TaskState::Running, 0))
+            .collect();
+        for (t, owner) in tasks[5..]
+            .iter_mut()
+            .zip(["s2", "s2", "s3", "gone", "gone"])
+        {
+            t.service_id = owner.into();
+        }
+        let services = ["s1", "s2", "s3", "s4"]
+            .map(|id| service(id, shoal_proto::ServiceMode::Replicated, 1))
+            .to_vec();
+        let st = state(services, vec![ready("n1")], tasks);
+        let parts = |scope: &Scope, size| -> Vec<Vec<String>> {
+            scope
+                .split(&st, size)
+                .into_iter()
+                .map(|p| match p {
+                    Scope::Services(ids) => ids.into_iter().collect(),
+                    Scope::All => panic!("a part names its services"),
+                })
+                .collect()
+        };
+        let ids = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // Every service and every service ID its tasks name, in ID order, ≤ 3 tasks a part
+        // unless one service alone has more.
+        assert_eq!(
+            parts(&Scope::All, 3),
+            [ids(&["gone"]), ids(&["s1"]), ids(&["s2", "s3", "s4"])]
+        );
+        assert_eq!(
+            parts(&Scope::All, 100),
+            [ids(&["gone", "s1", "s2", "s3", "s4"])]
+        );
+        let some = Scope::Services(["s2".to_string(), "s3".to_string()].into());
+        assert_eq!(parts(&some, 1), [ids(&["s2"]), ids(&["s3"])]);
+        assert!(Scope::Services(BTreeSet::new()).split(&st, 3).is_empty());
     }
 }

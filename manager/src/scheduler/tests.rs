@@ -466,3 +466,39 @@ fn tasks_wait_for_their_network_addresses() {
     assert_eq!(assignments(&actions), vec![pair("t2", "a")]);
     assert!(pending(&actions).is_empty(), "not even marked pending");
 }
+
+#[test]
+fn a_round_assigns_at_most_its_share_oldest_first_and_unplaceable_tasks_do_not_count() {
+    let aged = |id: String, service: &str, at: i64| {
+        let mut t = task(&id, service, "", TaskState::Pending);
+        t.meta = Some(Meta {
+            created_at_ms: at,
+            ..Default::default()
+        });
+        t
+    };
+    // Three old tasks no node takes, then more placeable ones than a round assigns.
+    let mut tasks: Vec<Task> = (0..3)
+        .map(|i| aged(format!("stuck{i}"), "nowhere", i))
+        .collect();
+    let placeable = ROUND_ASSIGNMENTS + 2;
+    tasks.extend((0..placeable).map(|i| aged(format!("t{i:05}"), "s", 10 + i as i64)));
+    let s = state(
+        vec![
+            service("s", &[], 0),
+            service("nowhere", &["node.labels.zone==mars"], 0),
+        ],
+        vec![ready("a"), ready("b")],
+        tasks,
+    );
+    let actions = plan(&s, 0);
+    let assigned = assignments(&actions);
+    assert_eq!(assigned.len(), ROUND_ASSIGNMENTS);
+    // The oldest, in order; the two youngest wait for the next round.
+    assert_eq!(assigned[0].0, "t00000");
+    assert_eq!(
+        assigned[ROUND_ASSIGNMENTS - 1].0,
+        format!("t{:05}", ROUND_ASSIGNMENTS - 1)
+    );
+    assert_eq!(pending(&actions).len(), 3, "the unplaceable ones say why");
+}
