@@ -12,6 +12,7 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -779,14 +780,38 @@ impl Drop for ShoalHost {
     }
 }
 
-/// A TCP port nothing listens on right now, from the kernel's ephemeral range. Another process
-/// could take it before the daemon binds it, but the ephemeral allocator hands ports out in
-/// turn, so that needs a wrap-around of the whole range in between.
+/// A loopback TCP port nothing listens on right now, for a daemon or a server a test starts.
+///
+/// Taken below the kernel's ephemeral range: a port from that range (what binding port 0
+/// gives) can become the source port of any outgoing loopback connection on the machine before
+/// the daemon binds it, and CI saw `swarm init --listen-addr` refused with "Address already in
+/// use" that way. Below the range (and below the routing mesh's dynamic published ports) only
+/// listeners take ports, and the tests of one process (parallel threads) take turns through a
+/// counter, from an offset of this process's own so that one test binary after another does
+/// not retry the same ports.
 pub fn free_loopback_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral loopback port")
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    // Above the well-known and the usual fixed service ports, and below the routing mesh's
+    // dynamic published ports (30000-32767, as Docker's).
+    let top = low.min(30_000);
+    let base = 10_000.min(top.saturating_sub(1024));
+    let span = top.saturating_sub(base).max(1);
+    let offset = std::process::id() % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = base + (offset + n) % span;
+        let Ok(port) = u16::try_from(port) else {
+            continue;
+        };
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {base} and {top}");
 }
 
 /// Path of the busybox OCI archive, built on first use in this process next to the test
