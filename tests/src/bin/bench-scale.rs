@@ -311,7 +311,7 @@ fn main() -> Result<()> {
     }));
     let join_started = Instant::now();
     let hollow_addr = cluster.net().bridge_addr().to_string();
-    let _hollow = start_hollow(
+    let hollow = start_hollow(
         &args,
         &token,
         &leader.swarm_addr(),
@@ -341,7 +341,7 @@ fn main() -> Result<()> {
     let pid = leader.daemon_pid().context("the leader's daemon runs")?;
     let server_before = ServerSide::read(&cluster)?;
     let cpu_before = cpu_seconds(pid)?;
-    let split_before = CpuSplit::read(&cluster, &_hollow)?;
+    let split_before = CpuSplit::read(&cluster, &hollow)?;
     let changes_before = leader_changes(leader);
     let stop = AtomicBool::new(false);
     let running_at: Mutex<Option<Instant>> = Mutex::new(None);
@@ -426,7 +426,7 @@ fn main() -> Result<()> {
         Ok((created_after, creates, ls, ps, phases))
     })?;
     let cpu = cpu_seconds(pid)? - cpu_before;
-    let split = CpuSplit::read(&cluster, &_hollow)?.since(&split_before);
+    let split = CpuSplit::read(&cluster, &hollow)?.since(&split_before);
     let server = ServerSide::read(&cluster)?.since(&server_before);
     let elections = leader_changes(leader) - changes_before;
     let (rss_kib, hwm_kib) = memory_kib(pid)?;
