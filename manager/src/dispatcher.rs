@@ -28,9 +28,9 @@ use std::time::{Duration, Instant};
 use futures::Stream;
 use shoal_proto::leader_hint;
 use shoal_proto::{
-    dispatcher_server, store_action::Action, Empty, HeartbeatRequest, HeartbeatResponse,
-    NetworkPeers, NodeRole, NodeState, NodeStatusUpdate, SessionMessage, SessionRequest,
-    StoreAction, Task, TaskState, TaskUsage, UpdateTaskStatusRequest, UsageReport,
+    dispatcher_server, store_action::Action, Empty, HeartbeatRequest, HeartbeatResponse, NodeRole,
+    NodeState, NodeStatusUpdate, SessionMessage, SessionRequest, StoreAction, Task, TaskState,
+    TaskUsage, UpdateTaskStatusRequest, UsageReport,
 };
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
@@ -68,6 +68,8 @@ pub struct Dispatcher {
     fanout: fanout::Fanout,
     /// Status reports of all sessions, proposed together; started with the first report.
     statuses: Arc<std::sync::OnceLock<batcher::Batcher>>,
+    /// The sessions' common part as of the latest fan-out generation asked for.
+    cluster: Arc<Mutex<Option<Arc<ClusterPart>>>>,
 }
 
 /// The caller must be the node it speaks for (or the local daemon on the unix socket), and a
@@ -113,6 +115,7 @@ impl Dispatcher {
             usage,
             fanout: fanout::Fanout::default(),
             statuses: Arc::default(),
+            cluster: Arc::default(),
         }
     }
 
@@ -149,10 +152,6 @@ impl Dispatcher {
         }
     }
 
-    fn manager_addrs(&self) -> Vec<String> {
-        self.store.view(|st| st.manager_addrs())
-    }
-
     /// The tasks assigned to `node_id`, by task ID: the node's tasks as the fan-out indexed
     /// them, read from the store (a node holds a fraction of the cluster's tasks).
     fn assigned(&self, node_id: &str) -> Vec<Task> {
@@ -181,32 +180,57 @@ impl Dispatcher {
             .view(|st| assigned_in(st, node_id, ids).cloned().collect())
     }
 
-    /// The cluster's part of `node_id`'s session message; `cert_role` is the role its
-    /// certificate grants, when it came with one.
-    fn shared(&self, node_id: &str, cert_role: Option<shoal_tls::Role>, tasks: &[Task]) -> Shared {
-        let renew_certificate = cert_role.is_some_and(|r| {
-            let manager = self.store.view(|st| {
-                st.nodes
-                    .get(node_id)
-                    .is_some_and(|n| n.role == NodeRole::Manager as i32)
-            });
-            manager != (r == shoal_tls::Role::Manager)
+    /// The cluster's part of `node_id`'s session message as of fan-out `generation`;
+    /// `cert_role` is the role its certificate grants, when it came with one.
+    fn shared(
+        &self,
+        generation: u64,
+        node_id: &str,
+        cert_role: Option<shoal_tls::Role>,
+        tasks: &[Task],
+    ) -> Shared {
+        let cluster = self.cluster_part(generation);
+        let (manager, networks) = self.store.view(|st| {
+            let manager = st
+                .nodes
+                .get(node_id)
+                .is_some_and(|n| n.role == NodeRole::Manager as i32);
+            (manager, cluster.peers.tables(st, node_id, tasks.iter()))
         });
         Shared {
-            managers: self.manager_addrs(),
-            manager_ids: self.store.view(|st| st.manager_ids()),
-            renew_certificate,
-            networks: self.peer_tables(node_id, tasks),
+            managers: cluster.managers.clone(),
+            manager_ids: cluster.manager_ids.clone(),
+            renew_certificate: cert_role
+                .is_some_and(|r| manager != (r == shoal_tls::Role::Manager)),
+            networks,
         }
     }
 
-    /// The node's peer tables, reading only its own tasks and the tasks on networks.
-    fn peer_tables(&self, node_id: &str, tasks: &[Task]) -> Vec<NetworkPeers> {
+    /// What every session's message takes from the whole cluster, as of fan-out `generation`
+    /// or later: built by the first session to ask after a change that woke them all, and
+    /// shared by the others. A newer one serves an older generation too (a session that read
+    /// its generation just before another's change): it only holds more of the store.
+    fn cluster_part(&self, generation: u64) -> Arc<ClusterPart> {
+        // Held while building, so that the sessions woken together wait for one build
+        // instead of each doing its own.
+        let mut cached = self.cluster.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(part) = cached.as_ref().filter(|p| p.generation >= generation) {
+            return part.clone();
+        }
         let networked = self.fanout.networked();
-        self.store.view(|st| {
-            let on_networks = networked.iter().filter_map(|id| st.tasks.get(id));
-            peers::peer_tables_of(st, node_id, tasks.iter(), on_networks)
-        })
+        let previous = cached.as_ref().map(|p| &p.peers);
+        let part = Arc::new(self.store.view(|st| ClusterPart {
+            generation,
+            managers: st.manager_addrs(),
+            manager_ids: st.manager_ids(),
+            peers: peers::Peers::of(
+                st,
+                networked.iter().filter_map(|id| st.tasks.get(id)),
+                previous,
+            ),
+        }));
+        *cached = Some(part.clone());
+        part
     }
 
     /// The heartbeat period: the cluster's (`swarm init/update --dispatcher-heartbeat`), else
@@ -328,12 +352,20 @@ type SentRest = (
     dependencies::DependencyIds,
 );
 
+/// What all sessions' messages take from the whole cluster as of a fan-out generation.
+struct ClusterPart {
+    generation: u64,
+    managers: Vec<String>,
+    manager_ids: Vec<String>,
+    peers: peers::Peers,
+}
+
 /// What a session message holds that depends on the whole cluster, not on the node's tasks.
 struct Shared {
     managers: Vec<String>,
     manager_ids: Vec<String>,
     renew_certificate: bool,
-    networks: Vec<NetworkPeers>,
+    networks: Vec<peers::Table>,
 }
 
 type SessionStream = Pin<Box<dyn Stream<Item = Result<SessionMessage, Status>> + Send>>;
@@ -413,8 +445,12 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                 let mut tasks = None;
                 let generation = this.fanout.generation();
                 if shared.as_ref().map(|(g, _)| *g) != Some(generation) {
-                    let now =
-                        this.shared(&node_id, cert_role, tasks.insert(this.assigned(&node_id)));
+                    let now = this.shared(
+                        generation,
+                        &node_id,
+                        cert_role,
+                        tasks.insert(this.assigned(&node_id)),
+                    );
                     if shared
                         .as_ref()
                         .is_none_or(|(_, s)| s.networks != now.networks)
@@ -452,7 +488,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                         networks: if tables_sent {
                             Vec::new()
                         } else {
-                            sh.networks.clone()
+                            sh.networks.iter().map(peers::Table::to_message).collect()
                         },
                         peers_unchanged: tables_sent,
                         manager_ids: sh.manager_ids.clone(),

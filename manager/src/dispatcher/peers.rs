@@ -11,8 +11,9 @@
 //! `local_address`; every node's address is in it as an endpoint with no task (for the
 //! neighbour entries between load balancers), before the tasks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use shoal_proto::{Network, NetworkEndpoint, NetworkPeers, ServiceVip, Task, TaskState};
 
@@ -22,26 +23,205 @@ use crate::store::StoreState;
 /// The tables `node_id` needs, sorted by network ID; endpoints are the nodes' own addresses
 /// by node ID, then the tasks' by task ID.
 pub fn peer_tables(st: &StoreState, node_id: &str) -> Vec<NetworkPeers> {
-    peer_tables_of(st, node_id, st.tasks.values(), st.tasks.values())
+    Peers::of(st, st.tasks.values(), None)
+        .tables(st, node_id, st.tasks.values())
+        .iter()
+        .map(Table::to_message)
+        .collect()
 }
 
-/// [`peer_tables`], given where to look: `node_tasks` holds at least the node's tasks, `networked` at
-/// least every task with a network attachment, by task ID (the order of the endpoints). The
-/// dispatcher passes its indexes, so that a session's tables cost its own tasks and the tasks
-/// on networks, not every task of the cluster.
-pub fn peer_tables_of<'a>(
+/// Who is on each network, whichever node asks: the nodes' own addresses by node ID, then the
+/// live tasks' by task ID, and the services with a VIP on it by service ID. A node's tables
+/// are cut from it ([`Peers::tables`]). The dispatcher builds it once for all sessions after a
+/// change that wakes them all, instead of each of a thousand sessions walking every node and
+/// every networked task again (a join of 1,000 nodes did that 1,000 times per join).
+#[derive(Debug, Default)]
+pub struct Peers {
+    by_network: HashMap<String, Arc<Members>>,
+}
+
+#[derive(Debug, Default, PartialEq)]
+struct Members {
+    endpoints: Vec<NetworkEndpoint>,
+    services: Vec<ServiceVip>,
+}
+
+impl Peers {
+    /// Every network's members; `networked` holds at least every task with a network
+    /// attachment, by task ID (the order of the endpoints). The dispatcher passes its index
+    /// of them, so that this costs the tasks on networks, not every task of the cluster. A
+    /// network whose members are as in `previous` keeps its members from there, so that a
+    /// session finds its tables unchanged by comparing pointers.
+    pub fn of<'a>(
+        st: &'a StoreState,
+        networked: impl Iterator<Item = &'a Task>,
+        previous: Option<&Peers>,
+    ) -> Self {
+        let mut by_network: HashMap<String, Members> = HashMap::new();
+        // Nodes' own addresses first (nodes are kept by ID, so sorted by node ID).
+        for n in st.nodes.values() {
+            for a in &n.attachments {
+                let Some(ip) = attachment_ip(a) else {
+                    continue;
+                };
+                members(&mut by_network, attachment_network_id(a))
+                    .endpoints
+                    .push(NetworkEndpoint {
+                        task_id: String::new(),
+                        task_name: String::new(),
+                        service_name: String::new(),
+                        aliases: Vec::new(),
+                        address: ip.to_string(),
+                        node_addr: underlay_ip(&n.addr),
+                        running: false,
+                        service_id: String::new(),
+                        node_id: n.id.clone(),
+                    });
+            }
+        }
+        // Tasks are kept by ID, so every network's endpoints come out sorted by task ID.
+        for t in networked {
+            if t.node_id.is_empty() || !holds_addresses(t) {
+                continue;
+            }
+            let node_addr = st
+                .nodes
+                .get(&t.node_id)
+                .map(|n| underlay_ip(&n.addr))
+                .unwrap_or_default();
+            for a in &t.networks {
+                let Some(ip) = attachment_ip(a) else {
+                    continue;
+                };
+                members(&mut by_network, attachment_network_id(a))
+                    .endpoints
+                    .push(NetworkEndpoint {
+                        task_id: t.id.clone(),
+                        task_name: t.name(),
+                        service_name: t.service_name.clone(),
+                        aliases: a.aliases.clone(),
+                        address: ip.to_string(),
+                        node_addr: node_addr.clone(),
+                        running: t.state() == TaskState::Running
+                            && t.desired() == TaskState::Running,
+                        service_id: t.service_id.clone(),
+                        node_id: t.node_id.clone(),
+                    });
+            }
+        }
+        // Services are kept by ID too, so every network's services come out sorted by ID.
+        for s in st.services.values() {
+            for v in s.endpoint.iter().flat_map(|e| e.virtual_ips.iter()) {
+                let Some(ip) = vip_ip(v) else {
+                    continue;
+                };
+                let spec = s.spec.as_ref();
+                let aliases = spec
+                    .and_then(|spec| spec.networks.iter().find(|n| n.target == v.network_id))
+                    .map(|n| n.aliases.clone())
+                    .unwrap_or_default();
+                members(&mut by_network, &v.network_id)
+                    .services
+                    .push(ServiceVip {
+                        service_id: s.id.clone(),
+                        service_name: spec.map(|spec| spec.name.clone()).unwrap_or_default(),
+                        aliases,
+                        vip: ip.to_string(),
+                        ports: s
+                            .endpoint
+                            .as_ref()
+                            .map(|e| e.ports.clone())
+                            .unwrap_or_default(),
+                    });
+            }
+        }
+        let by_network = by_network
+            .into_iter()
+            .map(|(id, members)| {
+                let members = match previous.and_then(|p| p.by_network.get(&id)) {
+                    Some(old) if **old == members => old.clone(),
+                    _ => Arc::new(members),
+                };
+                (id, members)
+            })
+            .collect();
+        Peers { by_network }
+    }
+
+    /// The tables `node_id` needs, sorted by network ID: one for each network its live tasks
+    /// (`node_tasks` holds at least them) or its own addresses are on.
+    pub fn tables<'a>(
+        &self,
+        st: &'a StoreState,
+        node_id: &str,
+        node_tasks: impl Iterator<Item = &'a Task>,
+    ) -> Vec<Table> {
+        let own = st
+            .nodes
+            .get(node_id)
+            .map_or(&[][..], |n| &n.attachments[..]);
+        wanted_networks(st, node_id, own, node_tasks)
+            .into_iter()
+            .map(|(id, network)| Table {
+                local_address: own
+                    .iter()
+                    .find(|a| attachment_network_id(a) == id)
+                    .map(|a| a.address.clone())
+                    .unwrap_or_default(),
+                members: self.by_network.get(id).cloned(),
+                network,
+            })
+            .collect()
+    }
+}
+
+/// One network's table for one node, before it is copied into a message: two of them compare
+/// without copying or walking a thousand endpoints when their members are shared.
+#[derive(Debug, Clone)]
+pub struct Table {
+    network: Network,
+    local_address: String,
+    members: Option<Arc<Members>>,
+}
+
+impl PartialEq for Table {
+    fn eq(&self, other: &Self) -> bool {
+        let same_members = match (&self.members, &other.members) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+            (None, None) => true,
+            _ => false,
+        };
+        same_members && self.local_address == other.local_address && self.network == other.network
+    }
+}
+
+impl Table {
+    /// The table as a session message carries it.
+    pub fn to_message(&self) -> NetworkPeers {
+        let members = self.members.as_deref();
+        NetworkPeers {
+            network: Some(self.network.clone()),
+            endpoints: members.map(|m| m.endpoints.clone()).unwrap_or_default(),
+            services: members.map(|m| m.services.clone()).unwrap_or_default(),
+            local_address: self.local_address.clone(),
+        }
+    }
+}
+
+fn members<'m>(by_network: &'m mut HashMap<String, Members>, id: &str) -> &'m mut Members {
+    by_network.entry(id.to_owned()).or_default()
+}
+
+/// The networks a node's own addresses (`own`) and live tasks are on, by ID; the stored
+/// network if it is still there, else the copy the task carries (the worker still has to tear
+/// it down cleanly).
+fn wanted_networks<'a>(
     st: &'a StoreState,
     node_id: &str,
+    own: &'a [shoal_proto::NetworkAttachment],
     node_tasks: impl Iterator<Item = &'a Task>,
-    networked: impl Iterator<Item = &'a Task>,
-) -> Vec<NetworkPeers> {
-    // The networks this node's live tasks are on; the stored network if it is still there,
-    // else the copy the task carries (the worker still has to tear it down cleanly).
+) -> BTreeMap<&'a str, Network> {
     let mut wanted: BTreeMap<&str, Network> = BTreeMap::new();
-    let own = st
-        .nodes
-        .get(node_id)
-        .map_or(&[][..], |n| &n.attachments[..]);
     for a in own {
         if let Some(network) = st.networks.get(attachment_network_id(a)) {
             wanted.insert(&network.id, network.clone());
@@ -65,99 +245,7 @@ pub fn peer_tables_of<'a>(
             wanted.insert(id, network);
         }
     }
-    let mut tables: BTreeMap<&str, NetworkPeers> = wanted
-        .into_iter()
-        .map(|(id, network)| {
-            let local_address = own
-                .iter()
-                .find(|a| attachment_network_id(a) == id)
-                .map(|a| a.address.clone())
-                .unwrap_or_default();
-            let table = NetworkPeers {
-                network: Some(network),
-                endpoints: Vec::new(),
-                services: Vec::new(),
-                local_address,
-            };
-            (id, table)
-        })
-        .collect();
-    // Nodes' own addresses first (nodes are kept by ID, so sorted by node ID).
-    for n in st.nodes.values() {
-        for a in &n.attachments {
-            let (Some(table), Some(ip)) =
-                (tables.get_mut(attachment_network_id(a)), attachment_ip(a))
-            else {
-                continue;
-            };
-            table.endpoints.push(NetworkEndpoint {
-                task_id: String::new(),
-                task_name: String::new(),
-                service_name: String::new(),
-                aliases: Vec::new(),
-                address: ip.to_string(),
-                node_addr: underlay_ip(&n.addr),
-                running: false,
-                service_id: String::new(),
-                node_id: n.id.clone(),
-            });
-        }
-    }
-    // Tasks are kept by ID, so every table's endpoints come out sorted by task ID.
-    for t in networked {
-        if t.node_id.is_empty() || !holds_addresses(t) {
-            continue;
-        }
-        for a in &t.networks {
-            let (Some(table), Some(ip)) =
-                (tables.get_mut(attachment_network_id(a)), attachment_ip(a))
-            else {
-                continue;
-            };
-            table.endpoints.push(NetworkEndpoint {
-                task_id: t.id.clone(),
-                task_name: t.name(),
-                service_name: t.service_name.clone(),
-                aliases: a.aliases.clone(),
-                address: ip.to_string(),
-                node_addr: st
-                    .nodes
-                    .get(&t.node_id)
-                    .map(|n| underlay_ip(&n.addr))
-                    .unwrap_or_default(),
-                running: t.state() == TaskState::Running && t.desired() == TaskState::Running,
-                service_id: t.service_id.clone(),
-                node_id: t.node_id.clone(),
-            });
-        }
-    }
-    // Services are kept by ID too, so every table's services come out sorted by service ID.
-    for s in st.services.values() {
-        for v in s.endpoint.iter().flat_map(|e| e.virtual_ips.iter()) {
-            let (Some(table), Some(ip)) = (tables.get_mut(v.network_id.as_str()), vip_ip(v)) else {
-                continue;
-            };
-            let spec = s.spec.clone().unwrap_or_default();
-            let aliases = spec
-                .networks
-                .iter()
-                .find(|n| n.target == v.network_id)
-                .map(|n| n.aliases.clone())
-                .unwrap_or_default();
-            table.services.push(ServiceVip {
-                service_id: s.id.clone(),
-                service_name: spec.name,
-                aliases,
-                vip: ip.to_string(),
-                ports: s
-                    .endpoint
-                    .as_ref()
-                    .map(|e| e.ports.clone())
-                    .unwrap_or_default(),
-            });
-        }
-    }
-    tables.into_values().collect()
+    wanted
 }
 
 /// The IP of a node's advertised address: `198.18.0.2:2377` → `198.18.0.2`, `[fd00::2]:2377`
@@ -436,6 +524,44 @@ mod tests {
             }
         }
         st
+    }
+
+    /// A build keeps the previous build's members of every network they did not change on,
+    /// so that a thousand sessions find their unchanged tables equal without walking them.
+    #[test]
+    fn unchanged_networks_keep_the_previous_builds_members() {
+        let st = ingress_state();
+        let first = Peers::of(&st, st.tasks.values(), None);
+        let mut changed = ingress_state();
+        let t9 = task("t9", "n1", TaskState::Running, &[("b", "198.18.128.9/24")]);
+        changed.tasks.insert(t9.id.clone(), t9);
+        let second = Peers::of(&changed, changed.tasks.values(), Some(&first));
+        for id in ["ing", "a"] {
+            assert!(
+                Arc::ptr_eq(&first.by_network[id], &second.by_network[id]),
+                "network {id} did not change"
+            );
+        }
+        assert!(!first.by_network.contains_key("b"));
+        assert_eq!(second.by_network["b"].endpoints.len(), 1);
+
+        // n1 now has a task on b: its ingress table is the same, and it has one more.
+        let before = first.tables(&st, "n1", st.tasks.values());
+        let after = second.tables(&changed, "n1", changed.tasks.values());
+        assert_eq!(before.len(), 1);
+        assert_eq!(after.len(), 2);
+        assert_eq!(before[0], after[1], "ingress, sorted after b");
+        assert_ne!(before, after);
+        // Members built apart but equal compare equal too.
+        let rebuilt = Peers::of(&st, st.tasks.values(), None);
+        assert_eq!(before, rebuilt.tables(&st, "n1", st.tasks.values()));
+        // n2's ingress table differs from n1's by its own address only.
+        let n2 = first.tables(&st, "n2", st.tasks.values());
+        assert_ne!(n2[1], before[0]);
+        assert_eq!(
+            n2[1].to_message().endpoints,
+            before[0].to_message().endpoints
+        );
     }
 
     #[test]

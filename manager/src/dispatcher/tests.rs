@@ -197,3 +197,167 @@ async fn a_worker_that_did_not_ask_gets_the_whole_set_every_time() {
     assert_eq!(ids(&msg.tasks), ["a", "c", "k"]);
     assert!(msg.removed_task_ids.is_empty());
 }
+
+/// A store with an ingress network and nodes n1 (with its ingress address), n2 and n3
+/// (without one yet).
+fn with_ingress() -> StoreState {
+    let ingress = shoal_proto::Network {
+        id: "ing".into(),
+        subnet: "198.18.128.0/24".into(),
+        vni: 4096,
+        spec: Some(shoal_proto::NetworkSpec {
+            name: "ingress".into(),
+            ingress: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let node = |id: &str, ip: &str, address: Option<&str>| shoal_proto::Node {
+        id: id.into(),
+        addr: format!("{ip}:2377"),
+        attachments: address
+            .map(|a| shoal_proto::NetworkAttachment {
+                network: Some(ingress.clone()),
+                address: a.into(),
+                aliases: Vec::new(),
+            })
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    };
+    StoreState {
+        nodes: [
+            node("n1", "198.18.0.1", Some("198.18.128.2/24")),
+            node("n2", "198.18.0.2", None),
+            node("n3", "198.18.0.3", None),
+        ]
+        .into_iter()
+        .map(|n| (n.id.clone(), n))
+        .collect(),
+        networks: [("ing".to_string(), ingress.clone())].into_iter().collect(),
+        ..Default::default()
+    }
+}
+
+async fn give_ingress_address(d: &Dispatcher, node: &str, address: &str) {
+    d.store
+        .propose(vec![action(Action::AllocateNode(
+            shoal_proto::NodeAllocation {
+                node_id: node.into(),
+                attachments: vec![shoal_proto::NetworkAttachment {
+                    network: Some(shoal_proto::Network {
+                        id: "ing".into(),
+                        ..Default::default()
+                    }),
+                    address: address.into(),
+                    aliases: Vec::new(),
+                }],
+            },
+        ))])
+        .await
+        .expect("the allocation applies");
+}
+
+/// The node endpoints of the ingress table in `msg`, and the table's local address.
+fn ingress_of(msg: &SessionMessage) -> (Vec<(String, String)>, String) {
+    let table = msg
+        .networks
+        .iter()
+        .find(|t| t.network.as_ref().is_some_and(|n| n.id == "ing"));
+    let endpoints = table
+        .map(|t| {
+            t.endpoints
+                .iter()
+                .map(|e| (e.node_id.clone(), e.address.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    (
+        endpoints,
+        table.map(|t| t.local_address.clone()).unwrap_or_default(),
+    )
+}
+
+fn eps(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(n, a)| (n.to_string(), a.to_string()))
+        .collect()
+}
+
+/// The peer tables are built once per change that wakes every session and shared; each
+/// session still gets the tables of its own node, with its own address, and every join after
+/// (a new node's ingress address) reaches every session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_session_gets_each_new_ingress_address_in_its_own_tables() {
+    let (d, _raft) = leading_dispatcher(with_ingress());
+    let mut s1 = open(&d, "n1", true).await;
+    let mut s2 = open(&d, "n2", true).await;
+    let only_n1 = eps(&[("n1", "198.18.128.2")]);
+    assert_eq!(
+        ingress_of(&next(&mut s1).await),
+        (only_n1, "198.18.128.2/24".to_string())
+    );
+    // n2 has no ingress address yet: no table.
+    assert!(next(&mut s2).await.networks.is_empty());
+
+    give_ingress_address(&d, "n2", "198.18.128.3/24").await;
+    let both = eps(&[("n1", "198.18.128.2"), ("n2", "198.18.128.3")]);
+    assert_eq!(
+        ingress_of(&next(&mut s1).await),
+        (both.clone(), "198.18.128.2/24".to_string())
+    );
+    assert_eq!(
+        ingress_of(&next(&mut s2).await),
+        (both, "198.18.128.3/24".to_string())
+    );
+
+    give_ingress_address(&d, "n3", "198.18.128.4/24").await;
+    let all = eps(&[
+        ("n1", "198.18.128.2"),
+        ("n2", "198.18.128.3"),
+        ("n3", "198.18.128.4"),
+    ]);
+    assert_eq!(
+        ingress_of(&next(&mut s1).await),
+        (all.clone(), "198.18.128.2/24".to_string())
+    );
+    assert_eq!(
+        ingress_of(&next(&mut s2).await),
+        (all, "198.18.128.3/24".to_string())
+    );
+}
+
+/// The sessions' common part is built once per fan-out generation; a newer one serves an
+/// older generation, and a newer generation builds it again from the store.
+#[tokio::test]
+async fn the_cluster_part_is_built_once_per_generation() {
+    let (d, _raft) = leading_dispatcher(with_ingress());
+    d.fanout.start(&d.store);
+    let g = d.fanout.generation();
+    let first = d.cluster_part(g);
+    assert!(Arc::ptr_eq(&first, &d.cluster_part(g)), "reused");
+    assert_eq!(
+        first.peers.tables(&with_ingress(), "n2", [].iter()).len(),
+        0
+    );
+
+    give_ingress_address(&d, "n2", "198.18.128.3/24").await;
+    // The fan-out folds the entry on a task of its own.
+    for _ in 0..100 {
+        if d.fanout.generation() > g {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let newer = d.fanout.generation();
+    assert!(newer > g, "a node's new address wakes every session");
+    let second = d.cluster_part(newer);
+    assert!(!Arc::ptr_eq(&first, &second), "built again");
+    assert!(
+        Arc::ptr_eq(&second, &d.cluster_part(g)),
+        "serves the older one"
+    );
+    let tables = d.store.view(|st| second.peers.tables(st, "n2", [].iter()));
+    assert_eq!(tables.len(), 1);
+    assert_eq!(tables[0].to_message().endpoints.len(), 2);
+}
