@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::Stream;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use shoal_proto::leader_hint;
 use shoal_proto::{
     dispatcher_server, store_action::Action, Empty, HeartbeatRequest, HeartbeatResponse, NodeRole,
@@ -70,6 +71,9 @@ pub struct Dispatcher {
     statuses: Arc<std::sync::OnceLock<batcher::Batcher>>,
     /// The sessions' common part as of the latest fan-out generation asked for.
     cluster: Arc<Mutex<Option<Arc<ClusterPart>>>>,
+    /// Tasks in each session message sent (its count is the messages): how often workers
+    /// hear from this leader, and how much each message carries.
+    message_tasks: Histogram,
 }
 
 /// The caller must be the node it speaks for (or the local daemon on the unix socket), and a
@@ -116,6 +120,8 @@ impl Dispatcher {
             fanout: fanout::Fanout::default(),
             statuses: Arc::default(),
             cluster: Arc::default(),
+            // 1 … 2,048 tasks.
+            message_tasks: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
         }
     }
 
@@ -129,6 +135,11 @@ impl Dispatcher {
             return Ok(());
         }
         Err(leader_hint::not_leader(status.leader_addr()))
+    }
+
+    /// Tasks per session message sent, for metrics.
+    pub fn message_tasks(&self) -> &Histogram {
+        &self.message_tasks
     }
 
     /// Worker sessions held now, for metrics.
@@ -497,6 +508,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                         incremental,
                         removed_task_ids,
                     };
+                    this.message_tasks.observe(msg.tasks.len() as f64);
                     if tx.send(Ok(msg)).await.is_err() {
                         this.session_closed(&node_id, &session_id).await;
                         return;

@@ -246,6 +246,11 @@ fn a_daemon_serves_metrics_that_promtool_and_prometheus_accept() {
         sample(&text, "shoal_scheduler_latency_seconds_count").is_some_and(|v| v >= 2.0),
         "both tasks' scheduling latency:\n{text}"
     );
+    assert!(
+        sample(&text, "shoal_dispatcher_message_tasks_count").is_some_and(|v| v >= 1.0)
+            && sample(&text, "shoal_dispatcher_message_tasks_sum").is_some_and(|v| v >= 2.0),
+        "the session messages that carried both tasks to the node:\n{text}"
+    );
     // A failed call is counted with its code.
     host.shoal_err(&["service", "inspect", "no-such-service"]);
     let text = scrape(port);

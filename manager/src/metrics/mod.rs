@@ -33,7 +33,8 @@ mod watch;
 use std::sync::{Arc, RwLock};
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
 
@@ -118,6 +119,15 @@ impl Collector for ManagerCollector {
             cluster::encode(&mut encoder, st)?;
             let sessions = status.is_leader.then(|| m.dispatcher.session_count());
             m.roles.encode(&mut encoder, sessions)?;
+            m.dispatcher
+                .message_tasks()
+                .encode(encoder.encode_descriptor(
+                    "shoal_dispatcher_message_tasks",
+                    "Tasks in each session message the dispatcher sent to a worker (leader); \
+                 its count is the messages sent.",
+                    None,
+                    MetricType::Histogram,
+                )?)?;
             if status.is_leader {
                 usage::encode(&mut encoder, st, &m.usage.all())?;
                 autoscale::encode(&mut encoder, &m.autoscaler)?;

@@ -616,6 +616,8 @@ struct ServerSide {
     proposals: Histogram,
     /// Applying one entry, the wait for the store's write lock included.
     applies: Histogram,
+    /// Tasks per session message sent to a node: its count is the messages.
+    messages: Histogram,
 }
 
 impl ServerSide {
@@ -630,6 +632,7 @@ impl ServerSide {
             ),
             proposals: Histogram::parse(&text, "shoal_raft_proposal_duration_seconds", &[]),
             applies: Histogram::parse(&text, "shoal_raft_apply_duration_seconds", &[]),
+            messages: Histogram::parse(&text, "shoal_dispatcher_message_tasks", &[]),
         })
     }
 
@@ -638,6 +641,7 @@ impl ServerSide {
             creates: self.creates.since(&before.creates),
             proposals: self.proposals.since(&before.proposals),
             applies: self.applies.since(&before.applies),
+            messages: self.messages.since(&before.messages),
         }
     }
 }
@@ -701,6 +705,16 @@ fn print_table(f: &Figures) {
             f.server.applies.count()
         ),
         server_ms(&f.server.applies),
+    );
+    let messages = &f.server.messages;
+    row(
+        "session messages sent to the nodes (per node), tasks in each",
+        format!(
+            "{:.0} ({:.1}), {}",
+            messages.count(),
+            messages.count() / (a.nodes.max(1) as f64),
+            messages.mean().map_or("-".into(), |m| format!("{m:.1}"))
+        ),
     );
     row(
         "every task assigned and delivered to its node",
