@@ -67,15 +67,11 @@ impl Peers {
                 members(&mut by_network, attachment_network_id(a))
                     .endpoints
                     .push(NetworkEndpoint {
-                        task_id: String::new(),
-                        task_name: String::new(),
-                        service_name: String::new(),
-                        aliases: Vec::new(),
+                        // No task: the node's own address, never "running" a service.
                         address: ip.to_string(),
                         node_addr: underlay_ip(&n.addr),
-                        running: false,
-                        service_id: String::new(),
                         node_id: n.id.clone(),
+                        ..Default::default()
                     });
             }
         }

@@ -300,31 +300,19 @@ async fn every_session_gets_each_new_ingress_address_in_its_own_tables() {
     // n2 has no ingress address yet: no table.
     assert!(next(&mut s2).await.networks.is_empty());
 
-    give_ingress_address(&d, "n2", "198.18.128.3/24").await;
-    let both = eps(&[("n1", "198.18.128.2"), ("n2", "198.18.128.3")]);
-    assert_eq!(
-        ingress_of(&next(&mut s1).await),
-        (both.clone(), "198.18.128.2/24".to_string())
-    );
-    assert_eq!(
-        ingress_of(&next(&mut s2).await),
-        (both, "198.18.128.3/24".to_string())
-    );
-
-    give_ingress_address(&d, "n3", "198.18.128.4/24").await;
-    let all = eps(&[
-        ("n1", "198.18.128.2"),
-        ("n2", "198.18.128.3"),
-        ("n3", "198.18.128.4"),
-    ]);
-    assert_eq!(
-        ingress_of(&next(&mut s1).await),
-        (all.clone(), "198.18.128.2/24".to_string())
-    );
-    assert_eq!(
-        ingress_of(&next(&mut s2).await),
-        (all, "198.18.128.3/24".to_string())
-    );
+    // Each join reaches both sessions, each with its own address as the local one.
+    let mut nodes = vec![("n1", "198.18.128.2")];
+    for (node, ip) in [("n2", "198.18.128.3"), ("n3", "198.18.128.4")] {
+        give_ingress_address(&d, node, &format!("{ip}/24")).await;
+        nodes.push((node, ip));
+        for (session, own) in [(&mut s1, "198.18.128.2/24"), (&mut s2, "198.18.128.3/24")] {
+            assert_eq!(
+                ingress_of(&next(session).await),
+                (eps(&nodes), own.to_string()),
+                "after {node} joined"
+            );
+        }
+    }
 }
 
 /// The sessions' common part is built once per fan-out generation; a newer one serves an
