@@ -20,7 +20,7 @@
 //! receiver rebuilds the index from the store and wakes every session (reconcile, don't
 //! replay).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use shoal_proto::{store_action::Action, StoreAction, Task, TaskState};
@@ -28,6 +28,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::Notify;
 
 use super::assignments::{self, Delta, Key, Sent};
+use crate::ids::IdMap;
 use crate::store::{Applied, Store, StoreState};
 
 /// What a session needs to know of a task of its node without reading it from the store.
@@ -78,13 +79,13 @@ pub(super) struct Look {
 struct Index {
     /// Node → its tasks (any state), by task ID (the store's order), with what a session
     /// compares of each.
-    by_node: HashMap<String, BTreeMap<String, Indexed>>,
+    by_node: IdMap<BTreeMap<String, Indexed>>,
     /// Task → its node, for the tasks that have one.
-    node_of: HashMap<String, String>,
+    node_of: IdMap<String>,
     /// Tasks with network attachments: the only ones in peer tables.
     networked: BTreeSet<String>,
     /// Open sessions: node → session ID → its wake-up and what it has to look at.
-    waiters: HashMap<String, HashMap<String, Watch>>,
+    waiters: IdMap<IdMap<Watch>>,
     /// Built from the store and following its entries ([`Fanout::start`]).
     started: bool,
     /// The store's entries stopped: sessions end.

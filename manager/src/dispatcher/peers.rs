@@ -23,11 +23,18 @@ use crate::store::StoreState;
 /// The tables `node_id` needs, sorted by network ID; endpoints are the nodes' own addresses
 /// by node ID, then the tasks' by task ID.
 pub fn peer_tables(st: &StoreState, node_id: &str) -> Vec<NetworkPeers> {
-    Peers::of(st, st.tasks.values(), None)
-        .tables(st, node_id, st.tasks.values())
+    Peers::of(st, by_id(st), None)
+        .tables(st, node_id, by_id(st))
         .iter()
         .map(Table::to_message)
         .collect()
+}
+
+/// Every task in ID order, the order [`Peers::of`] needs (the store's map is not ordered).
+fn by_id(st: &StoreState) -> impl Iterator<Item = &Task> {
+    let mut tasks: Vec<&Task> = st.tasks.values().collect();
+    tasks.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    tasks.into_iter()
 }
 
 /// Who is on each network, whichever node asks: the nodes' own addresses by node ID, then the
@@ -75,7 +82,7 @@ impl Peers {
                     });
             }
         }
-        // Tasks are kept by ID, so every network's endpoints come out sorted by task ID.
+        // `networked` comes in task ID order, so every network's endpoints are sorted by task ID.
         for t in networked {
             if t.node_id.is_empty() || !holds_addresses(t) {
                 continue;
@@ -527,11 +534,11 @@ mod tests {
     #[test]
     fn unchanged_networks_keep_the_previous_builds_members() {
         let st = ingress_state();
-        let first = Peers::of(&st, st.tasks.values(), None);
+        let first = Peers::of(&st, by_id(&st), None);
         let mut changed = ingress_state();
         let t9 = task("t9", "n1", TaskState::Running, &[("b", "198.18.128.9/24")]);
         changed.tasks.insert(t9.id.clone(), t9);
-        let second = Peers::of(&changed, changed.tasks.values(), Some(&first));
+        let second = Peers::of(&changed, by_id(&changed), Some(&first));
         for id in ["ing", "a"] {
             assert!(
                 Arc::ptr_eq(&first.by_network[id], &second.by_network[id]),
@@ -542,17 +549,17 @@ mod tests {
         assert_eq!(second.by_network["b"].endpoints.len(), 1);
 
         // n1 now has a task on b: its ingress table is the same, and it has one more.
-        let before = first.tables(&st, "n1", st.tasks.values());
-        let after = second.tables(&changed, "n1", changed.tasks.values());
+        let before = first.tables(&st, "n1", by_id(&st));
+        let after = second.tables(&changed, "n1", by_id(&changed));
         assert_eq!(before.len(), 1);
         assert_eq!(after.len(), 2);
         assert_eq!(before[0], after[1], "ingress, sorted after b");
         assert_ne!(before, after);
         // Members built apart but equal compare equal too.
-        let rebuilt = Peers::of(&st, st.tasks.values(), None);
-        assert_eq!(before, rebuilt.tables(&st, "n1", st.tasks.values()));
+        let rebuilt = Peers::of(&st, by_id(&st), None);
+        assert_eq!(before, rebuilt.tables(&st, "n1", by_id(&st)));
         // n2's ingress table differs from n1's by its own address only.
-        let n2 = first.tables(&st, "n2", st.tasks.values());
+        let n2 = first.tables(&st, "n2", by_id(&st));
         assert_ne!(n2[1], before[0]);
         assert_eq!(
             n2[1].to_message().endpoints,

@@ -96,7 +96,7 @@ impl Scope {
             Scope::All => Box::new(state.tasks.values()),
             // Through the index, a lookup by ID per task; when the scope holds a good part of
             // the tasks (reports from every service while they all start), one walk of the
-            // map in order is cheaper than that many lookups.
+            // map is cheaper than that many lookups.
             Scope::Services(ids) if Self::most_tasks(ids, state) => {
                 Box::new(state.tasks.values().filter(|t| ids.contains(&t.service_id)))
             }

@@ -192,12 +192,19 @@ impl StoreState {
                 service: super::service_name(s).to_string(),
             });
         }
-        if let Some(t) = self.tasks.values().find(|t| {
-            holds_addresses(t)
-                && t.networks
-                    .iter()
-                    .any(|a| attachment_network_id(a) == network_id)
-        }) {
+        // The lowest ID of them: the tasks are not kept in order, and every manager must
+        // refuse the entry with the same error.
+        if let Some(t) = self
+            .tasks
+            .values()
+            .filter(|t| {
+                holds_addresses(t)
+                    && t.networks
+                        .iter()
+                        .any(|a| attachment_network_id(a) == network_id)
+            })
+            .min_by(|a, b| a.id.cmp(&b.id))
+        {
             return Err(ApplyError::NetworkInUseByTask {
                 network: name.to_string(),
                 task: t.id.clone(),

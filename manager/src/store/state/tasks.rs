@@ -15,19 +15,21 @@
 //! update the indexes by the difference the change made; reads go through `Deref` to the map,
 //! so the indexes cannot drift from the tasks.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::ops::Deref;
 
 use shoal_proto::{Task, TaskState};
 
+use crate::ids::IdMap;
+
 #[derive(Debug, Default, Clone)]
 pub struct Tasks {
-    map: BTreeMap<String, Task>,
-    by_service: HashMap<String, BTreeSet<String>>,
+    map: IdMap<Task>,
+    by_service: IdMap<BTreeSet<String>>,
     unplaced: BTreeSet<String>,
     unallocated: BTreeSet<String>,
     occupancy: Occupancy,
-    running: HashMap<String, u64>,
+    running: IdMap<u64>,
 }
 
 /// What the tasks placed on each node occupy there ([`occupies`]): how many, per node and per
@@ -35,8 +37,8 @@ pub struct Tasks {
 /// whole; the others only count).
 #[derive(Debug, Default, Clone)]
 pub struct Occupancy {
-    per_node: HashMap<String, u64>,
-    per_service: HashMap<String, HashMap<String, u64>>,
+    per_node: IdMap<u64>,
+    per_service: IdMap<IdMap<u64>>,
     heavy: BTreeSet<String>,
 }
 
@@ -65,7 +67,7 @@ impl Occupancy {
         match self.per_service.get_mut(&t.node_id) {
             Some(services) => bump(services, &t.service_id, delta),
             None => {
-                let mut services = HashMap::new();
+                let mut services = IdMap::default();
                 bump(&mut services, &t.service_id, delta);
                 self.per_service.insert(t.node_id.clone(), services);
             }
@@ -95,7 +97,7 @@ fn follow(set: &mut BTreeSet<String>, id: &str, was: bool, is: bool) {
 
 /// Adds `delta` to the count of `key`. A count that drops to zero stays (as zero): a task's
 /// status change uncounts and recounts it, and the key is copied only the first time.
-fn bump(counts: &mut HashMap<String, u64>, key: &str, delta: i64) {
+fn bump(counts: &mut IdMap<u64>, key: &str, delta: i64) {
     match counts.get_mut(key) {
         Some(n) => *n = n.saturating_add_signed(delta),
         None => {
@@ -142,7 +144,7 @@ fn is_heavy(t: &Task) -> bool {
 }
 
 impl Deref for Tasks {
-    type Target = BTreeMap<String, Task>;
+    type Target = IdMap<Task>;
 
     fn deref(&self) -> &Self::Target {
         &self.map

@@ -31,7 +31,7 @@ fn indexes(t: &Tasks) -> Indexes {
         .map(|(s, ids)| (s.clone(), ids.iter().cloned().collect()))
         .collect();
     by_service.sort();
-    let nonzero = |m: &std::collections::HashMap<String, u64>, prefix: &str| -> Counts {
+    let nonzero = |m: &super::IdMap<u64>, prefix: &str| -> Counts {
         m.iter()
             .filter(|(_, n)| **n > 0)
             .map(|(k, n)| (format!("{prefix}{k}"), *n))
