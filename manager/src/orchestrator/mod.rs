@@ -147,12 +147,7 @@ pub fn plan_scoped(state: &StoreState, now_ms: i64, scope: &Scope) -> Plan {
         now_ms,
         ..Default::default()
     };
-    // Grouped in one pass over the tasks in scope: for every service, a walk of the map is
-    // cheaper than a lookup per task through the index.
-    let mut by_service: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
-    for t in scope.tasks(state) {
-        by_service.entry(t.service_id.as_str()).or_default().push(t);
-    }
+    let by_service = scope.by_service(state);
     for (service_id, tasks) in &by_service {
         if !state.services.contains_key(*service_id) {
             // The service is gone: stop whatever still runs (the reaper deletes them later).

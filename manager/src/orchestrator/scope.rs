@@ -8,7 +8,7 @@
 //! hundred thousand. A deleted task is looked up no more (its service is unknown), so a delete
 //! makes the next round a full one; deletes come from the reaper, not from starting tasks.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use shoal_proto::{store_action::Action, Task, TaskState, TaskStatus};
 
@@ -90,24 +90,38 @@ impl Scope {
         }
     }
 
-    /// The tasks of the services in scope.
+    /// The tasks of the services in scope: for services, through the store's index, a hashed
+    /// lookup per task (cheaper than a walk of every task, whatever part of them the scope
+    /// holds).
     pub fn tasks<'a>(&'a self, state: &'a StoreState) -> Box<dyn Iterator<Item = &'a Task> + 'a> {
         match self {
             Scope::All => Box::new(state.tasks.values()),
-            // Through the index, a lookup by ID per task; when the scope holds a good part of
-            // the tasks (reports from every service while they all start), one walk of the
-            // map is cheaper than that many lookups.
-            Scope::Services(ids) if Self::most_tasks(ids, state) => {
-                Box::new(state.tasks.values().filter(|t| ids.contains(&t.service_id)))
-            }
             Scope::Services(ids) => Box::new(ids.iter().flat_map(|id| state.tasks_of_service(id))),
         }
     }
 
-    /// Whether the services `ids` hold more than a quarter of the tasks.
-    fn most_tasks(ids: &BTreeSet<String>, state: &StoreState) -> bool {
-        let in_scope: usize = ids.iter().map(|id| state.tasks.count_of_service(id)).sum();
-        in_scope > state.tasks.len() / 4
+    /// The tasks in scope grouped by service ID (services without tasks left out). For
+    /// services, one group per service from the index, presized: grouping task by task
+    /// costs a search of the groups per task.
+    pub fn by_service<'a>(&'a self, state: &'a StoreState) -> BTreeMap<&'a str, Vec<&'a Task>> {
+        let mut groups: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
+        match self {
+            Scope::All => {
+                for t in state.tasks.values() {
+                    groups.entry(t.service_id.as_str()).or_default().push(t);
+                }
+            }
+            Scope::Services(ids) => {
+                for id in ids {
+                    let mut tasks = Vec::with_capacity(state.tasks.count_of_service(id));
+                    tasks.extend(state.tasks_of_service(id));
+                    if !tasks.is_empty() {
+                        groups.insert(id.as_str(), tasks);
+                    }
+                }
+            }
+        }
+        groups
     }
 
     /// The scope cut into parts of whole services holding about `tasks` tasks each (a service
@@ -240,7 +254,7 @@ mod tests {
     }
 
     #[test]
-    fn the_tasks_in_scope_are_the_same_walked_or_looked_up() {
+    fn the_tasks_in_scope_are_those_of_its_services() {
         let mut tasks: Vec<Task> = (1..=6)
             .map(|i| task(&format!("t{i}"), i, "n1", TaskState::Running, 0))
             .collect();
@@ -251,13 +265,12 @@ mod tests {
             ids.sort();
             ids
         };
-        // s1 holds most tasks (walked), s2 a few (looked up).
         let s1 = Scope::Services(["s1".to_string()].into());
-        assert!(Scope::most_tasks(&["s1".to_string()].into(), &st));
         assert_eq!(ids(&s1), ["t1", "t2", "t3", "t4", "t5"]);
         let s2 = Scope::Services(["s2".to_string()].into());
-        assert!(!Scope::most_tasks(&["s2".to_string()].into(), &st));
         assert_eq!(ids(&s2), ["t6"]);
+        let both = Scope::Services(["s1".to_string(), "s2".to_string()].into());
+        assert_eq!(ids(&both), ids(&Scope::All));
     }
 
     #[test]

@@ -20,14 +20,14 @@ use std::ops::Deref;
 
 use shoal_proto::{Task, TaskState};
 
-use crate::ids::IdMap;
+use crate::ids::{IdMap, IdSet};
 
 #[derive(Debug, Default, Clone)]
 pub struct Tasks {
     map: IdMap<Task>,
     by_service: IdMap<BTreeSet<String>>,
-    unplaced: BTreeSet<String>,
-    unallocated: BTreeSet<String>,
+    unplaced: IdSet,
+    unallocated: IdSet,
     occupancy: Occupancy,
     running: IdMap<u64>,
 }
@@ -83,7 +83,7 @@ impl Occupancy {
 }
 
 /// Keeps `id` in `set` while a task matches its predicate: `was` before a change, `is` after.
-fn follow(set: &mut BTreeSet<String>, id: &str, was: bool, is: bool) {
+fn follow(set: &mut IdSet, id: &str, was: bool, is: bool) {
     match (was, is) {
         (false, true) => {
             set.insert(id.to_string());
@@ -237,13 +237,13 @@ impl Tasks {
         self.by_service.keys().map(String::as_str)
     }
 
-    /// The IDs of the tasks waiting for network addresses ([`unallocated`]), in ID order.
-    pub fn unallocated_ids(&self) -> &BTreeSet<String> {
+    /// The IDs of the tasks waiting for network addresses ([`unallocated`]), in no order.
+    pub fn unallocated_ids(&self) -> &IdSet {
         &self.unallocated
     }
 
-    /// The IDs of the tasks not placed yet and still wanted ([`unplaced`]), in ID order.
-    pub fn unplaced_ids(&self) -> &BTreeSet<String> {
+    /// The IDs of the tasks not placed yet and still wanted ([`unplaced`]), in no order.
+    pub fn unplaced_ids(&self) -> &IdSet {
         &self.unplaced
     }
 

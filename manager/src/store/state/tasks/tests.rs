@@ -37,6 +37,11 @@ fn indexes(t: &Tasks) -> Indexes {
             .map(|(k, n)| (format!("{prefix}{k}"), *n))
             .collect()
     };
+    let sorted = |ids: &super::IdSet| -> Vec<String> {
+        let mut ids: Vec<String> = ids.iter().cloned().collect();
+        ids.sort();
+        ids
+    };
     let per_node = nonzero(&t.occupancy.per_node, "");
     let per_service = t
         .occupancy
@@ -46,8 +51,8 @@ fn indexes(t: &Tasks) -> Indexes {
         .collect();
     (
         by_service,
-        t.unplaced.iter().cloned().collect(),
-        t.unallocated.iter().cloned().collect(),
+        sorted(&t.unplaced),
+        sorted(&t.unallocated),
         per_node,
         per_service,
         t.occupancy.heavy.iter().cloned().collect(),
