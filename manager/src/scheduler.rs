@@ -371,28 +371,20 @@ pub fn plan(state: &StoreState, now_ms: i64) -> Vec<StoreAction> {
         })
         .collect();
 
-    // The store's index of tasks not placed yet and still wanted: the work list, without a walk
-    // of every task.
-    let mut pending: Vec<&Task> = state
+    // The store's index of tasks not placed yet and still wanted: the work list, oldest
+    // first, then by slot so replicas fill in order, without a walk of every task or a sort.
+    let mut pending = state
         .tasks
         .unplaced_ids()
-        .iter()
+        .ids()
         .filter_map(|id| state.tasks.get(id))
         // A task joins its networks with the addresses the allocator gives it (then PENDING):
         // until then it is not the scheduler's.
         .filter(|t| !needs_allocation(t))
-        .collect();
-    if pending.is_empty() {
+        .peekable();
+    if pending.peek().is_none() {
         return Vec::new();
     }
-    // Oldest first, then by slot, so replicas fill in order.
-    pending.sort_by_key(|t| {
-        (
-            t.meta.as_ref().map_or(0, |m| m.created_at_ms),
-            t.slot,
-            t.id.as_str(),
-        )
-    });
     let mut actions = Vec::new();
     let mut spread = Spread::default();
     let mut assigned = 0;

@@ -73,20 +73,13 @@ impl TaskAllocator {
         let mut actions = self.plan_nodes(st);
         // The store's index of the tasks waiting for addresses: no walk of every task, nor of
         // the (many more, while services start) tasks waiting for a node.
-        let mut waiting: Vec<&Task> = st
+        let waiting: Vec<&Task> = st
             .tasks
             .unallocated_ids()
-            .iter()
+            .ids()
             .filter_map(|id| st.tasks.get(id))
             .filter(|t| needs_allocation(t))
             .collect();
-        waiting.sort_by_key(|t| {
-            (
-                t.meta.as_ref().map_or(0, |m| m.created_at_ms),
-                t.slot,
-                t.id.as_str(),
-            )
-        });
         for task in waiting {
             let alloc = match self.allocate(st, task) {
                 Ok(networks) => TaskAllocation {

@@ -20,14 +20,19 @@ use std::ops::Deref;
 
 use shoal_proto::{Task, TaskState};
 
-use crate::ids::{IdMap, IdSet};
+pub use queue::Queue;
+use queue::Stamp;
+
+use crate::ids::IdMap;
+
+mod queue;
 
 #[derive(Debug, Default, Clone)]
 pub struct Tasks {
     map: IdMap<Task>,
     by_service: IdMap<BTreeSet<String>>,
-    unplaced: IdSet,
-    unallocated: IdSet,
+    unplaced: Queue,
+    unallocated: Queue,
     occupancy: Occupancy,
     running: IdMap<u64>,
 }
@@ -79,19 +84,6 @@ impl Occupancy {
                 self.heavy.remove(&t.id);
             }
         }
-    }
-}
-
-/// Keeps `id` in `set` while a task matches its predicate: `was` before a change, `is` after.
-fn follow(set: &mut IdSet, id: &str, was: bool, is: bool) {
-    match (was, is) {
-        (false, true) => {
-            set.insert(id.to_string());
-        }
-        (true, false) => {
-            set.remove(id);
-        }
-        _ => {}
     }
 }
 
@@ -189,6 +181,7 @@ impl Tasks {
         let task = self.map.get_mut(id)?;
         let was_unplaced = unplaced(task);
         let was_unallocated = unallocated(task);
+        let before = Stamp::of(task);
         let occupied = occupies(task);
         if occupied {
             self.occupancy.add(task, -1);
@@ -209,13 +202,11 @@ impl Tasks {
         if occupies(task) {
             self.occupancy.add(task, 1);
         }
-        follow(&mut self.unplaced, id, was_unplaced, unplaced(task));
-        follow(
-            &mut self.unallocated,
-            id,
-            was_unallocated,
-            unallocated(task),
-        );
+        let after = Stamp::of(task);
+        self.unplaced
+            .follow(id, before, after, was_unplaced, unplaced(task));
+        self.unallocated
+            .follow(id, before, after, was_unallocated, unallocated(task));
         Some(r)
     }
 
@@ -237,13 +228,13 @@ impl Tasks {
         self.by_service.keys().map(String::as_str)
     }
 
-    /// The IDs of the tasks waiting for network addresses ([`unallocated`]), in no order.
-    pub fn unallocated_ids(&self) -> &IdSet {
+    /// The tasks waiting for network addresses ([`unallocated`]), oldest first.
+    pub fn unallocated_ids(&self) -> &Queue {
         &self.unallocated
     }
 
-    /// The IDs of the tasks not placed yet and still wanted ([`unplaced`]), in no order.
-    pub fn unplaced_ids(&self) -> &IdSet {
+    /// The tasks not placed yet and still wanted ([`unplaced`]), oldest first.
+    pub fn unplaced_ids(&self) -> &Queue {
         &self.unplaced
     }
 
@@ -264,10 +255,10 @@ impl Tasks {
                 .or_default()
                 .insert(id.to_string());
             if unplaced(t) {
-                self.unplaced.insert(id.to_string());
+                self.unplaced.insert(id, Stamp::of(t));
             }
             if unallocated(t) {
-                self.unallocated.insert(id.to_string());
+                self.unallocated.insert(id, Stamp::of(t));
             }
         } else {
             if let Some(ids) = self.by_service.get_mut(&t.service_id) {
@@ -276,8 +267,12 @@ impl Tasks {
                     self.by_service.remove(&t.service_id);
                 }
             }
-            self.unplaced.remove(id);
-            self.unallocated.remove(id);
+            if unplaced(t) {
+                self.unplaced.remove(id, Stamp::of(t));
+            }
+            if unallocated(t) {
+                self.unallocated.remove(id, Stamp::of(t));
+            }
         }
         if occupies(t) {
             self.occupancy.add(t, delta);

@@ -37,11 +37,7 @@ fn indexes(t: &Tasks) -> Indexes {
             .map(|(k, n)| (format!("{prefix}{k}"), *n))
             .collect()
     };
-    let sorted = |ids: &super::IdSet| -> Vec<String> {
-        let mut ids: Vec<String> = ids.iter().cloned().collect();
-        ids.sort();
-        ids
-    };
+    let queued = |q: &super::Queue| -> Vec<String> { q.ids().map(String::from).collect() };
     let per_node = nonzero(&t.occupancy.per_node, "");
     let per_service = t
         .occupancy
@@ -51,8 +47,8 @@ fn indexes(t: &Tasks) -> Indexes {
         .collect();
     (
         by_service,
-        sorted(&t.unplaced),
-        sorted(&t.unallocated),
+        queued(&t.unplaced),
+        queued(&t.unallocated),
         per_node,
         per_service,
         t.occupancy.heavy.iter().cloned().collect(),
@@ -292,10 +288,36 @@ fn a_task_waits_for_the_allocator_until_its_networks_have_addresses() {
     t.networks = vec![shoal_proto::NetworkAttachment::default()];
     tasks.insert("t1".into(), t);
     tasks.insert("t2".into(), task("t2", "s1", 1));
-    let ids: Vec<&String> = tasks.unallocated_ids().iter().collect();
+    let ids: Vec<&str> = tasks.unallocated_ids().ids().collect();
     assert_eq!(ids, ["t1"], "t2 joins no network");
     tasks.modify("t1", |t| t.networks[0].address = "198.18.0.2/24".into());
     assert!(tasks.unallocated_ids().is_empty());
     let rebuilt: Tasks = tasks.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     assert_eq!(indexes(&tasks), indexes(&rebuilt));
+}
+
+/// The scheduler and the allocator take waiting tasks from the index in the order they serve
+/// them (oldest first, then by slot, then by ID), without sorting; a task placed leaves it.
+#[test]
+fn waiting_tasks_are_kept_oldest_first_then_by_slot() {
+    let mut s = StoreState::default();
+    let mut late = task("a-late", "s1", 3);
+    late.slot = 1;
+    let mut second = task("z-second", "s1", 1);
+    second.slot = 2;
+    let mut first = task("y-first", "s1", 1);
+    first.slot = 1;
+    let mut tie = task("x-tie", "s2", 1);
+    tie.slot = 2;
+    let created = [late, second, first, tie]
+        .into_iter()
+        .map(Action::CreateTask)
+        .collect();
+    assert!(apply(&mut s, 1, created));
+    let order: Vec<&str> = s.tasks.unplaced_ids().ids().collect();
+    assert_eq!(order, ["y-first", "x-tie", "z-second", "a-late"]);
+    assert!(apply(&mut s, 2, vec![assign("x-tie", "n1", 2)]));
+    let order: Vec<&str> = s.tasks.unplaced_ids().ids().collect();
+    assert_eq!(order, ["y-first", "z-second", "a-late"]);
+    assert_eq!(s.tasks.unplaced_ids().len(), 3);
 }
