@@ -427,7 +427,24 @@ pub fn plan(state: &StoreState, now_ms: i64) -> Vec<StoreAction> {
             action: Some(action),
         });
     }
+    group_by_node(&mut actions);
     actions
+}
+
+/// Orders a round's assignments by node, oldest first within each node. Spreading places
+/// consecutive tasks on different nodes, and the round is proposed in entries of
+/// `MAX_ENTRY_ACTIONS`: in placement order every entry held a task or two for each of
+/// hundreds of nodes, and each node's session was woken, and sent a message, for each entry.
+/// Grouped, a node's tasks of the round arrive in one entry (or two), so in one message.
+fn group_by_node(actions: &mut [StoreAction]) {
+    actions.sort_by(|a, b| assigned_node(a).cmp(&assigned_node(b)));
+}
+
+fn assigned_node(a: &StoreAction) -> Option<&str> {
+    match &a.action {
+        Some(Action::AssignTask(t)) => Some(t.node_id.as_str()),
+        _ => None,
+    }
 }
 
 /// Runs until `shutdown` flips; only the leader runs it.

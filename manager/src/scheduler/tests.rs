@@ -61,14 +61,17 @@ fn state(services: Vec<Service>, nodes: Vec<Node>, tasks: Vec<Task>) -> StoreSta
     }
 }
 
+/// (task ID, node ID) of every assignment, by task ID (a round proposes them by node).
 fn assignments(actions: &[StoreAction]) -> Vec<(String, String)> {
-    actions
+    let mut pairs: Vec<(String, String)> = actions
         .iter()
         .filter_map(|a| match &a.action {
             Some(Action::AssignTask(x)) => Some((x.task_id.clone(), x.node_id.clone())),
             _ => None,
         })
-        .collect()
+        .collect();
+    pairs.sort();
+    pairs
 }
 
 /// (task ID, err) of every task left pending.
@@ -501,4 +504,34 @@ fn a_round_assigns_at_most_its_share_oldest_first_and_unplaceable_tasks_do_not_c
         format!("t{:05}", ROUND_ASSIGNMENTS - 1)
     );
     assert_eq!(pending(&actions).len(), 3, "the unplaceable ones say why");
+}
+
+/// A round's assignments go out grouped by node, each node's in the order they were placed,
+/// so that a node's tasks of the round land in one entry and reach it in one message.
+#[test]
+fn a_rounds_assignments_are_grouped_by_node() {
+    let s = state(
+        vec![service("s", &[], 0)],
+        vec![ready("a"), ready("b")],
+        (1..=4)
+            .map(|i| task(&format!("t{i}"), "s", "", TaskState::New))
+            .collect(),
+    );
+    let in_order: Vec<(String, String)> = plan(&s, 0)
+        .iter()
+        .filter_map(|a| match &a.action {
+            Some(Action::AssignTask(x)) => Some((x.node_id.clone(), x.task_id.clone())),
+            _ => None,
+        })
+        .collect();
+    // Spread alternates a and b (a first: equal load, lower ID).
+    assert_eq!(
+        in_order,
+        [
+            pair("a", "t1"),
+            pair("a", "t3"),
+            pair("b", "t2"),
+            pair("b", "t4")
+        ]
+    );
 }
