@@ -176,7 +176,7 @@ pub fn plan_scoped(state: &StoreState, now_ms: i64, scope: &Scope) -> Plan {
             }
         }
     }
-    report_for_lost_nodes(state, scope, now_ms, &mut plan);
+    report_for_lost_nodes(state, &by_service, now_ms, &mut plan);
     attach_to_ingress(state, &mut plan);
     plan
 }
@@ -218,7 +218,12 @@ fn mode(service: &Service) -> ServiceMode {
 
 /// Reports SHUTDOWN for tasks that are (or are now being) shut down on a node that cannot
 /// report any more; see the module documentation.
-fn report_for_lost_nodes(state: &StoreState, scope: &Scope, now_ms: i64, plan: &mut Plan) {
+fn report_for_lost_nodes(
+    state: &StoreState,
+    by_service: &BTreeMap<&str, Vec<&Task>>,
+    now_ms: i64,
+    plan: &mut Plan,
+) {
     let stopping: HashSet<&str> = plan
         .actions
         .iter()
@@ -228,7 +233,7 @@ fn report_for_lost_nodes(state: &StoreState, scope: &Scope, now_ms: i64, plan: &
         })
         .collect();
     let mut reports = Vec::new();
-    for t in scope.tasks(state) {
+    for t in by_service.values().flatten() {
         if t.node_id.is_empty()
             || t.state().is_terminal()
             || (t.desired() <= TaskState::Running && !stopping.contains(t.id.as_str()))

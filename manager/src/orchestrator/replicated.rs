@@ -35,15 +35,10 @@ pub(super) fn plan_service(
     let replicas = service.spec.as_ref().map_or(0, |s| s.replicas);
     let constraints = Constraints::of_service(service).ok();
     let fate_of = |t: &Task| fate(t, nodes, constraints.as_ref());
-    let mut slots: BTreeMap<u64, Vec<&Task>> = BTreeMap::new();
-    for t in tasks {
-        slots.entry(t.slot).or_default().push(t);
-    }
-    for slot_tasks in slots.values_mut() {
-        restart::newest_first(slot_tasks);
-    }
+    let mut by_slot = tasks.to_vec();
+    let slots = restart::slot_histories(&mut by_slot);
 
-    for (&slot, slot_tasks) in &slots {
+    for &(slot, slot_tasks) in &slots {
         for t in slot_tasks {
             let live = t.desired() <= TaskState::Running;
             // Slot 0 holds the tasks of a global service whose mode was changed.
@@ -83,7 +78,7 @@ pub(super) fn plan_service(
     let mut stopped_now = 0;
     let mut running_current = 0;
     for slot in 1..=replicas {
-        let history = slots.get(&slot).map(Vec::as_slice).unwrap_or(&[]);
+        let history = restart::history_of(&slots, slot);
         let live: Vec<&Task> = history.iter().copied().filter(|t| is_live(t)).collect();
         if live.is_empty() {
             let newest = history.first().copied();
@@ -215,6 +210,25 @@ mod tests {
 
     fn slots(p: &Plan) -> Vec<u64> {
         created(p).into_iter().map(|(slot, _)| slot).collect()
+    }
+
+    #[test]
+    fn a_slots_history_is_newest_first_and_empty_when_it_has_none() {
+        let t = |id: &str, slot, at| task(id, slot, "", TaskState::Failed, at);
+        let (a, b, c, d) = (
+            t("a", 2, 1_000),
+            t("b", 1, 1_000),
+            t("c", 2, 3_000),
+            t("d", 1, 2_000),
+        );
+        let mut tasks = vec![&a, &b, &c, &d];
+        let histories = restart::slot_histories(&mut tasks);
+        let ids = |h: &[&Task]| h.iter().map(|t| t.id.clone()).collect::<Vec<_>>();
+        let slots: Vec<u64> = histories.iter().map(|&(slot, _)| slot).collect();
+        assert_eq!(slots, [1, 2]);
+        assert_eq!(ids(restart::history_of(&histories, 1)), ["d", "b"]);
+        assert_eq!(ids(restart::history_of(&histories, 2)), ["c", "a"]);
+        assert!(restart::history_of(&histories, 3).is_empty());
     }
 
     #[test]

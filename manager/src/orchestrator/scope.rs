@@ -100,15 +100,20 @@ impl Scope {
         }
     }
 
-    /// The tasks in scope grouped by service ID (services without tasks left out). For
-    /// services, one group per service from the index, presized: grouping task by task
-    /// costs a search of the groups per task.
+    /// The tasks in scope grouped by service ID (services without tasks left out), each group
+    /// in task ID order. For services, one group per service from the index, presized:
+    /// grouping task by task costs a search of the groups per task.
     pub fn by_service<'a>(&'a self, state: &'a StoreState) -> BTreeMap<&'a str, Vec<&'a Task>> {
         let mut groups: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
         match self {
             Scope::All => {
                 for t in state.tasks.values() {
                     groups.entry(t.service_id.as_str()).or_default().push(t);
+                }
+                // In ID order, as the index gives a service's tasks: the map's own order is
+                // arbitrary, and a plan's ties (tasks created in the same entry) follow it.
+                for tasks in groups.values_mut() {
+                    tasks.sort_unstable_by(|a, b| a.id.cmp(&b.id));
                 }
             }
             Scope::Services(ids) => {
