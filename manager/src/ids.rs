@@ -1,7 +1,7 @@
 //! Object IDs: 25 random lower-case alphanumerics, as Docker Swarm's, so that a prefix of a
 //! dozen characters is unique in practice and IDs are safe as containerd container IDs.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use rand::Rng;
 
@@ -11,9 +11,6 @@ use rand::Rng;
 /// the std's SipHash: the keys are the managers' own random IDs, and it is several times
 /// faster on 25-byte keys. Nothing depends on its order: listings sort what they print.
 pub type IdMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
-
-/// A set of object IDs, hashed as [`IdMap`]'s keys are.
-pub type IdSet = HashSet<String, foldhash::fast::RandomState>;
 
 const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 
