@@ -18,9 +18,14 @@ fi
 
 export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
 
+# The free disk space, before and after the build: when a build or a test runs out of disk,
+# the log says so instead of leaving only a linker's SIGBUS or an ENOSPC deep in a test.
+df -h "$ROOT" | tail -n 1 | awk '{print "disk before the build: " $4 " free of " $2}'
+
 # Builds the `shoal` binary the integration tests run (they look for it next to their own
 # executable, in target/debug) along with every test target.
 cargo build --workspace --all-targets
+df -h "$ROOT" | tail -n 1 | awk '{print "disk after the build: " $4 " free of " $2}'
 
 # --no-fail-fast: one failing test binary should not hide the results of the others.
 # Two threads: the machine has two cores, and each integration test runs containerd, a daemon
