@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use shoal_proto::{
     store_action::Action, Meta, Network, NetworkAttachment, Node, NodeAvailability, NodeState,
-    Service, ServiceMode, StoreAction, Task, TaskDesiredState, TaskState, TaskStatus,
+    Service, ServiceMode, ServiceSpec, StoreAction, Task, TaskDesiredState, TaskState, TaskStatus,
     TaskStatusUpdate, UpdateStatusChange,
 };
 use tokio::sync::watch;
@@ -281,7 +281,11 @@ pub fn desired_tasks(state: &StoreState, service: &Service) -> u64 {
 
 /// A new task of `service`: in `slot` (replicated), or slot 0 on `node_id` (global).
 pub fn new_task(service: &Service, slot: u64, node_id: &str, now_ms: i64) -> Task {
-    let spec = service.spec.clone().unwrap_or_default();
+    // Borrowed, and only the parts a task carries copied: a clone of the whole spec per task
+    // (labels, mode, update and rollback configs, and the container a second time) was made
+    // and dropped for each of a thousand replicas.
+    let default = ServiceSpec::default();
+    let spec = service.spec.as_ref().unwrap_or(&default);
     Task {
         id: new_id(),
         meta: Some(Meta {
