@@ -33,9 +33,14 @@ pub enum LogsError {
     },
 }
 
+/// `<data>/tasks`, where each task has its directory.
+pub fn tasks_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("tasks")
+}
+
 /// `<data>/tasks/<task id>`.
 pub fn task_dir(data_dir: &Path, task_id: &str) -> PathBuf {
-    data_dir.join("tasks").join(task_id)
+    tasks_dir(data_dir).join(task_id)
 }
 
 /// `<data>/tasks/<task id>/<task id>-json.log`, the live log file.

@@ -8,7 +8,8 @@
 //!
 //! A task found at start (adoption) is not started again: a live container is watched, one
 //! that exited meanwhile is reported. A terminal status is also written to
-//! `<task dir>/status.json`, so a task whose container was already removed is never run twice.
+//! `<task dir>/status.json`, so a task whose container was already removed is never run twice
+//! (the `finished` module says which tasks may have one).
 //!
 //! Between prepare and start, still PREPARING, the task's network namespace is built
 //! ([`TaskNetworks::attach`]); a task whose networks cannot be attached is rejected like one
@@ -27,6 +28,7 @@ use tracing::{debug, info, warn};
 
 use super::backoff::Backoff;
 use super::dependencies::Dependencies;
+use super::finished::{Finished, STATUS_FILE};
 use super::health::{self, HealthWatch};
 use super::reporter::Reporter;
 use crate::executor::{Executor, ExecutorError, ExitInfo, ObservedState};
@@ -58,21 +60,43 @@ pub(super) struct Ctx {
     pub(super) reporter: Arc<Reporter>,
     /// The secrets and configs the dispatcher sent, for the tasks' files.
     pub(super) dependencies: Dependencies,
+    /// The tasks whose final status may be on disk.
+    finished: Finished,
 }
 
 impl Ctx {
+    /// Learns from `executor`'s data directory which tasks finished in an earlier run.
+    pub(super) fn new(
+        executor: Arc<dyn Executor>,
+        network: Arc<dyn TaskNetworks>,
+        reporter: Arc<Reporter>,
+    ) -> Self {
+        let finished = Finished::load(executor.data_dir());
+        Ctx {
+            executor,
+            network,
+            reporter,
+            dependencies: Dependencies::default(),
+            finished,
+        }
+    }
+
     fn status_path(&self, task_id: &str) -> PathBuf {
-        logs::task_dir(self.executor.data_dir(), task_id).join("status.json")
+        logs::task_dir(self.executor.data_dir(), task_id).join(STATUS_FILE)
     }
 
     /// A terminal status reported before a daemon restart.
     fn final_status(&self, task_id: &str) -> Option<TaskStatus> {
+        if !self.finished.may_have(task_id) {
+            return None;
+        }
         let bytes = std::fs::read(self.status_path(task_id)).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 
     /// Reports a terminal status, first writing it down so it survives a restart.
     pub(super) fn report_final(&self, task_id: &str, status: TaskStatus) {
+        self.finished.insert(task_id);
         let path = self.status_path(task_id);
         let written = path
             .parent()
@@ -83,6 +107,14 @@ impl Ctx {
                 "cannot record the task's final status; a daemon restart may report it again");
         }
         self.reporter.report(task_id, status);
+    }
+
+    /// Removes a task's directory: its logs and its final status.
+    pub(super) fn remove_logs(&self, task_id: &str) {
+        if let Err(e) = self.executor.remove_logs(task_id) {
+            warn!(task = %task_id, error = %e, "removing the task's logs failed");
+        }
+        self.finished.forget(task_id);
     }
 
     /// Removes an exited task's container and snapshot, retrying while containerd is away,

@@ -18,6 +18,7 @@ mod backoff;
 mod config;
 mod controller;
 mod dependencies;
+mod finished;
 mod health;
 mod reporter;
 mod session;
@@ -60,12 +61,7 @@ pub async fn run(
         });
     }
     let reporter = Arc::new(Reporter::new(cfg.node_id.clone()));
-    let ctx = Arc::new(Ctx {
-        executor: executor.clone(),
-        network,
-        reporter: reporter.clone(),
-        dependencies: Default::default(),
-    });
+    let ctx = Arc::new(Ctx::new(executor.clone(), network, reporter.clone()));
     let (session_tx, session_rx) = watch::channel::<Option<SessionHandle>>(None);
     let usage = tokio::spawn(reporter::usage_loop(
         cfg.node_id.clone(),

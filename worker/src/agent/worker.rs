@@ -21,6 +21,7 @@ use tracing::{debug, info, warn, Instrument};
 use super::backoff::Backoff;
 use super::controller::{controller, stop_grace, Ctx, DEFAULT_STOP_GRACE};
 use crate::executor::{Executor, ObservedState};
+use crate::logs;
 
 /// What the executor ran when the agent started, by task ID; `None` when the agent was told
 /// to stop before containerd answered.
@@ -202,9 +203,7 @@ impl Worker {
                     }
                 }
                 ctx.remove_container(&id).await;
-                if let Err(e) = ctx.executor.remove_logs(&id) {
-                    warn!(error = %e, "removing the task's logs failed");
-                }
+                ctx.remove_logs(&id);
                 ctx.reporter.forget(&id);
                 debug!("task removed");
             }
@@ -214,8 +213,7 @@ impl Worker {
 
     /// Task directories of tasks that left the set while the daemon was down.
     fn collect_orphan_dirs(&mut self, set: &HashMap<String, Task>) {
-        let dir = self.ctx.executor.data_dir().join("tasks");
-        let Ok(entries) = std::fs::read_dir(&dir) else {
+        let Ok(entries) = std::fs::read_dir(logs::tasks_dir(self.ctx.executor.data_dir())) else {
             return;
         };
         for e in entries.flatten() {
@@ -224,9 +222,7 @@ impl Worker {
             };
             if !set.contains_key(&name) && !self.tasks.contains_key(&name) {
                 debug!(task = %name, "removing the logs of a task no longer assigned");
-                if let Err(err) = self.ctx.executor.remove_logs(&name) {
-                    warn!(task = %name, error = %err, "removing the task's logs failed");
-                }
+                self.ctx.remove_logs(&name);
             }
         }
     }

@@ -1,5 +1,7 @@
 //! One task's lifecycle on the fake executor.
 
+use std::time::Duration;
+
 use shoal_proto::{TaskState, TaskStatus};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -154,6 +156,31 @@ async fn a_task_finished_before_a_restart_is_reported_again_never_rerun() {
     let (_tx, ctl) = spawn(&restarted, task("t1"), None);
     ctl.await.unwrap();
     assert_eq!(restarted.statuses("t1"), [before]);
+    assert_eq!(
+        h.exec.calls("t1"),
+        ["prepare", "start", "remove"],
+        "not started twice"
+    );
+}
+
+#[tokio::test]
+async fn a_finished_task_handed_to_the_same_agent_again_is_reported_again_never_rerun() {
+    let h = Harness::new();
+    let (_tx, ctl) = spawn(&h, task("t1"), None);
+    h.wait_for("t1", TaskState::Running).await;
+    h.exec.exit("t1", 7);
+    ctl.await.unwrap();
+    let before = h.wait_for("t1", TaskState::Failed).await;
+
+    // A second controller for the same task in the same run (the agent's set of finished
+    // tasks, not a fresh load, must know it). A controller that ran it again would wait
+    // for the container's exit.
+    let (_tx, ctl) = spawn(&h, task("t1"), None);
+    tokio::time::timeout(Duration::from_secs(10), ctl)
+        .await
+        .expect("the controller ends at once: the task is finished")
+        .unwrap();
+    assert_eq!(h.statuses("t1").last(), Some(&before));
     assert_eq!(
         h.exec.calls("t1"),
         ["prepare", "start", "remove"],

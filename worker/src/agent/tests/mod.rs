@@ -309,12 +309,11 @@ impl Harness {
     /// A fresh agent's view (an empty reporter) of an executor that may already hold state.
     pub(super) fn with_executor(exec: Arc<FakeExecutor>) -> Self {
         let reporter = Arc::new(Reporter::new("node".into()));
-        let ctx = Arc::new(Ctx {
-            executor: exec.clone(),
-            network: Arc::new(crate::network::Loopback),
-            reporter: reporter.clone(),
-            dependencies: Default::default(),
-        });
+        let ctx = Arc::new(Ctx::new(
+            exec.clone(),
+            Arc::new(crate::network::Loopback),
+            reporter.clone(),
+        ));
         Harness {
             exec,
             reporter,
