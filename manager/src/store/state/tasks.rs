@@ -12,11 +12,15 @@
 //! * how many tasks of each service run and are meant to (`service ls`'s REPLICAS).
 //!
 //! Every change goes through [`Tasks::insert`], [`Tasks::remove`] or [`Tasks::modify`], which
-//! update the indexes by the difference the change made; reads go through `Deref` to the map,
-//! so the indexes cannot drift from the tasks.
+//! update the indexes by the difference the change made; reads go through the map's read
+//! methods only, so the indexes cannot drift from the tasks.
+//!
+//! The map holds each task boxed: a `Task` is ~1.3 KB inline (its container spec is not
+//! boxed by prost), so a map of a hundred thousand of them held ~170 MB of buckets, a good part
+//! of them empty, and every growth of the map moved every task (~75 MB at the last one). Boxed,
+//! a bucket is a pointer and a growth moves pointers.
 
 use std::collections::BTreeSet;
-use std::ops::Deref;
 
 use shoal_proto::{Task, TaskState};
 
@@ -29,7 +33,7 @@ mod queue;
 
 #[derive(Debug, Default, Clone)]
 pub struct Tasks {
-    map: IdMap<Task>,
+    map: IdMap<Box<Task>>,
     by_service: IdMap<BTreeSet<String>>,
     unplaced: Queue,
     unallocated: Queue,
@@ -135,11 +139,39 @@ fn is_heavy(t: &Task) -> bool {
     reserves || t.endpoint.as_ref().is_some_and(|e| !e.ports.is_empty())
 }
 
-impl Deref for Tasks {
-    type Target = IdMap<Task>;
+/// The map's reads, each task as a `&Task`: the map holds them boxed (see [`Tasks`]).
+impl Tasks {
+    pub fn get(&self, id: &str) -> Option<&Task> {
+        self.map.get(id).map(|t| &**t)
+    }
 
-    fn deref(&self) -> &Self::Target {
-        &self.map
+    pub fn contains_key(&self, id: &str) -> bool {
+        self.map.contains_key(id)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Task> + '_ {
+        self.map.values().map(|t| &**t)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Task)> + '_ {
+        self.map.iter().map(|(id, t)| (id, &**t))
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// `tasks["id"]`, as for a map: panics if there is no such task.
+impl std::ops::Index<&str> for Tasks {
+    type Output = Task;
+
+    fn index(&self, id: &str) -> &Task {
+        &self.map[id]
     }
 }
 
@@ -165,14 +197,14 @@ impl Tasks {
     pub fn insert(&mut self, id: String, task: Task) -> Option<Task> {
         let old = self.remove(&id);
         self.index(&id, &task, 1);
-        self.map.insert(id, task);
+        self.map.insert(id, Box::new(task));
         old
     }
 
     pub fn remove(&mut self, id: &str) -> Option<Task> {
         let old = self.map.remove(id)?;
         self.index(id, &old, -1);
-        Some(old)
+        Some(*old)
     }
 
     /// Changes task `id` in place with `f` (if it exists) and re-indexes it. `f` must not
