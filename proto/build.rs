@@ -1,14 +1,33 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=shoal.proto");
-    tonic_prost_build::configure()
+    let mut builder = tonic_prost_build::configure()
         // serde lets the CLI print `inspect` output as JSON straight from the wire types.
         .type_attribute(".", "#[derive(serde::Serialize, serde::Deserialize)]")
         // Messages that carry a join token, the CA key, the unlock key or a secret's data: their
         // `Debug` is written by hand (`redact.rs`) so that no log line can print one.
-        .skip_debug(crate_redacted())
-        .compile_protos(&["shoal.proto"], &["."])?;
+        .skip_debug(crate_redacted());
+    for kind in BOXED_ACTIONS {
+        builder = builder.boxed(format!(".shoal.v1.StoreAction.action.{kind}"));
+    }
+    builder.compile_protos(&["shoal.proto"], &["."])?;
     Ok(())
 }
+
+/// A `StoreAction` was as large as its largest kind (a service, two specs inline: 2.8 KB), so
+/// every action of every entry, a task's assignment or status among them (~100 bytes of
+/// data), took that much in each `Vec` it went through: the scheduler's, the status batcher's,
+/// a decoded entry's. These kinds, the large ones, are boxed.
+const BOXED_ACTIONS: [&str; 9] = [
+    "put_node",
+    "create_service",
+    "update_service",
+    "create_task",
+    "put_cluster",
+    "node_status",
+    "create_network",
+    "create_secret",
+    "create_config",
+];
 
 /// The messages `src/redact.rs` gives a redacting `Debug`.
 fn crate_redacted() -> Vec<String> {

@@ -212,7 +212,7 @@ mod tests {
     /// A cluster with manager "m" (raft ID 1) and worker "w".
     fn cluster() -> StoreState {
         let mut st = StoreState::default();
-        apply(&mut st, Action::PutCluster(Cluster::default()));
+        apply(&mut st, Action::PutCluster(Cluster::default().into()));
         let m = Node {
             id: "m".into(),
             role: NodeRole::Manager as i32,
@@ -222,13 +222,13 @@ mod tests {
             }),
             ..Default::default()
         };
-        apply(&mut st, Action::PutNode(m));
+        apply(&mut st, Action::PutNode(m.into()));
         let w = Node {
             id: "w".into(),
             role: NodeRole::Worker as i32,
             ..Default::default()
         };
-        apply(&mut st, Action::PutNode(w));
+        apply(&mut st, Action::PutNode(w.into()));
         st
     }
 

@@ -92,7 +92,7 @@ fn authorize<T>(authority: &Authority, request: &Request<T>, node_id: &str) -> R
 
 fn node_status(update: NodeStatusUpdate) -> StoreAction {
     StoreAction {
-        action: Some(Action::NodeStatus(update)),
+        action: Some(Action::NodeStatus(update.into())),
     }
 }
 
@@ -410,7 +410,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         };
         self.store
             .propose(vec![StoreAction {
-                action: Some(Action::NodeStatus(report)),
+                action: Some(Action::NodeStatus(report.into())),
             }])
             .await
             .map_err(store_status)?;

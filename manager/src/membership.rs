@@ -136,7 +136,7 @@ impl membership_server::Membership for MembershipApi {
                 };
                 m.store
                     .propose(vec![StoreAction {
-                        action: Some(Action::PutNode(node)),
+                        action: Some(Action::PutNode(node.into())),
                     }])
                     .await
                     .map_err(store_status)?;
@@ -208,7 +208,7 @@ impl membership_server::Membership for MembershipApi {
             match m
                 .store
                 .propose(vec![StoreAction {
-                    action: Some(Action::PutNode(updated)),
+                    action: Some(Action::PutNode(updated.into())),
                 }])
                 .await
             {

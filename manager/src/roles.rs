@@ -283,13 +283,13 @@ impl Manager {
         self.store
             .propose(vec![
                 StoreAction {
-                    action: Some(Action::PutCluster(cluster)),
+                    action: Some(Action::PutCluster(cluster.into())),
                 },
                 StoreAction {
-                    action: Some(Action::PutNode(node)),
+                    action: Some(Action::PutNode(node.into())),
                 },
                 StoreAction {
-                    action: Some(Action::CreateNetwork(ingress)),
+                    action: Some(Action::CreateNetwork(ingress.into())),
                 },
             ])
             .await?;

@@ -120,3 +120,22 @@ mod redact;
 pub mod reference;
 
 pub mod validate;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every action takes as much room as the largest kind of action, wherever actions are
+    /// held (the scheduler's and the status batcher's `Vec`s, decoded entries): the large kinds
+    /// are boxed (`build.rs`, `BOXED_ACTIONS`). A new kind of action that carries a large
+    /// message unboxed fails here.
+    #[test]
+    fn a_store_action_stays_small() {
+        let size = std::mem::size_of::<StoreAction>();
+        assert!(
+            size <= 160,
+            "a StoreAction takes {size} bytes: box its new large kind in proto/build.rs \
+             (BOXED_ACTIONS)"
+        );
+    }
+}

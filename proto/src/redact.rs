@@ -71,7 +71,7 @@ mod tests {
             ..Default::default()
         };
         let action = crate::StoreAction {
-            action: Some(crate::store_action::Action::PutCluster(cluster)),
+            action: Some(crate::store_action::Action::PutCluster(cluster.into())),
         };
         let printed = format!("{action:?} {action:#?}");
         for secret in ["wsecret", "msecret", "PRIVATE KEY", "SWMKEY"] {
@@ -108,7 +108,7 @@ mod tests {
             ..Default::default()
         };
         let action = crate::StoreAction {
-            action: Some(crate::store_action::Action::CreateSecret(secret)),
+            action: Some(crate::store_action::Action::CreateSecret(secret.into())),
         };
         let printed = format!("{message:?} {action:#?}");
         // Neither as text nor as prost's byte list.

@@ -396,7 +396,7 @@ async fn round(
         };
         let result = store
             .propose(vec![StoreAction {
-                action: Some(Action::UpdateService(updated)),
+                action: Some(Action::UpdateService(updated.into())),
             }])
             .await;
         match (&outcome, result) {

@@ -33,7 +33,7 @@ pub(super) async fn update(
         change(&mut cluster)?;
         match m
             .store
-            .propose(vec![act(Action::PutCluster(cluster.clone()))])
+            .propose(vec![act(Action::PutCluster(cluster.clone().into()))])
             .await
         {
             Ok(_) => return Ok(cluster),

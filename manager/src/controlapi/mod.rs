@@ -372,7 +372,8 @@ impl control_server::Control for ControlApi {
             job_status,
         };
         let id = service.id.clone();
-        endpoints::propose_with_endpoint(&m, service, None, Action::CreateService).await?;
+        endpoints::propose_with_endpoint(&m, service, None, |s| Action::CreateService(s.into()))
+            .await?;
         let stored = m
             .store
             .view(|st| st.services.get(&id).cloned())
@@ -469,12 +470,9 @@ impl control_server::Control for ControlApi {
         }
         updated.previous_spec = updated.spec.replace(spec);
         let id = updated.id.clone();
-        endpoints::propose_with_endpoint(
-            &m,
-            updated,
-            current_endpoint.as_ref(),
-            Action::UpdateService,
-        )
+        endpoints::propose_with_endpoint(&m, updated, current_endpoint.as_ref(), |s| {
+            Action::UpdateService(s.into())
+        })
         .await?;
         let stored = m
             .store

@@ -46,7 +46,7 @@ pub(super) async fn create(m: &ActiveManager, spec: NetworkSpec) -> Result<Netwo
     })?;
     let id = network.id.clone();
     m.store
-        .propose(vec![act(Action::CreateNetwork(network))])
+        .propose(vec![act(Action::CreateNetwork(network.into()))])
         .await
         .map_err(store_status)?;
     m.store

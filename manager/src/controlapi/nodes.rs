@@ -122,7 +122,7 @@ pub(super) async fn update(m: &ActiveManager, req: UpdateNodeRequest) -> Result<
     updated.labels.extend(req.label_add);
     let id = updated.id.clone();
     m.store
-        .propose(vec![act(Action::PutNode(updated))])
+        .propose(vec![act(Action::PutNode(updated.into()))])
         .await
         .map_err(store_status)?;
     let stored = m

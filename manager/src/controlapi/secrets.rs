@@ -32,7 +32,7 @@ impl Stored for Secret {
         &st.secrets
     }
     fn create_action(self) -> Action {
-        Action::CreateSecret(self)
+        Action::CreateSecret(self.into())
     }
     fn delete_action(id: String) -> Action {
         Action::DeleteSecret(id)
@@ -50,7 +50,7 @@ impl Stored for Config {
         &st.configs
     }
     fn create_action(self) -> Action {
-        Action::CreateConfig(self)
+        Action::CreateConfig(self.into())
     }
     fn delete_action(id: String) -> Action {
         Action::DeleteConfig(id)

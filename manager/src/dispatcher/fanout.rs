@@ -491,7 +491,10 @@ mod tests {
         let f = Fanout::default();
         let mut st = StoreState::default();
         // Created unplaced: nobody to wake yet.
-        let w = f.fold(&st, &[act(Action::CreateTask(task("t1", "", false)))]);
+        let w = f.fold(
+            &st,
+            &[act(Action::CreateTask(task("t1", "", false).into()))],
+        );
         assert_eq!(woken_nodes(w), Some(vec![]));
         st.tasks.insert("t1".into(), task("t1", "n1", false));
         let assign = Action::AssignTask(TaskAssignment {
@@ -527,7 +530,10 @@ mod tests {
 
         // A task on a network is in other nodes' peer tables: everyone.
         st.tasks.insert("t2".into(), task("t2", "n2", true));
-        let w = f.fold(&st, &[act(Action::CreateTask(task("t2", "n2", true)))]);
+        let w = f.fold(
+            &st,
+            &[act(Action::CreateTask(task("t2", "n2", true).into()))],
+        );
         assert!(woken_nodes(w).is_none());
         assert_eq!(f.networked(), ["t2"]);
         assert!(
@@ -547,20 +553,22 @@ mod tests {
 
         // But a new service without a VIP is in no peer table.
         let plain = shoal_proto::Service::default();
-        let w = f.fold(&st, &[act(Action::CreateService(plain.clone()))]);
+        let w = f.fold(&st, &[act(Action::CreateService(plain.clone().into()))]);
         assert_eq!(woken_nodes(w), Some(vec![]));
         let mut with_vip = plain;
         with_vip.endpoint = Some(shoal_proto::Endpoint {
             virtual_ips: vec![shoal_proto::VirtualIp::default()],
             ..Default::default()
         });
-        let w = f.fold(&st, &[act(Action::CreateService(with_vip))]);
+        let w = f.fold(&st, &[act(Action::CreateService(with_vip.into()))]);
         assert!(woken_nodes(w).is_none());
 
         // A new secret is in no session's message until a task references it.
         let w = f.fold(
             &st,
-            &[act(Action::CreateSecret(shoal_proto::Secret::default()))],
+            &[act(Action::CreateSecret(
+                shoal_proto::Secret::default().into(),
+            ))],
         );
         assert_eq!(woken_nodes(w), Some(vec![]));
     }
@@ -580,7 +588,10 @@ mod tests {
         };
         // A global task carries its node from creation: not the node's to run yet.
         st.tasks.insert("t1".into(), with_state(TaskState::New));
-        f.fold(&st, &[act(Action::CreateTask(with_state(TaskState::New)))]);
+        f.fold(
+            &st,
+            &[act(Action::CreateTask(with_state(TaskState::New).into()))],
+        );
         let mut sent = Sent::default();
         let session = f.register("n1", "s1");
         assert!(f.look(&session, &sent).delta.is_empty());

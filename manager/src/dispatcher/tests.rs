@@ -115,7 +115,7 @@ async fn change_n1(d: &Dispatcher) {
                 timestamp_ms: 1,
             })),
             action(Action::DeleteTask("b".into())),
-            action(Action::CreateTask(assigned("c", "n1"))),
+            action(Action::CreateTask(assigned("c", "n1").into())),
         ])
         .await
         .expect("the change applies");

@@ -152,18 +152,24 @@ mod tests {
                 })),
             },
             StoreAction {
-                action: Some(Action::NodeStatus(NodeStatusUpdate {
-                    node_id: "n1".into(),
-                    state: NodeState::Down as i32,
-                    ..Default::default()
-                })),
+                action: Some(Action::NodeStatus(
+                    NodeStatusUpdate {
+                        node_id: "n1".into(),
+                        state: NodeState::Down as i32,
+                        ..Default::default()
+                    }
+                    .into(),
+                )),
             },
             StoreAction {
-                action: Some(Action::NodeStatus(NodeStatusUpdate {
-                    node_id: "n2".into(),
-                    state: NodeState::Ready as i32,
-                    ..Default::default()
-                })),
+                action: Some(Action::NodeStatus(
+                    NodeStatusUpdate {
+                        node_id: "n2".into(),
+                        state: NodeState::Ready as i32,
+                        ..Default::default()
+                    }
+                    .into(),
+                )),
             },
         ];
         roles.observe(&store, &actions, 12_500);

@@ -79,7 +79,7 @@ impl Plan {
     }
 
     fn create(&mut self, task: Task) {
-        self.push(Action::CreateTask(task));
+        self.push(Action::CreateTask(task.into()));
     }
 
     fn wake_at(&mut self, at: i64) {
@@ -411,7 +411,7 @@ fn status_action(state: &StoreState, change: &StatusChange) -> Option<StoreActio
             service.spec = Some(previous);
             service.endpoint = Some(endpoint);
             service.update_status = Some(status.clone());
-            Action::UpdateService(service)
+            Action::UpdateService(service.into())
         }
     };
     Some(StoreAction {

@@ -215,7 +215,7 @@ mod tests {
             only(&[])
         );
         assert!(Scope::of(&woken_by(vec![]), &st).is_empty());
-        let node = Action::PutNode(ready("n1"));
+        let node = Action::PutNode(ready("n1").into());
         assert_eq!(
             Scope::of(&woken_by(vec![report("t1"), node]), &st),
             Scope::All

@@ -208,15 +208,18 @@ mod tests {
     fn proposal_entry(index: u64, term: u64, name: &str) -> Entry {
         let proposal = Proposal {
             actions: vec![StoreAction {
-                action: Some(Action::CreateService(Service {
-                    id: format!("id-{name}"),
-                    spec: Some(ServiceSpec {
-                        name: name.to_string(),
-                        replicas: 1,
+                action: Some(Action::CreateService(
+                    Service {
+                        id: format!("id-{name}"),
+                        spec: Some(ServiceSpec {
+                            name: name.to_string(),
+                            replicas: 1,
+                            ..Default::default()
+                        }),
                         ..Default::default()
-                    }),
-                    ..Default::default()
-                })),
+                    }
+                    .into(),
+                )),
             }],
         };
         Entry {

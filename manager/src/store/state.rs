@@ -442,7 +442,7 @@ impl StoreState {
                 check_version("cluster", &c.id, version(&c.meta), found)?;
                 let mut c = c.clone();
                 stamp(&mut c.meta, index);
-                undo.push(Undo::Cluster(self.cluster.replace(c)));
+                undo.push(Undo::Cluster(self.cluster.replace(*c)));
             }
             Action::PutNode(n) => {
                 // Version 0 creates or replaces unconditionally (bootstrap); otherwise it is
@@ -462,7 +462,10 @@ impl StoreState {
                     .map(|o| o.attachments.clone())
                     .unwrap_or_default();
                 stamp(&mut n.meta, index);
-                undo.push(Undo::Node(n.id.clone(), self.nodes.insert(n.id.clone(), n)));
+                undo.push(Undo::Node(
+                    n.id.clone(),
+                    self.nodes.insert(n.id.clone(), *n),
+                ));
             }
             Action::NodeStatus(u) => self.apply_node_status(index, u, &mut undo.entries)?,
             Action::RemoveNode(r) => self.apply_remove_node(r, &mut undo.entries)?,
@@ -482,7 +485,7 @@ impl StoreState {
                 stamp(&mut s.meta, index);
                 undo.push(Undo::Service(
                     s.id.clone(),
-                    self.services.insert(s.id.clone(), s),
+                    self.services.insert(s.id.clone(), *s),
                 ));
             }
             Action::UpdateService(s) => {
@@ -508,7 +511,7 @@ impl StoreState {
                 stamp(&mut s.meta, index);
                 undo.push(Undo::Service(
                     s.id.clone(),
-                    self.services.insert(s.id.clone(), s),
+                    self.services.insert(s.id.clone(), *s),
                 ));
             }
             Action::DeleteService(id) => {
@@ -524,7 +527,7 @@ impl StoreState {
                 stamp(&mut n.meta, index);
                 undo.push(Undo::Network(
                     n.id.clone(),
-                    self.networks.insert(n.id.clone(), n),
+                    self.networks.insert(n.id.clone(), *n),
                 ));
             }
             Action::DeleteNetwork(id) => {
@@ -598,7 +601,10 @@ impl StoreState {
                 }
                 let mut t = t.clone();
                 stamp(&mut t.meta, index);
-                undo.push(Undo::Task(t.id.clone(), self.tasks.insert(t.id.clone(), t)));
+                undo.push(Undo::Task(
+                    t.id.clone(),
+                    self.tasks.insert(t.id.clone(), *t),
+                ));
             }
             Action::DeleteTask(id) => {
                 if let Some(old) = self.tasks.remove(id) {

@@ -25,11 +25,14 @@ pub fn create_service_padded(name: &str, padding: usize) -> StoreAction {
         spec.labels.insert("padding".into(), "x".repeat(padding));
     }
     StoreAction {
-        action: Some(Action::CreateService(Service {
-            id: format!("id-{name}"),
-            spec: Some(spec),
-            ..Default::default()
-        })),
+        action: Some(Action::CreateService(
+            Service {
+                id: format!("id-{name}"),
+                spec: Some(spec),
+                ..Default::default()
+            }
+            .into(),
+        )),
     }
 }
 

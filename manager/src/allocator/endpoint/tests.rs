@@ -52,7 +52,7 @@ fn ingress() -> Network {
 /// A store with the ingress network, as swarm init leaves it.
 fn with_ingress() -> StoreState {
     let mut st = StoreState::default();
-    apply(&mut st, Action::CreateNetwork(ingress())).unwrap();
+    apply(&mut st, Action::CreateNetwork(ingress().into())).unwrap();
     st
 }
 
@@ -108,7 +108,7 @@ fn create(st: &mut StoreState, id: &str, spec: ServiceSpec) -> Result<Endpoint, 
         endpoint: Some(endpoint.clone()),
         ..Default::default()
     };
-    apply(st, Action::CreateService(service)).map_err(|e| e.to_string())?;
+    apply(st, Action::CreateService(service.into())).map_err(|e| e.to_string())?;
     Ok(endpoint)
 }
 
@@ -119,7 +119,7 @@ fn update(st: &mut StoreState, id: &str, spec: ServiceSpec) -> Result<Endpoint, 
         allocate_endpoint(st, id, &spec, service.endpoint.as_ref()).map_err(|e| e.to_string())?;
     service.spec = Some(spec);
     service.endpoint = Some(endpoint.clone());
-    apply(st, Action::UpdateService(service)).map_err(|e| e.to_string())?;
+    apply(st, Action::UpdateService(service.into())).map_err(|e| e.to_string())?;
     Ok(endpoint)
 }
 
@@ -143,13 +143,16 @@ fn task_on_front(st: &mut StoreState, id: &str, addr: &str) -> Result<(), ApplyE
     };
     apply(
         st,
-        Action::CreateTask(Task {
-            id: id.into(),
-            desired_state: TaskState::Running as i32,
-            status: Some(TaskStatus::default()),
-            networks: vec![attachment("")],
-            ..Default::default()
-        }),
+        Action::CreateTask(
+            Task {
+                id: id.into(),
+                desired_state: TaskState::Running as i32,
+                status: Some(TaskStatus::default()),
+                networks: vec![attachment("")],
+                ..Default::default()
+            }
+            .into(),
+        ),
     )?;
     apply(
         st,
@@ -242,8 +245,8 @@ fn the_store_refuses_a_port_published_meanwhile() {
         endpoint: Some(endpoint),
         ..Default::default()
     };
-    apply(&mut st, Action::CreateService(service("s1", a, ea))).unwrap();
-    let err = apply(&mut st, Action::CreateService(service("s2", b, eb))).unwrap_err();
+    apply(&mut st, Action::CreateService(service("s1", a, ea).into())).unwrap();
+    let err = apply(&mut st, Action::CreateService(service("s2", b, eb).into())).unwrap_err();
     assert_eq!(
         err.to_string(),
         "port 30000/tcp is already published by service a"
@@ -254,7 +257,7 @@ fn the_store_refuses_a_port_published_meanwhile() {
 #[test]
 fn vips_share_the_address_space_with_tasks() {
     let mut st = StoreState::default();
-    apply(&mut st, Action::CreateNetwork(front())).unwrap();
+    apply(&mut st, Action::CreateNetwork(front().into())).unwrap();
     task_on_front(&mut st, "t1", "198.18.8.2/29").unwrap();
     let e = create(&mut st, "s1", spec("web", VIP, vec![], &["n1"])).unwrap();
     assert_eq!(vips(&e), ["198.18.8.3/29"]);
@@ -282,11 +285,11 @@ fn vips_share_the_address_space_with_tasks() {
         ("198.18.8.2/29", "task t1"),
         ("198.18.8.3/29", "service web"),
     ] {
-        let err = apply(&mut st, Action::CreateService(taken(addr))).unwrap_err();
+        let err = apply(&mut st, Action::CreateService(taken(addr).into())).unwrap_err();
         assert!(err.to_string().ends_with(holder), "{err}");
     }
     for bad in ["198.18.8.1/29", "198.18.9.5/29", "198.18.8.4/24", "junk"] {
-        let err = apply(&mut st, Action::CreateService(taken(bad))).unwrap_err();
+        let err = apply(&mut st, Action::CreateService(taken(bad).into())).unwrap_err();
         assert!(matches!(err, ApplyError::BadVip { .. }), "{bad}: {err}");
     }
     // The next VIP skips both.
@@ -297,7 +300,7 @@ fn vips_share_the_address_space_with_tasks() {
 #[test]
 fn vips_are_kept_on_update_and_freed_on_leave_dnsrr_and_remove() {
     let mut st = with_ingress();
-    apply(&mut st, Action::CreateNetwork(front())).unwrap();
+    apply(&mut st, Action::CreateNetwork(front().into())).unwrap();
     let e = create(&mut st, "s1", spec("web", VIP, vec![port(0, 80)], &["n1"])).unwrap();
     assert_eq!(vips(&e), ["198.18.16.2/24", "198.18.8.2/29"]);
     // A change of ports keeps the VIPs.
@@ -330,7 +333,7 @@ fn vips_are_kept_on_update_and_freed_on_leave_dnsrr_and_remove() {
 #[test]
 fn a_full_network_has_no_vip_to_give() {
     let mut st = StoreState::default();
-    apply(&mut st, Action::CreateNetwork(front())).unwrap();
+    apply(&mut st, Action::CreateNetwork(front().into())).unwrap();
     for (i, a) in (2..=6).enumerate() {
         task_on_front(&mut st, &format!("t{i}"), &format!("198.18.8.{a}/29")).unwrap();
     }
@@ -346,7 +349,7 @@ fn a_full_network_has_no_vip_to_give() {
 #[test]
 fn routing_mesh_ports_get_a_vip_on_ingress_first_in_either_mode() {
     let mut st = with_ingress();
-    apply(&mut st, Action::CreateNetwork(front())).unwrap();
+    apply(&mut st, Action::CreateNetwork(front().into())).unwrap();
     let e = create(
         &mut st,
         "s1",
@@ -416,10 +419,13 @@ fn node_addresses_are_taken_for_vips() {
     let mut st = with_ingress();
     apply(
         &mut st,
-        Action::PutNode(Node {
-            id: "node-1".into(),
-            ..Default::default()
-        }),
+        Action::PutNode(
+            Node {
+                id: "node-1".into(),
+                ..Default::default()
+            }
+            .into(),
+        ),
     )
     .unwrap();
     let attachment = |address: &str| NetworkAttachment {
@@ -449,7 +455,7 @@ fn node_addresses_are_taken_for_vips() {
     {
         v.addr = "198.18.16.2/24".into();
     }
-    let err = apply(&mut st, Action::UpdateService(stale)).unwrap_err();
+    let err = apply(&mut st, Action::UpdateService(stale.into())).unwrap_err();
     assert_eq!(
         err.to_string(),
         "VIP 198.18.16.2 on network ingress is already held by node node-1"

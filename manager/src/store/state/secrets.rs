@@ -204,8 +204,18 @@ mod tests {
     #[test]
     fn names_are_unique_references_exist_and_used_secrets_stay() {
         let mut st = StoreState::default();
-        apply(&mut st, 1, vec![Action::CreateSecret(secret("x1", "pw"))]).expect("created");
-        let err = apply(&mut st, 2, vec![Action::CreateSecret(secret("x2", "pw"))]).unwrap_err();
+        apply(
+            &mut st,
+            1,
+            vec![Action::CreateSecret(secret("x1", "pw").into())],
+        )
+        .expect("created");
+        let err = apply(
+            &mut st,
+            2,
+            vec![Action::CreateSecret(secret("x2", "pw").into())],
+        )
+        .unwrap_err();
         assert!(
             err.to_string().starts_with("secret pw already exists"),
             "{err}"
@@ -216,8 +226,8 @@ mod tests {
             &mut st,
             3,
             vec![
-                Action::CreateSecret(secret("x3", "other")),
-                Action::CreateService(service("s1", "web", "ghost")),
+                Action::CreateSecret(secret("x3", "other").into()),
+                Action::CreateService(service("s1", "web", "ghost").into()),
             ],
         )
         .unwrap_err();
@@ -227,13 +237,13 @@ mod tests {
         apply(
             &mut st,
             4,
-            vec![Action::CreateService(service("s1", "web", "x1"))],
+            vec![Action::CreateService(service("s1", "web", "x1").into())],
         )
         .expect("service");
         apply(
             &mut st,
             5,
-            vec![Action::CreateService(service("s2", "api", "x1"))],
+            vec![Action::CreateService(service("s2", "api", "x1").into())],
         )
         .expect("service");
         let err = apply(&mut st, 6, vec![Action::DeleteSecret("x1".into())]).unwrap_err();
@@ -271,8 +281,8 @@ mod tests {
             &mut st,
             1,
             vec![
-                Action::CreateSecret(secret("x1", "pw")),
-                Action::CreateConfig(config),
+                Action::CreateSecret(secret("x1", "pw").into()),
+                Action::CreateConfig(config.into()),
             ],
         )
         .expect("created");

@@ -49,15 +49,20 @@ fn one(s: &mut StoreState, index: u64, a: Action) -> Result<(), ApplyError> {
 #[test]
 fn duplicate_service_name_refuses_whole_entry() {
     let mut s = StoreState::default();
-    one(&mut s, 1, Action::CreateService(service("s1", "web"))).unwrap();
+    one(
+        &mut s,
+        1,
+        Action::CreateService(service("s1", "web").into()),
+    )
+    .unwrap();
     let before = s.clone();
     let err = s
         .apply(
             2,
             &Proposal {
                 actions: vec![
-                    act(Action::CreateTask(task("t1"))),
-                    act(Action::CreateService(service("s2", "web"))),
+                    act(Action::CreateTask(task("t1").into())),
+                    act(Action::CreateService(service("s2", "web").into())),
                 ],
             },
         )
@@ -73,12 +78,17 @@ fn duplicate_service_name_refuses_whole_entry() {
 #[test]
 fn stale_service_update_is_refused() {
     let mut s = StoreState::default();
-    one(&mut s, 1, Action::CreateService(service("s1", "web"))).unwrap();
+    one(
+        &mut s,
+        1,
+        Action::CreateService(service("s1", "web").into()),
+    )
+    .unwrap();
     let mut stale = s.services["s1"].clone();
-    one(&mut s, 2, Action::UpdateService(stale.clone())).unwrap();
+    one(&mut s, 2, Action::UpdateService(stale.clone().into())).unwrap();
     assert_eq!(s.services["s1"].meta.as_ref().unwrap().version, 2);
     stale.spec.as_mut().unwrap().replicas = 9;
-    let err = one(&mut s, 3, Action::UpdateService(stale)).unwrap_err();
+    let err = one(&mut s, 3, Action::UpdateService(stale.into())).unwrap_err();
     assert!(matches!(
         err,
         ApplyError::VersionConflict {
@@ -93,14 +103,19 @@ fn stale_service_update_is_refused() {
 #[test]
 fn a_service_update_keeps_its_own_name_but_cannot_take_another() {
     let mut s = StoreState::default();
-    one(&mut s, 1, Action::CreateService(service("s1", "web"))).unwrap();
-    one(&mut s, 2, Action::CreateService(service("s2", "db"))).unwrap();
+    one(
+        &mut s,
+        1,
+        Action::CreateService(service("s1", "web").into()),
+    )
+    .unwrap();
+    one(&mut s, 2, Action::CreateService(service("s2", "db").into())).unwrap();
     let mut db = s.services["s2"].clone();
     db.spec.as_mut().unwrap().replicas = 3;
-    one(&mut s, 3, Action::UpdateService(db)).unwrap();
+    one(&mut s, 3, Action::UpdateService(db.into())).unwrap();
     let mut renamed = s.services["s2"].clone();
     renamed.spec.as_mut().unwrap().name = "web".into();
-    let err = one(&mut s, 4, Action::UpdateService(renamed)).unwrap_err();
+    let err = one(&mut s, 4, Action::UpdateService(renamed.into())).unwrap_err();
     assert_eq!(err, ApplyError::ServiceNameTaken("web".into()));
     assert_eq!(s.services["s2"].spec.as_ref().unwrap().name, "db");
     assert_eq!(s.services["s2"].spec.as_ref().unwrap().replicas, 3);
@@ -109,7 +124,7 @@ fn a_service_update_keeps_its_own_name_but_cannot_take_another() {
 #[test]
 fn task_state_only_moves_forward_and_freezes_when_terminal() {
     let mut s = StoreState::default();
-    one(&mut s, 1, Action::CreateTask(task("t1"))).unwrap();
+    one(&mut s, 1, Action::CreateTask(task("t1").into())).unwrap();
     one(&mut s, 2, status("t1", TaskState::Running)).unwrap();
     one(&mut s, 3, status("t1", TaskState::Starting)).unwrap();
     assert_eq!(s.tasks["t1"].state(), TaskState::Running);
@@ -133,7 +148,7 @@ fn a_health_change_is_taken_at_the_same_state_but_never_backwards() {
         })
     };
     let mut s = StoreState::default();
-    one(&mut s, 1, Action::CreateTask(task("t1"))).unwrap();
+    one(&mut s, 1, Action::CreateTask(task("t1").into())).unwrap();
     one(&mut s, 2, status("t1", TaskState::Starting)).unwrap();
     one(
         &mut s,
@@ -197,7 +212,7 @@ fn a_health_change_is_taken_at_the_same_state_but_never_backwards() {
 #[test]
 fn assignment_happens_once_and_desired_state_only_grows() {
     let mut s = StoreState::default();
-    one(&mut s, 1, Action::CreateTask(task("t1"))).unwrap();
+    one(&mut s, 1, Action::CreateTask(task("t1").into())).unwrap();
     let assign = |node: &str| {
         Action::AssignTask(TaskAssignment {
             task_id: "t1".into(),
@@ -223,12 +238,15 @@ fn assignment_happens_once_and_desired_state_only_grows() {
 }
 
 fn node_report(id: &str) -> Action {
-    Action::NodeStatus(shoal_proto::NodeStatusUpdate {
-        node_id: id.into(),
-        addr: "198.18.0.1:2377".into(),
-        state: shoal_proto::NodeState::Ready as i32,
-        ..Default::default()
-    })
+    Action::NodeStatus(
+        shoal_proto::NodeStatusUpdate {
+            node_id: id.into(),
+            addr: "198.18.0.1:2377".into(),
+            state: shoal_proto::NodeState::Ready as i32,
+            ..Default::default()
+        }
+        .into(),
+    )
 }
 
 fn removal(id: &str, at: u64, until: u64) -> Action {
@@ -248,7 +266,7 @@ fn node_status_keeps_role_and_availability() {
         availability: shoal_proto::NodeAvailability::Drain as i32,
         ..Default::default()
     };
-    one(&mut s, 1, Action::PutNode(manager)).unwrap();
+    one(&mut s, 1, Action::PutNode(manager.into())).unwrap();
     one(&mut s, 2, node_report("n1")).unwrap();
     assert_eq!(s.nodes["n1"].role, NodeRole::Manager as i32);
     assert_eq!(
@@ -272,13 +290,13 @@ fn a_status_report_never_creates_a_node() {
 #[test]
 fn node_rm_revokes_the_node_until_its_certificates_expire() {
     let mut s = StoreState::default();
-    one(&mut s, 1, Action::PutCluster(Cluster::default())).unwrap();
+    one(&mut s, 1, Action::PutCluster(Cluster::default().into())).unwrap();
     for id in ["a", "b"] {
         let node = Node {
             id: id.into(),
             ..Default::default()
         };
-        one(&mut s, 2, Action::PutNode(node)).unwrap();
+        one(&mut s, 2, Action::PutNode(node.into())).unwrap();
     }
     one(&mut s, 3, removal("a", 1_000, 5_000)).unwrap();
     assert!(!s.nodes.contains_key("a"));
@@ -294,7 +312,7 @@ fn node_rm_revokes_the_node_until_its_certificates_expire() {
         ..Default::default()
     };
     assert_eq!(
-        one(&mut s, 5, Action::PutNode(back)).unwrap_err(),
+        one(&mut s, 5, Action::PutNode(back.into())).unwrap_err(),
         ApplyError::NodeRemoved("a".into())
     );
     assert_eq!(s.nodes, before.nodes);
@@ -308,15 +326,15 @@ fn node_rm_revokes_the_node_until_its_certificates_expire() {
 #[test]
 fn cluster_changes_are_compare_and_set() {
     let mut s = StoreState::default();
-    one(&mut s, 1, Action::PutCluster(Cluster::default())).unwrap();
+    one(&mut s, 1, Action::PutCluster(Cluster::default().into())).unwrap();
     let read = s.cluster.clone().unwrap();
     let mut first = read.clone();
     first.worker_join_token = "SWMTKN-first".into();
-    one(&mut s, 2, Action::PutCluster(first)).unwrap();
+    one(&mut s, 2, Action::PutCluster(first.into())).unwrap();
     // A second writer that read before the first wrote is refused, not silently applied.
     let mut second = read;
     second.manager_join_token = "SWMTKN-second".into();
-    let err = one(&mut s, 3, Action::PutCluster(second)).unwrap_err();
+    let err = one(&mut s, 3, Action::PutCluster(second.into())).unwrap_err();
     assert!(matches!(
         err,
         ApplyError::VersionConflict {
@@ -341,8 +359,13 @@ fn updates_of_missing_tasks_are_no_ops() {
 #[test]
 fn snapshot_round_trip() {
     let mut s = StoreState::default();
-    one(&mut s, 1, Action::CreateService(service("s1", "web"))).unwrap();
-    one(&mut s, 2, Action::CreateTask(task("t1"))).unwrap();
+    one(
+        &mut s,
+        1,
+        Action::CreateService(service("s1", "web").into()),
+    )
+    .unwrap();
+    one(&mut s, 2, Action::CreateTask(task("t1").into())).unwrap();
     assert_eq!(
         StoreState::from_snapshot(s.to_snapshot(), s.applied_index),
         s
@@ -369,7 +392,7 @@ fn networks_keep_their_names_subnets_and_vnis_to_themselves() {
     one(
         &mut s,
         1,
-        Action::CreateNetwork(network("n1", "front", "198.18.8.0/24", 4096)),
+        Action::CreateNetwork(network("n1", "front", "198.18.8.0/24", 4096).into()),
     )
     .unwrap();
     let before = s.clone();
@@ -410,7 +433,7 @@ fn networks_keep_their_names_subnets_and_vnis_to_themselves() {
         ),
     ];
     for (i, (n, want)) in refusals.into_iter().enumerate() {
-        let err = one(&mut s, 2 + i as u64, Action::CreateNetwork(n)).unwrap_err();
+        let err = one(&mut s, 2 + i as u64, Action::CreateNetwork(n.into())).unwrap_err();
         assert_eq!(err, want);
         assert_eq!(
             s.networks, before.networks,
@@ -420,7 +443,7 @@ fn networks_keep_their_names_subnets_and_vnis_to_themselves() {
     one(
         &mut s,
         10,
-        Action::CreateNetwork(network("n2", "back", "198.18.9.0/24", 4097)),
+        Action::CreateNetwork(network("n2", "back", "198.18.9.0/24", 4097).into()),
     )
     .unwrap();
     assert_eq!(s.networks.len(), 2);
@@ -433,7 +456,7 @@ fn networks_survive_a_snapshot_and_go_with_delete() {
     one(
         &mut s,
         1,
-        Action::CreateNetwork(network("n1", "front", "198.18.8.0/24", 4096)),
+        Action::CreateNetwork(network("n1", "front", "198.18.8.0/24", 4096).into()),
     )
     .unwrap();
     let restored = StoreState::from_snapshot(s.to_snapshot(), 1);
@@ -448,7 +471,7 @@ fn networks_survive_a_snapshot_and_go_with_delete() {
     one(
         &mut s,
         4,
-        Action::CreateNetwork(network("n3", "front", "198.18.8.0/24", 4096)),
+        Action::CreateNetwork(network("n3", "front", "198.18.8.0/24", 4096).into()),
     )
     .unwrap();
 }
@@ -502,10 +525,20 @@ fn with_attached_tasks() -> StoreState {
     let n2 = gw_network("n2", "back", "198.18.9.0/24", "198.18.9.1");
     let mut n2 = n2;
     n2.vni = 4097;
-    one(&mut s, 1, Action::CreateNetwork(n1)).unwrap();
-    one(&mut s, 2, Action::CreateNetwork(n2)).unwrap();
-    one(&mut s, 3, Action::CreateTask(attached("t1", &["n1", "n2"]))).unwrap();
-    one(&mut s, 4, Action::CreateTask(attached("t2", &["n1"]))).unwrap();
+    one(&mut s, 1, Action::CreateNetwork(n1.into())).unwrap();
+    one(&mut s, 2, Action::CreateNetwork(n2.into())).unwrap();
+    one(
+        &mut s,
+        3,
+        Action::CreateTask(attached("t1", &["n1", "n2"]).into()),
+    )
+    .unwrap();
+    one(
+        &mut s,
+        4,
+        Action::CreateTask(attached("t2", &["n1"]).into()),
+    )
+    .unwrap();
     s
 }
 
@@ -668,11 +701,11 @@ fn a_network_in_use_is_not_removed() {
         }];
     }
     assert_eq!(
-        one(&mut s, 5, Action::CreateService(stray)).unwrap_err(),
+        one(&mut s, 5, Action::CreateService(stray.into())).unwrap_err(),
         ApplyError::NoSuchNetwork("gone".into()),
         "a service names only networks that exist"
     );
-    one(&mut s, 5, Action::CreateService(svc)).unwrap();
+    one(&mut s, 5, Action::CreateService(svc.into())).unwrap();
     let err = one(&mut s, 6, Action::DeleteNetwork("n1".into())).unwrap_err();
     assert_eq!(
         err,

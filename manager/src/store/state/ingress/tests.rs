@@ -55,18 +55,22 @@ fn give_node(node: &str, addrs: &[(&str, &str)]) -> Action {
 /// Ingress `ing` (198.18.16.0/24), overlay `n1` (198.18.8.0/24), nodes a and b.
 fn swarm() -> StoreState {
     let mut st = StoreState::default();
-    apply(&mut st, Action::PutCluster(shoal_proto::Cluster::default())).unwrap();
+    apply(
+        &mut st,
+        Action::PutCluster(shoal_proto::Cluster::default().into()),
+    )
+    .unwrap();
     let ing = network("ing", "ingress", "198.18.16.0/24", 4096, true);
-    apply(&mut st, Action::CreateNetwork(ing)).unwrap();
+    apply(&mut st, Action::CreateNetwork(ing.into())).unwrap();
     let n1 = network("n1", "front", "198.18.8.0/24", 4097, false);
-    apply(&mut st, Action::CreateNetwork(n1)).unwrap();
+    apply(&mut st, Action::CreateNetwork(n1.into())).unwrap();
     for id in ["a", "b"] {
         let node = Node {
             id: id.into(),
             meta: Some(Meta::default()),
             ..Default::default()
         };
-        apply(&mut st, Action::PutNode(node)).unwrap();
+        apply(&mut st, Action::PutNode(node.into())).unwrap();
     }
     st
 }
@@ -118,7 +122,7 @@ fn node_addresses_that_break_the_rules_are_refused() {
         networks: vec![attachment("ing", "")],
         ..Default::default()
     };
-    apply(&mut st, Action::CreateTask(task)).unwrap();
+    apply(&mut st, Action::CreateTask(task.into())).unwrap();
     apply(
         &mut st,
         Action::AllocateTask(TaskAllocation {
@@ -129,7 +133,11 @@ fn node_addresses_that_break_the_rules_are_refused() {
         }),
     )
     .unwrap();
-    apply(&mut st, Action::CreateService(publisher("s1", "web"))).unwrap();
+    apply(
+        &mut st,
+        Action::CreateService(publisher("s1", "web").into()),
+    )
+    .unwrap();
     let before = st.clone();
     let cases: Vec<(Action, &str)> = vec![
         (
@@ -196,7 +204,7 @@ fn node_addresses_that_break_the_rules_are_refused() {
         networks: vec![attachment("ing", "")],
         ..Default::default()
     };
-    apply(&mut st, Action::CreateTask(t2)).unwrap();
+    apply(&mut st, Action::CreateTask(t2.into())).unwrap();
     let err = apply(
         &mut st,
         Action::AllocateTask(TaskAllocation {
@@ -218,15 +226,23 @@ fn one_ingress_network_kept_while_services_publish_through_it() {
     let mut st = swarm();
     let err = apply(
         &mut st,
-        Action::CreateNetwork(network("ing2", "mesh", "198.18.17.0/24", 4098, true)),
+        Action::CreateNetwork(network("ing2", "mesh", "198.18.17.0/24", 4098, true).into()),
     )
     .unwrap_err();
     assert_eq!(err, ApplyError::IngressExists("ingress".into()));
     assert!(err
         .to_string()
         .starts_with("an ingress network already exists: ingress"));
-    apply(&mut st, Action::CreateService(publisher("s1", "web"))).unwrap();
-    apply(&mut st, Action::CreateService(publisher("s22", "api"))).unwrap();
+    apply(
+        &mut st,
+        Action::CreateService(publisher("s1", "web").into()),
+    )
+    .unwrap();
+    apply(
+        &mut st,
+        Action::CreateService(publisher("s22", "api").into()),
+    )
+    .unwrap();
     let err = apply(&mut st, Action::DeleteNetwork("ing".into())).unwrap_err();
     assert_eq!(
         err,
@@ -248,7 +264,7 @@ fn node_updates_leave_the_nodes_addresses_alone() {
     let mut updated = st.nodes["a"].clone();
     updated.labels.insert("zone".into(), "east".into());
     updated.attachments.clear();
-    apply(&mut st, Action::PutNode(updated)).unwrap();
+    apply(&mut st, Action::PutNode(updated.into())).unwrap();
     assert_eq!(st.nodes["a"].labels["zone"], "east");
     assert_eq!(st.nodes["a"].attachments[0].address, "198.18.16.2/24");
 }
@@ -267,7 +283,11 @@ fn node_addresses_go_with_the_node_and_with_the_network() {
     apply(&mut st, give_node("a", &[("ing", "198.18.16.3/24")])).unwrap();
     assert_eq!(st.nodes["a"].attachments[0].address, "198.18.16.3/24");
     // The network removed: no node keeps an address on it; a refused removal keeps them.
-    apply(&mut st, Action::CreateService(publisher("s1", "web"))).unwrap();
+    apply(
+        &mut st,
+        Action::CreateService(publisher("s1", "web").into()),
+    )
+    .unwrap();
     let before = st.clone();
     apply(&mut st, Action::DeleteNetwork("ing".into())).unwrap_err();
     assert_eq!(st.nodes, before.nodes);

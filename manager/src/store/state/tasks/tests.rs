@@ -147,9 +147,9 @@ fn the_indexes_follow_every_change_and_every_rollback() {
         ..Default::default()
     });
     let created = vec![
-        Action::CreateTask(task("t1", "s1", 1)),
-        Action::CreateTask(task("t2", "s1", 1)),
-        Action::CreateTask(heavy),
+        Action::CreateTask(task("t1", "s1", 1).into()),
+        Action::CreateTask(task("t2", "s1", 1).into()),
+        Action::CreateTask(heavy.into()),
     ];
     assert!(apply(&mut s, 1, created));
     assert_eq!(s.tasks.unplaced_ids().len(), 3);
@@ -182,7 +182,7 @@ fn the_indexes_follow_every_change_and_every_rollback() {
     let refused = vec![
         shut_down("t2", 6),
         Action::DeleteTask("t1".into()),
-        Action::CreateTask(task("t2", "s1", 6)),
+        Action::CreateTask(task("t2", "s1", 6).into()),
     ];
     assert!(!apply(&mut s, 6, refused));
     assert_eq!(s.tasks.occupancy().of_node("n1"), 1);
@@ -195,7 +195,11 @@ fn the_indexes_follow_every_change_and_every_rollback() {
 #[test]
 fn a_snapshot_restores_the_indexes() {
     let mut s = StoreState::default();
-    apply(&mut s, 1, vec![Action::CreateTask(task("t1", "s1", 1))]);
+    apply(
+        &mut s,
+        1,
+        vec![Action::CreateTask(task("t1", "s1", 1).into())],
+    );
     apply(&mut s, 2, vec![assign("t1", "n1", 2)]);
     let restored = StoreState::from_snapshot(s.to_snapshot(), 2);
     assert_eq!(indexes(&restored.tasks), indexes(&s.tasks));
@@ -205,13 +209,21 @@ fn a_snapshot_restores_the_indexes() {
 #[test]
 fn the_assigned_status_has_the_time_of_the_assignment() {
     let mut s = StoreState::default();
-    apply(&mut s, 1, vec![Action::CreateTask(task("t1", "s1", 1_000))]);
+    apply(
+        &mut s,
+        1,
+        vec![Action::CreateTask(task("t1", "s1", 1_000).into())],
+    );
     apply(&mut s, 2, vec![assign("t1", "n1", 5_000)]);
     let status = s.tasks["t1"].status.clone().unwrap_or_default();
     assert_eq!(status.state, TaskState::Assigned as i32);
     assert_eq!(status.timestamp_ms, 5_000, "not the creation time");
     // An entry from a proposer that sent no time keeps the previous one.
-    apply(&mut s, 3, vec![Action::CreateTask(task("t2", "s1", 1_000))]);
+    apply(
+        &mut s,
+        3,
+        vec![Action::CreateTask(task("t2", "s1", 1_000).into())],
+    );
     apply(&mut s, 4, vec![assign("t2", "n1", 0)]);
     let status = s.tasks["t2"].status.clone().unwrap_or_default();
     assert_eq!(status.timestamp_ms, 1_000);
@@ -222,7 +234,7 @@ fn updated_at_follows_every_change_of_the_task() {
     let mut s = StoreState::default();
     let mut t = task("t1", "s1", 1_000);
     t.networks = vec![shoal_proto::NetworkAttachment::default()];
-    apply(&mut s, 1, vec![Action::CreateTask(t)]);
+    apply(&mut s, 1, vec![Action::CreateTask(t.into())]);
     assert_eq!(updated_at(&s, "t1"), 1_000);
     let refused = Action::AllocateTask(TaskAllocation {
         task_id: "t1".into(),
@@ -269,9 +281,9 @@ fn a_service_keeps_its_own_tasks_apart() {
         &mut s,
         1,
         vec![
-            Action::CreateTask(task("b", "s1", 1)),
-            Action::CreateTask(task("a", "s1", 1)),
-            Action::CreateTask(task("c", "gone", 1)),
+            Action::CreateTask(task("b", "s1", 1).into()),
+            Action::CreateTask(task("a", "s1", 1).into()),
+            Action::CreateTask(task("c", "gone", 1).into()),
         ],
     );
     let ids: Vec<&str> = s.tasks_of_service("s1").map(|t| t.id.as_str()).collect();
@@ -311,7 +323,7 @@ fn waiting_tasks_are_kept_oldest_first_then_by_slot() {
     tie.slot = 2;
     let created = [late, second, first, tie]
         .into_iter()
-        .map(Action::CreateTask)
+        .map(|t| Action::CreateTask(t.into()))
         .collect();
     assert!(apply(&mut s, 1, created));
     let order: Vec<&str> = s.tasks.unplaced_ids().ids().collect();
