@@ -148,7 +148,7 @@ impl StoreState {
             node.attachments
                 .retain(|a| attachment_network_id(a) != network_id);
             super::stamp(&mut node.meta, index);
-            undo.push(Undo::Node(id.clone(), Some(before)));
+            undo.push(Undo::Node(id.clone(), Some(before.into())));
         }
     }
 }

@@ -49,7 +49,7 @@ impl StoreState {
         stamp(&mut n.meta, index);
         undo.push(Undo::Node(
             u.node_id.clone(),
-            self.nodes.insert(u.node_id.clone(), n),
+            self.nodes.insert(u.node_id.clone(), n).map(Box::new),
         ));
         Ok(())
     }
@@ -72,9 +72,9 @@ impl StoreState {
         cluster
             .removed_nodes
             .insert(r.node_id.clone(), r.revoked_until_ms);
-        undo.push(Undo::Cluster(self.cluster.replace(cluster)));
+        undo.push(Undo::Cluster(self.cluster.replace(cluster).map(Box::new)));
         if let Some(old) = self.nodes.remove(&r.node_id) {
-            undo.push(Undo::Node(r.node_id.clone(), Some(old)));
+            undo.push(Undo::Node(r.node_id.clone(), Some(old.into())));
         }
         Ok(())
     }

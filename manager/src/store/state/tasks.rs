@@ -194,10 +194,11 @@ impl FromIterator<(String, Task)> for Tasks {
 
 impl Tasks {
     /// Stores `task` under `id`, returning the task it replaces.
-    pub fn insert(&mut self, id: String, task: Task) -> Option<Task> {
+    pub fn insert(&mut self, id: String, task: impl Into<Box<Task>>) -> Option<Task> {
+        let task = task.into();
         let old = self.remove(&id);
         self.index(&id, &task, 1);
-        self.map.insert(id, Box::new(task));
+        self.map.insert(id, task);
         old
     }
 

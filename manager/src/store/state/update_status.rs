@@ -21,7 +21,7 @@ impl StoreState {
         check_version("service", id, change.service_version, version(&stored.meta))?;
         let before = stored.clone();
         stored.update_status = change.status.clone();
-        undo.push(Undo::Service(id.clone(), Some(before)));
+        undo.push(Undo::Service(id.clone(), Some(before.into())));
         Ok(())
     }
 }
