@@ -142,14 +142,19 @@ async fn an_adopted_container_that_exited_meanwhile_is_reported_and_removed() {
     assert_eq!(h.exec.calls("t1"), ["remove"]);
 }
 
-#[tokio::test]
-async fn a_task_finished_before_a_restart_is_reported_again_never_rerun() {
-    let h = Harness::new();
-    let (_tx, ctl) = spawn(&h, task("t1"), None);
+/// Runs task t1 until its container exits 7; returns its FAILED status.
+async fn run_t1_to_failure(h: &Harness) -> TaskStatus {
+    let (_tx, ctl) = spawn(h, task("t1"), None);
     h.wait_for("t1", TaskState::Running).await;
     h.exec.exit("t1", 7);
     ctl.await.unwrap();
-    let before = h.wait_for("t1", TaskState::Failed).await;
+    h.wait_for("t1", TaskState::Failed).await
+}
+
+#[tokio::test]
+async fn a_task_finished_before_a_restart_is_reported_again_never_rerun() {
+    let h = Harness::new();
+    let before = run_t1_to_failure(&h).await;
 
     // A new agent (a fresh reporter) on the same data directory, the container long gone.
     let restarted = Harness::with_executor(h.exec.clone());
@@ -166,11 +171,7 @@ async fn a_task_finished_before_a_restart_is_reported_again_never_rerun() {
 #[tokio::test]
 async fn a_finished_task_handed_to_the_same_agent_again_is_reported_again_never_rerun() {
     let h = Harness::new();
-    let (_tx, ctl) = spawn(&h, task("t1"), None);
-    h.wait_for("t1", TaskState::Running).await;
-    h.exec.exit("t1", 7);
-    ctl.await.unwrap();
-    let before = h.wait_for("t1", TaskState::Failed).await;
+    let before = run_t1_to_failure(&h).await;
 
     // A second controller for the same task in the same run (the agent's set of finished
     // tasks, not a fresh load, must know it). A controller that ran it again would wait
