@@ -419,7 +419,7 @@ impl StoreState {
                 Undo::Service(id, old) => restore(&mut self.services, id, old),
                 Undo::Task(id, old) => match old {
                     Some(t) => {
-                        self.tasks.insert(id, *t);
+                        self.tasks.insert(id, t);
                     }
                     None => {
                         self.tasks.remove(&id);
@@ -605,14 +605,11 @@ impl StoreState {
                 }
                 let mut t = t.clone();
                 stamp(&mut t.meta, index);
-                undo.push(Undo::Task(
-                    t.id.clone(),
-                    self.tasks.insert(t.id.clone(), t).map(Box::new),
-                ));
+                undo.push(Undo::Task(t.id.clone(), self.tasks.insert(t.id.clone(), t)));
             }
             Action::DeleteTask(id) => {
                 if let Some(old) = self.tasks.remove(id) {
-                    undo.push(Undo::Task(id.clone(), Some(old.into())));
+                    undo.push(Undo::Task(id.clone(), Some(old)));
                 }
             }
             Action::AssignTask(a) => {

@@ -194,7 +194,7 @@ impl FromIterator<(String, Task)> for Tasks {
 
 impl Tasks {
     /// Stores `task` under `id`, returning the task it replaces.
-    pub fn insert(&mut self, id: String, task: impl Into<Box<Task>>) -> Option<Task> {
+    pub fn insert(&mut self, id: String, task: impl Into<Box<Task>>) -> Option<Box<Task>> {
         let task = task.into();
         let old = self.remove(&id);
         self.index(&id, &task, 1);
@@ -202,10 +202,10 @@ impl Tasks {
         old
     }
 
-    pub fn remove(&mut self, id: &str) -> Option<Task> {
+    pub fn remove(&mut self, id: &str) -> Option<Box<Task>> {
         let old = self.map.remove(id)?;
         self.index(id, &old, -1);
-        Some(*old)
+        Some(old)
     }
 
     /// Changes task `id` in place with `f` (if it exists) and re-indexes it. `f` must not
