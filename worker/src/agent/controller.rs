@@ -109,12 +109,13 @@ impl Ctx {
         self.reporter.report(task_id, status);
     }
 
-    /// Removes a task's directory: its logs and its final status.
+    /// Removes a task's directory: its logs and its final status. A directory that could not
+    /// be removed may still hold the status, so the task stays in the finished set.
     pub(super) fn remove_logs(&self, task_id: &str) {
-        if let Err(e) = self.executor.remove_logs(task_id) {
-            warn!(task = %task_id, error = %e, "removing the task's logs failed");
+        match self.executor.remove_logs(task_id) {
+            Ok(()) => self.finished.forget(task_id),
+            Err(e) => warn!(task = %task_id, error = %e, "removing the task's logs failed"),
         }
-        self.finished.forget(task_id);
     }
 
     /// Removes an exited task's container and snapshot, retrying while containerd is away,
