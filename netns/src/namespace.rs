@@ -1,16 +1,27 @@
-//! Named network namespaces kept as bind mounts in a directory of our own, the way iproute2
-//! keeps them in /run/netns: a namespace lives as long as its mount (or a process, or an open
-//! file) holds it, so a task's network outlives no process by accident and a restarted daemon
-//! finds every namespace it made by listing the directory (reconcile after a kill -9).
+//! Network namespaces, kept alive one of two ways:
+//!
+//! * **named, as bind mounts** in a directory of our own, the way iproute2 keeps them in
+//!   /run/netns ([`NetnsDir`]): a namespace lives as long as its mount (or a process, or an open
+//!   file) holds it, and a restarted daemon finds every namespace it made by listing the
+//!   directory (reconcile after a kill -9). For the few namespaces a node has whatever its
+//!   task count (one per overlay network, the ingress balancer's).
+//! * **held by an open descriptor** of this process ([`Netns::new_held`], [`Netns::of_process`]):
+//!   no mount at all, for the one namespace of each task. Every mount is a line of
+//!   /proc/self/mountinfo, which runc and containerd's shim read and parse several times for
+//!   each container they create, so a mount per task made each container start on the node
+//!   slower in proportion to the tasks already there. A task's namespace needs no name on
+//!   disk: its container holds it once started, and a restarted daemon finds it through the
+//!   container's pid.
 //!
 //! The product uses e.g. /run/shoal/netns; tests use a private temporary directory, so they never
 //! show up in `ip netns` and never collide with each other.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -28,13 +39,26 @@ pub struct NetnsDir {
     dir: PathBuf,
 }
 
-/// A named network namespace in a [`NetnsDir`]: its name and the bind-mounted file that
-/// keeps it alive. Holding a `Netns` does not keep the namespace alive; its mount does.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A network namespace: a name for logs and errors, and a path that opens it (for `nsenter
+/// --net=PATH` or an OCI spec's `linux.namespaces[network].path`). Either a bind mount in a
+/// [`NetnsDir`], which keeps the namespace alive (holding a `Netns` then does not), or an open
+/// descriptor of this process, which every clone shares: the namespace then lives until the
+/// last clone is dropped (or longer, while a process or socket is in it).
+#[derive(Debug, Clone)]
 pub struct Netns {
     name: String,
     path: PathBuf,
+    held: Option<Arc<File>>,
 }
+
+/// Two handles are the same namespace when they name it and reach it the same way.
+impl PartialEq for Netns {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.path == other.path
+    }
+}
+
+impl Eq for Netns {}
 
 impl NetnsDir {
     /// Uses `dir` (created if missing) for namespaces. As iproute2 does, the directory is made a
@@ -136,16 +160,83 @@ impl NetnsDir {
         Ok(names)
     }
 
+    /// Removes the directory, which must be empty, and the mount of it onto itself that
+    /// [`NetnsDir::new`] may have made.
+    pub fn remove(self) -> Result<()> {
+        match umount2(&self.dir, MntFlags::MNT_DETACH) {
+            // EINVAL: not a mount point.
+            Ok(()) | Err(Errno::EINVAL) => {}
+            Err(source) => {
+                return Err(Error::Sys {
+                    op: "unmounting namespace directory",
+                    path: self.dir,
+                    source,
+                })
+            }
+        }
+        fs::remove_dir(&self.dir).map_err(|source| Error::Io {
+            op: "removing namespace directory",
+            path: self.dir.clone(),
+            source,
+        })
+    }
+
     fn entry(&self, name: &str) -> Result<Netns> {
         validate_name(name)?;
         Ok(Netns {
             name: name.to_string(),
             path: self.dir.join(name),
+            held: None,
         })
     }
 }
 
 impl Netns {
+    /// A new network namespace held by an open descriptor of this process, mounted nowhere.
+    /// `name` is for logs and errors only. The unshare happens in a short-lived thread, for the
+    /// reason [`NetnsDir::ensure`]'s does.
+    pub fn new_held(name: &str) -> Result<Self> {
+        let file = in_helper_thread(name, "shoal-netns-new", || {
+            unshare(CloneFlags::CLONE_NEWNET).map_err(|source| Error::Sys {
+                op: "unsharing network namespace",
+                path: PathBuf::from(THREAD_NETNS),
+                source,
+            })?;
+            open_netns_file(Path::new(THREAD_NETNS))
+        })?;
+        Ok(Self::held(name, file))
+    }
+
+    /// The network namespace process `pid` is in (a task's container, found again after a
+    /// restart), held by an open descriptor of this process from now on.
+    pub fn of_process(name: &str, pid: u32) -> Result<Self> {
+        let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
+        let file = File::open(&path).map_err(|source| match source.kind() {
+            ErrorKind::NotFound => Error::NoSuchNamespace(name.to_string()),
+            _ => Error::Io {
+                op: "opening namespace",
+                path: path.clone(),
+                source,
+            },
+        })?;
+        Ok(Self::held(name, file))
+    }
+
+    /// Another process reaches the descriptor through this process's `/proc` entry (not
+    /// `/proc/self`, which would be its own).
+    fn held(name: &str, file: File) -> Self {
+        let path = PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            file.as_raw_fd()
+        ));
+        Self {
+            name: name.to_string(),
+            path,
+            held: Some(Arc::new(file)),
+        }
+    }
+
     /// The namespace's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -165,31 +256,25 @@ impl Netns {
         let path = Path::new("/proc/sys").join(key);
         let value = value.to_string();
         let ns_path = self.path.clone();
-        std::thread::Builder::new()
-            .name("shoal-netns-sysctl".into())
-            .spawn(move || {
-                setns(file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|source| Error::Sys {
-                    op: "entering network namespace",
-                    path: ns_path,
-                    source,
-                })?;
-                fs::write(&path, value).map_err(|source| Error::Io {
-                    op: "writing sysctl",
-                    path,
-                    source,
-                })
-            })
-            .map_err(|source| Error::Io {
-                op: "starting helper thread for",
-                path: self.path.clone(),
+        in_helper_thread(&self.name, "shoal-netns-sysctl", move || {
+            enter(&file, ns_path)?;
+            fs::write(&path, value).map_err(|source| Error::Io {
+                op: "writing sysctl",
+                path,
                 source,
-            })?
-            .join()
-            .map_err(|_| Error::HelperPanicked(self.name.clone()))?
+            })
+        })
     }
 
     /// Opens the namespace file, for `setns` or to move a link into the namespace.
     pub(crate) fn open(&self) -> Result<File> {
+        if let Some(file) = &self.held {
+            return file.try_clone().map_err(|source| Error::Io {
+                op: "duplicating the descriptor of namespace",
+                path: self.path.clone(),
+                source,
+            });
+        }
         File::open(&self.path).map_err(|source| match source.kind() {
             ErrorKind::NotFound => Error::NoSuchNamespace(self.name.clone()),
             _ => Error::Io {
@@ -267,39 +352,70 @@ fn make_shared(dir: &Path) -> Result<()> {
     shared().map_err(|err| sys_err("making namespace directory a shared mount", err))
 }
 
+/// The calling thread's network namespace.
+const THREAD_NETNS: &str = "/proc/thread-self/ns/net";
+
 /// Creates a new network namespace and bind-mounts it onto `ns.path`. The unshare happens in a
 /// short-lived thread, because a network namespace belongs to a thread and the caller's threads
 /// (a tokio runtime's) must stay in theirs; the mount keeps the namespace after the thread ends.
 fn new_netns_mounted_on(ns: &Netns) -> Result<()> {
     let target = ns.path.clone();
-    std::thread::Builder::new()
-        .name("shoal-netns-new".into())
-        .spawn(move || -> Result<()> {
-            unshare(CloneFlags::CLONE_NEWNET).map_err(|source| Error::Sys {
-                op: "unsharing network namespace for",
-                path: target.clone(),
-                source,
-            })?;
-            mount(
-                Some("/proc/thread-self/ns/net"),
-                &target,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .map_err(|source| Error::Sys {
-                op: "bind-mounting new network namespace onto",
-                path: target.clone(),
-                source,
-            })
+    in_helper_thread(&ns.name, "shoal-netns-new", move || {
+        unshare(CloneFlags::CLONE_NEWNET).map_err(|source| Error::Sys {
+            op: "unsharing network namespace for",
+            path: target.clone(),
+            source,
+        })?;
+        mount(
+            Some(THREAD_NETNS),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|source| Error::Sys {
+            op: "bind-mounting new network namespace onto",
+            path: target.clone(),
+            source,
         })
+    })
+}
+
+/// Runs `work` in a thread of its own that ends with it, so that a namespace it enters or
+/// unshares never becomes a runtime thread's. `name` (the namespace's) is for errors.
+pub(crate) fn in_helper_thread<T: Send + 'static>(
+    name: &str,
+    thread: &str,
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    std::thread::Builder::new()
+        .name(thread.into())
+        .spawn(work)
         .map_err(|source| Error::Io {
-            op: "starting helper thread for",
-            path: ns.path.clone(),
+            op: "starting helper thread for namespace",
+            path: PathBuf::from(name),
             source,
         })?
         .join()
-        .map_err(|_| Error::HelperPanicked(ns.name.clone()))?
+        .map_err(|_| Error::HelperPanicked(name.to_string()))?
+}
+
+/// Moves the calling (helper) thread into the namespace open as `file` (found at `path`).
+pub(crate) fn enter(file: &File, path: PathBuf) -> Result<()> {
+    setns(file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|source| Error::Sys {
+        op: "entering network namespace",
+        path,
+        source,
+    })
+}
+
+/// Opens a namespace file that must exist.
+fn open_netns_file(path: &Path) -> Result<File> {
+    File::open(path).map_err(|source| Error::Io {
+        op: "opening namespace",
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 #[cfg(test)]

@@ -3,15 +3,12 @@
 //! from a short-lived thread that has `setns`'d into it, and then use it from any thread; the
 //! caller's own threads never change namespace.
 
-use std::os::fd::AsFd;
-
 use futures::TryStreamExt;
-use nix::sched::{setns, CloneFlags};
 use rtnetlink::packet_route::link::LinkMessage;
 use tokio::task::JoinHandle;
 
 use crate::error::{errno, Error, Result};
-use crate::namespace::Netns;
+use crate::namespace::{enter, in_helper_thread, Netns};
 
 /// Name used in logs and errors for the namespace the process runs in.
 const CURRENT: &str = "(current)";
@@ -41,25 +38,12 @@ impl Netlink {
         let file = ns.open()?;
         let name = ns.name().to_string();
         let path = ns.path().to_path_buf();
-        let opened = std::thread::Builder::new()
-            .name("shoal-netns-nl".into())
-            .spawn(move || {
-                setns(file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|source| Error::Sys {
-                    op: "entering network namespace",
-                    path,
-                    source,
-                })?;
-                // The socket registers with the runtime's reactor, so create it in its context.
-                let _runtime = runtime.enter();
-                Ok(new_connection())
-            })
-            .map_err(|source| Error::Io {
-                op: "starting helper thread for",
-                path: ns.path().to_path_buf(),
-                source,
-            })?
-            .join()
-            .map_err(|_| Error::HelperPanicked(name.clone()))??;
+        let opened = in_helper_thread(&name, "shoal-netns-nl", move || {
+            enter(&file, path)?;
+            // The socket registers with the runtime's reactor, so create it in its context.
+            let _runtime = runtime.enter();
+            Ok(new_connection())
+        })?;
         Self::start(opened, name)
     }
 

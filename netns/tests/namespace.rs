@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{eventually, ip, unique, Lab};
-use shoal_netns::{Error, Netlink};
+use shoal_netns::{Error, Netlink, Netns, NetnsDir};
 
 #[test]
 fn ensure_get_list_and_delete_are_idempotent() {
@@ -137,6 +137,110 @@ fn a_failing_test_still_cleans_up() {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     assert!(
         !mountinfo.contains(dir.to_string_lossy().as_ref()),
+        "{mountinfo}"
+    );
+}
+
+/// Whether a mount of the process's mount table is of the namespace at `path` (an nsfs mount
+/// shows the namespace, `net:[INODE]`, as its root).
+fn is_mounted(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ns = format!(
+        "net:[{}]",
+        std::fs::metadata(path).expect("namespace").ino()
+    );
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("mountinfo")
+        .lines()
+        .any(|line| line.split(' ').nth(3) == Some(ns.as_str()))
+}
+
+#[tokio::test]
+async fn a_held_namespace_is_mounted_nowhere_and_lives_as_long_as_a_handle() {
+    let lab = Lab::new();
+    let outer = lab.netns();
+    assert!(
+        is_mounted(outer.path()),
+        "the check sees a mounted namespace"
+    );
+    let held = Netns::new_held(&unique("held")).expect("new held namespace");
+    assert!(
+        !is_mounted(held.path()),
+        "a held namespace is mounted nowhere"
+    );
+    // Another process (here `ip`, through nsenter) reaches it by its path.
+    let links = ip(&held, &["-o", "link", "show"]);
+    assert_eq!(
+        links.lines().count(),
+        1,
+        "a new namespace has loopback only: {links}"
+    );
+
+    let veth = unique("v");
+    let nl = Netlink::open(&outer).expect("netlink in outer");
+    nl.ensure_veth(&veth, &held, "eth0", None)
+        .await
+        .expect("veth into the held namespace");
+    assert!(ip(&held, &["-o", "link", "show"]).contains("eth0@"));
+
+    // A clone shares the descriptor: dropping one handle keeps the namespace.
+    let clone = held.clone();
+    assert_eq!(clone, held);
+    drop(held);
+    assert!(ip(&clone, &["-o", "link", "show"]).contains("eth0@"));
+    // The last one frees it, and with it the veth's other end.
+    drop(clone);
+    assert!(
+        eventually(Duration::from_secs(10), || !ip(
+            &outer,
+            &["-o", "link", "show"]
+        )
+        .contains(&veth)),
+        "veth {veth} outlived the held namespace of its peer"
+    );
+}
+
+#[test]
+fn a_process_namespace_is_found_by_its_pid_and_a_missing_one_says_so() {
+    let held = Netns::new_held(&unique("held")).expect("new held namespace");
+    let mut sleeper = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", held.path().display()))
+        .args(["sleep", "30"])
+        .spawn()
+        .expect("start a process in the namespace");
+    let inode = |path: &std::path::Path| std::fs::read_link(path).expect("namespace link");
+    let wanted = inode(held.path());
+    // nsenter execs sleep once it has entered the namespace.
+    assert!(eventually(Duration::from_secs(10), || {
+        std::fs::read_link(format!("/proc/{}/ns/net", sleeper.id())).ok() == Some(wanted.clone())
+    }));
+    let found = Netns::of_process("found", sleeper.id()).expect("namespace of the process");
+    // The process's namespace outlives the handle that made it, held now by the new one.
+    drop(held);
+    assert_eq!(inode(found.path()), wanted);
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+
+    // A pid no process has (above the kernel's pid_max).
+    match Netns::of_process("gone", 1 << 23) {
+        Err(Error::NoSuchNamespace(name)) => assert_eq!(name, "gone"),
+        other => panic!("expected NoSuchNamespace, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_namespace_directory_is_removed_with_its_mount() {
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let path = tmp.path().join("old");
+    let dir = NetnsDir::new(&path).expect("namespace directory");
+    let name = unique("ns");
+    dir.ensure(&name).expect("create");
+    assert!(dir.delete(&name).expect("delete"));
+    dir.remove().expect("remove the empty directory");
+    assert!(!path.exists());
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mountinfo.contains(path.to_string_lossy().as_ref()),
         "{mountinfo}"
     );
 }

@@ -1,7 +1,7 @@
 //! What the benchmarks share: finding a service's running task and its network namespace, and
 //! running the host's tools inside a namespace (`nsenter`), so the image needs none of them.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -22,10 +22,6 @@ pub fn running_task(host: &ClusterHost, service: &str) -> Result<String> {
         bail!("no running task of {service}");
     }
     Ok(found.map(|c| c.id).unwrap_or_default())
-}
-
-pub fn task_netns(host: &ClusterHost, task: &str) -> PathBuf {
-    host.netns_dir().join("tasks").join(task)
 }
 
 /// The outbound bridge's address of `host`: its DNS server.

@@ -84,12 +84,57 @@ impl ShoalHost {
             .unwrap_or_default()
     }
 
-    /// Where the daemon mounts task and overlay namespaces.
+    /// Where the daemon mounts overlay and balancer namespaces (task namespaces it holds by
+    /// descriptor, mounted nowhere).
     pub fn netns_dir(&self) -> PathBuf {
         self.data_dir().join("netns")
     }
 
-    /// Names of the namespaces mounted under `netns/KIND` ("tasks" or "networks").
+    /// The network namespace task `task_id`'s running container is in, for `nsenter --net=`:
+    /// the daemon holds task namespaces by descriptor, mounted nowhere. Panics when the task
+    /// has no running container.
+    pub fn task_netns(&self, task_id: &str) -> PathBuf {
+        let tasks = self.ctr_tasks();
+        let pid = tasks
+            .iter()
+            .find(|t| t.id == task_id && t.status == "RUNNING")
+            .map(|t| t.pid)
+            .unwrap_or_else(|| panic!("task {task_id} has no running container: {tasks:?}"));
+        PathBuf::from(format!("/proc/{pid}/ns/net"))
+    }
+
+    /// The identity of task `task_id`'s network namespace (`net:[INODE]`), as
+    /// [`Self::held_namespaces`] lists it.
+    pub fn task_netns_id(&self, task_id: &str) -> String {
+        let ns = self.task_netns(task_id);
+        std::fs::read_link(&ns)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", ns.display()))
+            .display()
+            .to_string()
+    }
+
+    /// The network namespaces the daemon holds open (`net:[INODE]`, sorted, once each): one
+    /// per task it has attached. Empty while no daemon runs.
+    pub fn held_namespaces(&self) -> Vec<String> {
+        let Some(pid) = self.daemon_pid() else {
+            return Vec::new();
+        };
+        let mut held: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| std::fs::read_link(e.path()).ok())
+                    .map(|target| target.display().to_string())
+                    .filter(|target| target.starts_with("net:["))
+                    .collect()
+            })
+            .unwrap_or_default();
+        held.sort();
+        held.dedup();
+        held
+    }
+
+    /// Names of the namespaces mounted under `netns/KIND` ("networks" or "lb").
     pub fn namespaces(&self, kind: &str) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(self.netns_dir().join(kind))
             .map(|entries| {
@@ -159,6 +204,7 @@ pub fn lookup(host: &ShoalHost, task: &str, name: &str) -> Vec<String> {
 pub struct NodeNetworkState {
     pub links: Vec<String>,
     pub ruleset: String,
+    /// The task namespaces the daemon holds.
     pub task_namespaces: Vec<String>,
     pub network_namespaces: Vec<String>,
     pub balancer_namespaces: Vec<String>,
@@ -170,7 +216,7 @@ pub fn node_state(host: &ShoalHost) -> NodeNetworkState {
     NodeNetworkState {
         links: host.host_links(),
         ruleset: host.nft_ruleset(),
-        task_namespaces: host.namespaces("tasks"),
+        task_namespaces: host.held_namespaces(),
         network_namespaces: host.namespaces("networks"),
         balancer_namespaces: host.namespaces("lb"),
         // A bridge whose last port went is "linkdown": its state, not something left behind.

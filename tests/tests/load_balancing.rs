@@ -157,10 +157,7 @@ fn a_vip_spreads_over_running_tasks_follows_scaling_and_refuses_when_none_runs()
     let task_rules = w.host_output(
         "nsenter",
         &[
-            &format!(
-                "--net={}",
-                w.netns_dir().join("tasks").join(&client).display()
-            ),
+            &format!("--net={}", w.task_netns(&client).display()),
             "nft",
             "list",
             "ruleset",

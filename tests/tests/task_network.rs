@@ -33,15 +33,15 @@ fn gateway(host: &ShoalHost) -> String {
 
 #[test]
 fn every_task_gets_a_namespace_on_the_outbound_bridge_and_the_nodes_dns() {
-    let host = ShoalHost::start_swarm();
+    let mut host = ShoalHost::start_swarm();
     host.shoal_ok(&words(
         "service create --name solo --hostname solo-host --dns-search corp.test \
          --dns-option ndots:2 busybox sleep 3600",
     ));
     let task = running(&host, "solo", 1).remove(0).id;
 
-    // The namespace the worker built, named after the task, is the container's.
-    assert_eq!(host.namespaces("tasks"), vec![task.clone()]);
+    // The namespace the worker built, and holds, is the container's.
+    assert_eq!(host.held_namespaces(), vec![host.task_netns_id(&task)]);
     let gw = gateway(&host);
     let resolv = host
         .sh_in_task(&task, "cat /etc/resolv.conf")
@@ -95,16 +95,51 @@ fn every_task_gets_a_namespace_on_the_outbound_bridge_and_the_nodes_dns() {
     let dark = running(&host, "dark", 1).remove(0).id;
     let links = host.sh_in_task(&dark, "ip -o link show").expect("links");
     assert_eq!(links.lines().count(), 1, "loopback only:\n{links}");
-    assert!(!host.namespaces("tasks").contains(&dark));
+    assert!(!host.held_namespaces().contains(&host.task_netns_id(&dark)));
+    assert_eq!(
+        host.held_namespaces().len(),
+        1,
+        "only solo's namespace is held"
+    );
     host.shoal_ok(&["service", "rm", "dark"]);
 
     host.shoal_ok(&["service", "rm", "solo"]);
     host.wait_for(WAIT, "the task's namespace and veth to go", || {
-        host.namespaces("tasks").is_empty() && !host.host_links().contains(&host_end)
+        host.held_namespaces().is_empty() && !host.host_links().contains(&host_end)
     });
     assert!(wait_until(Duration::from_secs(5), || host
         .containers()
         .is_empty()));
+
+    // Task namespaces were bind mounts under netns/tasks before the daemon held them by
+    // descriptor: a daemon started over what an older one left there removes it, mounts and
+    // directory.
+    host.kill9();
+    let old = host.netns_dir().join("tasks");
+    std::fs::create_dir_all(&old).expect("the old task namespace directory");
+    // As the older daemon made it: the directory a shared mount of its own, a namespace
+    // bind-mounted on a file in it.
+    let leftover = old.join("old-task");
+    std::fs::write(&leftover, b"").expect("a mount point");
+    let sh = |script: String| {
+        let status = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .status()
+            .expect("run sh");
+        assert!(status.success(), "{script}");
+    };
+    sh(format!(
+        "mount --bind {dir} {dir} && mount --make-shared {dir} && unshare --net={file} true",
+        dir = old.display(),
+        file = leftover.display()
+    ));
+    host.start_daemon();
+    host.wait_for(WAIT, "the old task namespaces to go", || !old.exists());
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mountinfo.contains(old.to_string_lossy().as_ref()),
+        "{mountinfo}"
+    );
 }
 
 #[test]
@@ -224,6 +259,7 @@ fn overlay_tasks_reach_each_other_by_ip_and_name_across_hosts_and_overlays_are_i
 
     // A worker daemon killed with -9 and started again adopts its tasks, networks and all; a
     // task removed while it was down loses its container and network namespace on restart.
+    let vault_ns = cluster.host(1).task_netns_id(&vault);
     cluster.host_mut(1).kill9();
     cluster.host(0).shoal_ok(&words("service rm vault"));
     cluster.host_mut(1).restart();
@@ -235,7 +271,7 @@ fn overlay_tasks_reach_each_other_by_ip_and_name_across_hosts_and_overlays_are_i
         "the client reaches web by name after its daemon's kill -9 and restart"
     );
     w.wait_for(WAIT, "the removed task's namespace to go", || {
-        !w.namespaces("tasks").contains(&vault)
+        !w.held_namespaces().contains(&vault_ns)
     });
 
     // Removing the services and the networks leaves each node as it was with no task.

@@ -17,7 +17,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
-use shoal_tests::bench::{in_netns, output, running_task, task_netns};
+use shoal_tests::bench::{in_netns, output, running_task};
 use shoal_tests::cluster::TestCluster;
 use shoal_tests::daemon::words;
 
@@ -45,9 +45,9 @@ fn main() -> Result<()> {
         "service create --name client --network bench --constraint node.role==worker \
          {no_dns} busybox sleep 86400"
     )));
-    let server_ns = task_netns(m, &running_task(m, "web")?);
+    let server_ns = m.task_netns(&running_task(m, "web")?);
     let client = running_task(w, "client")?;
-    let client_ns = task_netns(w, &client);
+    let client_ns = w.task_netns(&client);
     // busybox httpd closes every connection, so each request is a new connection and the
     // server keeps it in TIME_WAIT; with tens of thousands a round, clients soon reuse a port
     // that collides with one, and the SYN waits a second to be retried. That measures the

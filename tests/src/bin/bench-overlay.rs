@@ -19,9 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
-use shoal_tests::bench::{
-    gateway, in_netns, output, overlay_addr, running_task, task_netns, TIMEOUT,
-};
+use shoal_tests::bench::{gateway, in_netns, output, overlay_addr, running_task, TIMEOUT};
 use shoal_tests::cluster::TestCluster;
 use shoal_tests::daemon::{wait_until, words};
 
@@ -42,8 +40,8 @@ fn main() -> Result<()> {
     }
     let server = running_task(m, "server")?;
     let client = running_task(w, "client")?;
-    let server_ns = task_netns(m, &server);
-    let client_ns = task_netns(w, &client);
+    let server_ns = m.task_netns(&server);
+    let client_ns = w.task_netns(&client);
     let server_ip = overlay_addr(&server_ns)?;
 
     println!("overlay: task {server} on host 0 ({server_ip}) ← task {client} on host 1");

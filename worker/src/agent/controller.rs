@@ -258,9 +258,9 @@ pub(super) async fn controller(
     match adopted {
         Some(ObservedState::Running { pid }) => {
             info!(pid, "adopted a running container");
-            // Its namespace is still wired: attaching again finds it and registers its
-            // addresses and DNS client anew.
-            if let Err(e) = ctx.network.attach(&task).await {
+            // Its namespace is still wired: attaching again finds it through the container
+            // and registers its addresses and DNS client anew.
+            if let Err(e) = ctx.network.attach(&task, Some(pid)).await {
                 warn!(error = %e, "re-attaching the adopted task's network failed");
             }
             // The image's part of the check, as recorded when the container started.
@@ -331,7 +331,7 @@ pub(super) async fn controller(
         }
     };
     let net = tokio::select! {
-        res = ctx.network.attach(&task) => res,
+        res = ctx.network.attach(&task, None) => res,
         c = cancelled(&mut rx) => {
             ctx.detach_network(&id).await;
             if let Cancel::Shutdown(_) = c {

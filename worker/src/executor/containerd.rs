@@ -228,7 +228,7 @@ impl ContainerdExecutor {
                     image,
                     hostname: &hostname,
                     stop_signal,
-                    netns: net.netns.as_deref(),
+                    netns: net.netns_path(),
                     mounts: &mounts,
                 };
                 self.create_and_start(&launch).await

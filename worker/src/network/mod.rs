@@ -1,6 +1,8 @@
 //! Task networking on a worker: each task gets a network namespace of its own, named after the
 //! task, that the worker builds before the container starts and hands to runc through the OCI
-//! spec (`linux.namespaces[network].path`), so containerd never creates the network.
+//! spec (`linux.namespaces[network].path`), so containerd never creates the network. The
+//! daemon holds it by an open descriptor, not a mount (see `shoal_netns::Netns::new_held`), until
+//! the task is detached; its container holds it too once started.
 //!
 //! * `outbound`: the node's outbound bridge (docker_gwbridge's role): one veth per task, a
 //!   masquerading nftables table, the task's default route; also where the node's DNS server
@@ -12,8 +14,9 @@
 //!
 //! The agent only sees the [`TaskNetworks`] trait, so its unit tests run without netlink.
 //! Everything is reconciled: attaching what exists converges, a daemon restarted after a
-//! kill -9 attaches its adopted tasks again (finding their addresses in place) and removes the
-//! namespaces of tasks it no longer has.
+//! kill -9 attaches its adopted tasks again (finding their namespaces through their
+//! containers' pids, and their addresses in place) and removes what is left of tasks it no
+//! longer has.
 
 mod backends;
 mod balancing;
@@ -28,9 +31,10 @@ mod overlay;
 
 use std::future::Future;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
+use shoal_netns::Netns;
 use shoal_proto::{NetworkPeers, Task};
 
 pub use config::{NetworkConfig, DEFAULT_BIP, DEFAULT_BRIDGE};
@@ -44,23 +48,33 @@ pub type NetFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, NetworkError>>
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskNetwork {
     /// The task's network namespace; `None` lets runc create an empty one (loopback only).
-    pub netns: Option<PathBuf>,
+    /// Held here, not only named, so that it stays open until the container has joined it.
+    pub netns: Option<Netns>,
     /// The task's own addresses, first network first (for `/etc/hosts`).
     pub addresses: Vec<Ipv4Addr>,
     /// The task's `/etc/resolv.conf`; `None` keeps the one derived from the host's.
     pub resolv_conf: Option<String>,
 }
 
+impl TaskNetwork {
+    /// The path runc joins, if the task has a namespace of its own.
+    pub fn netns_path(&self) -> Option<&Path> {
+        self.netns.as_ref().map(Netns::path)
+    }
+}
+
 /// The agent's view of task networking.
 pub trait TaskNetworks: Send + Sync {
-    /// Builds (or finds, after a restart) the task's namespace and its attachments.
-    fn attach<'a>(&'a self, task: &'a Task) -> NetFuture<'a, TaskNetwork>;
+    /// Builds the task's namespace and its attachments; for a task whose container already
+    /// runs (`running`: its pid, adopted after a restart), finds its namespace through the
+    /// container and attaches it again.
+    fn attach<'a>(&'a self, task: &'a Task, running: Option<u32>) -> NetFuture<'a, TaskNetwork>;
     /// Removes the task's namespace and everything of it; a task never attached is no error.
     fn detach<'a>(&'a self, task_id: &'a str) -> NetFuture<'a, ()>;
     /// The managers' peer tables, from a session message; replaces the previous ones.
     fn set_peers(&self, peers: Vec<NetworkPeers>) -> NetFuture<'_, ()>;
-    /// Removes the namespaces of every task not in `keep`, and of overlays none of them is
-    /// on: what a kill -9 left behind.
+    /// Detaches every task not in `keep`, and removes the namespaces of overlays none of them
+    /// is on: what a kill -9 left behind.
     fn retain<'a>(&'a self, keep: &'a [Task]) -> NetFuture<'a, ()>;
 }
 
@@ -69,7 +83,7 @@ pub trait TaskNetworks: Send + Sync {
 pub struct Loopback;
 
 impl TaskNetworks for Loopback {
-    fn attach<'a>(&'a self, _task: &'a Task) -> NetFuture<'a, TaskNetwork> {
+    fn attach<'a>(&'a self, _task: &'a Task, _running: Option<u32>) -> NetFuture<'a, TaskNetwork> {
         Box::pin(async { Ok(TaskNetwork::default()) })
     }
     fn detach<'a>(&'a self, _task_id: &'a str) -> NetFuture<'a, ()> {

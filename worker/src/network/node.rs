@@ -32,7 +32,9 @@ const VXLAN_OVERHEAD: u32 = 50;
 pub struct NodeNetwork {
     cfg: NetworkConfig,
     host: Netlink,
-    tasks_dir: NetnsDir,
+    /// The namespace of every task being wired or attached, by task ID: held here, mounted
+    /// nowhere. Outside the lock, so that tasks starting together are wired in parallel.
+    namespaces: StdMutex<HashMap<String, Netns>>,
     networks_dir: NetnsDir,
     /// Where the ingress load balancer's namespace lives.
     lb_dir: NetnsDir,
@@ -91,8 +93,9 @@ impl Drop for Attaching<'_> {
     }
 }
 
-/// The set, even if a panic poisoned its lock (a set of IDs cannot be left half-changed).
-fn lock_ids(set: &StdMutex<HashSet<String>>) -> std::sync::MutexGuard<'_, HashSet<String>> {
+/// The set or map, even if a panic poisoned its lock (an insert or remove of one entry cannot
+/// be left half-done).
+fn lock_ids<T>(set: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
     set.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
@@ -118,7 +121,7 @@ impl NodeNetwork {
     /// Builds the outbound bridge and starts the DNS server on its address.
     pub async fn start(cfg: NetworkConfig) -> Result<Arc<Self>, NetworkError> {
         let host = Netlink::current()?;
-        let tasks_dir = NetnsDir::new(cfg.netns_dir.join("tasks"))?;
+        remove_mounted_task_namespaces(&cfg.netns_dir.join("tasks"))?;
         let networks_dir = NetnsDir::new(cfg.netns_dir.join("networks"))?;
         let lb_dir = NetnsDir::new(cfg.netns_dir.join("lb"))?;
         let outbound = Outbound::ensure(&host, &cfg).await?;
@@ -136,7 +139,7 @@ impl NodeNetwork {
             mtu: underlay_mtu.saturating_sub(VXLAN_OVERHEAD),
             cfg,
             host,
-            tasks_dir,
+            namespaces: StdMutex::new(HashMap::new()),
             networks_dir,
             lb_dir,
             host_resolv,
@@ -152,12 +155,12 @@ impl NodeNetwork {
         }))
     }
 
-    /// The task-local part of attaching: its namespace (created, or found after a restart),
-    /// loopback up and the outbound veth plugged in. Nothing shared is touched, so this runs
-    /// outside the lock and tasks starting together are wired in parallel.
-    async fn wire(&self, task: &Task) -> Result<Wired, NetworkError> {
-        let fresh = self.tasks_dir.get(&task.id)?.is_none();
-        let ns = self.tasks_dir.ensure(&task.id)?;
+    /// The task-local part of attaching: its namespace (created, or found through its running
+    /// container after a restart), loopback up and the outbound veth plugged in. Nothing shared
+    /// is touched, so this runs outside the lock and tasks starting together are wired in
+    /// parallel.
+    async fn wire(&self, task: &Task, running: Option<u32>) -> Result<Wired, NetworkError> {
+        let (ns, fresh) = self.namespace_of(&task.id, running)?;
         let inside = Netlink::open(&ns)?;
         inside.set_up("lo").await?;
         Outbound::wire(
@@ -169,6 +172,26 @@ impl NodeNetwork {
         )
         .await?;
         Ok(Wired { ns, inside, fresh })
+    }
+
+    /// The task's namespace, and whether it was made now: the one held already (attaching
+    /// again converges), else the one its running container is in, else a new one.
+    fn namespace_of(&self, id: &str, running: Option<u32>) -> Result<(Netns, bool), NetworkError> {
+        if let Some(ns) = lock_ids(&self.namespaces).get(id) {
+            return Ok((ns.clone(), false));
+        }
+        let (ns, fresh) = match running {
+            Some(pid) => (Netns::of_process(id, pid)?, false),
+            None => (Netns::new_held(id)?, true),
+        };
+        // Made outside the map's lock; should another attach of the task have been quicker,
+        // its namespace stays and this one is dropped (and with it freed).
+        let held = lock_ids(&self.namespaces)
+            .entry(id.to_string())
+            .or_insert(ns.clone())
+            .clone();
+        let fresh = fresh && held == ns;
+        Ok((held, fresh))
     }
 
     /// The shared part of attaching, under the lock: the task's overlays, its outbound
@@ -258,7 +281,7 @@ impl NodeNetwork {
         self.sync_balancing(st).await;
         self.refresh_dns(st);
         Ok(TaskNetwork {
-            netns: Some(ns.path().to_path_buf()),
+            netns: Some(ns),
             addresses,
             resolv_conf: Some(dns::resolv_conf(
                 IpAddr::V4(st.outbound.gateway()),
@@ -280,7 +303,8 @@ impl NodeNetwork {
                 }
             }
         }
-        self.tasks_dir.delete(task_id)?;
+        // The last handle here: the namespace goes once its container (if any) has exited.
+        lock_ids(&self.namespaces).remove(task_id);
         self.sync_balancing(st).await;
         self.drop_unused_overlays(st)?;
         self.refresh_dns(st);
@@ -419,7 +443,7 @@ impl NodeNetwork {
 }
 
 impl TaskNetworks for NodeNetwork {
-    fn attach<'a>(&'a self, task: &'a Task) -> NetFuture<'a, TaskNetwork> {
+    fn attach<'a>(&'a self, task: &'a Task, running: Option<u32>) -> NetFuture<'a, TaskNetwork> {
         Box::pin(async move {
             let mode = task.spec.as_ref().map_or("", |s| s.network_mode.as_str());
             if mode == shoal_proto::validate::NETWORK_NONE {
@@ -429,7 +453,7 @@ impl TaskNetworks for NodeNetwork {
             }
             // Registered until the lock is held, so `retain` never sees a half-made namespace.
             let attaching = Attaching::register(&self.attaching, &task.id);
-            let wired = self.wire(task).await;
+            let wired = self.wire(task, running).await;
             let mut st = self.state.lock().await;
             drop(attaching);
             let attached = match wired {
@@ -490,10 +514,11 @@ impl TaskNetworks for NodeNetwork {
             let mut st = self.state.lock().await;
             let tasks: HashSet<&str> = keep.iter().map(|t| t.id.as_str()).collect();
             let attaching = Attaching::ids(&self.attaching);
-            for name in self.tasks_dir.list()? {
-                if !tasks.contains(name.as_str()) && !attaching.contains(&name) {
-                    info!(task = %name, "removing the network namespace of a task no longer assigned");
-                    self.detach_locked(&mut st, &name).await?;
+            let held: Vec<String> = lock_ids(&self.namespaces).keys().cloned().collect();
+            for id in held {
+                if !tasks.contains(id.as_str()) && !attaching.contains(&id) {
+                    info!(task = %id, "detaching the network of a task no longer assigned");
+                    self.detach_locked(&mut st, &id).await?;
                 }
             }
             let networks: HashSet<String> = keep
@@ -519,6 +544,21 @@ impl TaskNetworks for NodeNetwork {
 }
 
 /// The MTU of the interface holding the underlay address (1500 when it cannot be told).
+/// Task namespaces were bind mounts in `dir` before they were held by descriptors: what an
+/// earlier daemon left there goes (a running container keeps its own namespace), and the
+/// directory with it.
+fn remove_mounted_task_namespaces(dir: &std::path::Path) -> Result<(), NetworkError> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let mounted = NetnsDir::new(dir)?;
+    for name in mounted.list()? {
+        mounted.delete(&name)?;
+    }
+    mounted.remove()?;
+    Ok(())
+}
+
 async fn underlay_mtu(host: &Netlink, underlay: Option<Ipv4Addr>) -> u32 {
     const DEFAULT: u32 = 1500;
     let Some(ip) = underlay else {
