@@ -317,8 +317,40 @@ fn kill_leftover_shims(socket: &Path) {
     kill_tree(&shims);
 }
 
-/// Lazily unmounts every mount point at or below `dir`, deepest first.
+/// Lazily unmounts every mount point at or below `dir`, deepest first. A mount stacked under
+/// another on the same path (a bind of a directory onto itself copies what is mounted in it)
+/// shows only once the one above is gone, so this goes over the table again while anything is
+/// left under `dir`, a bounded number of times.
 pub fn unmount_under(dir: &Path) -> Result<()> {
+    const PASSES: usize = 4;
+    for _ in 0..PASSES {
+        let points = mount_points_under(dir)?;
+        if points.is_empty() {
+            return Ok(());
+        }
+        let mut failed = Vec::new();
+        for point in points {
+            if let Err(e) = nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH) {
+                // EINVAL: already gone through an earlier lazy unmount of a parent.
+                if e != nix::errno::Errno::EINVAL && e != nix::errno::Errno::ENOENT {
+                    failed.push(format!("{}: {e}", point.display()));
+                }
+            }
+        }
+        if !failed.is_empty() {
+            bail!("could not unmount {}", failed.join(", "));
+        }
+    }
+    let left = mount_points_under(dir)?;
+    if left.is_empty() {
+        Ok(())
+    } else {
+        bail!("still mounted after {PASSES} passes: {left:?}")
+    }
+}
+
+/// The mount points at or below `dir`, deepest first.
+fn mount_points_under(dir: &Path) -> Result<Vec<PathBuf>> {
     let info = fs::read_to_string("/proc/self/mountinfo").context("reading mountinfo")?;
     let mut points: Vec<PathBuf> = info
         .lines()
@@ -328,20 +360,7 @@ pub fn unmount_under(dir: &Path) -> Result<()> {
         .collect();
     points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     points.dedup();
-    let mut failed = Vec::new();
-    for point in points {
-        if let Err(e) = nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH) {
-            // EINVAL: already gone through an earlier lazy unmount of a parent.
-            if e != nix::errno::Errno::EINVAL && e != nix::errno::Errno::ENOENT {
-                failed.push(format!("{}: {e}", point.display()));
-            }
-        }
-    }
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        bail!("could not unmount {}", failed.join(", "))
-    }
+    Ok(points)
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo` octal.
@@ -446,6 +465,32 @@ mod tests {
         if let Err(panic) = result {
             std::panic::resume_unwind(panic);
         }
+    }
+
+    /// Two mounts stacked on one path, as a directory bound onto itself over a mount in it
+    /// leaves them: both go.
+    #[test]
+    fn stacked_mounts_are_all_unmounted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let point = tmp.path().join("x");
+        fs::create_dir(&point).unwrap();
+        for _ in 0..2 {
+            nix::mount::mount(
+                Some("tmpfs"),
+                &point,
+                Some("tmpfs"),
+                nix::mount::MsFlags::empty(),
+                None::<&str>,
+            )
+            .unwrap();
+        }
+        assert_eq!(mount_points_under(tmp.path()).unwrap(), vec![point.clone()]);
+        unmount_under(tmp.path()).unwrap();
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(
+            !mountinfo.contains(&*point.to_string_lossy()),
+            "{mountinfo}"
+        );
     }
 
     #[test]
