@@ -1,6 +1,7 @@
 //! shoal-netns: the netlink layer under task networking. It gives the worker the building blocks
-//! to wire each task into its networks: named network namespaces, bridges, veth pairs, IPv4
-//! addresses and routes, VXLAN devices and their static FDB and neighbour entries.
+//! to wire each task into its networks: network namespaces (named and mounted, or held by an
+//! open descriptor and mounted nowhere), bridges, veth pairs, IPv4 addresses and routes, VXLAN
+//! devices and their static FDB and neighbour entries.
 //!
 //! Everything goes through netlink (the `rtnetlink` crate); nothing shells out to `ip` or
 //! `bridge`. Calls that create take "ensure" semantics and deletes report whether anything was

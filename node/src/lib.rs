@@ -14,6 +14,7 @@ mod identity;
 // Public for the hollow nodes of the scale benchmark (`shoal-tests`), which find the leader as
 // the agent does.
 pub mod leader_search;
+mod limits;
 mod lock;
 mod logs;
 mod manager_link;
@@ -141,6 +142,7 @@ async fn bind(path: &Path, group: &str) -> anyhow::Result<UnixListener> {
 /// Runs the daemon until SIGTERM or Ctrl-C.
 pub async fn run(args: Config) -> anyhow::Result<()> {
     init_tracing();
+    limits::raise_open_files();
     let sock = args.socket.clone();
     access::private_dir(&args.data_dir)?;
     let identity = identity::Identity::load(&args.data_dir)?;

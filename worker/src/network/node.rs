@@ -543,7 +543,6 @@ impl TaskNetworks for NodeNetwork {
     }
 }
 
-/// The MTU of the interface holding the underlay address (1500 when it cannot be told).
 /// Task namespaces were bind mounts in `dir` before they were held by descriptors: what an
 /// earlier daemon left there goes (a running container keeps its own namespace), and the
 /// directory with it.
@@ -559,6 +558,7 @@ fn remove_mounted_task_namespaces(dir: &std::path::Path) -> Result<(), NetworkEr
     Ok(())
 }
 
+/// The MTU of the interface holding the underlay address (1500 when it cannot be told).
 async fn underlay_mtu(host: &Netlink, underlay: Option<Ipv4Addr>) -> u32 {
     const DEFAULT: u32 = 1500;
     let Some(ip) = underlay else {
