@@ -89,15 +89,18 @@ async fn deleting_a_namespace_removes_its_links() {
     assert!(ip(&inner, &["-o", "link", "show"]).contains("eth0@"));
 
     assert!(lab.dir.delete(inner.name()).expect("delete inner"));
-    // The kernel tears the namespace down asynchronously.
     assert!(
-        eventually(Duration::from_secs(10), || !ip(
-            &outer,
-            &["-o", "link", "show"]
-        )
-        .contains(&veth)),
+        veth_goes(&outer, &veth),
         "veth {veth} outlived the namespace of its peer"
     );
+}
+
+/// Whether `veth` leaves `outer` within 10 s: the kernel tears a namespace down, and with it
+/// the far end of a veth pair, asynchronously.
+fn veth_goes(outer: &Netns, veth: &str) -> bool {
+    eventually(Duration::from_secs(10), || {
+        !ip(outer, &["-o", "link", "show"]).contains(veth)
+    })
 }
 
 #[test]
@@ -191,11 +194,7 @@ async fn a_held_namespace_is_mounted_nowhere_and_lives_as_long_as_a_handle() {
     // The last one frees it, and with it the veth's other end.
     drop(clone);
     assert!(
-        eventually(Duration::from_secs(10), || !ip(
-            &outer,
-            &["-o", "link", "show"]
-        )
-        .contains(&veth)),
+        veth_goes(&outer, &veth),
         "veth {veth} outlived the held namespace of its peer"
     );
 }

@@ -11,9 +11,10 @@
 //! `<task dir>/status.json`, so a task whose container was already removed is never run twice
 //! (the `finished` module says which tasks may have one).
 //!
-//! Between prepare and start, still PREPARING, the task's network namespace is built
+//! While PREPARING, side by side with the image, the task's network namespace is built
 //! ([`TaskNetworks::attach`]); a task whose networks cannot be attached is rejected like one
-//! whose image cannot be pulled, and is never started. The namespace goes with the container.
+//! whose image cannot be pulled, and is never started (nor is a task whose image fails kept
+//! attached). The namespace goes with the container.
 //!
 //! The controller only talks to the [`Executor`] and [`TaskNetworks`] traits and the
 //! [`Reporter`], so its unit tests need neither containerd nor netlink.
@@ -311,27 +312,10 @@ pub(super) async fn controller(
 
     r.report(&id, status(TaskState::Accepted, "accepted"));
     r.report(&id, status(TaskState::Preparing, "preparing"));
-    let image = tokio::select! {
-        res = ctx.executor.prepare(&task) => res,
-        c = cancelled(&mut rx) => {
-            if let Cancel::Shutdown(_) = c {
-                ctx.report_final(&id, status(TaskState::Shutdown, "shutdown"));
-            }
-            return;
-        }
-    };
-    let image = match image {
-        Ok(image) => image,
-        Err(e) => {
-            warn!(error = %e, "preparing the task failed");
-            let mut st = status(TaskState::Rejected, "preparing");
-            st.err = e.to_string();
-            ctx.report_final(&id, st);
-            return;
-        }
-    };
-    let net = tokio::select! {
-        res = ctx.network.attach(&task, None) => res,
+    // The image and the network do not depend on each other: prepared side by side, a start
+    // waits for the slower of the two rather than for both in turn.
+    let prepared = tokio::select! {
+        res = async { tokio::join!(ctx.executor.prepare(&task), ctx.network.attach(&task, None)) } => res,
         c = cancelled(&mut rx) => {
             ctx.detach_network(&id).await;
             if let Cancel::Shutdown(_) = c {
@@ -340,9 +324,19 @@ pub(super) async fn controller(
             return;
         }
     };
-    let net = match net {
-        Ok(net) => net,
-        Err(e) => {
+    let (image, net) = match prepared {
+        (Ok(image), Ok(net)) => (image, net),
+        (Err(e), net) => {
+            warn!(error = %e, "preparing the task failed");
+            if net.is_ok() {
+                ctx.detach_network(&id).await;
+            }
+            let mut st = status(TaskState::Rejected, "preparing");
+            st.err = e.to_string();
+            ctx.report_final(&id, st);
+            return;
+        }
+        (Ok(_), Err(e)) => {
             warn!(error = %e, "attaching the task's networks failed");
             let mut st = status(TaskState::Rejected, "preparing");
             st.err = format!("attaching the task's networks: {e}");

@@ -1,12 +1,13 @@
 //! One task's lifecycle on the fake executor.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_proto::{TaskState, TaskStatus};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{exited, task, Harness, SIGTERM_EXIT};
+use super::{exited, task, FakeExecutor, Harness, RecordingNetworks, SIGTERM_EXIT};
 use crate::agent::controller::controller;
 use crate::executor::{Executor, ObservedState};
 use crate::logs;
@@ -109,6 +110,23 @@ async fn a_task_that_cannot_be_prepared_is_rejected_and_never_started() {
         "the executor's error is the task's: {rejected:?}"
     );
     assert_eq!(h.exec.calls("t1"), ["prepare"]);
+}
+
+#[tokio::test]
+async fn the_network_is_attached_beside_the_image_and_let_go_when_the_image_fails() {
+    let net = Arc::new(RecordingNetworks::default());
+    let h = Harness::with_parts(FakeExecutor::new(), net.clone());
+    let mut t = task("t1");
+    t.spec = None;
+    let (_tx, ctl) = spawn(&h, t, None);
+    ctl.await.unwrap();
+    h.wait_for("t1", TaskState::Rejected).await;
+    assert_eq!(net.calls(), ["attach t1", "detach t1"]);
+
+    // A task that starts keeps its network.
+    let (_tx, _ctl) = spawn(&h, task("t2"), None);
+    h.wait_for("t2", TaskState::Running).await;
+    assert_eq!(net.calls(), ["attach t1", "detach t1", "attach t2"]);
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use shoal_proto::{ContainerSpec, Task, TaskState, TaskStatus, TaskUsage};
+use shoal_proto::{ContainerSpec, NetworkPeers, Task, TaskState, TaskStatus, TaskUsage};
 use tokio::sync::watch;
 
 use super::controller::Ctx;
@@ -21,6 +21,7 @@ use super::reporter::Reporter;
 use crate::executor::{ExecFuture, Executor, ExecutorError, ExitInfo, Observed, ObservedState};
 use crate::health::ProbeResult;
 use crate::image::ResolvedImage;
+use crate::network::{NetFuture, TaskNetwork, TaskNetworks};
 
 /// How long a test waits for an outcome before it fails: generous, since only the outcome is
 /// asserted.
@@ -294,6 +295,39 @@ pub(super) fn task(id: &str) -> Task {
     }
 }
 
+/// Loopback networking that records each attach and detach ("attach ID", "detach ID").
+#[derive(Default)]
+pub(super) struct RecordingNetworks {
+    calls: Mutex<Vec<String>>,
+}
+
+impl RecordingNetworks {
+    pub(super) fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn record(&self, call: String) {
+        self.calls.lock().unwrap().push(call);
+    }
+}
+
+impl TaskNetworks for RecordingNetworks {
+    fn attach<'a>(&'a self, task: &'a Task, _running: Option<u32>) -> NetFuture<'a, TaskNetwork> {
+        self.record(format!("attach {}", task.id));
+        Box::pin(async { Ok(TaskNetwork::default()) })
+    }
+    fn detach<'a>(&'a self, task_id: &'a str) -> NetFuture<'a, ()> {
+        self.record(format!("detach {task_id}"));
+        Box::pin(async { Ok(()) })
+    }
+    fn set_peers(&self, _peers: Vec<NetworkPeers>) -> NetFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+    fn retain<'a>(&'a self, _keep: &'a [Task]) -> NetFuture<'a, ()> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
 /// The executor and reporter controllers share, and every status the reporter queued.
 pub(super) struct Harness {
     pub(super) exec: Arc<FakeExecutor>,
@@ -308,12 +342,13 @@ impl Harness {
 
     /// A fresh agent's view (an empty reporter) of an executor that may already hold state.
     pub(super) fn with_executor(exec: Arc<FakeExecutor>) -> Self {
+        Self::with_parts(exec, Arc::new(crate::network::Loopback))
+    }
+
+    /// As [`Self::with_executor`], with `network` for the tasks' networks.
+    pub(super) fn with_parts(exec: Arc<FakeExecutor>, network: Arc<dyn TaskNetworks>) -> Self {
         let reporter = Arc::new(Reporter::new("node".into()));
-        let ctx = Arc::new(Ctx::new(
-            exec.clone(),
-            Arc::new(crate::network::Loopback),
-            reporter.clone(),
-        ));
+        let ctx = Arc::new(Ctx::new(exec.clone(), network, reporter.clone()));
         Harness {
             exec,
             reporter,
