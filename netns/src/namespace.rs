@@ -196,13 +196,14 @@ impl Netns {
     /// `name` is for logs and errors only. The unshare happens in a short-lived thread, for the
     /// reason [`NetnsDir::ensure`]'s does.
     pub fn new_held(name: &str) -> Result<Self> {
-        let file = in_helper_thread(name, "shoal-netns-new", || {
+        let owned = name.to_string();
+        let file = in_helper_thread(name, "shoal-netns-new", move || {
             unshare(CloneFlags::CLONE_NEWNET).map_err(|source| Error::Sys {
                 op: "unsharing network namespace",
                 path: PathBuf::from(THREAD_NETNS),
                 source,
             })?;
-            open_netns_file(Path::new(THREAD_NETNS))
+            open_netns_file(&owned, Path::new(THREAD_NETNS))
         })?;
         Ok(Self::held(name, file))
     }
@@ -211,15 +212,7 @@ impl Netns {
     /// restart), held by an open descriptor of this process from now on.
     pub fn of_process(name: &str, pid: u32) -> Result<Self> {
         let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
-        let file = File::open(&path).map_err(|source| match source.kind() {
-            ErrorKind::NotFound => Error::NoSuchNamespace(name.to_string()),
-            _ => Error::Io {
-                op: "opening namespace",
-                path: path.clone(),
-                source,
-            },
-        })?;
-        Ok(Self::held(name, file))
+        Ok(Self::held(name, open_netns_file(name, &path)?))
     }
 
     /// Another process reaches the descriptor through this process's `/proc` entry (not
@@ -275,14 +268,7 @@ impl Netns {
                 source,
             });
         }
-        File::open(&self.path).map_err(|source| match source.kind() {
-            ErrorKind::NotFound => Error::NoSuchNamespace(self.name.clone()),
-            _ => Error::Io {
-                op: "opening namespace",
-                path: self.path.clone(),
-                source,
-            },
-        })
+        open_netns_file(&self.name, &self.path)
     }
 }
 
@@ -409,12 +395,15 @@ pub(crate) fn enter(file: &File, path: PathBuf) -> Result<()> {
     })
 }
 
-/// Opens a namespace file that must exist.
-fn open_netns_file(path: &Path) -> Result<File> {
-    File::open(path).map_err(|source| Error::Io {
-        op: "opening namespace",
-        path: path.to_path_buf(),
-        source,
+/// Opens the file of namespace `name` at `path`; a missing one is [`Error::NoSuchNamespace`].
+fn open_netns_file(name: &str, path: &Path) -> Result<File> {
+    File::open(path).map_err(|source| match source.kind() {
+        ErrorKind::NotFound => Error::NoSuchNamespace(name.to_string()),
+        _ => Error::Io {
+            op: "opening namespace",
+            path: path.to_path_buf(),
+            source,
+        },
     })
 }
 
