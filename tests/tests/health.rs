@@ -384,7 +384,9 @@ fn create_over_api(host: &ShoalHost, test: &[&str]) -> tonic::Status {
             .await
             .expect("connect to the API socket");
         ControlClient::new(channel)
-            .create_service(CreateServiceRequest { spec: Some(spec) })
+            .create_service(CreateServiceRequest {
+                spec: Some(Box::new(spec)),
+            })
             .await
             .expect_err("a bad healthcheck test is refused")
     })

@@ -233,7 +233,7 @@ fn api_refusals(host: &ShoalHost) -> Vec<String> {
             }),
         };
         let service = |r: SecretReference| CreateServiceRequest {
-            spec: Some(ServiceSpec {
+            spec: Some(Box::new(ServiceSpec {
                 name: "api".into(),
                 replicas: 1,
                 container: Some(ContainerSpec {
@@ -242,7 +242,7 @@ fn api_refusals(host: &ShoalHost) -> Vec<String> {
                     ..Default::default()
                 }),
                 ..Default::default()
-            }),
+            })),
         };
         let reference = |name: &str, mode: u32| SecretReference {
             secret_name: name.into(),

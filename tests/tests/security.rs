@@ -174,7 +174,9 @@ fn create_service_labelled(
     rt.block_on(async {
         control(addr, config)
             .await?
-            .create_service(CreateServiceRequest { spec: Some(spec) })
+            .create_service(CreateServiceRequest {
+                spec: Some(Box::new(spec)),
+            })
             .await
             .map(|_| ())
     })

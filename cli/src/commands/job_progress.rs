@@ -129,14 +129,14 @@ mod tests {
     fn job(condition: Condition) -> Service {
         Service {
             id: "s1".into(),
-            spec: Some(ServiceSpec {
+            spec: Some(Box::new(ServiceSpec {
                 name: "batch".into(),
                 restart: Some(RestartPolicy {
                     condition: condition as i32,
                     ..Default::default()
                 }),
                 ..Default::default()
-            }),
+            })),
             job_status: Some(JobStatus {
                 iteration: 2,
                 last_execution_ms: 0,

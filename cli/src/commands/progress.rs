@@ -514,7 +514,7 @@ mod tests {
     fn service(replicas: u64, condition: Condition) -> Service {
         Service {
             id: "s1".into(),
-            spec: Some(ServiceSpec {
+            spec: Some(Box::new(ServiceSpec {
                 name: "web".into(),
                 replicas,
                 container: container(),
@@ -523,7 +523,7 @@ mod tests {
                     ..Default::default()
                 }),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         }
     }

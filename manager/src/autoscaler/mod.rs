@@ -596,11 +596,11 @@ mod tests {
                 version: 7,
                 ..Default::default()
             }),
-            spec: Some(ServiceSpec {
+            spec: Some(Box::new(ServiceSpec {
                 name: "web".into(),
                 replicas,
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         }
     }

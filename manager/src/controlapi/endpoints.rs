@@ -31,7 +31,7 @@ pub(super) async fn propose_with_endpoint(
     current: Option<&Endpoint>,
     make: fn(Service) -> Action,
 ) -> Result<(), Status> {
-    let no_spec = ServiceSpec::default();
+    let no_spec = Box::<ServiceSpec>::default();
     let mut attempt = 0;
     loop {
         let spec = service.spec.as_ref().unwrap_or(&no_spec);

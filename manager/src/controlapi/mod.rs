@@ -109,10 +109,14 @@ impl ActiveManager {
 macro_rules! forward {
     ($m:expr, $request:ident, $method:ident) => {
         if let Some(ch) = $m.leader.forward()? {
-            return ControlClient::new(ch)
-                .max_decoding_message_size(usize::MAX)
-                .$method($request.into_inner())
-                .await;
+            // Boxed: inline, the client call's future (several KB) would be part of every
+            // call's future, which each call's answer moves and copies, forwarded or not.
+            return Box::pin(
+                ControlClient::new(ch)
+                    .max_decoding_message_size(usize::MAX)
+                    .$method($request.into_inner()),
+            )
+            .await;
         }
     };
 }
@@ -450,8 +454,8 @@ impl control_server::Control for ControlApi {
         if let Some(old) = current.spec.as_ref() {
             validate::spec_change(old, &spec).map_err(spec_status)?;
         }
-        check_query_policy(&m, current.spec.as_ref(), &spec).await?;
-        registry_auth::keep_stored(current.spec.as_ref(), &mut spec);
+        check_query_policy(&m, current.spec.as_deref(), &spec).await?;
+        registry_auth::keep_stored(current.spec.as_deref(), &mut spec);
         // The copy read from the store becomes the update: no further copy of the service
         // (this is the control API's hottest write).
         let mut updated = current;
@@ -742,10 +746,10 @@ mod tests {
                 id.into(),
                 Service {
                     id: id.into(),
-                    spec: Some(ServiceSpec {
+                    spec: Some(Box::new(ServiceSpec {
                         name: name.into(),
                         ..Default::default()
-                    }),
+                    })),
                     ..Default::default()
                 },
             );

@@ -39,8 +39,8 @@ mod tests {
             ..Default::default()
         };
         let shown = hidden(Service {
-            spec: Some(spec.clone()),
-            previous_spec: Some(spec.clone()),
+            spec: Some(Box::new(spec.clone())),
+            previous_spec: Some(Box::new(spec.clone())),
             ..Default::default()
         });
         assert!(shown.spec.unwrap().registry_auth.is_none());

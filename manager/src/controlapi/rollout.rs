@@ -9,7 +9,7 @@ use shoal_proto::{update_status::State, JobStatus, Service, ServiceSpec, UpdateS
 use tonic::Status;
 
 /// The spec `service rollback` goes back to.
-pub(super) fn previous_spec(service: &Service) -> Result<ServiceSpec, Status> {
+pub(super) fn previous_spec(service: &Service) -> Result<Box<ServiceSpec>, Status> {
     let name = service
         .spec
         .as_ref()
@@ -44,7 +44,7 @@ pub(super) fn status_for_update(
         .is_some_and(|s| matches!(s.state(), State::Paused | State::RollbackPaused));
     let (state, message) = if rollback {
         (State::RollbackStarted, "manually requested rollback")
-    } else if paused || replaces_tasks(service.spec.as_ref(), new) {
+    } else if paused || replaces_tasks(service.spec.as_deref(), new) {
         (State::Updating, "update in progress")
     } else {
         return None;
@@ -89,7 +89,7 @@ mod tests {
     fn with_status(state: Option<State>) -> Service {
         Service {
             id: "s1".into(),
-            spec: Some(spec("a", 1)),
+            spec: Some(Box::new(spec("a", 1))),
             previous_spec: None,
             update_status: state.map(|s| UpdateStatus {
                 state: s as i32,

@@ -404,7 +404,7 @@ mod tests {
         use shoal_proto::{Endpoint, NetworkAttachmentConfig, PortConfig, ServiceSpec, VirtualIp};
         shoal_proto::Service {
             id: id.into(),
-            spec: Some(ServiceSpec {
+            spec: Some(Box::new(ServiceSpec {
                 name: format!("svc-{id}"),
                 networks: vips
                     .iter()
@@ -414,7 +414,7 @@ mod tests {
                     })
                     .collect(),
                 ..Default::default()
-            }),
+            })),
             endpoint: Some(Endpoint {
                 ports: vec![PortConfig {
                     target_port: 80,

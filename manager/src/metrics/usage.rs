@@ -236,11 +236,11 @@ mod tests {
             "s1".into(),
             Service {
                 id: "s1".into(),
-                spec: Some(ServiceSpec {
+                spec: Some(Box::new(ServiceSpec {
                     name: "web".into(),
                     replicas: 3,
                     ..Default::default()
-                }),
+                })),
                 ..Default::default()
             },
         );

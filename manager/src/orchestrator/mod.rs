@@ -285,7 +285,7 @@ pub fn new_task(service: &Service, slot: u64, node_id: &str, now_ms: i64) -> Tas
     // (labels, mode, update and rollback configs, and the container a second time) was made
     // and dropped for each of a thousand replicas.
     let default = ServiceSpec::default();
-    let spec = service.spec.as_ref().unwrap_or(&default);
+    let spec = service.spec.as_deref().unwrap_or(&default);
     Task {
         id: new_id(),
         meta: Some(Meta {
@@ -432,12 +432,12 @@ pub(crate) mod testing {
                 version: 1,
                 ..Default::default()
             }),
-            spec: Some(ServiceSpec {
+            spec: Some(Box::new(ServiceSpec {
                 name: format!("svc-{id}"),
                 replicas,
                 mode: mode as i32,
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         }
     }

@@ -151,11 +151,11 @@ mod tests {
             "s1".into(),
             Service {
                 id: "s1".into(),
-                spec: Some(ServiceSpec {
+                spec: Some(Box::new(ServiceSpec {
                     name: "web".into(),
                     replicas,
                     ..Default::default()
-                }),
+                })),
                 ..Default::default()
             },
         );

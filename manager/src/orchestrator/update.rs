@@ -391,13 +391,13 @@ mod tests {
                 version: 7,
                 ..Default::default()
             }),
-            spec: Some(shoal_proto::ServiceSpec {
+            spec: Some(Box::new(shoal_proto::ServiceSpec {
                 container: Some(shoal_proto::ContainerSpec {
                     image: "busybox".into(),
                     ..Default::default()
                 }),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         };
         let current = crate::orchestrator::new_task(&service, 1, "", 0);

@@ -211,11 +211,11 @@ mod tests {
                 action: Some(Action::CreateService(
                     Service {
                         id: format!("id-{name}"),
-                        spec: Some(ServiceSpec {
+                        spec: Some(Box::new(ServiceSpec {
                             name: name.to_string(),
                             replicas: 1,
                             ..Default::default()
-                        }),
+                        })),
                         ..Default::default()
                     }
                     .into(),

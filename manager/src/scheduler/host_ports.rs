@@ -86,10 +86,10 @@ mod tests {
     fn state(nodes: &[&str], tasks: Vec<Task>) -> StoreState {
         let services = ["s", "other"].map(|id| Service {
             id: id.into(),
-            spec: Some(ServiceSpec {
+            spec: Some(Box::new(ServiceSpec {
                 name: id.into(),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         });
         StoreState {

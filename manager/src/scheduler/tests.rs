@@ -25,14 +25,14 @@ fn labelled(id: &str, zone: &str) -> Node {
 fn service(id: &str, constraints: &[&str], max_per_node: u64) -> Service {
     Service {
         id: id.into(),
-        spec: Some(ServiceSpec {
+        spec: Some(Box::new(ServiceSpec {
             name: id.into(),
             placement: Some(shoal_proto::Placement {
                 constraints: constraints.iter().map(|c| c.to_string()).collect(),
                 max_replicas_per_node: max_per_node,
             }),
             ..Default::default()
-        }),
+        })),
         ..Default::default()
     }
 }

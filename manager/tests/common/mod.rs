@@ -28,7 +28,7 @@ pub fn create_service_padded(name: &str, padding: usize) -> StoreAction {
         action: Some(Action::CreateService(
             Service {
                 id: format!("id-{name}"),
-                spec: Some(spec),
+                spec: Some(Box::new(spec)),
                 ..Default::default()
             }
             .into(),

@@ -198,7 +198,9 @@ async fn run_rounds(
             ..Default::default()
         };
         let created = client
-            .create_service(CreateServiceRequest { spec: Some(spec) })
+            .create_service(CreateServiceRequest {
+                spec: Some(Box::new(spec)),
+            })
             .await
             .with_context(|| format!("create service raftbench-{i}"))?;
         services.push(created.into_inner().id);

@@ -14,7 +14,9 @@ use crate::commands::{job_progress, progress};
 pub(super) async fn create(client: &Client, args: &CreateArgs, spec: ServiceSpec) -> Result<()> {
     let service = client
         .control()
-        .create_service(CreateServiceRequest { spec: Some(spec) })
+        .create_service(CreateServiceRequest {
+            spec: Some(Box::new(spec)),
+        })
         .await
         .or_daemon_error()?;
     println!("{}", service.id);
@@ -73,7 +75,7 @@ pub(super) async fn update(client: &Client, args: &UpdateArgs) -> Result<()> {
         // loses nothing.
         let mut spec = apply_update(&current, args)?;
         apply_network_update(&mut spec, args, &removed);
-        match update_spec(client, &service, spec).await {
+        match update_spec(client, &service, Box::new(spec)).await {
             Err(status) if is_version_conflict(&status) && attempt < UPDATE_ATTEMPTS => continue,
             other => break (current, other.or_daemon_error()?),
         }

@@ -264,7 +264,7 @@ mod tests {
     fn pretty_shows_the_check() {
         let spec = checked(&["--health-interval", "1m30s", "--health-retries", "4"]);
         let service = shoal_proto::Service {
-            spec: Some(spec),
+            spec: Some(Box::new(spec)),
             ..Default::default()
         };
         let out = crate::commands::service::inspect::pretty(&service);

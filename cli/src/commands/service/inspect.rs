@@ -337,7 +337,7 @@ mod tests {
         .unwrap();
         let service = Service {
             id: "sid".into(),
-            spec: Some(spec),
+            spec: Some(Box::new(spec)),
             autoscale_status: Some(shoal_proto::AutoscaleStatus {
                 decisions: vec![shoal_proto::AutoscaleDecision {
                     at_ms: 0,
@@ -380,7 +380,7 @@ mod tests {
         ]);
         let service = Service {
             id: "sid".into(),
-            spec: Some(build_spec(&a).unwrap()),
+            spec: Some(Box::new(build_spec(&a).unwrap())),
             ..Default::default()
         };
         let out = pretty(&service);
@@ -421,7 +421,7 @@ mod tests {
         spec.networks[0].target = "id-front".into();
         let service = Service {
             id: "sid".into(),
-            spec: Some(spec),
+            spec: Some(Box::new(spec)),
             ..Default::default()
         };
         let names = HashMap::from([("id-front".to_string(), "front".to_string())]);

@@ -447,7 +447,7 @@ t10aaaaaaaaa   web.10      busybox:latest   node1     Running         Pending 2 
     fn ls_rows() {
         let service = Service {
             id: "abcdefghijklmnopqrstuvwxy".into(),
-            spec: Some(ServiceSpec {
+            spec: Some(Box::new(ServiceSpec {
                 name: "web".into(),
                 replicas: 3,
                 container: Some(ContainerSpec {
@@ -455,7 +455,7 @@ t10aaaaaaaaa   web.10      busybox:latest   node1     Running         Pending 2 
                     ..Default::default()
                 }),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         };
         let summary = |service: Service, running, desired, completed, job_total| ServiceSummary {

@@ -97,7 +97,7 @@ async fn get_service(client: &Client, name: &str) -> Result<Service> {
 async fn update_spec(
     client: &Client,
     service: &Service,
-    spec: ServiceSpec,
+    spec: Box<ServiceSpec>,
 ) -> Result<tonic::Response<Service>, tonic::Status> {
     client
         .control()

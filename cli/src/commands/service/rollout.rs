@@ -298,7 +298,7 @@ mod tests {
         spec.update.as_mut().unwrap().failure_action = FailureAction::Rollback as i32;
         let service = Service {
             id: "s1".into(),
-            spec: Some(spec),
+            spec: Some(Box::new(spec)),
             update_status: Some(shoal_proto::UpdateStatus {
                 state: UpdateState::RollbackStarted as i32,
                 started_at_ms: 1,

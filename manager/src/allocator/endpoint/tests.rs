@@ -104,7 +104,7 @@ fn create(st: &mut StoreState, id: &str, spec: ServiceSpec) -> Result<Endpoint, 
     let endpoint = allocate_endpoint(st, id, &spec, None).map_err(|e| e.to_string())?;
     let service = Service {
         id: id.into(),
-        spec: Some(spec),
+        spec: Some(Box::new(spec)),
         endpoint: Some(endpoint.clone()),
         ..Default::default()
     };
@@ -117,7 +117,7 @@ fn update(st: &mut StoreState, id: &str, spec: ServiceSpec) -> Result<Endpoint, 
     let mut service = st.services.get(id).cloned().ok_or("no service")?;
     let endpoint =
         allocate_endpoint(st, id, &spec, service.endpoint.as_ref()).map_err(|e| e.to_string())?;
-    service.spec = Some(spec);
+    service.spec = Some(Box::new(spec));
     service.endpoint = Some(endpoint.clone());
     apply(st, Action::UpdateService(service.into())).map_err(|e| e.to_string())?;
     Ok(endpoint)
@@ -241,7 +241,7 @@ fn the_store_refuses_a_port_published_meanwhile() {
     assert_eq!(published(&ea), published(&eb));
     let service = |id: &str, spec: ServiceSpec, endpoint: Endpoint| Service {
         id: id.into(),
-        spec: Some(spec),
+        spec: Some(Box::new(spec)),
         endpoint: Some(endpoint),
         ..Default::default()
     };
@@ -271,7 +271,7 @@ fn vips_share_the_address_space_with_tasks() {
     // ...nor a VIP a task's address, nor another VIP.
     let taken = |addr: &str| Service {
         id: "s2".into(),
-        spec: Some(spec("api", VIP, vec![], &["n1"])),
+        spec: Some(Box::new(spec("api", VIP, vec![], &["n1"]))),
         endpoint: Some(Endpoint {
             virtual_ips: vec![VirtualIp {
                 network_id: "n1".into(),

@@ -185,7 +185,7 @@ mod tests {
     fn service(id: &str, name: &str, secret_id: &str) -> Service {
         Service {
             id: id.into(),
-            spec: Some(ServiceSpec {
+            spec: Some(Box::new(ServiceSpec {
                 name: name.into(),
                 container: Some(ContainerSpec {
                     secrets: vec![SecretReference {
@@ -196,7 +196,7 @@ mod tests {
                     ..Default::default()
                 }),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         }
     }

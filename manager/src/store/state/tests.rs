@@ -10,10 +10,10 @@ fn act(a: Action) -> StoreAction {
 fn service(id: &str, name: &str) -> Service {
     Service {
         id: id.into(),
-        spec: Some(ServiceSpec {
+        spec: Some(Box::new(ServiceSpec {
             name: name.into(),
             ..Default::default()
-        }),
+        })),
         ..Default::default()
     }
 }

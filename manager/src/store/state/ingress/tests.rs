@@ -78,10 +78,10 @@ fn swarm() -> StoreState {
 fn publisher(id: &str, name: &str) -> Service {
     Service {
         id: id.into(),
-        spec: Some(ServiceSpec {
+        spec: Some(Box::new(ServiceSpec {
             name: name.into(),
             ..Default::default()
-        }),
+        })),
         endpoint: Some(Endpoint {
             ports: vec![PortConfig {
                 target_port: 80,

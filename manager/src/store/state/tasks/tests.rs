@@ -266,10 +266,10 @@ fn a_service_keeps_its_own_tasks_apart() {
             .map(|(id, name)| {
                 let svc = Service {
                     id: id.into(),
-                    spec: Some(ServiceSpec {
+                    spec: Some(Box::new(ServiceSpec {
                         name: name.into(),
                         ..Default::default()
-                    }),
+                    })),
                     ..Default::default()
                 };
                 (id.to_string(), svc)
