@@ -209,7 +209,7 @@ fn lookup<'a, T>(
     }
 }
 
-fn find_service(st: &StoreState, key: &str) -> Result<Service, Status> {
+fn find_service<'a>(st: &'a StoreState, key: &str) -> Result<&'a Service, Status> {
     lookup(
         &st.services,
         key,
@@ -217,7 +217,21 @@ fn find_service(st: &StoreState, key: &str) -> Result<Service, Status> {
         |s| s.spec.as_ref().map_or("", |sp| &sp.name),
         "service",
     )
-    .cloned()
+}
+
+/// A copy of `s` to update: all of it but its previous spec, which an update replaces (a
+/// spec's copy is most of a service's, and this is on the path of every update).
+fn copy_to_update(s: &Service) -> Service {
+    Service {
+        id: s.id.clone(),
+        meta: s.meta.clone(),
+        spec: s.spec.clone(),
+        previous_spec: None,
+        autoscale_status: s.autoscale_status.clone(),
+        endpoint: s.endpoint.clone(),
+        update_status: s.update_status.clone(),
+        job_status: s.job_status.clone(),
+    }
 }
 
 /// A query policy needs a Prometheus that answers and accepts the query.
@@ -422,7 +436,7 @@ impl control_server::Control for ControlApi {
         forward!(m, request, get_service);
         m.linearizable().await?;
         let key = request.into_inner().service;
-        let service = m.store.view(|st| find_service(st, &key))?;
+        let service = m.store.view(|st| find_service(st, &key).cloned())?;
         Ok(Response::new(registry_auth::hidden(service)))
     }
 
@@ -433,12 +447,19 @@ impl control_server::Control for ControlApi {
         let m = self.active()?;
         forward!(m, request, update_service);
         let req = request.into_inner();
-        let current = m.store.view(|st| find_service(st, &req.service))?;
-        let mut spec = if req.rollback {
-            rollout::previous_spec(&current)?
-        } else {
-            req.spec
-                .ok_or_else(|| Status::invalid_argument("no service spec given"))?
+        let (current, previous) = m.store.view(|st| {
+            let s = find_service(st, &req.service)?;
+            let previous = match req.rollback {
+                true => Some(rollout::previous_spec(s)?),
+                false => None,
+            };
+            Ok::<_, Status>((copy_to_update(s), previous))
+        })?;
+        let mut spec = match previous {
+            Some(previous) => previous,
+            None => req
+                .spec
+                .ok_or_else(|| Status::invalid_argument("no service spec given"))?,
         };
         validate::service_spec(&spec).map_err(spec_status)?;
         m.store.view(|st| {
@@ -526,7 +547,7 @@ impl control_server::Control for ControlApi {
             let service_id = if req.service.is_empty() {
                 None
             } else {
-                Some(find_service(st, &req.service)?.id)
+                Some(find_service(st, &req.service)?.id.clone())
             };
             let node_id = if req.node.is_empty() {
                 None
