@@ -138,4 +138,27 @@ mod tests {
              (BOXED_ACTIONS)"
         );
     }
+
+    /// A service, and the requests that carry a spec, are moved through every control API
+    /// call's futures and the store: their specs are boxed (`build.rs`, `BOXED_SPECS`).
+    #[test]
+    fn a_service_and_its_requests_carry_their_specs_boxed() {
+        for (what, size) in [
+            ("Service", std::mem::size_of::<Service>()),
+            (
+                "CreateServiceRequest",
+                std::mem::size_of::<CreateServiceRequest>(),
+            ),
+            (
+                "UpdateServiceRequest",
+                std::mem::size_of::<UpdateServiceRequest>(),
+            ),
+        ] {
+            assert!(
+                size <= 400,
+                "a {what} takes {size} bytes: box its large fields in proto/build.rs \
+                 (BOXED_SPECS)"
+            );
+        }
+    }
 }

@@ -224,13 +224,13 @@ fn find_service<'a>(st: &'a StoreState, key: &str) -> Result<&'a Service, Status
 fn copy_to_update(s: &Service) -> Service {
     Service {
         id: s.id.clone(),
-        meta: s.meta.clone(),
+        meta: s.meta,
         spec: s.spec.clone(),
         previous_spec: None,
         autoscale_status: s.autoscale_status.clone(),
         endpoint: s.endpoint.clone(),
         update_status: s.update_status.clone(),
-        job_status: s.job_status.clone(),
+        job_status: s.job_status,
     }
 }
 
