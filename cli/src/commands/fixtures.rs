@@ -23,7 +23,7 @@ pub fn task(id: &str, slot: u64, at: i64, state: TaskState, desired: TaskState) 
         service_name: "web".into(),
         slot,
         node_id: "n1".into(),
-        spec: container(),
+        spec: container().map(Box::new),
         desired_state: desired as i32,
         status: Some(TaskStatus {
             state: state as i32,

@@ -119,7 +119,9 @@ pub fn assess(service: &Service, tasks: &[Task], since_ms: i64) -> Assessment {
     let restart = spec.restart.unwrap_or_default();
     let condition = Condition::try_from(restart.condition).unwrap_or(Condition::Any);
     let up_to_date = |t: &Task| {
-        t.spec == spec.container && t.has_networks_of(&spec) && t.has_endpoint_of(service)
+        t.spec.as_deref() == spec.container.as_ref()
+            && t.has_networks_of(&spec)
+            && t.has_endpoint_of(service)
     };
     let live = |t: &Task| t.desired() <= TaskState::Running && !t.state().is_terminal();
 
@@ -579,10 +581,10 @@ mod tests {
     #[test]
     fn tasks_of_another_spec_do_not_count() {
         let mut t = task("a", 1, 10, Running, Running);
-        t.spec = Some(ContainerSpec {
+        t.spec = Some(Box::new(ContainerSpec {
             image: "docker.io/library/nginx:latest".into(),
             ..Default::default()
-        });
+        }));
         let a = assess(&service(1, Condition::Any), &[t], 0);
         assert_eq!(a.running, 0);
         assert!(!a.converged);

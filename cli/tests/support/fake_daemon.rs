@@ -102,7 +102,7 @@ impl State {
             service_name: spec.name.clone(),
             slot,
             node_id: SELF_ID.into(),
-            spec: spec.container.clone(),
+            spec: spec.container.clone().map(Box::new),
             desired_state: TaskState::Running as i32,
             status: Some(TaskStatus {
                 state: TaskState::New as i32,

@@ -131,7 +131,7 @@ mod tests {
                 state: state as i32,
                 ..Default::default()
             }),
-            spec: Some(ContainerSpec {
+            spec: Some(Box::new(ContainerSpec {
                 resources: Some(Resources {
                     limits: Some(limits),
                     reservations: Some(ResourceAmounts {
@@ -140,7 +140,7 @@ mod tests {
                     }),
                 }),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         }
     }

@@ -56,7 +56,7 @@ mod tests {
         Task {
             id: id.into(),
             node_id: node.into(),
-            spec: Some(ContainerSpec {
+            spec: Some(Box::new(ContainerSpec {
                 secrets: secret
                     .map(|s| SecretReference {
                         secret_id: s.into(),
@@ -66,7 +66,7 @@ mod tests {
                     .into_iter()
                     .collect(),
                 ..Default::default()
-            }),
+            })),
             status: Some(TaskStatus {
                 state: state as i32,
                 ..Default::default()

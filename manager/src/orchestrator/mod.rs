@@ -297,7 +297,7 @@ pub fn new_task(service: &Service, slot: u64, node_id: &str, now_ms: i64) -> Tas
         service_name: spec.name.clone(),
         slot,
         node_id: node_id.to_string(),
-        spec: spec.container.clone(),
+        spec: spec.container.clone().map(Box::new),
         desired_state: TaskState::Running as i32,
         status: Some(TaskStatus {
             state: TaskState::New as i32,

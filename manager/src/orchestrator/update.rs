@@ -42,7 +42,7 @@ pub(crate) fn outdated(service: &Service, t: &Task) -> bool {
         .spec
         .as_ref()
         .map_or(t.networks.is_empty(), |s| t.has_networks_of(s));
-    t.spec.as_ref() != current || !same_networks || !t.has_endpoint_of(service)
+    t.spec.as_deref() != current || !same_networks || !t.has_endpoint_of(service)
 }
 
 /// An old-spec task that was shut down and is still stopping on a node: under stop-first its
@@ -102,7 +102,7 @@ mod tests {
     }
 
     fn with(mut t: Task, img: &str, desired: TaskState) -> Task {
-        t.spec = image(img);
+        t.spec = image(img).map(Box::new);
         t.restart = updated(ServiceMode::Replicated, 1).spec.unwrap().restart;
         t.desired_state = desired as i32;
         t

@@ -325,7 +325,7 @@ fn sized(id: &str, cpus: u32, memory: u64) -> Node {
 }
 
 fn reserving(mut t: Task, nano_cpus: u64, memory_bytes: u64) -> Task {
-    t.spec = Some(shoal_proto::ContainerSpec {
+    t.spec = Some(Box::new(shoal_proto::ContainerSpec {
         resources: Some(shoal_proto::Resources {
             limits: None,
             reservations: Some(ResourceAmounts {
@@ -334,7 +334,7 @@ fn reserving(mut t: Task, nano_cpus: u64, memory_bytes: u64) -> Task {
             }),
         }),
         ..Default::default()
-    });
+    }));
     t
 }
 

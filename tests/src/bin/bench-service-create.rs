@@ -470,11 +470,11 @@ async fn start_directly(socket: &Path, data_dir: &Path, n: usize) -> Result<Star
                 service_name: "bench-direct".into(),
                 slot,
                 node_id: "bench".into(),
-                spec: Some(ContainerSpec {
+                spec: Some(Box::new(ContainerSpec {
                     image: IMAGE.into(),
                     args: vec!["sleep".into(), "3600".into()],
                     ..Default::default()
-                }),
+                })),
                 ..Default::default()
             })
         })

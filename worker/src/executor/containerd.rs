@@ -168,7 +168,7 @@ impl ContainerdExecutor {
 
     fn container_spec(task: &Task) -> Result<&ContainerSpec, ExecutorError> {
         task.spec
-            .as_ref()
+            .as_deref()
             .ok_or_else(|| ExecutorError::NoContainerSpec {
                 task: task.id.clone(),
             })

@@ -639,7 +639,7 @@ pub struct SpecInput<'a> {
 /// Builds the OCI runtime spec of a task's container.
 pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     let default_spec = ContainerSpec::default();
-    let cs = input.task.spec.as_ref().unwrap_or(&default_spec);
+    let cs = input.task.spec.as_deref().unwrap_or(&default_spec);
     let mut args = process_args(cs, input.image)?;
     let mut mounts = mounts(input.task_dir)?;
     if cs.init {

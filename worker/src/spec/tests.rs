@@ -170,10 +170,10 @@ fn hostname_defaults_to_short_task_id() {
         ..Default::default()
     };
     assert_eq!(hostname_for(&task), "abcdefghijkl");
-    task.spec = Some(ContainerSpec {
+    task.spec = Some(Box::new(ContainerSpec {
         hostname: "web".into(),
         ..Default::default()
-    });
+    }));
     assert_eq!(hostname_for(&task), "web");
 }
 
@@ -206,7 +206,7 @@ fn container_options_reach_the_spec() {
     let bind = parse_mount("type=bind,source=/srv,target=/srv,bind-propagation=rslave").unwrap();
     let task = Task {
         id: "t1234567890abcdef".into(),
-        spec: Some(ContainerSpec {
+        spec: Some(Box::new(ContainerSpec {
             init: true,
             tty: true,
             read_only: true,
@@ -216,7 +216,7 @@ fn container_options_reach_the_spec() {
                 parse_ulimit("nproc=-1").unwrap(),
             ],
             ..Default::default()
-        }),
+        })),
         ..Default::default()
     };
     let mounts = [
@@ -301,11 +301,11 @@ fn container_options_reach_the_spec() {
 fn spec_has_docker_defaults() {
     let task = Task {
         id: "t1234567890abcdef".into(),
-        spec: Some(ContainerSpec {
+        spec: Some(Box::new(ContainerSpec {
             env: strs(&["A=task"]),
             dir: "/work".into(),
             ..Default::default()
-        }),
+        })),
         ..Default::default()
     };
     let img = image(&[], &["sh"]);

@@ -37,7 +37,7 @@ pub fn busybox_task(args: &[&str], f: impl FnOnce(&mut ContainerSpec)) -> Task {
         service_name: "web".into(),
         slot: 2,
         node_id: NODE.into(),
-        spec: Some(spec),
+        spec: Some(Box::new(spec)),
         desired_state: TaskState::Running as i32,
         ..Default::default()
     }

@@ -45,7 +45,7 @@ fn config(parallelism: u64, order: Order, action: FailureAction) -> UpdateConfig
 
 fn old(id: &str, slot: u64) -> Task {
     let mut t = task(id, slot, "n1", TaskState::Running, 0);
-    t.spec = image("old");
+    t.spec = image("old").map(Box::new);
     t.started_at_ms = 1;
     t
 }
@@ -53,7 +53,7 @@ fn old(id: &str, slot: u64) -> Task {
 /// A task of the new spec created at `at`, in `state`; a running one started at `at`.
 fn new(id: &str, slot: u64, state: TaskState, at: i64) -> Task {
     let mut t = task(id, slot, "n1", state, at);
-    t.spec = image("new");
+    t.spec = image("new").map(Box::new);
     if state >= TaskState::Running {
         t.started_at_ms = at;
     }

@@ -281,11 +281,11 @@ pub(super) fn task(id: &str) -> Task {
         service_name: "web".into(),
         slot: 1,
         node_id: "node".into(),
-        spec: Some(ContainerSpec {
+        spec: Some(Box::new(ContainerSpec {
             image: "busybox:latest".into(),
             stop_grace_period_ms: 1_000,
             ..Default::default()
-        }),
+        })),
         desired_state: TaskState::Running as i32,
         status: Some(TaskStatus {
             state: TaskState::Assigned as i32,
