@@ -31,10 +31,10 @@ pub(super) async fn propose_with_endpoint(
     current: Option<&Endpoint>,
     make: fn(Service) -> Action,
 ) -> Result<(), Status> {
-    let no_spec = Box::<ServiceSpec>::default();
+    let no_spec = ServiceSpec::default();
     let mut attempt = 0;
     loop {
-        let spec = service.spec.as_ref().unwrap_or(&no_spec);
+        let spec = service.spec.as_deref().unwrap_or(&no_spec);
         let endpoint = m
             .store
             .view(|st| allocate_endpoint(st, &service.id, spec, current))
