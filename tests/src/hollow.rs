@@ -85,13 +85,17 @@ impl Executor for HollowExecutor {
         })
     }
 
-    fn start<'a>(
+    fn create<'a>(
         &'a self,
-        task: &'a Task,
+        _task: &'a Task,
         _image: &'a ResolvedImage,
-        _net: &'a TaskNetwork,
+        _netns: Option<&'a shoal_worker::network::Netns>,
         _files: &'a [shoal_worker::executor::TaskFile],
-    ) -> ExecFuture<'a, u32> {
+    ) -> ExecFuture<'a, ()> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn start<'a>(&'a self, task: &'a Task, _net: &'a TaskNetwork) -> ExecFuture<'a, u32> {
         self.tasks()
             .entry(task.id.clone())
             .or_insert_with(|| watch::channel(None).0);
