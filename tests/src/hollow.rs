@@ -85,17 +85,13 @@ impl Executor for HollowExecutor {
         })
     }
 
-    fn create<'a>(
+    fn start<'a>(
         &'a self,
-        _task: &'a Task,
+        task: &'a Task,
         _image: &'a ResolvedImage,
-        _netns: Option<&'a shoal_worker::network::Netns>,
+        _net: &'a TaskNetwork,
         _files: &'a [shoal_worker::executor::TaskFile],
-    ) -> ExecFuture<'a, ()> {
-        Box::pin(async { Ok(()) })
-    }
-
-    fn start<'a>(&'a self, task: &'a Task, _net: &'a TaskNetwork) -> ExecFuture<'a, u32> {
+    ) -> ExecFuture<'a, u32> {
         self.tasks()
             .entry(task.id.clone())
             .or_insert_with(|| watch::channel(None).0);

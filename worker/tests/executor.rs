@@ -62,7 +62,7 @@ impl Env {
         let image = self.executor.prepare(task).await.expect("prepare");
         match self
             .executor
-            .run(task, &image, &TaskNetwork::default(), &[])
+            .start(task, &image, &TaskNetwork::default(), &[])
             .await
         {
             Ok(pid) => pid,
@@ -453,7 +453,7 @@ async fn a_failed_start_leaves_no_container() {
     let image = env.executor.prepare(&t).await.unwrap();
     let err = env
         .executor
-        .run(&t, &image, &TaskNetwork::default(), &[])
+        .start(&t, &image, &TaskNetwork::default(), &[])
         .await
         .unwrap_err();
     assert!(err.to_string().contains("Tasks."), "{err}");
@@ -462,7 +462,7 @@ async fn a_failed_start_leaves_no_container() {
     let unknown_user = task_with(&["true"], |s| s.user = "ghost".into());
     let err = env
         .executor
-        .run(&unknown_user, &image, &TaskNetwork::default(), &[])
+        .start(&unknown_user, &image, &TaskNetwork::default(), &[])
         .await
         .unwrap_err();
     assert!(

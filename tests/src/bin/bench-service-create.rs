@@ -487,7 +487,7 @@ async fn start_directly(socket: &Path, data_dir: &Path, n: usize) -> Result<Star
         async move {
             let image = executor.prepare(task).await?;
             executor
-                .run(
+                .start(
                     task,
                     &image,
                     &shoal_worker::network::TaskNetwork::default(),

@@ -1,6 +1,6 @@
 //! One task's lifecycle (swarmkit's controller), run as one tokio task per assigned task:
-//! ACCEPTED, PREPARING (the image, [`Executor::prepare`]), STARTING ([`Executor::create`],
-//! then [`Executor::start`]), RUNNING, then COMPLETE/FAILED on exit or SHUTDOWN when the manager sets the desired state
+//! ACCEPTED, PREPARING (the image, [`Executor::prepare`]), STARTING ([`Executor::start`]),
+//! RUNNING, then COMPLETE/FAILED on exit or SHUTDOWN when the manager sets the desired state
 //! past RUNNING. A task with a healthcheck (the service's over its image's) stays STARTING,
 //! health "starting", until its first healthy probe, and is stopped and FAILED ("container
 //! unhealthy") once unhealthy; see the `health` module. An exited container is removed at once; its log stays until the task leaves
@@ -11,13 +11,10 @@
 //! `<task dir>/status.json`, so a task whose container was already removed is never run twice
 //! (the `finished` module says which tasks may have one).
 //!
-//! While PREPARING, side by side with the image, the task's (empty) network namespace is made
-//! ([`TaskNetworks::namespace`]); while STARTING, containerd creates the container in it side
-//! by side with the network being built in it ([`TaskNetworks::attach`]), and the container's
-//! process starts once both are done. A task whose networks cannot be attached is rejected like
-//! one whose image cannot be pulled, and is never started (its container, if created, is
-//! removed; nor is a task whose image fails kept attached). The namespace goes with the
-//! container.
+//! While PREPARING, side by side with the image, the task's network namespace is built
+//! ([`TaskNetworks::attach`]); a task whose networks cannot be attached is rejected like one
+//! whose image cannot be pulled, and is never started (nor is a task whose image fails kept
+//! attached). The namespace goes with the container.
 //!
 //! The controller only talks to the [`Executor`] and [`TaskNetworks`] traits and the
 //! [`Reporter`], so its unit tests need neither containerd nor netlink.
@@ -139,15 +136,6 @@ impl Ctx {
 }
 
 impl Ctx {
-    /// Rejects a task whose networks cannot be attached: it is never started.
-    async fn reject_network(&self, task_id: &str, during: &str, e: &crate::network::NetworkError) {
-        warn!(error = %e, "attaching the task's networks failed");
-        self.detach_network(task_id).await;
-        let mut st = status(TaskState::Rejected, during);
-        st.err = format!("attaching the task's networks: {e}");
-        self.report_final(task_id, st);
-    }
-
     /// Takes the task's network namespace down; a failure is logged (the next start's
     /// `retain` removes what is left).
     async fn detach_network(&self, task_id: &str) {
@@ -324,10 +312,10 @@ pub(super) async fn controller(
 
     r.report(&id, status(TaskState::Accepted, "accepted"));
     r.report(&id, status(TaskState::Preparing, "preparing"));
-    // The image and the task's (empty) network namespace do not depend on each other:
-    // prepared side by side.
+    // The image and the network do not depend on each other: prepared side by side, a start
+    // waits for the slower of the two rather than for both in turn.
     let prepared = tokio::select! {
-        res = async { tokio::join!(ctx.executor.prepare(&task), ctx.network.namespace(&task)) } => res,
+        res = async { tokio::join!(ctx.executor.prepare(&task), ctx.network.attach(&task, None)) } => res,
         c = cancelled(&mut rx) => {
             ctx.detach_network(&id).await;
             if let Cancel::Shutdown(_) = c {
@@ -336,11 +324,11 @@ pub(super) async fn controller(
             return;
         }
     };
-    let (image, netns) = match prepared {
-        (Ok(image), Ok(netns)) => (image, netns),
-        (Err(e), ns) => {
+    let (image, net) = match prepared {
+        (Ok(image), Ok(net)) => (image, net),
+        (Err(e), net) => {
             warn!(error = %e, "preparing the task failed");
-            if ns.is_ok() {
+            if net.is_ok() {
                 ctx.detach_network(&id).await;
             }
             let mut st = status(TaskState::Rejected, "preparing");
@@ -348,7 +336,13 @@ pub(super) async fn controller(
             ctx.report_final(&id, st);
             return;
         }
-        (Ok(_), Err(e)) => return ctx.reject_network(&id, "preparing", &e).await,
+        (Ok(_), Err(e)) => {
+            warn!(error = %e, "attaching the task's networks failed");
+            let mut st = status(TaskState::Rejected, "preparing");
+            st.err = format!("attaching the task's networks: {e}");
+            ctx.report_final(&id, st);
+            return;
+        }
     };
     let cancel = cancel_of(&rx.borrow());
     if let Some(c) = cancel {
@@ -371,26 +365,8 @@ pub(super) async fn controller(
         }
     };
     r.report(&id, status(TaskState::Starting, "starting"));
-    // containerd creates the container in the namespace while the network in it is built:
-    // a start waits for the slower of the two, not for both in turn. The container's process
-    // starts only once its network is complete.
-    let (created, attached) = tokio::join!(
-        ctx.executor.create(&task, &image, netns.as_ref(), &files),
-        ctx.network.attach(&task, None)
-    );
-    let started = match (created, attached) {
-        (Ok(()), Ok(net)) => ctx.executor.start(&task, &net).await,
-        (Err(e), _) => Err(e),
-        (Ok(()), Err(e)) => {
-            // The attach undid itself; the container goes too, never started.
-            if let Err(removed) = ctx.executor.remove(&id).await {
-                warn!(error = %removed, "removing the container of a task whose network failed failed");
-            }
-            return ctx.reject_network(&id, "starting", &e).await;
-        }
-    };
     let check = healthcheck(&task, &image);
-    let health = match started {
+    let health = match ctx.executor.start(&task, &image, &net, &files).await {
         Ok(pid) => {
             if check.is_some() {
                 let image_check = image.healthcheck.as_ref();

@@ -44,7 +44,6 @@ use crate::network::TaskNetwork;
 use crate::spec::{self, SpecError, SpecInput};
 use crate::stats::{self, CgroupLayout};
 use crate::volumes::{Volumes, LABEL_VOLUMES};
-use shoal_netns::Netns;
 
 pub const LABEL_TASK_ID: &str = "shoal.task.id";
 pub const LABEL_SERVICE_ID: &str = "shoal.service.id";
@@ -186,25 +185,21 @@ impl ContainerdExecutor {
         Ok(image::ensure_image_with(&self.cd, &cs.image, &options).await?)
     }
 
-    /// Creates the task's container in `netns` without starting it, its `files` in memory. The
-    /// network in `netns` may still be being built meanwhile (see
-    /// [`crate::network::TaskNetworks::namespace`]): its `/etc/hosts` and `resolv.conf` are
-    /// written for no network yet, and [`ContainerdExecutor::start`] writes them again, in
-    /// place, once it is built. On failure nothing of the container is left behind (its task
-    /// directory and log are kept).
-    pub async fn create(
+    /// Creates the task's container and starts it, its `files` in memory; returns its pid. On
+    /// failure nothing of the container is left behind (its task directory and log are kept).
+    pub async fn start(
         &self,
         task: &Task,
         image: &ResolvedImage,
-        netns: Option<&Netns>,
+        net: &TaskNetwork,
         task_files: &[TaskFile],
-    ) -> Result<(), ExecutorError> {
+    ) -> Result<u32, ExecutorError> {
         let cs = Self::container_spec(task)?;
         let id = task.id.as_str();
         let task_dir = logs::task_dir(&self.data_dir, id);
         let io_err = |what: &'static str, path: &Path| ExecutorError::io(id, what, path);
         let hostname = spec::hostname_for(task);
-        spec::write_etc_files(&task_dir, &hostname, &TaskNetwork::default(), &cs.hosts)
+        spec::write_etc_files(&task_dir, &hostname, net, &cs.hosts)
             .map_err(io_err("cannot write /etc files under", &task_dir))?;
         TaskMeta {
             task_id: id.to_string(),
@@ -233,76 +228,23 @@ impl ContainerdExecutor {
                     image,
                     hostname: &hostname,
                     stop_signal,
-                    netns: netns.map(Netns::path),
+                    netns: net.netns_path(),
                     mounts: &mounts,
                 };
-                self.create_leased(&launch).await
+                self.create_and_start(&launch).await
             }
             Err(e) => Err(e),
         };
         if let Err(e) = &result {
-            self.clean_up_failed(task, "create", e).await;
+            warn!(task = %id, service = %task.service_name, error = %e, "start failed, cleaning up");
+            if let Err(cleanup) = self.remove(id).await {
+                warn!(task = %id, error = %cleanup, "cleanup after a failed start failed");
+            }
         }
         result
     }
 
-    /// Starts the container [`ContainerdExecutor::create`] made, once its network `net` is
-    /// built: writes its `/etc/hosts` and `resolv.conf` for `net`, then starts its process;
-    /// returns its pid. On failure the container is removed (its task directory and log are
-    /// kept).
-    pub async fn start(&self, task: &Task, net: &TaskNetwork) -> Result<u32, ExecutorError> {
-        let result = self.start_created(task, net).await;
-        if let Err(e) = &result {
-            self.clean_up_failed(task, "start", e).await;
-        }
-        result
-    }
-
-    /// Creates and starts the task's container at once, for a network built already.
-    pub async fn run(
-        &self,
-        task: &Task,
-        image: &ResolvedImage,
-        net: &TaskNetwork,
-        task_files: &[TaskFile],
-    ) -> Result<u32, ExecutorError> {
-        self.create(task, image, net.netns.as_ref(), task_files)
-            .await?;
-        self.start(task, net).await
-    }
-
-    async fn clean_up_failed(&self, task: &Task, what: &str, error: &ExecutorError) {
-        let id = task.id.as_str();
-        warn!(task = %id, service = %task.service_name, error = %error, "{what} failed, cleaning up");
-        if let Err(cleanup) = self.remove(id).await {
-            warn!(task = %id, error = %cleanup, "cleanup after a failed {what} failed");
-        }
-    }
-
-    async fn start_created(&self, task: &Task, net: &TaskNetwork) -> Result<u32, ExecutorError> {
-        let cs = Self::container_spec(task)?;
-        let id = task.id.as_str();
-        let task_dir = logs::task_dir(&self.data_dir, id);
-        // The same files the container has bind-mounted since its creation, rewritten in place.
-        spec::write_etc_files(&task_dir, &spec::hostname_for(task), net, &cs.hosts).map_err(
-            ExecutorError::io(id, "cannot write /etc files under", &task_dir),
-        )?;
-        let pid = self
-            .cd
-            .tasks()
-            .start(self.cd.request(StartRequest {
-                container_id: id.to_string(),
-                exec_id: String::new(),
-            }))
-            .await
-            .map_err(|s| ExecutorError::containerd("Tasks.Start", id, s))?
-            .into_inner()
-            .pid;
-        info!(task = %id, service = %task.service_name, container = %id, pid, "task started");
-        Ok(pid)
-    }
-
-    async fn create_leased(&self, launch: &Launch<'_>) -> Result<(), ExecutorError> {
+    async fn create_and_start(&self, launch: &Launch<'_>) -> Result<u32, ExecutorError> {
         let id = launch.task.id.as_str();
         let lease = format!("shoal-start-{id}");
         let expire = (chrono::Utc::now() + START_LEASE_TTL).to_rfc3339();
@@ -314,7 +256,7 @@ impl ContainerdExecutor {
             }))
             .await
             .map_err(|s| ExecutorError::containerd("Leases.Create", id, s))?;
-        let result = self.create_in_lease(launch, &lease).await;
+        let result = self.create_and_start_leased(launch, &lease).await;
         // The container now references the snapshot; the lease has done its job.
         if let Err(s) = self
             .cd
@@ -330,7 +272,11 @@ impl ContainerdExecutor {
         result
     }
 
-    async fn create_in_lease(&self, launch: &Launch<'_>, lease: &str) -> Result<(), ExecutorError> {
+    async fn create_and_start_leased(
+        &self,
+        launch: &Launch<'_>,
+        lease: &str,
+    ) -> Result<u32, ExecutorError> {
         let Launch {
             task,
             cs,
@@ -469,7 +415,19 @@ impl ContainerdExecutor {
             }))
             .await
             .map_err(|s| ExecutorError::containerd("Tasks.Create", id, s))?;
-        Ok(())
+        let pid = self
+            .cd
+            .tasks()
+            .start(self.cd.request(StartRequest {
+                container_id: id.to_string(),
+                exec_id: String::new(),
+            }))
+            .await
+            .map_err(|s| ExecutorError::containerd("Tasks.Start", id, s))?
+            .into_inner()
+            .pid;
+        info!(task = %id, service = %task.service_name, container = %id, pid, "task started");
+        Ok(pid)
     }
 
     /// Waits for the task's process to exit. Works for any container containerd runs,
@@ -750,18 +708,14 @@ impl Executor for ContainerdExecutor {
         Box::pin(ContainerdExecutor::prepare(self, task))
     }
 
-    fn create<'a>(
+    fn start<'a>(
         &'a self,
         task: &'a Task,
         image: &'a ResolvedImage,
-        netns: Option<&'a Netns>,
+        net: &'a TaskNetwork,
         files: &'a [TaskFile],
-    ) -> ExecFuture<'a, ()> {
-        Box::pin(ContainerdExecutor::create(self, task, image, netns, files))
-    }
-
-    fn start<'a>(&'a self, task: &'a Task, net: &'a TaskNetwork) -> ExecFuture<'a, u32> {
-        Box::pin(ContainerdExecutor::start(self, task, net))
+    ) -> ExecFuture<'a, u32> {
+        Box::pin(ContainerdExecutor::start(self, task, image, net, files))
     }
 
     fn wait<'a>(&'a self, task_id: &'a str) -> ExecFuture<'a, ExitInfo> {

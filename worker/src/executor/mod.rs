@@ -1,5 +1,5 @@
 //! What the agent asks of a container runtime, as one trait, [`Executor`] (swarmkit's
-//! `agent/exec`): prepare a task's image, create its container, start it, wait for it, probe its health,
+//! `agent/exec`): prepare a task's image, start its container, wait for it, probe its health,
 //! stop it, remove it, inspect what already runs (for adoption) and read its resource usage.
 //!
 //! [`ContainerdExecutor`] is the implementation that runs tasks on containerd. The agent only
@@ -26,7 +26,6 @@ use crate::image::{ImageError, ResolvedImage};
 use crate::logs;
 use crate::network::TaskNetwork;
 use crate::spec::SpecError;
-use shoal_netns::Netns;
 
 pub use containerd::{
     ContainerdExecutor, LABEL_NODE_ID, LABEL_SERVICE_ID, LABEL_SERVICE_NAME, LABEL_STOP_SIGNAL,
@@ -154,21 +153,16 @@ pub trait Executor: Send + Sync + 'static {
     /// Makes the task's image available (pulled, unpacked) and describes it.
     fn prepare<'a>(&'a self, task: &'a Task) -> ExecFuture<'a, ResolvedImage>;
 
-    /// Creates the task's container without starting it, in `netns` (whose network may still
-    /// be being built), with `files` (its secrets and configs) in memory at their paths. On
-    /// failure nothing of the container is left behind (its task directory is kept).
-    fn create<'a>(
+    /// Creates the task's container and starts it, with `files` (its secrets and configs) in
+    /// memory at their paths; returns its pid. On failure nothing of the container is left
+    /// behind (its task directory is kept).
+    fn start<'a>(
         &'a self,
         task: &'a Task,
         image: &'a ResolvedImage,
-        netns: Option<&'a Netns>,
+        net: &'a TaskNetwork,
         files: &'a [TaskFile],
-    ) -> ExecFuture<'a, ()>;
-
-    /// Starts the container [`Executor::create`] made, once its network `net` is built (its
-    /// `/etc/hosts` and `resolv.conf` are written for `net` first); returns its pid. On failure
-    /// the container is removed (its task directory is kept).
-    fn start<'a>(&'a self, task: &'a Task, net: &'a TaskNetwork) -> ExecFuture<'a, u32>;
+    ) -> ExecFuture<'a, u32>;
 
     /// Waits for the task's process to exit; returns at once if it already has.
     /// [`ExecutorError::NotFound`] when there is no such process.

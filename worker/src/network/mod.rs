@@ -1,8 +1,6 @@
 //! Task networking on a worker: each task gets a network namespace of its own, named after the
-//! task, that the worker makes before the container is created and hands to runc through the
-//! OCI spec (`linux.namespaces[network].path`), so containerd never creates the network. The
-//! network in it (veths, addresses, routes, balancing) is built while containerd creates the
-//! container, and is complete before the container starts. The
+//! task, that the worker builds before the container starts and hands to runc through the OCI
+//! spec (`linux.namespaces[network].path`), so containerd never creates the network. The
 //! daemon holds it by an open descriptor, not a mount (see `shoal_netns::Netns::new_held`), until
 //! the task is detached; its container holds it too once started.
 //!
@@ -36,7 +34,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
-pub use shoal_netns::Netns;
+use shoal_netns::Netns;
 use shoal_proto::{NetworkPeers, Task};
 
 pub use config::{NetworkConfig, DEFAULT_BIP, DEFAULT_BRIDGE};
@@ -67,11 +65,6 @@ impl TaskNetwork {
 
 /// The agent's view of task networking.
 pub trait TaskNetworks: Send + Sync {
-    /// The task's network namespace, made now (empty) if the node holds none for it: what runc
-    /// joins, known before [`TaskNetworks::attach`] builds the network in it, so that the
-    /// container can be created meanwhile. `None` when the task has no namespace of its own
-    /// (runc makes it one). Held as `attach` holds it, and removed by `detach`.
-    fn namespace<'a>(&'a self, task: &'a Task) -> NetFuture<'a, Option<Netns>>;
     /// Builds the task's namespace and its attachments; for a task whose container already
     /// runs (`running`: its pid, adopted after a restart), finds its namespace through the
     /// container and attaches it again.
@@ -90,9 +83,6 @@ pub trait TaskNetworks: Send + Sync {
 pub struct Loopback;
 
 impl TaskNetworks for Loopback {
-    fn namespace<'a>(&'a self, _task: &'a Task) -> NetFuture<'a, Option<Netns>> {
-        Box::pin(async { Ok(None) })
-    }
     fn attach<'a>(&'a self, _task: &'a Task, _running: Option<u32>) -> NetFuture<'a, TaskNetwork> {
         Box::pin(async { Ok(TaskNetwork::default()) })
     }

@@ -34,7 +34,7 @@ pub struct NodeNetwork {
     host: Netlink,
     /// The namespace of every task being wired or attached, by task ID: held here, mounted
     /// nowhere. Outside the lock, so that tasks starting together are wired in parallel.
-    namespaces: StdMutex<HashMap<String, Held>>,
+    namespaces: StdMutex<HashMap<String, Netns>>,
     networks_dir: NetnsDir,
     /// Where the ingress load balancer's namespace lives.
     lb_dir: NetnsDir,
@@ -56,14 +56,6 @@ struct State {
     tasks: HashMap<String, Attached>,
     /// The routing mesh's load balancer, while some service publishes an ingress port.
     balancer: Option<IngressBalancer>,
-}
-
-/// A task's namespace as the node holds it.
-struct Held {
-    ns: Netns,
-    /// Made by [`TaskNetworks::namespace`] and not wired yet: still empty, as a namespace
-    /// made by the attach itself would be.
-    unwired: bool,
 }
 
 /// A task's namespace as [`NodeNetwork::wire`] leaves it.
@@ -182,31 +174,24 @@ impl NodeNetwork {
         Ok(Wired { ns, inside, fresh })
     }
 
-    /// The task's namespace, and whether it is fresh (empty, made for this start): the one
-    /// held already (attaching again converges; one made by [`TaskNetworks::namespace`] is
-    /// fresh until wired), else the one its running container is in, else a new one.
+    /// The task's namespace, and whether it was made now: the one held already (attaching
+    /// again converges), else the one its running container is in, else a new one.
     fn namespace_of(&self, id: &str, running: Option<u32>) -> Result<(Netns, bool), NetworkError> {
-        if let Some(held) = lock_ids(&self.namespaces).get_mut(id) {
-            return Ok((held.ns.clone(), std::mem::take(&mut held.unwired)));
+        if let Some(ns) = lock_ids(&self.namespaces).get(id) {
+            return Ok((ns.clone(), false));
         }
         let (ns, fresh) = match running {
             Some(pid) => (Netns::of_process(id, pid)?, false),
             None => (Netns::new_held(id)?, true),
         };
-        let (held, kept) = self.hold(id, ns, false);
-        Ok((held, fresh && kept))
-    }
-
-    /// Holds `ns` as the task's namespace, made outside the map's lock: should another call
-    /// for the task have been quicker, its namespace stays and this one is dropped (and with
-    /// it freed). Returns the namespace held and whether it is `ns`.
-    fn hold(&self, id: &str, ns: Netns, unwired: bool) -> (Netns, bool) {
-        let mut namespaces = lock_ids(&self.namespaces);
-        let held = namespaces.entry(id.to_string()).or_insert(Held {
-            ns: ns.clone(),
-            unwired,
-        });
-        (held.ns.clone(), held.ns == ns)
+        // Made outside the map's lock; should another attach of the task have been quicker,
+        // its namespace stays and this one is dropped (and with it freed).
+        let held = lock_ids(&self.namespaces)
+            .entry(id.to_string())
+            .or_insert(ns.clone())
+            .clone();
+        let fresh = fresh && held == ns;
+        Ok((held, fresh))
     }
 
     /// The shared part of attaching, under the lock: the task's overlays, its outbound
@@ -458,23 +443,10 @@ impl NodeNetwork {
 }
 
 impl TaskNetworks for NodeNetwork {
-    fn namespace<'a>(&'a self, task: &'a Task) -> NetFuture<'a, Option<Netns>> {
-        Box::pin(async move {
-            if is_network_none(task) {
-                return Ok(None);
-            }
-            if let Some(held) = lock_ids(&self.namespaces).get(&task.id) {
-                return Ok(Some(held.ns.clone()));
-            }
-            Ok(Some(
-                self.hold(&task.id, Netns::new_held(&task.id)?, true).0,
-            ))
-        })
-    }
-
     fn attach<'a>(&'a self, task: &'a Task, running: Option<u32>) -> NetFuture<'a, TaskNetwork> {
         Box::pin(async move {
-            if is_network_none(task) {
+            let mode = task.spec.as_ref().map_or("", |s| s.network_mode.as_str());
+            if mode == shoal_proto::validate::NETWORK_NONE {
                 // `--network none`: runc makes an empty namespace (loopback only); no DNS
                 // server.
                 return Ok(TaskNetwork::default());
@@ -569,12 +541,6 @@ impl TaskNetworks for NodeNetwork {
             Ok(())
         })
     }
-}
-
-/// `--network none`: runc makes the task an empty namespace (loopback only).
-fn is_network_none(task: &Task) -> bool {
-    let mode = task.spec.as_ref().map_or("", |s| s.network_mode.as_str());
-    mode == shoal_proto::validate::NETWORK_NONE
 }
 
 /// Task namespaces were bind mounts in `dir` before they were held by descriptors: what an

@@ -29,7 +29,7 @@ async fn an_assigned_task_is_prepared_started_and_reported_running() {
     let (_tx, _ctl) = spawn(&h, task("t1"), None);
 
     let running = h.wait_for("t1", TaskState::Running).await;
-    assert_eq!(h.exec.calls("t1"), ["prepare", "create", "start"]);
+    assert_eq!(h.exec.calls("t1"), ["prepare", "start"]);
     assert_eq!(
         h.states("t1"),
         [
@@ -54,7 +54,7 @@ async fn a_container_exiting_non_zero_fails_the_task_with_its_exit_code() {
     ctl.await.unwrap();
     assert_eq!(failed.exit_code, 3);
     assert_eq!(failed.err, "task: non-zero exit (3)");
-    assert_eq!(h.exec.calls("t1"), ["prepare", "create", "start", "remove"]);
+    assert_eq!(h.exec.calls("t1"), ["prepare", "start", "remove"]);
     assert_eq!(
         h.exec.container("t1"),
         None,
@@ -93,10 +93,7 @@ async fn a_desired_shutdown_stops_the_container_and_reports_shutdown() {
 
     let shutdown = h.wait_for("t1", TaskState::Shutdown).await;
     assert_eq!(shutdown.exit_code, SIGTERM_EXIT);
-    assert_eq!(
-        h.exec.calls("t1"),
-        ["prepare", "create", "start", "stop", "remove"]
-    );
+    assert_eq!(h.exec.calls("t1"), ["prepare", "start", "stop", "remove"]);
 }
 
 #[tokio::test]
@@ -116,7 +113,7 @@ async fn a_task_that_cannot_be_prepared_is_rejected_and_never_started() {
 }
 
 #[tokio::test]
-async fn the_namespace_is_made_beside_the_image_and_let_go_when_the_image_fails() {
+async fn the_network_is_attached_beside_the_image_and_let_go_when_the_image_fails() {
     let net = Arc::new(RecordingNetworks::default());
     let h = Harness::with_parts(FakeExecutor::new(), net.clone());
     let mut t = task("t1");
@@ -124,51 +121,12 @@ async fn the_namespace_is_made_beside_the_image_and_let_go_when_the_image_fails(
     let (_tx, ctl) = spawn(&h, t, None);
     ctl.await.unwrap();
     h.wait_for("t1", TaskState::Rejected).await;
-    assert_eq!(net.calls(), ["namespace t1", "detach t1"]);
+    assert_eq!(net.calls(), ["attach t1", "detach t1"]);
 
-    // A task that starts keeps its network, attached once its namespace is made.
+    // A task that starts keeps its network.
     let (_tx, _ctl) = spawn(&h, task("t2"), None);
     h.wait_for("t2", TaskState::Running).await;
-    assert_eq!(
-        net.calls(),
-        ["namespace t1", "detach t1", "namespace t2", "attach t2"]
-    );
-}
-
-#[tokio::test]
-async fn a_task_whose_network_fails_while_its_container_is_created_is_rejected_never_started() {
-    let net = Arc::new(RecordingNetworks::default());
-    net.failing_attach
-        .store(true, std::sync::atomic::Ordering::Relaxed);
-    let h = Harness::with_parts(FakeExecutor::new(), net.clone());
-    let (_tx, ctl) = spawn(&h, task("t1"), None);
-    ctl.await.unwrap();
-
-    let rejected = h.wait_for("t1", TaskState::Rejected).await;
-    assert!(
-        rejected
-            .err
-            .starts_with("attaching the task's networks: no free address"),
-        "the network's error is the task's: {rejected:?}"
-    );
-    // Created beside the network, then removed without ever starting.
-    assert_eq!(h.exec.calls("t1"), ["prepare", "create", "remove"]);
-    assert_eq!(h.exec.container("t1"), None);
-    assert_eq!(net.calls(), ["namespace t1", "attach t1", "detach t1"]);
-}
-
-#[tokio::test]
-async fn a_task_whose_container_cannot_be_created_fails_and_lets_its_network_go() {
-    let net = Arc::new(RecordingNetworks::default());
-    let h = Harness::with_parts(FakeExecutor::new(), net.clone());
-    h.exec.fail_create("t1");
-    let (_tx, ctl) = spawn(&h, task("t1"), None);
-    ctl.await.unwrap();
-
-    let failed = h.wait_for("t1", TaskState::Failed).await;
-    assert!(failed.err.contains("Tasks.Create"), "{failed:?}");
-    assert_eq!(h.exec.calls("t1"), ["prepare", "create"]);
-    assert_eq!(net.calls(), ["namespace t1", "attach t1", "detach t1"]);
+    assert_eq!(net.calls(), ["attach t1", "detach t1", "attach t2"]);
 }
 
 #[tokio::test]
@@ -223,7 +181,7 @@ async fn a_task_finished_before_a_restart_is_reported_again_never_rerun() {
     assert_eq!(restarted.statuses("t1"), [before]);
     assert_eq!(
         h.exec.calls("t1"),
-        ["prepare", "create", "start", "remove"],
+        ["prepare", "start", "remove"],
         "not started twice"
     );
 }
@@ -244,7 +202,7 @@ async fn a_finished_task_handed_to_the_same_agent_again_is_reported_again_never_
     assert_eq!(h.statuses("t1").last(), Some(&before));
     assert_eq!(
         h.exec.calls("t1"),
-        ["prepare", "create", "start", "remove"],
+        ["prepare", "start", "remove"],
         "not started twice"
     );
 }

@@ -72,7 +72,7 @@ async fn a_checked_task_is_starting_until_healthy_then_fails_when_unhealthy() {
     let calls = h.exec.calls("t1");
     assert_eq!(
         calls.iter().filter(|c| **c != "probe").collect::<Vec<_>>(),
-        [&"prepare", &"create", &"start", &"stop", &"remove"],
+        [&"prepare", &"start", &"stop", &"remove"],
         "the unhealthy container is stopped and removed"
     );
 }

@@ -38,14 +38,11 @@ struct FakeState {
     next_pid: u32,
     /// Tasks whose healthcheck probes pass (the rest fail, as a probe of a missing file would).
     healthy: HashSet<String>,
-    /// The files each task was created with.
+    /// The files each task was started with.
     files: HashMap<String, Vec<crate::executor::TaskFile>>,
-    /// Tasks whose container fails to be created, as containerd refusing it would.
-    failing_create: HashSet<String>,
 }
 
-/// An executor whose containers are entries in a map: `create` makes one (unless the test
-/// said it fails: [`FakeExecutor::fail_create`]), `start` runs it, the test
+/// An executor whose containers are entries in a map: `start` makes one running, the test
 /// ends it with [`FakeExecutor::exit`], `stop` ends it as SIGTERM would. A task without a
 /// container spec fails to prepare, as with the real executor. Healthcheck probes fail until
 /// the test says the task is healthy ([`FakeExecutor::set_healthy`]).
@@ -97,11 +94,6 @@ impl FakeExecutor {
         self.set(task_id, Some(exited(code)));
     }
 
-    /// From now on creating the task's container fails.
-    pub(super) fn fail_create(&self, task_id: &str) {
-        self.lock().failing_create.insert(task_id.to_string());
-    }
-
     /// From now on the task's probes pass (`true`) or fail.
     pub(super) fn set_healthy(&self, task_id: &str, healthy: bool) {
         let mut st = self.lock();
@@ -117,7 +109,7 @@ impl FakeExecutor {
     }
 
     /// The operations called for one task, in order.
-    /// The files `task_id` was last created with.
+    /// The files `task_id` was last started with.
     pub(super) fn files(&self, task_id: &str) -> Vec<crate::executor::TaskFile> {
         self.lock().files.get(task_id).cloned().unwrap_or_default()
     }
@@ -160,35 +152,17 @@ impl Executor for FakeExecutor {
         })
     }
 
-    fn create<'a>(
-        &'a self,
-        task: &'a Task,
-        _image: &'a ResolvedImage,
-        _netns: Option<&'a shoal_netns::Netns>,
-        files: &'a [crate::executor::TaskFile],
-    ) -> ExecFuture<'a, ()> {
-        self.record("create", &task.id);
-        if self.lock().failing_create.contains(&task.id) {
-            let failed = ExecutorError::Containerd {
-                op: "Tasks.Create",
-                task: task.id.clone(),
-                status: tonic::Status::internal("runc create failed"),
-            };
-            return Box::pin(async move { Err(failed) });
-        }
-        self.lock().files.insert(task.id.clone(), files.to_vec());
-        self.set(&task.id, Some(ObservedState::Created));
-        Box::pin(async { Ok(()) })
-    }
-
     fn start<'a>(
         &'a self,
         task: &'a Task,
+        _image: &'a ResolvedImage,
         _net: &'a crate::network::TaskNetwork,
+        files: &'a [crate::executor::TaskFile],
     ) -> ExecFuture<'a, u32> {
         self.record("start", &task.id);
         let pid = {
             let mut st = self.lock();
+            st.files.insert(task.id.clone(), files.to_vec());
             st.next_pid += 1;
             st.next_pid
         };
@@ -325,8 +299,6 @@ pub(super) fn task(id: &str) -> Task {
 #[derive(Default)]
 pub(super) struct RecordingNetworks {
     calls: Mutex<Vec<String>>,
-    /// Attaching fails, as a full outbound subnet would make it.
-    pub(super) failing_attach: std::sync::atomic::AtomicBool,
 }
 
 impl RecordingNetworks {
@@ -340,19 +312,8 @@ impl RecordingNetworks {
 }
 
 impl TaskNetworks for RecordingNetworks {
-    fn namespace<'a>(&'a self, task: &'a Task) -> NetFuture<'a, Option<shoal_netns::Netns>> {
-        self.record(format!("namespace {}", task.id));
-        Box::pin(async { Ok(None) })
-    }
     fn attach<'a>(&'a self, task: &'a Task, _running: Option<u32>) -> NetFuture<'a, TaskNetwork> {
         self.record(format!("attach {}", task.id));
-        if self
-            .failing_attach
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            let full = crate::network::NetworkError::OutboundFull("198.18.0.0/30".into());
-            return Box::pin(async move { Err(full) });
-        }
         Box::pin(async { Ok(TaskNetwork::default()) })
     }
     fn detach<'a>(&'a self, task_id: &'a str) -> NetFuture<'a, ()> {

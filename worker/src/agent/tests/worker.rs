@@ -26,10 +26,10 @@ async fn a_new_task_in_the_set_gets_a_controller() {
 
     h.wait_for("t1", TaskState::Running).await;
     h.wait_for("t2", TaskState::Running).await;
-    assert_eq!(h.exec.calls("t1"), ["prepare", "create", "start"]);
+    assert_eq!(h.exec.calls("t1"), ["prepare", "start"]);
     // The same set again changes nothing.
     worker.reconcile(vec![task("t1"), task("t2")]);
-    assert_eq!(h.exec.calls("t1"), ["prepare", "create", "start"]);
+    assert_eq!(h.exec.calls("t1"), ["prepare", "start"]);
 }
 
 #[tokio::test]
@@ -48,14 +48,7 @@ async fn a_task_removed_from_the_set_is_stopped_and_removed_with_its_logs() {
     .await;
     assert_eq!(
         h.exec.calls("t1"),
-        [
-            "prepare",
-            "create",
-            "start",
-            "stop",
-            "remove",
-            "remove_logs"
-        ]
+        ["prepare", "start", "stop", "remove", "remove_logs"]
     );
     assert_eq!(h.exec.container("t1"), None);
     assert!(!dir.exists(), "the task's directory is removed");
@@ -75,10 +68,7 @@ async fn a_changed_desired_state_reaches_the_tasks_controller() {
     stopping.desired_state = TaskState::Shutdown as i32;
     worker.reconcile(vec![stopping]);
     h.wait_for("t1", TaskState::Shutdown).await;
-    assert_eq!(
-        h.exec.calls("t1"),
-        ["prepare", "create", "start", "stop", "remove"]
-    );
+    assert_eq!(h.exec.calls("t1"), ["prepare", "start", "stop", "remove"]);
 }
 
 #[tokio::test]
@@ -171,10 +161,10 @@ async fn an_incremental_message_changes_only_the_tasks_it_names() {
         (h.exec.calls("gone").last() == Some(&"remove_logs")).then_some(())
     })
     .await;
-    assert_eq!(h.exec.calls("kept"), ["prepare", "create", "start"]);
+    assert_eq!(h.exec.calls("kept"), ["prepare", "start"]);
     assert!(h.exec.container("kept").is_some(), "kept runs on");
     assert_eq!(h.exec.container("gone"), None);
     // A removal of a task the worker does not hold changes nothing.
     worker.apply_changes(Vec::new(), vec!["unknown".to_string()]);
-    assert_eq!(h.exec.calls("kept"), ["prepare", "create", "start"]);
+    assert_eq!(h.exec.calls("kept"), ["prepare", "start"]);
 }
