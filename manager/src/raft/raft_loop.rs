@@ -1,16 +1,13 @@
 //! The Raft loop: one thread owns the raft-rs `RawNode` and drives it — ticks, proposals from
 //! the store, messages from peers — persisting each `Ready` before acting on it and applying
 //! committed entries to the store in log order (tikv raft-rs's `single_mem_node` shape: tick,
-//! step, propose, then on `ready`: persist, send, apply, advance). A leader's `Ready`s are the
-//! exception: their writes go to the log's writer thread and the loop goes on, while raft-rs
-//! waits for the write before it counts the leader's own acknowledgement (its asynchronous
-//! `Ready`; see `storage/log_writer.rs`).
+//! step, propose, then on `ready`: persist, send, apply, advance).
 //!
 //! The loop runs on its own OS thread with a single-threaded tokio runtime rather than as a
-//! task on the caller's runtime (`open.rs` starts it): a follower's `Ready` ends in an fsync,
-//! and blocking a shared runtime worker for it would stall unrelated tasks (or the whole
-//! runtime, when it has one thread). Everything else talks to it through channels
-//! ([`Control`], [`ProposeRequest`]).
+//! task on the caller's runtime (`open.rs` starts it): every `Ready` ends in an fsync, and
+//! blocking a shared runtime worker for it would stall unrelated tasks (or the whole runtime,
+//! when it has one thread). Everything else talks to it through channels ([`Control`],
+//! [`ProposeRequest`]).
 //!
 //! Its concerns live beside it, each with the state it keeps, which the loop owns and calls
 //! with the parts of its own state they need: proposals and their answers (`proposals.rs`),
@@ -83,8 +80,6 @@ pub(super) struct RaftLoop {
     warned_retired: HashSet<u64>,
     /// Metrics the loop updates (shared with every [`super::RaftHandle`]).
     instruments: RaftInstruments,
-    /// Whether a leader's `Ready`s are written by the log's writer thread (see `drive`).
-    leader_writes_async: bool,
 }
 
 impl RaftLoop {
@@ -112,7 +107,6 @@ impl RaftLoop {
             warned_unsnapshotted_append: false,
             warned_retired: HashSet::new(),
             instruments,
-            leader_writes_async: false,
         };
         raft_loop.sync_peers();
         raft_loop
@@ -153,9 +147,6 @@ impl RaftLoop {
         tick: Duration,
         sole_voter: bool,
     ) -> Result<(), RaftError> {
-        // Woken by the log's writer whenever it finished a write of a leader's entries.
-        let written = std::sync::Arc::new(tokio::sync::Notify::new());
-        self.node.mut_store().start_writer(written.clone())?;
         // Re-apply what was committed after the snapshot before anything else happens, so the
         // store is current before the first proposal is answered.
         self.handle_readies()?;
@@ -164,10 +155,6 @@ impl RaftLoop {
             self.node.campaign()?;
             self.handle_readies()?;
         }
-        // From here on a leader's writes go to the writer. Not before: so a sole voter has
-        // committed and applied its new term's first entry, and says so in its status, by the
-        // time anyone sees it lead.
-        self.leader_writes_async = true;
 
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -187,8 +174,6 @@ impl RaftLoop {
                     Some(req) => batch.push(req),
                     None => proposals_open = false,
                 },
-                // What it wrote is collected with the Readies below.
-                _ = written.notified() => {}
                 msg = control.recv(), if control_open => match msg {
                     Some(Control::Shutdown) => return Ok(()),
                     Some(other) => self.control(other)?,
@@ -313,7 +298,6 @@ impl RaftLoop {
     }
 
     fn handle_readies(&mut self) -> Result<(), RaftError> {
-        self.collect_written()?;
         let mut result = Ok(());
         for _ in 0..MAX_READY_ROUNDS {
             if !self.node.has_ready() {
@@ -327,15 +311,6 @@ impl RaftLoop {
         // Entries applied before a failure were applied: their proposers hear so either way.
         self.answer_applied();
         result
-    }
-
-    /// Tells raft-rs which of the leader's `Ready`s the log's writer has put on disk since the
-    /// last call; its next `Ready` then holds what that acknowledgement commits.
-    fn collect_written(&mut self) -> Result<(), RaftError> {
-        if let Some(number) = self.node.mut_store().persisted_ready()? {
-            self.node.on_persist_ready(number);
-        }
-        Ok(())
     }
 
     /// Publishes the status, then answers the proposers whose entries were applied and the
@@ -380,34 +355,15 @@ impl RaftLoop {
             self.answer_applied();
         }
 
+        // Entries and hard state in one durable write: nothing below runs unless it is on disk.
         let hs = ready.hs().cloned();
-        let appended = ready.entries().len();
-        if appended > 0 {
-            self.instruments.append_entries.observe(appended as f64);
-        }
-        if self.leader_writes_async && self.node.raft.state == StateRole::Leader {
-            // A leader's write goes to the log's writer thread and the loop goes on (Raft
-            // thesis 10.2.1): its messages are sent already, and raft-rs counts the leader's
-            // own acknowledgement, and hands out what that commits, only once it hears the
-            // write is on disk (`collect_written`).
-            let number = ready.number();
-            let entries = ready.take_entries();
-            if self
-                .node
-                .mut_store()
-                .persist_async(number, entries, hs.as_ref())?
-            {
-                self.node.advance_append_async(ready);
-                self.node.advance_apply();
-                return self.maybe_snapshot();
-            }
-            // Nothing of it, nor before it, is still being written: on as if written here.
-        } else {
-            // Entries and hard state in one durable write (after whatever the writer still
-            // had from when this node led): nothing below runs unless it is on disk.
-            self.node
-                .mut_store()
-                .persist(ready.entries(), hs.as_ref())?;
+        self.node
+            .mut_store()
+            .persist(ready.entries(), hs.as_ref())?;
+        if !ready.entries().is_empty() {
+            self.instruments
+                .append_entries
+                .observe(ready.entries().len() as f64);
         }
 
         // Followers answer (votes, appends) only once what they acknowledge is durable.

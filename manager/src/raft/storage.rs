@@ -2,16 +2,12 @@
 //! state and the latest snapshot, behind raft-rs's [`Storage`] trait.
 //!
 //! Every change commits one redb write transaction with immediate durability (fsync) before the
-//! method returns, so once it returns `Ok` the Raft loop may acknowledge what was written. Two
-//! exceptions: a hard state that only moves the commit index, which Raft does not need on disk
-//! (see [`RaftStorage::persist`]) and which reaches the disk with the next durable write; and a
-//! leader's `Ready`s, which a writer thread puts on disk while the loop goes on
-//! ([`RaftStorage::persist_async`], `storage/log_writer.rs`), telling the loop when they are.
-//! The entries after the last compaction and the metadata are mirrored in memory because
-//! raft-rs reads them constantly and treats a read error as fatal (it panics); the file is read
-//! and checked once at open, and is the truth on restart. The mirror changes when a write is
-//! made or handed to the writer; every other write waits for the writer first, so the file
-//! changes in the same order.
+//! method returns, so once it returns `Ok` the Raft loop may acknowledge what was written. The
+//! one exception is a hard state that only moves the commit index: Raft does not need it on disk
+//! (see [`RaftStorage::persist`]), so it reaches the disk with the next durable write. The
+//! entries after the last compaction and the metadata are mirrored in memory because raft-rs
+//! reads them constantly and treats a read error as fatal (it panics); the file is read and
+//! checked once at open, is written before the mirror changes, and is the truth on restart.
 //!
 //! Layout: the `raft_entries` table maps an index to an encoded `eraftpb::Entry`; `raft_meta`
 //! holds the format version, the owning Raft ID, the hard state, the conf state, the members'
@@ -35,14 +31,12 @@ use std::sync::Arc;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 use redb::{Database, Durability, TableDefinition, WriteTransaction};
-use tokio::sync::Notify;
 use tracing::{debug, info};
 
 use super::cipher::DataKey;
 use super::members::{self, Members};
 use super::RaftError;
 use load::open_database;
-use log_writer::{LogWrite, LogWriter};
 
 /// The data file's name inside the data directory.
 pub const DATA_FILE: &str = "raft.redb";
@@ -90,12 +84,8 @@ pub struct RaftStorage {
     /// Index and term of the last entry removed by compaction (0, 0 when none was).
     truncated_index: u64,
     truncated_term: u64,
-    /// The log after `truncated_index`: `entries[i].index == truncated_index + 1 + i`. Holds
-    /// what was handed to `writer` too, before it is on disk: raft-rs reads it from here.
+    /// The log after `truncated_index`: `entries[i].index == truncated_index + 1 + i`.
     entries: Vec<Entry>,
-    /// Writes a leader's entries on a thread of its own, once started ([`RaftStorage::
-    /// start_writer`]); dropped (after writing what it was given) before the file closes.
-    writer: Option<LogWriter>,
 }
 
 impl std::fmt::Debug for RaftStorage {
@@ -147,7 +137,6 @@ impl RaftStorage {
             truncated_index: 0,
             truncated_term: 0,
             entries: Vec::new(),
-            writer: None,
         };
         storage.load()?;
         debug!(
@@ -287,79 +276,10 @@ impl RaftStorage {
     }
 
     /// Appends `ents` (as [`RaftStorage::append`]) and records `hs`, in one durable write: what
-    /// one Raft `Ready` asks to be persisted. Returns once it, and every write handed to the
-    /// log's writer before it ([`RaftStorage::persist_async`]), is on disk.
+    /// one Raft `Ready` asks to be persisted.
     pub fn persist(&mut self, ents: &[Entry], hs: Option<&HardState>) -> Result<(), RaftError> {
-        self.wait_written()?;
-        let Some(write) = self.stage(ents.to_vec(), hs)? else {
-            return Ok(());
-        };
-        let sealed = write.seal(&self.key, &self.path)?;
-        self.write(|txn| sealed.put(txn))
-    }
-
-    /// [`RaftStorage::persist`] for `Ready` number `number` of a leader, written by the log's
-    /// writer thread while the caller goes on (see `storage/log_writer.rs`); raft-rs reads the
-    /// entries from this storage at once. Returns whether this `Ready` waits for a write in
-    /// flight (its own or an earlier one): then [`RaftStorage::persisted_ready`] says when it
-    /// is on disk; otherwise it already is. [`RaftStorage::start_writer`] must have run.
-    pub fn persist_async(
-        &mut self,
-        number: u64,
-        ents: Vec<Entry>,
-        hs: Option<&HardState>,
-    ) -> Result<bool, RaftError> {
-        let write = self.stage(ents, hs)?;
-        let Some(writer) = self.writer.as_mut() else {
-            return Err(self.invalid("an asynchronous write without the log's writer"));
-        };
-        match write {
-            Some(write) => writer.submit(number, write)?,
-            None => writer.note(number),
-        }
-        writer.busy()
-    }
-
-    /// Starts the thread that writes what [`RaftStorage::persist_async`] hands it; `wake` is
-    /// notified whenever it finished a write (or failed).
-    pub fn start_writer(&mut self, wake: Arc<Notify>) -> Result<(), RaftError> {
-        if self.writer.is_none() {
-            self.writer = Some(LogWriter::start(
-                self.db.clone(),
-                self.key.clone(),
-                self.path.clone(),
-                wake,
-            )?);
-        }
-        Ok(())
-    }
-
-    /// The number of the last `Ready` now on disk with all before it, if that moved since
-    /// the last call; the error of a write of the log's writer that failed.
-    pub fn persisted_ready(&mut self) -> Result<Option<u64>, RaftError> {
-        match self.writer.as_mut() {
-            Some(writer) => writer.persisted(),
-            None => Ok(None),
-        }
-    }
-
-    /// Waits until the log's writer has written all it was given.
-    fn wait_written(&self) -> Result<(), RaftError> {
-        match &self.writer {
-            Some(writer) => writer.wait_idle(),
-            None => Ok(()),
-        }
-    }
-
-    /// Checks `ents` and `hs`, brings the in-memory log and hard state up to them, and returns
-    /// what must be written for them, if anything.
-    fn stage(
-        &mut self,
-        ents: Vec<Entry>,
-        hs: Option<&HardState>,
-    ) -> Result<Option<LogWrite>, RaftError> {
         if ents.is_empty() && hs.is_none() {
-            return Ok(None);
+            return Ok(());
         }
         if let Some(hs) = hs {
             if ents.is_empty() && self.only_commit_changes(hs) {
@@ -373,34 +293,53 @@ impl RaftStorage {
                 // leader broadcasts; a write transaction each cost as much as an append's.
                 self.hard_state = hs.clone();
                 self.unsynced.set(true);
-                return Ok(None);
+                return Ok(());
             }
         }
-        let mut remove = None;
-        if let Some(first) = ents.first().map(|e| e.index) {
-            self.check_append(&ents, first)?;
-            let old_last = self.last();
-            if first <= old_last {
-                // The conflicting suffix goes: entries past the new tail must not survive.
-                remove = Some(first..=old_last);
-            }
-            self.entries
-                .truncate((first - self.truncated_index - 1) as usize);
-            self.entries.extend_from_slice(&ents);
+        if let Some(first) = ents.first() {
+            self.check_append(ents, first.index)?;
         }
+        let encoded: Vec<(u64, Vec<u8>)> = ents
+            .iter()
+            .map(|e| {
+                Ok((
+                    e.index,
+                    self.seal(&encode(e, &self.path)?, &entry_aad(e.index))?,
+                ))
+            })
+            .collect::<Result<_, RaftError>>()?;
         // The hard state given, or the newer commit index kept in memory since the last write.
-        let hard_state = hs
+        let hs = hs
             .cloned()
             .or_else(|| self.unsynced.get().then(|| self.hard_state.clone()));
-        if let Some(hs) = &hard_state {
-            self.hard_state = hs.clone();
+        let hs_bytes = hs.as_ref().map(|hs| encode(hs, &self.path)).transpose()?;
+        let old_last = self.last();
+        self.write(|txn| {
+            if let Some(&(first, _)) = encoded.first() {
+                if first <= old_last {
+                    // The conflicting suffix goes: entries past the new tail must not survive.
+                    remove_entries(txn, first..=old_last)?;
+                }
+                let mut table = txn.open_table(ENTRIES)?;
+                for (index, bytes) in &encoded {
+                    table.insert(*index, bytes.as_slice())?;
+                }
+            }
+            if let Some(bytes) = &hs_bytes {
+                put_meta(txn, &[(KEY_HARD_STATE, bytes)])?;
+            }
+            Ok(())
+        })?;
+        if let Some(first) = ents.first() {
+            let keep = (first.index - self.truncated_index - 1) as usize;
+            self.entries.truncate(keep);
+            self.entries.extend_from_slice(ents);
+        }
+        if let Some(hs) = hs {
+            self.hard_state = hs;
             self.unsynced.set(false);
         }
-        Ok(Some(LogWrite {
-            remove,
-            entries: ents,
-            hard_state,
-        }))
+        Ok(())
     }
 
     /// Replaces the log with a snapshot received from the leader: every entry goes, the
@@ -665,7 +604,6 @@ impl RaftStorage {
     /// Stores the commit index kept in memory (see [`RaftStorage::persist`]): when the log is
     /// closed cleanly, so that the next start re-applies everything committed at once.
     pub fn sync(&self) -> Result<(), RaftError> {
-        self.wait_written()?;
         if !self.unsynced.get() {
             return Ok(());
         }
@@ -680,13 +618,11 @@ impl RaftStorage {
         hs.term == self.hard_state.term && hs.vote == self.hard_state.vote
     }
 
-    /// Runs `f` in one write transaction and commits it durably (fsync) before returning,
-    /// after everything handed to the log's writer: the file changes in the order the log did.
+    /// Runs `f` in one write transaction and commits it durably (fsync) before returning.
     fn write(
         &self,
         f: impl FnOnce(&WriteTransaction) -> Result<(), redb::Error>,
     ) -> Result<(), RaftError> {
-        self.wait_written()?;
         commit(&self.db, &self.path, Durability::Immediate, f)
     }
 
@@ -851,7 +787,6 @@ fn truncated_bytes(index: u64, term: u64) -> [u8; 16] {
 
 mod inspect;
 mod load;
-mod log_writer;
 mod snapshot_writer;
 pub use inspect::{decrypted_records, log_sizes, LogSizes};
 pub use snapshot_writer::SnapshotWriter;

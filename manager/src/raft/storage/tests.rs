@@ -4,7 +4,7 @@
 use super::*;
 use redb::{ReadableDatabase as _, ReadableTable as _};
 
-pub(super) fn entry(index: u64, term: u64) -> Entry {
+fn entry(index: u64, term: u64) -> Entry {
     Entry {
         index,
         term,
@@ -24,7 +24,7 @@ fn two_entries_then(
 }
 
 /// A new log of node `id`, the one voter of its configuration.
-pub(super) fn bootstrapped(dir: &std::path::Path, id: u64) -> RaftStorage {
+fn bootstrapped(dir: &std::path::Path, id: u64) -> RaftStorage {
     let mut s = RaftStorage::open_unlocked(dir, id).expect("open");
     s.bootstrap(ConfState {
         voters: vec![id],
@@ -45,7 +45,7 @@ fn stored_indexes(s: &RaftStorage) -> Vec<u64> {
         .collect()
 }
 
-pub(super) fn indices_terms(s: &RaftStorage) -> Vec<(u64, u64)> {
+fn indices_terms(s: &RaftStorage) -> Vec<(u64, u64)> {
     s.entries.iter().map(|e| (e.index, e.term)).collect()
 }
 
