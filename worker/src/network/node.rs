@@ -1,7 +1,8 @@
 //! [`NodeNetwork`]: the node's task networking, as the agent sees it through
 //! [`TaskNetworks`]. It owns the outbound bridge, the overlay namespaces the node's tasks need,
-//! the task namespaces, and the DNS server's table. One lock serialises every change, so a task
-//! being attached and a peer table arriving never interleave half-way.
+//! the task namespaces, and the DNS server's table. One lock serialises every change to what
+//! is shared, so a task being attached and a peer table arriving never interleave half-way;
+//! what is a task's own (its namespace, veth and outbound address) is set up outside it.
 //!
 //! Layout of a task's namespace (docker's order): `eth0…` one per overlay network, in the
 //! service's order, then the outbound bridge's interface last, which carries the default route.
@@ -64,6 +65,31 @@ struct Wired {
     inside: Netlink,
     /// Made now, not found in place after a restart.
     fresh: bool,
+    /// The outbound address found on its interface (a restart).
+    found: Option<Ipv4Addr>,
+}
+
+/// A task attached under the lock, whose outbound address is still to be put on its interface
+/// ([`Self::configure`]), outside the lock.
+struct Attachment {
+    network: TaskNetwork,
+    inside: Netlink,
+    ifname: String,
+    outbound: Ipv4Addr,
+    internal: bool,
+}
+
+impl Attachment {
+    async fn configure(&self, bip: Ipv4Net) -> Result<(), NetworkError> {
+        Outbound::configure(
+            &self.inside,
+            &self.ifname,
+            self.outbound,
+            bip,
+            self.internal,
+        )
+        .await
+    }
 }
 
 /// A task registered as being wired until this is dropped (also when its attach is
@@ -156,22 +182,26 @@ impl NodeNetwork {
     }
 
     /// The task-local part of attaching: its namespace (created, or found through its running
-    /// container after a restart), loopback up and the outbound veth plugged in. Nothing shared
-    /// is touched, so this runs outside the lock and tasks starting together are wired in
-    /// parallel.
+    /// container after a restart), loopback up, the outbound veth plugged in and the address
+    /// it has on it already, if any. Nothing shared is touched, so this runs outside the lock
+    /// and tasks starting together are wired in parallel.
     async fn wire(&self, task: &Task, running: Option<u32>) -> Result<Wired, NetworkError> {
         let (ns, fresh) = self.namespace_of(&task.id, running)?;
         let inside = Netlink::open(&ns)?;
         inside.set_up("lo").await?;
-        Outbound::wire(
-            &self.host,
-            &self.cfg.bridge,
-            &ns,
-            &task.id,
-            &outbound_ifname(task),
-        )
-        .await?;
-        Ok(Wired { ns, inside, fresh })
+        let ifname = outbound_ifname(task);
+        Outbound::wire(&self.host, &self.cfg.bridge, &ns, &task.id, &ifname).await?;
+        // A namespace made now has a new veth, with no address to find.
+        let found = match fresh {
+            true => None,
+            false => Outbound::found(&inside, &ifname, self.cfg.bip).await?,
+        };
+        Ok(Wired {
+            ns,
+            inside,
+            fresh,
+            found,
+        })
     }
 
     /// The task's namespace, and whether it was made now: the one held already (attaching
@@ -195,14 +225,19 @@ impl NodeNetwork {
     }
 
     /// The shared part of attaching, under the lock: the task's overlays, its outbound
-    /// address, and the node's balancing and DNS tables with it.
+    /// address booked, and the node's balancing and DNS tables with it.
     async fn attach_locked(
         &self,
         st: &mut State,
         task: &Task,
         wired: Wired,
-    ) -> Result<TaskNetwork, NetworkError> {
-        let Wired { ns, inside, fresh } = wired;
+    ) -> Result<Attachment, NetworkError> {
+        let Wired {
+            ns,
+            inside,
+            fresh,
+            found,
+        } = wired;
         let mut addresses = Vec::new();
         let mut networks = Vec::new();
         for (index, att) in task.networks.iter().enumerate() {
@@ -247,7 +282,9 @@ impl NodeNetwork {
                     .and_then(|n| n.spec.as_ref())
                     .is_some_and(|s| s.internal)
             });
-        let outbound = st.outbound.address(&inside, &outbound_if, internal).await?;
+        // Attached already (an attach again): the task keeps the address it was given.
+        let found = found.or_else(|| st.tasks.get(&task.id).map(|a| a.outbound));
+        let outbound = st.outbound.reserve(found, internal)?;
         addresses.push(outbound);
         let dns_config = task.spec.as_ref().and_then(|s| s.dns.as_ref());
         let upstream = dns_config
@@ -280,15 +317,30 @@ impl NodeNetwork {
         );
         self.sync_balancing(st).await;
         self.refresh_dns(st);
-        Ok(TaskNetwork {
-            netns: Some(ns),
-            addresses,
-            resolv_conf: Some(dns::resolv_conf(
-                IpAddr::V4(st.outbound.gateway()),
-                dns_config,
-                &self.host_resolv,
-            )),
+        Ok(Attachment {
+            network: TaskNetwork {
+                netns: Some(ns),
+                addresses,
+                resolv_conf: Some(dns::resolv_conf(
+                    IpAddr::V4(st.outbound.gateway()),
+                    dns_config,
+                    &self.host_resolv,
+                )),
+            },
+            inside,
+            ifname: outbound_if,
+            outbound,
+            internal,
         })
+    }
+
+    /// Undoes a failed attachment, so that nothing half-made stays (the task is rejected and
+    /// its namespace goes), and gives back why it failed.
+    async fn undo_attach(&self, st: &mut State, task_id: &str, e: NetworkError) -> NetworkError {
+        if let Err(undo) = self.detach_locked(st, task_id).await {
+            warn!(task = %task_id, error = %undo, "undoing a failed attachment failed");
+        }
+        e
     }
 
     async fn detach_locked(&self, st: &mut State, task_id: &str) -> Result<(), NetworkError> {
@@ -454,22 +506,25 @@ impl TaskNetworks for NodeNetwork {
             // Registered until the lock is held, so `retain` never sees a half-made namespace.
             let attaching = Attaching::register(&self.attaching, &task.id);
             let wired = self.wire(task, running).await;
-            let mut st = self.state.lock().await;
-            drop(attaching);
-            let attached = match wired {
-                Ok(wired) => self.attach_locked(&mut st, task, wired).await,
-                Err(e) => Err(e),
-            };
-            match attached {
-                Ok(net) => Ok(net),
-                Err(e) => {
-                    // Nothing half-made stays: the task is rejected and its namespace goes.
-                    if let Err(undo) = self.detach_locked(&mut st, &task.id).await {
-                        warn!(task = %task.id, error = %undo, "undoing a failed attachment failed");
-                    }
-                    Err(e)
+            let attachment = {
+                let mut st = self.state.lock().await;
+                drop(attaching);
+                let attached = match wired {
+                    Ok(wired) => self.attach_locked(&mut st, task, wired).await,
+                    Err(e) => Err(e),
+                };
+                match attached {
+                    Ok(a) => a,
+                    Err(e) => return Err(self.undo_attach(&mut st, &task.id, e).await),
                 }
+            };
+            // The task's own namespace again: its address goes on outside the lock, beside
+            // the other tasks being attached.
+            if let Err(e) = attachment.configure(self.cfg.bip).await {
+                let mut st = self.state.lock().await;
+                return Err(self.undo_attach(&mut st, &task.id, e).await);
             }
+            Ok(attachment.network)
         })
     }
 

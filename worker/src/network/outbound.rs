@@ -128,44 +128,64 @@ impl Outbound {
         Ok(())
     }
 
-    /// Gives the wired task ([`Self::wire`]) its address on `ifname` and the default route, or,
-    /// when `internal`, neither route nor forwarding; returns its address, the one it already
-    /// has when it is found in place (a restart).
-    pub(super) async fn address(
-        &mut self,
+    /// The address of `bridge`'s subnet that the task's `ifname` already has: it keeps it
+    /// after a daemon restart. Reads the task's namespace only, so it runs outside the node's
+    /// lock.
+    pub(super) async fn found(
         inside: &Netlink,
         ifname: &str,
-        internal: bool,
-    ) -> Result<Ipv4Addr, NetworkError> {
-        let existing = inside
+        bip: Ipv4Net,
+    ) -> Result<Option<Ipv4Addr>, NetworkError> {
+        Ok(inside
             .addresses(ifname)
             .await?
             .into_iter()
-            .find(|a| self.bip.contains(&a.addr()));
-        let addr = match existing {
+            .map(|a| a.addr())
+            .find(|a| bip.contains(a)))
+    }
+
+    /// Books the task's address, the one `found` on it or the next free one, and, when
+    /// `internal`, keeps it from being forwarded. The shared part of addressing a task: under
+    /// the node's lock, in memory but for an internal task's rules.
+    pub(super) fn reserve(
+        &mut self,
+        found: Option<Ipv4Addr>,
+        internal: bool,
+    ) -> Result<Ipv4Addr, NetworkError> {
+        let addr = match found {
             Some(a) => {
-                self.used.insert(a.addr());
-                a.addr()
+                self.used.insert(a);
+                a
             }
             None => self.allocate()?,
         };
-        // The prefix comes from a valid Ipv4Net, so it is at most 32.
-        let net = Ipv4Net::new_assert(addr, self.bip.prefix_len());
-        inside.ensure_address(ifname, net).await?;
-        inside.set_up(ifname).await?;
-        if internal {
-            if self.internal.insert(addr) {
-                self.write_rules()?;
-            }
-        } else {
-            inside
-                .ensure_route(&Route::default_via(self.gateway()))
-                .await?;
+        if internal && self.internal.insert(addr) {
+            self.write_rules()?;
         }
         Ok(addr)
     }
 
-    /// [`Self::wire`], then [`Self::address`]: for what is attached under the node's lock.
+    /// Puts the `reserve`d `addr` on the task's `ifname`, up, with the default route through
+    /// `bip`'s address unless `internal`. The task's namespace only: outside the node's lock.
+    pub(super) async fn configure(
+        inside: &Netlink,
+        ifname: &str,
+        addr: Ipv4Addr,
+        bip: Ipv4Net,
+        internal: bool,
+    ) -> Result<(), NetworkError> {
+        // The prefix comes from a valid Ipv4Net, so it is at most 32.
+        let net = Ipv4Net::new_assert(addr, bip.prefix_len());
+        inside.ensure_address(ifname, net).await?;
+        inside.set_up(ifname).await?;
+        if !internal {
+            inside.ensure_route(&Route::default_via(bip.addr())).await?;
+        }
+        Ok(())
+    }
+
+    /// [`Self::wire`], then the address ([`Self::found`], [`Self::reserve`],
+    /// [`Self::configure`]): for what is attached under the node's lock.
     pub(super) async fn attach(
         &mut self,
         host: &Netlink,
@@ -176,7 +196,10 @@ impl Outbound {
         internal: bool,
     ) -> Result<Ipv4Addr, NetworkError> {
         Self::wire(host, &self.bridge, task, task_id, ifname).await?;
-        self.address(inside, ifname, internal).await
+        let found = Self::found(inside, ifname, self.bip).await?;
+        let addr = self.reserve(found, internal)?;
+        Self::configure(inside, ifname, addr, self.bip, internal).await?;
+        Ok(addr)
     }
 
     /// Removes the task's veth (both ends) and frees its address.
