@@ -128,9 +128,9 @@ impl Outbound {
         Ok(())
     }
 
-    /// The address of `bridge`'s subnet that the task's `ifname` already has: it keeps it
-    /// after a daemon restart. Reads the task's namespace only, so it runs outside the node's
-    /// lock.
+    /// The address in `bip` (the bridge's subnet) that the task's `ifname` already has: it
+    /// keeps it after a daemon restart. Reads the task's namespace only, so it runs outside the
+    /// node's lock.
     pub(super) async fn found(
         inside: &Netlink,
         ifname: &str,
